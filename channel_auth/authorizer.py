@@ -1,0 +1,44 @@
+"""The authorization hook for private and presence channels.
+
+Kept apart from the transport on purpose: it sees a channel name, the
+credentials a client forwarded and the claims of its handshake, and answers
+with an HTTP-like status (200 allows; anything else is what the client gets in
+``subscription_error``), plus presence data when there is some.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class AuthRequest:
+    channel: str
+    socket_id: str
+    # ``auth.headers`` from the client's subscribe payload, as given.
+    headers: dict[str, str] = field(default_factory=dict)
+    # The Socket.IO handshake's headers (cookie, referer, ...), lower-case names.
+    handshake_headers: dict[str, str] = field(default_factory=dict)
+    claims: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class AuthResult:
+    status: int
+    channel_data: dict[str, Any] | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.status == 200
+
+
+class ChannelAuthorizer(Protocol):
+    async def authorize(self, request: AuthRequest) -> AuthResult: ...
+
+
+class DenyAllAuthorizer:
+    """Until an authorizer is configured, private and presence channels answer 403."""
+
+    async def authorize(self, request: AuthRequest) -> AuthResult:
+        return AuthResult(403)

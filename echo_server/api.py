@@ -1,0 +1,120 @@
+"""The HTTP API on port 6001, as laravel-echo-server's Express app answers it.
+
+This is the core's minimal part (``GET /`` and the event POST); the ops issue
+completes the read routes around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from broadcaster.event import BroadcastEvent
+from broadcaster.jsoncodec import dumps, loads
+
+from .transport.http import Request, Response
+
+log = logging.getLogger("echo_server.api")
+
+_APP_ROUTE = re.compile(r"^/apps/([^/]+)/(events|status|channels)(?:/([^/]+))?(/users)?/?$")
+EVENT_INCOMPLETE = "Event must include channel, event name and data"
+
+Publish = Callable[[BroadcastEvent], bool]
+
+
+def _json(status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
+    return Response(status, dumps(body).encode("utf-8"), list(headers),
+                    "application/json; charset=utf-8")
+
+
+class HttpApi:
+    def __init__(self, clients: list[dict[str, Any]], publish: Publish, *,
+                 http_publish: bool = True, cors: dict[str, Any] | None = None,
+                 extra_headers: dict[str, str] | None = None) -> None:
+        self.clients = clients
+        self.publish = publish
+        self.http_publish = http_publish
+        self.headers: list[tuple[str, str]] = [("X-Powered-By", "Express")]
+        if cors and cors.get("allowCors"):
+            self.headers += [
+                ("Access-Control-Allow-Origin", str(cors.get("allowOrigin", ""))),
+                ("Access-Control-Allow-Methods", str(cors.get("allowMethods", ""))),
+                ("Access-Control-Allow-Headers", str(cors.get("allowHeaders", ""))),
+            ]
+        for name, value in (extra_headers or {}).items():
+            self.headers.append((str(name), str(value)))
+
+    def handle(self, request: Request) -> Response:
+        path = request.path
+        if path == "/" and request.method in ("GET", "HEAD"):
+            return Response(200, b"OK", list(self.headers), "text/html; charset=utf-8")
+        match = _APP_ROUTE.match(path)
+        if match is None:
+            return self._not_found(request)
+        app_id, kind = match.group(1), match.group(2)
+        if request.method == "OPTIONS":
+            return Response(200, b"GET,HEAD", [*self.headers, ("Allow", "GET,HEAD")],
+                            "text/html; charset=utf-8")
+        if kind == "events":
+            if request.method != "POST" or not self.http_publish or match.group(3):
+                return self._not_found(request)
+        if not self._authorized(app_id, request):
+            return _json(403, {"error": "Unauthorized"}, self.headers)
+        if kind == "events":
+            return self._post_event(request)
+        return self._not_found(request)
+
+    def _authorized(self, app_id: str, request: Request) -> bool:
+        header = request.headers.get("authorization")
+        if header is not None:
+            key = header[7:] if header[:7].lower() == "bearer " else None
+        else:
+            key = request.query.get("auth_key")
+        if not key:
+            return False
+        return any(str(c.get("appId")) == app_id and str(c.get("key")) == key
+                   for c in self.clients if isinstance(c, dict))
+
+    def _post_event(self, request: Request) -> Response:
+        try:
+            body = loads(request.body) if request.body.strip() else None
+        except ValueError:
+            return _json(400, {"error": "Request body must be JSON"}, self.headers)
+        if not isinstance(body, dict):
+            if body is None:
+                return _json(400, {"error": "Request body must be a JSON object"}, self.headers)
+            return _json(400, {"error": EVENT_INCOMPLETE}, self.headers)
+        channels = body.get("channels") or ([body["channel"]] if body.get("channel") else [])
+        name, data = body.get("name"), body.get("data")
+        if isinstance(channels, str):
+            channels = [channels]
+        if (not channels or not isinstance(channels, list) or not name or not data
+                or not isinstance(name, str) or not all(isinstance(c, str) and c
+                                                        for c in channels)):
+            return _json(400, {"error": EVENT_INCOMPLETE}, self.headers)
+        if isinstance(data, str):
+            try:
+                data = loads(data)
+            except ValueError:
+                pass
+        socket_id = body.get("socket_id")
+        data_json = dumps(data)
+        for channel in channels:
+            event = BroadcastEvent(channel, name, data_json,
+                                   socket_id if isinstance(socket_id, str) and socket_id else None)
+            if not self.publish(event):
+                return _json(503, {"error": "Event queue is full"}, self.headers)
+        return _json(200, {"message": "ok"}, self.headers)
+
+    def _not_found(self, request: Request) -> Response:
+        method = request.method
+        body = (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                f"<title>Error</title>\n</head>\n<body>\n<pre>Cannot {method} "
+                f"{_html_escape(request.path)}</pre>\n</body>\n</html>\n")
+        return Response(404, body.encode("utf-8"), list(self.headers), "text/html; charset=utf-8")
+
+
+def _html_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

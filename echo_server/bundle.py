@@ -1,0 +1,52 @@
+"""``/socket.io/socket.io.js``: the socket.io-client 2.x browser bundle.
+
+Pages written for laravel-echo-server load the client from the echo server
+itself, so we serve the same bundle. It comes from npm at set-up
+(``echo-server install-client``), never from the repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .transport.http import Response
+
+log = logging.getLogger("echo_server.bundle")
+
+STATIC_DIR = Path(__file__).parent / "static"
+BUNDLE_VERSION = "2.5.0"
+
+
+class ClientBundle:
+    def __init__(self, directory: Path | None = None) -> None:
+        override = os.environ.get("ECHO_SERVER_STATIC_DIR")
+        self.directory = directory or (Path(override) if override else STATIC_DIR)
+        self._cache: dict[str, bytes] = {}
+        self._warned = False
+
+    def response(self, name: str, if_none_match: str | None) -> Response:
+        etag = f'"{BUNDLE_VERSION}"'
+        body = self._load(name)
+        if body is None:
+            if not self._warned:
+                self._warned = True
+                log.warning("%s is not installed, so /socket.io/%s answers 404. Install it with "
+                            "`echo-server install-client` (needs npm).", name, name)
+            return Response.text("Not Found", 404)
+        headers = [("ETag", etag), ("Cache-Control", "public, max-age=0"),
+                   ("Access-Control-Allow-Origin", "*")]
+        if if_none_match == etag:
+            return Response(304, b"", headers, "application/javascript")
+        content_type = "application/json" if name.endswith(".map") else "application/javascript"
+        return Response(200, body, headers, content_type)
+
+    def _load(self, name: str) -> bytes | None:
+        if name not in self._cache:
+            path = self.directory / name
+            try:
+                self._cache[name] = path.read_bytes()
+            except OSError:
+                return None
+        return self._cache[name]

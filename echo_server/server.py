@@ -1,0 +1,232 @@
+"""Wires the layers together and owns the listening socket.
+
+source -> SourceRunner -> Hub (rooms, one frame) -> Session transports;
+client events -> SocketServer -> ChannelHandler -> Rooms / authorizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import tempfile
+from typing import Any
+
+from broadcaster.event import BroadcastEvent
+from broadcaster.sources import source_from_url
+from broadcaster.sources.memory import MemorySource
+from channel_auth import ChannelAuthorizer, DenyAllAuthorizer
+
+from .api import HttpApi
+from .bundle import ClientBundle
+from .channels import ChannelHandler
+from .config import Config, ensure_dev_client
+from .errors import ErrorLog
+from .hub import Hub
+from .ingest import SourceRunner
+from .rooms import Rooms
+from .transport.engine import EngineOptions, EngineServer
+from .transport.http import HttpConnection, Request, Response, encode_response
+from .transport.sockets import SocketServer
+
+log = logging.getLogger("echo_server")
+
+LISTEN_BACKLOG = 4096
+SHUTDOWN_TIMEOUT = 10.0
+
+
+class EchoServer:
+    def __init__(self, config: Config, *, authorizer: ChannelAuthorizer | None = None) -> None:
+        self.config = config
+        self.errors = ErrorLog()
+        self.rooms = Rooms()
+        self.memory = MemorySource()
+        self.sockets = SocketServer(handler=None)  # type: ignore[arg-type]
+        self.hub = Hub(self.rooms, self.sockets.sockets)
+        self.channels = ChannelHandler(self.rooms, self.hub, authorizer or DenyAllAuthorizer(),
+                                       self.errors.report)
+        self.sockets.handler = self.channels
+        self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
+        self.sockets.attach(self.engine)
+        self.dev_client = ensure_dev_client(config)
+        self.api = HttpApi(config.clients, self.memory.publish,
+                           http_publish=config.subscribers_http,
+                           cors=config.api_origin_allow, extra_headers=config.extra_headers)
+        self.bundle = ClientBundle()
+        self.runners: list[SourceRunner] = []
+        self._server: asyncio.AbstractServer | None = None
+        prefix = config.socketio_path.rstrip("/")
+        self._engine_path = prefix
+        self._engine_prefix = prefix + "/"
+
+    def _engine_options(self) -> EngineOptions:
+        c = self.config
+        return EngineOptions(
+            ping_interval=c.ping_interval,
+            ping_timeout=c.ping_timeout,
+            upgrade_timeout=c.upgrade_timeout,
+            connect_timeout=c.handshake_timeout,
+            max_payload=c.max_http_buffer_size,
+            transports=tuple(c.transports),
+            write_high_water=c.write_buffer_high_water,
+            cookie=c.cookie_name is not None,
+            origin_allowed=c.origin_allowed,
+        )
+
+    # -- lifecycle ------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        max_body = self.config.max_http_buffer_size + 64 * 1024
+        self._server = await loop.create_server(
+            lambda: HttpConnection(self._route, self._upgrade, max_body),
+            host=self.config.host or None,
+            port=self.config.port,
+            backlog=LISTEN_BACKLOG,
+            ssl=self._ssl_context(),
+            reuse_address=True,
+        )
+        self.engine.start()
+        self._start_sources()
+        self._announce()
+
+    async def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Stop accepting, close every client cleanly, stop the sources."""
+        if self._server is not None:
+            self._server.close()
+        self.engine.stop()
+        self.engine.close_all()
+        for runner in self.runners:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(runner.stop(), timeout / 2)
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), timeout / 2)
+            self._server = None
+
+    def publish(self, event: BroadcastEvent) -> bool:
+        """Feed the in-memory bus (what the HTTP API does)."""
+        return self.memory.publish(event)
+
+    # -- sources ----------------------------------------------------------------
+    def _start_sources(self) -> None:
+        self.runners.append(SourceRunner(self.memory, self.hub.deliver))
+        if self.config.subscribers_redis:
+            source = source_from_url(self.config.redis_url, key_prefix=self.config.key_prefix)
+            source.on_bad_message = self.errors.report
+            self.runners.append(SourceRunner(source, self.hub.deliver, on_down=self._source_down))
+        for runner in self.runners:
+            runner.start()
+
+    def _source_down(self, runner: SourceRunner, exc: BaseException) -> None:
+        url = runner.health.url
+        if runner.health.outages == 1 and runner.health.events == 0:
+            app = self.config.clients[0] if self.config.clients else {}
+            log.warning(
+                "Redis is not reachable at %s (%s). Serving with the in-memory bus: publish with "
+                "POST /apps/%s/events. Start Redis or set databaseConfig.redis in "
+                "laravel-echo-server.json; retrying in the background and switching over when "
+                "it answers.", url, exc, app.get("appId", "<appId>"))
+        else:
+            log.warning("event source %s is unreachable (%s); retrying in the background",
+                        url, exc)
+
+    # -- routing ----------------------------------------------------------------
+    def _is_engine_path(self, path: str) -> bool:
+        return path.startswith(self._engine_prefix) or path == self._engine_path
+
+    def _route(self, request: Request, conn: HttpConnection) -> Response | None:
+        path = request.path
+        if self._is_engine_path(path):
+            name = path[len(self._engine_prefix):]
+            if name in ("socket.io.js", "socket.io.js.map"):
+                return self.bundle.response(name, request.headers.get("if-none-match"))
+            return self.engine.handle_request(request, conn)
+        return self.api.handle(request)
+
+    def _upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
+        if self._is_engine_path(request.path):
+            self.engine.handle_upgrade(request, conn, rest)
+            return
+        transport = conn.transport
+        if transport is not None:
+            transport.write(encode_response(self.api.handle(request), False))
+            transport.close()
+
+    # -- set-up details -----------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        c = self.config
+        if c.protocol != "https":
+            return None
+        if not c.ssl_cert_path or not c.ssl_key_path:
+            raise ValueError("protocol https needs sslCertPath and sslKeyPath")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        certfile = c.ssl_cert_path
+        if c.ssl_chain_path:
+            # Python wants intermediates appended to the certificate file.
+            with open(c.ssl_cert_path, "rb") as cert, open(c.ssl_chain_path, "rb") as chain:
+                combined = cert.read().rstrip() + b"\n" + chain.read()
+            fd, certfile = tempfile.mkstemp(suffix=".pem")
+            with os.fdopen(fd, "wb") as out:
+                out.write(combined)
+        try:
+            context.load_cert_chain(certfile, c.ssl_key_path, c.ssl_passphrase or None)
+        finally:
+            if certfile != c.ssl_cert_path:
+                os.unlink(certfile)
+        return context
+
+    def _announce(self) -> None:
+        c = self.config
+        scheme = "https" if c.protocol == "https" else "http"
+        log.info("echo-server listening on %s://%s:%d (socket.io path %s, Engine.IO 3 and 4)",
+                 scheme, c.host or "0.0.0.0", self.port, self._engine_prefix)
+        if self.dev_client is not None:
+            log.warning(
+                "No API clients configured; generated a development client for this run: "
+                "appId=%s key=%s. Publish with: curl -X POST "
+                "'%s://127.0.0.1:%d/apps/%s/events?auth_key=%s' -H 'Content-Type: "
+                "application/json' -d '{\"channel\":\"leads-management\",\"name\":"
+                "\"lead.assigned\",\"data\":{\"lead\":{\"id\":1}}}'",
+                self.dev_client["appId"], self.dev_client["key"], scheme, self.port,
+                self.dev_client["appId"], self.dev_client["key"])
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def serve(config: Config) -> int:
+    server = EchoServer(config)
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.host or "0.0.0.0", config.port, exc)
+        return 1
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("shutting down: closing %d connections", len(server.engine.sessions))
+    await server.stop()
+    return 0
+
+
+def run(config: Config) -> int:
+    """Serve until SIGTERM/SIGINT; the CLI's ``start``."""
+    factory = _loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(serve(config))

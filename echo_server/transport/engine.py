@@ -1,0 +1,509 @@
+"""Engine.IO server for protocols 3 (socket.io-client 2.x) and 4 (3.x/4.x).
+
+One ``Session`` per client whatever its transport. The generations differ in
+the open packet, the heartbeat direction (EIO3: the client pings; EIO4: the
+server pings), polling framing and the Socket.IO handshake; everything else is
+shared. Timers are not per session: one sweep, every quarter of the shortest
+heartbeat period, checks every session, so an idle connection owns no timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from broadcaster.jsoncodec import dumps
+
+from .http import HttpConnection, Request, Response, encode_response
+from .packets import (
+    PacketError,
+    decode_binary_payload_v3,
+    decode_payload_v3,
+    decode_payload_v4,
+    encode_payload_v3,
+    encode_payload_v4,
+    jsonp_post_data,
+    jsonp_script,
+)
+from .websocket import accept_key, text_frame
+from .wsconn import WebSocketConnection
+
+log = logging.getLogger("echo_server.engine")
+
+# The handshake headers kept for the session's lifetime: what channel
+# authorization and metrics need, not the whole request (memory per socket).
+KEPT_HEADERS = ("cookie", "referer", "origin", "authorization", "user-agent",
+                "x-forwarded-for", "host")
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    upgrade_timeout: float = 10.0
+    connect_timeout: float = 45.0
+    max_payload: int = 1_000_000
+    transports: tuple[str, ...] = ("polling", "websocket")
+    write_high_water: int = 4 * 1024 * 1024
+    cookie: bool = True
+    origin_allowed: Callable[[str | None], bool] = field(default=lambda origin: True)
+
+
+@dataclass(slots=True)
+class Handshake:
+    headers: dict[str, str]
+    query: dict[str, str]
+    address: str | None
+    issued: float
+
+
+class EngineListener(Protocol):
+    """The Socket.IO layer, seen from the engine."""
+
+    def on_open(self, session: Session) -> None: ...
+    def on_message(self, session: Session, text: str) -> None: ...
+    def on_binary(self, session: Session, data: bytes) -> None: ...
+    def on_close(self, session: Session, reason: str) -> None: ...
+
+
+def _error(code: int, message: str, status: int = 400) -> Response:
+    return Response(status, dumps({"code": code, "message": message}).encode(), [],
+                    "application/json")
+
+
+UNKNOWN_TRANSPORT = (0, "Transport unknown")
+UNKNOWN_SID = (1, "Session ID unknown")
+BAD_HANDSHAKE_METHOD = (2, "Bad handshake method")
+BAD_REQUEST = (3, "Bad request")
+FORBIDDEN = (4, "Forbidden")
+
+
+class Session:
+    """One Engine.IO client: its transport, heartbeat state and outgoing queue."""
+
+    __slots__ = (
+        "awaiting_pong", "closed", "eio", "engine", "flush_pending", "handshake", "last_ping",
+        "last_seen", "poll", "poll_request", "probe", "probe_ok", "probe_since", "queue", "sid",
+        "socket", "ws",
+    )
+
+    def __init__(self, engine: EngineServer, sid: str, eio: int, handshake: Handshake) -> None:
+        self.engine = engine
+        self.sid = sid
+        self.eio = eio
+        self.handshake = handshake
+        self.ws: WebSocketConnection | None = None
+        self.probe: WebSocketConnection | None = None
+        self.probe_ok = False
+        self.probe_since = 0.0
+        self.poll: HttpConnection | None = None  # the held GET, if any
+        self.poll_request: Request | None = None
+        self.queue: list[str] = []
+        self.flush_pending = False
+        now = time.monotonic()
+        self.last_seen = now
+        self.last_ping = now
+        self.awaiting_pong = False
+        self.closed = False
+        self.socket: object = None  # set by the Socket.IO layer
+
+    @property
+    def transport_name(self) -> str:
+        return "websocket" if self.ws is not None else "polling"
+
+    # -- sending ------------------------------------------------------------
+    def send(self, packet: str) -> None:
+        ws = self.ws
+        if ws is not None:
+            ws.write(text_frame(packet))
+        elif not self.closed:
+            self.queue.append(packet)
+            if self.poll is not None and not self.flush_pending:
+                self.flush_pending = True
+                asyncio.get_running_loop().call_soon(self.flush_poll)
+
+    def send_prebuilt(self, packet: str, frame: bytes) -> None:
+        """Fan-out path: the websocket frame was built once for every recipient."""
+        ws = self.ws
+        if ws is not None:
+            ws.write(frame)
+        elif not self.closed:
+            self.queue.append(packet)
+            if self.poll is not None and not self.flush_pending:
+                self.flush_pending = True
+                asyncio.get_running_loop().call_soon(self.flush_poll)
+
+    def flush_poll(self) -> None:
+        """Answer the held GET with everything queued (events of one batch go together)."""
+        self.flush_pending = False
+        conn, request = self.poll, self.poll_request
+        if conn is None or request is None or not self.queue:
+            return
+        self.poll = self.poll_request = None
+        conn.on_close = None
+        packets, self.queue = self.queue, []
+        conn.respond(self.engine.poll_response(self, request, packets), request.keep_alive)
+
+    # -- receiving ------------------------------------------------------------
+    def on_packet(self, packet: str) -> None:
+        self.last_seen = time.monotonic()
+        kind = packet[:1]
+        if kind == "4":
+            self.engine.listener.on_message(self, packet[1:])
+        elif kind == "2":
+            if self.eio == 3 or packet == "2probe":
+                self.send("3" + packet[1:])
+        elif kind == "3":
+            self.awaiting_pong = False
+        elif kind == "1":
+            self.close("client close")
+        elif kind == "6":
+            pass
+        elif kind == "5":
+            pass  # an upgrade packet on the current transport: harmless, ignore
+        else:
+            self.engine.report_error("bad_frame", "engine: unknown packet %r", packet[:20])
+            self.close("parse error")
+
+    def on_probe_packet(self, ws: WebSocketConnection, packet: str) -> None:
+        if packet == "2probe":
+            ws.write(text_frame("3probe"))
+            self.probe_ok = True
+            self._answer_poll_with_noop()
+        elif packet == "5" and self.probe_ok:
+            self.ws, self.probe = ws, None
+            self._answer_poll_with_noop()
+            queued, self.queue = self.queue, []
+            for packet_text in queued:
+                ws.write(text_frame(packet_text))
+            self.last_seen = time.monotonic()
+        else:
+            self.probe = None
+            ws.close()
+
+    def _answer_poll_with_noop(self) -> None:
+        conn, request = self.poll, self.poll_request
+        if conn is not None and request is not None:
+            self.poll = self.poll_request = None
+            conn.on_close = None
+            conn.respond(self.engine.poll_response(self, request, ["6"]), request.keep_alive)
+
+    # -- closing -------------------------------------------------------------
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.engine.sessions.pop(self.sid, None)
+        ws, self.ws = self.ws, None
+        probe, self.probe = self.probe, None
+        if ws is not None:
+            ws.session = None
+            ws.close()
+        if probe is not None:
+            probe.session = None
+            probe.close()
+        conn, request = self.poll, self.poll_request
+        if conn is not None and request is not None:
+            self.poll = self.poll_request = None
+            conn.on_close = None
+            conn.respond(self.engine.poll_response(self, request, ["1"]), request.keep_alive)
+        self.queue = []
+        self.engine.listener.on_close(self, reason)
+
+
+class EngineServer:
+    """Answers ``/socket.io/`` requests and owns every session."""
+
+    def __init__(self, options: EngineOptions, listener: EngineListener,
+                 error_reporter: Callable[[str, str], None] | None = None) -> None:
+        self.options = options
+        self.listener = listener
+        self.sessions: dict[str, Session] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._error_reporter = error_reporter
+
+    # -- lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        self._schedule_sweep()
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def close_all(self, reason: str = "server shutting down") -> None:
+        for session in list(self.sessions.values()):
+            session.close(reason)
+
+    @property
+    def sweep_interval(self) -> float:
+        period = min(self.options.ping_interval, self.options.ping_timeout,
+                     self.options.upgrade_timeout)
+        return max(0.005, min(period / 4, 5.0))
+
+    def _schedule_sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.call_later(self.sweep_interval, self._sweep)
+
+    def _sweep(self) -> None:
+        try:
+            self.sweep(time.monotonic())
+        finally:
+            self._schedule_sweep()
+
+    def sweep(self, now: float) -> None:
+        opts = self.options
+        silent_limit = opts.ping_interval + opts.ping_timeout
+        for session in list(self.sessions.values()):
+            if session.probe is not None and now - session.probe_since > opts.upgrade_timeout:
+                probe, session.probe = session.probe, None
+                probe.session = None
+                probe.close()
+            if session.eio == 3:
+                if now - session.last_seen > silent_limit:
+                    session.close("ping timeout")
+                continue
+            if session.awaiting_pong:
+                if now - session.last_ping > opts.ping_timeout:
+                    session.close("ping timeout")
+            elif now - session.last_ping >= opts.ping_interval:
+                session.last_ping = now
+                session.awaiting_pong = True
+                session.send("2")
+            if not getattr(session.socket, "connected", True) and \
+                    now - session.handshake.issued > opts.connect_timeout:
+                session.close("connect timeout")
+
+    # -- errors ---------------------------------------------------------------
+    def report_error(self, kind: str, message: str, *args: object) -> None:
+        """Bad input from a client: the reporter counts it and rate-limits the log."""
+        text = message % args if args else message
+        if self._error_reporter is not None:
+            self._error_reporter(kind, text)
+        else:
+            log.warning("%s: %s", kind, text)
+
+    # -- HTTP -----------------------------------------------------------------
+    def cors_headers(self, request: Request) -> list[tuple[str, str]]:
+        origin = request.headers.get("origin")
+        if origin:
+            return [("Access-Control-Allow-Origin", origin),
+                    ("Access-Control-Allow-Credentials", "true")]
+        return [("Access-Control-Allow-Origin", "*")]
+
+    def poll_response(self, session: Session, request: Request, packets: list[str]) -> Response:
+        payload = encode_payload_v3(packets) if session.eio == 3 else encode_payload_v4(packets)
+        headers = self.cors_headers(request)
+        jsonp = request.query.get("j")
+        if jsonp is not None and session.eio == 3:
+            return Response(200, jsonp_script(jsonp, payload).encode("utf-8"), headers,
+                            "text/javascript; charset=UTF-8")
+        return Response(200, payload.encode("utf-8"), headers, "text/plain; charset=UTF-8")
+
+    def _reject(self, request: Request, error: tuple[int, str], status: int = 400) -> Response:
+        response = _error(*error, status=status)
+        if error is not FORBIDDEN:
+            response.headers.extend(self.cors_headers(request))
+        return response
+
+    def handle_request(self, request: Request, conn: HttpConnection) -> Response | None:
+        """An HTTP request to the Engine.IO path (polling, or a bad upgrade)."""
+        query = request.query
+        transport = query.get("transport")
+        if transport not in self.options.transports:
+            return self._reject(request, UNKNOWN_TRANSPORT)
+        if not self.options.origin_allowed(request.headers.get("origin")):
+            return self._reject(request, FORBIDDEN, 403)
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            return self._preflight(request)
+        sid = query.get("sid")
+        if sid is None:
+            if transport != "polling":
+                return self._reject(request, BAD_REQUEST)
+            if request.method != "GET":
+                return self._reject(request, BAD_HANDSHAKE_METHOD)
+            return self._handshake_polling(request)
+        session = self.sessions.get(sid)
+        if session is None:
+            return self._reject(request, UNKNOWN_SID)
+        if transport != "polling" or session.ws is not None:
+            return self._reject(request, BAD_REQUEST)
+        if request.method == "GET":
+            return self._poll(session, request, conn)
+        if request.method == "POST":
+            return self._post(session, request)
+        return self._reject(request, BAD_REQUEST)
+
+    def _preflight(self, request: Request) -> Response:
+        headers = self.cors_headers(request)
+        headers.append(("Access-Control-Allow-Methods", "GET, POST, OPTIONS"))
+        wanted = request.headers.get("access-control-request-headers")
+        if wanted:
+            headers.append(("Access-Control-Allow-Headers", wanted))
+        return Response(204, b"", headers)
+
+    def _new_session(self, request: Request, eio: int) -> Session:
+        sid = secrets.token_urlsafe(15)
+        headers = request.headers
+        kept = {k: headers[k] for k in KEPT_HEADERS if k in headers}
+        query = {k: v for k, v in request.query.items()
+                 if k not in ("EIO", "transport", "t", "sid", "b64", "j")}
+        address = request.peer[0] if isinstance(request.peer, tuple) else None
+        session = Session(self, sid, eio, Handshake(kept, query, address, time.monotonic()))
+        self.sessions[sid] = session
+        return session
+
+    def _open_packet(self, session: Session, upgrades: list[str]) -> str:
+        opts = self.options
+        data: dict[str, object] = {
+            "sid": session.sid,
+            "upgrades": upgrades,
+            "pingInterval": int(opts.ping_interval * 1000),
+            "pingTimeout": int(opts.ping_timeout * 1000),
+        }
+        if session.eio == 4:
+            data["maxPayload"] = opts.max_payload
+        return "0" + dumps(data)
+
+    def _handshake_polling(self, request: Request) -> Response:
+        session = self._new_session(request, _eio_of(request))
+        upgrades = ["websocket"] if "websocket" in self.options.transports else []
+        session.queue.append(self._open_packet(session, upgrades))
+        self.listener.on_open(session)
+        packets, session.queue = session.queue, []
+        response = self.poll_response(session, request, packets)
+        if session.eio == 3 and self.options.cookie:
+            response.headers.append(
+                ("Set-Cookie", f"io={session.sid}; Path=/; HttpOnly; SameSite=Strict"))
+        return response
+
+    def _poll(self, session: Session, request: Request, conn: HttpConnection) -> Response | None:
+        if session.poll is not None:
+            self.report_error("bad_request", "engine: overlapping polls from one client")
+            session.close("transport error")
+            return self._reject(request, BAD_REQUEST)
+        session.last_seen = time.monotonic()
+        if session.queue:
+            packets, session.queue = session.queue, []
+            return self.poll_response(session, request, packets)
+        if session.probe_ok:
+            return self.poll_response(session, request, ["6"])
+        session.poll, session.poll_request = conn, request
+
+        def dropped(_conn: HttpConnection, session: Session = session) -> None:
+            if session.poll is _conn:
+                session.poll = session.poll_request = None
+
+        conn.on_close = dropped
+        return None
+
+    def _post(self, session: Session, request: Request) -> Response:
+        body = request.body
+        if len(body) > self.options.max_payload:
+            self.report_error("oversized", "engine: polling payload of %d bytes", len(body))
+            session.close("transport error")
+            return self._reject(request, BAD_REQUEST, 413)
+        try:
+            if request.query.get("j") is not None:
+                packets = decode_payload_v3(jsonp_post_data(body))
+            elif session.eio == 3:
+                if request.headers.get("content-type", "").startswith("application/octet-stream"):
+                    packets = decode_binary_payload_v3(body)
+                else:
+                    packets = decode_payload_v3(body.decode("utf-8"))
+            else:
+                packets = decode_payload_v4(body.decode("utf-8"))
+        except (PacketError, UnicodeDecodeError) as exc:
+            self.report_error("bad_frame", "engine: bad polling payload: %s", exc)
+            session.close("parse error")
+            return self._reject(request, BAD_REQUEST)
+        for packet in packets:
+            if session.closed:
+                break
+            session.on_packet(packet)
+        return Response(200, b"ok", self.cors_headers(request), "text/html; charset=UTF-8")
+
+    # -- websocket ---------------------------------------------------------------
+    def handle_upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
+        transport = conn.transport
+        assert transport is not None
+        headers = request.headers
+        query = request.query
+
+        def refuse(response: Response) -> None:
+            transport.write(encode_response(response, False))
+            transport.close()
+
+        if query.get("transport") != "websocket" or "websocket" not in self.options.transports:
+            return refuse(self._reject(request, UNKNOWN_TRANSPORT))
+        if headers.get("upgrade", "").lower() != "websocket" or "sec-websocket-key" not in headers:
+            return refuse(self._reject(request, BAD_REQUEST))
+        if not self.options.origin_allowed(headers.get("origin")):
+            return refuse(self._reject(request, FORBIDDEN, 403))
+        sid = query.get("sid")
+        session = None
+        if sid is not None:
+            session = self.sessions.get(sid)
+            if session is None:
+                return refuse(self._reject(request, UNKNOWN_SID))
+            if session.ws is not None or session.probe is not None:
+                return refuse(self._reject(request, BAD_REQUEST))
+        transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(headers["sec-websocket-key"]).encode() +
+            b"\r\n\r\n")
+        ws = WebSocketConnection(self, transport, self.options.max_payload,
+                                 self.options.write_high_water)
+        transport.set_protocol(ws)
+        if session is None:
+            session = self._new_session(request, _eio_of(request))
+            ws.session = session
+            session.ws = ws
+            ws.write(text_frame(self._open_packet(session, [])))
+            self.listener.on_open(session)
+        else:
+            ws.session = session
+            session.probe = ws
+            session.probe_ok = False
+            session.probe_since = time.monotonic()
+        if rest:
+            ws.data_received(rest)
+
+    def on_ws_text(self, ws: WebSocketConnection, text: str) -> None:
+        session = ws.session
+        if session is None:
+            return
+        if session.ws is ws:
+            session.on_packet(text)
+        elif session.probe is ws:
+            session.on_probe_packet(ws, text)
+
+    def on_ws_binary(self, ws: WebSocketConnection, data: bytes) -> None:
+        session = ws.session
+        if session is not None and session.ws is ws:
+            session.last_seen = time.monotonic()
+            # EIO3 prefixes binary messages with the packet type byte.
+            self.listener.on_binary(session, data[1:] if session.eio == 3 else data)
+
+    def on_ws_closed(self, ws: WebSocketConnection, reason: str) -> None:
+        session = ws.session
+        if session is None:
+            return
+        ws.session = None
+        if session.ws is ws:
+            session.ws = None
+            session.close(reason)
+        elif session.probe is ws:
+            session.probe = None
+            session.probe_ok = False
+
+
+def _eio_of(request: Request) -> int:
+    # The reference ignores EIO and answers everything as protocol 3; so do we,
+    # except for clients that say they speak 4.
+    return 4 if request.query.get("EIO") == "4" else 3

@@ -1,0 +1,114 @@
+"""The websocket side of a connection, after the HTTP upgrade.
+
+A small ``asyncio.Protocol`` with slots: an idle websocket costs this object,
+its frame parser and the transport, and no task or queue. Slow readers are
+found by the transport's own write-buffer limits (``pause_writing``) rather
+than by checking buffer sizes on the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from .websocket import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INVALID_DATA,
+    CLOSE_NORMAL,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameParser,
+    ProtocolError,
+    close_frame,
+    encode_frame,
+)
+
+if TYPE_CHECKING:
+    from .engine import EngineServer, Session
+
+log = logging.getLogger("echo_server.websocket")
+
+
+class WebSocketConnection(asyncio.Protocol):
+    __slots__ = ("closed", "engine", "parser", "session", "transport")
+
+    def __init__(self, engine: EngineServer, transport: asyncio.Transport, max_size: int,
+                 high_water: int) -> None:
+        self.engine = engine
+        self.transport = transport
+        self.parser = FrameParser(max_size)
+        self.session: Session | None = None
+        self.closed = False
+        transport.set_write_buffer_limits(high=high_water)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.parser.feed(data)
+        except ProtocolError as exc:
+            kind = "oversized" if exc.code == 1009 else "bad_frame"
+            self.engine.report_error(kind, "websocket: %s", exc)
+            self.close(exc.code)
+            return
+        for opcode, payload in messages:
+            if self.closed:
+                return
+            if opcode == OP_TEXT:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.engine.report_error("bad_frame", "websocket: invalid UTF-8")
+                    self.close(CLOSE_INVALID_DATA)
+                    return
+                self.engine.on_ws_text(self, text)
+            elif opcode == OP_BINARY:
+                self.engine.on_ws_binary(self, payload)
+            elif opcode == OP_PING:
+                self.transport.write(encode_frame(payload, OP_PONG))
+            elif opcode == OP_CLOSE:
+                code = CLOSE_NORMAL
+                if len(payload) >= 2:
+                    code = int.from_bytes(payload[:2], "big")
+                self.close(code if 1000 <= code < 5000 else CLOSE_NORMAL, reason="client close")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.engine.on_ws_closed(self, "transport close")
+        self.parser = None  # type: ignore[assignment]
+
+    def pause_writing(self) -> None:
+        # The peer reads slower than we write: drop it rather than buffer without bound.
+        self.engine.report_error("slow_client", "websocket: write buffer over the high-water "
+                                 "mark, dropping the client")
+        self.abort()
+
+    def resume_writing(self) -> None:
+        pass
+
+    def write(self, frame: bytes) -> None:
+        if not self.closed:
+            self.transport.write(frame)
+
+    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.transport.write(close_frame(code))
+        finally:
+            self.transport.close()
+        self.engine.on_ws_closed(self, reason or "server close")
+
+    def abort(self) -> None:
+        # No session callback here: this runs inside a fan-out loop, and the
+        # room being iterated must not change under it. connection_lost follows.
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    def going_away(self) -> None:
+        self.close(CLOSE_GOING_AWAY, "server shutting down")
+
