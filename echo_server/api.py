@@ -6,6 +6,7 @@ completes the read routes around it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable
@@ -57,9 +58,9 @@ class HttpApi:
         if request.method == "OPTIONS":
             return Response(200, b"GET,HEAD", [*self.headers, ("Allow", "GET,HEAD")],
                             "text/html; charset=utf-8")
-        if kind == "events":
-            if request.method != "POST" or not self.http_publish or match.group(3):
-                return self._not_found(request)
+        if kind == "events" and (request.method != "POST" or not self.http_publish
+                                 or match.group(3)):
+            return self._not_found(request)
         if not self._authorized(app_id, request):
             return _json(403, {"error": "Unauthorized"}, self.headers)
         if kind == "events":
@@ -95,10 +96,8 @@ class HttpApi:
                                                         for c in channels)):
             return _json(400, {"error": EVENT_INCOMPLETE}, self.headers)
         if isinstance(data, str):
-            try:
+            with contextlib.suppress(ValueError):
                 data = loads(data)
-            except ValueError:
-                pass
         socket_id = body.get("socket_id")
         data_json = dumps(data)
         for channel in channels:

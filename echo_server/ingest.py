@@ -78,7 +78,7 @@ class SourceRunner:
                         self.deliver(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - any driver failure means "reconnect"
+            except Exception as exc:  # any driver failure means "reconnect"
                 self.health.connected = False
                 self.connected_event.clear()
                 self.health.last_error = f"{type(exc).__name__}: {exc}"

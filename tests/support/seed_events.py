@@ -12,7 +12,8 @@ def admin(admin_id: int, name: str) -> dict[str, Any]:
             "leads_assigned_count": 12, "max_leads_per_day": 40}
 
 
-def lead_assigned(lead_id: int = 42, new_admin: int = 5, old_admin: int | None = 3) -> dict[str, Any]:
+def lead_assigned(lead_id: int = 42, new_admin: int = 5,
+                  old_admin: int | None = 3) -> dict[str, Any]:
     new = admin(new_admin, "Ayşe Yılmaz")
     old = admin(old_admin, "Mehmet Demir") if old_admin else None
     return {

@@ -1,0 +1,466 @@
+"""`echo-server`: the reference's command line (`start`, `stop`, `init`, `client:add`,
+`client:remove`) so existing supervisor units, Dockerfiles and scripts keep working, plus
+`install-client` to fetch the socket.io-client bundle the server hands to browsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from echo_server import config as cfg
+from echo_server import lockfile
+
+logger = logging.getLogger("echo_server.cli")
+
+SOCKET_IO_CLIENT_VERSION = "2.5.0"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+CLIENT_FILES = ("socket.io.js", "socket.io.js.map")
+
+# The answers the reference's `configure` suggests for CORS.
+CORS_ORIGIN = "http://localhost:80"
+CORS_METHODS = "GET, POST"
+CORS_HEADERS = (
+    "Origin, Content-Type, X-Auth-Token, X-Requested-With, Accept, Authorization, "
+    "X-CSRF-TOKEN, X-Socket-Id"
+)
+
+
+class CliError(Exception):
+    """A failure explained to the operator; `main` prints it and exits 1."""
+
+
+# --------------------------------------------------------------------------- logging
+
+
+def configure_logging(dev: bool = False) -> None:
+    """One compact line per record on stderr; dev mode shows the debug chatter."""
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger().setLevel(logging.DEBUG if dev else logging.INFO)
+
+
+# --------------------------------------------------------------------------- start / stop
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def _install_exit_signals() -> None:
+    """Until the server installs its own handlers, SIGTERM/SIGHUP must still run `finally`
+    (and so release the lock), as the reference's `process.on('SIGTERM', exit)` does."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _exit_on_signal)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Load the config, take the lock, run the server until it is told to stop.
+
+    The server itself makes up (and prints) a development API client when none is configured.
+    """
+    configure_logging(args.dev)  # before loading, so config warnings are formatted like the rest
+    config = cfg.load_config(args.config, args.dir, dev=args.dev)
+    if config.dev_mode:
+        logging.getLogger().setLevel(logging.DEBUG)
+    lock = lockfile.lock_path_for(config.config_file)
+    lockfile.acquire(lock, force=args.force)
+    _install_exit_signals()
+    try:
+        from echo_server.server import run
+
+        return run(config)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        lockfile.release(lock)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop the server named in the lock file and wait until it has gone."""
+    path = cfg.resolve_config_path(args.config, args.dir)
+    print(lockfile.stop(lockfile.lock_path_for(path), timeout=args.timeout))
+    return 0
+
+
+# --------------------------------------------------------------------------- config files
+
+
+def _detect_indent(text: str) -> str | int:
+    """Keep the file's own indentation when editing it (the reference writes tabs)."""
+    match = re.search(r"\n([ \t]+)\S", text)
+    if match is None or "\t" in match.group(1):
+        return "\t"
+    return len(match.group(1))
+
+
+def _read_raw(path: str) -> tuple[dict[str, Any], str | int]:
+    """The file as written (no defaults, no env), so an edit changes only what it must.
+
+    The reference re-saves its merged, env-overridden options; that would write secrets from
+    the environment into the file and drop unknown keys.
+    """
+    data = cfg.read_config_file(path)
+    if data is None:
+        raise CliError(f"config file {path} not found; create one with `echo-server init`")
+    with open(path, encoding="utf-8-sig") as handle:
+        return data, _detect_indent(handle.read())
+
+
+def _write_json(path: str, data: dict[str, Any], indent: str | int = "\t") -> None:
+    """Write in place: a bind-mounted config file cannot be replaced by a rename."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False) + "\n"
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        raise CliError(f"cannot write {path}: {error}") from error
+
+
+def _print_client(client: dict[str, Any]) -> None:
+    print(f"appId: {client['appId']}")
+    print(f"key: {client['key']}")
+
+
+def cmd_client_add(args: argparse.Namespace) -> int:
+    """Add an API client, or give an existing appId a new key, as the reference does."""
+    path = cfg.resolve_config_path(args.config, args.dir)
+    data, indent = _read_raw(path)
+    clients = data.get("clients")
+    if not isinstance(clients, list):
+        data["clients"] = clients = []
+    app_id = args.app_id or cfg.generate_app_id()
+    client = next(
+        (c for c in clients if isinstance(c, dict) and str(c.get("appId")) == app_id), None
+    )
+    if client is None:
+        client = {"appId": app_id, "key": cfg.generate_key()}
+        clients.append(client)
+        print("API Client added!")
+    else:
+        client["key"] = cfg.generate_key()
+        print("API Client updated!")
+    _write_json(path, data, indent)
+    _print_client(client)
+    return 0
+
+
+def cmd_client_remove(args: argparse.Namespace) -> int:
+    """Remove one client by appId (the reference, given none, removes the last one: we don't)."""
+    path = cfg.resolve_config_path(args.config, args.dir)
+    data, indent = _read_raw(path)
+    clients = data.get("clients") if isinstance(data.get("clients"), list) else []
+    ids = [str(c.get("appId")) for c in clients if isinstance(c, dict)]
+    if not args.app_id:
+        raise CliError("give the appId to remove; configured: " + (", ".join(ids) or "none"))
+    kept = [c for c in clients if not (isinstance(c, dict) and str(c.get("appId")) == args.app_id)]
+    if len(kept) == len(clients):
+        raise CliError(f"no client with appId {args.app_id} in {path}")
+    data["clients"] = kept
+    _write_json(path, data, indent)
+    print(f"Client removed: {args.app_id}")
+    return 0
+
+
+# --------------------------------------------------------------------------- init
+
+
+class Prompter:
+    """Questions on the terminal; without one (or with --yes) every answer is its default."""
+
+    def __init__(self, interactive: bool, ask: Callable[[str], str] = input) -> None:
+        self.interactive = interactive
+        self._ask = ask
+
+    def text(self, question: str, default: str) -> str:
+        if not self.interactive:
+            return default
+        try:
+            answer = self._ask(f"{question} [{default}]: " if default else f"{question}: ")
+        except EOFError:
+            return default
+        return answer.strip() or default
+
+    def confirm(self, question: str, default: bool) -> bool:
+        hint = "Y/n" if default else "y/N"
+        while True:
+            answer = self.text(f"{question} ({hint})", "").lower()
+            if not answer:
+                return default
+            if answer in ("y", "yes", "n", "no"):
+                return answer.startswith("y")
+
+    def choose(self, question: str, choices: Sequence[str], default: str) -> str:
+        while True:
+            answer = self.text(f"{question} ({'/'.join(choices)})", default)
+            if answer in choices:
+                return answer
+
+
+def laravel_prefix_hint(env: dict[str, str]) -> str:
+    """Laravel's Redis prefix (`REDIS_PREFIX`, else `slug(APP_NAME, '_')_database_`).
+
+    The classic set-up mistake is a keyPrefix that does not match it, so init suggests it.
+    """
+    if "REDIS_PREFIX" in env:  # set but empty means no prefix, as Laravel's env() reads it
+        return env["REDIS_PREFIX"]
+    if not env.get("APP_NAME"):
+        return ""
+    return re.sub(r"[^a-z0-9]+", "_", env["APP_NAME"].lower()).strip("_") + "_database_"
+
+
+def _pick(flag: Any, ask: Callable[[], Any]) -> Any:
+    """A flag given on the command line answers its question."""
+    return ask() if flag is None else flag
+
+
+def _init_listening(args: argparse.Namespace, ask: Prompter, options: dict[str, Any]) -> None:
+    options["devMode"] = _pick(args.dev, lambda: ask.confirm("Run in development mode?", False))
+    port = str(_pick(args.port, lambda: ask.text("Port to serve from", "6001")))
+    try:
+        cfg.parse_port(port)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    options["port"] = int(port) if port.isdigit() else port
+    if args.host is not None:
+        options["host"] = args.host or None
+    options["protocol"] = _pick(
+        args.protocol, lambda: ask.choose("Serve on http or https?", ("http", "https"), "http")
+    )
+    if options["protocol"] == "https":
+        options["sslCertPath"] = _pick(args.ssl_cert, lambda: ask.text("SSL cert file", ""))
+        options["sslKeyPath"] = _pick(args.ssl_key, lambda: ask.text("SSL key file", ""))
+    for flag, key in (("ssl_chain", "sslCertChainPath"), ("ssl_passphrase", "sslPassphrase")):
+        if getattr(args, flag) is not None:
+            options[key] = getattr(args, flag)
+    if args.origins is not None:
+        options["socketio"] = {"origins": args.origins}
+
+
+def _init_auth(args: argparse.Namespace, ask: Prompter, options: dict[str, Any]) -> None:
+    hosts = _pick(
+        args.auth_host, lambda: ask.text("Host of your Laravel app (auth)", "http://localhost")
+    )
+    parts = [part.strip() for part in str(hosts).split(",") if part.strip()]
+    options["authHost"] = parts[0] if len(parts) == 1 else parts
+    if args.auth_endpoint is not None:
+        options["authEndpoint"] = args.auth_endpoint
+
+
+def _init_redis(
+    args: argparse.Namespace, ask: Prompter, options: dict[str, Any], env: dict[str, str]
+) -> None:
+    options["database"] = _pick(
+        args.database,
+        lambda: ask.choose("Where to keep presence members?", ("redis", "sqlite"), "redis"),
+    )
+    subscribers = options["subscribers"]
+    if args.http_api is not None:
+        subscribers["http"] = args.http_api
+    if args.redis_subscriber is not None:
+        subscribers["redis"] = args.redis_subscriber
+    redis: dict[str, Any] = options["databaseConfig"]["redis"]
+    for flag, key in (("redis_host", "host"), ("redis_password", "password")):
+        if getattr(args, flag) is not None:
+            redis[key] = getattr(args, flag)
+    for flag, key in (("redis_port", "port"), ("redis_db", "db")):
+        if getattr(args, flag) is not None:
+            redis[key] = getattr(args, flag)
+    uses_redis = options["database"] == "redis" or subscribers["redis"]
+    prefix = args.key_prefix
+    if prefix is None and uses_redis:
+        prefix = ask.text(
+            "Redis prefix of Laravel's broadcasts (keyPrefix)", laravel_prefix_hint(env)
+        )
+    if prefix:
+        redis["keyPrefix"] = prefix
+    if args.publish_presence is not None:
+        options["databaseConfig"]["publishPresence"] = args.publish_presence
+
+
+def _init_api(args: argparse.Namespace, ask: Prompter, options: dict[str, Any]) -> None:
+    if _pick(args.add_client, lambda: ask.confirm("Generate an API client id/key?", False)):
+        client = {"appId": cfg.generate_app_id(), "key": cfg.generate_key()}
+        options["clients"].append(client)
+        _print_client(client)
+    if _pick(args.cors, lambda: ask.confirm("Set up cross-domain access to the API?", False)):
+        options["apiOriginAllow"] = {
+            "allowCors": True,
+            "allowOrigin": _pick(
+                args.allow_origin, lambda: ask.text("Allowed origin", CORS_ORIGIN)
+            ),
+            "allowMethods": _pick(args.allow_methods, lambda: ask.text("Methods", CORS_METHODS)),
+            "allowHeaders": _pick(args.allow_headers, lambda: ask.text("Headers", CORS_HEADERS)),
+        }
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a config the reference could read too: its defaults plus the answers."""
+    path = cfg.resolve_config_path(args.config, args.dir)
+    if os.path.exists(path) and not args.force:
+        raise CliError(f"{path} already exists; use --force to overwrite it")
+    ask = Prompter(interactive=not args.yes and sys.stdin.isatty())
+    env = cfg.effective_environ(None, os.getcwd())
+    options = copy.deepcopy(cfg.DEFAULTS)
+    _init_listening(args, ask, options)
+    _init_auth(args, ask, options)
+    _init_redis(args, ask, options, env)
+    _init_api(args, ask, options)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _write_json(path, options)
+    run = "echo-server start"
+    if args.dir:
+        run += f" --dir={args.dir}"
+    if args.config != cfg.DEFAULT_CONFIG_FILE:
+        run += f" --config={args.config}"
+    print(f"Configuration file saved to {path}. Run `{run}` to run the server.")
+    return 0
+
+
+# --------------------------------------------------------------------------- install-client
+
+
+def cmd_install_client(args: argparse.Namespace) -> int:
+    """Fetch socket.io-client's browser bundle with npm; we do not ship third-party JS."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise CliError("npm is not installed; install Node.js/npm, then run this again")
+    package = f"socket.io-client@{args.version}"
+    with tempfile.TemporaryDirectory(prefix="echo-server-client-") as tmp:
+        command = [npm, "install", "--no-save", "--no-package-lock", "--no-audit", "--no-fund"]
+        result = subprocess.run([*command, "--prefix", tmp, package], check=False)
+        if result.returncode != 0:
+            raise CliError(f"npm install {package} failed (exit {result.returncode})")
+        dist = Path(tmp, "node_modules", "socket.io-client", "dist")
+        dest = Path(args.dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in CLIENT_FILES:
+            if not (dist / name).is_file():
+                raise CliError(f"{package} has no dist/{name}")
+            shutil.copyfile(dist / name, dest / name)
+    print(f"Installed {package} into {dest}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_location(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", default=cfg.DEFAULT_CONFIG_FILE, help="config file name or path"
+    )
+    parser.add_argument("--dir", default=None, help="directory holding the config file")
+
+
+def _bool_flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
+    parser.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+
+
+def _add_init_parser(subparsers: Any) -> None:
+    init = subparsers.add_parser(
+        "init", aliases=["configure"], help="write a config file (asks, or takes flags)"
+    )
+    _add_location(init)
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument("-y", "--yes", action="store_true", help="ask nothing, use flags/defaults")
+    _bool_flag(init, "--dev", "development mode (more logging)")
+    init.add_argument("--host", help="listen address (default: all interfaces)")
+    init.add_argument("--port", help="listen port (default 6001)")
+    init.add_argument("--protocol", choices=("http", "https"))
+    init.add_argument("--ssl-cert", help="certificate file for https")
+    init.add_argument("--ssl-key", help="private key file for https")
+    init.add_argument("--ssl-chain", help="certificate chain file for https")
+    init.add_argument("--ssl-passphrase", help="passphrase of the key")
+    init.add_argument("--auth-host", help="Laravel app URL(s), comma-separated")
+    init.add_argument("--auth-endpoint", help="default /broadcasting/auth")
+    init.add_argument("--database", choices=("redis", "sqlite"), help="presence store")
+    init.add_argument("--redis-host")
+    init.add_argument("--redis-port", type=int)
+    init.add_argument("--redis-password")
+    init.add_argument("--redis-db", type=int)
+    init.add_argument("--key-prefix", help="Laravel's Redis prefix, e.g. laravel_database_")
+    _bool_flag(init, "--publish-presence", "publish presence changes to Redis")
+    _bool_flag(init, "--http-api", "accept events by HTTP POST (subscribers.http)")
+    _bool_flag(init, "--redis-subscriber", "accept events from Redis (subscribers.redis)")
+    _bool_flag(init, "--add-client", "generate an API client id and key")
+    _bool_flag(init, "--cors", "send CORS headers on the HTTP API")
+    init.add_argument("--allow-origin")
+    init.add_argument("--allow-methods")
+    init.add_argument("--allow-headers")
+    init.add_argument("--origins", help="socket.io origin allow-list, e.g. 'example.com:443'")
+    init.set_defaults(handler=cmd_init)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="echo-server", description="Laravel Echo server (laravel-echo-server compatible)."
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    start = subparsers.add_parser("start", help="run the server")
+    _add_location(start)
+    start.add_argument("--dev", action="store_true", help="development mode (debug logging)")
+    start.add_argument("--force", action="store_true", help="stop a running server first")
+    start.set_defaults(handler=cmd_start)
+
+    stop = subparsers.add_parser("stop", help="stop the server named in the lock file")
+    _add_location(stop)
+    stop.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
+    stop.set_defaults(handler=cmd_stop)
+
+    _add_init_parser(subparsers)
+
+    for name, handler, verb in (
+        ("client:add", cmd_client_add, "add an API client (or renew its key)"),
+        ("client:remove", cmd_client_remove, "remove an API client"),
+    ):
+        sub = subparsers.add_parser(name, help=verb)
+        sub.add_argument("app_id", nargs="?", default=None, metavar="id")
+        _add_location(sub)
+        sub.set_defaults(handler=handler)
+
+    install = subparsers.add_parser(
+        "install-client", help="fetch the socket.io-client browser bundle with npm"
+    )
+    install.add_argument("--version", default=SOCKET_IO_CLIENT_VERSION, help="(2.5.0)")
+    install.add_argument("--dest", default=str(STATIC_DIR), help="target directory")
+    install.set_defaults(handler=cmd_install_client)
+    return parser
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("echo-server")
+    except Exception:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `echo-server` and `python -m echo_server`; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    configure_logging()
+    try:
+        return int(args.handler(args) or 0)
+    except (cfg.ConfigError, lockfile.LockError, CliError) as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1

@@ -1,0 +1,795 @@
+"""Reading `laravel-echo-server.json` the way laravel-echo-server 1.6.3 does, minus its traps.
+
+An existing reference config must work unchanged, so every key keeps the reference's name and
+default, the `LARAVEL_ECHO_SERVER_*` overrides and `.env` apply as in the reference, and unknown
+keys are only warned about. Where we deliberately differ (a deep instead of a shallow merge of
+the defaults, no crash on `LARAVEL_ECHO_SERVER_REDIS_*` without `databaseConfig.redis`), the
+config says so in `Config.warnings`, so nobody is surprised when moving from the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import logging
+import math
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+from urllib.parse import quote
+
+from echo_server import dotenv
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_FILE = "laravel-echo-server.json"
+
+# The reference's defaults (laravel-echo-server 1.6.3, `EchoServer.defaultOptions`).
+# `secureOptions` is Node's `constants.SSL_OP_NO_TLSv1`, which is also OpenSSL's value for it;
+# files written by the reference's `init` contain it.
+DEFAULTS: dict[str, Any] = {
+    "authHost": "http://localhost",
+    "authEndpoint": "/broadcasting/auth",
+    "clients": [],
+    "database": "redis",
+    "databaseConfig": {
+        "redis": {},
+        "sqlite": {"databasePath": "/database/laravel-echo-server.sqlite"},
+    },
+    "devMode": False,
+    "host": None,
+    "port": 6001,
+    "protocol": "http",
+    "socketio": {},
+    "secureOptions": 67108864,
+    "sslCertPath": "",
+    "sslKeyPath": "",
+    "sslCertChainPath": "",
+    "sslPassphrase": "",
+    "subscribers": {"http": True, "redis": True},
+    "apiOriginAllow": {
+        "allowCors": False,
+        "allowOrigin": "",
+        "allowMethods": "",
+        "allowHeaders": "",
+    },
+}
+
+# Top-level keys the reference reads although they have no default.
+OPTIONAL_KEYS = frozenset({"headers"})
+KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
+
+# Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
+# a file using them still starts the reference. Values are those the reference was observed with.
+SOCKETIO_DEFAULTS: dict[str, Any] = {
+    "path": "/socket.io",
+    "pingInterval": 25000,
+    "pingTimeout": 20000,
+    "upgradeTimeout": 10000,
+    "maxHttpBufferSize": 1_000_000,
+    "transports": ["polling", "websocket"],
+    "origins": "*:*",
+    "cookie": "io",
+    "allowUpgrades": True,
+    "connectTimeout": 45000,
+    "writeBufferHighWater": 4 * 1024 * 1024,
+}
+KNOWN_TRANSPORTS = ("polling", "websocket")
+
+ENV_OVERRIDES: dict[str, str] = {
+    "LARAVEL_ECHO_SERVER_AUTH_HOST": "authHost",
+    "LARAVEL_ECHO_SERVER_DEBUG": "devMode",
+    "LARAVEL_ECHO_SERVER_HOST": "host",
+    "LARAVEL_ECHO_SERVER_PORT": "port",
+    "LARAVEL_ECHO_SERVER_REDIS_HOST": "databaseConfig.redis.host",
+    "LARAVEL_ECHO_SERVER_REDIS_PORT": "databaseConfig.redis.port",
+    "LARAVEL_ECHO_SERVER_REDIS_PASSWORD": "databaseConfig.redis.password",
+    "LARAVEL_ECHO_SERVER_PROTO": "protocol",
+    "LARAVEL_ECHO_SERVER_SSL_CERT": "sslCertPath",
+    "LARAVEL_ECHO_SERVER_SSL_KEY": "sslKeyPath",
+    "LARAVEL_ECHO_SERVER_SSL_CHAIN": "sslCertChainPath",
+    "LARAVEL_ECHO_SERVER_SSL_PASS": "sslPassphrase",
+}
+
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+# The reference's own port sanitiser: two to five trailing digits, optional trailing slash.
+_PORT_PATTERN = re.compile(r"([0-9]{2,5})/?$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is meant for the operator."""
+
+
+# --------------------------------------------------------------------------- JS semantics
+
+
+def js_string(value: Any) -> str:
+    """`String(value)` in JavaScript: the reference compares these strings, not Python's."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return ",".join("" if item is None else js_string(item) for item in value)
+    if isinstance(value, dict):
+        return "[object Object]"
+    return str(value)
+
+
+def js_truthy(value: Any) -> bool:
+    """JavaScript truthiness: `{}`, `[]` and `"false"` are true, `0`, `""` and null are not."""
+    if value is None or value is False or value == "":
+        return False
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value != 0 and not math.isnan(value)
+    return True
+
+
+# --------------------------------------------------------------------------- merging
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Objects merge key by key, anything else (lists included) is replaced by `override`."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _note_subscribers(given: dict[str, Any], missing: list[str], _file: dict[str, Any]) -> str:
+    names = " and ".join(missing)
+    return (
+        f"`subscribers` does not set {names}; the reference's shallow merge of defaults "
+        f"would leave {'them' if len(missing) > 1 else 'it'} unset and turn the {names} "
+        f"subscriber{'s' if len(missing) > 1 else ''} OFF. echo-server merges deeply and keeps "
+        f"the default (on); set it explicitly to silence this warning"
+    )
+
+
+def _note_api_origin(
+    given: dict[str, Any], missing: list[str], _file: dict[str, Any]
+) -> str | None:
+    if not js_truthy(given.get("allowCors")):
+        return None
+    headers = ", ".join(f"`apiOriginAllow.{key}`" for key in missing if key != "allowCors")
+    if not headers:
+        return None
+    return (
+        f"{headers} not set while allowCors is on; the reference would send the literal "
+        f"header value 'undefined'. echo-server uses the default (empty)"
+    )
+
+
+def _note_database(given: dict[str, Any], missing: list[str], file: dict[str, Any]) -> str | None:
+    if "sqlite" not in missing or file.get("database") != "sqlite":
+        return None
+    return (
+        "`databaseConfig` has no `sqlite` entry; the reference would fail to open its "
+        "sqlite database. echo-server keeps presence in memory for sqlite anyway"
+    )
+
+
+def _note_generic(given: dict[str, Any], missing: list[str], _file: dict[str, Any]) -> str:
+    return (
+        f"an object in the file omits {', '.join(missing)}; the reference would leave "
+        "them unset, echo-server uses the defaults"
+    )
+
+
+_SHALLOW_NOTES = {
+    "subscribers": _note_subscribers,
+    "apiOriginAllow": _note_api_origin,
+    "databaseConfig": _note_database,
+}
+
+
+def shallow_merge_notes(file_options: Mapping[str, Any]) -> list[str]:
+    """Warnings for each top-level key where the reference's shallow merge differs in effect.
+
+    The reference does `Object.assign(defaults, file)`, so a partial object in the file drops
+    the defaults of its siblings. Only differences that change behaviour are reported.
+    """
+    notes: list[str] = []
+    for key, default in DEFAULTS.items():
+        given = file_options.get(key)
+        if not (isinstance(default, dict) and default and isinstance(given, dict)):
+            continue
+        missing = [name for name in default if name not in given]
+        if not missing:
+            continue
+        describe = _SHALLOW_NOTES.get(key, _note_generic)
+        note = describe(given, missing, dict(file_options))
+        if note:
+            notes.append(note)
+    return notes
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def effective_environ(environ: Mapping[str, str] | None, cwd: str) -> dict[str, str]:
+    """Real environment plus `.env` from the working directory, real variables winning.
+
+    Like the reference (`require('dotenv').config()`), `.env` is read from the process working
+    directory. The reference README says it is read from the config directory; it is not.
+    """
+    real = dict(os.environ if environ is None else environ)
+    return {**dotenv.load(os.path.join(cwd, ".env"), real), **real}
+
+
+def _set_path(options: dict[str, Any], dotted: str, value: str) -> None:
+    *parents, leaf = dotted.split(".")
+    target = options
+    for name in parents:
+        if not isinstance(target.get(name), dict):
+            target[name] = {}
+        target = target[name]
+    target[leaf] = value
+
+
+def apply_env_overrides(
+    options: dict[str, Any], env: Mapping[str, str], file_options: Mapping[str, Any] | None
+) -> list[str]:
+    """Apply `LARAVEL_ECHO_SERVER_*` to `options` in place; return warnings.
+
+    As in the reference, an empty variable counts as unset and values stay strings. `${VAR}`
+    left in a value (a real variable, not from `.env`) is resolved too; the reference replaces
+    the whole value by the first reference's target, which is the same for `${VAR}` alone.
+    """
+    warnings: list[str] = []
+    for variable, dotted in ENV_OVERRIDES.items():
+        value = env.get(variable, "")
+        if not value:
+            continue
+        value = dotenv.expand(value, env)
+        if dotted.startswith("databaseConfig.redis.") and file_options is not None:
+            config_db = file_options.get("databaseConfig")
+            if not (isinstance(config_db, dict) and isinstance(config_db.get("redis"), dict)):
+                warnings.append(
+                    f"{variable} is set but the config file has no "
+                    "`databaseConfig.redis` object; the reference would crash at start-up. "
+                    "echo-server creates it"
+                )
+        _set_path(options, dotted, value)
+    return warnings
+
+
+# --------------------------------------------------------------------------- origins
+
+
+@dataclass(frozen=True)
+class OriginPattern:
+    """One allow-list entry; `None` scheme and `"*"` host or port match anything."""
+
+    scheme: str | None
+    host: str
+    port: str
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        prefix = f"{self.scheme}://" if self.scheme else ""
+        return f"{prefix}{host}:{self.port}"
+
+    def matches(self, scheme: str, host: str, port: int) -> bool:
+        """Whether an origin (already split and lower-cased) is allowed by this entry."""
+        if self.scheme is not None and self.scheme != scheme:
+            return False
+        if self.port != "*" and self.port != str(port):
+            return False
+        if self.host == "*" or self.host == host:
+            return True
+        return self.host.startswith("*.") and host.endswith(self.host[1:])
+
+
+def _split_host_port(netloc: str) -> tuple[str, str | None]:
+    """`host:port`, `[v6]:port` or a bare host; a bare IPv6 address has no port."""
+    netloc = netloc.rsplit("@", 1)[-1]
+    if netloc.startswith("["):
+        host, _, rest = netloc[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") and rest[1:] else None
+    if netloc.count(":") == 1:
+        host, _, port = netloc.partition(":")
+        return host, port or None
+    return netloc, None
+
+
+def parse_origin_pattern(entry: str) -> OriginPattern:
+    """Accept the reference's `host:port` (with `*`), full origins and bare hosts (any port)."""
+    scheme: str | None = None
+    rest = entry.strip()
+    if "://" in rest:
+        scheme, _, rest = rest.partition("://")
+        scheme = scheme.lower()
+        rest = rest.split("/", 1)[0]
+    host, port = _split_host_port(rest)
+    if not host:
+        raise ValueError(f"socketio.origins: no host in {entry!r}")
+    if port is None:
+        port = str(_DEFAULT_PORTS.get(scheme, 80)) if scheme else "*"
+    elif port != "*" and not port.isdigit():
+        raise ValueError(f"socketio.origins: bad port in {entry!r}")
+    return OriginPattern(scheme, host.lower(), port)
+
+
+def parse_origins(value: Any) -> list[OriginPattern] | None:
+    """`None` means every origin is allowed (the reference's `*:*`, also when unset or empty).
+
+    socket.io 2 takes a string or a list; people write strings separated by spaces or commas.
+    """
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        entries = [part for part in re.split(r"[\s,]+", value) if part]
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        entries = [item.strip() for item in value if item.strip()]
+    else:
+        raise ValueError("socketio.origins must be a string or a list of strings")
+    if any(entry in ("*", "*:*") for entry in entries):
+        return None
+    return [parse_origin_pattern(entry) for entry in entries]
+
+
+def _split_origin(origin: str) -> tuple[str, str, int] | None:
+    scheme, sep, rest = origin.strip().partition("://")
+    if not sep:
+        return None
+    scheme = scheme.lower()
+    host, port = _split_host_port(rest.split("/", 1)[0])
+    if not host:
+        return None
+    if port is None:
+        return scheme, host.lower(), _DEFAULT_PORTS.get(scheme, 80)
+    return (scheme, host.lower(), int(port)) if port.isdigit() else None
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def _milliseconds(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{name} must be a number of milliseconds")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of milliseconds, not {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{name} must be a non-negative number of milliseconds")
+    return number / 1000.0
+
+
+def _positive_int(value: Any, name: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an integer, not {value!r}") from None
+    if isinstance(value, bool) or number <= 0:
+        raise ValueError(f"{name} must be a positive integer")
+    return number
+
+
+def parse_port(value: Any) -> int:
+    """The reference keeps only the trailing digits, so `"http://host:6001"` means 6001.
+
+    0 asks the OS for a free port (tests and embedding use it)."""
+    if js_string(value) == "0":
+        return 0
+    match = _PORT_PATTERN.search(js_string(value))
+    if match is None or not 0 <= int(match.group(1)) < 65536:
+        raise ValueError(f"port: cannot find a port number in {value!r}")
+    return int(match.group(1))
+
+
+# --------------------------------------------------------------------------- Config
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+@dataclass
+class Config:
+    """The merged options under the reference's key names, plus typed views of them.
+
+    `raw` is what the reference's `this.options` would be (deeply merged), so any component can
+    read a key that has no property here. Properties compute on access so that an in-memory
+    change to `raw` (such as `ensure_dev_client`) is seen everywhere.
+    """
+
+    raw: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    config_file: str = DEFAULT_CONFIG_FILE
+    from_file: bool = False
+
+    # -- listening
+    @property
+    def host(self) -> str | None:
+        return _optional_str(self.raw.get("host"))
+
+    @property
+    def port(self) -> int:
+        return parse_port(self.raw.get("port"))
+
+    @property
+    def protocol(self) -> str:
+        return str(self.raw.get("protocol") or "http").lower()
+
+    @property
+    def ssl_cert_path(self) -> str | None:
+        return _optional_str(self.raw.get("sslCertPath"))
+
+    @property
+    def ssl_key_path(self) -> str | None:
+        return _optional_str(self.raw.get("sslKeyPath"))
+
+    @property
+    def ssl_chain_path(self) -> str | None:
+        return _optional_str(self.raw.get("sslCertChainPath"))
+
+    @property
+    def ssl_passphrase(self) -> str | None:
+        return _optional_str(self.raw.get("sslPassphrase"))
+
+    @property
+    def ssl_secure_options(self) -> int:
+        """OpenSSL option bits (`ssl.OP_*`, same values as Node's `constants.SSL_OP_*`)."""
+        return int(self.raw.get("secureOptions") or 0)
+
+    @property
+    def dev_mode(self) -> bool:
+        return self.raw.get("devMode") is True
+
+    # -- auth
+    @property
+    def auth_hosts(self) -> list[str]:
+        """authHost as a list; the reference falls back to `host`, then `http://localhost`."""
+        value = self.raw.get("authHost")
+        hosts = value if isinstance(value, list) else [value]
+        found = [str(item) for item in hosts if js_truthy(item)]
+        if found:
+            return found
+        if self.host:
+            return [self.host if "://" in self.host else f"http://{self.host}"]
+        return ["http://localhost"]
+
+    @property
+    def auth_endpoint(self) -> str:
+        return str(self.raw.get("authEndpoint") or "/broadcasting/auth")
+
+    # -- HTTP API
+    @property
+    def clients(self) -> list[dict[str, Any]]:
+        value = self.raw.get("clients")
+        return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+    @property
+    def api_origin_allow(self) -> dict[str, Any]:
+        value = self.raw.get("apiOriginAllow")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def extra_headers(self) -> dict[str, str]:
+        value = self.raw.get("headers")
+        return {str(k): js_string(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    @property
+    def subscribers_http(self) -> bool:
+        return js_truthy(self._section("subscribers").get("http"))
+
+    @property
+    def subscribers_redis(self) -> bool:
+        return js_truthy(self._section("subscribers").get("redis"))
+
+    # -- presence and Redis
+    @property
+    def database(self) -> str:
+        return str(self.raw.get("database") or "redis")
+
+    @property
+    def presence_backend(self) -> str:
+        """`sqlite` becomes in-memory presence: it only has to outlive nothing but its sockets."""
+        return {"sqlite": "memory", "redis": "redis"}.get(self.database, self.database)
+
+    @property
+    def redis_options(self) -> dict[str, Any]:
+        value = self._section("databaseConfig").get("redis")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def key_prefix(self) -> str:
+        return str(self.redis_options.get("keyPrefix") or "")
+
+    @property
+    def publish_presence(self) -> bool:
+        return js_truthy(self._section("databaseConfig").get("publishPresence"))
+
+    @property
+    def redis_url(self) -> str:
+        """A redis-py URL for the ioredis options the reference would get."""
+        options = self.redis_options
+        if options.get("url"):
+            return str(options["url"])
+        db = int(options.get("db") or 0)
+        auth = _redis_auth(options.get("username"), options.get("password"))
+        if options.get("path"):
+            return f"unix://{auth}{quote(str(options['path']))}?db={db}"
+        scheme = "rediss" if js_truthy(options.get("tls")) else "redis"
+        host = str(options.get("host") or "127.0.0.1")
+        if _is_ipv6(host):
+            host = f"[{host}]"
+        port = int(options.get("port") or 6379)
+        return f"{scheme}://{auth}{host}:{port}/{db}"
+
+    # -- socket.io
+    @property
+    def socketio(self) -> dict[str, Any]:
+        return self._section("socketio")
+
+    def _socketio(self, key: str) -> Any:
+        value = self.socketio.get(key)
+        return SOCKETIO_DEFAULTS[key] if value is None else value
+
+    @property
+    def socketio_path(self) -> str:
+        path = "/" + str(self._socketio("path")).strip("/")
+        return path
+
+    @property
+    def ping_interval(self) -> float:
+        return _milliseconds(self._socketio("pingInterval"), "socketio.pingInterval")
+
+    @property
+    def ping_timeout(self) -> float:
+        return _milliseconds(self._socketio("pingTimeout"), "socketio.pingTimeout")
+
+    @property
+    def upgrade_timeout(self) -> float:
+        return _milliseconds(self._socketio("upgradeTimeout"), "socketio.upgradeTimeout")
+
+    @property
+    def handshake_timeout(self) -> float:
+        """How long a client may take to join the namespace (socket.io 4's `connectTimeout`)."""
+        return _milliseconds(self._socketio("connectTimeout"), "socketio.connectTimeout")
+
+    @property
+    def max_http_buffer_size(self) -> int:
+        return _positive_int(self._socketio("maxHttpBufferSize"), "socketio.maxHttpBufferSize")
+
+    @property
+    def write_buffer_high_water(self) -> int:
+        """Our own: bytes queued for one slow client before it is dropped."""
+        value = self._socketio("writeBufferHighWater")
+        return _positive_int(value, "socketio.writeBufferHighWater")
+
+    @property
+    def transports(self) -> list[str]:
+        value = self._socketio("transports")
+        items = [value] if isinstance(value, str) else list(value)
+        unknown = [item for item in items if item not in KNOWN_TRANSPORTS]
+        if unknown or not items:
+            raise ValueError(
+                f"socketio.transports: expected polling and/or websocket, got {value!r}"
+            )
+        return items
+
+    @property
+    def allow_upgrades(self) -> bool:
+        return js_truthy(self._socketio("allowUpgrades"))
+
+    @property
+    def cookie_name(self) -> str | None:
+        """engine.io's `cookie` option: a name, or false for no cookie."""
+        value = self._socketio("cookie")
+        if isinstance(value, dict):
+            return str(value.get("name") or "io")
+        return str(value) if js_truthy(value) else None
+
+    @cached_property
+    def _origin_patterns(self) -> list[OriginPattern] | None:
+        return parse_origins(self.socketio.get("origins"))
+
+    @property
+    def allowed_origins(self) -> list[str] | None:
+        """`None` allows every origin, as the reference's default `*:*` does."""
+        patterns = self._origin_patterns
+        return None if patterns is None else [str(pattern) for pattern in patterns]
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Check a handshake's Origin (or, lacking one, its Referer) against `socketio.origins`.
+
+        A request without either is allowed: only browsers send them, and the allow-list is
+        about browsers. (socket.io 2 would refuse such a request once an allow-list is set,
+        unless it lists `*:80`.) The literal origin `null` matches only an entry `null`.
+        """
+        patterns = self._origin_patterns
+        if patterns is None or origin is None or origin == "":
+            return True
+        parts = _split_origin(origin)
+        if parts is None:
+            return any(pattern.host == origin.strip().lower() for pattern in patterns)
+        return any(pattern.matches(*parts) for pattern in patterns)
+
+    def _section(self, key: str) -> dict[str, Any]:
+        value = self.raw.get(key)
+        return value if isinstance(value, dict) else {}
+
+
+def _redis_auth(username: Any, password: Any) -> str:
+    user = quote(str(username), safe="") if username else ""
+    if password:
+        return f"{user}:{quote(str(password), safe='')}@"
+    return f"{user}@" if user else ""
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_config_path(
+    config_file: str | None = None, directory: str | None = None, cwd: str | None = None
+) -> str:
+    """`<dir>/<config>` relative to the working directory, as the reference resolves it."""
+    path = os.path.join(directory or "", config_file or DEFAULT_CONFIG_FILE)
+    return os.path.normpath(path if os.path.isabs(path) else os.path.join(cwd or os.getcwd(), path))
+
+
+def read_config_file(path: str) -> dict[str, Any] | None:
+    """The file's JSON object, or `None` when there is no file (embedded defaults)."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from error
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"config file {path} is not valid JSON: {error.msg} "
+            f"(line {error.lineno}, column {error.colno})"
+        ) from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must contain a JSON object")
+    return data
+
+
+def _check_types(raw: Mapping[str, Any]) -> None:
+    for key in ("databaseConfig", "subscribers", "apiOriginAllow", "socketio", "headers"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise ConfigError(f"`{key}` must be an object")
+    if not isinstance(raw.get("clients"), list):
+        raise ConfigError("`clients` must be a list of {appId, key} objects")
+    auth_host = raw.get("authHost")
+    if not (auth_host is None or isinstance(auth_host, str | list)):
+        raise ConfigError("`authHost` must be a string or a list of strings")
+
+
+def _validate(config: Config) -> None:
+    """Touch every typed property once so a bad value fails at start-up, not mid-traffic."""
+    names = [
+        "port", "ping_interval", "ping_timeout", "upgrade_timeout", "handshake_timeout",
+        "max_http_buffer_size", "write_buffer_high_water", "transports", "allowed_origins",
+        "ssl_secure_options",
+    ]  # fmt: skip
+    uses_redis = (
+        config.presence_backend == "redis" or config.subscribers_redis or config.publish_presence
+    )
+    if uses_redis:
+        names.append("redis_url")
+    for name in names:
+        try:
+            getattr(config, name)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(str(error)) from error
+
+
+def _notices(config: Config, file_options: Mapping[str, Any]) -> list[str]:
+    notes: list[str] = []
+    unknown = sorted(key for key in file_options if key not in KNOWN_KEYS)
+    if unknown:
+        notes.append("unknown keys kept but not used by the reference: " + ", ".join(unknown))
+    if config.database == "sqlite":
+        notes.append(
+            "database 'sqlite' means in-memory presence for this one instance; "
+            "presence lists live only as long as the sockets they list"
+        )
+    elif config.database != "redis":
+        notes.append(f"database {config.database!r} is not one the reference knows")
+    if config.protocol not in ("http", "https"):
+        notes.append(f"protocol {config.protocol!r} is neither http nor https")
+    bad_clients = [item for item in config.raw["clients"] if not _valid_client(item)]
+    if bad_clients:
+        notes.append(f"{len(bad_clients)} entries of `clients` lack appId or key")
+    if config.allowed_origins is None:
+        notes.append(
+            "every origin may connect (socketio.origins '*:*', as in the reference); "
+            "set socketio.origins to an allow-list to restrict browsers"
+        )
+    return notes
+
+
+def _valid_client(item: Any) -> bool:
+    return isinstance(item, dict) and bool(item.get("appId")) and bool(item.get("key"))
+
+
+def load_config(
+    config_file: str = DEFAULT_CONFIG_FILE,
+    directory: str | None = None,
+    *,
+    dev: bool = False,
+    environ: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+) -> Config:
+    """Read, merge and check the configuration; warnings are logged once here.
+
+    Raises `ConfigError` for a file that exists but cannot be read or used.
+    """
+    cwd = cwd or os.getcwd()
+    path = resolve_config_path(config_file, directory, cwd)
+    file_options = read_config_file(path)
+    warnings: list[str] = []
+    if file_options is None:
+        logger.info("no config file at %s; using the embedded defaults", path)
+    else:
+        warnings += shallow_merge_notes(file_options)
+    raw = deep_merge(DEFAULTS, file_options or {})
+    env = effective_environ(environ, cwd)
+    warnings += apply_env_overrides(raw, env, file_options)
+    raw["devMode"] = dev or js_string(raw.get("devMode")) == "true"
+    config = Config(
+        raw=raw, warnings=warnings, config_file=path, from_file=file_options is not None
+    )
+    try:
+        _check_types(raw)
+        _validate(config)
+    except ConfigError as error:
+        source = path if file_options is not None else "configuration (embedded defaults + env)"
+        raise ConfigError(f"{source}: {error}") from error
+    config.warnings += _notices(config, file_options or {})
+    for warning in config.warnings:
+        logger.warning("%s", warning)
+    return config
+
+
+# --------------------------------------------------------------------------- API clients
+
+
+def generate_app_id() -> str:
+    """16 hex digits, the reference's `crypto.randomBytes(8)`."""
+    return secrets.token_hex(8)
+
+
+def generate_key() -> str:
+    """32 hex digits, the reference's `crypto.randomBytes(16)`."""
+    return secrets.token_hex(16)
+
+
+def ensure_dev_client(config: Config) -> dict[str, str] | None:
+    """Without any API client the HTTP API is unusable; make one up, in memory only.
+
+    Returns the new client so the caller can print it, or `None` when clients exist.
+    """
+    if any(_valid_client(item) for item in config.clients):
+        return None
+    client = {"appId": generate_app_id(), "key": generate_key()}
+    clients = config.raw.get("clients")
+    if not isinstance(clients, list):
+        config.raw["clients"] = clients = []
+    clients.append(client)
+    return client

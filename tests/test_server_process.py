@@ -1,0 +1,254 @@
+"""`echo-server start` as a real process: embedded defaults, the in-memory bus,
+switching over to Redis when it appears, TLS, and a clean SIGTERM shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import re
+import signal
+import ssl
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import socketio
+
+from tests.conftest import RedisProcess, _redis_server_binary, free_port, laravel_message
+
+
+class ServerProcess:
+    """`python -m echo_server start` with its stderr collected line by line."""
+
+    def __init__(self, directory: Path, port: int, env: dict[str, str], *args: str) -> None:
+        self.directory = directory
+        self.port = port
+        self.env = env
+        self.args = args
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        self._new_line = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "echo_server", "start", "--dir", str(self.directory),
+            *self.args, cwd=str(self.directory), env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        self._reader = asyncio.create_task(self._read())
+        await self.wait_for_line(r"listening on", timeout=15)
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip())
+            self._new_line.set()
+
+    async def wait_for_line(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for line in self.lines[seen:]:
+                match = regex.search(line)
+                if match:
+                    return match
+            seen = len(self.lines)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (self.proc is not None and self.proc.returncode is not None
+                                  and seen == len(self.lines)):
+                raise AssertionError(f"no log line matching {pattern!r}:\n" +
+                                     "\n".join(self.lines))
+            self._new_line.clear()
+            try:
+                await asyncio.wait_for(self._new_line.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    async def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), 15)
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, 5)
+        return code
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LARAVEL_ECHO_SERVER_")}
+    env.update(extra)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+async def processes() -> AsyncIterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for process in started:
+        await process.kill()
+
+
+async def _connected_client(url: str, channel: str) -> tuple[socketio.AsyncClient, asyncio.Queue]:
+    """python-socketio's AsyncClient (EIO4) subscribed to a public channel."""
+    received: asyncio.Queue = asyncio.Queue()
+    client = socketio.AsyncClient(reconnection=False)
+
+    @client.on("*")
+    async def any_event(event: str, *args: object) -> None:
+        await received.put((event, args))
+
+    await client.connect(url, transports=["websocket"])
+    await client.emit("subscribe", {"channel": channel})
+    return client, received
+
+
+async def test_embedded_defaults_memory_bus_then_redis(tmp_path: Path, processes) -> None:
+    """No config file, no Redis: the server runs on the in-memory bus, prints a dev key,
+    and switches to Redis by itself once Redis answers on the configured port."""
+    binary = _redis_server_binary()
+    if binary is None:
+        pytest.skip("no redis-server binary to start later")
+    port, redis_port = free_port(), free_port()
+    server = ServerProcess(tmp_path, port, _env(
+        LARAVEL_ECHO_SERVER_PORT=str(port), LARAVEL_ECHO_SERVER_HOST="127.0.0.1",
+        LARAVEL_ECHO_SERVER_REDIS_PORT=str(redis_port),
+        LARAVEL_ECHO_SERVER_REDIS_HOST="127.0.0.1"))
+    processes.append(server)
+    await server.start()
+    await server.wait_for_line(r"Redis is not reachable .*in-memory bus")
+    key = await server.wait_for_line(r"appId=(\w+) key=(\w+)")
+    app_id, app_key = key.group(1), key.group(2)
+
+    url = f"http://127.0.0.1:{port}"
+    client, received = await _connected_client(url, "leads-management")
+    try:
+        async with aiohttp.ClientSession() as http:
+            body = {"channel": "leads-management", "name": "lead.assigned",
+                    "data": {"lead": {"id": 7}}}
+            async def post_until_received() -> tuple:
+                # The subscribe has no acknowledgement: post until the event comes back.
+                while True:
+                    async with http.post(f"{url}/apps/{app_id}/events",
+                                         params={"auth_key": app_key}, json=body) as response:
+                        assert response.status == 200
+                        assert await response.json() == {"message": "ok"}
+                    try:
+                        return await asyncio.wait_for(received.get(), 0.2)
+                    except TimeoutError:
+                        continue
+            event, args = await asyncio.wait_for(post_until_received(), 10)
+        assert event == "lead.assigned"
+        assert args == ("leads-management", {"lead": {"id": 7}})
+
+        redis = RedisProcess(binary, redis_port, str(tmp_path))
+        redis.start()
+        try:
+            await server.wait_for_line(r"is back after", timeout=15)
+            import redis.asyncio as aioredis
+
+            publisher = aioredis.Redis(port=redis_port)
+            await publisher.publish("leads-management",
+                                    laravel_message("admin.capacity.updated", {"admin": 5}))
+            await publisher.aclose()
+            event, args = await asyncio.wait_for(received.get(), 10)
+            assert event == "admin.capacity.updated"
+            assert args == ("leads-management", {"admin": 5, "socket": None})
+        finally:
+            redis.stop()
+    finally:
+        await client.disconnect()
+    assert await server.stop() == 0
+
+
+async def test_sigterm_closes_clients_and_releases_lock(tmp_path: Path, processes,
+                                                        redis_url: str) -> None:
+    port = free_port()
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(redis_url)
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps({
+        "host": "127.0.0.1", "port": port,
+        "databaseConfig": {"redis": {"host": parts.hostname, "port": parts.port}},
+        "clients": [{"appId": "a", "key": "k"}],
+    }))
+    server = ServerProcess(tmp_path, port, _env())
+    processes.append(server)
+    await server.start()
+    lock = tmp_path / "laravel-echo-server.lock"
+    assert json.loads(lock.read_text()) == {"process": server.proc.pid}
+
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket",
+                                   autoping=False)
+        assert (await ws.receive_str()).startswith("0{")
+        assert await ws.receive_str() == "40"
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        message = await asyncio.wait_for(ws.receive(), 10)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert ws.close_code == 1001
+    assert await server.stop() == 0
+    assert time.monotonic() - started < 10
+    assert not lock.exists()
+
+
+async def test_https(tmp_path: Path, processes) -> None:
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps({
+        "host": "127.0.0.1", "port": port, "protocol": "https",
+        "sslCertPath": str(cert), "sslKeyPath": str(key),
+        "subscribers": {"http": True, "redis": False},
+        "clients": [{"appId": "a", "key": "k"}],
+    }))
+    server = ServerProcess(tmp_path, port, _env())
+    processes.append(server)
+    await server.start()
+    context = ssl.create_default_context(cafile=str(cert))
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"https://127.0.0.1:{port}/socket.io/?EIO=3&transport=polling",
+                            ssl=context) as response:
+            assert response.status == 200
+            assert re.match(r'^\d+:0\{"sid":', await response.text())
+        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+            await http.get(f"https://127.0.0.1:{port}/", ssl=ssl.create_default_context())
+    assert await server.stop() == 0
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    import ipaddress
+
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
