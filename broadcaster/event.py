@@ -8,6 +8,7 @@ one frame per event, however many clients receive it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from .jsoncodec import dumps, loads
 
 

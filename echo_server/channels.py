@@ -99,7 +99,8 @@ class ChannelHandler:
             self.report_error("bad_subscribe", f"subscribe without a channel from {socket.id}")
             return
         if not is_private(channel):
-            self.rooms.join(channel, socket)
+            if self.rooms.join(channel, socket) and log.isEnabledFor(logging.DEBUG):
+                log.debug("%s joined %s", socket.id, channel)
             return
         pending = self._pending(socket, create=True)
         previous = pending.pop(channel, None)
@@ -132,6 +133,7 @@ class ChannelHandler:
             socket.emit("subscription_error", request.channel, result.status)
             return
         self.rooms.join(request.channel, socket)
+        log.debug("%s joined %s (authorized)", socket.id, request.channel)
         if self.on_joined is not None:
             self.on_joined(socket, request.channel, result)
 
@@ -143,7 +145,8 @@ class ChannelHandler:
         pending = self._pending(socket, create=False)
         if pending and channel in pending:
             pending.pop(channel).cancel()
-        self.rooms.leave(channel, socket)
+        if self.rooms.leave(channel, socket):
+            log.debug("%s left %s", socket.id, channel)
 
     def client_event(self, socket: Socket, payload: Any) -> None:
         if isinstance(payload, str):

@@ -4,6 +4,7 @@ switching over to Redis when it appears, TLS, and a clean SIGTERM shutdown."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import os
@@ -65,10 +66,8 @@ class ServerProcess:
                 raise AssertionError(f"no log line matching {pattern!r}:\n" +
                                      "\n".join(self.lines))
             self._new_line.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_line.wait(), remaining)
-            except TimeoutError:
-                pass
 
     async def stop(self) -> int:
         assert self.proc is not None
@@ -252,3 +251,62 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+async def test_unchanged_reference_config_with_dotenv(tmp_path: Path, processes, redis_url: str,
+                                                      node_client, redis) -> None:
+    """A config exactly as `laravel-echo-server init` writes it, with `.env` overrides
+    (including `${VAR}` indirection), serves an Echo 1 frontend and Laravel's prefix."""
+    from tests.support.node_client import node_clients_available
+
+    if not node_clients_available():
+        pytest.skip("Node clients not installed")
+    from urllib.parse import urlsplit
+
+    port = free_port()
+    redis_port = urlsplit(redis_url).port
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps({
+        "authHost": "http://localhost",
+        "authEndpoint": "/broadcasting/auth",
+        "clients": [{"appId": "5b0e1c2d", "key": "e3f1a9"}],
+        "database": "redis",
+        "databaseConfig": {
+            "redis": {"port": "6379", "host": "127.0.0.1", "keyPrefix": "laravel_database_"},
+            "sqlite": {"databasePath": "/database/laravel-echo-server.sqlite"},
+            "publishPresence": True,
+        },
+        "devMode": True,
+        "host": None,
+        "port": "6001",
+        "protocol": "http",
+        "socketio": {},
+        "secureOptions": 67108864,
+        "sslCertPath": "", "sslKeyPath": "", "sslCertChainPath": "", "sslPassphrase": "",
+        "subscribers": {"http": True, "redis": True},
+        "apiOriginAllow": {"allowCors": False, "allowOrigin": "", "allowMethods": "",
+                           "allowHeaders": ""},
+    }, indent="\t"))
+    (tmp_path / ".env").write_text(
+        f"ECHO_PORT={port}\nLARAVEL_ECHO_SERVER_PORT=${{ECHO_PORT}}\n"
+        f"LARAVEL_ECHO_SERVER_HOST=127.0.0.1\nLARAVEL_ECHO_SERVER_REDIS_PORT={redis_port}\n")
+    server = ServerProcess(tmp_path, port, _env())
+    processes.append(server)
+    await server.start()
+    await server.wait_for_line(rf"listening on http://127\.0\.0\.1:{port}")
+
+    client = await node_client("echo1-sio2", f"http://127.0.0.1:{port}")
+    await client.expect("connected")
+    await client.command({"cmd": "channel", "channel": "leads-management",
+                          "listen": [".lead.assigned"]})
+    await server.wait_for_line(r"DEBUG.*joined leads-management")  # devMode logs joins
+    await redis.publish("laravel_database_leads-management",
+                        laravel_message("lead.assigned", {"lead": {"id": 3}}))
+    got = await client.expect("event", event=".lead.assigned")
+    assert got["data"] == {"lead": {"id": 3}, "socket": None}
+    async with aiohttp.ClientSession() as http, http.post(
+            f"http://127.0.0.1:{port}/apps/5b0e1c2d/events?auth_key=e3f1a9",
+            json={"channel": "leads-management", "name": "lead.assigned",
+                  "data": {"lead": {"id": 4}}}) as response:
+        assert response.status == 200
+    got = await client.expect("event", event=".lead.assigned", data={"lead": {"id": 4}})
+    assert await server.stop() == 0

@@ -8,11 +8,13 @@ detected and explained once in the log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from typing import Any
 
 from ..event import BadMessage, BroadcastEvent, parse_laravel_message
+from ..jsoncodec import dumps
 from .base import EventSource
 
 log = logging.getLogger("broadcaster.redis")
@@ -89,23 +91,21 @@ class RedisPubSubSource(EventSource):
         match = _LARAVEL_PREFIX.match(channel)
         if match:
             self._hinted = True
+            # The snippet is JSON (not Python's repr quoting) so it can be pasted as is.
             log.warning(
                 "Events arrive on %r, which looks like Laravel's Redis prefix %r plus the channel "
                 "%r, but no keyPrefix is configured: Echo clients subscribed to %r will not "
-                "receive them. Set \"databaseConfig\": {\"redis\": {\"keyPrefix\": %r}} in "
+                "receive them. Set \"databaseConfig\": {\"redis\": {\"keyPrefix\": %s}} in "
                 "laravel-echo-server.json (the value of Laravel's database.redis.options.prefix).",
-                channel, match.group(1), match.group(2), match.group(2), match.group(1))
+                channel, match.group(1), match.group(2), match.group(2), dumps(match.group(1)))
 
     async def close(self) -> None:
         pubsub, client = self._pubsub, self._client
         self._pubsub = self._client = None
+        # Closing a dead link must not fail.
         if pubsub is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await pubsub.aclose()
-            except Exception:  # noqa: BLE001 - closing a dead link must not fail
-                pass
         if client is not None:
-            try:
+            with contextlib.suppress(Exception):
                 await client.aclose()
-            except Exception:  # noqa: BLE001
-                pass
