@@ -71,6 +71,7 @@ class EchoServer:
             connect_timeout=c.handshake_timeout,
             max_payload=c.max_http_buffer_size,
             transports=tuple(c.transports),
+            allow_upgrades=c.allow_upgrades,
             write_high_water=c.write_buffer_high_water,
             cookie=c.cookie_name is not None,
             origin_allowed=c.origin_allowed,

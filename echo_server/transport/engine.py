@@ -49,6 +49,7 @@ class EngineOptions:
     connect_timeout: float = 45.0
     max_payload: int = 1_000_000
     transports: tuple[str, ...] = ("polling", "websocket")
+    allow_upgrades: bool = True
     write_high_water: int = 4 * 1024 * 1024
     cookie: bool = True
     origin_allowed: Callable[[str | None], bool] = field(default=lambda origin: True)
@@ -161,6 +162,9 @@ class Session:
         elif kind == "3":
             self.awaiting_pong = False
         elif kind == "1":
+            # The client is leaving: end its pending GET with a noop, as engine.io
+            # does, rather than a close packet it did not ask for.
+            self._answer_poll_with_noop()
             self.close("client close")
         elif kind == "6":
             pass
@@ -183,8 +187,16 @@ class Session:
                 ws.write(text_frame(packet_text))
             self.last_seen = time.monotonic()
         else:
-            self.probe = None
-            ws.close()
+            self.drop_probe()
+
+    def drop_probe(self) -> None:
+        """Abandon an upgrade that did not finish. ``probe_ok`` goes too: left set,
+        every GET would be answered at once with a noop, a busy loop of polls."""
+        probe, self.probe = self.probe, None
+        self.probe_ok = False
+        if probe is not None:
+            probe.session = None
+            probe.close()
 
     def _answer_poll_with_noop(self) -> None:
         conn, request = self.poll, self.poll_request
@@ -238,6 +250,9 @@ class EngineServer:
 
     def close_all(self, reason: str = "server shutting down") -> None:
         for session in list(self.sessions.values()):
+            ws = session.ws
+            if ws is not None:
+                ws.going_away()  # 1001: clients reconnect elsewhere; closes the session too
             session.close(reason)
 
     @property
@@ -261,9 +276,7 @@ class EngineServer:
         silent_limit = opts.ping_interval + opts.ping_timeout
         for session in list(self.sessions.values()):
             if session.probe is not None and now - session.probe_since > opts.upgrade_timeout:
-                probe, session.probe = session.probe, None
-                probe.session = None
-                probe.close()
+                session.drop_probe()
             if session.eio == 3:
                 if now - session.last_seen > silent_limit:
                     session.close("ping timeout")
@@ -317,7 +330,7 @@ class EngineServer:
         transport = query.get("transport")
         if transport not in self.options.transports:
             return self._reject(request, UNKNOWN_TRANSPORT)
-        if not self.options.origin_allowed(request.headers.get("origin")):
+        if not self.options.origin_allowed(_origin_of(request)):
             return self._reject(request, FORBIDDEN, 403)
         if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
             return self._preflight(request)
@@ -372,7 +385,8 @@ class EngineServer:
 
     def _handshake_polling(self, request: Request) -> Response:
         session = self._new_session(request, _eio_of(request))
-        upgrades = ["websocket"] if "websocket" in self.options.transports else []
+        opts = self.options
+        upgrades = ["websocket"] if opts.allow_upgrades and "websocket" in opts.transports else []
         session.queue.append(self._open_packet(session, upgrades))
         self.listener.on_open(session)
         packets, session.queue = session.queue, []
@@ -443,11 +457,13 @@ class EngineServer:
             return refuse(self._reject(request, UNKNOWN_TRANSPORT))
         if headers.get("upgrade", "").lower() != "websocket" or "sec-websocket-key" not in headers:
             return refuse(self._reject(request, BAD_REQUEST))
-        if not self.options.origin_allowed(headers.get("origin")):
+        if not self.options.origin_allowed(_origin_of(request)):
             return refuse(self._reject(request, FORBIDDEN, 403))
         sid = query.get("sid")
         session = None
         if sid is not None:
+            if not self.options.allow_upgrades:
+                return refuse(self._reject(request, BAD_REQUEST))
             session = self.sessions.get(sid)
             if session is None:
                 return refuse(self._reject(request, UNKNOWN_SID))
@@ -501,6 +517,13 @@ class EngineServer:
         elif session.probe is ws:
             session.probe = None
             session.probe_ok = False
+
+
+def _origin_of(request: Request) -> str | None:
+    # socket.io 2 checks `origin || referer`: a page's Referer stands in for a
+    # missing Origin (same-origin GETs, older browsers), so the allow-list holds.
+    headers = request.headers
+    return headers.get("origin") or headers.get("referer")
 
 
 def _eio_of(request: Request) -> int:

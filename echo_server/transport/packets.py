@@ -127,10 +127,15 @@ _JSONP_NEWLINE = re.compile(r"(\\)?\\n")
 
 
 def jsonp_post_data(body: bytes) -> str:
-    """Decode a JSONP POST (form field ``d``), undoing its escaped newlines."""
+    """Decode a JSONP POST (form field ``d``), undoing its escaped newlines.
+
+    engine.io-client turns a newline into backslash-n and a JSON escape
+    backslash-n into backslash-backslash-n; both must be undone, or the JSON
+    escape grows by a character and the length prefixes no longer line up.
+    """
     fields = urllib.parse.parse_qs(body.decode("utf-8"), keep_blank_values=True)
     data = fields.get("d", [""])[0]
-    return _JSONP_NEWLINE.sub(lambda m: m.group(0) if m.group(1) else "\n", data)
+    return _JSONP_NEWLINE.sub(lambda m: "\\n" if m.group(1) else "\n", data)
 
 
 @dataclass(slots=True)

@@ -80,7 +80,7 @@ class FrameParser:
     ``max_size`` raises ``ProtocolError(CLOSE_TOO_BIG)`` before it is buffered.
     """
 
-    __slots__ = ("_buf", "_frag_op", "_frags", "_frag_len", "max_size")
+    __slots__ = ("_buf", "_frag_len", "_frag_op", "_frags", "max_size")
 
     def __init__(self, max_size: int) -> None:
         self._buf = b""

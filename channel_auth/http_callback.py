@@ -1,0 +1,120 @@
+"""Authorization through the Laravel app's ``/broadcasting/auth``.
+
+The request is the one laravel-echo-server sends (form ``channel_name``, the
+client's ``auth.headers`` as given, the handshake Cookie as a fallback,
+``X-Requested-With`` so Laravel answers JSON instead of redirecting), plus
+``socket_id``, which Pusher-style responses need. Unlike the reference, TLS
+certificates are verified (``authVerifyTls: false`` opts out), requests time
+out, connections are pooled, and redirects still count as a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from broadcaster.jsoncodec import loads
+
+from .authorizer import AuthRequest, AuthResult
+
+log = logging.getLogger("channel_auth.http")
+
+
+def choose_auth_host(auth_hosts: list[str], referer: str | None) -> str:
+    """The reference's rule: with a Referer matching an entry (origin, host, or
+    the hostname from its first dot), the Referer's origin; with a Referer
+    matching none, the *last* entry; without a Referer, the first."""
+    selected = auth_hosts[0] if auth_hosts else "http://localhost"
+    if not referer:
+        return selected
+    parts = urlsplit(referer)
+    origin = f"{parts.scheme}:{'//' if parts.netloc else ''}{parts.netloc}"
+    hostname = parts.hostname or ""
+    from_dot = hostname[hostname.find("."):] if "." in hostname else hostname[-1:]
+    for host in auth_hosts:
+        selected = host
+        if (hostname and from_dot == host) or origin == host or parts.netloc == host:
+            return origin
+    return selected
+
+
+def parse_channel_data(body: Any) -> dict[str, Any] | None:
+    """``channel_data`` as an object or as a JSON string (Pusher style)."""
+    if not isinstance(body, dict):
+        return None
+    data = body.get("channel_data")
+    if isinstance(data, str):
+        try:
+            data = loads(data)
+        except ValueError:
+            return None
+    return data if isinstance(data, dict) else None
+
+
+class HttpCallbackAuthorizer:
+    def __init__(self, auth_hosts: list[str], auth_endpoint: str, *, verify_tls: bool = True,
+                 timeout: float = 10.0, max_connections: int = 100) -> None:
+        self.auth_hosts = auth_hosts
+        self.auth_endpoint = auth_endpoint
+        self.verify_tls = verify_tls
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self._session: Any = None
+        self._lock = asyncio.Lock()
+        if not verify_tls:
+            log.warning("authVerifyTls is false: TLS certificates of the auth host are not "
+                        "checked (the reference never checks them); use it only for testing")
+
+    async def _client(self) -> Any:
+        if self._session is None:
+            async with self._lock:
+                if self._session is None:
+                    import aiohttp
+
+                    connector = aiohttp.TCPConnector(limit=self.max_connections,
+                                                     ssl=None if self.verify_tls else False)
+                    self._session = aiohttp.ClientSession(
+                        connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    def headers_for(self, request: AuthRequest) -> dict[str, str]:
+        headers = dict(request.headers)
+        cookie = headers.get("Cookie") or request.handshake_headers.get("cookie")
+        if cookie:
+            headers["Cookie"] = cookie
+        headers["X-Requested-With"] = "XMLHttpRequest"
+        return headers
+
+    def url_for(self, request: AuthRequest) -> str:
+        host = choose_auth_host(self.auth_hosts, request.handshake_headers.get("referer"))
+        return host + self.auth_endpoint
+
+    async def authorize(self, request: AuthRequest) -> AuthResult:
+        import aiohttp
+
+        session = await self._client()
+        form = {"channel_name": request.channel, "socket_id": request.socket_id}
+        try:
+            async with session.post(self.url_for(request), data=form,
+                                    headers=self.headers_for(request),
+                                    allow_redirects=False) as response:
+                body_bytes = await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("auth request for %r failed: %s", request.channel,
+                        type(exc).__name__ + (f": {exc}" if str(exc) else ""))
+            return AuthResult(0)
+        if status != 200:
+            return AuthResult(status)
+        try:
+            body = loads(body_bytes)
+        except (ValueError, UnicodeDecodeError):
+            body = None  # any 200 authorizes, an HTML page too (as the reference)
+        return AuthResult(200, parse_channel_data(body))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,182 @@
+"""Presence members behind one interface, in memory (one instance) or in Redis (many).
+
+A member is one socket of a user in a channel. Users are compared loosely, as
+the reference does (``1`` and ``"1"`` are one user), so a user with two tabs
+is one member of ``here()``, joins once and leaves once.
+
+The Redis layout is a hash per channel, one field per socket (prefixed with
+the instance id), updated by Lua scripts: a join or leave touches its own
+field atomically, so concurrent joins never lose each other (the reference
+rewrites one JSON list per channel with GET then SET and loses members).
+It differs from the reference's ``<keyPrefix><channel>:members`` list, so an
+old and a new server cannot share presence state during a migration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+
+def user_key(user_id: Any) -> str:
+    """Loose equality of user ids, as JavaScript's ``==`` between a number and a string."""
+    if isinstance(user_id, bool):
+        return "b:" + str(user_id).lower()
+    if isinstance(user_id, float) and user_id.is_integer():
+        return "v:" + str(int(user_id))
+    if isinstance(user_id, (int, float, str)):
+        return "v:" + str(user_id)
+    return "j:" + json.dumps(user_id, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(slots=True)
+class Member:
+    user_id: Any
+    user_info: Any
+    joined: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        """What clients see: never the socket id (the reference leaks it; Echo never reads it)."""
+        return {"user_id": self.user_id, "user_info": self.user_info}
+
+
+@dataclass(slots=True)
+class JoinResult:
+    first_for_user: bool
+    members: list[Member]  # one per user, newest first
+
+
+@dataclass(slots=True)
+class LeaveResult:
+    member: Member | None  # None when the socket was no member
+    last_for_user: bool
+
+
+def _one_per_user_newest_first(entries: list[Member]) -> list[Member]:
+    newest: dict[str, Member] = {}
+    for member in entries:
+        key = user_key(member.user_id)
+        if key not in newest or member.joined > newest[key].joined:
+            newest[key] = member
+    return sorted(newest.values(), key=lambda m: m.joined, reverse=True)
+
+
+class PresenceStore(ABC):
+    @abstractmethod
+    async def join(self, channel: str, socket_id: str, member: Member) -> JoinResult: ...
+
+    @abstractmethod
+    async def leave(self, channel: str, socket_id: str) -> LeaveResult: ...
+
+    @abstractmethod
+    async def members(self, channel: str) -> list[Member]:
+        """One entry per user, newest first."""
+
+    async def close(self) -> None:
+        return None
+
+
+class MemoryPresenceStore(PresenceStore):
+    def __init__(self) -> None:
+        self._channels: dict[str, dict[str, Member]] = {}
+        self._clock = itertools.count(1)
+
+    async def join(self, channel: str, socket_id: str, member: Member) -> JoinResult:
+        sockets = self._channels.setdefault(channel, {})
+        key = user_key(member.user_id)
+        first = not any(user_key(m.user_id) == key for sid, m in sockets.items()
+                        if sid != socket_id)
+        member.joined = float(next(self._clock))
+        sockets[socket_id] = member
+        return JoinResult(first, _one_per_user_newest_first(list(sockets.values())))
+
+    async def leave(self, channel: str, socket_id: str) -> LeaveResult:
+        sockets = self._channels.get(channel)
+        member = sockets.pop(socket_id, None) if sockets else None
+        if member is None:
+            return LeaveResult(None, False)
+        key = user_key(member.user_id)
+        last = not any(user_key(m.user_id) == key for m in sockets.values())  # type: ignore[union-attr]
+        if not sockets:
+            del self._channels[channel]
+        return LeaveResult(member, last)
+
+    async def members(self, channel: str) -> list[Member]:
+        return _one_per_user_newest_first(list(self._channels.get(channel, {}).values()))
+
+
+# KEYS[1] = channel hash; ARGV = field, user key, member JSON.
+# Returns {first (0/1), all member JSONs}.
+_JOIN = """
+local others = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if fields[i] ~= ARGV[1] then
+    local m = cjson.decode(fields[i + 1])
+    if m['k'] == ARGV[2] then others = 1 end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+local all = redis.call('HVALS', KEYS[1])
+return {others == 0 and 1 or 0, all}
+"""
+
+# KEYS[1] = channel hash; ARGV[1] = field. Returns {member JSON or false, last (0/1)}.
+_LEAVE = """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return {false, 0} end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local key = cjson.decode(value)['k']
+local fields = redis.call('HVALS', KEYS[1])
+for i = 1, #fields do
+  if cjson.decode(fields[i])['k'] == key then return {value, 0} end
+end
+return {value, 1}
+"""
+
+
+class RedisPresenceStore(PresenceStore):
+    """Presence shared by every instance on one Redis."""
+
+    def __init__(self, client: Any, *, key_prefix: str = "", instance_id: str = "") -> None:
+        self.client = client
+        self.key_prefix = key_prefix
+        self.instance_id = instance_id
+        self._join = client.register_script(_JOIN)
+        self._leave = client.register_script(_LEAVE)
+
+    def _key(self, channel: str) -> str:
+        return f"{self.key_prefix}presence:{channel}"
+
+    def _field(self, socket_id: str) -> str:
+        return f"{self.instance_id}:{socket_id}"
+
+    @staticmethod
+    def _decode(raw: bytes | str) -> Member:
+        data = json.loads(raw)
+        return Member(data["u"], data.get("i"), float(data.get("t", 0)))
+
+    async def join(self, channel: str, socket_id: str, member: Member) -> JoinResult:
+        member.joined = time.time()
+        value = json.dumps({"u": member.user_id, "i": member.user_info, "t": member.joined,
+                            "k": user_key(member.user_id)}, separators=(",", ":"))
+        first, values = await self._join(keys=[self._key(channel)],
+                                         args=[self._field(socket_id), user_key(member.user_id),
+                                               value])
+        members = [self._decode(v) for v in values]
+        return JoinResult(bool(first), _one_per_user_newest_first(members))
+
+    async def leave(self, channel: str, socket_id: str) -> LeaveResult:
+        value, last = await self._leave(keys=[self._key(channel)],
+                                        args=[self._field(socket_id)])
+        if not value:
+            return LeaveResult(None, False)
+        return LeaveResult(self._decode(value), bool(last))
+
+    async def members(self, channel: str) -> list[Member]:
+        values = await self.client.hvals(self._key(channel))
+        return _one_per_user_newest_first([self._decode(v) for v in values])
