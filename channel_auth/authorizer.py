@@ -27,6 +27,7 @@ class AuthRequest:
 class AuthResult:
     status: int
     channel_data: dict[str, Any] | None = None
+    reason: str | None = None  # why it failed, for the log (never sent to the client)
 
     @property
     def allowed(self) -> bool:

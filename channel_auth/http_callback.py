@@ -103,9 +103,8 @@ class HttpCallbackAuthorizer:
                 body_bytes = await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            log.warning("auth request for %r failed: %s", request.channel,
-                        type(exc).__name__ + (f": {exc}" if str(exc) else ""))
-            return AuthResult(0)
+            # Logged (rate-limited) by the caller, which counts every failure.
+            return AuthResult(0, reason=type(exc).__name__ + (f": {exc}" if str(exc) else ""))
         if status != 200:
             return AuthResult(status)
         try:

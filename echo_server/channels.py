@@ -12,19 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broadcaster.jsoncodec import dumps, loads
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 
 from .hub import Hub
+from .presence import Member, MemoryPresenceStore, PresenceStore
 from .rooms import Rooms
 from .transport.sockets import Socket
 
 log = logging.getLogger("echo_server.channels")
 
 ErrorReporter = Callable[[str, str], None]
+# Called after every change of a presence channel's members (publishPresence).
+PresenceListener = Callable[[str, list[Member]], Awaitable[None]]
 
 
 def is_private(channel: str) -> bool:
@@ -49,6 +52,12 @@ def _channel_of(payload: Any) -> str | None:
     return None
 
 
+def _member_of(channel_data: dict[str, Any] | None) -> Member | None:
+    if not channel_data or channel_data.get("user_id") is None:
+        return None
+    return Member(channel_data["user_id"], channel_data.get("user_info"))
+
+
 def _forwarded_headers(payload: dict[str, Any]) -> dict[str, str]:
     auth = payload.get("auth")
     headers = auth.get("headers") if isinstance(auth, dict) else None
@@ -61,15 +70,19 @@ class ChannelHandler:
     """The ``SocketHandler`` of the Socket.IO layer."""
 
     def __init__(self, rooms: Rooms, hub: Hub, authorizer: ChannelAuthorizer,
-                 report_error: ErrorReporter, *, whisper_max_bytes: int = 10_000,
-                 whisper_rate: float = 10.0) -> None:
+                 report_error: ErrorReporter, *, presence: PresenceStore | None = None,
+                 whisper_max_bytes: int = 10_000, whisper_rate: float = 10.0) -> None:
         self.rooms = rooms
         self.hub = hub
         self.authorizer = authorizer
         self.report_error = report_error
+        self.presence = presence or MemoryPresenceStore()
         self.whisper_max_bytes = whisper_max_bytes
         self.whisper_rate = whisper_rate
-        self.on_joined: Callable[[Socket, str, AuthResult | None], None] | None = None
+        self.on_presence_change: PresenceListener | None = None
+        # Presence writes outlive the socket that caused them: kept here, never cancelled,
+        # so a disconnect in the middle of a join cannot leave a ghost member behind.
+        self._background: set[asyncio.Future[None]] = set()
 
     # -- SocketHandler ----------------------------------------------------------
     def on_connect(self, socket: Socket, auth: Any) -> None:
@@ -91,6 +104,10 @@ class ChannelHandler:
                 task.cancel()
             pending.clear()
         self.rooms.leave_all(socket)
+        joined = (socket.data or {}).get("presence")
+        if joined:
+            for channel in list(joined):
+                self._presence_leave(socket, channel)
 
     # -- events -----------------------------------------------------------------
     def subscribe(self, socket: Socket, payload: Any) -> None:
@@ -129,13 +146,22 @@ class ChannelHandler:
         if not socket.connected:
             return
         if not result.allowed:
-            self.report_error("auth_failed", f"{request.channel}: status {result.status}")
+            detail = f" ({result.reason})" if result.reason else ""
+            self.report_error("auth_failed",
+                              f"{request.channel}: status {result.status}{detail}")
             socket.emit("subscription_error", request.channel, result.status)
             return
         self.rooms.join(request.channel, socket)
         log.debug("%s joined %s (authorized)", socket.id, request.channel)
-        if self.on_joined is not None:
-            self.on_joined(socket, request.channel, result)
+        if is_presence(request.channel):
+            member = _member_of(result.channel_data)
+            if member is None:
+                # The reference joins such a socket to the room as no member (and
+                # crashes when it leaves); so do we, minus the crash.
+                log.debug("%s joined %s without channel_data: no presence member",
+                          socket.id, request.channel)
+            else:
+                self._spawn(self._presence_join(socket, request.channel, member))
 
     def unsubscribe(self, socket: Socket, payload: Any) -> None:
         channel = _channel_of(payload)
@@ -147,6 +173,7 @@ class ChannelHandler:
             pending.pop(channel).cancel()
         if self.rooms.leave(channel, socket):
             log.debug("%s left %s", socket.id, channel)
+        self._presence_leave(socket, channel)
 
     def client_event(self, socket: Socket, payload: Any) -> None:
         if isinstance(payload, str):
@@ -170,7 +197,70 @@ class ChannelHandler:
             return
         self.hub.emit_to_room(channel, event, data, except_id=socket.id)
 
+    # -- presence -----------------------------------------------------------------
+    async def _presence_join(self, socket: Socket, channel: str, member: Member) -> None:
+        try:
+            result = await self.presence.join(channel, socket.id, member)
+        except Exception as exc:
+            self.report_error("presence", f"presence join of {channel!r} failed: {exc}")
+            return
+        if not socket.connected or not self.rooms.contains(channel, socket):
+            # Gone (or unsubscribed) while the write was in flight: undo it quietly.
+            await self._presence_remove(socket.id, channel, announce=False)
+            return
+        joined: set[str] = self._data(socket).setdefault("presence", set())
+        again = channel in joined
+        joined.add(channel)
+        socket.emit("presence:subscribed", channel, [m.public() for m in result.members])
+        if result.first_for_user and not again:
+            self.hub.emit_to_room(channel, "presence:joining", dumps(member.public()),
+                                  except_id=socket.id)
+        await self._presence_changed(channel, result.members)
+
+    def _presence_leave(self, socket: Socket, channel: str) -> None:
+        joined = (socket.data or {}).get("presence")
+        if joined and channel in joined:
+            joined.discard(channel)
+            self._spawn(self._presence_remove(socket.id, channel, announce=True))
+
+    async def _presence_remove(self, socket_id: str, channel: str, *, announce: bool) -> None:
+        try:
+            result = await self.presence.leave(channel, socket_id)
+        except Exception as exc:
+            self.report_error("presence", f"presence leave of {channel!r} failed: {exc}")
+            return
+        if announce and result.member is not None and result.last_for_user:
+            self.hub.emit_to_room(channel, "presence:leaving", dumps(result.member.public()))
+        if result.member is not None:
+            await self._presence_changed(channel)
+
+    async def _presence_changed(self, channel: str, members: list[Member] | None = None) -> None:
+        if self.on_presence_change is None:
+            return
+        try:
+            if members is None:
+                members = await self.presence.members(channel)
+            await self.on_presence_change(channel, members)
+        except Exception as exc:
+            self.report_error("presence", f"presence update of {channel!r} failed: {exc}")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for presence writes in flight (shutdown, tests)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
     # -- per-socket state -----------------------------------------------------------
+    @staticmethod
+    def _data(socket: Socket) -> dict[str, Any]:
+        if socket.data is None:
+            socket.data = {}
+        return socket.data
+
     @staticmethod
     def _pending(socket: Socket, create: bool) -> dict[str, asyncio.Future[None]] | None:
         data = socket.data
@@ -187,8 +277,7 @@ class ChannelHandler:
         """Token bucket: ``whisper_rate`` per second, bursts of the same size."""
         if self.whisper_rate <= 0:
             return True
-        data = socket.data if socket.data is not None else {}
-        socket.data = data
+        data = self._data(socket)
         now = time.monotonic()
         tokens, last = data.get("whisper_bucket", (self.whisper_rate, now))
         tokens = min(self.whisper_rate, tokens + (now - last) * self.whisper_rate)

@@ -61,7 +61,9 @@ DEFAULTS: dict[str, Any] = {
 }
 
 # Top-level keys the reference reads although they have no default.
-OPTIONAL_KEYS = frozenset({"headers"})
+# Keys the reference does not know, read only when present: ours, documented in the README.
+OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "jwt", "channels",
+                           "instanceId"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -464,6 +466,17 @@ class Config:
     @property
     def auth_endpoint(self) -> str:
         return str(self.raw.get("authEndpoint") or "/broadcasting/auth")
+
+    @property
+    def auth_verify_tls(self) -> bool:
+        """Ours: the reference never verifies the auth host's certificate; we do unless told."""
+        value = self.raw.get("authVerifyTls", True)
+        return value not in (False, "false", "0", 0)
+
+    @property
+    def auth_timeout(self) -> float:
+        """Ours (ms in the file, like socket.io's timeouts): the reference waits forever."""
+        return _milliseconds(self.raw.get("authTimeout", 10000), "authTimeout")
 
     # -- HTTP API
     @property

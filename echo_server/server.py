@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import ssl
 import tempfile
@@ -18,7 +19,8 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from broadcaster.sources import source_from_url
 from broadcaster.sources.memory import MemorySource
-from channel_auth import ChannelAuthorizer, DenyAllAuthorizer
+from channel_auth import ChannelAuthorizer
+from channel_auth.http_callback import HttpCallbackAuthorizer
 
 from .api import HttpApi
 from .bundle import ClientBundle
@@ -27,6 +29,7 @@ from .config import Config, ensure_dev_client
 from .errors import ErrorLog
 from .hub import Hub
 from .ingest import SourceRunner
+from .presence import Member, MemoryPresenceStore, RedisPresenceStore
 from .rooms import Rooms
 from .transport.engine import EngineOptions, EngineServer
 from .transport.http import HttpConnection, Request, Response, encode_response
@@ -39,15 +42,22 @@ SHUTDOWN_TIMEOUT = 10.0
 
 
 class EchoServer:
-    def __init__(self, config: Config, *, authorizer: ChannelAuthorizer | None = None) -> None:
+    def __init__(self, config: Config, *, authorizer: ChannelAuthorizer | None = None,
+                 instance_id: str | None = None) -> None:
         self.config = config
         self.errors = ErrorLog()
         self.rooms = Rooms()
         self.memory = MemorySource()
         self.sockets = SocketServer(handler=None)  # type: ignore[arg-type]
         self.hub = Hub(self.rooms, self.sockets.sockets)
-        self.channels = ChannelHandler(self.rooms, self.hub, authorizer or DenyAllAuthorizer(),
-                                       self.errors.report)
+        self.instance_id = instance_id or str(config.raw.get("instanceId") or "") or \
+            secrets.token_hex(6)
+        self._redis: Any = None  # client for presence and publishPresence, when used
+        self.authorizer = authorizer or HttpCallbackAuthorizer(
+            config.auth_hosts, config.auth_endpoint, verify_tls=config.auth_verify_tls,
+            timeout=config.auth_timeout)
+        self.channels = ChannelHandler(self.rooms, self.hub, self.authorizer,
+                                       self.errors.report, presence=MemoryPresenceStore())
         self.sockets.handler = self.channels
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         self.sockets.attach(self.engine)
@@ -95,6 +105,7 @@ class EchoServer:
             reuse_address=True,
         )
         self.engine.start()
+        await self._start_presence()
         self._start_sources()
         self._announce()
 
@@ -107,6 +118,16 @@ class EchoServer:
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(runner.stop(), timeout / 2)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.channels.drain(), timeout / 4)
+        close = getattr(self.authorizer, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+        if self._redis is not None:
+            with contextlib.suppress(Exception):
+                await self._redis.aclose()
+            self._redis = None
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout / 2)
@@ -115,6 +136,38 @@ class EchoServer:
     def publish(self, event: BroadcastEvent) -> bool:
         """Feed the in-memory bus (what the HTTP API does)."""
         return self.memory.publish(event)
+
+    # -- presence -------------------------------------------------------------------
+    async def _start_presence(self) -> None:
+        """Redis presence when the config says redis and Redis answers; memory otherwise."""
+        c = self.config
+        wants_redis = c.presence_backend == "redis" or c.publish_presence
+        if not wants_redis:
+            return
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(c.redis_url, socket_connect_timeout=2.0)
+        try:
+            await client.ping()
+        except Exception as exc:
+            await client.aclose()
+            log.warning("presence is kept in memory for this instance: Redis at %s did not "
+                        "answer (%s)", c.redis_url, exc)
+            return
+        self._redis = client
+        if c.presence_backend == "redis":
+            self.channels.presence = RedisPresenceStore(client, key_prefix=c.key_prefix,
+                                                        instance_id=self.instance_id)
+        if c.publish_presence:
+            self.channels.on_presence_change = self._publish_presence
+
+    async def _publish_presence(self, channel: str, members: list[Member]) -> None:
+        """``databaseConfig.publishPresence``: the reference's message, minus socket ids."""
+        from broadcaster.jsoncodec import dumps
+
+        message = {"event": {"channel": f"{channel}:members",
+                             "members": [m.public() for m in members]}}
+        await self._redis.publish("PresenceChannelUpdated", dumps(message))
 
     # -- sources ----------------------------------------------------------------
     def _start_sources(self) -> None:

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from echo_server.config import load_config  # noqa: E402
 from echo_server.server import EchoServer  # noqa: E402
+from tests.support.auth_backend import AuthBackend  # noqa: E402
 from tests.support.node_client import NodeEchoClient, node_clients_available  # noqa: E402
 
 # Sub-second heartbeats so timeouts are observable in tests.
@@ -184,6 +185,17 @@ async def make_server(tmp_path: Path, redis_url: str) -> AsyncIterator[ServerFac
     finally:
         for server in reversed(servers):
             await server.stop(timeout=2)
+
+
+@pytest.fixture
+async def auth_backend() -> AsyncIterator[AuthBackend]:
+    """A Laravel-like ``/broadcasting/auth`` on loopback; point ``authHost`` at ``.url``."""
+    backend = AuthBackend()
+    await backend.start()
+    try:
+        yield backend
+    finally:
+        await backend.stop()
 
 
 def server_url(server: EchoServer) -> str:

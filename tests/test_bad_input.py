@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 
 from channel_auth import AuthRequest, AuthResult
 from echo_server.server import EchoServer
-from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
+from tests.conftest import ServerFactory, free_port, laravel_message, requires_node, server_url
+from tests.support.auth_backend import AuthBackend
 from tests.support.node_client import NodeEchoClient
 from tests.support.waits import (
     ClientFactory,
@@ -79,8 +80,10 @@ class Authorizer:
             self.finished.set()
 
 
-async def _server(make_server: ServerFactory, **kwargs: Any) -> EchoServer:
-    return await make_server({"databaseConfig": {"redis": {"keyPrefix": PREFIX}}}, **kwargs)
+async def _server(make_server: ServerFactory, options: dict[str, Any] | None = None,
+                  **kwargs: Any) -> EchoServer:
+    return await make_server({"databaseConfig": {"redis": {"keyPrefix": PREFIX}},
+                              **(options or {})}, **kwargs)
 
 
 async def _client(server: EchoServer, node_client: ClientFactory, stack: str = STACK,
@@ -294,19 +297,23 @@ async def test_disconnect_from_presence_without_channel_data(
 
 # --------------------------------------------------------------------------- private channels
 
-async def test_private_channels_refused_without_authorizer(make_server: ServerFactory,
-                                                           node_client: ClientFactory,
-                                                           redis: aioredis.Redis) -> None:
-    """No auth backend configured: 403, and the socket never joins. The name
-    rule is unanchored, so ``orders.private-notes`` is private too."""
-    server = await _server(make_server)
+@pytest.mark.parametrize("backend", ["refusing", "unreachable"])
+async def test_private_channels_refused(make_server: ServerFactory, node_client: ClientFactory,
+                                        redis: aioredis.Redis, auth_backend: AuthBackend,
+                                        backend: str) -> None:
+    """A backend answering 403 (Laravel's refusal) gives 403; an auth host that cannot
+    be reached gives 0. Either way the socket never joins. The name rule is
+    unanchored, so ``orders.private-notes`` is private too."""
+    status = 403 if backend == "refusing" else 0
+    host = auth_backend.url if backend == "refusing" else f"http://127.0.0.1:{free_port()}"
+    server = await _server(make_server, {"authHost": host})
     client, socket_id = await _client(server, node_client, raw=True)
     await client.command({"cmd": "private", "channel": "orders", "listen": [".lead.assigned"]})
     await client.command({"cmd": "join", "channel": "room"})
     await client.command({"cmd": "channel", "channel": "orders.private-notes",
                           "listen": [".lead.assigned"]})
     for channel in ("private-orders", "presence-room", "orders.private-notes"):
-        await client.expect("subscription_error", channel=channel, status=403)
+        await client.expect("subscription_error", channel=channel, status=status)
         assert server.rooms.members(channel) is None
 
     await client.command({"cmd": "channel", "channel": MARKER, "listen": [".marker"]})
