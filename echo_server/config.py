@@ -62,8 +62,8 @@ DEFAULTS: dict[str, Any] = {
 
 # Top-level keys the reference reads although they have no default.
 # Keys the reference does not know, read only when present: ours, documented in the README.
-OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "jwt", "channels",
-                           "instanceId"})
+OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCacheTtl", "jwt",
+                           "channels", "instanceId"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -472,6 +472,11 @@ class Config:
         """Ours: the reference never verifies the auth host's certificate; we do unless told."""
         value = self.raw.get("authVerifyTls", True)
         return value not in (False, "false", "0", 0)
+
+    @property
+    def auth_cache_ttl(self) -> float:
+        """Ours: seconds to reuse an auth answer for the same credentials; 0 (off) by default."""
+        return _milliseconds(self.raw.get("authCacheTtl", 0), "authCacheTtl")
 
     @property
     def auth_timeout(self) -> float:

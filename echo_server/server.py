@@ -20,12 +20,14 @@ from broadcaster.event import BroadcastEvent
 from broadcaster.sources import source_from_url
 from broadcaster.sources.memory import MemorySource
 from channel_auth import ChannelAuthorizer
+from channel_auth.cache import CachingAuthorizer
 from channel_auth.http_callback import HttpCallbackAuthorizer
+from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
 from .api import HttpApi
 from .bundle import ClientBundle
 from .channels import ChannelHandler
-from .config import Config, ensure_dev_client
+from .config import Config, ConfigError, ensure_dev_client
 from .errors import ErrorLog
 from .hub import Hub
 from .ingest import SourceRunner
@@ -53,9 +55,7 @@ class EchoServer:
         self.instance_id = instance_id or str(config.raw.get("instanceId") or "") or \
             secrets.token_hex(6)
         self._redis: Any = None  # client for presence and publishPresence, when used
-        self.authorizer = authorizer or HttpCallbackAuthorizer(
-            config.auth_hosts, config.auth_endpoint, verify_tls=config.auth_verify_tls,
-            timeout=config.auth_timeout)
+        self.authorizer = authorizer or build_authorizer(config)
         self.channels = ChannelHandler(self.rooms, self.hub, self.authorizer,
                                        self.errors.report, presence=MemoryPresenceStore())
         self.sockets.handler = self.channels
@@ -251,6 +251,22 @@ class EchoServer:
                 "\"lead.assigned\",\"data\":{\"lead\":{\"id\":1}}}'",
                 self.dev_client["appId"], self.dev_client["key"], scheme, self.port,
                 self.dev_client["appId"], self.dev_client["key"])
+
+
+def build_authorizer(config: Config) -> ChannelAuthorizer:
+    """Local rules (when configured), then the cache (when on), then Laravel's callback."""
+    authorizer: ChannelAuthorizer = HttpCallbackAuthorizer(
+        config.auth_hosts, config.auth_endpoint, verify_tls=config.auth_verify_tls,
+        timeout=config.auth_timeout)
+    if config.auth_cache_ttl > 0:
+        authorizer = CachingAuthorizer(authorizer, config.auth_cache_ttl)
+    try:
+        rules = parse_rules(config.raw.get("channels"))
+    except RuleConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    if rules:
+        authorizer = RuleAuthorizer(rules, authorizer)
+    return authorizer
 
 
 def _loop_factory() -> Any:

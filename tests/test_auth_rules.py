@@ -1,0 +1,121 @@
+"""Local channel rules and the auth-answer cache, against a real HTTP auth backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from channel_auth import AuthRequest
+from channel_auth.cache import CachingAuthorizer
+from channel_auth.http_callback import HttpCallbackAuthorizer
+from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
+from tests.support.auth_backend import AuthBackend
+
+RULES = {
+    "private-admin-dashboard.{id}": {"require": {"sub": "{id}"}},
+    "presence-leads-management": {"require": {"role": ["admin", "manager"]},
+                                  "user_id": "sub", "user_info": ["name", "profile.team"]},
+    "private-anyone": {},
+}
+
+
+def _request(channel: str, claims: dict | None, **headers: str) -> AuthRequest:
+    return AuthRequest(channel=channel, socket_id="s1", headers=dict(headers), claims=claims)
+
+
+@pytest.fixture
+async def http(auth_backend: AuthBackend) -> HttpCallbackAuthorizer:
+    authorizer = HttpCallbackAuthorizer([auth_backend.url], "/broadcasting/auth")
+    yield authorizer
+    await authorizer.close()
+
+
+async def test_rules_decide_from_claims(http: HttpCallbackAuthorizer,
+                                        auth_backend: AuthBackend) -> None:
+    authorizer = RuleAuthorizer(parse_rules(RULES), http)
+    admin5 = {"sub": 5, "role": "admin", "name": "Ayşe", "profile": {"team": "sales"}}
+
+    assert (await authorizer.authorize(_request("private-admin-dashboard.5", admin5))).status \
+        == 200
+    refused = await authorizer.authorize(_request("private-admin-dashboard.6", admin5))
+    assert refused.status == 403
+    presence = await authorizer.authorize(_request("presence-leads-management", admin5))
+    assert presence.status == 200
+    assert presence.channel_data == {"user_id": 5,
+                                     "user_info": {"name": "Ayşe", "team": "sales"}}
+    viewer = {"sub": 9, "role": "viewer"}
+    assert (await authorizer.authorize(_request("presence-leads-management", viewer))).status \
+        == 403
+    assert (await authorizer.authorize(_request("private-anyone", viewer))).status == 200
+    # None of those reached Laravel.
+    assert auth_backend.calls == []
+
+
+async def test_unmatched_channels_and_anonymous_sockets_fall_through(
+        http: HttpCallbackAuthorizer, auth_backend: AuthBackend) -> None:
+    auth_backend.allow_private("private-orders")
+    auth_backend.allow_private("private-admin-dashboard.5")
+    authorizer = RuleAuthorizer(parse_rules(RULES), http)
+    assert (await authorizer.authorize(_request("private-orders", {"sub": 1}))).status == 200
+    # Anonymous (no JWT): the session cookie may still authorize through Laravel.
+    result = await authorizer.authorize(_request("private-admin-dashboard.5", None,
+                                                 Cookie="laravel_session=abc"))
+    assert result.status == 200
+    assert [c.channel for c in auth_backend.calls] == ["private-orders",
+                                                      "private-admin-dashboard.5"]
+    assert auth_backend.calls[1].headers["Cookie"] == "laravel_session=abc"
+
+
+def test_placeholders_match_one_segment() -> None:
+    (rule,) = parse_rules({"private-admin-dashboard.{id}": {"require": {"sub": "{id}"}}})
+    assert rule.regex.match("private-admin-dashboard.5")
+    assert rule.regex.match("private-admin-dashboard.5.extra") is None
+    assert rule.regex.match("xprivate-admin-dashboard.5") is None
+
+
+@pytest.mark.parametrize("section", [
+    {"private-x": "yes"},
+    {"private-x": {"require": ["sub"]}},
+    {"presence-x": {"user_info": "name"}},
+])
+def test_bad_rules_are_refused_at_start(section: dict) -> None:
+    with pytest.raises(RuleConfigError):
+        parse_rules(section)
+
+
+async def test_cache_reuses_answers_per_credentials_only(http: HttpCallbackAuthorizer,
+                                                         auth_backend: AuthBackend) -> None:
+    auth_backend.rules["private-orders"] = lambda call: (
+        True if call.headers.get("Authorization") == "Bearer alice" else 403)
+    cache = CachingAuthorizer(http, ttl=60)
+    alice = _request("private-orders", None, Authorization="Bearer alice")
+    mallory = _request("private-orders", None, Authorization="Bearer mallory")
+
+    assert (await cache.authorize(alice)).status == 200
+    assert (await cache.authorize(alice)).status == 200
+    assert len(auth_backend.calls) == 1
+    # Another user's credentials never get Alice's answer.
+    assert (await cache.authorize(mallory)).status == 403
+    assert (await cache.authorize(mallory)).status == 403
+    assert len(auth_backend.calls) == 2
+    assert cache.hits == 2
+
+
+async def test_cache_never_keeps_failures(auth_backend: AuthBackend) -> None:
+    from tests.conftest import free_port
+
+    down = HttpCallbackAuthorizer([f"http://127.0.0.1:{free_port()}"], "/broadcasting/auth")
+    cache = CachingAuthorizer(down, ttl=60)
+    try:
+        assert (await cache.authorize(_request("private-x", None))).status == 0
+        assert (await cache.authorize(_request("private-x", None))).status == 0
+        assert cache.hits == 0
+    finally:
+        await cache.close()
+
+
+async def test_cache_expires(http: HttpCallbackAuthorizer, auth_backend: AuthBackend) -> None:
+    auth_backend.allow_private("private-orders")
+    cache = CachingAuthorizer(http, ttl=0.0)
+    await cache.authorize(_request("private-orders", None))
+    await cache.authorize(_request("private-orders", None))
+    assert len(auth_backend.calls) == 2
