@@ -1,7 +1,8 @@
 """The HTTP API on port 6001, as laravel-echo-server's Express app answers it.
 
-This is the core's minimal part (``GET /`` and the event POST); the ops issue
-completes the read routes around it.
+Same routes, key check, shapes and status codes; figures come from the state
+layer (``ServerState``), so they stay right when several instances share Redis.
+Unlike the reference, a malformed body is a 400, never a crash.
 """
 
 from __future__ import annotations
@@ -9,18 +10,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
+from .state import ServerState, rss_bytes
 from .transport.http import Request, Response
 
 log = logging.getLogger("echo_server.api")
 
 _APP_ROUTE = re.compile(r"^/apps/([^/]+)/(events|status|channels)(?:/([^/]+))?(/users)?/?$")
 EVENT_INCOMPLETE = "Event must include channel, event name and data"
+USERS_PRESENCE_ONLY = "User list is only possible for Presence Channels"
 
 Publish = Callable[[BroadcastEvent], bool]
 
@@ -31,11 +34,12 @@ def _json(status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
 
 
 class HttpApi:
-    def __init__(self, clients: list[dict[str, Any]], publish: Publish, *,
+    def __init__(self, clients: list[dict[str, Any]], publish: Publish, state: ServerState, *,
                  http_publish: bool = True, cors: dict[str, Any] | None = None,
                  extra_headers: dict[str, str] | None = None) -> None:
         self.clients = clients
         self.publish = publish
+        self.state = state
         self.http_publish = http_publish
         self.headers: list[tuple[str, str]] = [("X-Powered-By", "Express")]
         if cors and cors.get("allowCors"):
@@ -47,25 +51,64 @@ class HttpApi:
         for name, value in (extra_headers or {}).items():
             self.headers.append((str(name), str(value)))
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
         path = request.path
         if path == "/" and request.method in ("GET", "HEAD"):
             return Response(200, b"OK", list(self.headers), "text/html; charset=utf-8")
         match = _APP_ROUTE.match(path)
         if match is None:
-            return self._not_found(request)
+            return self.not_found(request)
         app_id, kind = match.group(1), match.group(2)
         if request.method == "OPTIONS":
             return Response(200, b"GET,HEAD", [*self.headers, ("Allow", "GET,HEAD")],
                             "text/html; charset=utf-8")
-        if kind == "events" and (request.method != "POST" or not self.http_publish
-                                 or match.group(3)):
-            return self._not_found(request)
+        name, users = match.group(3), match.group(4)
+        if kind == "events":
+            if request.method != "POST" or not self.http_publish or name or users:
+                return self.not_found(request)
+        elif request.method not in ("GET", "HEAD") or (kind == "status" and (name or users)):
+            return self.not_found(request)
         if not self._authorized(app_id, request):
             return _json(403, {"error": "Unauthorized"}, self.headers)
         if kind == "events":
             return self._post_event(request)
-        return self._not_found(request)
+        if kind == "status":
+            return self._status()
+        if name is None:
+            return self._channels(request.query.get("filter_by_prefix", ""))
+        if users:
+            return self._users(name)
+        return self._channel(name)
+
+    async def _status(self) -> Response:
+        rss = rss_bytes()
+        return _json(200, {
+            "subscription_count": await self.state.connection_count(),
+            "uptime": self.state.uptime(),
+            # Node's heap figures have no CPython counterpart: rss is the one that counts.
+            "memory_usage": {"rss": rss, "heapTotal": 0, "heapUsed": 0, "external": 0,
+                             "arrayBuffers": 0},
+        }, self.headers)
+
+    async def _channels(self, prefix: str) -> Response:
+        counts = await self.state.channel_counts(prefix)
+        return _json(200, {"channels": {
+            name: {"subscription_count": count, "occupied": True}
+            for name, count in counts.items() if count > 0}}, self.headers)
+
+    async def _channel(self, name: str) -> Response:
+        count = await self.state.channel_count(name)
+        body: dict[str, Any] = {"subscription_count": count, "occupied": count > 0}
+        if name.startswith("presence-"):
+            body["user_count"] = len(await self.state.presence_members(name))
+        return _json(200, body, self.headers)
+
+    async def _users(self, name: str) -> Response:
+        if not name.startswith("presence-"):
+            return _json(400, {"error": USERS_PRESENCE_ONLY}, self.headers)
+        members = await self.state.presence_members(name)
+        return _json(200, {"users": [{"id": m.user_id, "user_info": m.user_info}
+                                     for m in members]}, self.headers)
 
     def _authorized(self, app_id: str, request: Request) -> bool:
         header = request.headers.get("authorization")
@@ -107,7 +150,7 @@ class HttpApi:
                 return _json(503, {"error": "Event queue is full"}, self.headers)
         return _json(200, {"message": "ok"}, self.headers)
 
-    def _not_found(self, request: Request) -> Response:
+    def not_found(self, request: Request) -> Response:
         method = request.method
         body = (f"<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                 f"<title>Error</title>\n</head>\n<body>\n<pre>Cannot {method} "

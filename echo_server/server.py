@@ -33,8 +33,9 @@ from .hub import Hub
 from .ingest import SourceRunner
 from .presence import Member, MemoryPresenceStore, RedisPresenceStore
 from .rooms import Rooms
+from .state import LocalState
 from .transport.engine import EngineOptions, EngineServer
-from .transport.http import HttpConnection, Request, Response, encode_response
+from .transport.http import HttpConnection, Request, RouteResult, encode_response
 from .transport.sockets import SocketServer
 
 log = logging.getLogger("echo_server")
@@ -62,7 +63,8 @@ class EchoServer:
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         self.sockets.attach(self.engine)
         self.dev_client = ensure_dev_client(config)
-        self.api = HttpApi(config.clients, self.memory.publish,
+        self.state = LocalState(self.rooms, self.engine, lambda: self.channels.presence)
+        self.api = HttpApi(config.clients, self.memory.publish, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
         self.bundle = ClientBundle()
@@ -196,7 +198,7 @@ class EchoServer:
     def _is_engine_path(self, path: str) -> bool:
         return path.startswith(self._engine_prefix) or path == self._engine_path
 
-    def _route(self, request: Request, conn: HttpConnection) -> Response | None:
+    def _route(self, request: Request, conn: HttpConnection) -> RouteResult:
         path = request.path
         if self._is_engine_path(path):
             name = path[len(self._engine_prefix):]
@@ -211,7 +213,7 @@ class EchoServer:
             return
         transport = conn.transport
         if transport is not None:
-            transport.write(encode_response(self.api.handle(request), False))
+            transport.write(encode_response(self.api.not_found(request), False))
             transport.close()
 
     # -- set-up details -----------------------------------------------------------

@@ -228,3 +228,53 @@ def test_installed_bundle_is_socket_io_client_2() -> None:
         pytest.skip("bundle not installed (echo-server install-client needs npm)")
     head = path.read_text(errors="replace")[:300]
     assert "Socket.IO v2.5.0" in head
+
+
+async def test_read_routes(make_server, auth_backend) -> None:
+    """`/status`, `/channels`, `/channels/{name}` and `/users`, with the reference's shapes."""
+    auth_backend.presence("presence-leads-management", 5, {"name": "Ayşe"})
+    server = await make_server({"authHost": auth_backend.url}, redis=False)
+    base = server_url(server)
+    key = "?auth_key=test-key"
+    async with aiohttp.ClientSession() as http:
+        a = await RawWebsocketClient.connect(http, base, "leads-management", "orders")
+        b = await RawWebsocketClient.connect(http, base, "leads-management")
+        await a.ws.send_str("42" + json.dumps(
+            ["subscribe", {"channel": "presence-leads-management"}]))
+        assert (await a.next_event())[0] == "presence:subscribed"
+        await _wait_members(server, "leads-management", 2)
+
+        async with http.get(f"{base}/apps/test-app/status{key}") as response:
+            status = await response.json()
+        assert status["subscription_count"] == 2  # connections, as the reference counts
+        assert status["uptime"] > 0
+        assert status["memory_usage"]["rss"] > 1_000_000
+
+        async with http.get(f"{base}/apps/test-app/channels{key}") as response:
+            assert await response.json() == {"channels": {
+                "leads-management": {"subscription_count": 2, "occupied": True},
+                "orders": {"subscription_count": 1, "occupied": True},
+                "presence-leads-management": {"subscription_count": 1, "occupied": True}}}
+        async with http.get(f"{base}/apps/test-app/channels{key}&filter_by_prefix=lead") as r:
+            assert list((await r.json())["channels"]) == ["leads-management"]
+
+        async with http.get(f"{base}/apps/test-app/channels/orders{key}") as response:
+            assert await response.json() == {"subscription_count": 1, "occupied": True}
+        async with http.get(f"{base}/apps/test-app/channels/empty{key}") as response:
+            assert await response.json() == {"subscription_count": 0, "occupied": False}
+        async with http.get(
+                f"{base}/apps/test-app/channels/presence-leads-management{key}") as response:
+            assert await response.json() == {"subscription_count": 1, "occupied": True,
+                                             "user_count": 1}
+        async with http.get(
+                f"{base}/apps/test-app/channels/presence-leads-management/users{key}") as r:
+            assert await r.json() == {"users": [{"id": 5, "user_info": {"name": "Ayşe"}}]}
+        async with http.get(f"{base}/apps/test-app/channels/orders/users{key}") as response:
+            assert response.status == 400
+            assert await response.json() == {
+                "error": "User list is only possible for Presence Channels"}
+        async with http.get(f"{base}/apps/test-app/status") as response:
+            assert response.status == 403
+        async with http.get(f"{base}/apps/test-app/status/x{key}") as response:
+            assert response.status == 404
+        await b.ws.close()
