@@ -83,6 +83,7 @@ class ChannelHandler:
         # Presence writes outlive the socket that caused them: kept here, never cancelled,
         # so a disconnect in the middle of a join cannot leave a ghost member behind.
         self._background: set[asyncio.Future[None]] = set()
+        self.presence_members = 0  # confirmed presence memberships of local sockets
 
     # -- SocketHandler ----------------------------------------------------------
     def on_connect(self, socket: Socket, auth: Any) -> None:
@@ -211,6 +212,8 @@ class ChannelHandler:
         joined: set[str] = self._data(socket).setdefault("presence", set())
         again = channel in joined
         joined.add(channel)
+        if not again:
+            self.presence_members += 1
         socket.emit("presence:subscribed", channel, [m.public() for m in result.members])
         if result.first_for_user and not again:
             self.hub.emit_to_room(channel, "presence:joining", dumps(member.public()),
@@ -221,6 +224,7 @@ class ChannelHandler:
         joined = (socket.data or {}).get("presence")
         if joined and channel in joined:
             joined.discard(channel)
+            self.presence_members -= 1
             self._spawn(self._presence_remove(socket.id, channel, announce=True))
 
     async def _presence_remove(self, socket_id: str, channel: str, *, announce: bool) -> None:

@@ -63,7 +63,7 @@ DEFAULTS: dict[str, Any] = {
 # Top-level keys the reference reads although they have no default.
 # Keys the reference does not know, read only when present: ours, documented in the README.
 OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCacheTtl", "jwt",
-                           "channels", "instanceId"})
+                           "channels", "instanceId", "metrics"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -472,6 +472,19 @@ class Config:
         """Ours: the reference never verifies the auth host's certificate; we do unless told."""
         value = self.raw.get("authVerifyTls", True)
         return value not in (False, "false", "0", 0)
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Ours: ``metrics.enabled`` (default true) serves ``GET /metrics``."""
+        section = self.raw.get("metrics")
+        return not (isinstance(section, dict) and section.get("enabled") is False)
+
+    @property
+    def metrics_token(self) -> str | None:
+        """Ours: a token ``/metrics`` and the status page accept (Bearer or ``?token=``)."""
+        section = self.raw.get("metrics")
+        token = section.get("token") if isinstance(section, dict) else None
+        return str(token) if token else None
 
     @property
     def auth_cache_ttl(self) -> float:

@@ -28,6 +28,7 @@ class Hub:
         self.sockets = sockets
         # (events, messages delivered, seconds spent) once per batch, for metrics.
         self.observer: DeliveryObserver = lambda events, delivered, seconds: None
+        self.delivered = 0  # running total, read by metrics at scrape time
 
     def deliver(self, events: list[BroadcastEvent]) -> int:
         started = time.perf_counter()
@@ -35,6 +36,7 @@ class Hub:
         for event in events:
             delivered += self.emit_to_room(event.channel, event.event, event.data,
                                            event.socket)
+        self.delivered += delivered
         self.observer(len(events), delivered, time.perf_counter() - started)
         return delivered
 

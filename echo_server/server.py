@@ -31,11 +31,12 @@ from .config import Config, ConfigError, ensure_dev_client
 from .errors import ErrorLog
 from .hub import Hub
 from .ingest import SourceRunner
+from .metrics import CONTENT_TYPE, MeasuredAuthorizer, Metrics, metrics_token_ok
 from .presence import Member, MemoryPresenceStore, RedisPresenceStore
 from .rooms import Rooms
 from .state import LocalState
 from .transport.engine import EngineOptions, EngineServer
-from .transport.http import HttpConnection, Request, RouteResult, encode_response
+from .transport.http import HttpConnection, Request, Response, RouteResult, encode_response
 from .transport.sockets import SocketServer
 
 log = logging.getLogger("echo_server")
@@ -56,7 +57,9 @@ class EchoServer:
         self.instance_id = instance_id or str(config.raw.get("instanceId") or "") or \
             secrets.token_hex(6)
         self._redis: Any = None  # client for presence and publishPresence, when used
-        self.authorizer = authorizer or build_authorizer(config)
+        self.metrics: Metrics | None = None
+        self.authorizer = MeasuredAuthorizer(authorizer or build_authorizer(config),
+                                             lambda: self.metrics)
         self.channels = ChannelHandler(self.rooms, self.hub, self.authorizer,
                                        self.errors.report, presence=MemoryPresenceStore())
         self.sockets.handler = self.channels
@@ -68,6 +71,8 @@ class EchoServer:
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
         self.bundle = ClientBundle()
+        if config.metrics_enabled:
+            self._attach_metrics(Metrics(self))
         self.runners: list[SourceRunner] = []
         self._server: asyncio.AbstractServer | None = None
         prefix = config.socketio_path.rstrip("/")
@@ -88,6 +93,20 @@ class EchoServer:
             cookie=c.cookie_name is not None,
             origin_allowed=c.origin_allowed,
         )
+
+    def _attach_metrics(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.hub.observer = metrics.observe_batch
+        self.sockets.on_connected = metrics.connected
+        self.sockets.on_disconnected = metrics.disconnected
+        self.sockets.on_refused = metrics.refused_connection
+
+    def _metrics_response(self, request: Request) -> Response:
+        if self.metrics is None:
+            return self.api.not_found(request)
+        if not metrics_token_ok(self.config.metrics_token, request.headers, request.query):
+            return Response(403, b'{"error":"Unauthorized"}', [], "application/json")
+        return Response(200, self.metrics.render(), [], CONTENT_TYPE)
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -205,6 +224,8 @@ class EchoServer:
             if name in ("socket.io.js", "socket.io.js.map"):
                 return self.bundle.response(name, request.headers.get("if-none-match"))
             return self.engine.handle_request(request, conn)
+        if path == "/metrics" and request.method == "GET":
+            return self._metrics_response(request)
         return self.api.handle(request)
 
     def _upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:

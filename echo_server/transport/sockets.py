@@ -94,7 +94,10 @@ class SocketServer:
         self.handler = handler
         self.sockets: dict[str, Socket] = {}
         self.engine: EngineServer | None = None
-        self.on_error: Callable[[str, str], None] = lambda kind, message: None
+        # Observers for metrics; called once per connection, never per message.
+        self.on_connected: Callable[[Socket], None] | None = None
+        self.on_refused: Callable[[Socket, str], None] | None = None
+        self.on_disconnected: Callable[[Socket, str], None] | None = None
 
     def attach(self, engine: EngineServer) -> None:
         self.engine = engine
@@ -164,6 +167,8 @@ class SocketServer:
                 self.handler.on_disconnect(socket, reason)
             except Exception:
                 log.exception("error in disconnect handler for %s", socket.id)
+            if self.on_disconnected is not None:
+                self.on_disconnected(socket, reason)
 
     # -- internals ------------------------------------------------------------
     def _connect(self, socket: Socket, auth: Any) -> None:
@@ -200,8 +205,12 @@ class SocketServer:
                 session.send("40")
             else:
                 session.send("40" + dumps({"sid": socket.id}))
+            if self.on_connected is not None:
+                self.on_connected(socket)
             return
         message = result if isinstance(result, str) else "Not authorized"
+        if self.on_refused is not None:
+            self.on_refused(socket, message)
         if session.eio == 3:
             session.send("44" + dumps(message))
             session.close("connect refused")
