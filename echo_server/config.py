@@ -480,6 +480,13 @@ class Config:
         return not (isinstance(section, dict) and section.get("enabled") is False)
 
     @property
+    def status_sample_interval(self) -> float:
+        """Ours: how often the status page's history is sampled (ms, default 1000)."""
+        section = self.raw.get("metrics")
+        value = section.get("sampleInterval", 1000) if isinstance(section, dict) else 1000
+        return max(0.01, _milliseconds(value, "metrics.sampleInterval"))
+
+    @property
     def metrics_token(self) -> str | None:
         """Ours: a token ``/metrics`` and the status page accept (Bearer or ``?token=``)."""
         section = self.raw.get("metrics")

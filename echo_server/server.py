@@ -35,6 +35,7 @@ from .metrics import CONTENT_TYPE, MeasuredAuthorizer, Metrics, metrics_token_ok
 from .presence import Member, MemoryPresenceStore, RedisPresenceStore
 from .rooms import Rooms
 from .state import LocalState
+from .status_page import StatusPage
 from .transport.engine import EngineOptions, EngineServer
 from .transport.http import HttpConnection, Request, Response, RouteResult, encode_response
 from .transport.sockets import SocketServer
@@ -73,6 +74,7 @@ class EchoServer:
         self.bundle = ClientBundle()
         if config.metrics_enabled:
             self._attach_metrics(Metrics(self))
+        self.status_page = StatusPage(self, sample_interval=config.status_sample_interval)
         self.runners: list[SourceRunner] = []
         self._server: asyncio.AbstractServer | None = None
         prefix = config.socketio_path.rstrip("/")
@@ -126,6 +128,7 @@ class EchoServer:
             reuse_address=True,
         )
         self.engine.start()
+        self.status_page.start()
         await self._start_presence()
         self._start_sources()
         self._announce()
@@ -135,6 +138,7 @@ class EchoServer:
         if self._server is not None:
             self._server.close()
         self.engine.stop()
+        self.status_page.stop()
         self.engine.close_all()
         for runner in self.runners:
             with contextlib.suppress(Exception):
@@ -226,6 +230,8 @@ class EchoServer:
             return self.engine.handle_request(request, conn)
         if path == "/metrics" and request.method == "GET":
             return self._metrics_response(request)
+        if path in StatusPage.PATHS:
+            return self.status_page.handle(request)
         return self.api.handle(request)
 
     def _upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
