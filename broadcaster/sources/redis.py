@@ -8,7 +8,6 @@ detected and explained once in the log.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from ..event import BadMessage, BroadcastEvent, parse_laravel_message
 from ..jsoncodec import dumps
 from .base import EventSource
+from .redis_wire import RedisSubscriber
 
 log = logging.getLogger("broadcaster.redis")
 
@@ -32,8 +32,7 @@ class RedisPubSubSource(EventSource):
         super().__init__(url)
         self.key_prefix = key_prefix
         self.options = options
-        self._client: Any = None
-        self._pubsub: Any = None
+        self._subscriber: RedisSubscriber | None = None
         self._hinted = False
 
     @property
@@ -42,47 +41,37 @@ class RedisPubSubSource(EventSource):
         return _GLOB_SPECIAL.sub(r"\\\1", self.key_prefix) + "*"
 
     async def connect(self) -> None:
-        import redis.asyncio as aioredis
-
         await self.close()
-        self._client = aioredis.Redis.from_url(
-            self.url, socket_connect_timeout=self.options.get("connect_timeout", 5.0),
-            health_check_interval=0, **self.options.get("redis_kwargs", {}))
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-        await self._client.ping()
+        self._subscriber = RedisSubscriber(self.url, self.options.get("connect_timeout", 5.0))
+        await self._subscriber.connect()
 
     async def subscribe(self) -> None:
-        await self._pubsub.psubscribe(self.pattern)
+        assert self._subscriber is not None
+        await self._subscriber.psubscribe(self.pattern)
 
     async def next_batch(self) -> list[BroadcastEvent]:
-        pubsub = self._pubsub
-        if pubsub is None:
+        subscriber = self._subscriber
+        if subscriber is None:
             raise ConnectionError("not connected")
         batch: list[BroadcastEvent] = []
-        message = await pubsub.get_message(timeout=None)
-        while message is not None:
-            event = self._decode(message)
-            if event is not None:
-                batch.append(event)
-            if len(batch) >= MAX_BATCH:
-                break
-            message = await pubsub.get_message(timeout=0.0)
+        for reply in await subscriber.read(MAX_BATCH):
+            # ["pmessage", pattern, channel, data]; anything else is a confirmation.
+            if type(reply) is list and len(reply) == 4 and reply[0] == b"pmessage":
+                event = self._decode(reply[2], reply[3])
+                if event is not None:
+                    batch.append(event)
         return batch
 
-    def _decode(self, message: dict[str, Any]) -> BroadcastEvent | None:
-        if message.get("type") != "pmessage":
-            return None
-        raw_channel = message["channel"]
+    def _decode(self, raw_channel: bytes, data: bytes) -> BroadcastEvent | None:
         try:
-            channel = raw_channel.decode("utf-8") if isinstance(raw_channel, bytes) else raw_channel
+            channel = raw_channel.decode("utf-8")[len(self.key_prefix):]
         except UnicodeDecodeError:
             self.on_bad_message("bad_message", "channel name is not UTF-8")
             return None
-        channel = channel[len(self.key_prefix):]
         if not self.key_prefix and not self._hinted:
             self._hint_prefix(channel)
         try:
-            return parse_laravel_message(channel, message["data"])
+            return parse_laravel_message(channel, data)
         except BadMessage as exc:
             self.on_bad_message(exc.kind, f"redis channel {channel!r}: {exc}")
             return None
@@ -100,12 +89,6 @@ class RedisPubSubSource(EventSource):
                 channel, match.group(1), match.group(2), match.group(2), dumps(match.group(1)))
 
     async def close(self) -> None:
-        pubsub, client = self._pubsub, self._client
-        self._pubsub = self._client = None
-        # Closing a dead link must not fail.
-        if pubsub is not None:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            subscriber.close()
