@@ -17,6 +17,7 @@ from typing import Any
 
 from broadcaster.jsoncodec import dumps, loads
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
+from channel_auth.jwt_auth import AuthenticationError, JwtAuthenticator, TokenSources
 
 from .hub import Hub
 from .presence import Member, MemoryPresenceStore, PresenceStore
@@ -71,12 +72,14 @@ class ChannelHandler:
 
     def __init__(self, rooms: Rooms, hub: Hub, authorizer: ChannelAuthorizer,
                  report_error: ErrorReporter, *, presence: PresenceStore | None = None,
+                 authenticator: JwtAuthenticator | None = None,
                  whisper_max_bytes: int = 10_000, whisper_rate: float = 10.0) -> None:
         self.rooms = rooms
         self.hub = hub
         self.authorizer = authorizer
         self.report_error = report_error
         self.presence = presence or MemoryPresenceStore()
+        self.authenticator = authenticator
         self.whisper_max_bytes = whisper_max_bytes
         self.whisper_rate = whisper_rate
         self.on_presence_change: PresenceListener | None = None
@@ -86,8 +89,37 @@ class ChannelHandler:
         self.presence_members = 0  # confirmed presence memberships of local sockets
 
     # -- SocketHandler ----------------------------------------------------------
-    def on_connect(self, socket: Socket, auth: Any) -> None:
+    def on_connect(self, socket: Socket, auth: Any) -> Awaitable[str | None] | None:
+        """Without JWT configured, every connection is accepted at once (no task)."""
+        if self.authenticator is None:
+            return None
+        return self._authenticate(socket, auth)
+
+    async def _authenticate(self, socket: Socket, auth: Any) -> str | None:
+        assert self.authenticator is not None
+        handshake = socket.handshake
+        sources = TokenSources(connect_payload=auth, query=handshake.query,
+                               headers=handshake.headers)
+        try:
+            claims = await self.authenticator.authenticate(sources)
+        except AuthenticationError as exc:
+            # The message is client-safe and never holds the token.
+            self.report_error("auth_failed", f"handshake refused ({exc.reason}, "
+                              f"token from {exc.source or 'nowhere'})")
+            return str(exc)
+        if claims is not None:
+            self._data(socket)["claims"] = claims
+            delay = self.authenticator.expires_in(claims)
+            if delay is not None:
+                handle = asyncio.get_running_loop().call_later(
+                    delay, self._expired, socket)
+                self._data(socket)["expiry"] = handle
         return None
+
+    def _expired(self, socket: Socket) -> None:
+        if socket.connected:
+            self.report_error("token_expired", f"token of {socket.id} expired: disconnecting")
+            socket.disconnect("token expired")
 
     def on_event(self, socket: Socket, event: str, args: list[Any]) -> None:
         payload = args[0] if args else None
@@ -99,6 +131,9 @@ class ChannelHandler:
             self.client_event(socket, payload)
 
     def on_disconnect(self, socket: Socket, reason: str) -> None:
+        expiry = (socket.data or {}).get("expiry")
+        if expiry is not None:
+            expiry.cancel()
         pending = self._pending(socket, create=False)
         if pending:
             for task in pending.values():
@@ -190,8 +225,10 @@ class ChannelHandler:
                 and is_private(channel) and self.rooms.contains(channel, socket)):
             return  # the reference drops these silently; so do we (not an error)
         data = dumps(payload.get("data"))
-        if len(data) > self.whisper_max_bytes:
-            self.report_error("oversized", f"client event of {len(data)} bytes dropped")
+        # A bound in bytes, as on the wire: "ü" * 6000 is 12 KB although 6000 characters.
+        size = len(data)
+        if size > self.whisper_max_bytes:
+            self.report_error("oversized", f"client event of {size} bytes dropped")
             return
         if not self._take_whisper_token(socket):
             self.report_error("rate_limited", f"client events from {socket.id} over the limit")

@@ -23,6 +23,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
+from channel_auth.jwt_auth import JwtConfigError, JwtSettings
 from echo_server import dotenv
 
 logger = logging.getLogger(__name__)
@@ -411,6 +412,14 @@ class Config:
     warnings: list[str] = field(default_factory=list)
     config_file: str = DEFAULT_CONFIG_FILE
     from_file: bool = False
+    # The environment the config was resolved with (real env over `.env`), for sections
+    # such as `jwt` whose every field has an environment override.
+    environ: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def jwt(self) -> JwtSettings | None:
+        """Ours: handshake JWT settings from the `jwt` section and `ECHO_JWT_*`; None when off."""
+        return JwtSettings.from_config(self.raw.get("jwt"), self.environ)
 
     # -- listening
     @property
@@ -735,6 +744,10 @@ def _validate(config: Config) -> None:
             getattr(config, name)
         except (TypeError, ValueError) as error:
             raise ConfigError(str(error)) from error
+    try:
+        config.jwt  # noqa: B018 - validated now, used later
+    except JwtConfigError as error:
+        raise ConfigError(f"jwt: {error}") from error
 
 
 def _notices(config: Config, file_options: Mapping[str, Any]) -> list[str]:
@@ -791,7 +804,8 @@ def load_config(
     warnings += apply_env_overrides(raw, env, file_options)
     raw["devMode"] = dev or js_string(raw.get("devMode")) == "true"
     config = Config(
-        raw=raw, warnings=warnings, config_file=path, from_file=file_options is not None
+        raw=raw, warnings=warnings, config_file=path, from_file=file_options is not None,
+        environ=dict(env),
     )
     try:
         _check_types(raw)

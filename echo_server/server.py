@@ -22,6 +22,7 @@ from broadcaster.sources.memory import MemorySource
 from channel_auth import ChannelAuthorizer
 from channel_auth.cache import CachingAuthorizer
 from channel_auth.http_callback import HttpCallbackAuthorizer
+from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
 from .api import HttpApi
@@ -61,8 +62,11 @@ class EchoServer:
         self.metrics: Metrics | None = None
         self.authorizer = MeasuredAuthorizer(authorizer or build_authorizer(config),
                                              lambda: self.metrics)
+        jwt = config.jwt
+        self.authenticator = JwtAuthenticator(jwt) if jwt is not None else None
         self.channels = ChannelHandler(self.rooms, self.hub, self.authorizer,
-                                       self.errors.report, presence=MemoryPresenceStore())
+                                       self.errors.report, presence=MemoryPresenceStore(),
+                                       authenticator=self.authenticator)
         self.sockets.handler = self.channels
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         self.sockets.attach(self.engine)
@@ -145,10 +149,11 @@ class EchoServer:
                 await asyncio.wait_for(runner.stop(), timeout / 2)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.channels.drain(), timeout / 4)
-        close = getattr(self.authorizer, "close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await close()
+        for closable in (self.authorizer, self.authenticator):
+            close = getattr(closable, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
         if self._redis is not None:
             with contextlib.suppress(Exception):
                 await self._redis.aclose()

@@ -169,6 +169,8 @@ function attachSocketReporting(socket, raw) {
         }
         out(msg);
     });
+    // socket.io-client 2 reports a refused connect (error packet `44"message"`) as 'error'.
+    socket.on('error', (err) => out({ type: 'socket_error', message: errorMessage(err) }));
     // socket.io-client 2 only; 4 reports a timeout as a connect_error.
     socket.on('connect_timeout', (ms) => out({ type: 'connect_error', message: 'timeout', timeout: ms ?? null }));
     // Echo ignores this (channel.error() is a no-op for socket.io), so read it off the socket.

@@ -78,6 +78,7 @@ class NodeEchoClient:
         reconnection_delay_max: int | None = None,
         randomization_factor: float | None = None,
         raw: bool = False,
+        echo_options: Mapping[str, Any] | None = None,
         extra_args: Iterable[str] = (),
         node: str = "node",
         env: Mapping[str, str] | None = None,
@@ -110,6 +111,8 @@ class NodeEchoClient:
             args += ["--randomization-factor", str(randomization_factor)]
         if raw:
             args.append("--raw")
+        for key, value in (echo_options or {}).items():
+            args += ["--echo-option", f"{key}={json.dumps(value)}"]
         args += list(extra_args)
         self.argv: list[str] = [node, *args]
         self._env = dict(env) if env is not None else None
