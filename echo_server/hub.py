@@ -18,8 +18,10 @@ from .rooms import Rooms
 from .transport.packets import event_packet
 from .transport.sockets import Socket
 from .transport.websocket import text_frame
+from .transport.wsconn import WebSocketConnection
 
 DeliveryObserver = Callable[[int, int, float], None]
+COALESCE_LIMIT = 64 * 1024  # bytes of frames gathered per client before a write
 
 
 class Hub:
@@ -32,24 +34,74 @@ class Hub:
 
     def deliver(self, events: list[BroadcastEvent]) -> int:
         started = time.perf_counter()
-        delivered = 0
-        for event in events:
-            delivered += self.emit_to_room(event.channel, event.event, event.data,
-                                           event.socket)
+        if len(events) == 1:
+            event = events[0]
+            delivered = self.emit_to_room(event.channel, event.event, event.data, event.socket)
+        else:
+            delivered = self._deliver_coalesced(events)
         self.delivered += delivered
         self.observer(len(events), delivered, time.perf_counter() - started)
         return delivered
 
-    def emit_to_room(self, room: str, event: str, data_json: str,
-                     except_id: str | None = None) -> int:
+    def _deliver_coalesced(self, events: list[BroadcastEvent]) -> int:
+        """Several events read together: each websocket client gets its frames of the
+        batch in one write (one syscall instead of one per event), in publish order.
+        Polling clients queue them anyway and get them in one response."""
+        pending: dict[WebSocketConnection, list[bytes]] = {}
+        sizes: dict[WebSocketConnection, int] = {}
+        count = 0
+        for event in events:
+            members = self._members(event.channel)
+            if members is None:
+                continue
+            packet = event_packet(event.event, event.channel, event.data)
+            frame = text_frame(packet)
+            exclude = self.sockets.get(event.socket) if event.socket else None
+            size = len(frame)
+            for socket in members:
+                if socket is exclude:
+                    continue
+                count += 1
+                session = socket.session
+                ws = session.ws
+                if ws is None:
+                    session.send_prebuilt(packet, frame)
+                    continue
+                frames = pending.get(ws)
+                if frames is None:
+                    pending[ws] = [frame]
+                    sizes[ws] = size
+                else:
+                    frames.append(frame)
+                    total = sizes[ws] + size
+                    if total >= COALESCE_LIMIT:
+                        # Bounded: a huge burst goes out in pieces, keeping each write
+                        # small enough not to stall the client's TCP window for long.
+                        ws.write(b"".join(frames))
+                        frames.clear()
+                        total = 0
+                    sizes[ws] = total
+        for ws, frames in pending.items():
+            if frames:
+                ws.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        return count
+
+    def _members(self, room: str) -> set[Socket] | None:
         members = self.rooms.members(room)
         if members is None:
             # socket.io 2 puts every socket in a room named after its id, so a
             # publish to that id reaches it; laravel-echo-server users rely on it.
             own = self.sockets.get(room)
             if own is None:
-                return 0
-            members = {own}
+                return None
+            return {own}
+        return members  # type: ignore[return-value]
+
+    def emit_to_room(self, room: str, event: str, data_json: str,
+                     except_id: str | None = None) -> int:
+        members = self._members(room)
+        if members is None:
+            return 0
         packet = event_packet(event, room, data_json)
         frame = text_frame(packet)
         exclude = self.sockets.get(except_id) if except_id else None
