@@ -100,6 +100,155 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- status
+
+
+STATUS_TIMEOUT = 5.0
+
+
+def _printable(value: Any) -> str:
+    """Channel names and errors come from users: never let them drive the terminal."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(value))
+
+
+def _status_url(config: cfg.Config) -> str:
+    """The running server's `/status.json`, over loopback unless it listens elsewhere only."""
+    host = config.host or ""
+    if host in ("", "0.0.0.0", "::", "*"):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    scheme = "https" if config.protocol == "https" else "http"
+    return f"{scheme}://{host}:{config.port}/status.json"
+
+
+def _status_credential(config: cfg.Config) -> str:
+    for client in config.clients:
+        if client.get("key"):
+            return str(client["key"])
+    if config.metrics_token:
+        return config.metrics_token
+    raise CliError(
+        "no API client key or metrics.token in the config: the status page needs one "
+        "(add a client with `echo-server client:add`)"
+    )
+
+
+def fetch_status(config: cfg.Config) -> tuple[str, dict[str, Any]]:
+    """GET `/status.json` from the server this config describes; CliError when it is not there.
+
+    TLS is verified against the system CAs unless `authVerifyTls` is false (the same switch
+    that trusts a self-signed auth host trusts a self-signed server here).
+    """
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    url = _status_url(config)
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {_status_credential(config)}",
+                      "Accept": "application/json"})
+    context = None
+    if url.startswith("https:"):
+        context = ssl.create_default_context()
+        if not config.auth_verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    base = url.rsplit("/", 1)[0]
+    try:
+        with urllib.request.urlopen(request, timeout=STATUS_TIMEOUT, context=context) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as error:
+        if error.code == 403:
+            raise CliError(f"the server at {base} refused the configured key "
+                           "(was the config changed since it started?)") from None
+        if error.code == 404:
+            raise CliError(f"{base} answers but has no /status.json: another program, or an "
+                           "older echo-server, holds the port") from None
+        raise CliError(f"{url} answered HTTP {error.code}") from None
+    except urllib.error.URLError as error:
+        reason = error.reason
+        if isinstance(reason, ConnectionRefusedError):
+            raise CliError(f"echo-server is not running at {base} (connection refused)") from None
+        if isinstance(reason, ssl.SSLError):
+            raise CliError(f"TLS with {base} failed: {reason}; set authVerifyTls to false to "
+                           "accept a self-signed certificate") from None
+        raise CliError(f"echo-server does not answer at {base}: {reason}") from None
+    except (TimeoutError, OSError) as error:
+        raise CliError(f"echo-server does not answer at {base}: {error}") from None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise CliError(f"{url} did not answer JSON") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{url} did not answer a JSON object")
+    return base, data
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {s}s" if minutes else f"{s}s"
+
+
+def format_status(base: str, data: dict[str, Any]) -> str:
+    """The status page's figures as terminal lines."""
+    lines = [f"echo-server at {base} (instance {_printable(data.get('instance'))}, "
+             f"up {_duration(float(data.get('uptime') or 0))})"]
+    connections = data.get("connections", {})
+    kinds = ", ".join(f"{k['protocol']} {k['transport']} {k['count']}"
+                      for k in connections.get("byKind", []) if k.get("count"))
+    lines.append(f"{'Connections':<14}{connections.get('total', 0)}"
+                 + (f"  ({kinds})" if kinds else ""))
+    rates, totals = data.get("rates", {}), data.get("totals", {})
+    lines.append(f"{'Messages/s':<14}{rates.get('messagesPerSecond', 0):.1f}"
+                 f"  ({totals.get('delivered', 0):,} delivered)")
+    lines.append(f"{'Events/s':<14}{rates.get('eventsPerSecond', 0):.1f}"
+                 f"  ({totals.get('events', 0):,} received)")
+    channels = data.get("channels", {})
+    lines.append(f"{'Channels':<14}{channels.get('total', 0)}"
+                 f"  ({channels.get('subscriptions', 0)} subscriptions)")
+    top = channels.get("top", [])
+    width = max([len(_printable(c["name"])) for c in top] + [20])
+    lines += [f"  {_printable(c['name']):<{width}}  {c['subscribers']}" for c in top]
+    if channels.get("total", 0) > len(top):
+        lines.append(f"  ... and {channels['total'] - len(top)} more")
+    presence = data.get("presence", {})
+    lines.append(f"{'Presence':<14}{presence.get('memberships', 0)} members in "
+                 f"{presence.get('channels', 0)} channels")
+    lines += [f"  {_printable(p['name']):<{width}}  {p['members']} members "
+              f"({p['subscribers']} sockets)" for p in presence.get("top", [])]
+    errors = data.get("errors", {})
+    lines.append(f"{'Errors':<14}{sum(errors.values())}")
+    lines += [f"  {_printable(kind):<{width}}  {count}" for kind, count in errors.items()]
+    lines.append("Sources")
+    for source in data.get("sources", []):
+        state = "connected" if source.get("connected") else "DOWN"
+        line = (f"  {_printable(source.get('kind')):<8}{_printable(source.get('url'))}  {state}, "
+                f"{source.get('events', 0):,} events, {source.get('outages', 0)} outages")
+        if source.get("lastError"):
+            line += f", last error: {_printable(source['lastError'])}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask the running server (found through the config, as `stop` finds it) for its figures."""
+    config = cfg.load_config(args.config, args.dir)
+    base, data = fetch_status(config)
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print(format_status(base, data))
+    return 0
+
+
 # --------------------------------------------------------------------------- config files
 
 
@@ -425,6 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_location(stop)
     stop.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
     stop.set_defaults(handler=cmd_stop)
+
+    status = subparsers.add_parser("status", help="show the running server's live figures")
+    _add_location(status)
+    status.add_argument("--json", action="store_true", help="print /status.json as is")
+    status.set_defaults(handler=cmd_status)
 
     _add_init_parser(subparsers)
 

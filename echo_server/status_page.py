@@ -1,13 +1,70 @@
-"""Placeholder replaced by the status page implementation (issue 6)."""
+"""``GET /status``: a live dashboard for the admins who run the server; ``/status.json`` feeds it.
+
+The page is one static, self-contained HTML file (inline CSS/JS and SVG, no CDN, no build
+step) that polls ``/status.json`` every second with the credential it was opened with. Rates
+and the chart come from a small history that one ``loop.call_later`` timer samples every
+``metrics.sampleInterval``: nothing runs per message or per viewer, and a page nobody watches
+costs one timer tick. Figures are read from what the server keeps anyway (state layer, hub
+total, error log, source health), like ``/metrics``.
+
+Access needs a credential because channel names and presence counts describe the app's users:
+any configured app key (``?auth_key=`` or ``Authorization: Bearer``, as the HTTP API takes it)
+or the metrics token (``?token=`` or Bearer).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import base64
+import hashlib
+import heapq
+import hmac
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable
+from itertools import pairwise
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from broadcaster.jsoncodec import dumps
 
 from .transport.http import Request, Response
 
 if TYPE_CHECKING:
     from .server import EchoServer
+
+HTML_PATH = Path(__file__).resolve().parent / "static" / "status.html"
+HISTORY_SECONDS = 600.0  # the chart's reach: the last ten minutes
+MAX_SAMPLES = 6000  # bounds memory whatever sampleInterval says (10 min at 100 ms)
+MAX_POINTS = 300  # history points per /status.json answer (downsampled beyond that)
+RATE_WINDOW = 1.0  # seconds the "per second" figures average over, at least one sample
+TOP_CHANNELS = 25
+TOP_PRESENCE = 25  # bounded: each presence channel may cost a Redis round trip
+
+# Nothing from elsewhere may run in the page, and its URL (which may carry a key) must not
+# leak through a Referer.
+_SECURITY_HEADERS = [
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+]
+_FORBIDDEN_HTML = (b"<!doctype html><meta charset=utf-8><title>echo-server status</title>"
+                   b"<p>403: open this page with an app key (<code>?auth_key=</code>) or the "
+                   b"metrics token (<code>?token=</code>).</p>\n")
+
+
+class Sample(NamedTuple):
+    at: float  # loop time (monotonic)
+    connections: int
+    delivered: int  # messages written to clients, running total
+    events: int  # events received from every source, running total
+
+
+def _busiest_first(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
 
 
 class StatusPage:
@@ -15,13 +72,171 @@ class StatusPage:
 
     def __init__(self, server: EchoServer, sample_interval: float = 1.0) -> None:
         self.server = server
-        self.sample_interval = sample_interval
+        self.sample_interval = max(0.01, float(sample_interval))
+        size = min(MAX_SAMPLES, math.ceil(HISTORY_SECONDS / self.sample_interval) + 1)
+        self.history: deque[Sample] = deque(maxlen=max(2, size))
+        self._timer: asyncio.TimerHandle | None = None
+        self._html: tuple[bytes, str] | None = None
 
+    # -- sampler ------------------------------------------------------------------
     def start(self) -> None:
-        pass
+        """Take the first sample now so rates have a baseline before the first tick."""
+        if self._timer is None:
+            self._tick()
 
     def stop(self) -> None:
-        pass
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    def handle(self, request: Request) -> Response:
-        return self.server.api.not_found(request)
+    def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.history.append(self._sample(loop.time()))
+        self._timer = loop.call_later(self.sample_interval, self._tick)
+
+    def _sample(self, at: float) -> Sample:
+        server = self.server
+        return Sample(at, len(server.engine.sessions), server.hub.delivered,
+                      sum(runner.health.events for runner in server.runners))
+
+    # -- access -------------------------------------------------------------------
+    def authorized(self, request: Request) -> bool:
+        """Any configured app key or the metrics token, as Bearer or in the query."""
+        header = request.headers.get("authorization", "")
+        given = [header[7:].strip()] if header[:7].lower() == "bearer " else []
+        given += [request.query.get("auth_key", ""), request.query.get("token", "")]
+        accepted = [str(c.get("key")) for c in self.server.config.clients if c.get("key")]
+        token = self.server.config.metrics_token
+        if token:
+            accepted.append(token)
+        return any(hmac.compare_digest(g.encode(), a.encode())
+                   for g in given if g for a in accepted)
+
+    # -- routes -------------------------------------------------------------------
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        as_json = request.path == "/status.json"
+        if request.method != "GET":  # not HEAD: the HTTP layer would send a body anyway
+            return Response(405, b"", [*_SECURITY_HEADERS, ("Allow", "GET")],
+                            "text/plain; charset=utf-8")
+        if not self.authorized(request):
+            if as_json:
+                return Response(403, b'{"error":"Unauthorized"}', list(_SECURITY_HEADERS),
+                                "application/json; charset=utf-8")
+            return Response(403, _FORBIDDEN_HTML, list(_SECURITY_HEADERS))
+        if as_json:
+            return self._json()
+        html, csp = self.html()
+        return Response(200, html, [*_SECURITY_HEADERS, ("Content-Security-Policy", csp)])
+
+    def html(self) -> tuple[bytes, str]:
+        """The page and its Content-Security-Policy, built once: the page is static.
+
+        The policy allows exactly the page's own inline script and style (by hash), so even a
+        value that slipped into the DOM as markup could not run, and nothing is fetched from
+        anywhere but this server.
+        """
+        if self._html is None:
+            html = HTML_PATH.read_bytes()
+            hashes = {tag: " ".join(
+                "'sha256-" + base64.b64encode(hashlib.sha256(body).digest()).decode() + "'"
+                for body in re.findall(rb"<" + tag + rb">(.*?)</" + tag + rb">", html, re.S))
+                for tag in (b"script", b"style")}
+            csp = (f"default-src 'none'; script-src {hashes[b'script']}; "
+                   f"style-src {hashes[b'style']}; connect-src 'self'; img-src data:; "
+                   "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+            self._html = (html, csp)
+        return self._html
+
+    async def _json(self) -> Response:
+        body = await self.snapshot()
+        return Response(200, dumps(body).encode("utf-8"), list(_SECURITY_HEADERS),
+                        "application/json; charset=utf-8")
+
+    # -- figures --------------------------------------------------------------------
+    async def snapshot(self) -> dict[str, Any]:
+        """Everything the page and ``echo-server status`` show, as plain JSON."""
+        server = self.server
+        now = asyncio.get_running_loop().time()
+        live = self._sample(now)
+        kinds = server.state.connections_by_kind()
+        counts = server.rooms.counts()
+        # Only the top rows are shown: no full sort of what may be 100k channels, every second.
+        ranked = heapq.nsmallest(TOP_CHANNELS, counts.items(), key=_busiest_first)
+        presence_counts = [(n, c) for n, c in counts.items() if n.startswith("presence-")]
+        presence = []
+        for name, _ in heapq.nsmallest(TOP_PRESENCE, presence_counts, key=_busiest_first):
+            members = await server.state.presence_members(name)
+            presence.append({"name": name, "members": len(members),
+                             "subscribers": counts.get(name, 0)})
+        msgs, events = self._rates(live)
+        return {
+            "time": time.time(),
+            "uptime": round(server.state.uptime(), 3),
+            "instance": server.instance_id,
+            "sampleInterval": self.sample_interval,
+            "connections": {
+                "total": live.connections,
+                "byKind": [{"protocol": protocol, "transport": transport, "count": count}
+                           for (protocol, transport), count in sorted(kinds.items())],
+            },
+            "rates": {"messagesPerSecond": msgs, "eventsPerSecond": events},
+            "totals": {"delivered": live.delivered, "events": live.events},
+            "channels": {
+                "total": len(counts),
+                "subscriptions": sum(counts.values()),
+                "top": [{"name": name, "subscribers": count} for name, count in ranked],
+            },
+            "presence": {
+                "channels": len(presence_counts),
+                "memberships": server.channels.presence_members,
+                "top": presence,
+            },
+            "errors": dict(sorted(server.errors.counts.items())),
+            "sources": [{
+                "kind": runner.health.kind,
+                "url": runner.health.url,  # display_url: never the password
+                "connected": runner.health.connected,
+                "outages": runner.health.outages,
+                "lastError": runner.health.last_error,
+                "events": runner.health.events,
+                "since": round(now - runner.health.since, 3) if runner.health.since else None,
+            } for runner in server.runners],
+            "history": {"window": HISTORY_SECONDS, "points": self._points(now)},
+        }
+
+    def _rates(self, live: Sample) -> tuple[float, float]:
+        """Per second over the newest ``RATE_WINDOW`` of samples (live figures at the end)."""
+        history = self.history
+        if not history:
+            return 0.0, 0.0
+        base = history[0]
+        for sample in reversed(history):
+            if live.at - sample.at >= RATE_WINDOW:
+                base = sample
+                break
+        span = live.at - base.at
+        if span <= 0:
+            return 0.0, 0.0
+        return (round((live.delivered - base.delivered) / span, 2),
+                round((live.events - base.events) / span, 2))
+
+    def _points(self, now: float) -> list[list[float]]:
+        """``[seconds ago, connections, messages/s, events/s]``, oldest first, at most
+        ``MAX_POINTS`` (every n-th sample, rates averaged over the gap they cover)."""
+        samples = list(self.history)
+        if len(samples) < 2:
+            return []
+        stride = max(1, math.ceil((len(samples) - 1) / MAX_POINTS))
+        picked = samples[len(samples) - 1::-stride][::-1]
+        points = []
+        for before, after in pairwise(picked):
+            span = after.at - before.at
+            if span <= 0:
+                continue
+            points.append([round(after.at - now, 3), after.connections,
+                           round((after.delivered - before.delivered) / span, 2),
+                           round((after.events - before.events) / span, 2)])
+        return points
+
+
+__all__ = ["StatusPage"]

@@ -46,10 +46,10 @@ class EventSource(ABC):
         from urllib.parse import urlsplit, urlunsplit
 
         parts = urlsplit(self.url)
-        if parts.password:
-            host = parts.hostname or ""
-            if parts.port:
-                host += f":{parts.port}"
-            user = parts.username or ""
-            parts = parts._replace(netloc=f"{user}:***@{host}")
-        return urlunsplit(parts)
+        if not parts.password:
+            return self.url
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
