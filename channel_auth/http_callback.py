@@ -21,6 +21,15 @@ from .authorizer import AuthRequest, AuthResult
 
 log = logging.getLogger("channel_auth.http")
 
+# ``auth.headers`` names a client may not choose: they frame or route the request, and the
+# body is our form. A forged Content-Length or Transfer-Encoding would desynchronise the
+# pooled keep-alive connection, so the next user's auth request on it would be parsed after
+# the attacker's bytes. The reference forwards them (with a fresh connection per request).
+_NOT_FORWARDED = frozenset({
+    "host", "content-length", "content-type", "transfer-encoding", "connection", "keep-alive",
+    "proxy-connection", "upgrade", "te", "trailer", "expect", "x-requested-with",
+})
+
 
 def choose_auth_host(auth_hosts: list[str], referer: str | None) -> str:
     """The reference's rule: with a Referer matching an entry (origin, host, or
@@ -80,10 +89,16 @@ class HttpCallbackAuthorizer:
         return self._session
 
     def headers_for(self, request: AuthRequest) -> dict[str, str]:
-        headers = dict(request.headers)
-        cookie = headers.get("Cookie") or request.handshake_headers.get("cookie")
-        if cookie:
-            headers["Cookie"] = cookie
+        """Names compared case-insensitively: a client's ``cookie`` is its Cookie, and is
+        not sent alongside (or replaced by) the handshake's."""
+        headers = {name: value for name, value in request.headers.items()
+                   if name.lower() not in _NOT_FORWARDED}
+        if not any(name.lower() == "cookie" and value for name, value in headers.items()):
+            headers = {name: value for name, value in headers.items()
+                       if name.lower() != "cookie"}
+            cookie = request.handshake_headers.get("cookie")
+            if cookie:
+                headers["Cookie"] = cookie
         headers["X-Requested-With"] = "XMLHttpRequest"
         return headers
 
@@ -102,8 +117,9 @@ class HttpCallbackAuthorizer:
                                     allow_redirects=False) as response:
                 body_bytes = await response.read()
                 status = response.status
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            # Logged (rate-limited) by the caller, which counts every failure.
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            # Logged (rate-limited) by the caller, which counts every failure. ValueError:
+            # a header aiohttp refuses to send (a CR/LF in a client's auth.headers value).
             return AuthResult(0, reason=type(exc).__name__ + (f": {exc}" if str(exc) else ""))
         if status != 200:
             return AuthResult(status)

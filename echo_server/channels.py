@@ -226,7 +226,7 @@ class ChannelHandler:
             return  # the reference drops these silently; so do we (not an error)
         data = dumps(payload.get("data"))
         # A bound in bytes, as on the wire: "ü" * 6000 is 12 KB although 6000 characters.
-        size = len(data)
+        size = len(data) if data.isascii() else len(data.encode("utf-8"))
         if size > self.whisper_max_bytes:
             self.report_error("oversized", f"client event of {size} bytes dropped")
             return

@@ -14,6 +14,7 @@ old and a new server cannot share presence state during a migration.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -142,12 +143,17 @@ return {value, 1}
 class RedisPresenceStore(PresenceStore):
     """Presence shared by every instance on one Redis."""
 
-    def __init__(self, client: Any, *, key_prefix: str = "", instance_id: str = "") -> None:
+    def __init__(self, client: Any, *, key_prefix: str = "", instance_id: str = "",
+                 max_in_flight: int = 32) -> None:
         self.client = client
         self.key_prefix = key_prefix
         self.instance_id = instance_id
         self._join = client.register_script(_JOIN)
         self._leave = client.register_script(_LEAVE)
+        # redis-py's pool raises instead of waiting beyond max_connections (100 by default):
+        # a burst of joins (every tab resubscribing after a restart) or of leaves (a restart)
+        # would lose members or leave ghosts. Bursts queue here instead.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     def _key(self, channel: str) -> str:
         return f"{self.key_prefix}presence:{channel}"
@@ -164,19 +170,22 @@ class RedisPresenceStore(PresenceStore):
         member.joined = time.time()
         value = json.dumps({"u": member.user_id, "i": member.user_info, "t": member.joined,
                             "k": user_key(member.user_id)}, separators=(",", ":"))
-        first, values = await self._join(keys=[self._key(channel)],
-                                         args=[self._field(socket_id), user_key(member.user_id),
-                                               value])
+        async with self._in_flight:
+            first, values = await self._join(keys=[self._key(channel)],
+                                             args=[self._field(socket_id),
+                                                   user_key(member.user_id), value])
         members = [self._decode(v) for v in values]
         return JoinResult(bool(first), _one_per_user_newest_first(members))
 
     async def leave(self, channel: str, socket_id: str) -> LeaveResult:
-        value, last = await self._leave(keys=[self._key(channel)],
-                                        args=[self._field(socket_id)])
+        async with self._in_flight:
+            value, last = await self._leave(keys=[self._key(channel)],
+                                            args=[self._field(socket_id)])
         if not value:
             return LeaveResult(None, False)
         return LeaveResult(self._decode(value), bool(last))
 
     async def members(self, channel: str) -> list[Member]:
-        values = await self.client.hvals(self._key(channel))
+        async with self._in_flight:
+            values = await self.client.hvals(self._key(channel))
         return _one_per_user_newest_first([self._decode(v) for v in values])

@@ -25,6 +25,8 @@ class AuthCall:
     channel: str
     form: dict[str, str]
     headers: dict[str, str]
+    # Every header line as sent, in order (``headers`` hides duplicates).
+    raw_headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -69,7 +71,8 @@ class AuthBackend:
     async def _auth(self, request: web.Request) -> web.StreamResponse:
         form = {k: str(v) for k, v in (await request.post()).items()}
         channel = form.get("channel_name", "")
-        call = AuthCall(channel, form, dict(request.headers))
+        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+        call = AuthCall(channel, form, dict(request.headers), raw)
         self.calls.append(call)
         self._called.set()
         if self.gate is not None:
