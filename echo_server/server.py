@@ -176,7 +176,11 @@ class EchoServer:
             return
         import redis.asyncio as aioredis
 
-        client = aioredis.Redis.from_url(c.redis_url, socket_connect_timeout=2.0)
+        # A blocking pool: a burst of presence writes waits for a connection instead of
+        # failing when every connection is busy (redis-py's default pool raises).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            c.redis_url, max_connections=64, timeout=10, socket_connect_timeout=2.0)
+        client = aioredis.Redis(connection_pool=pool)
         try:
             await client.ping()
         except Exception as exc:
