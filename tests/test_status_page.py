@@ -470,7 +470,7 @@ async def test_cli_status_prints_the_running_servers_figures(make_server, tmp_pa
         assert any(line.split() == ["leads-management", "2"] for line in lines)
         assert "\x1b" not in out and "bad\\x1b[31mname" in out
         assert "Presence      0 members in 0 channels" in lines
-        assert any(line.split()[:4] == ["memory", "memory:", "connected,", "3"] for line in lines)
+        assert any(line.split()[:4] == ["memory", "memory://", "connected,", "3"] for line in lines)
 
         code, out, err = await _cli("status", "--dir", str(directory), "--json")
         assert code == 0, err
