@@ -79,6 +79,9 @@ class ChannelHandler:
         self.authorizer = authorizer
         self.report_error = report_error
         self.presence = presence or MemoryPresenceStore()
+        # Emits caused by clients (whispers, presence joining/leaving): local by default;
+        # with several instances, also relayed to the others (echo_server.cluster).
+        self.emit_room: Callable[[str, str, str, str | None], int] = hub.emit_to_room
         self.authenticator = authenticator
         self.whisper_max_bytes = whisper_max_bytes
         self.whisper_rate = whisper_rate
@@ -233,7 +236,7 @@ class ChannelHandler:
         if not self._take_whisper_token(socket):
             self.report_error("rate_limited", f"client events from {socket.id} over the limit")
             return
-        self.hub.emit_to_room(channel, event, data, except_id=socket.id)
+        self.emit_room(channel, event, data, except_id=socket.id)
 
     # -- presence -----------------------------------------------------------------
     async def _presence_join(self, socket: Socket, channel: str, member: Member) -> None:
@@ -253,7 +256,7 @@ class ChannelHandler:
             self.presence_members += 1
         socket.emit("presence:subscribed", channel, [m.public() for m in result.members])
         if result.first_for_user and not again:
-            self.hub.emit_to_room(channel, "presence:joining", dumps(member.public()),
+            self.emit_room(channel, "presence:joining", dumps(member.public()),
                                   except_id=socket.id)
         await self._presence_changed(channel, result.members)
 
@@ -271,7 +274,7 @@ class ChannelHandler:
             self.report_error("presence", f"presence leave of {channel!r} failed: {exc}")
             return
         if announce and result.member is not None and result.last_for_user:
-            self.hub.emit_to_room(channel, "presence:leaving", dumps(result.member.public()))
+            self.emit_room(channel, "presence:leaving", dumps(result.member.public()))
         if result.member is not None:
             await self._presence_changed(channel)
 

@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
 # Top-level keys the reference reads although they have no default.
 # Keys the reference does not know, read only when present: ours, documented in the README.
 OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCacheTtl", "jwt",
-                           "channels", "instanceId", "metrics"})
+                           "channels", "instanceId", "metrics", "sources"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -488,6 +488,27 @@ class Config:
         section = self.raw.get("metrics")
         return not (isinstance(section, dict) and section.get("enabled") is False)
 
+    def _cluster(self, key: str, default: Any) -> Any:
+        section = self.raw.get("cluster")
+        return section.get(key, default) if isinstance(section, dict) else default
+
+    @property
+    def cluster_enabled(self) -> bool:
+        """Ours: with Redis presence, instances sharing the Redis act as one (default on)."""
+        return self._cluster("enabled", True) is not False
+
+    @property
+    def cluster_heartbeat_interval(self) -> float:
+        return max(0.01, _milliseconds(self._cluster("heartbeatInterval", 5000),
+                                       "cluster.heartbeatInterval"))
+
+    @property
+    def cluster_liveness_ttl(self) -> float:
+        """A dead instance's members are removed (and their leaving announced) this long
+        after its last heartbeat, plus up to one heartbeat interval."""
+        return max(0.02, _milliseconds(self._cluster("livenessTtl", 15000),
+                                       "cluster.livenessTtl"))
+
     @property
     def status_sample_interval(self) -> float:
         """Ours: how often the status page's history is sampled (ms, default 1000)."""
@@ -575,6 +596,40 @@ class Config:
             host = f"[{host}]"
         port = int(options.get("port") or 6379)
         return f"{scheme}://{auth}{host}:{port}/{db}"
+
+    # -- event sources
+    @property
+    def source_urls(self) -> list[str]:
+        """Ours: what the server listens to, besides the in-process bus that always runs.
+
+        `ECHO_SOURCES` (comma-separated) over `sources` (a list of URLs, or one comma-separated
+        string). Without either, the reference's settings: `subscribers.redis` with
+        `databaseConfig.redis` becomes one `redis://` URL carrying `keyPrefix` as `?prefix=`.
+        """
+        value: Any = self.environ.get("ECHO_SOURCES") or self.raw.get("sources")
+        if value:
+            items = value.split(",") if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(u, str) for u in items):
+                raise ValueError("`sources` must be a list of URLs (or a comma-separated string)")
+            from broadcaster.sources import check_url
+
+            urls = [url.strip() for url in items if url.strip()]
+            for url in urls:
+                check_url(url)
+            return urls
+        if not self.subscribers_redis:
+            return []
+        url = self.redis_url
+        if self.key_prefix:
+            url += ("&" if "?" in url else "?") + "prefix=" + quote(self.key_prefix, safe="")
+        return [url]
+
+    @property
+    def instance_id(self) -> str | None:
+        """Ours: a name for this instance that survives restarts (`ECHO_INSTANCE_ID` over
+        `instanceId`); a stream source names its consumer group after it."""
+        value = self.environ.get("ECHO_INSTANCE_ID") or self.raw.get("instanceId")
+        return str(value) if value not in (None, "") else None
 
     # -- socket.io
     @property
@@ -739,6 +794,7 @@ def _validate(config: Config) -> None:
     )
     if uses_redis:
         names.append("redis_url")
+    names.append("source_urls")
     for name in names:
         try:
             getattr(config, name)

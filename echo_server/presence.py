@@ -110,7 +110,8 @@ class MemoryPresenceStore(PresenceStore):
         return _one_per_user_newest_first(list(self._channels.get(channel, {}).values()))
 
 
-# KEYS[1] = channel hash; ARGV = field, user key, member JSON.
+# KEYS[1] = channel hash, KEYS[2] = the set of presence channels;
+# ARGV = field, user key, member JSON, channel name.
 # Returns {first (0/1), all member JSONs}.
 _JOIN = """
 local others = 0
@@ -122,21 +123,53 @@ for i = 1, #fields, 2 do
   end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
 local all = redis.call('HVALS', KEYS[1])
 return {others == 0 and 1 or 0, all}
 """
 
-# KEYS[1] = channel hash; ARGV[1] = field. Returns {member JSON or false, last (0/1)}.
+# KEYS[1] = channel hash, KEYS[2] = channel set; ARGV = field, channel name.
+# Returns {member JSON or false, last (0/1)}.
 _LEAVE = """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if not value then return {false, 0} end
 redis.call('HDEL', KEYS[1], ARGV[1])
 local key = cjson.decode(value)['k']
 local fields = redis.call('HVALS', KEYS[1])
+if #fields == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
 for i = 1, #fields do
   if cjson.decode(fields[i])['k'] == key then return {value, 0} end
 end
 return {value, 1}
+"""
+
+# KEYS[1] = channel hash, KEYS[2] = channel set; ARGV[1] = "<instance>:" field prefix,
+# ARGV[2] = channel name. Removes that instance's members; returns the JSON of each removed
+# member whose user has no socket left (one per user), so their leaving can be announced.
+_PURGE = """
+local fields = redis.call('HGETALL', KEYS[1])
+local removed = {}
+local n = string.len(ARGV[1])
+for i = 1, #fields, 2 do
+  if string.sub(fields[i], 1, n) == ARGV[1] then
+    redis.call('HDEL', KEYS[1], fields[i])
+    table.insert(removed, fields[i + 1])
+  end
+end
+local remaining = {}
+for _, value in ipairs(redis.call('HVALS', KEYS[1])) do
+  remaining[cjson.decode(value)['k']] = true
+end
+local gone, seen = {}, {}
+for _, value in ipairs(removed) do
+  local key = cjson.decode(value)['k']
+  if not remaining[key] and not seen[key] then
+    seen[key] = true
+    table.insert(gone, value)
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+return gone
 """
 
 
@@ -150,6 +183,7 @@ class RedisPresenceStore(PresenceStore):
         self.instance_id = instance_id
         self._join = client.register_script(_JOIN)
         self._leave = client.register_script(_LEAVE)
+        self._purge = client.register_script(_PURGE)
         # redis-py's pool raises instead of waiting beyond max_connections (100 by default):
         # a burst of joins (every tab resubscribing after a restart) or of leaves (a restart)
         # would lose members or leave ghosts. Bursts queue here instead.
@@ -157,6 +191,10 @@ class RedisPresenceStore(PresenceStore):
 
     def _key(self, channel: str) -> str:
         return f"{self.key_prefix}presence:{channel}"
+
+    @property
+    def channels_key(self) -> str:
+        return f"{self.key_prefix}presence-channels"
 
     def _field(self, socket_id: str) -> str:
         return f"{self.instance_id}:{socket_id}"
@@ -171,16 +209,16 @@ class RedisPresenceStore(PresenceStore):
         value = json.dumps({"u": member.user_id, "i": member.user_info, "t": member.joined,
                             "k": user_key(member.user_id)}, separators=(",", ":"))
         async with self._in_flight:
-            first, values = await self._join(keys=[self._key(channel)],
+            first, values = await self._join(keys=[self._key(channel), self.channels_key],
                                              args=[self._field(socket_id),
-                                                   user_key(member.user_id), value])
+                                                   user_key(member.user_id), value, channel])
         members = [self._decode(v) for v in values]
         return JoinResult(bool(first), _one_per_user_newest_first(members))
 
     async def leave(self, channel: str, socket_id: str) -> LeaveResult:
         async with self._in_flight:
-            value, last = await self._leave(keys=[self._key(channel)],
-                                            args=[self._field(socket_id)])
+            value, last = await self._leave(keys=[self._key(channel), self.channels_key],
+                                            args=[self._field(socket_id), channel])
         if not value:
             return LeaveResult(None, False)
         return LeaveResult(self._decode(value), bool(last))
@@ -189,3 +227,15 @@ class RedisPresenceStore(PresenceStore):
         async with self._in_flight:
             values = await self.client.hvals(self._key(channel))
         return _one_per_user_newest_first([self._decode(v) for v in values])
+
+    async def purge_instance(self, instance_id: str) -> list[tuple[str, Member]]:
+        """Drop every member an instance left behind (it died); returns (channel, member)
+        for each user who is now gone from that channel."""
+        gone: list[tuple[str, Member]] = []
+        for raw in await self.client.smembers(self.channels_key):
+            channel = raw.decode() if isinstance(raw, bytes) else str(raw)
+            async with self._in_flight:
+                values = await self._purge(keys=[self._key(channel), self.channels_key],
+                                           args=[f"{instance_id}:", channel])
+            gone.extend((channel, self._decode(v)) for v in values)
+        return gone

@@ -17,7 +17,7 @@ import tempfile
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
-from broadcaster.sources import source_from_url
+from broadcaster.sources import source_from_url, url_scheme
 from broadcaster.sources.memory import MemorySource
 from channel_auth import ChannelAuthorizer
 from channel_auth.cache import CachingAuthorizer
@@ -28,6 +28,7 @@ from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 from .api import HttpApi
 from .bundle import ClientBundle
 from .channels import ChannelHandler
+from .cluster import Cluster
 from .config import Config, ConfigError, ensure_dev_client
 from .errors import ErrorLog
 from .hub import Hub
@@ -35,7 +36,7 @@ from .ingest import SourceRunner
 from .metrics import CONTENT_TYPE, MeasuredAuthorizer, Metrics, metrics_token_ok
 from .presence import Member, MemoryPresenceStore, RedisPresenceStore
 from .rooms import Rooms
-from .state import LocalState
+from .state import ClusterState, LocalState, local_snapshot
 from .status_page import StatusPage
 from .transport.engine import EngineOptions, EngineServer
 from .transport.http import HttpConnection, Request, Response, RouteResult, encode_response
@@ -56,9 +57,9 @@ class EchoServer:
         self.memory = MemorySource()
         self.sockets = SocketServer(handler=None)  # type: ignore[arg-type]
         self.hub = Hub(self.rooms, self.sockets.sockets)
-        self.instance_id = instance_id or str(config.raw.get("instanceId") or "") or \
-            secrets.token_hex(6)
+        self.instance_id = instance_id or config.instance_id or secrets.token_hex(6)
         self._redis: Any = None  # client for presence and publishPresence, when used
+        self.cluster: Cluster | None = None
         self.metrics: Metrics | None = None
         self.authorizer = MeasuredAuthorizer(authorizer or build_authorizer(config),
                                              lambda: self.metrics)
@@ -149,6 +150,10 @@ class EchoServer:
                 await asyncio.wait_for(runner.stop(), timeout / 2)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.channels.drain(), timeout / 4)
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.cluster.stop(), timeout / 4)
+            self.cluster = None
         for closable in (self.authorizer, self.authenticator):
             close = getattr(closable, "close", None)
             if close is not None:
@@ -189,11 +194,29 @@ class EchoServer:
                         "answer (%s)", c.redis_url, exc)
             return
         self._redis = client
+        store = None
         if c.presence_backend == "redis":
-            self.channels.presence = RedisPresenceStore(client, key_prefix=c.key_prefix,
-                                                        instance_id=self.instance_id)
+            store = RedisPresenceStore(client, key_prefix=c.key_prefix,
+                                       instance_id=self.instance_id)
+            self.channels.presence = store
         if c.publish_presence:
             self.channels.on_presence_change = self._publish_presence
+        if c.cluster_enabled and c.presence_backend == "redis":
+            await self._start_cluster(client, store)
+
+    async def _start_cluster(self, client: Any, store: RedisPresenceStore | None) -> None:
+        """Instances sharing this Redis behave as one: relay, liveness, cluster figures."""
+        c = self.config
+        local = self.state
+        self.cluster = Cluster(
+            client, c.redis_url, self.instance_id, key_prefix=c.key_prefix,
+            heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
+            emit_local=self.hub.emit_to_room, snapshot=lambda: local_snapshot(local),
+            presence=store)
+        await self.cluster.start()
+        self.channels.emit_room = self.cluster.emit
+        self.state = ClusterState(local, self.cluster.peers)
+        self.api.state = self.state
 
     async def _publish_presence(self, channel: str, members: list[Member]) -> None:
         """``databaseConfig.publishPresence``: the reference's message, minus socket ids."""
@@ -205,9 +228,18 @@ class EchoServer:
 
     # -- sources ----------------------------------------------------------------
     def _start_sources(self) -> None:
+        """The in-process bus (the HTTP API's) always; then every configured source URL."""
         self.runners.append(SourceRunner(self.memory, self.hub.deliver))
-        if self.config.subscribers_redis:
-            source = source_from_url(self.config.redis_url, key_prefix=self.config.key_prefix)
+        for url in self.config.source_urls:
+            if url_scheme(url) == "memory":
+                continue  # that is self.memory, already running
+            source = source_from_url(url, key_prefix=self.config.key_prefix,
+                                     instance_id=self.instance_id)
+            if source.kind == "redis-stream" and self.config.instance_id is None:
+                log.warning("%s: no instanceId / ECHO_INSTANCE_ID is configured, so this run "
+                            "reads the stream as the new instance %r: nothing published while "
+                            "it was down is replayed, and each start leaves a consumer group "
+                            "behind", source.display_url, self.instance_id)
             source.on_bad_message = self.errors.report
             self.runners.append(SourceRunner(source, self.hub.deliver, on_down=self._source_down))
         for runner in self.runners:
@@ -217,11 +249,12 @@ class EchoServer:
         url = runner.health.url
         if runner.health.outages == 1 and runner.health.events == 0:
             app = self.config.clients[0] if self.config.clients else {}
+            what = {"postgres": "PostgreSQL"}.get(runner.health.kind, "Redis")
             log.warning(
-                "Redis is not reachable at %s (%s). Serving with the in-memory bus: publish with "
-                "POST /apps/%s/events. Start Redis or set databaseConfig.redis in "
-                "laravel-echo-server.json; retrying in the background and switching over when "
-                "it answers.", url, exc, app.get("appId", "<appId>"))
+                "%s is not reachable at %s (%s). Serving with the in-memory bus: publish with "
+                "POST /apps/%s/events. Start %s or fix the source in laravel-echo-server.json "
+                "(databaseConfig.redis or sources); retrying in the background and switching "
+                "over when it answers.", what, url, exc, app.get("appId", "<appId>"), what)
         else:
             log.warning("event source %s is unreachable (%s); retrying in the background",
                         url, exc)

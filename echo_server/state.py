@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from typing import Protocol
+from typing import Any, Protocol
 
 from .presence import Member, PresenceStore
 from .rooms import Rooms
@@ -65,3 +65,40 @@ def rss_bytes() -> int:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class ClusterState(LocalState):
+    """This instance's live figures plus the latest snapshot of every other live instance
+    (heartbeat-old at most), so `/status` and `/channels` count the whole cluster."""
+
+    def __init__(self, local: LocalState, peers: PeersRef) -> None:
+        super().__init__(local.rooms, local.engine, local._presence)
+        self.started = local.started
+        self._peers = peers
+
+    async def connection_count(self) -> int:
+        own = await super().connection_count()
+        return own + sum(int(p.get("connections", 0)) for p in await self._peers())
+
+    async def channel_counts(self, prefix: str = "") -> dict[str, int]:
+        counts = await super().channel_counts(prefix)
+        for peer in await self._peers():
+            for name, count in (peer.get("channels") or {}).items():
+                if name.startswith(prefix):
+                    counts[name] = counts.get(name, 0) + int(count)
+        return counts
+
+    async def channel_count(self, channel: str) -> int:
+        own = await super().channel_count(channel)
+        return own + sum(int((p.get("channels") or {}).get(channel, 0))
+                         for p in await self._peers())
+
+
+class PeersRef(Protocol):
+    async def __call__(self) -> list[dict[str, Any]]: ...
+
+
+def local_snapshot(state: LocalState) -> dict[str, Any]:
+    """What this instance tells the others about itself at each heartbeat."""
+    return {"connections": len(state.engine.sessions), "channels": state.rooms.counts(),
+            "at": time.time()}

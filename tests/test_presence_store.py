@@ -133,8 +133,8 @@ async def test_redis_layout(redis: aioredis.Redis, prefix: str) -> None:
     await a.join(CHANNEL, "same-id", Member(1, {"on": "a"}))
     joined = await b.join(CHANNEL, "same-id", Member(2, {"on": "b"}))
     assert joined.first_for_user and len(joined.members) == 2
-    assert [k async for k in redis.scan_iter(match=prefix + "*")] == \
-        [f"{prefix}presence:{CHANNEL}".encode()]
+    assert sorted([k async for k in redis.scan_iter(match=prefix + "*")]) == \
+        [f"{prefix}presence-channels".encode(), f"{prefix}presence:{CHANNEL}".encode()]
     left = await a.leave(CHANNEL, "same-id")
     assert left.member is not None and left.member.user_id == 1 and left.last_for_user
     assert _users(await b.members(CHANNEL)) == [(2, {"on": "b"})]

@@ -1,0 +1,214 @@
+"""Three instances on one Redis behave as one server: broadcasts once per client,
+toOthers wherever the sender sits, whispers and presence across instances,
+cluster-wide API figures, and the members of a killed instance leaving in time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+
+from echo_server.server import EchoServer
+from tests.conftest import free_port, laravel_message, requires_node, server_url
+from tests.support.auth_backend import AuthBackend, AuthCall
+from tests.support.waits import wait_member
+
+pytestmark = requires_node
+
+FAST_CLUSTER = {"heartbeatInterval": 100, "livenessTtl": 400}
+STACKS = ["echo1-sio2", "echo2-sio2", "echo2-sio4"]
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"app{secrets.token_hex(3)}_database_"
+
+
+def _as_member(call: AuthCall) -> dict[str, Any]:
+    user_id = json.loads(call.headers["X-User-Id"])
+    return {"channel_data": {"user_id": user_id, "user_info": {"name": f"user {user_id}"}}}
+
+
+def _options(auth_backend: AuthBackend, prefix: str) -> dict[str, Any]:
+    return {"authHost": auth_backend.url, "database": "redis",
+            "databaseConfig": {"redis": {"keyPrefix": prefix}}, "cluster": FAST_CLUSTER}
+
+
+async def _three(make_server, auth_backend: AuthBackend, prefix: str) -> list[EchoServer]:
+    servers = [await make_server(_options(auth_backend, prefix)) for _ in range(3)]
+    assert all(s.cluster is not None for s in servers)
+    return servers
+
+
+async def _client(node_client, server: EchoServer, stack: str, user: int | None = None) -> tuple:
+    kwargs: dict[str, Any] = {"transports": "websocket"}
+    if user is not None:
+        kwargs["auth_headers"] = {"X-User-Id": json.dumps(user)}
+    client = await node_client(stack, server_url(server), **kwargs)
+    connected = await client.expect("connected")
+    return client, connected["socketId"]
+
+
+async def test_broadcasts_and_to_others_across_instances(make_server, node_client,
+                                                         redis: aioredis.Redis,
+                                                         auth_backend: AuthBackend,
+                                                         prefix: str) -> None:
+    servers = await _three(make_server, auth_backend, prefix)
+    clients = []
+    for server, stack in zip(servers, STACKS, strict=True):
+        client, socket_id = await _client(node_client, server, stack)
+        await client.command({"cmd": "channel", "channel": "leads-management",
+                              "listen": [".lead.assigned"]})
+        await wait_member(server, "leads-management", socket_id)
+        clients.append((client, socket_id))
+
+    sender_id = clients[0][1]
+    await redis.publish(prefix + "leads-management",
+                        laravel_message("lead.assigned", {"n": 1}, socket_id=sender_id))
+    await redis.publish(prefix + "leads-management", laravel_message("lead.assigned", {"n": 2}))
+    for index, (client, _) in enumerate(clients):
+        first = await client.expect("event", event=".lead.assigned")
+        # Each client gets each broadcast exactly once; the sender skips the toOthers one.
+        assert first["data"]["n"] == (2 if index == 0 else 1)
+        if index:
+            second = await client.expect("event", event=".lead.assigned")
+            assert second["data"]["n"] == 2
+        await client.expect_none("event", within=0.2, event=".lead.assigned")
+
+
+async def test_whispers_and_presence_across_instances(make_server, node_client,
+                                                      auth_backend: AuthBackend,
+                                                      prefix: str) -> None:
+    auth_backend.rules["presence-room"] = _as_member
+    servers = await _three(make_server, auth_backend, prefix)
+    a, a_id = await _client(node_client, servers[0], "echo1-sio2", user=1)
+    await a.command({"cmd": "join", "channel": "room", "whisper_listen": ["typing"]})
+    await a.expect("presence_here")
+    b, b_id = await _client(node_client, servers[1], "echo2-sio4", user=2)
+    await b.command({"cmd": "join", "channel": "room", "whisper_listen": ["typing"]})
+    here = await b.expect("presence_here")
+    assert [u["name"] for u in here["users"]] == ["user 2", "user 1"]
+    # A (instance 0) hears B (instance 1) joining.
+    joined = await a.expect("presence_joining")
+    assert joined["user"] == {"name": "user 2"}
+
+    # The second tab of user 1, on the third instance: one member, no joining.
+    c, c_id = await _client(node_client, servers[2], "echo2-sio2", user=1)
+    await c.command({"cmd": "join", "channel": "room", "whisper_listen": ["typing"]})
+    here = await c.expect("presence_here")
+    assert sorted(u["name"] for u in here["users"]) == ["user 1", "user 2"]
+
+    # A whisper from instance 1 reaches instances 0 and 2, not its sender.
+    await b.command({"cmd": "whisper", "channel": "room", "event": "typing",
+                     "data": {"who": 2}})
+    assert (await a.expect("whisper", event="typing"))["data"] == {"who": 2}
+    assert (await c.expect("whisper", event="typing"))["data"] == {"who": 2}
+    await b.expect_none("whisper", within=0.2)
+    await b.expect_none("presence_joining", within=0.0)
+
+    # User 1 closes one tab: still a member. Closes the other: leaving, on instance 1.
+    await a.close()
+    await b.expect_none("presence_leaving", within=0.3)
+    await c.close()
+    left = await b.expect("presence_leaving")
+    assert left["user"] == {"name": "user 1"}
+    assert {m.user_id for m in await servers[1].channels.presence.members("presence-room")} \
+        == {2}
+    del a_id, b_id, c_id
+
+
+async def test_api_reports_the_whole_cluster(make_server, node_client,
+                                             auth_backend: AuthBackend, prefix: str) -> None:
+    servers = await _three(make_server, auth_backend, prefix)
+    for server, stack in zip(servers, STACKS, strict=True):
+        client, socket_id = await _client(node_client, server, stack)
+        await client.command({"cmd": "channel", "channel": "leads-management", "listen": []})
+        await wait_member(server, "leads-management", socket_id)
+    base = server_url(servers[0])
+    async with aiohttp.ClientSession() as http:
+        async def figures() -> tuple[int, dict]:
+            async with http.get(f"{base}/apps/test-app/status?auth_key=test-key") as r:
+                status = await r.json()
+            async with http.get(f"{base}/apps/test-app/channels?auth_key=test-key") as r:
+                channels = await r.json()
+            return status["subscription_count"], channels["channels"]
+
+        deadline = time.monotonic() + 5
+        while True:
+            count, channels = await figures()
+            if count == 3 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert count == 3
+        assert channels["leads-management"] == {"subscription_count": 3, "occupied": True}
+        async with http.get(f"{base}/apps/test-app/channels/leads-management"
+                            "?auth_key=test-key") as r:
+            assert (await r.json())["subscription_count"] == 3
+
+
+async def test_members_of_a_killed_instance_leave(tmp_path: Path, make_server, node_client,
+                                                  redis_url: str, auth_backend: AuthBackend,
+                                                  prefix: str) -> None:
+    """kill -9 of an instance: its presence members are removed and their leaving is
+    announced on the survivors within the liveness TTL plus a heartbeat."""
+    auth_backend.rules["presence-room"] = _as_member
+    survivor = await make_server(_options(auth_backend, prefix))
+    port = free_port()
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(redis_url)
+    options = _options(auth_backend, prefix)
+    options["databaseConfig"]["redis"].update({"host": parts.hostname, "port": parts.port})
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps(
+        {"host": "127.0.0.1", "port": port, "clients": [{"appId": "a", "key": "k"}],
+         **options}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LARAVEL_ECHO_SERVER_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "echo_server", "start", "--dir", str(tmp_path),
+        cwd=str(tmp_path), env=env, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def up() -> bool:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/") as response:
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+            deadline = time.monotonic() + 15
+            while not await up():
+                assert time.monotonic() < deadline, "the second instance did not start"
+                await asyncio.sleep(0.05)
+
+        watcher, _ = await _client(node_client, survivor, "echo2-sio4", user=1)
+        await watcher.command({"cmd": "join", "channel": "room"})
+        await watcher.expect("presence_here")
+        doomed = await node_client("echo1-sio2", f"http://127.0.0.1:{port}",
+                                   transports="websocket", reconnection=False,
+                                   auth_headers={"X-User-Id": "2"})
+        await doomed.expect("connected")
+        await doomed.command({"cmd": "join", "channel": "room"})
+        await watcher.expect("presence_joining")
+
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        killed_at = time.monotonic()
+        left = await watcher.expect("presence_leaving", timeout=10)
+        assert left["user"] == {"name": "user 2"}
+        assert time.monotonic() - killed_at < 0.4 + 0.1 + 2.0
+        members = await survivor.channels.presence.members("presence-room")
+        assert [m.user_id for m in members] == [1]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
