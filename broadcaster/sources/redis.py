@@ -23,6 +23,8 @@ log = logging.getLogger("broadcaster.redis")
 _LARAVEL_PREFIX = re.compile(r"^([a-z0-9_]+_database_|[a-z0-9-]+-database-)(.+)$")
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 MAX_BATCH = 1000
+# Channels of echo-server's own traffic between instances; never routed to clients.
+INTERNAL_PREFIX = b"echo-server#"
 
 
 class RedisPubSubSource(EventSource):
@@ -63,6 +65,8 @@ class RedisPubSubSource(EventSource):
         return batch
 
     def _decode(self, raw_channel: bytes, data: bytes) -> BroadcastEvent | None:
+        if raw_channel.startswith(INTERNAL_PREFIX):
+            return None  # the server's own cross-instance traffic, not a broadcast
         try:
             channel = raw_channel.decode("utf-8")[len(self.key_prefix):]
         except UnicodeDecodeError:

@@ -140,6 +140,11 @@ class RedisSubscriber:
         if not (isinstance(reply, list) and reply and reply[0] == b"psubscribe"):
             raise RedisReplyError(f"unexpected reply to PSUBSCRIBE: {reply!r}")
 
+    async def subscribe(self, channel: str) -> None:
+        reply = await self._call("SUBSCRIBE", channel)
+        if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
+            raise RedisReplyError(f"unexpected reply to SUBSCRIBE: {reply!r}")
+
     async def read(self, limit: int) -> list[Any]:
         """The replies available now (at least one), or raise when the link is gone."""
         protocol = self._require()
