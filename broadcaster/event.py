@@ -7,9 +7,12 @@ one frame per event, however many clients receive it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .jsoncodec import dumps, loads
+from .phpjson import php_json_encode
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,3 +55,61 @@ def parse_laravel_message(channel: str, payload: bytes | str) -> BroadcastEvent:
         data=dumps(data),
         socket=socket if isinstance(socket, str) and socket else None,
     )
+
+
+# --------------------------------------------------------------------------- publishing
+
+def laravel_data(data: Mapping[str, Any] | None, socket: str | None) -> dict[str, Any]:
+    """``BroadcastEvent::getPayloadFromEvent``: ``array_merge(broadcastWith(), ['socket' => ...])``,
+    so ``socket`` is the last key unless the payload already had one (whose place it keeps)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise TypeError(f"event data must be a mapping (Laravel's broadcastWith() array), "
+                        f"not {type(data).__name__}")
+    payload = dict(data)
+    payload["socket"] = socket
+    return payload
+
+
+def encode_laravel_message(event: str, data: Mapping[str, Any] | None,
+                           socket: str | None = None) -> str:
+    """The exact text RedisBroadcaster::broadcast() publishes: ``json_encode(['event' => ...,
+    'data' => $payload, 'socket' => Arr::pull($payload, 'socket')])``; ``data`` is evaluated
+    before the pull, which is why ``socket`` is in ``data`` too."""
+    return php_json_encode({"event": event, "data": laravel_data(data, socket),
+                            "socket": socket})
+
+
+def encode_routed_message(channels: Sequence[str], event: str, data: Mapping[str, Any] | None,
+                          socket: str | None = None) -> str:
+    """Laravel's message plus the Echo channels it goes to, for transports whose own channel
+    names cannot be Echo's (PostgreSQL NOTIFY; one stream for every channel)."""
+    return php_json_encode({"channels": list(channels), "event": event,
+                            "data": laravel_data(data, socket), "socket": socket})
+
+
+def parse_routed_message(payload: bytes | str | Mapping[str, Any]) -> list[BroadcastEvent]:
+    """``{"channels": [...], "event", "data", "socket"}``: one event per channel."""
+    if isinstance(payload, Mapping):
+        message: Any = payload
+    else:
+        try:
+            message = loads(payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadMessage("bad_json", f"not JSON: {exc}") from None
+    if not isinstance(message, Mapping):
+        raise BadMessage("bad_message", "not a JSON object")
+    channels = message.get("channels")
+    if isinstance(channels, str):
+        channels = [channels]
+    if not (isinstance(channels, list) and channels
+            and all(isinstance(c, str) and c for c in channels)):
+        raise BadMessage("bad_message", "'channels' must be a non-empty list of channel names")
+    event = message.get("event")
+    if not isinstance(event, str) or not event:
+        raise BadMessage("bad_message", "no string 'event'")
+    socket = message.get("socket")
+    socket = socket if isinstance(socket, str) and socket else None
+    data = dumps(message.get("data"))
+    return [BroadcastEvent(channel, event, data, socket) for channel in channels]

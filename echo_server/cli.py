@@ -508,6 +508,60 @@ def cmd_install_client(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- publish
+
+
+def _publish_url(config: cfg.Config) -> str:
+    """The config's first Redis source (what Laravel would publish to), else its first
+    source another process can reach."""
+    from broadcaster.sources import url_scheme
+
+    urls = [url for url in config.source_urls if url_scheme(url) != "memory"]
+    redis = [url for url in urls if url_scheme(url).startswith(("redis", "unix"))]
+    if not (redis or urls):
+        raise CliError("the config has no source to publish to (no Redis, no `sources`); "
+                       "give one with --source URL")
+    return (redis or urls)[0]
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Publish one event as the Laravel app (or a service using `broadcaster`) would."""
+    import asyncio
+
+    from broadcaster import Broadcaster
+    from broadcaster.sources.base import display_url
+
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as error:
+        raise CliError(f"the event data is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise CliError("the event data must be a JSON object (Laravel's broadcastWith() array)")
+    options: dict[str, Any] = {}
+    if args.source:
+        url = args.source
+    else:
+        # Only the source matters here: the config's notices are for `start`.
+        logging.getLogger(cfg.logger.name).setLevel(logging.ERROR)
+        config = cfg.load_config(args.config, args.dir)
+        url = _publish_url(config)
+        options["key_prefix"] = config.key_prefix
+
+    async def publish() -> None:
+        async with Broadcaster(url, **options) as broadcaster:
+            await broadcaster.publish(args.channel, args.event, data, socket=args.socket)
+
+    try:
+        asyncio.run(publish())
+    except (OSError, ValueError) as error:
+        raise CliError(f"publishing to {display_url(url)} failed: {error}") from None
+    except Exception as error:  # the driver's own errors (redis, asyncpg)
+        raise CliError(f"publishing to {display_url(url)} failed: "
+                       f"{type(error).__name__}: {error}") from None
+    print(f"Published {args.event} on {args.channel} via {display_url(url)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -590,6 +644,19 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("app_id", nargs="?", default=None, metavar="id")
         _add_location(sub)
         sub.set_defaults(handler=handler)
+
+    publish = subparsers.add_parser(
+        "publish", help="publish an event (as Laravel's broadcaster would) to the config's source"
+    )
+    publish.add_argument("channel", help="Echo channel, e.g. leads-management or "
+                         "private-admin-dashboard.5")
+    publish.add_argument("event", help="event name, e.g. lead.assigned")
+    publish.add_argument("data", nargs="?", default="{}", help="JSON object (default {})")
+    publish.add_argument("--socket", default=None, help="sender's socket id (left out: toOthers)")
+    publish.add_argument("--source", default=None, help="source URL (default: the config's "
+                         "first Redis source), e.g. redis://127.0.0.1:6379/0?prefix=laravel_database_")
+    _add_location(publish)
+    publish.set_defaults(handler=cmd_publish)
 
     install = subparsers.add_parser(
         "install-client", help="fetch the socket.io-client browser bundle with npm"

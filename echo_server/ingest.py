@@ -56,9 +56,22 @@ class SourceRunner:
             self._task = None
         await self.source.close()
 
+    async def _ack(self, batch: list[BroadcastEvent]) -> None:
+        """Confirm a delivered batch even when the runner is being stopped right now: an
+        acknowledgement cut off here would make a restarted instance deliver it again."""
+        ack = asyncio.ensure_future(self.source.ack(batch))
+        try:
+            await asyncio.shield(ack)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ack, 2.0)
+            raise
+
     async def _run(self) -> None:
         attempt = 0
         down = False
+        # Only sources that can replay (streams) confirm; the others skip the extra await.
+        acks = type(self.source).ack is not EventSource.ack
         while True:
             try:
                 await self.source.connect()
@@ -76,6 +89,8 @@ class SourceRunner:
                     if batch:
                         self.health.events += len(batch)
                         self.deliver(batch)
+                    if acks:
+                        await self._ack(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any driver failure means "reconnect"

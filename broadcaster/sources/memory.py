@@ -1,22 +1,39 @@
 """The in-process bus: fed by the HTTP API and by tests, and the embedded
-default when no Redis is reachable."""
+default when no Redis is reachable.
+
+``memory://[name]`` names a bus within the process: a ``Broadcaster("memory://")`` reaches
+every memory source of that name (each server embedded in this process, like every instance
+subscribed to one Redis), which is what tests and in-process embedding need.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from ..event import BroadcastEvent
-from .base import EventSource
+from ..event import BroadcastEvent, laravel_data
+from ..jsoncodec import dumps
+from .base import EventSource, Publisher
+
+_BUSES: dict[str, weakref.WeakSet[MemorySource]] = {}
+
+
+def _bus_name(url: str) -> str:
+    return url.split("://", 1)[1].split("?", 1)[0].strip("/") if "://" in url else ""
 
 
 class MemorySource(EventSource):
     kind = "memory"
 
-    def __init__(self, url: str = "memory://", max_pending: int = 100_000) -> None:
+    def __init__(self, url: str = "memory://", max_pending: int = 100_000,
+                 **options: Any) -> None:
         super().__init__(url)
         self._pending: list[BroadcastEvent] = []
         self._max_pending = max_pending
         self._ready = asyncio.Event()
+        _BUSES.setdefault(_bus_name(url), weakref.WeakSet()).add(self)
 
     def publish(self, event: BroadcastEvent) -> bool:
         """Queue an event; False when the bound is reached (the caller reports it)."""
@@ -41,3 +58,22 @@ class MemorySource(EventSource):
 
     async def close(self) -> None:
         pass
+
+
+class MemoryPublisher(Publisher):
+    """Publishes to every memory source of the bus named in the URL, in this process.
+
+    The data is encoded as the server would re-encode it from Redis, so what a client
+    receives does not depend on the transport."""
+
+    def __init__(self, url: str = "memory://", **options: Any) -> None:
+        super().__init__(url)
+        self.name = _bus_name(url)
+
+    async def publish(self, channels: Sequence[str], event: str,
+                      data: Mapping[str, Any] | None, socket: str | None) -> None:
+        data_json = dumps(laravel_data(data, socket))
+        for source in list(_BUSES.get(self.name, ())):
+            for channel in channels:
+                if not source.publish(BroadcastEvent(channel, event, data_json, socket)):
+                    raise OverflowError(f"memory bus {self.url!r} is full")
