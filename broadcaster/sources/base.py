@@ -82,6 +82,10 @@ def display_url(url: str) -> str:
         query = [(k, "***" if "password" in k else v)
                  for k, v in parse_qsl(parts.query, keep_blank_values=True)]
         parts = parts._replace(query=urlencode(query, safe="*"))
+    if not parts.netloc:
+        # memory://, unix:///path: urlunsplit would drop the "//".
+        text = f"{parts.scheme}://{parts.path}"
+        return text + (f"?{parts.query}" if parts.query else "")
     return urlunsplit(parts)
 
 
