@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Protocol
 from broadcaster.jsoncodec import dumps
 
 from .http import HttpConnection, Request, Response, encode_response
+from .ids import new_id
 from .packets import (
     PacketError,
     decode_binary_payload_v3,
@@ -361,7 +361,7 @@ class EngineServer:
         return Response(204, b"", headers)
 
     def _new_session(self, request: Request, eio: int) -> Session:
-        sid = secrets.token_urlsafe(15)
+        sid = new_id()
         headers = request.headers
         kept = {k: headers[k] for k in KEPT_HEADERS if k in headers}
         query = {k: v for k, v in request.query.items()
@@ -469,7 +469,7 @@ class EngineServer:
                 return refuse(self._reject(request, UNKNOWN_SID))
             if session.ws is not None or session.probe is not None:
                 return refuse(self._reject(request, BAD_REQUEST))
-        transport.write(
+        handshake = (
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept_key(headers["sec-websocket-key"]).encode() +
             b"\r\n\r\n")
@@ -479,10 +479,18 @@ class EngineServer:
         if session is None:
             session = self._new_session(request, _eio_of(request))
             ws.session = session
-            session.ws = ws
-            ws.write(text_frame(self._open_packet(session, [])))
+            # Packets sent while the socket layer opens (EIO3's `40`) are queued as for
+            # polling, then go out with the 101 and the open packet in one write.
+            session.queue.append(self._open_packet(session, []))
             self.listener.on_open(session)
+            opening, session.queue = session.queue, []
+            transport.write(handshake + b"".join(text_frame(p) for p in opening))
+            if session.closed:  # refused while opening: the error packet went out above
+                ws.close()
+            else:
+                session.ws = ws
         else:
+            transport.write(handshake)
             ws.session = session
             session.probe = ws
             session.probe_ok = False

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from broadcaster.jsoncodec import dumps
 
 from .engine import EngineServer, Handshake, Session
+from .ids import new_id
 from .packets import (
     SIO_ACK,
     SIO_BINARY_ACK,
@@ -137,7 +137,7 @@ class SocketServer:
                 log.exception("error handling %r from %s", data[0], socket.id)
         elif ptype == SIO_CONNECT:
             if session.eio == 4 and not socket.connected and not socket.id:
-                socket.id = secrets.token_urlsafe(15)
+                socket.id = new_id()
                 self._connect(socket, packet.data)
         elif ptype == SIO_DISCONNECT:
             session.close("client namespace disconnect")
