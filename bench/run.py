@@ -88,7 +88,7 @@ QUICK = Scale(fanout_clients=200, fanout_events=300, channels=300, channel_event
 
 
 def scenario_names(scale: Scale) -> list[str]:
-    names = ["fanout", "channels", "rate10", "rate100"]
+    names = ["fanout", "fanout2", "channels", "rate10", "rate100"]
     names += [f"idle-{n}" for n in scale.idle]
     names += ["storm-ws", "storm-upgrade", "polling"]
     return names
@@ -648,6 +648,8 @@ class Context:
     opts: Options
     logdir: Path
     figures: dict[str, Any] = field(default_factory=dict)
+    redis_port: int = 0
+    reference_entry: Path | None = None
 
     @property
     def scale(self) -> Scale:
@@ -772,6 +774,61 @@ async def scenario_fanout(ctx: Context) -> None:
         await lg.close()
 
 
+async def _raw_reports(lg: LoadGen, expected: dict[str, int]) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(
+        w.request({"cmd": "report", "expected": expected}, "report", 60) for w in lg.workers)))
+
+
+async def scenario_fanout2(ctx: Context) -> None:
+    """``fanout`` against two instances on the same Redis, the clients split evenly between
+    them: server CPU per delivered message for each instance. Both instances are pinned to the
+    server core (two cores cannot show throughput scaling, one is the load generator's): what
+    this shows is that the cost per delivered message does not grow with instances."""
+    s = ctx.scale
+    second = ServerProcess(ctx.server.kind, ctx.redis_port, ctx.opts.server_cpu,
+                           ctx.reference_entry, ctx.logdir / "instance2")
+    halves = [s.fanout_clients - s.fanout_clients // 2, s.fanout_clients // 2]
+    lgs: list[LoadGen] = []
+    try:
+        for server, clients in zip((ctx.server, second), halves, strict=True):
+            lgs.append(await LoadGen.start(server.url, LoadGenSpec(clients, ctx.version),
+                                           ctx.opts, ctx.logdir))
+        for lg in lgs:
+            await connected_or_fail(lg, 500)
+            await await_ready(ctx, lg, ["bench"])
+        pids = [pid for lg in lgs for pid in lg.pids]
+        servers = (ctx.server, second)
+        before = [snapshot(server.pid, pids) for server in servers]
+        published = await asyncio.to_thread(publish, ctx.redis, KEY_PREFIX, ["bench"],
+                                            s.fanout_events, 0)
+        events = published["per_channel"].get("bench", 0)
+        for lg in lgs:
+            await wait_delivery(lg, lg.spec.clients * events)
+        after = [snapshot(server.pid, pids) for server in servers]
+        if not second.alive():
+            raise BenchError(f"the second {second.kind} instance exited:\n{second.log_tail()}")
+        raw = [await _raw_reports(lg, published["per_channel"]) for lg in lgs]
+        deltas = [delta(b, a) for b, a in zip(before, after, strict=True)]
+        for index, (d, replies) in enumerate(zip(deltas, raw, strict=True), start=1):
+            part = merge_reports(replies)
+            ctx.figures[f"instance{index}"] = {
+                "clients": part["clients"], "delivered": part["received"], "cpu_s": d.cpu,
+                "cpu_utime_stime_s": d.cpu_ticks,
+                "cpu_us_per_msg": d.cpu / part["received"] * 1e6 if part["received"] else None,
+                "lost": part["lost"],
+            }
+        combined = merge_reports(raw[0] + raw[1])
+        total = Delta(deltas[0].wall, deltas[0].cpu + deltas[1].cpu,
+                      deltas[0].cpu_ticks + deltas[1].cpu_ticks, 0, None,
+                      deltas[0].loadgen_cpu)
+        delivery_figures(ctx, published, total, combined)
+        ctx.figures.update({"clients": s.fanout_clients, "instances": 2})
+    finally:
+        await asyncio.gather(*(lg.close() for lg in lgs), return_exceptions=True)
+        ctx.figures["instance2_rss_end_kb"] = rss_kb(second.pid) if second.alive() else None
+        second.stop()
+
+
 async def scenario_channels(ctx: Context) -> None:
     s = ctx.scale
     template = "bench.{i}"
@@ -881,6 +938,7 @@ def scenario_storm(transport: str) -> Callable[[Context], Awaitable[None]]:
 
 SCENARIOS: dict[str, Callable[[Scale], Callable[[Context], Awaitable[None]]]] = {
     "fanout": lambda s: scenario_fanout,
+    "fanout2": lambda s: scenario_fanout2,
     "channels": lambda s: scenario_channels,
     "rate10": lambda s: scenario_rate(10),
     "rate100": lambda s: scenario_rate(100),
@@ -929,6 +987,17 @@ def metrics(names: list[str]) -> list[Metric]:
                 Metric(name, "server CPU µs / delivered msg", _get("cpu_us_per_msg"), 2,
                        "≤ 0.2×", ratio_max=0.2),
                 Metric(name, "latency p99 ms", _get("latency_ms.p99"), 1),
+            ]
+        elif name == "fanout2":
+            rows += [
+                Metric(name, "server CPU µs / delivered msg, instance 1",
+                       _get("instance1.cpu_us_per_msg"), 2),
+                Metric(name, "server CPU µs / delivered msg, instance 2",
+                       _get("instance2.cpu_us_per_msg"), 2),
+                # Informational: each instance pays the per-event cost (read, decode, build
+                # the frame) once, spread over half the recipients; see bench/README.md.
+                Metric(name, "CPU / msg vs one instance (fanout)", _get("vs_fanout"), 2,
+                       ratio=False),
             ]
         elif name == "channels":
             rows.append(Metric(name, "server CPU µs / event (1 recipient)",
@@ -1079,7 +1148,8 @@ async def run_one(server_kind: str, version: str, name: str, opts: Options,
     server = ServerProcess(server_kind, redis_server.port, opts.server_cpu, reference_entry,
                            rundir)
     client = redis.Redis.from_url(redis_server.url)
-    ctx = Context(server, client, version, opts, rundir)
+    ctx = Context(server, client, version, opts, rundir, redis_port=redis_server.port,
+                  reference_entry=reference_entry)
     started = time.monotonic()
     try:
         await scenario_runner(name, opts.scale)(ctx)
@@ -1105,6 +1175,8 @@ def summary_line(name: str, key: str, figures: dict[str, Any]) -> str:
     for label, path, digits in (("cpu s", "cpu_s", 3),
                                 ("utime+stime s", "cpu_utime_stime_s", 2),
                                 ("cpu/msg µs", "cpu_us_per_msg", 2),
+                                ("instance 1 cpu/msg µs", "instance1.cpu_us_per_msg", 2),
+                                ("instance 2 cpu/msg µs", "instance2.cpu_us_per_msg", 2),
                                 ("cpu/conn µs", "cpu_us_per_conn", 0),
                                 ("KB/conn", "kb_per_conn", 2),
                                 ("cpu %", "cpu_pct", 0),
@@ -1178,6 +1250,12 @@ async def main_async(args: argparse.Namespace) -> int:
         finally:
             redis_server.stop()
 
+    for key, figures in results.get("fanout2", {}).items():
+        # The busier-looking instance against the one-instance run of the same clients.
+        one = _get("cpu_us_per_msg")(results.get("fanout", {}).get(key, {}))
+        two = [v for v in (_get(f"instance{i}.cpu_us_per_msg")(figures) for i in (1, 2)) if v]
+        if one and len(two) == 2:
+            figures["vs_fanout"] = max(two) / one
     table = render_table(names, results, columns)
     command = "python bench/run.py " + " ".join(sys.argv[1:])
     notes = []
@@ -1232,8 +1310,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description="echo-server vs laravel-echo-server 1.6.3 (see bench/README.md)")
     parser.add_argument("--quick", action="store_true", help="small counts, under 3 minutes")
-    parser.add_argument("--only", help="comma-separated scenarios (fanout, channels, rate10, "
-                        "rate100, idle-N, storm-ws, storm-upgrade, polling)")
+    parser.add_argument("--only", help="comma-separated scenarios (fanout, fanout2, channels, "
+                        "rate10, rate100, idle-N, storm-ws, storm-upgrade, polling)")
     parser.add_argument("--servers", default="echo-server,reference")
     parser.add_argument("--client-versions", default="2,4",
                         help="socket.io-client majors for echo-server (the reference: 2 only)")

@@ -1,6 +1,7 @@
 """`echo-server`: the reference's command line (`start`, `stop`, `init`, `client:add`,
 `client:remove`) so existing supervisor units, Dockerfiles and scripts keep working, plus
-`install-client` to fetch the socket.io-client bundle the server hands to browsers.
+`install-client` to fetch the socket.io-client bundle the server hands to browsers, and `demo`
+to run the lead-management demo page with its backend.
 """
 
 from __future__ import annotations
@@ -562,6 +563,23 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The seed's lead-management page with its backend, on this machine (see demo.py)."""
+    import asyncio
+
+    from echo_server.demo import run_demo
+
+    try:
+        return asyncio.run(run_demo(host=args.host, port=args.port,
+                                    backend_port=args.backend_port, redis_url=args.redis,
+                                    token_ttl=args.token_ttl))
+    except KeyboardInterrupt:
+        return 130
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -657,6 +675,20 @@ def build_parser() -> argparse.ArgumentParser:
                          "first Redis source), e.g. redis://127.0.0.1:6379/0?prefix=laravel_database_")
     _add_location(publish)
     publish.set_defaults(handler=cmd_publish)
+
+    demo = subparsers.add_parser(
+        "demo", help="run the lead-management demo page and its backend (prints the URL)")
+    demo.add_argument("--port", type=int, default=6001, help="echo-server port (6001)")
+    demo.add_argument("--backend-port", type=int, default=8080,
+                      help="the demo backend's port, the Laravel app's part (8080)")
+    demo.add_argument("--host", default="127.0.0.1", help="listen address of both (127.0.0.1; "
+                      "the demo logs anyone in by ?admin=<id>: keep it on loopback)")
+    demo.add_argument("--redis", default=None, metavar="URL",
+                      help="publish through Redis as Laravel does, e.g. redis://127.0.0.1:6379/0 "
+                      "(default: in-process, no Redis needed)")
+    demo.add_argument("--token-ttl", type=float, default=600.0,
+                      help="seconds a login token lives; the page renews it (600)")
+    demo.set_defaults(handler=cmd_demo)
 
     install = subparsers.add_parser(
         "install-client", help="fetch the socket.io-client browser bundle with npm"

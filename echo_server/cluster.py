@@ -9,6 +9,12 @@ Each instance also keeps a liveness key with a TTL and a snapshot of its
 figures; the HTTP API sums the snapshots of live instances, and the first
 instance to notice that another one died (its liveness key expired) removes
 that instance's presence members and announces their ``presence:leaving``.
+
+The same on Sentinel and on a Redis Cluster: the client (`redis_client.make_client`) follows
+the master or the slot map; the relay's subscriber asks where to connect on every reconnect
+(`subscriber_endpoint`: the master the Sentinels name now, the next Cluster node). On a Cluster
+a plain PUBLISH reaches the subscribers of every node, so any node will do; the keys share one
+hash tag (`key_tag`), so the multi-key reads stay in one slot.
 """
 
 from __future__ import annotations
@@ -21,10 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 from broadcaster.jsoncodec import dumps, loads
-from broadcaster.sources.redis import INTERNAL_PREFIX
+from broadcaster.sources.redis import INTERNAL_PREFIX, subscriber_endpoint
 from broadcaster.sources.redis_wire import RedisSubscriber
 
-from .presence import RedisPresenceStore
+from .presence import LuaScript, RedisPresenceStore, key_tag
 
 log = logging.getLogger("echo_server.cluster")
 
@@ -35,6 +41,17 @@ def relay_channel(key_prefix: str) -> str:
     return f"{INTERNAL_PREFIX.decode()}{key_prefix}relay"
 
 RoomEmitter = Callable[[str, str, str, str | None], int]
+
+# One round trip per batch, on any topology: a Cluster pipeline refuses PUBLISH (it has no key
+# to route by). KEYS[1] is never touched: it only routes the script, on a Cluster, to the node
+# of our hash tag (the one presence and heartbeats need anyway, rather than a random node that
+# may be down), and a PUBLISH on any node reaches the subscribers of every node.
+_PUBLISH_BATCH = """for i = 2, #ARGV do
+  redis.call('publish', ARGV[1], ARGV[i])
+end
+return #ARGV - 1"""
+MAX_RELAY_BATCH = 500
+RELAY_CONNECT_TIMEOUT = 2.0
 
 
 class Cluster:
@@ -55,12 +72,16 @@ class Cluster:
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.channel = relay_channel(key_prefix)
+        self.tag = key_tag(key_prefix)
+        self._publish_batch = LuaScript(client, _PUBLISH_BATCH)
+        # Where the relay subscriber is connected (a server URL), None while it is not.
+        self.relay_server: str | None = None
         self.relayed_in = 0
         self.relayed_out = 0
 
     # -- keys --------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
-        return self.key_prefix + "echo-server:" + ":".join(parts)
+        return self.tag + ":" + ":".join(parts)
 
     @property
     def instances_key(self) -> str:
@@ -111,35 +132,44 @@ class Cluster:
         while True:
             await self._outbox_ready.wait()
             self._outbox_ready.clear()
-            batch, self._outbox = self._outbox, []
-            if not batch:
-                continue
-            try:
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for message in batch:
-                        pipe.publish(self.channel, message)
-                    await pipe.execute()
-                self.relayed_out += len(batch)
-            except Exception as exc:
-                log.warning("cluster relay: could not publish %d messages: %s", len(batch), exc)
+            pending, self._outbox = self._outbox, []
+            for start in range(0, len(pending), MAX_RELAY_BATCH):
+                batch = pending[start:start + MAX_RELAY_BATCH]
+                try:
+                    await self._publish_batch(keys=[self._key("relay")],
+                                              args=[self.channel, *batch])
+                    self.relayed_out += len(batch)
+                except Exception as exc:
+                    log.warning("cluster relay: could not publish %d messages: %s",
+                                len(batch), exc)
 
     async def _receive(self) -> None:
+        """SUBSCRIBE to the relay channel; where is asked again on every reconnect, so a
+        Sentinel failover or a dead Cluster node is one short gap, not a deaf instance."""
+        endpoint = subscriber_endpoint(self.redis_url, RELAY_CONNECT_TIMEOUT)
         delay = 0.1
         while True:
-            subscriber = RedisSubscriber(self.redis_url)
+            subscriber: RedisSubscriber | None = None
             try:
+                subscriber = RedisSubscriber(await endpoint.server_url(), RELAY_CONNECT_TIMEOUT)
                 await subscriber.connect()
+                await endpoint.connected(subscriber)
                 await subscriber.subscribe(self.channel)
+                self.relay_server = subscriber.url
                 delay = 0.1
                 while True:
                     for reply in await subscriber.read(1000):
                         if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
                             self._deliver(reply[2])
             except asyncio.CancelledError:
-                subscriber.close()
+                self.relay_server = None
+                if subscriber is not None:
+                    subscriber.close()
                 raise
             except Exception as exc:
-                subscriber.close()
+                self.relay_server = None
+                if subscriber is not None:
+                    subscriber.close()
                 log.warning("cluster relay subscription lost (%s); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -156,10 +186,34 @@ class Cluster:
 
     # -- liveness and figures ---------------------------------------------------------------
     async def _heartbeat(self) -> None:
+        """Beat, then reap, but only after a full liveness TTL of our own beats landing: when
+        Redis was away (a restart, a Sentinel failover taking longer than the TTL) every
+        liveness key may have expired meanwhile, and the other instances need one TTL to beat
+        again before their silence means anything. Otherwise the first instance back would
+        purge the presence members of every other, live, instance."""
+        healthy_since = last_beat = time.monotonic()
+        failing = False
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
                 await self._beat()
+            except Exception as exc:
+                if not failing:
+                    log.warning("cluster heartbeat failed: %s", exc)
+                failing = True
+                continue
+            now = time.monotonic()
+            if failing:
+                log.info("cluster heartbeat is back")
+            # A failed beat or a beat that took long (redis-py retrying through a failover):
+            # either way our own key may have lapsed, so may everybody's.
+            if failing or now - last_beat > self.liveness_ttl:
+                healthy_since = now
+            failing = False
+            last_beat = now
+            if now - healthy_since < self.liveness_ttl:
+                continue
+            try:
                 await self._reap()
             except Exception as exc:
                 log.warning("cluster heartbeat failed: %s", exc)

@@ -64,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
 # Top-level keys the reference reads although they have no default.
 # Keys the reference does not know, read only when present: ours, documented in the README.
 OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCacheTtl", "jwt",
-                           "channels", "instanceId", "metrics", "sources"})
+                           "channels", "instanceId", "metrics", "sources", "cluster"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -582,12 +582,32 @@ class Config:
 
     @property
     def redis_url(self) -> str:
-        """A redis-py URL for the ioredis options the reference would get."""
+        """A redis-py URL for the ioredis options the reference would get.
+
+        ioredis's Sentinel form (``sentinels: [{host, port}]`` with ``name``, and
+        ``sentinelPassword``) becomes ``redis+sentinel://``; our ``clusterNodes: [{host, port}]``
+        (ioredis takes Cluster nodes in a different constructor the reference never calls)
+        becomes ``redis+cluster://``. ``url`` is taken as given, any of these forms included.
+        """
         options = self.redis_options
         if options.get("url"):
             return str(options["url"])
         db = int(options.get("db") or 0)
         auth = _redis_auth(options.get("username"), options.get("password"))
+        if options.get("sentinels"):
+            hosts = _host_list(options["sentinels"], 26379, "databaseConfig.redis.sentinels")
+            name = options.get("name")
+            if not name or not isinstance(name, str):
+                raise ValueError("databaseConfig.redis.sentinels needs `name`, the master's "
+                                 "name the Sentinels monitor (e.g. \"mymaster\")")
+            query = ""
+            if options.get("sentinelPassword"):
+                query = "?sentinel_password=" + quote(str(options["sentinelPassword"]), safe="")
+            return f"redis+sentinel://{auth}{hosts}/{quote(name, safe='')}/{db}{query}"
+        if options.get("clusterNodes"):
+            hosts = _host_list(options["clusterNodes"], 6379, "databaseConfig.redis.clusterNodes")
+            scheme = "rediss+cluster" if js_truthy(options.get("tls")) else "redis+cluster"
+            return f"{scheme}://{auth}{hosts}"
         if options.get("path"):
             return f"unix://{auth}{quote(str(options['path']))}?db={db}"
         scheme = "rediss" if js_truthy(options.get("tls")) else "redis"
@@ -730,6 +750,26 @@ def _redis_auth(username: Any, password: Any) -> str:
     if password:
         return f"{user}:{quote(str(password), safe='')}@"
     return f"{user}@" if user else ""
+
+
+def _host_list(value: Any, default_port: int, name: str) -> str:
+    """ioredis's ``[{host, port}, ...]`` (or ``"host:port"`` strings) as ``h:p,h2:p2``."""
+    if not isinstance(value, list):
+        raise ValueError(f"{name} must be a list of {{host, port}} objects")
+    hosts: list[str] = []
+    for item in value:
+        if isinstance(item, str):  # "host:port" or "host"; IPv6 only in the object form
+            host, _, port = item.partition(":") if item.count(":") == 1 else (item, "", "")
+        elif isinstance(item, dict):
+            host, port = str(item.get("host") or "127.0.0.1"), str(item.get("port") or "")
+        else:
+            raise ValueError(f"{name} must be a list of {{host, port}} objects")
+        if _is_ipv6(host):
+            host = f"[{host}]"
+        hosts.append(f"{host}:{int(port or default_port)}")
+    if not hosts:
+        raise ValueError(f"{name} is empty")
+    return ",".join(hosts)
 
 
 def _is_ipv6(host: str) -> bool:

@@ -10,17 +10,51 @@ field atomically, so concurrent joins never lose each other (the reference
 rewrites one JSON list per channel with GET then SET and loses members).
 It differs from the reference's ``<keyPrefix><channel>:members`` list, so an
 old and a new server cannot share presence state during a migration.
+
+Every key of echo-server starts with one hash tag per keyPrefix (`key_tag`), so on a Redis
+Cluster they all live in one slot: the scripts touch two keys (the channel's hash and the set
+of presence channels) and the cluster code reads several at once, which a Cluster allows only
+within one slot. Plain Redis and Sentinel use the same layout, so there is one layout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
+
+from redis.exceptions import NoScriptError
+
+
+def key_tag(key_prefix: str) -> str:
+    """``{<keyPrefix>echo}``: the hash tag that starts every key echo-server writes. Braces in
+    the prefix are left out, since a ``}`` would end the tag early (an empty tag would let a
+    Cluster spread the keys over slots)."""
+    return "{" + key_prefix.replace("{", "").replace("}", "") + "echo}"
+
+
+class LuaScript:
+    """EVALSHA, and EVAL when the server does not know the script yet (EVAL caches it there).
+
+    redis-py's `register_script` answers NOSCRIPT with SCRIPT LOAD, which a Cluster client
+    sends to every primary: while any one of them is down, every script would fail, also on
+    the nodes that are up. This way a script only ever talks to the node of its keys."""
+
+    def __init__(self, client: Any, text: str) -> None:
+        self.client = client
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.client.eval(self.text, len(keys), *keys, *args)
 
 
 def user_key(user_id: Any) -> str:
@@ -180,21 +214,22 @@ class RedisPresenceStore(PresenceStore):
                  max_in_flight: int = 32) -> None:
         self.client = client
         self.key_prefix = key_prefix
+        self.tag = key_tag(key_prefix)
         self.instance_id = instance_id
-        self._join = client.register_script(_JOIN)
-        self._leave = client.register_script(_LEAVE)
-        self._purge = client.register_script(_PURGE)
+        self._join = LuaScript(client, _JOIN)
+        self._leave = LuaScript(client, _LEAVE)
+        self._purge = LuaScript(client, _PURGE)
         # redis-py's pool raises instead of waiting beyond max_connections (100 by default):
         # a burst of joins (every tab resubscribing after a restart) or of leaves (a restart)
         # would lose members or leave ghosts. Bursts queue here instead.
         self._in_flight = asyncio.Semaphore(max_in_flight)
 
     def _key(self, channel: str) -> str:
-        return f"{self.key_prefix}presence:{channel}"
+        return f"{self.tag}:presence:{channel}"
 
     @property
     def channels_key(self) -> str:
-        return f"{self.key_prefix}presence-channels"
+        return f"{self.tag}:presence-channels"
 
     def _field(self, socket_id: str) -> str:
         return f"{self.instance_id}:{socket_id}"

@@ -30,6 +30,7 @@ from .bundle import ClientBundle
 from .channels import ChannelHandler
 from .cluster import Cluster
 from .config import Config, ConfigError, ensure_dev_client
+from .demo import DemoFiles
 from .errors import ErrorLog
 from .hub import Hub
 from .ingest import SourceRunner
@@ -77,6 +78,7 @@ class EchoServer:
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
         self.bundle = ClientBundle()
+        self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)
         if config.metrics_enabled:
             self._attach_metrics(Metrics(self))
         self.status_page = StatusPage(self, sample_interval=config.status_sample_interval)
@@ -174,24 +176,25 @@ class EchoServer:
 
     # -- presence -------------------------------------------------------------------
     async def _start_presence(self) -> None:
-        """Redis presence when the config says redis and Redis answers; memory otherwise."""
+        """Redis presence when the config says redis and Redis answers; memory otherwise.
+
+        The client comes from `redis_client.make_client`, so Sentinel and Cluster URLs work
+        here as for the sources (plain Redis keeps its blocking pool)."""
         c = self.config
         wants_redis = c.presence_backend == "redis" or c.publish_presence
         if not wants_redis:
             return
-        import redis.asyncio as aioredis
+        from broadcaster.sources.base import display_url
 
-        # A blocking pool: a burst of presence writes waits for a connection instead of
-        # failing when every connection is busy (redis-py's default pool raises).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            c.redis_url, max_connections=64, timeout=10, socket_connect_timeout=2.0)
-        client = aioredis.Redis(connection_pool=pool)
+        from .redis_client import make_client
+
+        client = make_client(c.redis_url)
         try:
             await client.ping()
         except Exception as exc:
             await client.aclose()
             log.warning("presence is kept in memory for this instance: Redis at %s did not "
-                        "answer (%s)", c.redis_url, exc)
+                        "answer (%s)", display_url(c.redis_url), exc)
             return
         self._redis = client
         store = None
@@ -274,6 +277,8 @@ class EchoServer:
             return self._metrics_response(request)
         if path in StatusPage.PATHS:
             return self.status_page.handle(request)
+        if DemoFiles.matches(path):
+            return self.demo_files.handle(request)
         return self.api.handle(request)
 
     def _upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:

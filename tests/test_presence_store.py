@@ -125,18 +125,19 @@ async def test_overlapping_joins_and_leaves(make_store: StoreFactory) -> None:
 
 
 async def test_redis_layout(redis: aioredis.Redis, prefix: str) -> None:
-    """One hash per channel under the keyPrefix; a socket id is only unique per instance,
-    so two instances' sockets with the same id are two members; the key goes away with
-    its last member."""
+    """One hash per channel, every key behind the keyPrefix's hash tag (one Cluster slot for
+    the multi-key scripts); a socket id is only unique per instance, so two instances' sockets
+    with the same id are two members; the key goes away with its last member."""
     a = RedisPresenceStore(redis, key_prefix=prefix, instance_id="a")
     b = RedisPresenceStore(redis, key_prefix=prefix, instance_id="b")
     await a.join(CHANNEL, "same-id", Member(1, {"on": "a"}))
     joined = await b.join(CHANNEL, "same-id", Member(2, {"on": "b"}))
     assert joined.first_for_user and len(joined.members) == 2
-    assert sorted([k async for k in redis.scan_iter(match=prefix + "*")]) == \
-        [f"{prefix}presence-channels".encode(), f"{prefix}presence:{CHANNEL}".encode()]
+    tag = "{" + prefix + "echo}"
+    assert sorted([k async for k in redis.scan_iter(match="{" + prefix + "*")]) == \
+        [f"{tag}:presence-channels".encode(), f"{tag}:presence:{CHANNEL}".encode()]
     left = await a.leave(CHANNEL, "same-id")
     assert left.member is not None and left.member.user_id == 1 and left.last_for_user
     assert _users(await b.members(CHANNEL)) == [(2, {"on": "b"})]
     await b.leave(CHANNEL, "same-id")
-    assert [k async for k in redis.scan_iter(match=prefix + "*")] == []
+    assert [k async for k in redis.scan_iter(match="{" + prefix + "*")] == []

@@ -22,6 +22,8 @@ SCHEMES: dict[str, tuple[str, str, str]] = {
     "rediss": (_REDIS, "RedisPubSubSource", "RedisPublisher"),
     "unix": (_REDIS, "RedisPubSubSource", "RedisPublisher"),
     "redis+sentinel": (_REDIS, "RedisSentinelSource", "RedisPublisher"),
+    "redis+cluster": (_REDIS, "RedisClusterSource", "RedisPublisher"),
+    "rediss+cluster": (_REDIS, "RedisClusterSource", "RedisPublisher"),
     "redis-stream": (_STREAM, "RedisStreamSource", "RedisStreamPublisher"),
     "rediss-stream": (_STREAM, "RedisStreamSource", "RedisStreamPublisher"),
     "postgres": (_POSTGRES, "PostgresSource", "PostgresPublisher"),

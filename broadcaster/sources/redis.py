@@ -6,16 +6,22 @@ setting means the same thing. The classic gotcha (Laravel prefixes channels
 with ``<app>_database_`` and the echo server was given no ``keyPrefix``) is
 detected and explained once in the log.
 
-URLs: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path?db=0``
-and ``redis+sentinel://[user:password@]host:port[,host2:port2]/service_name[/db]``
-(``?sentinel_password=`` when the Sentinels want one). ``?prefix=`` sets the channel prefix
-in the URL (it wins over ``databaseConfig.redis.keyPrefix``), the same way for the source and
-the publisher.
+URLs: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path?db=0``,
+``redis+sentinel://[user:password@]host:port[,host2:port2]/service_name[/db]``
+(``?sentinel_password=`` when the Sentinels want one) and
+``redis+cluster://[user:password@]host:port[,host2:port2]`` (``rediss+cluster://`` for TLS; a
+Cluster has database 0 only). ``?prefix=`` sets the channel prefix in the URL (it wins over
+``databaseConfig.redis.keyPrefix``), the same way for the source and the publisher.
+
+On a Cluster, a plain ``PUBLISH`` (Laravel's, inside its ``EVAL``) reaches the subscribers of
+every node, so the source subscribes on any one node and moves to another when that one goes
+away.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +31,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from ..event import BadMessage, BroadcastEvent, encode_laravel_message, parse_laravel_message
 from ..jsoncodec import dumps
 from .base import EventSource, Publisher, option_float, split_options
-from .redis_wire import RedisSubscriber
+from .redis_wire import RedisReplyError, RedisSubscriber
 
 log = logging.getLogger("broadcaster.redis")
 
@@ -53,6 +59,7 @@ class RedisPubSubSource(EventSource):
         self.connect_timeout = option_float(url_options, "connect_timeout",
                                             options.get("connect_timeout", 5.0))
         self.options = options
+        self.endpoint = subscriber_endpoint(url, self.connect_timeout)
         self._subscriber: RedisSubscriber | None = None
         self._hinted = False
 
@@ -63,12 +70,13 @@ class RedisPubSubSource(EventSource):
 
     async def server_url(self) -> str:
         """The Redis to subscribe to; Sentinel asks its Sentinels, on every (re)connect."""
-        return self._url
+        return await self.endpoint.server_url()
 
     async def connect(self) -> None:
         await self.close()
         self._subscriber = RedisSubscriber(await self.server_url(), self.connect_timeout)
         await self._subscriber.connect()
+        await self.endpoint.connected(self._subscriber)
 
     async def subscribe(self) -> None:
         assert self._subscriber is not None
@@ -123,6 +131,42 @@ class RedisPubSubSource(EventSource):
 
 # --------------------------------------------------------------------------- Sentinel
 
+SENTINEL_SCHEMES = ("redis+sentinel",)
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _server_url(scheme: str, username: str | None, password: str | None, host: str, port: int,
+                db: int = 0) -> str:
+    auth = ""
+    if password:
+        auth = f"{quote(username or '', safe='')}:{quote(password, safe='')}@"
+    elif username:
+        auth = f"{quote(username, safe='')}@"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{auth}{host}:{port}/{db}"
+
+
+def _parse_hosts(hostlist: str, default_port: int) -> list[tuple[str, int]]:
+    """``host:port[,host2:port2]`` (``[v6]:port`` too), as several-host URLs write them."""
+    hosts: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest.lstrip(":")
+        else:
+            host, _, port = item.partition(":")
+        hosts.append((host, int(port) if port else default_port))
+    return hosts
+
+
 @dataclass(frozen=True)
 class SentinelTarget:
     sentinels: list[tuple[str, int]]
@@ -132,25 +176,30 @@ class SentinelTarget:
     password: str | None = None
     sentinel_password: str | None = None
 
-    def sentinel(self, timeout: float) -> Any:
+    def sentinel(self, timeout: float, **connection_kwargs: Any) -> Any:
+        """A redis-py Sentinel; ``connection_kwargs`` go to the master's connections."""
         from redis.asyncio.sentinel import Sentinel
 
         sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout,
                                            "socket_connect_timeout": timeout}
         if self.sentinel_password:
             sentinel_kwargs["password"] = self.sentinel_password
-        return Sentinel(self.sentinels, sentinel_kwargs=sentinel_kwargs,
-                        socket_timeout=timeout, socket_connect_timeout=timeout)
+        connection_kwargs.setdefault("socket_timeout", timeout)
+        connection_kwargs.setdefault("socket_connect_timeout", timeout)
+        return Sentinel(self.sentinels, sentinel_kwargs=sentinel_kwargs, **connection_kwargs)
+
+    async def discover_master(self, timeout: float) -> tuple[str, int]:
+        """Ask the Sentinels now (no cached answer: this runs on every reconnect)."""
+        sentinel = self.sentinel(timeout)
+        try:
+            host, port = await sentinel.discover_master(self.service)
+        finally:
+            for client in sentinel.sentinels:
+                await client.aclose()
+        return str(host), int(port)
 
     def master_url(self, host: str, port: int) -> str:
-        auth = ""
-        if self.password:
-            auth = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
-        elif self.username:
-            auth = f"{quote(self.username, safe='')}@"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"redis://{auth}{host}:{port}/{self.db}"
+        return _server_url("redis", self.username, self.password, host, port, self.db)
 
 
 def parse_sentinel_url(url: str) -> SentinelTarget:
@@ -159,18 +208,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     parts = urlsplit(url)
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     username, _, password = userinfo.partition(":")
-    sentinels: list[tuple[str, int]] = []
-    for item in hostlist.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            port = rest.lstrip(":") or "26379"
-        else:
-            host, _, port = item.partition(":")
-            port = port or "26379"
-        sentinels.append((host, int(port)))
+    sentinels = _parse_hosts(hostlist, 26379)
     path = [unquote(p) for p in parts.path.split("/") if p]
     if not sentinels or not path:
         raise ValueError(f"{url!r}: expected redis+sentinel://host:port[,host:port]/"
@@ -183,29 +221,164 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
                           sentinel_password=query.get("sentinel_password") or None)
 
 
-class RedisSentinelSource(RedisPubSubSource):
-    """The same subscriber, pointed at whatever master the Sentinels name right now: asked
-    again on every reconnect, so a failover is one short outage, not a dead source."""
+# --------------------------------------------------------------------------- Cluster
 
-    kind = "redis"
+@dataclass(frozen=True)
+class ClusterTarget:
+    nodes: list[tuple[str, int]]
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
 
-    def __init__(self, url: str, key_prefix: str = "", **options: Any) -> None:
-        super().__init__(url, key_prefix, **options)
+    def node_url(self, host: str, port: int) -> str:
+        return _server_url("rediss" if self.tls else "redis", self.username, self.password,
+                           host, port)
+
+    def client(self, **kwargs: Any) -> Any:
+        """A redis-py ``RedisCluster`` seeded with these nodes (it learns the others)."""
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(startup_nodes=[ClusterNode(host, port) for host, port in self.nodes],
+                            username=self.username, password=self.password, ssl=self.tls,
+                            **kwargs)
+
+
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """``redis+cluster://[user:password@]host:port[,host2:port2]`` (``rediss+cluster://`` for
+    TLS): a few nodes of the Cluster to start from. There is no database number: a Cluster has
+    only database 0."""
+    parts = urlsplit(url)
+    if _scheme(url) not in CLUSTER_SCHEMES:
+        raise ValueError(f"{url!r}: expected redis+cluster:// or rediss+cluster://")
+    userinfo, _, hostlist = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    nodes = _parse_hosts(hostlist, 6379)
+    if not nodes:
+        raise ValueError(f"{url!r}: expected redis+cluster://host:port[,host:port]")
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError(f"{url!r}: a Redis Cluster has database 0 only")
+    return ClusterTarget(nodes=nodes, username=unquote(username) or None,
+                         password=unquote(password) or None,
+                         tls=_scheme(url) == "rediss+cluster")
+
+
+def parse_cluster_nodes(reply: Any, default_host: str) -> list[tuple[str, int]]:
+    """The reachable-looking nodes of a ``CLUSTER NODES`` reply (failed, handshaking and
+    address-less nodes left out); a node that does not know its own address reports an
+    empty one, which is the one we talked to."""
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    nodes: list[tuple[str, int]] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or any(flag in fields[2] for flag in ("fail", "noaddr", "handshake")):
+            continue
+        address = fields[1].split("@", 1)[0]
+        host, _, port = address.rpartition(":")
+        if not port.isdigit() or port == "0":
+            continue
+        host = host.strip("[]") or default_host
+        nodes.append((host, int(port)))
+    return nodes
+
+
+# --------------------------------------------------------------------------- where to subscribe
+
+class Endpoint:
+    """The Redis server a subscriber connects to, decided again on every (re)connect: for a
+    plain URL always the same, for Sentinel the master named right now, for a Cluster the next
+    node. So a failover or a dead node costs one reconnect, never a restart."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def server_url(self) -> str:
+        return self.url
+
+    async def connected(self, subscriber: RedisSubscriber) -> None:
+        """Learn what a fresh connection can tell (a Cluster node names the others)."""
+
+
+class SentinelEndpoint(Endpoint):
+    def __init__(self, url: str, connect_timeout: float) -> None:
+        super().__init__(url)
         self.target = parse_sentinel_url(url)
+        self.connect_timeout = connect_timeout
         self.master: tuple[str, int] | None = None
 
     async def server_url(self) -> str:
-        sentinel = self.target.sentinel(self.connect_timeout)
-        try:
-            host, port = await sentinel.discover_master(self.target.service)
-        finally:
-            for client in sentinel.sentinels:
-                await client.aclose()
+        host, port = await self.target.discover_master(self.connect_timeout)
         if self.master is not None and self.master != (host, port):
             log.warning("Sentinel service %r moved from %s:%s to %s:%s", self.target.service,
                         *self.master, host, port)
         self.master = (host, port)
         return self.target.master_url(host, port)
+
+
+class ClusterEndpoint(Endpoint):
+    """Any node will do (a plain PUBLISH reaches every node's subscribers); start at a random
+    one so instances spread over the nodes, and move round the known nodes on each
+    reconnect, so the next attempt after a node died goes elsewhere."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.target = parse_cluster_url(url)
+        self.nodes = list(dict.fromkeys(self.target.nodes))
+        self._next = random.randrange(len(self.nodes))
+        self.node: tuple[str, int] | None = None
+
+    async def server_url(self) -> str:
+        self.node = self.nodes[self._next % len(self.nodes)]
+        self._next = (self._next + 1) % len(self.nodes)
+        return self.target.node_url(*self.node)
+
+    async def connected(self, subscriber: RedisSubscriber) -> None:
+        try:
+            reply = await subscriber.command("CLUSTER", "NODES")
+        except RedisReplyError as exc:
+            if "cluster support disabled" in str(exc):
+                raise RedisReplyError(f"{self.node} is not a Redis Cluster node "
+                                      f"(redis+cluster:// needs one): {exc}") from None
+            # An ACL user without CLUSTER NODES still subscribes; it just knows the seeds only.
+            log.debug("CLUSTER NODES refused (%s); reconnecting to the URL's nodes only", exc)
+            return
+        assert self.node is not None
+        for node in parse_cluster_nodes(reply, self.node[0]):
+            if node not in self.nodes:
+                self.nodes.append(node)
+
+
+def subscriber_endpoint(url: str, connect_timeout: float = 5.0) -> Endpoint:
+    """Where a subscriber for ``url`` connects (our query options are dropped)."""
+    scheme = _scheme(url)
+    if scheme in SENTINEL_SCHEMES:
+        return SentinelEndpoint(url, connect_timeout)
+    if scheme in CLUSTER_SCHEMES:
+        return ClusterEndpoint(url)
+    return Endpoint(split_options(url, OPTIONS)[0])
+
+
+class RedisSentinelSource(RedisPubSubSource):
+    """The same subscriber, pointed at whatever master the Sentinels name right now: asked
+    again on every reconnect, so a failover is one short outage, not a dead source."""
+
+    @property
+    def target(self) -> SentinelTarget:
+        assert isinstance(self.endpoint, SentinelEndpoint)
+        return self.endpoint.target
+
+    @property
+    def master(self) -> tuple[str, int] | None:
+        assert isinstance(self.endpoint, SentinelEndpoint)
+        return self.endpoint.master
+
+
+class RedisClusterSource(RedisPubSubSource):
+    """Subscribed on one node of a Redis Cluster; another one after that node goes away."""
+
+    @property
+    def node(self) -> tuple[str, int] | None:
+        assert isinstance(self.endpoint, ClusterEndpoint)
+        return self.endpoint.node
 
 
 # --------------------------------------------------------------------------- publishing
@@ -236,7 +409,11 @@ class RedisPublisher(Publisher):
 
     def _redis(self) -> Any:
         if self._client is None:
-            if self._url.lower().startswith("redis+sentinel://"):
+            if _scheme(self._url) in CLUSTER_SCHEMES:
+                # PUBLISH and a keyless EVAL may run on any node of a Cluster.
+                self._client = parse_cluster_url(self._url).client(
+                    **publisher_options(self.connect_timeout))
+            elif _scheme(self._url) in SENTINEL_SCHEMES:
                 target = parse_sentinel_url(self.url)
                 self._sentinel = target.sentinel(self.connect_timeout)
                 self._client = self._sentinel.master_for(

@@ -130,6 +130,10 @@ class RedisSubscriber:
             raise RedisReplyError(f"Redis refused {args[0]}: {reply}")
         return reply
 
+    async def command(self, *args: str) -> Any:
+        """One ordinary command before subscribing (a Cluster source asks for the nodes)."""
+        return await self._call(*args)
+
     def _require(self) -> _Protocol:
         if self._protocol is None:
             raise ConnectionError("not connected")

@@ -1,0 +1,230 @@
+// One Laravel Echo instance for echo-server, for either client stack:
+//   laravel-echo 1.x + socket.io-client 2.x (Engine.IO 3), or
+//   laravel-echo 2.x + socket.io-client 3.x/4.x (Engine.IO 4).
+//
+// It sends the handshake token where each stack can carry it (socket.io-client 2 has no
+// connect payload and browsers cannot set websocket headers, so there it travels in the query
+// string; socket.io-client 4 sends it in the CONNECT packet's `auth`), optionally also as the
+// `Authorization: Bearer` header Echo forwards with every subscribe (what /broadcasting/auth
+// sees), and renews it before it expires: `refreshToken()` supplies a new one, which the next
+// (re)connect and the next subscribe use. A live connection keeps the token it was opened
+// with; echo-server closes it when that token expires, and the reconnect carries the new one.
+
+const MAX_TIMER = 2 ** 31 - 1;  // setTimeout fires at once for longer delays
+const AUTH_ERROR = /token|jwt|unauthori[sz]ed|not authorized|forbidden|expired/i;
+
+/**
+ * The socket.io protocol revision of an `io` function: 4 for socket.io-client 2.x (which
+ * exports `protocol` on it), 5 for 3.x/4.x (whose `io` carries no `protocol`; its module does).
+ */
+export function socketIoProtocol(io) {
+    if (typeof io !== 'function') {
+        throw new Error('createEcho: `io` must be the socket.io-client `io` function (2.x, 3.x or 4.x)');
+    }
+    return Number(io.protocol) === 4 ? 4 : 5;
+}
+
+function base64UrlDecode(text) {
+    const base64 = text.replace(/-/g, '+').replace(/_/g, '/');
+    const binary = atob(base64 + '='.repeat((4 - (base64.length % 4)) % 4));
+    return new TextDecoder().decode(Uint8Array.from(binary, (c) => c.charCodeAt(0)));
+}
+
+/** The `exp` of a JWT in ms since the epoch; null for anything that is not a JWT with `exp`. */
+export function tokenExpiry(token) {
+    if (typeof token !== 'string') return null;
+    const parts = token.split('.');
+    if (parts.length !== 3) return null;
+    try {
+        const exp = JSON.parse(base64UrlDecode(parts[1])).exp;
+        return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : null;
+    } catch {
+        return null;
+    }
+}
+
+/**
+ * Create the Echo instance and the token machinery around it.
+ *
+ * options:
+ *   Echo, io         the stack (laravel-echo's default export, socket.io-client's `io`)
+ *   host             echo-server's URL, e.g. 'http://127.0.0.1:6001'
+ *   token            handshake token (JWT) or null
+ *   refreshToken     async (oldToken) => newToken; called `refreshBefore` ms before `exp`
+ *                    (or half-way through a shorter life), and before a reconnect when the
+ *                    token has expired or the server refused it
+ *   refreshBefore    ms (30000)
+ *   refreshRetry     ms between failed refresh attempts (5000)
+ *   bearer           also send the token as `Authorization: Bearer` on channel auth (true)
+ *   authHeaders      more headers for /broadcasting/auth (e.g. X-CSRF-TOKEN)
+ *   echoOptions      anything else for Echo and socket.io (transports, reconnection, ...)
+ *   onTokenRefreshed (token) => void, onTokenError (error) => void
+ *   timers, now      injectable clock for tests
+ */
+export function createEcho(options) {
+    const {
+        Echo, io, host, token = null, refreshToken = null, refreshBefore = 30000,
+        refreshRetry = 5000, bearer = true, authHeaders = {}, echoOptions = {},
+        onTokenRefreshed = null, onTokenError = null, timers = globalThis, now = () => Date.now(),
+    } = options;
+    if (typeof Echo !== 'function') throw new Error('createEcho: `Echo` (laravel-echo) is required');
+    const protocol = socketIoProtocol(io);
+
+    let current = token;
+    let refreshTimer = null;
+    let inflight = null;
+    let refusedForToken = false;
+    let disposed = false;
+
+    // Echo keeps a reference to `auth` (and writes X-CSRF-TOKEN into its headers); socket.io 4
+    // sends that same object as the CONNECT payload, so updating it in place is enough.
+    const auth = { ...(echoOptions.auth || {}) };
+    auth.headers = { ...((echoOptions.auth && echoOptions.auth.headers) || {}), ...authHeaders };
+    const query = { ...(echoOptions.query || {}) };
+    const settings = {
+        broadcaster: 'socket.io',
+        // One Manager per Echo: socket.io-client would otherwise share a cached connection
+        // between instances on the same URL.
+        forceNew: true,
+        ...echoOptions,
+        host,
+        client: io,
+        auth,
+    };
+    if (protocol === 4) settings.query = query;
+
+    function applyToken(value) {
+        if (protocol === 5) {
+            if (value) auth.token = value;
+            else delete auth.token;
+        } else {
+            if (value) query.token = value;
+            else delete query.token;
+        }
+        if (bearer) {
+            if (value) auth.headers.Authorization = `Bearer ${value}`;
+            else delete auth.headers.Authorization;
+        }
+    }
+    applyToken(current);
+
+    const echo = new Echo(settings);
+    const socket = echo.connector.socket;
+
+    function syncManagerQuery() {
+        // socket.io-client 2 reads the query from the Manager's options at each new engine.
+        const managerOpts = protocol === 4 && socket.io && socket.io.opts;
+        if (managerOpts && managerOpts.query && managerOpts.query !== query
+                && typeof managerOpts.query === 'object') {
+            if (current) managerOpts.query.token = current;
+            else delete managerOpts.query.token;
+        }
+    }
+    syncManagerQuery();
+
+    function clearTimer() {
+        if (refreshTimer !== null) timers.clearTimeout(refreshTimer);
+        refreshTimer = null;
+    }
+
+    function later(fn, delay) {
+        clearTimer();
+        refreshTimer = timers.setTimeout(() => {
+            refreshTimer = null;
+            fn();
+        }, Math.min(Math.max(0, delay), MAX_TIMER));
+    }
+
+    function schedule(floor = 0) {
+        clearTimer();
+        if (disposed || !refreshToken || !current) return;
+        const expiry = tokenExpiry(current);
+        if (expiry === null) return;  // opaque token: renewed only when the server refuses it
+        const remaining = expiry - now();
+        const lead = Math.min(refreshBefore, Math.max(remaining, 0) / 2);
+        // `floor` keeps a callback that hands out nearly expired tokens from spinning.
+        later(() => refresh().catch(() => {}), Math.max(remaining - lead, floor));
+    }
+
+    function setToken(value, floor = 0) {
+        current = value || null;
+        refusedForToken = false;
+        applyToken(current);
+        syncManagerQuery();
+        schedule(floor);
+    }
+
+    function refresh() {
+        if (!refreshToken) return Promise.resolve(current);
+        if (inflight) return inflight;
+        inflight = (async () => {
+            try {
+                const fresh = await refreshToken(current);
+                if (typeof fresh !== 'string' || !fresh) {
+                    throw new Error('refreshToken() did not return a token');
+                }
+                const expiry = tokenExpiry(fresh);
+                if (expiry !== null && expiry <= now()) {
+                    throw new Error('refreshToken() returned an expired token');
+                }
+                if (!disposed) {
+                    setToken(fresh, Math.min(refreshRetry, 1000));
+                    if (onTokenRefreshed) onTokenRefreshed(fresh);
+                }
+                return fresh;
+            } catch (error) {
+                if (onTokenError) onTokenError(error);
+                if (!disposed) later(() => refresh().catch(() => {}), refreshRetry);
+                throw error;
+            } finally {
+                inflight = null;
+            }
+        })();
+        return inflight;
+    }
+
+    function expired() {
+        const expiry = tokenExpiry(current);
+        return expiry !== null && expiry <= now();
+    }
+
+    /** Await before opening a connection: the token it carries must be worth sending. */
+    async function beforeConnect() {
+        if (!refreshToken) return;
+        try {
+            if (inflight) await inflight;
+            else if (refusedForToken || expired()) await refresh();
+        } catch {
+            // Connect anyway: the refusal shows up as a connect error and the retry asks again.
+        }
+    }
+
+    // A refusal that names the token means the next attempt needs a new one.
+    const onRefused = (error) => {
+        const message = typeof error === 'string' ? error : (error && error.message) || '';
+        if (AUTH_ERROR.test(message)) refusedForToken = true;
+    };
+    socket.on('connect_error', onRefused);
+    socket.on('error', onRefused);  // socket.io-client 2 reports a refused handshake this way
+
+    schedule();
+
+    return {
+        echo,
+        socket,
+        protocol,
+        get token() { return current; },
+        setToken,
+        refresh,
+        beforeConnect,
+        socketId: () => echo.socketId(),
+        dispose() {
+            if (disposed) return;
+            disposed = true;
+            clearTimer();
+            socket.off('connect_error', onRefused);
+            socket.off('error', onRefused);
+            echo.disconnect();
+        },
+    };
+}

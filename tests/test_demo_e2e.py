@@ -1,0 +1,424 @@
+"""The lead-management demo end to end: the built Vue page (clients/js) served at ``/demo``, its
+backend publishing through ``broadcaster``, two admins in two Chromium contexts, and echo-server
+stopped and started under them. Also ``echo-server demo`` run as a user would, and the ``/demo``
+route's file serving.
+
+Screenshots of each step are kept in ``test-artifacts/demo-*.png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from echo_server.demo import DEMO_DIR, Demo, DemoFiles
+from tests.conftest import ROOT, free_port, server_url
+from tests.support.waits import wait_until
+
+NODE_DIR = ROOT / "tests" / "node"
+DRIVER = NODE_DIR / "demo_e2e.mjs"
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts"
+# Sub-second heartbeats: a dead server shows within about a second.
+FAST_HEARTBEAT = {"pingInterval": 500, "pingTimeout": 500, "upgradeTimeout": 2000}
+# The pages' own backoff, short for the test (the page default is 1 s doubling to 30 s).
+FAST_RETRY = {"retryBase": "150", "retryMax": "500"}
+A, B = 1, 2  # the demo's first two admins
+
+
+def _browser_missing() -> str | None:
+    if not CHROMIUM.exists():
+        return "no /usr/bin/chromium (`apt-get install chromium`; ./scripts/test installs it)"
+    if shutil.which("node") is None:
+        return "no node on PATH"
+    if not (NODE_DIR / "node_modules" / "playwright-core").is_dir():
+        return "playwright-core not installed: run `npm ci --prefix tests/node`"
+    if not (DEMO_DIR / "index.html").is_file():
+        return ("the demo page is not built: `npm ci --prefix clients/js && "
+                "npm run build --prefix clients/js` (./scripts/setup does it)")
+    return None
+
+
+requires_browser = pytest.mark.skipif(_browser_missing() is not None,
+                                      reason=_browser_missing() or "")
+
+
+class DemoBrowser:
+    """``tests/node/demo_e2e.mjs``: pages in headless Chromium, seen through their DOM."""
+
+    def __init__(self) -> None:
+        self.proc: asyncio.subprocess.Process | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.stderr = b""
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            "node", str(DRIVER), cwd=str(NODE_DIR), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            msg = json.loads(raw)
+            future = self._waiting.pop(msg.get("id") or 0, None)
+            if future is not None and not future.done():
+                future.set_result(msg)
+            elif msg.get("type") == "fatal":
+                for pending in self._waiting.values():
+                    pending.set_exception(AssertionError(f"browser driver died: {msg}"))
+        if self.proc.stderr is not None:
+            self.stderr = await self.proc.stderr.read()
+        for pending in self._waiting.values():
+            if not pending.done():
+                pending.set_exception(AssertionError(
+                    f"browser driver exited: {self.stderr.decode(errors='replace')[-2000:]}"))
+
+    async def command(self, cmd: str, *, deadline: float = 20.0, **args: Any) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None
+        ident = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[ident] = future
+        self.proc.stdin.write((json.dumps({"cmd": cmd, "id": ident, **args}) + "\n").encode())
+        await self.proc.stdin.drain()
+        answer = await asyncio.wait_for(future, deadline)
+        if answer.get("type") == "done" and not answer.get("ok"):
+            raise AssertionError(f"{cmd} {args} failed: {answer.get('error')}")
+        return answer
+
+    async def open(self, page: str, url: str) -> dict[str, Any]:
+        return await self.command("open", page=page, url=url)
+
+    async def see(self, page: str, within: float = 5.0, **want: Any) -> dict[str, Any]:
+        """Until page ``page`` shows everything in ``want``; fails with what it showed."""
+        view = await self.command("wait", deadline=within + 10, page=page, want=want,
+                                  timeout=within * 1000)
+        assert view["ok"], f"page {page} never showed {want}; it showed {view}"
+        return view
+
+    async def view(self, page: str) -> dict[str, Any]:
+        return await self.command("view", page=page)
+
+    async def screenshot(self, page: str, name: str) -> Path:
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"demo-{name}.png"
+        path.unlink(missing_ok=True)
+        await self.command("screenshot", page=page, path=str(path))
+        assert path.is_file() and path.stat().st_size > 5_000
+        return path
+
+    async def close(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.returncode is None and self.proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.write(b'{"cmd":"exit"}\n')
+                await self.proc.stdin.drain()
+                self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 10)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._reader, 5)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[DemoBrowser]:
+    driver = DemoBrowser()
+    await driver.start()
+    try:
+        yield driver
+    finally:
+        await driver.close()
+
+
+@pytest.fixture
+async def demo() -> AsyncIterator[Demo]:
+    running = Demo(port=0, backend_port=0, socketio=FAST_HEARTBEAT, token_ttl=300)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def connected_tokens(demo: Demo) -> dict[int, set[str]]:
+    """Admin id -> the token ids (``jti``) the server's open sockets were admitted with."""
+    assert demo.server is not None
+    tokens: dict[int, set[str]] = {}
+    for socket in demo.server.sockets.sockets.values():
+        claims = (socket.data or {}).get("claims") or {}
+        if socket.connected and claims:
+            tokens.setdefault(int(claims["sub"]), set()).add(claims["jti"])
+    return tokens
+
+
+# --------------------------------------------------------------------------- in the browser
+
+
+@requires_browser
+async def test_two_admins_live_through_a_server_restart(demo: Demo, browser: DemoBrowser) -> None:
+    # A on laravel-echo 2 + socket.io-client 4, B on laravel-echo 1 + socket.io-client 2.
+    url_a = demo.page_url(A, stack="echo2-sio4", **FAST_RETRY)
+    url_b = demo.page_url(B, stack="echo1-sio2", **FAST_RETRY)
+    first = await browser.open("A", url_a)
+    assert first["me"] == "Ayşe Yılmaz" and first["stack"] == "echo2-sio4"
+    assert len(first["leads"]) == 8 and first["capacity"] == {"1": 6, "2": 5, "3": 3}
+    await browser.open("B", url_b)
+
+    # Both connected for real (the indicator follows the socket), both see each other.
+    for page in ("A", "B"):
+        await browser.see(page, status="connected", statusText="Canlı", online=[A, B])
+    await browser.screenshot("A", "1-online-A")
+
+    # A gives Zeynep Kaya (lead 101, A's own) to B.
+    await browser.command("select", page="A", lead=101, admin=str(B))
+    seen_b = await browser.see(
+        "B", leads={"101": {"assignee": "Mehmet Demir", "notice": True}},
+        capacity={"1": 5, "2": 6}, toastsInclude=["Yeni lead atandı: Zeynep Kaya"])
+    assert seen_b["leads"]["101"]["selected"] == str(A)  # not changed under B's hand
+    seen_a = await browser.see("A", leads={"101": {"assignee": "Mehmet Demir"}},
+                               capacity={"1": 5, "2": 6})
+    # toOthers: A's tab got no broadcast of its own action, so no notice and no toast.
+    await asyncio.sleep(0.3)
+    seen_a = await browser.view("A")
+    assert seen_a["leads"]["101"] == {"assignee": "Mehmet Demir", "selected": str(B),
+                                      "notice": False}
+    assert seen_a["toasts"] == []
+    await browser.screenshot("A", "2-assigned-A")
+    await browser.screenshot("B", "2-assigned-B")
+
+    # B takes the change into the dropdown.
+    await browser.command("click", page="B",
+                          selector='tr[data-lead-id="101"] [data-test=accept-update]')
+    await browser.see("B", leads={"101": {"selected": str(B), "notice": False}})
+
+    # B leaves: A's list loses B. B comes back.
+    await browser.command("close", page="B")
+    await browser.see("A", online=[A])
+    await browser.screenshot("A", "3-B-left")
+    await browser.open("B", url_b)
+    await browser.see("B", status="connected", online=[A, B])
+    await browser.see("A", online=[A, B])
+
+    # Both renew their handshake token now; the next connection must carry the new one.
+    for page in ("A", "B"):
+        await browser.command("eval", page=page, expr="window.demo.refreshToken()")
+        await browser.see(page, tokenRefreshes=1)
+    renewed = {admin: jtis[-1] for admin, jtis in demo.backend.issued.items()}
+    assert connected_tokens(demo) != {a: {j} for a, j in renewed.items()}  # still the old ones
+
+    # The server goes away: both say so within the heartbeat timeout, and keep retrying.
+    await demo.stop_server()
+    for page in ("A", "B"):
+        down = await browser.see(page, within=2.5, status="disconnected",
+                                 statusText="Bağlantı Kesildi", online=[])
+        assert down["retryText"], down
+    await browser.screenshot("A", "4-server-down-A")
+    await browser.screenshot("B", "4-server-down-B")
+
+    # Back on the same port: both reconnect, resubscribe (presence again) with the new tokens.
+    await demo.start_server()
+    for page in ("A", "B"):
+        await browser.see(page, within=5, status="connected", statusText="Canlı",
+                          online=[A, B], reconnects=1)
+    assert connected_tokens(demo) == {A: {renewed[A]}, B: {renewed[B]}}
+    await browser.screenshot("A", "5-reconnected-A")
+
+    # The next assignment arrives: B gives Selin Arslan (lead 103, unassigned) to A.
+    await browser.command("select", page="B", lead=103, admin=str(A))
+    await browser.see("A", leads={"103": {"assignee": "Ayşe Yılmaz", "notice": True}},
+                      capacity={"1": 6, "2": 6}, toastsInclude=["Yeni lead atandı: Selin Arslan"])
+    await browser.see("B", leads={"103": {"assignee": "Ayşe Yılmaz", "notice": False}},
+                      capacity={"1": 6, "2": 6})
+    await browser.screenshot("A", "6-after-restart-A")
+    await browser.screenshot("B", "6-after-restart-B")
+
+    problems = (await browser.command("problems"))["pages"]
+    assert all(not found for found in problems.values()), problems
+    # Channel auth went through the backend for both admins' private and presence channels.
+    granted = {(channel, admin) for channel, admin, status in demo.backend.auth_calls
+               if status == 200}
+    assert {("private-admin-dashboard.1", A), ("private-admin-dashboard.2", B),
+            ("presence-leads-management", A), ("presence-leads-management", B)} <= granted
+
+
+@requires_browser
+async def test_echo_server_demo_command(browser: DemoBrowser) -> None:
+    """``python -m echo_server demo`` as a user runs it: it prints the URL, the page loads and
+    renders the lead table, Ctrl+C (SIGINT) stops both parts."""
+    port, backend_port = free_port(), free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "echo_server", "demo", "--port", str(port),
+        "--backend-port", str(backend_port), cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stdout is not None
+        printed = ""
+        url = None
+        while url is None:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            assert line, f"the demo exited early: {printed}"
+            printed += line
+            match = re.search(r"(http://127\.0\.0\.1:\d+/demo/\?admin=1\S*)", line)
+            url = match.group(1) if match else None
+        assert url.startswith(f"http://127.0.0.1:{port}/demo/?admin=1&api=")
+        assert f"127.0.0.1:{backend_port}" in url
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            assert response.status == 200
+            assert "<title>Lead Yönetimi" in await response.text()
+        view = await browser.open("page", url)
+        assert len(view["leads"]) == 8 and view["leads"]["101"]["assignee"] == "Ayşe Yılmaz"
+        await browser.see("page", status="connected", statusText="Canlı", online=[A])
+        await browser.screenshot("page", "0-demo-command")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            code = await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            code = await proc.wait()
+    assert code == 0
+
+
+# --------------------------------------------------------------------------- /demo files
+
+
+async def test_demo_route_serves_files_and_nothing_else(make_server, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    server = await make_server(redis=False)
+    base = server_url(server)
+    built = tmp_path / "demo"
+    (built / "assets").mkdir(parents=True)
+    (built / "index.html").write_text("<title>Lead Yönetimi</title>", encoding="utf-8")
+    (built / "assets" / "app-1a2b.js").write_text("console.log(1)")
+    (tmp_path / "secret.txt").write_text("not for you")
+    server.demo_files = DemoFiles(built)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/demo", params={"admin": "2"},
+                            allow_redirects=False) as response:
+            assert response.status == 301
+            assert response.headers["Location"] == "/demo/?admin=2"
+        async with http.get(f"{base}/demo/?admin=2") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert response.headers["Cache-Control"] == "no-cache"
+            assert "Lead Yönetimi" in await response.text()
+        async with http.get(f"{base}/demo/assets/app-1a2b.js") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "application/javascript"
+            assert "immutable" in response.headers["Cache-Control"]
+        for path in ("/demo/../secret.txt", "/demo/%2e%2e/secret.txt", "/demo//etc/passwd",
+                     "/demo/assets/../../secret.txt", "/demo/assets", "/demo/nope.js",
+                     "/demo/..%5csecret.txt", "/demo/%00"):
+            async with http.get(raw_url(base + path)) as response:
+                assert response.status == 404, path
+                assert "not for you" not in await response.text()
+        async with http.post(f"{base}/demo/") as response:
+            assert response.status == 405
+
+    # Not built: 404 and one log line that says how to build it.
+    server.demo_files = DemoFiles(tmp_path / "missing")
+    with caplog.at_level(logging.WARNING, logger="echo_server.demo"):
+        async with aiohttp.ClientSession() as http:
+            for _ in range(2):
+                async with http.get(f"{base}/demo/") as response:
+                    assert response.status == 404
+    hints = [r.getMessage() for r in caplog.records if "not built" in r.getMessage()]
+    assert len(hints) == 1 and "npm run build --prefix clients/js" in hints[0]
+
+
+def raw_url(url: str) -> URL:
+    """A URL aiohttp sends as written (no normalising of ``..``)."""
+    return URL(url, encoded=True)
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+async def test_demo_backend_plays_laravel_through_redis(redis_url: str) -> None:
+    """With ``--redis`` the backend publishes to Redis as Laravel does and the server
+    subscribes: an assignment reaches the other admin's socket, not the actor's own."""
+    from echo_client import EchoClient
+
+    running = Demo(port=0, backend_port=0, redis_url=redis_url, socketio=FAST_HEARTBEAT)
+    await running.start()
+    assert running.server is not None
+    for runner in running.server.runners:
+        if runner.source.kind == "redis":
+            await asyncio.wait_for(runner.connected_event.wait(), 10)
+    api = running.backend.url
+    clients: list[EchoClient] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{api}/api/session", params={"admin": "9"}) as response:
+                assert response.status == 404
+            tokens = {}
+            for admin in (A, B):
+                async with http.get(f"{api}/api/session", params={"admin": str(admin)}) as r:
+                    tokens[admin] = (await r.json())["token"]
+            async with http.get(f"{api}/api/leads") as response:
+                assert response.status == 401
+
+            inboxes: dict[int, asyncio.Queue[Any]] = {}
+            for admin in (A, B):
+                client = EchoClient(running.url, token=tokens[admin], transports=["websocket"])
+                clients.append(client)
+                await client.connect()
+                inbox: asyncio.Queue[Any] = asyncio.Queue()
+                inboxes[admin] = inbox
+                client.channel("leads-management").listen(".lead.assigned", inbox.put_nowait)
+                client.private(f"admin-dashboard.{admin}").listen(
+                    ".lead.assigned", lambda data, a=admin: inboxes[a].put_nowait(("me", data)))
+                client.private(f"admin-dashboard.{3 - admin}").error(
+                    lambda status, a=admin: inboxes[a].put_nowait(("refused", status)))
+            for admin in (A, B):  # each may not read the other's dashboard
+                assert await asyncio.wait_for(inboxes[admin].get(), 5) == ("refused", 403)
+            server = running.server
+            await wait_until(lambda: server.rooms.count("leads-management") == 2
+                             and server.rooms.count("private-admin-dashboard.2") == 1,
+                             "both subscribed")
+
+            async with http.post(f"{api}/api/leads/101/assign", json={"admin_id": B},
+                                 headers={"Authorization": f"Bearer {tokens[A]}",
+                                          "X-Socket-ID": clients[0].socket_id or ""}) as r:
+                assert r.status == 200
+                answer = await r.json()
+            assert answer["broadcast"] == "sent"
+            assert answer["lead"]["assigned_admin"]["id"] == B
+            assert {a["id"]: a["leads_assigned_count"] for a in answer["admins"]} == {
+                1: 5, 2: 6, 3: 3}
+            got = [await asyncio.wait_for(inboxes[B].get(), 5) for _ in range(2)]
+            public = next(g for g in got if not isinstance(g, tuple))
+            mine = next(g[1] for g in got if isinstance(g, tuple))
+            assert public["assignment"]["assigned_by"]["id"] == A
+            assert mine["notification"]["title"] == "Yeni lead atandı: Zeynep Kaya"
+            assert public["socket"] == clients[0].socket_id  # Laravel puts it in data too
+            with pytest.raises(TimeoutError):  # toOthers: nothing for the acting socket
+                await asyncio.wait_for(inboxes[A].get(), 0.3)
+    finally:
+        await asyncio.gather(*(c.disconnect() for c in clients), return_exceptions=True)
+        await running.stop()
+
