@@ -20,7 +20,6 @@ the server subscribe to it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import json
@@ -28,7 +27,6 @@ import logging
 import mimetypes
 import re
 import secrets
-import signal
 import tempfile
 import time
 from collections.abc import Mapping
@@ -523,11 +521,8 @@ async def run_demo(*, host: str, port: int, backend_port: int, redis_url: str | 
     lines += ["", "  Ctrl+C stops both.", ""]
     print("\n".join(lines), flush=True)
 
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
+    from .server import wait_for_stop_signal
+
+    await wait_for_stop_signal()
     await demo.stop()
     return 0

@@ -353,6 +353,16 @@ def _loop_factory() -> Any:
     return uvloop.new_event_loop
 
 
+async def wait_for_stop_signal() -> None:
+    """Until SIGTERM or SIGINT: both mean a clean shutdown."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+
+
 async def serve(config: Config) -> int:
     server = EchoServer(config)
     try:
@@ -360,12 +370,7 @@ async def serve(config: Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host or "0.0.0.0", config.port, exc)
         return 1
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
+    await wait_for_stop_signal()
     log.info("shutting down: closing %d connections", len(server.engine.sessions))
     await server.stop()
     return 0
