@@ -119,3 +119,40 @@ async def test_cache_expires(http: HttpCallbackAuthorizer, auth_backend: AuthBac
     await cache.authorize(_request("private-orders", None))
     await cache.authorize(_request("private-orders", None))
     assert len(auth_backend.calls) == 2
+
+
+@pytest.mark.parametrize("verify", [True, False])
+async def test_auth_host_tls_is_verified_unless_told_otherwise(tmp_path, verify: bool) -> None:
+    """The reference never checks the auth host's certificate; we do (authVerifyTls)."""
+    import ssl
+
+    from aiohttp import web
+
+    from tests.test_server_process import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    app = web.Application()
+
+    async def allow(request: web.Request) -> web.Response:
+        return web.json_response(True)
+
+    app.router.add_post("/broadcasting/auth", allow)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    authorizer = HttpCallbackAuthorizer([f"https://127.0.0.1:{port}"], "/broadcasting/auth",
+                                        verify_tls=verify)
+    try:
+        result = await authorizer.authorize(_request("private-orders", None))
+        if verify:
+            assert result.status == 0  # a self-signed certificate is refused
+            assert result.reason and "Certificate" in result.reason
+        else:
+            assert result.status == 200
+    finally:
+        await authorizer.close()
+        await runner.cleanup()
