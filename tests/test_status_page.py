@@ -391,7 +391,10 @@ async def test_page_in_headless_chromium(make_server, auth_backend, open_status_
                           HOSTILE: "1", "admin-capacity.5": "1"},
                 presence={"presence-admins": "2"},
                 nonzero=["messages-rate", "events-rate"])
-            await asyncio.sleep(1.5)  # a little history on the chart
+            # A little history on the chart before the screenshot: a dozen more samples.
+            enough = len(server.status_page.history) + 12
+            await wait_until(lambda: len(server.status_page.history) >= enough,
+                             "the chart has some history", timeout=10)
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "status-page.png"
             shot.unlink(missing_ok=True)

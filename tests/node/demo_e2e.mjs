@@ -32,27 +32,10 @@
 // attempts while the server is down, which are expected there).
 
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
-
-const CHROMIUM_ARGS = [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-];
-
-function out(obj) {
-    process.stdout.write(JSON.stringify(obj) + '\n');
-}
+import { launch, out, parseArgs as parseOptions } from './browser.mjs';
 
 function parseArgs(argv) {
-    const opts = { executable: '/usr/bin/chromium', width: 1280, height: 900 };
-    for (let i = 0; i < argv.length; i += 2) {
-        const [flag, value] = [argv[i], argv[i + 1]];
-        if (value === undefined) throw new Error(`missing value for ${flag}`);
-        if (flag === '--executable') opts.executable = value;
-        else if (flag === '--width') opts.width = Number(value);
-        else if (flag === '--height') opts.height = Number(value);
-        else throw new Error(`unknown option ${flag}`);
-    }
+    const opts = parseOptions(argv, { height: 900 }, []);
     return opts;
 }
 
@@ -104,9 +87,7 @@ function matches(view, want) {
 
 async function main() {
     const opts = parseArgs(process.argv.slice(2));
-    const browser = await chromium.launch({
-        executablePath: opts.executable, headless: true, args: CHROMIUM_ARGS,
-    });
+    const browser = await launch(opts);
     const pages = new Map();     // name -> {context, page}
     const problems = {};
 

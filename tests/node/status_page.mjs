@@ -24,28 +24,10 @@
 //               errors:{kind:text}, sources:[text], live:text, updates:n}.
 
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
-
-const CHROMIUM_ARGS = [
-    '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-quic',
-];
-
-function out(obj) {
-    process.stdout.write(JSON.stringify(obj) + '\n');
-}
+import { launch, out, parseArgs as parseOptions } from './browser.mjs';
 
 function parseArgs(argv) {
-    const opts = { executable: '/usr/bin/chromium', width: 1280, height: 1000 };
-    for (let i = 0; i < argv.length; i += 2) {
-        const [flag, value] = [argv[i], argv[i + 1]];
-        if (value === undefined) throw new Error(`missing value for ${flag}`);
-        if (flag === '--url') opts.url = value;
-        else if (flag === '--executable') opts.executable = value;
-        else if (flag === '--width') opts.width = Number(value);
-        else if (flag === '--height') opts.height = Number(value);
-        else throw new Error(`unknown option ${flag}`);
-    }
+    const opts = parseOptions(argv, { height: 1000 }, ['url']);
     if (!opts.url) throw new Error('usage: node status_page.mjs --url URL [--executable PATH]');
     return opts;
 }
@@ -101,9 +83,7 @@ async function main() {
         errors.push(text);
         out({ type: 'console_error', text });
     };
-    const browser = await chromium.launch({
-        executablePath: opts.executable, headless: true, args: CHROMIUM_ARGS,
-    });
+    const browser = await launch(opts);
     const close = async (code) => {
         await browser.close().catch(() => {});
         process.exit(code);
