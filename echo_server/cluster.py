@@ -40,7 +40,9 @@ def relay_channel(key_prefix: str) -> str:
     sharing one Redis under different prefixes never hear each other."""
     return f"{INTERNAL_PREFIX.decode()}{key_prefix}relay"
 
+
 RoomEmitter = Callable[[str, str, str, str | None], int]
+MAX_OUTBOX = 50_000  # relay messages queued while Redis is slow or away
 
 # One round trip per batch, on any topology: a Cluster pipeline refuses PUBLISH (it has no key
 # to route by). KEYS[1] is never touched: it only routes the script, on a Cluster, to the node
@@ -77,6 +79,7 @@ class Cluster:
         # Where the relay subscriber is connected (a server URL), None while it is not.
         self.relay_server: str | None = None
         self.relayed_in = 0
+        self.dropped = 0
         self.relayed_out = 0
 
     # -- keys --------------------------------------------------------------------------
@@ -118,7 +121,13 @@ class Cluster:
     # -- relay -------------------------------------------------------------------------
     def relay(self, room: str, event: str, data_json: str, except_id: str | None) -> None:
         """Hand a client-caused emit to the other instances (sync: called on the hot path
-        of a whisper; one writer task pipelines the queue)."""
+        of a whisper; one writer task pipelines the queue). Bounded: while Redis hangs,
+        the oldest are dropped rather than memory growing."""
+        if len(self._outbox) >= MAX_OUTBOX:
+            del self._outbox[:len(self._outbox) // 2]
+            self.dropped += 1
+            log.warning("cluster relay: Redis is not keeping up; dropped the oldest half of "
+                        "%d queued messages", MAX_OUTBOX)
         self._outbox.append(dumps({"i": self.instance_id, "r": room, "e": event,
                                    "d": data_json, "x": except_id}))
         self._outbox_ready.set()
