@@ -47,10 +47,10 @@ def topology(url: str) -> str:
     return "redis"
 
 
-def _retry() -> Retry:
+def _retry(retries: int = 3) -> Retry:
     """A command that meets a dropped connection (Redis restarted, the master failed over)
     is tried again on a fresh one, briefly, instead of failing a join or a heartbeat."""
-    return Retry(ExponentialBackoff(cap=0.5, base=0.05), 3)
+    return Retry(ExponentialBackoff(cap=0.5, base=0.05), retries)
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
@@ -71,9 +71,10 @@ class SentinelRedis(aioredis.Redis):
 
 def make_client(url: str, *, max_connections: int = MAX_CONNECTIONS,
                 pool_timeout: float = POOL_TIMEOUT,
-                connect_timeout: float = CONNECT_TIMEOUT) -> Any:
+                connect_timeout: float = CONNECT_TIMEOUT, retries: int = 3) -> Any:
     """A redis-py asyncio client for ``url``; no connection is opened until the first command
-    (``await client.ping()`` tells whether Redis answers)."""
+    (``await client.ping()`` tells whether Redis answers). ``retries=0`` for a probe: "is
+    Redis there?" wants one answer, not three attempts with backoff."""
     kind = topology(url)
     if kind == "sentinel":
         target = parse_sentinel_url(url)
@@ -83,12 +84,12 @@ def make_client(url: str, *, max_connections: int = MAX_CONNECTIONS,
             connection_pool_class=BlockingSentinelConnectionPool,
             max_connections=max_connections, timeout=pool_timeout, db=target.db,
             username=target.username, password=target.password,
-            socket_connect_timeout=connect_timeout, retry=_retry())
+            socket_connect_timeout=connect_timeout, retry=_retry(retries))
     if kind == "cluster":
         # RedisCluster keeps a pool per node; its own retry covers MOVED and dead nodes.
         return parse_cluster_url(url).client(max_connections=max_connections,
                                              socket_connect_timeout=connect_timeout)
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=pool_timeout,
-        socket_connect_timeout=connect_timeout, retry=_retry())
+        socket_connect_timeout=connect_timeout, retry=_retry(retries))
     return aioredis.Redis(connection_pool=pool)

@@ -188,14 +188,16 @@ class EchoServer:
 
         from .redis_client import make_client
 
-        client = make_client(c.redis_url)
+        probe = make_client(c.redis_url, max_connections=1, retries=0)
         try:
-            await client.ping()
+            await probe.ping()
         except Exception as exc:
-            await client.aclose()
             log.warning("presence is kept in memory for this instance: Redis at %s did not "
                         "answer (%s)", display_url(c.redis_url), exc)
             return
+        finally:
+            await probe.aclose()
+        client = make_client(c.redis_url)
         self._redis = client
         store = None
         if c.presence_backend == "redis":
