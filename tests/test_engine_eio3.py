@@ -658,3 +658,21 @@ async def test_permessage_deflate_is_declined(make_server: ServerFactory) -> Non
     assert (await ws.recv_text()).startswith("0{")  # and its RSV1 bit is clear
     assert await ws.recv_text() == "40"
     await ws.close()
+
+
+async def test_polling_client_that_stops_polling_is_dropped_at_the_queue_bound(
+        make_server: ServerFactory, http: Http) -> None:
+    """Memory stays bounded for a client that never comes back for its packets."""
+    from broadcaster.event import BroadcastEvent
+    from echo_server.transport.engine import MAX_QUEUED_PACKETS
+
+    server = await make_server(redis=False)
+    client = Polling(http, server_url(server))
+    await client.handshake()
+    await client.post('42["subscribe",{"channel":"c"}]')
+    await wait_until(lambda: server.rooms.count("c") == 1, message="subscribed")
+    for n in range(MAX_QUEUED_PACKETS + 1):
+        server.publish(BroadcastEvent("c", "e", str(n)))
+    await wait_until(lambda: client.sid not in server.engine.sessions,
+                     message="the session dropped")
+    assert server.errors.counts["slow_client"] == 1

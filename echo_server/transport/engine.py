@@ -37,6 +37,8 @@ log = logging.getLogger("echo_server.engine")
 
 # The handshake headers kept for the session's lifetime: what channel
 # authorization and metrics need, not the whole request (memory per socket).
+MAX_QUEUED_PACKETS = 10_000  # per polling session, between two of its GETs
+
 KEPT_HEADERS = ("cookie", "referer", "origin", "authorization", "user-agent",
                 "x-forwarded-for", "host")
 
@@ -123,10 +125,7 @@ class Session:
         if ws is not None:
             ws.write(text_frame(packet))
         elif not self.closed:
-            self.queue.append(packet)
-            if self.poll is not None and not self.flush_pending:
-                self.flush_pending = True
-                asyncio.get_running_loop().call_soon(self.flush_poll)
+            self._enqueue(packet)
 
     def send_prebuilt(self, packet: str, frame: bytes) -> None:
         """Fan-out path: the websocket frame was built once for every recipient."""
@@ -134,10 +133,23 @@ class Session:
         if ws is not None:
             ws.write(frame)
         elif not self.closed:
-            self.queue.append(packet)
-            if self.poll is not None and not self.flush_pending:
-                self.flush_pending = True
-                asyncio.get_running_loop().call_soon(self.flush_poll)
+            self._enqueue(packet)
+
+    def _enqueue(self, packet: str) -> None:
+        """Polling (or upgrading) clients: queued for their next GET, within a bound, so a
+        client that stops polling cannot grow memory until its heartbeat times out."""
+        queue = self.queue
+        if len(queue) >= MAX_QUEUED_PACKETS:
+            # Closed on the next loop turn, not here: this may run inside a fan-out loop.
+            self.queue = []
+            self.engine.report_error("slow_client", "polling client %s let %d packets queue "
+                                     "up: dropping it", self.sid, MAX_QUEUED_PACKETS)
+            asyncio.get_running_loop().call_soon(self.close, "slow client")
+            return
+        queue.append(packet)
+        if self.poll is not None and not self.flush_pending:
+            self.flush_pending = True
+            asyncio.get_running_loop().call_soon(self.flush_poll)
 
     def flush_poll(self) -> None:
         """Answer the held GET with everything queued (events of one batch go together)."""
