@@ -9,7 +9,6 @@ Screenshots of each step are kept in ``test-artifacts/demo-*.png``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -28,6 +27,7 @@ from yarl import URL
 
 from echo_server.demo import DEMO_DIR, Demo, DemoFiles
 from tests.conftest import ROOT, free_port, server_url
+from tests.support.drivers import stop_driver
 from tests.support.waits import wait_until
 
 NODE_DIR = ROOT / "tests" / "node"
@@ -125,21 +125,7 @@ class DemoBrowser:
         return path
 
     async def close(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.returncode is None and self.proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.write(b'{"cmd":"exit"}\n')
-                await self.proc.stdin.drain()
-                self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._reader, 5)
+        await stop_driver(self.proc, self._reader)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from broadcaster.event import BroadcastEvent
 from echo_server.server import EchoServer
 from tests.conftest import ROOT, free_port, laravel_message, server_url
 from tests.support.auth_backend import AuthCall
+from tests.support.drivers import stop_driver
 from tests.support.raw import Polling, open_ws, ws_recv
 from tests.support.seed_events import lead_assigned
 from tests.support.waits import wait_until
@@ -152,22 +153,7 @@ class StatusPageBrowser:
         return view
 
     async def close(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.returncode is None and self.proc.stdin is not None:
-            with contextlib.suppress(Exception):
-                self.proc.stdin.write(b'{"cmd":"exit"}\n')
-                await self.proc.stdin.drain()
-                self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 10)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
+        await stop_driver(self.proc, self._reader)
 
 
 @pytest.fixture
