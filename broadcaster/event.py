@@ -38,23 +38,31 @@ def parse_laravel_message(channel: str, payload: bytes | str) -> BroadcastEvent:
     would otherwise reach clients as ``42[null, ...]``, which socket.io-client
     2.x cannot decode.
     """
+    message = _decode_object(payload)
+    event, data, socket = _event_fields(message)
+    return BroadcastEvent(channel, event, data, socket)
+
+
+def _decode_object(payload: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(payload, Mapping):
+        return payload
     try:
         message = loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadMessage("bad_json", f"not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise BadMessage("bad_message", "not a JSON object")
+    return message
+
+
+def _event_fields(message: Mapping[str, Any]) -> tuple[str, str, str | None]:
+    """(event, data as JSON text, socket or None) of a Laravel-shaped message."""
     event = message.get("event")
     if not isinstance(event, str) or not event:
         raise BadMessage("bad_message", "no string 'event'")
     socket = message.get("socket")
-    data = message.get("data")
-    return BroadcastEvent(
-        channel=channel,
-        event=event,
-        data=dumps(data),
-        socket=socket if isinstance(socket, str) and socket else None,
-    )
+    return event, dumps(message.get("data")), socket if isinstance(socket, str) and socket \
+        else None
 
 
 # --------------------------------------------------------------------------- publishing
@@ -91,25 +99,12 @@ def encode_routed_message(channels: Sequence[str], event: str, data: Mapping[str
 
 def parse_routed_message(payload: bytes | str | Mapping[str, Any]) -> list[BroadcastEvent]:
     """``{"channels": [...], "event", "data", "socket"}``: one event per channel."""
-    if isinstance(payload, Mapping):
-        message: Any = payload
-    else:
-        try:
-            message = loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadMessage("bad_json", f"not JSON: {exc}") from None
-    if not isinstance(message, Mapping):
-        raise BadMessage("bad_message", "not a JSON object")
+    message = _decode_object(payload)
     channels = message.get("channels")
     if isinstance(channels, str):
         channels = [channels]
     if not (isinstance(channels, list) and channels
             and all(isinstance(c, str) and c for c in channels)):
         raise BadMessage("bad_message", "'channels' must be a non-empty list of channel names")
-    event = message.get("event")
-    if not isinstance(event, str) or not event:
-        raise BadMessage("bad_message", "no string 'event'")
-    socket = message.get("socket")
-    socket = socket if isinstance(socket, str) and socket else None
-    data = dumps(message.get("data"))
+    event, data, socket = _event_fields(message)
     return [BroadcastEvent(channel, event, data, socket) for channel in channels]
