@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -27,12 +26,10 @@ from yarl import URL
 
 from echo_server.demo import DEMO_DIR, Demo, DemoFiles
 from tests.conftest import ROOT, free_port, server_url
-from tests.support.drivers import stop_driver
+from tests.support.drivers import NODE_DIR, browser_missing, stop_driver
 from tests.support.waits import wait_until
 
-NODE_DIR = ROOT / "tests" / "node"
 DRIVER = NODE_DIR / "demo_e2e.mjs"
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 # Sub-second heartbeats: a dead server shows within about a second.
 FAST_HEARTBEAT = {"pingInterval": 500, "pingTimeout": 500, "upgradeTimeout": 2000}
@@ -42,12 +39,9 @@ A, B = 1, 2  # the demo's first two admins
 
 
 def _browser_missing() -> str | None:
-    if not CHROMIUM.exists():
-        return "no /usr/bin/chromium (`apt-get install chromium`; ./scripts/test installs it)"
-    if shutil.which("node") is None:
-        return "no node on PATH"
-    if not (NODE_DIR / "node_modules" / "playwright-core").is_dir():
-        return "playwright-core not installed: run `npm ci --prefix tests/node`"
+    missing = browser_missing()
+    if missing is not None:
+        return missing
     if not (DEMO_DIR / "index.html").is_file():
         return ("the demo page is not built: `npm ci --prefix clients/js && "
                 "npm run build --prefix clients/js` (./scripts/setup does it)")

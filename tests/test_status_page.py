@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import re
-import shutil
 import sys
 from collections.abc import AsyncIterator
 from itertools import count
@@ -23,32 +22,20 @@ from broadcaster.event import BroadcastEvent
 from echo_server.server import EchoServer
 from tests.conftest import ROOT, free_port, laravel_message, server_url
 from tests.support.auth_backend import AuthCall
-from tests.support.drivers import stop_driver
+from tests.support.drivers import CHROMIUM, NODE_DIR, browser_missing, stop_driver
 from tests.support.raw import Polling, open_ws, ws_recv
 from tests.support.seed_events import lead_assigned
 from tests.support.waits import wait_until
 
 PREFIX = "laravel_database_"
-NODE_DIR = ROOT / "tests" / "node"
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 # Raw test clients do not heartbeat; the page is watched for several seconds.
 SLOW_PINGS = {"pingInterval": 25000, "pingTimeout": 20000}
 HOSTILE = '<img src=x onerror="alert(1)">'
 
 
-def _browser_missing() -> str | None:
-    if not CHROMIUM.exists():
-        return "no /usr/bin/chromium (`apt-get install chromium`; ./scripts/test installs it)"
-    if shutil.which("node") is None:
-        return "no node on PATH"
-    if not (NODE_DIR / "node_modules" / "playwright-core").is_dir():
-        return "playwright-core not installed: run `npm ci --prefix tests/node`"
-    return None
-
-
-requires_browser = pytest.mark.skipif(_browser_missing() is not None,
-                                      reason=_browser_missing() or "")
+requires_browser = pytest.mark.skipif(browser_missing() is not None,
+                                      reason=browser_missing() or "")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -4,6 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
+
+
+def browser_missing() -> str | None:
+    """Why a browser test cannot run here (the test command installs what it can), or None."""
+    if not CHROMIUM.exists():
+        return "no /usr/bin/chromium (`apt-get install chromium`; ./scripts/test installs it)"
+    if shutil.which("node") is None:
+        return "no node on PATH"
+    if not (NODE_DIR / "node_modules" / "playwright-core").is_dir():
+        return "playwright-core not installed: run `npm ci --prefix tests/node`"
+    return None
 
 
 async def stop_driver(proc: asyncio.subprocess.Process | None,
