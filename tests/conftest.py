@@ -92,12 +92,9 @@ class RedisProcess:
             self.proc = None
 
 
-@pytest.fixture(scope="session")
-def redis_process() -> Iterator[RedisProcess | None]:
-    """None when REDIS_URL points at an external server (which we cannot restart)."""
-    if os.environ.get("REDIS_URL"):
-        yield None
-        return
+@contextlib.contextmanager
+def private_redis() -> Iterator[RedisProcess]:
+    """A redis-server of the test run's own, on a free loopback port, stopped afterwards."""
     binary = _redis_server_binary()
     if binary is None:
         pytest.fail("no redis-server: set REDIS_URL, put redis-server on PATH or "
@@ -109,6 +106,16 @@ def redis_process() -> Iterator[RedisProcess | None]:
             yield process
         finally:
             process.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_process() -> Iterator[RedisProcess | None]:
+    """None when REDIS_URL points at an external server (which we cannot restart)."""
+    if os.environ.get("REDIS_URL"):
+        yield None
+        return
+    with private_redis() as process:
+        yield process
 
 
 @pytest.fixture(scope="session")

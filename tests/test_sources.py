@@ -31,6 +31,7 @@ from tests.conftest import (
     ServerFactory,
     _redis_server_binary,
     free_port,
+    private_redis,
     requires_node,
     server_url,
 )
@@ -400,15 +401,8 @@ class SentinelProcess:
 
 @pytest.fixture
 def second_redis() -> Iterator[RedisProcess]:
-    binary = _redis_server_binary()
-    assert binary is not None
-    with tempfile.TemporaryDirectory() as workdir:
-        process = RedisProcess(binary, free_port(), workdir)
-        process.start()
-        try:
-            yield process
-        finally:
-            process.stop()
+    with private_redis() as process:
+        yield process
 
 
 async def test_sentinel_source_follows_the_master_it_names(
