@@ -95,11 +95,15 @@ def scenario_names(scale: Scale) -> list[str]:
 
 
 # -- /proc ---------------------------------------------------------------------------------------
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (every thread), in seconds (clock-tick resolution)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(utime, stime) of the whole process (every thread), in seconds (clock-tick resolution)."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 def cpu_seconds_precise(pid: int) -> float | None:
@@ -169,6 +173,7 @@ def ensure_nstat() -> str:
 class Snapshot:
     wall: float
     cpu_ticks: float
+    cpu_kernel: float  # stime alone: what the syscalls cost, apart from our own code
     cpu_precise: float | None
     rss_kb: int
     overflows: int | None
@@ -181,7 +186,8 @@ def snapshot(server_pid: int, loadgen_pids: list[int]) -> Snapshot:
         with contextlib.suppress(OSError):
             loadgen += cpu_seconds(pid)
     overflows = listen_overflows()
-    return Snapshot(time.monotonic(), cpu_seconds(server_pid), cpu_seconds_precise(server_pid),
+    user, kernel = cpu_times(server_pid)
+    return Snapshot(time.monotonic(), user + kernel, kernel, cpu_seconds_precise(server_pid),
                     rss_kb(server_pid), overflows, loadgen)
 
 
@@ -190,6 +196,7 @@ class Delta:
     wall: float
     cpu: float  # schedstat when available, else utime+stime
     cpu_ticks: float  # utime+stime
+    cpu_kernel: float  # stime
     rss_kb: int
     overflows: int | None
     loadgen_cpu: float
@@ -201,7 +208,8 @@ def delta(a: Snapshot, b: Snapshot) -> Delta:
     precise = (b.cpu_precise - a.cpu_precise
                if a.cpu_precise is not None and b.cpu_precise is not None else None)
     return Delta(b.wall - a.wall, precise if precise is not None else ticks, ticks,
-                 b.rss_kb - a.rss_kb, overflows, b.loadgen_cpu - a.loadgen_cpu)
+                 b.cpu_kernel - a.cpu_kernel, b.rss_kb - a.rss_kb, overflows,
+                 b.loadgen_cpu - a.loadgen_cpu)
 
 
 # -- environment -----------------------------------------------------------------------------------
@@ -733,6 +741,7 @@ def delivery_figures(ctx: Context, published: dict[str, Any], d: Delta,
         "zero_receivers": published["zero_receivers"],
         "cpu_s": d.cpu,
         "cpu_utime_stime_s": d.cpu_ticks,
+        "cpu_stime_s": d.cpu_kernel,
         "wall_s": d.wall,
         "cpu_us_per_msg": d.cpu / delivered * 1e6 if delivered else None,
         "cpu_pct": d.cpu / d.wall * 100 if d.wall > 0 else None,
@@ -819,7 +828,8 @@ async def scenario_fanout2(ctx: Context) -> None:
             }
         combined = merge_reports(raw[0] + raw[1])
         total = Delta(deltas[0].wall, deltas[0].cpu + deltas[1].cpu,
-                      deltas[0].cpu_ticks + deltas[1].cpu_ticks, 0, None,
+                      deltas[0].cpu_ticks + deltas[1].cpu_ticks,
+                      deltas[0].cpu_kernel + deltas[1].cpu_kernel, 0, None,
                       deltas[0].loadgen_cpu)
         delivery_figures(ctx, published, total, combined)
         ctx.figures.update({"clients": s.fanout_clients, "instances": 2})
@@ -1174,6 +1184,7 @@ def summary_line(name: str, key: str, figures: dict[str, Any]) -> str:
     parts = []
     for label, path, digits in (("cpu s", "cpu_s", 3),
                                 ("utime+stime s", "cpu_utime_stime_s", 2),
+                                ("stime s", "cpu_stime_s", 2),
                                 ("cpu/msg µs", "cpu_us_per_msg", 2),
                                 ("instance 1 cpu/msg µs", "instance1.cpu_us_per_msg", 2),
                                 ("instance 2 cpu/msg µs", "instance2.cpu_us_per_msg", 2),

@@ -11,15 +11,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .jsoncodec import dumps, loads
+from .jsoncodec import dumps, loads, members
 from .phpjson import php_json_encode
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class BroadcastEvent:
+    """``data`` is JSON text: a ``str``, or its UTF-8 ``bytes`` as the Redis source's
+    parser hands it over, so the hot path never decodes and re-encodes it."""
+
+    # Not frozen: a frozen dataclass's __init__ goes through object.__setattr__, which
+    # is 0.4 µs per event on the hot path. Nothing mutates one once built.
     channel: str
     event: str
-    data: str = "null"
+    data: str | bytes = "null"
     socket: str | None = None
 
 
@@ -38,9 +43,18 @@ def parse_laravel_message(channel: str, payload: bytes | str) -> BroadcastEvent:
     would otherwise reach clients as ``42[null, ...]``, which socket.io-client
     2.x cannot decode.
     """
+    fast = members(payload, _LARAVEL_MEMBERS, "data")  # type: ignore[arg-type]
+    if fast is not None:
+        event, data, socket = fast
+        if type(event) is str and event:
+            return BroadcastEvent(channel, event, data,
+                                  socket if type(socket) is str and socket else None)
     message = _decode_object(payload)
     event, data, socket = _event_fields(message)
     return BroadcastEvent(channel, event, data, socket)
+
+
+_LARAVEL_MEMBERS = ("event", "data", "socket")
 
 
 def _decode_object(payload: bytes | str | Mapping[str, Any]) -> Mapping[str, Any]:

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from broadcaster.event import BroadcastEvent
 
 from .rooms import Rooms
-from .transport.packets import event_packet
+from .transport.packets import event_message
 from .transport.sockets import Socket
-from .transport.websocket import text_frame
+from .transport.websocket import encode_frame
 from .transport.wsconn import WebSocketConnection
 
 DeliveryObserver = Callable[[int, int, float], None]
@@ -48,16 +48,18 @@ class Hub:
         batch in one write (one syscall instead of one per event), in publish order.
         Polling clients queue them anyway and get them in one response."""
         pending: dict[WebSocketConnection, list[bytes]] = {}
+        # Bytes gathered per client, kept only once a client has a second frame: with
+        # one recipient per event (private channels) most clients never do.
         sizes: dict[WebSocketConnection, int] = {}
         count = 0
         for event in events:
             members = self._members(event.channel)
             if members is None:
                 continue
-            packet = event_packet(event.event, event.channel, event.data)
-            frame = text_frame(packet)
+            message = event_message(event.event, event.channel, event.data)
+            frame = encode_frame(message)
+            packet: str | None = None  # the text, for polling clients only
             exclude = self.sockets.get(event.socket) if event.socket else None
-            size = len(frame)
             for socket in members:
                 if socket is exclude:
                     continue
@@ -65,25 +67,25 @@ class Hub:
                 session = socket.session
                 ws = session.ws
                 if ws is None:
+                    if packet is None:
+                        packet = message.decode("utf-8")
                     session.send_prebuilt(packet, frame)
                     continue
                 frames = pending.get(ws)
                 if frames is None:
                     pending[ws] = [frame]
-                    sizes[ws] = size
-                else:
-                    frames.append(frame)
-                    total = sizes[ws] + size
-                    if total >= COALESCE_LIMIT:
-                        # Bounded: a huge burst goes out in pieces, keeping each write
-                        # small enough not to stall the client's TCP window for long.
-                        ws.write(b"".join(frames))
-                        frames.clear()
-                        total = 0
-                    sizes[ws] = total
+                    continue
+                frames.append(frame)
+                total = (sizes.get(ws) or len(frames[0])) + len(frame)
+                if total >= COALESCE_LIMIT:
+                    # Bounded: a huge burst goes out in pieces, keeping each write
+                    # small enough not to stall the client's TCP window for long.
+                    ws.write(b"".join(frames))
+                    del pending[ws]
+                    total = 0
+                sizes[ws] = total
         for ws, frames in pending.items():
-            if frames:
-                ws.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            ws.write(frames[0] if len(frames) == 1 else b"".join(frames))
         return count
 
     def _members(self, room: str) -> set[Socket] | None:
@@ -97,17 +99,25 @@ class Hub:
             return {own}
         return members  # type: ignore[return-value]
 
-    def emit_to_room(self, room: str, event: str, data_json: str,
+    def emit_to_room(self, room: str, event: str, data_json: str | bytes,
                      except_id: str | None = None) -> int:
         members = self._members(room)
         if members is None:
             return 0
-        packet = event_packet(event, room, data_json)
-        frame = text_frame(packet)
+        message = event_message(event, room, data_json)
+        frame = encode_frame(message)
+        packet: str | None = None
         exclude = self.sockets.get(except_id) if except_id else None
         count = 0
         for socket in members:
             if socket is not exclude:
-                socket.session.send_prebuilt(packet, frame)
+                session = socket.session
+                ws = session.ws
+                if ws is None:
+                    if packet is None:
+                        packet = message.decode("utf-8")
+                    session.send_prebuilt(packet, frame)
+                else:
+                    ws.write(frame)  # the transport's own write: no Python frame between
                 count += 1
         return count

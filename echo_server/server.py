@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -365,6 +366,23 @@ async def wait_for_stop_signal() -> None:
     await stopping.wait()
 
 
+# Young-generation threshold for the cyclic GC (CPython's default is 700). Each batch of
+# events keeps a few hundred objects alive for a moment (replies, events, frame lists);
+# at 700 nearly every batch triggered a collection that traced them and promoted them,
+# which in turn made the older generations' (slow) collections come round sooner.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """What is allocated by start-up lives as long as the process: freeze it out of every
+    future collection, and collect the young generation less often (a perf profile of the
+    one-recipient-per-event benchmark had 6 % of the server's time in the collector)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 async def serve(config: Config) -> int:
     server = EchoServer(config)
     try:
@@ -372,6 +390,7 @@ async def serve(config: Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host or "0.0.0.0", config.port, exc)
         return 1
+    tune_gc()
     await wait_for_stop_signal()
     log.info("shutting down: closing %d connections", len(server.engine.sessions))
     await server.stop()

@@ -240,7 +240,7 @@ async def test_redis_restart_under_a_running_server(make_server: ServerFactory,
     assert [args[1]["n"] for _, args in _raw_events(client)] == [1, 2]
 
 
-@pytest.mark.parametrize("codec", ["default", "stdlib"])
+@pytest.mark.parametrize("codec", ["default", "orjson", "stdlib"])
 async def test_non_finite_numbers_follow_javascript(make_server: ServerFactory,
                                                     node_client: ClientFactory,
                                                     redis: aioredis.Redis,
@@ -249,7 +249,9 @@ async def test_non_finite_numbers_follow_javascript(make_server: ServerFactory,
     """``NaN`` is not JSON (the reference's JSON.parse drops the message) and
     ``1e400`` parses to Infinity, which JSON.stringify sends as null. Either
     way clients must never get a frame their JSON.parse rejects, with or
-    without the optional orjson."""
+    without the optional parsers (pysimdjson, orjson)."""
+    if codec in ("orjson", "stdlib"):
+        monkeypatch.setattr("broadcaster.jsoncodec._fast", None)
     if codec == "stdlib":
         monkeypatch.setattr("broadcaster.jsoncodec._orjson", None)
     server = await _prefixed(make_server)

@@ -17,6 +17,10 @@ import hiredis
 
 # Stop reading from Redis beyond this many unconsumed replies (backpressure).
 MAX_BUFFERED = 20_000
+# hiredis moves its unread buffer to the front after each reply it takes, so one
+# 256 KB read fed at once costs a memmove of up to 256 KB per reply (1.1 µs per
+# 600-byte message instead of 0.3): feed it in pieces of this size.
+FEED_STEP = 16 * 1024
 
 
 class RedisReplyError(ConnectionError):
@@ -36,13 +40,16 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
         replies = self.replies
+        feed = self.reader.feed
         gets = self.reader.gets
-        reply = gets()
-        while reply is not False:
-            replies.append(reply)
+        size = len(data)
+        for offset in range(0, size, FEED_STEP):
+            feed(data, offset, min(FEED_STEP, size - offset))
             reply = gets()
+            while reply is not False:
+                replies.append(reply)
+                reply = gets()
         if len(replies) > MAX_BUFFERED and self.transport is not None:
             self.transport.pause_reading()
             self.paused = True

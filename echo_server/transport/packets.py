@@ -190,10 +190,25 @@ def parse_sio(text: str) -> SioPacket:
     return pkt
 
 
-def event_packet(event: str, channel: str, data_json: str) -> str:
-    """The Engine.IO message for ``emit(event, channel, data)``, with ``data``
-    already encoded: the event's data is encoded once, never per recipient."""
-    return f"42[{dumps(event)},{dumps(channel)},{data_json}]"
+_event_heads: dict[tuple[str, str], bytes] = {}
+EVENT_HEADS_MAX = 4096
+
+
+def event_message(event: str, channel: str, data_json: str | bytes) -> bytes:
+    """The Engine.IO message for ``emit(event, channel, data)``, as UTF-8, with ``data``
+    already encoded: the event's data is encoded once, never per recipient, and stays
+    bytes from the source's parser to the frame (polling decodes it only when a polling
+    client is among the recipients). The ``42["event","channel",`` head repeats from
+    event to event; it is kept."""
+    key = (event, channel)
+    head = _event_heads.get(key)
+    if head is None:
+        if len(_event_heads) >= EVENT_HEADS_MAX:
+            _event_heads.clear()
+        head = _event_heads[key] = f"42[{dumps(event)},{dumps(channel)},".encode()
+    if type(data_json) is str:
+        data_json = data_json.encode("utf-8")
+    return b"".join((head, data_json, b"]"))
 
 
 def emit_packet(event: str, *args: Any) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .websocket import (
@@ -33,8 +34,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("echo_server.websocket")
 
 
+def _discard(frame: bytes) -> None:
+    """``write`` of a closed connection: a fan-out in progress may still hold it."""
+
+
 class WebSocketConnection(asyncio.Protocol):
-    __slots__ = ("closed", "engine", "parser", "session", "transport")
+    __slots__ = ("closed", "engine", "parser", "session", "transport", "write")
+
+    # The transport's own (C, under uvloop) write while open, _discard once closed:
+    # the fan-out calls it once per recipient, so no Python frame sits in between.
+    write: Callable[[bytes], None]
 
     def __init__(self, engine: EngineServer, transport: asyncio.Transport, max_size: int,
                  high_water: int) -> None:
@@ -43,6 +52,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.parser = FrameParser(max_size)
         self.session: Session | None = None
         self.closed = False
+        self.write = transport.write
         transport.set_write_buffer_limits(high=high_water)
 
     def data_received(self, data: bytes) -> None:
@@ -75,7 +85,7 @@ class WebSocketConnection(asyncio.Protocol):
                 self.close(code if 1000 <= code < 5000 else CLOSE_NORMAL, reason="client close")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self._closing()
         self.engine.on_ws_closed(self, "transport close")
         self.parser = None  # type: ignore[assignment]
 
@@ -88,14 +98,14 @@ class WebSocketConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         pass
 
-    def write(self, frame: bytes) -> None:
-        if not self.closed:
-            self.transport.write(frame)
+    def _closing(self) -> None:
+        self.closed = True
+        self.write = _discard
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if self.closed:
             return
-        self.closed = True
+        self._closing()
         try:
             self.transport.write(close_frame(code))
         finally:
@@ -106,7 +116,7 @@ class WebSocketConnection(asyncio.Protocol):
         # No session callback here: this runs inside a fan-out loop, and the
         # room being iterated must not change under it. connection_lost follows.
         if not self.closed:
-            self.closed = True
+            self._closing()
             self.transport.abort()
 
     def going_away(self) -> None:
