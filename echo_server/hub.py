@@ -108,16 +108,15 @@ class Hub:
         frame = encode_frame(message)
         packet: str | None = None
         exclude = self.sockets.get(except_id) if except_id else None
-        count = 0
+        # The loop below runs once per recipient: nothing in it that can be done once.
         for socket in members:
-            if socket is not exclude:
-                session = socket.session
-                ws = session.ws
-                if ws is None:
-                    if packet is None:
-                        packet = message.decode("utf-8")
-                    session.send_prebuilt(packet, frame)
-                else:
-                    ws.write(frame)  # the transport's own write: no Python frame between
-                count += 1
-        return count
+            if socket is exclude:
+                continue
+            ws = socket.session.ws
+            if ws is not None:
+                ws.write(frame)  # the transport's own write: no Python frame between
+            else:
+                if packet is None:
+                    packet = message.decode("utf-8")
+                socket.session.send_prebuilt(packet, frame)
+        return len(members) - (exclude is not None and exclude in members)
