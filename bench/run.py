@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -717,14 +718,53 @@ async def publish_and_measure(ctx: Context, lg: LoadGen, channels: list[str], co
             clients_per_channel[channel] = 1
     else:
         clients_per_channel[channels[0]] = lg.spec.clients
+    histogram = broadcast_histogram(ctx.server)
     before = ctx.snap(lg)
     published = await asyncio.to_thread(publish, ctx.redis, KEY_PREFIX, channels, count, rate)
     expected_total = sum(clients_per_channel.get(ch, 0) * n
                          for ch, n in published["per_channel"].items())
     await wait_delivery(lg, expected_total)
     after = ctx.snap(lg)
+    if histogram is not None:
+        ctx.figures["server_fanout_ms"] = histogram_quantiles(histogram,
+                                                              broadcast_histogram(ctx.server))
     report = await lg.report(published["per_channel"])
     return published, delta(before, after), report
+
+
+def broadcast_histogram(server: ServerProcess) -> dict[float, float] | None:
+    """echo-server's own ``echo_broadcast_seconds`` (a source batch received to its last
+    frame written), cumulative bucket counts; None for the reference, which has none.
+    Read outside the measured phase: a scrape costs the server CPU."""
+    if server.kind != "echo-server":
+        return None
+    try:
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("echo_broadcast_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def histogram_quantiles(before: dict[float, float],
+                        after: dict[float, float] | None) -> dict[str, float | None]:
+    """p50/p99 of the batches in between, in ms, as the upper bound of their bucket: the
+    server's share of the publish-to-receive latency, apart from the load generator's."""
+    if not after:
+        return {}
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    found: dict[str, float | None] = {"batches": total}
+    for name, q in (("p50", 0.5), ("p99", 0.99)):
+        found[name] = next((b * 1000 for b, c in zip(bounds, counts, strict=True)
+                            if total and c >= q * total), None)
+    return found
 
 
 def delivery_figures(ctx: Context, published: dict[str, Any], d: Delta,
@@ -746,6 +786,7 @@ def delivery_figures(ctx: Context, published: dict[str, Any], d: Delta,
         "cpu_us_per_msg": d.cpu / delivered * 1e6 if delivered else None,
         "cpu_pct": d.cpu / d.wall * 100 if d.wall > 0 else None,
         "loadgen_cpu_pct": d.loadgen_cpu / d.wall * 100 if d.wall > 0 else None,
+        "loadgen_cpu_us_per_msg": d.loadgen_cpu / delivered * 1e6 if delivered else None,
         "publish_rate": published["rate"],
         "publish_max_lag_ms": published["max_lag_ms"],
         "latency_ms": report["latency_ms"],
@@ -1017,6 +1058,13 @@ def metrics(names: list[str]) -> list[Metric]:
                 Metric(name, "latency p50 ms", _get("latency_ms.p50"), 2),
                 Metric(name, "latency p99 ms", _get("latency_ms.p99"), 2, "≤ 20 ms",
                        abs_max=20),
+                # Where the latency goes: the server's own histogram (echo-server only; the
+                # bucket's upper bound) and the load generator's CPU per message, which it
+                # spends one message after another on its one core.
+                Metric(name, "server share p99 ms (batch in → last frame written)",
+                       _get("server_fanout_ms.p99"), 1, ratio=False),
+                Metric(name, "load generator CPU µs / msg", _get("loadgen_cpu_us_per_msg"), 1,
+                       ratio=False),
                 Metric(name, "server CPU µs / delivered msg", _get("cpu_us_per_msg"), 2),
             ]
         elif name == "rate100":
@@ -1025,6 +1073,8 @@ def metrics(names: list[str]) -> list[Metric]:
                        "≤ 0.7×", ratio_max=0.7),
                 Metric(name, "server CPU %", _get("cpu_pct"), 0),
                 Metric(name, "latency p99 ms", _get("latency_ms.p99"), 1),
+                Metric(name, "server share p99 ms (batch in → last frame written)",
+                       _get("server_fanout_ms.p99"), 1, ratio=False),
             ]
         elif name.startswith("idle-"):
             rows.append(Metric(name, "RSS KB / idle connection", _get("kb_per_conn"), 2,
@@ -1193,6 +1243,7 @@ def summary_line(name: str, key: str, figures: dict[str, Any]) -> str:
                                 ("cpu %", "cpu_pct", 0),
                                 ("p50 ms", "latency_ms.p50", 1),
                                 ("p99 ms", "latency_ms.p99", 1),
+                                ("server share p99 ms", "server_fanout_ms.p99", 1),
                                 ("lost", "lost", 0),
                                 ("overflows", "overflows", 0),
                                 ("loadgen %", "loadgen_cpu_pct", 0)):
