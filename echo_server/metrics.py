@@ -35,7 +35,8 @@ disable_created_metrics()  # the *_created samples only add noise to every scrap
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RECONNECT_WINDOW = 60.0
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1,
+                    0.25, 0.5, 1.0,
                     2.5, 5.0, 10.0)
 
 
