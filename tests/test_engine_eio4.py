@@ -131,16 +131,40 @@ async def test_connect_with_auth_payload(
     await ws.close()
 
 
-async def test_events_before_connect_are_ignored(make_server: ServerFactory, http: Http) -> None:
+async def test_events_before_connect_close_the_connection(make_server: ServerFactory,
+                                                          http: Http) -> None:
+    """socket.io 4 closes a client that emits before its CONNECT ("invalid state");
+    socket.io-client never does (it holds emits until connected)."""
     server = await make_server(redis=False)
     client = Polling(http, server_url(server), eio=4)
     await client.handshake()
-    await client.post('42["subscribe",{"channel":"early"}]', "40",
-                      '42["subscribe",{"channel":"late"}]')
-    await subscribed(server, "late")
+    await client.post('42["subscribe",{"channel":"early"}]', "40")
+    await wait_until(lambda: client.sid not in server.engine.sessions, message="the session closed")
     assert server.rooms.count("early") == 0
-    packet, _ = await client.get_until(lambda p: p.startswith("40"))
-    connect_sid(packet)
+    assert not server.sockets.sockets
+    assert server.errors.counts["bad_frame"] == 1
+    reply = await client.get_reply()
+    assert reply.status == 400 and reply.json()["code"] == 1  # unknown session
+
+
+@pytest.mark.parametrize("packet", ["2", "40"])
+async def test_client_ping_or_second_connect_closes_the_connection(
+        make_server: ServerFactory, http: Http, packet: str) -> None:
+    """Engine.IO 4: a client ping is an "invalid heartbeat direction"; socket.io 4: a
+    CONNECT on a connected namespace is an invalid state. Both end that connection,
+    and only that one."""
+    server = await make_server(SLOW_PINGS, redis=False)
+    ws, nsp_sid = await connected_ws(http, server, channel="c")
+    other, _ = await connected_ws(http, server, channel="c")
+    await ws.send_str(packet)
+    message = await ws.receive(timeout=3)
+    assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    await wait_until(lambda: nsp_sid not in server.sockets.sockets, message="the socket left")
+    assert server.rooms.count("c") == 1
+    assert server.errors.counts["bad_frame"] == 1
+    server.publish(BroadcastEvent("c", "still", "1"))
+    assert await ws_recv(other) == '42["still","c",1]'
+    await other.close()
 
 
 async def test_polling_records_are_joined_by_record_separator(

@@ -172,6 +172,11 @@ class Session:
         elif kind == "2":
             if self.eio == 3 or packet == "2probe":
                 self.send("3" + packet[1:])
+            else:
+                # Engine.IO 4 heartbeats run from the server; engine.io closes a client
+                # that pings ("invalid heartbeat direction").
+                self.engine.report_error("bad_frame", "engine: ping from an EIO4 client")
+                self.close("transport error")
         elif kind == "3":
             self.awaiting_pong = False
         elif kind == "1":
@@ -410,9 +415,10 @@ class EngineServer:
 
     def _poll(self, session: Session, request: Request, conn: HttpConnection) -> Response | None:
         if session.poll is not None:
+            # engine.io: the session ends, and this GET gets a bare 500.
             self.report_error("bad_request", "engine: overlapping polls from one client")
             session.close("transport error")
-            return self._reject(request, BAD_REQUEST)
+            return Response(500, b"", [], "text/plain")
         session.last_seen = time.monotonic()
         if session.queue:
             packets, session.queue = session.queue, []

@@ -126,6 +126,10 @@ class SocketServer:
         ptype = packet.type
         if ptype == SIO_EVENT:
             if not socket.connected:
+                if session.eio == 4:
+                    # socket.io 4 closes such a client ("invalid state"); socket.io-client
+                    # itself holds its emits until the CONNECT answer.
+                    self._bad_packet(socket, "event before CONNECT")
                 return
             data = packet.data
             if not isinstance(data, list) or not data or not isinstance(data[0], str):
@@ -136,7 +140,10 @@ class SocketServer:
             except Exception:
                 log.exception("error handling %r from %s", data[0], socket.id)
         elif ptype == SIO_CONNECT:
-            if session.eio == 4 and not socket.connected and not socket.id:
+            if session.eio == 4:
+                if socket.id:  # connected, or being connected: socket.io 4 closes
+                    self._bad_packet(socket, "CONNECT on a namespace already connected")
+                    return
                 socket.id = new_id()
                 self._connect(socket, packet.data)
         elif ptype == SIO_DISCONNECT:
