@@ -249,9 +249,10 @@ class ChannelHandler:
             # Gone (or unsubscribed) while the write was in flight: undo it quietly.
             await self._presence_remove(socket.id, channel, announce=False)
             return
-        joined: set[str] = self._data(socket).setdefault("presence", set())
+        # channel -> member: what this instance writes again if Redis loses it.
+        joined: dict[str, Member] = self._data(socket).setdefault("presence", {})
         again = channel in joined
-        joined.add(channel)
+        joined[channel] = member
         if not again:
             self.presence_members += 1
         socket.emit("presence:subscribed", channel, [m.public() for m in result.members])
@@ -263,7 +264,7 @@ class ChannelHandler:
     def _presence_leave(self, socket: Socket, channel: str) -> None:
         joined = (socket.data or {}).get("presence")
         if joined and channel in joined:
-            joined.discard(channel)
+            del joined[channel]
             self.presence_members -= 1
             self._spawn(self._presence_remove(socket.id, channel, announce=True))
 
@@ -277,6 +278,31 @@ class ChannelHandler:
             self.emit_room(channel, "presence:leaving", dumps(result.member.public()))
         if result.member is not None:
             await self._presence_changed(channel)
+
+    async def restore_presence(self) -> list[tuple[str, Member, bool]]:
+        """Write this instance's presence members into the store again, after Redis lost
+        them (a restart without persistence, a failover to a replica that lagged) or after
+        another instance purged them while this one could not reach Redis. Returns each
+        membership written: (channel, member, first of its user in the channel now)."""
+        restored: list[tuple[str, Member, bool]] = []
+        for channel in [name for name in self.rooms if is_presence(name)]:
+            for socket in list(self.rooms.members(channel) or ()):
+                joined = (socket.data or {}).get("presence") or {}
+                member = joined.get(channel)
+                if member is None:
+                    continue  # its join is still in flight: that write will land
+                try:
+                    result = await self.presence.join(channel, socket.id, member)
+                except Exception as exc:
+                    self.report_error("presence", f"presence restore of {channel!r} failed: "
+                                      f"{exc}")
+                    return restored
+                if not socket.connected or channel not in joined:
+                    # Left while the write was in flight: undo it, as a join would.
+                    await self._presence_remove(socket.id, channel, announce=False)
+                    continue
+                restored.append((channel, member, result.first_for_user))
+        return restored
 
     async def _presence_changed(self, channel: str, members: list[Member] | None = None) -> None:
         if self.on_presence_change is None:

@@ -23,14 +23,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broadcaster.jsoncodec import dumps, loads
 from broadcaster.sources.redis import INTERNAL_PREFIX, subscriber_endpoint
 from broadcaster.sources.redis_wire import RedisSubscriber
 
-from .presence import LuaScript, RedisPresenceStore, key_tag
+from .presence import LuaScript, Member, RedisPresenceStore, key_tag
 
 log = logging.getLogger("echo_server.cluster")
 
@@ -42,6 +42,8 @@ def relay_channel(key_prefix: str) -> str:
 
 
 RoomEmitter = Callable[[str, str, str, str | None], int]
+# Writes this instance's presence members again: (channel, member, first of its user).
+PresenceRestorer = Callable[[], Awaitable[list[tuple[str, Member, bool]]]]
 MAX_OUTBOX = 50_000  # relay messages queued while Redis is slow or away
 
 # One round trip per batch, on any topology: a Cluster pipeline refuses PUBLISH (it has no key
@@ -60,7 +62,8 @@ class Cluster:
     def __init__(self, client: Any, redis_url: str, instance_id: str, *, key_prefix: str = "",
                  heartbeat_interval: float = 5.0, liveness_ttl: float = 15.0,
                  emit_local: RoomEmitter, snapshot: Callable[[], dict[str, Any]],
-                 presence: RedisPresenceStore | None = None) -> None:
+                 presence: RedisPresenceStore | None = None,
+                 restore_presence: PresenceRestorer | None = None) -> None:
         self.client = client
         self.redis_url = redis_url
         self.instance_id = instance_id
@@ -70,6 +73,9 @@ class Cluster:
         self.emit_local = emit_local
         self.snapshot = snapshot
         self.presence = presence
+        self.restore_presence = restore_presence
+        self._beaten = False  # a first beat landed: from then on a missing key means a loss
+        self.restored = 0  # presence memberships written again after a loss (metrics, tests)
         self._outbox: list[str] = []
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,6 +101,11 @@ class Cluster:
 
     def stats_key(self, instance_id: str) -> str:
         return self._key("stats", instance_id)
+
+    def reaped_key(self, instance_id: str) -> str:
+        """Left by the instance that purged ``instance_id``'s members, for that instance to
+        find if it comes back: its members' leaving was announced, so their return must be."""
+        return self._key("reaped", instance_id)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -230,10 +241,35 @@ class Cluster:
     async def _beat(self) -> None:
         ttl_ms = max(1, int(self.liveness_ttl * 1000))
         async with self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(self.alive_key(self.instance_id))
+            pipe.exists(self.reaped_key(self.instance_id))
             pipe.set(self.alive_key(self.instance_id), str(time.time()), px=ttl_ms)
             pipe.set(self.stats_key(self.instance_id), dumps(self.snapshot()), px=ttl_ms)
             pipe.sadd(self.instances_key, self.instance_id)
-            await pipe.execute()
+            pipe.delete(self.reaped_key(self.instance_id))
+            alive, reaped, *_ = await pipe.execute()
+        first, self._beaten = not self._beaten, True
+        if not alive and not first:
+            await self._recover(bool(reaped))
+
+    async def _recover(self, reaped: bool) -> None:
+        """Our liveness key was gone: Redis lost its data (a restart without persistence, a
+        failover to a replica that lagged), or another instance purged us while we could not
+        reach it. Either way our presence members may be missing from Redis: write them
+        again, so ``here()`` and the API see every member that is still connected. When we
+        were purged, the other instances announced these users leaving: announce their
+        return to them (not here: our own clients never heard of a leaving)."""
+        if self.presence is None or self.restore_presence is None:
+            return
+        restored = await self.restore_presence()
+        self.restored += len(restored)
+        if reaped:
+            for channel, member, first_for_user in restored:
+                if first_for_user:
+                    self.relay(channel, "presence:joining", dumps(member.public()), None)
+        log.warning("this instance's liveness key was gone from Redis (%s): wrote its %d "
+                    "presence memberships again", "purged by another instance" if reaped
+                    else "Redis lost its data", len(restored))
 
     async def _reap(self) -> None:
         """Remove instances whose liveness key expired: exactly one survivor wins each."""
@@ -243,6 +279,8 @@ class Cluster:
                 continue
             if await self.client.srem(self.instances_key, other):
                 log.warning("instance %s stopped sending heartbeats: removing its members", other)
+                await self.client.set(self.reaped_key(other), "1",
+                                      px=max(1, int(self.liveness_ttl * 10_000)))
                 await self._purge(other)
 
     async def _purge(self, instance_id: str) -> None:

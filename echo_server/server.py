@@ -218,7 +218,7 @@ class EchoServer:
             client, c.redis_url, self.instance_id, key_prefix=c.key_prefix,
             heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
             emit_local=self.hub.emit_to_room, snapshot=lambda: local_snapshot(local),
-            presence=store)
+            presence=store, restore_presence=self.channels.restore_presence)
         await self.cluster.start()
         self.channels.emit_room = self.cluster.emit
         self.state = ClusterState(local, self.cluster.peers)

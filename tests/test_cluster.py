@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from echo_server.server import EchoServer
 from tests.conftest import free_port, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
-from tests.support.waits import wait_member
+from tests.support.waits import wait_member, wait_until
 
 pytestmark = requires_node
 
@@ -218,3 +218,83 @@ async def test_members_of_a_killed_instance_leave(tmp_path: Path, make_server, n
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def _echo_keys(redis: aioredis.Redis, prefix: str) -> list[bytes]:
+    return [key async for key in redis.scan_iter(match=f"{{{prefix}echo}}*")]
+
+
+async def test_presence_is_written_again_when_redis_loses_it(make_server, node_client,
+                                                             redis: aioredis.Redis,
+                                                             auth_backend: AuthBackend,
+                                                             prefix: str) -> None:
+    """Redis restarted without persistence (or failed over to a replica that lagged): each
+    instance finds its liveness key gone at its next beat and writes its members again,
+    quietly, since nobody was told they left."""
+    auth_backend.rules["presence-room"] = _as_member
+    servers = [await make_server(_options(auth_backend, prefix)) for _ in range(2)]
+    a, _ = await _client(node_client, servers[0], "echo1-sio2", user=1)
+    await a.command({"cmd": "join", "channel": "room"})
+    await a.expect("presence_here")
+    b, _ = await _client(node_client, servers[1], "echo2-sio4", user=2)
+    await b.command({"cmd": "join", "channel": "room"})
+    await b.expect("presence_here")
+    await a.expect("presence_joining")
+
+    keys = await _echo_keys(redis, prefix)
+    assert keys
+    await redis.delete(*keys)
+    assert not await servers[0].channels.presence.members("presence-room")
+
+    for server in servers:
+        await wait_until(lambda s=server: s.cluster.restored >= 1, "the members written again")
+    members = await servers[0].channels.presence.members("presence-room")
+    assert sorted(m.user_id for m in members) == [1, 2]
+    # A new tab sees both; the two that were there hear nothing (no one left, no one came).
+    c, _ = await _client(node_client, servers[1], "echo2-sio2", user=3)
+    await c.command({"cmd": "join", "channel": "room"})
+    here = await c.expect("presence_here")
+    assert sorted(u["name"] for u in here["users"]) == ["user 1", "user 2", "user 3"]
+    for client in (a, b):
+        assert (await client.expect("presence_joining"))["user"] == {"name": "user 3"}
+        await client.expect_none("presence_leaving", within=0.0)
+        await client.expect_none("presence_joining", within=0.2)
+
+
+async def test_members_purged_while_an_instance_was_cut_off_come_back(
+        make_server, node_client, auth_backend: AuthBackend, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An instance that could not reach Redis for longer than the liveness TTL was taken for
+    dead: the others purged its members and announced them leaving. When it reaches Redis
+    again, it writes them back and announces them joining."""
+    auth_backend.rules["presence-room"] = _as_member
+    servers = [await make_server(_options(auth_backend, prefix)) for _ in range(2)]
+    watcher, _ = await _client(node_client, servers[0], "echo2-sio4", user=1)
+    await watcher.command({"cmd": "join", "channel": "room"})
+    await watcher.expect("presence_here")
+    cut_off, _ = await _client(node_client, servers[1], "echo1-sio2", user=2)
+    await cut_off.command({"cmd": "join", "channel": "room"})
+    await cut_off.expect("presence_here")
+    await watcher.expect("presence_joining")
+
+    cluster = servers[1].cluster
+    real_beat = cluster._beat
+
+    async def unreachable() -> None:
+        raise ConnectionError("Redis is unreachable from here")
+
+    monkeypatch.setattr(cluster, "_beat", unreachable)
+    left = await watcher.expect("presence_leaving", timeout=10)
+    assert left["user"] == {"name": "user 2"}
+    assert [m.user_id for m in await servers[0].channels.presence.members("presence-room")] \
+        == [1]
+
+    monkeypatch.setattr(cluster, "_beat", real_beat)
+    back = await watcher.expect("presence_joining", timeout=10)
+    assert back["user"] == {"name": "user 2"}
+    members = await servers[0].channels.presence.members("presence-room")
+    assert sorted(m.user_id for m in members) == [1, 2]
+    assert cluster.restored == 1
+    # Its own clients hear no joining: here the relay still worked, so they did hear the
+    # leaving, which in a real partition they would not.
+    await cut_off.expect_none("presence_joining", within=0.2)
