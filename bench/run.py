@@ -1003,6 +1003,8 @@ def scenario_storm(transport: str) -> Callable[[Context], Awaitable[None]]:
                 "cpu_s": d.cpu,
                 "cpu_utime_stime_s": d.cpu_ticks,
                 "cpu_us_per_conn": d.cpu / clients * 1e6,
+                "softirq_us_per_conn": d.softirq / clients * 1e6 if d.softirq is not None
+                else None,
                 "overflows": d.overflows,
                 "loadgen_cpu_pct": d.loadgen_cpu / d.wall * 100 if d.wall > 0 else None,
             })
@@ -1137,6 +1139,8 @@ def metrics(names: list[str]) -> list[Metric]:
                                _get("cpu_us_per_conn"), 0, "≤ 1×", ratio_max=1.0))
             rows += [
                 cpu_conn,
+                Metric(name, "of it: TCP handshakes and client receive (softirq on the "
+                       "server's core, loopback)", _get("softirq_us_per_conn"), 0),
                 Metric(name, "listen overflows", _get("overflows"), 0, "0", ratio=False,
                        abs_max=0),
                 Metric(name, "connect wall s", _get("connect_s"), 2, ratio=False),
