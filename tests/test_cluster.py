@@ -220,6 +220,21 @@ async def test_members_of_a_killed_instance_leave(tmp_path: Path, make_server, n
             await proc.wait()
 
 
+async def _two_members(make_server, node_client, auth_backend: AuthBackend, prefix: str,
+                       stacks: tuple[str, str]) -> tuple[list[EchoServer], Any, Any]:
+    """Two instances; user 1 in presence-room on the first, then user 2 on the second."""
+    auth_backend.rules["presence-room"] = _as_member
+    servers = [await make_server(_options(auth_backend, prefix)) for _ in range(2)]
+    clients = []
+    for user, (server, stack) in enumerate(zip(servers, stacks, strict=True), start=1):
+        client, _ = await _client(node_client, server, stack, user=user)
+        await client.command({"cmd": "join", "channel": "room"})
+        await client.expect("presence_here")
+        clients.append(client)
+    await clients[0].expect("presence_joining")
+    return servers, clients[0], clients[1]
+
+
 async def _echo_keys(redis: aioredis.Redis, prefix: str) -> list[bytes]:
     return [key async for key in redis.scan_iter(match=f"{{{prefix}echo}}*")]
 
@@ -231,15 +246,8 @@ async def test_presence_is_written_again_when_redis_loses_it(make_server, node_c
     """Redis restarted without persistence (or failed over to a replica that lagged): each
     instance finds its liveness key gone at its next beat and writes its members again,
     quietly, since nobody was told they left."""
-    auth_backend.rules["presence-room"] = _as_member
-    servers = [await make_server(_options(auth_backend, prefix)) for _ in range(2)]
-    a, _ = await _client(node_client, servers[0], "echo1-sio2", user=1)
-    await a.command({"cmd": "join", "channel": "room"})
-    await a.expect("presence_here")
-    b, _ = await _client(node_client, servers[1], "echo2-sio4", user=2)
-    await b.command({"cmd": "join", "channel": "room"})
-    await b.expect("presence_here")
-    await a.expect("presence_joining")
+    servers, a, b = await _two_members(make_server, node_client, auth_backend, prefix,
+                                       ("echo1-sio2", "echo2-sio4"))
 
     keys = await _echo_keys(redis, prefix)
     assert keys
@@ -267,15 +275,8 @@ async def test_members_purged_while_an_instance_was_cut_off_come_back(
     """An instance that could not reach Redis for longer than the liveness TTL was taken for
     dead: the others purged its members and announced them leaving. When it reaches Redis
     again, it writes them back and announces them joining."""
-    auth_backend.rules["presence-room"] = _as_member
-    servers = [await make_server(_options(auth_backend, prefix)) for _ in range(2)]
-    watcher, _ = await _client(node_client, servers[0], "echo2-sio4", user=1)
-    await watcher.command({"cmd": "join", "channel": "room"})
-    await watcher.expect("presence_here")
-    cut_off, _ = await _client(node_client, servers[1], "echo1-sio2", user=2)
-    await cut_off.command({"cmd": "join", "channel": "room"})
-    await cut_off.expect("presence_here")
-    await watcher.expect("presence_joining")
+    servers, watcher, cut_off = await _two_members(make_server, node_client, auth_backend,
+                                                   prefix, ("echo2-sio4", "echo1-sio2"))
 
     cluster = servers[1].cluster
     real_beat = cluster._beat
