@@ -311,6 +311,31 @@ async def test_memory_publisher_reaches_servers_in_this_process(
     assert (await client.expect("event"))["data"] == {"lead": {"id": 3}, "socket": None}
 
 
+@requires_node
+async def test_sync_memory_publisher_from_a_worker_thread(
+        make_server: ServerFactory, node_client: ClientFactory) -> None:
+    """Synchronous code in another thread (a worker, a Django view) publishing to a server
+    embedded in this process: the events reach its clients, in order."""
+    server = await make_server(redis=False)
+    client = await node_client("echo1-sio2", server_url(server), transports="websocket")
+    socket_id = (await client.expect("connected"))["socketId"]
+    await client.command({"cmd": "channel", "channel": "leads-management",
+                          "listen": [".lead.assigned"]})
+    await wait_member(server, "leads-management", socket_id)
+    # Debug mode makes the loop refuse calls from another thread (which would otherwise
+    # only show as events delivered late, at the loop's next wakeup).
+    asyncio.get_running_loop().set_debug(True)
+
+    def from_a_thread() -> None:
+        with SyncBroadcaster("memory://", timeout=5) as broadcaster:
+            for n in range(3):
+                broadcaster.publish("leads-management", "lead.assigned", {"n": n})
+
+    await asyncio.to_thread(from_a_thread)
+    for n in range(3):
+        assert (await client.expect("event", timeout=3))["data"] == {"n": n, "socket": None}
+
+
 # --------------------------------------------------------------------------- CLI
 
 async def _cli(*args: str, cwd: Path) -> tuple[int, str, str]:

@@ -33,15 +33,30 @@ class MemorySource(EventSource):
         self._pending: list[BroadcastEvent] = []
         self._max_pending = max_pending
         self._ready = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one reading, once it reads
         _BUSES.setdefault(_bus_name(url), weakref.WeakSet()).add(self)
 
     def publish(self, event: BroadcastEvent) -> bool:
-        """Queue an event; False when the bound is reached (the caller reports it)."""
+        """Queue an event; False when the bound is reached (the caller reports it). Safe
+        from any thread: a publisher on another loop (``SyncBroadcaster``'s thread) hands
+        the event to the reading loop instead of touching its state."""
         if len(self._pending) >= self._max_pending:
             return False
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                here = asyncio.get_running_loop()
+            except RuntimeError:
+                here = None
+            if here is not loop:
+                loop.call_soon_threadsafe(self._append, event)
+                return True
+        self._append(event)
+        return True
+
+    def _append(self, event: BroadcastEvent) -> None:
         self._pending.append(event)
         self._ready.set()
-        return True
 
     async def connect(self) -> None:
         pass
@@ -50,6 +65,7 @@ class MemorySource(EventSource):
         pass
 
     async def next_batch(self) -> list[BroadcastEvent]:
+        self._loop = asyncio.get_running_loop()
         while not self._pending:
             self._ready.clear()
             await self._ready.wait()
