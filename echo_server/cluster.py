@@ -143,6 +143,11 @@ class Cluster:
                                    "d": data_json, "x": except_id}))
         self._outbox_ready.set()
 
+    async def publish(self, channel: str, message: str) -> None:
+        """PUBLISH through the node of our hash tag: on a Redis Cluster a plain PUBLISH goes
+        to a random node, and fails while that one is down."""
+        await self._publish_batch(keys=[self._key("relay")], args=[channel, message])
+
     def emit(self, room: str, event: str, data_json: str, except_id: str | None = None) -> int:
         count = self.emit_local(room, event, data_json, except_id)
         self.relay(room, event, data_json, except_id)

@@ -228,9 +228,12 @@ class EchoServer:
         """``databaseConfig.publishPresence``: the reference's message, minus socket ids."""
         from broadcaster.jsoncodec import dumps
 
-        message = {"event": {"channel": f"{channel}:members",
-                             "members": [m.public() for m in members]}}
-        await self._redis.publish("PresenceChannelUpdated", dumps(message))
+        message = dumps({"event": {"channel": f"{channel}:members",
+                                   "members": [m.public() for m in members]}})
+        if self.cluster is not None:
+            await self.cluster.publish("PresenceChannelUpdated", message)
+        else:
+            await self._redis.publish("PresenceChannelUpdated", message)
 
     # -- sources ----------------------------------------------------------------
     def _start_sources(self) -> None:
