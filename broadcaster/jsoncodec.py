@@ -6,9 +6,10 @@ are, which is what Node's ``JSON.stringify`` does, so the bytes a client sees do
 not depend on which one is installed.
 
 ``members`` is the hot path's parser: pysimdjson (also in ``fast``) validates a
-broadcast message and hands the payload back as compact JSON text straight
+broadcast message and hands the payload back as compact UTF-8 JSON straight
 from its tape, without building the Python dicts and lists that ``loads`` +
-``dumps`` would only throw away (2.5 µs less per event on a 584-byte message).
+``dumps`` would only throw away (2.7 µs instead of 3.6 on the benchmark's
+584-byte event, and the frame is then built from bytes with no str round trip).
 """
 
 from __future__ import annotations
