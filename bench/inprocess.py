@@ -1,0 +1,186 @@
+"""The Python share of the hot paths, measured in one process with no sockets: a quiet A/B
+for changes that the side-by-side benchmark's ±20 % run-to-run spread would hide.
+
+    .venv/bin/python bench/inprocess.py connect [--eio 4] [--count 5000]
+    .venv/bin/python bench/inprocess.py events  [--channels 2000] [--batches 200]
+
+``connect``: a real EchoServer (no Redis) is handed websocket upgrades, the client's ``40``
+(EIO4) and Echo's ``subscribe`` as the bytes a client sends, through transports that only
+count what is written. ``events``: clients connected that way, one per channel, then the
+benchmark's 584-byte Laravel messages as Redis replies, 100 per read, through the Redis
+source's reply reader and parser and the server's hub. Both print CPU µs per unit. What they
+leave out is the kernel (system calls, loopback TCP): that is what ``bench/run.py`` measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import logging
+import os
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+from publisher import MessageTemplate  # noqa: E402
+
+from broadcaster.sources.redis import RedisPubSubSource  # noqa: E402
+from broadcaster.sources.redis_wire import _Protocol  # noqa: E402
+from echo_server.config import load_config  # noqa: E402
+from echo_server.server import EchoServer, tune_gc  # noqa: E402
+from echo_server.transport.http import HttpConnection  # noqa: E402
+
+KEY_PREFIX = "laravel_database_"  # Laravel's default Redis prefix, as bench/run.py uses
+
+
+class CountingTransport:
+    """What an uvloop transport offers the server, minus the socket."""
+
+    __slots__ = ("closed", "protocol", "written")
+
+    def __init__(self) -> None:
+        self.protocol: Any = None
+        self.written = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def client_frame(text: str) -> bytes:
+    """A masked text frame, as a browser sends it."""
+    payload, mask = text.encode(), os.urandom(4)
+    n = len(payload)
+    head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0xFE)) + struct.pack("!H", n)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def start_server() -> EchoServer:
+    directory = tempfile.mkdtemp(prefix="echo-inprocess-")
+    Path(directory, "laravel-echo-server.json").write_text(json.dumps({
+        "host": "127.0.0.1", "port": 0, "clients": [{"appId": "a", "key": "k"}],
+        "subscribers": {"http": True, "redis": False}}))
+    server = EchoServer(load_config("laravel-echo-server.json", directory, environ={},
+                                    cwd=directory))
+    await server.start()
+    tune_gc()  # what `serve` does once the server is up
+    return server
+
+
+class Connector:
+    def __init__(self, server: EchoServer, eio: int) -> None:
+        self.server, self.eio = server, eio
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.upgrade = (f"GET /socket.io/?EIO={eio}&transport=websocket HTTP/1.1\r\n"
+                        "Host: 127.0.0.1:6001\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
+                        "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n").encode()
+        self.connect = client_frame("40")
+        self.max_body = server.config.max_http_buffer_size + 64 * 1024
+
+    def open(self, channel: str) -> CountingTransport:
+        transport = CountingTransport()
+        http = HttpConnection(self.server._route, self.server._upgrade, self.max_body)
+        http.connection_made(transport)  # type: ignore[arg-type]
+        http.data_received(self.upgrade)
+        ws = transport.protocol
+        if self.eio == 4:
+            ws.data_received(self.connect)
+        ws.data_received(client_frame(
+            f'42["subscribe",{{"channel":{json.dumps(channel)},"auth":{{"headers":{{}}}}}}]'))
+        return transport
+
+
+def redis_reply(*parts: bytes) -> bytes:
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
+async def measure_connect(eio: int, count: int) -> None:
+    server = await start_server()
+    connector = Connector(server, eio)
+    kept = [connector.open("bench") for _ in range(200)]  # warm up
+    started = time.process_time()
+    kept += [connector.open("bench") for _ in range(count)]
+    spent = time.process_time() - started
+    assert server.rooms.count("bench") == len(kept), "a subscribe did not land"
+    print(f"connect+subscribe, EIO{eio}: {spent / count * 1e6:.1f} µs CPU each ({count})")
+    await server.stop()
+
+
+async def measure_events(channels: int, batches: int, per_read: int = 100) -> None:
+    server = await start_server()
+    connector = Connector(server, 4)
+    names = [f"admin-dashboard.{i}" for i in range(channels)]
+    for name in names:
+        connector.open(name)
+    template = MessageTemplate()
+    reads = [b"".join(redis_reply(b"pmessage", KEY_PREFIX.encode() + b"*",
+                                  (KEY_PREFIX + names[(b * per_read + i) % channels]).encode(),
+                                  template.render(time.monotonic_ns()).encode())
+                      for i in range(per_read)) for b in range(batches)]
+    source = RedisPubSubSource("redis://127.0.0.1:1/0", KEY_PREFIX)
+    reader = _Protocol()
+
+    def run() -> int:
+        delivered = 0
+        for data in reads:
+            reader.data_received(data)
+            batch = [event for reply in reader.take(len(reader.replies))
+                     if (event := source._decode(reply[2], reply[3])) is not None]
+            delivered += server.hub.deliver(batch)
+        return delivered
+
+    run()  # warm up
+    for _ in range(3):
+        started = time.process_time()
+        delivered = run()
+        spent = time.process_time() - started
+        print(f"events, one recipient each: {spent / delivered * 1e6:.2f} µs CPU per event "
+              f"({delivered})")
+    await server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    connect = sub.add_parser("connect")
+    connect.add_argument("--eio", type=int, choices=(3, 4), default=4)
+    connect.add_argument("--count", type=int, default=5000)
+    events = sub.add_parser("events")
+    events.add_argument("--channels", type=int, default=2000)
+    events.add_argument("--batches", type=int, default=200)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)  # the no-Redis and open-origins notices, every run
+    if args.what == "connect":
+        asyncio.run(measure_connect(args.eio, args.count))
+    else:
+        asyncio.run(measure_events(args.channels, args.batches))
+
+
+if __name__ == "__main__":
+    main()
