@@ -73,7 +73,8 @@ class ChannelHandler:
     def __init__(self, rooms: Rooms, hub: Hub, authorizer: ChannelAuthorizer,
                  report_error: ErrorReporter, *, presence: PresenceStore | None = None,
                  authenticator: JwtAuthenticator | None = None,
-                 whisper_max_bytes: int = 10_000, whisper_rate: float = 10.0) -> None:
+                 whisper_max_bytes: int = 10_000, whisper_rate: float = 10.0,
+                 max_channels: int = 10_000, max_pending_auth: int = 100) -> None:
         self.rooms = rooms
         self.hub = hub
         self.authorizer = authorizer
@@ -85,6 +86,8 @@ class ChannelHandler:
         self.authenticator = authenticator
         self.whisper_max_bytes = whisper_max_bytes
         self.whisper_rate = whisper_rate
+        self.max_channels = max_channels
+        self.max_pending_auth = max_pending_auth
         self.on_presence_change: PresenceListener | None = None
         # Presence writes outlive the socket that caused them: kept here, never cancelled,
         # so a disconnect in the middle of a join cannot leave a ghost member behind.
@@ -154,14 +157,26 @@ class ChannelHandler:
         if channel is None:
             self.report_error("bad_subscribe", f"subscribe without a channel from {socket.id}")
             return
+        pending = self._pending(socket, create=False)
+        if (channel not in socket.rooms and (pending is None or channel not in pending)
+                and len(socket.rooms) + (len(pending) if pending else 0) >= self.max_channels):
+            self._refuse_subscribe(socket, channel, "too_many_channels",
+                                   f"{socket.id} is in {self.max_channels} channels already")
+            return
         if not is_private(channel):
             if self.rooms.join(channel, socket) and log.isEnabledFor(logging.DEBUG):
                 log.debug("%s joined %s", socket.id, channel)
             return
         pending = self._pending(socket, create=True)
+        assert pending is not None
         previous = pending.pop(channel, None)
         if previous is not None:
             previous.cancel()
+        elif len(pending) >= self.max_pending_auth:
+            self._refuse_subscribe(socket, channel, "rate_limited",
+                                   f"{socket.id} has {self.max_pending_auth} authorizations "
+                                   "in flight already")
+            return
         request = AuthRequest(
             channel=channel,
             socket_id=socket.id,
@@ -173,6 +188,12 @@ class ChannelHandler:
         pending[channel] = task
         task.add_done_callback(lambda t: pending.pop(channel, None) if pending.get(channel) is t
                                else None)
+
+    def _refuse_subscribe(self, socket: Socket, channel: str, kind: str, why: str) -> None:
+        """Over a per-connection bound: counted, and the client told as for a refused
+        authorization (Echo hands the status to the channel's error callback)."""
+        self.report_error(kind, f"subscribe to {channel!r} refused: {why}")
+        socket.emit("subscription_error", channel, 429)
 
     async def _authorize(self, socket: Socket, request: AuthRequest) -> None:
         try:

@@ -81,6 +81,10 @@ SOCKETIO_DEFAULTS: dict[str, Any] = {
     "allowUpgrades": True,
     "connectTimeout": 45000,
     "writeBufferHighWater": 4 * 1024 * 1024,
+    "maxChannelsPerSocket": 10_000,
+    "maxPendingAuthPerSocket": 100,
+    "whisperMaxBytes": 10_000,
+    "whisperRate": 10,
 }
 KNOWN_TRANSPORTS = ("polling", "websocket")
 
@@ -693,6 +697,36 @@ class Config:
         return _positive_int(value, "socketio.writeBufferHighWater")
 
     @property
+    def max_channels_per_socket(self) -> int:
+        """Our own: channels one connection may be in or asking for (the reference has no
+        bound: one client could grow the server's memory without end)."""
+        value = self._socketio("maxChannelsPerSocket")
+        return _positive_int(value, "socketio.maxChannelsPerSocket")
+
+    @property
+    def max_pending_auth_per_socket(self) -> int:
+        """Our own: authorization requests of one connection in flight at once; each is a
+        request to `authHost`, so one client cannot make the server flood the app."""
+        value = self._socketio("maxPendingAuthPerSocket")
+        return _positive_int(value, "socketio.maxPendingAuthPerSocket")
+
+    @property
+    def whisper_max_bytes(self) -> int:
+        """Our own: the largest client event (whisper) relayed, in bytes of JSON."""
+        return _positive_int(self._socketio("whisperMaxBytes"), "socketio.whisperMaxBytes")
+
+    @property
+    def whisper_rate(self) -> float:
+        """Our own: client events per second per connection (bursts of the same size); 0
+        lifts the bound."""
+        value = self._socketio("whisperRate")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("socketio.whisperRate must be a number of events per second")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("socketio.whisperRate must be a non-negative number")
+        return float(value)
+
+    @property
     def transports(self) -> list[str]:
         value = self._socketio("transports")
         items = [value] if isinstance(value, str) else list(value)
@@ -826,7 +860,9 @@ def _validate(config: Config) -> None:
     """Touch every typed property once so a bad value fails at start-up, not mid-traffic."""
     names = [
         "port", "ping_interval", "ping_timeout", "upgrade_timeout", "handshake_timeout",
-        "max_http_buffer_size", "write_buffer_high_water", "transports", "allowed_origins",
+        "max_http_buffer_size", "write_buffer_high_water", "max_channels_per_socket",
+        "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
+        "allowed_origins",
         "ssl_secure_options",
     ]  # fmt: skip
     uses_redis = (

@@ -67,9 +67,12 @@ class EchoServer:
                                              lambda: self.metrics)
         jwt = config.jwt
         self.authenticator = JwtAuthenticator(jwt) if jwt is not None else None
-        self.channels = ChannelHandler(self.rooms, self.hub, self.authorizer,
-                                       self.errors.report, presence=MemoryPresenceStore(),
-                                       authenticator=self.authenticator)
+        self.channels = ChannelHandler(
+            self.rooms, self.hub, self.authorizer, self.errors.report,
+            presence=MemoryPresenceStore(), authenticator=self.authenticator,
+            whisper_max_bytes=config.whisper_max_bytes, whisper_rate=config.whisper_rate,
+            max_channels=config.max_channels_per_socket,
+            max_pending_auth=config.max_pending_auth_per_socket)
         self.sockets.handler = self.channels
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         self.sockets.attach(self.engine)

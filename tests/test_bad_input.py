@@ -326,6 +326,39 @@ async def test_private_channels_refused(make_server: ServerFactory, node_client:
     assert server_socket(server, socket_id).rooms == {MARKER}
 
 
+async def test_per_connection_bounds_on_channels_and_authorizations(
+        make_server: ServerFactory, node_client: ClientFactory) -> None:
+    """One connection cannot hold more than ``maxChannelsPerSocket`` channels, nor have more
+    than ``maxPendingAuthPerSocket`` authorizations in flight (each is a request to the
+    app): the one over gets ``subscription_error`` 429, counted; other clients are untouched."""
+    authorizer = Authorizer()
+    server = await _server(make_server, {"socketio": {"maxChannelsPerSocket": 3,
+                                                      "maxPendingAuthPerSocket": 2}},
+                           authorizer=authorizer)
+    client, socket_id = await _client(server, node_client, raw=True,
+                                      auth_headers={"X-Block": "1"})
+    for name in ("one", "two", "three"):
+        await client.command({"cmd": "private", "channel": name})
+    await client.expect("subscription_error", channel="private-three", status=429)
+    assert server.errors.counts["rate_limited"] == 1
+    assert len(authorizer.requests) == 2
+
+    authorizer.release.set()
+    for name in ("private-one", "private-two"):
+        await wait_member(server, name, socket_id)
+    await client.command({"cmd": "channel", "channel": "public-a"})
+    await wait_member(server, "public-a", socket_id)
+    await client.command({"cmd": "channel", "channel": "public-a"})  # already in: fine
+    await client.command({"cmd": "channel", "channel": "public-b"})
+    await client.expect("subscription_error", channel="public-b", status=429)
+    assert server.errors.counts["too_many_channels"] == 1
+    assert server_socket(server, socket_id).rooms == {"private-one", "private-two", "public-a"}
+
+    other, other_id = await _client(server, node_client)
+    await other.command({"cmd": "channel", "channel": "public-b"})
+    await wait_member(server, "public-b", other_id)
+
+
 # --------------------------------------------------------------------------- whispers
 
 @pytest.mark.parametrize("stack", ["echo1-sio2", "echo2-sio4"])

@@ -322,6 +322,8 @@ def test_socketio_defaults(tmp_path: Path):
     assert config.max_http_buffer_size == 1_000_000
     assert config.transports == ["polling", "websocket"]
     assert config.write_buffer_high_water == 4 * 1024 * 1024
+    assert (config.max_channels_per_socket, config.max_pending_auth_per_socket) == (10_000, 100)
+    assert (config.whisper_max_bytes, config.whisper_rate) == (10_000, 10.0)
     assert config.handshake_timeout == 45.0
     assert config.cookie_name == "io" and config.allow_upgrades
 
@@ -335,6 +337,10 @@ def test_socketio_settings_are_read(tmp_path: Path):
         "maxHttpBufferSize": 2048,
         "writeBufferHighWater": 65536,
         "cookie": False,
+        "maxChannelsPerSocket": 50,
+        "maxPendingAuthPerSocket": 5,
+        "whisperMaxBytes": 2000,
+        "whisperRate": 0,
     }
     config = load(tmp_path, {"socketio": socketio})
     assert config.socketio_path == "/ws"
@@ -343,11 +349,14 @@ def test_socketio_settings_are_read(tmp_path: Path):
     assert config.max_http_buffer_size == 2048
     assert config.write_buffer_high_water == 65536
     assert config.cookie_name is None
+    assert (config.max_channels_per_socket, config.max_pending_auth_per_socket) == (50, 5)
+    assert (config.whisper_max_bytes, config.whisper_rate) == (2000, 0.0)
 
 
 @pytest.mark.parametrize(
     "socketio",
-    [{"pingInterval": "soon"}, {"transports": ["carrier-pigeon"]}, {"maxHttpBufferSize": 0}],
+    [{"pingInterval": "soon"}, {"transports": ["carrier-pigeon"]}, {"maxHttpBufferSize": 0},
+     {"maxChannelsPerSocket": 0}, {"whisperRate": -1}, {"whisperRate": "fast"}],
 )
 def test_bad_socketio_values_fail_at_load(tmp_path: Path, socketio: dict[str, Any]):
     with pytest.raises(ConfigError):
