@@ -75,7 +75,7 @@ class Cluster:
         self.presence = presence
         self.restore_presence = restore_presence
         self._beaten = False  # a first beat landed: from then on a missing key means a loss
-        self.restored = 0  # presence memberships written again after a loss (metrics, tests)
+        self.restored = 0  # presence memberships written again after a loss (logged; tests)
         self._outbox: list[str] = []
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -253,7 +253,8 @@ class Cluster:
             pipe.sadd(self.instances_key, self.instance_id)
             pipe.delete(self.reaped_key(self.instance_id))
             alive, reaped, *_ = await pipe.execute()
-        first, self._beaten = not self._beaten, True
+        first = not self._beaten
+        self._beaten = True
         if not alive and not first:
             await self._recover(bool(reaped))
 
