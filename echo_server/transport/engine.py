@@ -60,7 +60,7 @@ class EngineOptions:
 @dataclass(slots=True)
 class Handshake:
     # No client address: nothing reads it, and looking it up costs two system calls per
-    # connection (Request.peer has it, on demand).
+    # connection (the transport's get_extra_info("peername"), where one is ever needed).
     headers: dict[str, str]
     query: dict[str, str]
     issued: float

@@ -14,7 +14,6 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
 
 import httptools
 
@@ -45,17 +44,8 @@ class Request:
     query_string: str
     headers: dict[str, str]
     body: bytes = b""
-    transport: Any = field(default=None, repr=False)
     keep_alive: bool = True
     _query: dict[str, str] | None = field(default=None, repr=False)
-
-    @property
-    def peer(self) -> Any:
-        """The client's address, looked up on demand: it costs two system calls, and no
-        request on the hot path (handshake, poll, upgrade) needs it."""
-        if self.transport is None:
-            return None
-        return self.transport.get_extra_info("peername")
 
     @property
     def query(self) -> dict[str, str]:
@@ -201,7 +191,6 @@ class HttpConnection(asyncio.Protocol):
             path=path,
             query_string=query,
             headers=self._headers,
-            transport=self.transport,
             keep_alive=self._parser.should_keep_alive(),
         )
 
