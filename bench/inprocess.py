@@ -20,7 +20,6 @@ import base64
 import json
 import logging
 import os
-import struct
 import sys
 import tempfile
 import time
@@ -37,6 +36,8 @@ from broadcaster.sources.redis_wire import _Protocol  # noqa: E402
 from echo_server.config import load_config  # noqa: E402
 from echo_server.server import EchoServer, tune_gc  # noqa: E402
 from echo_server.transport.http import HttpConnection  # noqa: E402
+from echo_server.transport.websocket import OP_TEXT  # noqa: E402
+from tests.support.raw import client_frame  # noqa: E402
 
 KEY_PREFIX = "laravel_database_"  # Laravel's default Redis prefix, as bench/run.py uses
 
@@ -72,14 +73,6 @@ class CountingTransport:
         return self.closed
 
 
-def client_frame(text: str) -> bytes:
-    """A masked text frame, as a browser sends it."""
-    payload, mask = text.encode(), os.urandom(4)
-    n = len(payload)
-    head = bytes((0x81, 0x80 | n)) if n < 126 else bytes((0x81, 0xFE)) + struct.pack("!H", n)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 async def start_server() -> EchoServer:
     directory = tempfile.mkdtemp(prefix="echo-inprocess-")
     Path(directory, "laravel-echo-server.json").write_text(json.dumps({
@@ -100,7 +93,7 @@ class Connector:
                         "Host: 127.0.0.1:6001\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                         f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
                         "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n").encode()
-        self.connect = client_frame("40")
+        self.connect = client_frame(OP_TEXT, b"40")
         self.max_body = server.config.max_http_buffer_size + 64 * 1024
 
     def open(self, channel: str) -> CountingTransport:
@@ -111,8 +104,9 @@ class Connector:
         ws = transport.protocol
         if self.eio == 4:
             ws.data_received(self.connect)
-        ws.data_received(client_frame(
-            f'42["subscribe",{{"channel":{json.dumps(channel)},"auth":{{"headers":{{}}}}}}]'))
+        ws.data_received(client_frame(OP_TEXT, (
+            f'42["subscribe",{{"channel":{json.dumps(channel)},"auth":{{"headers":{{}}}}}}]'
+        ).encode()))
         return transport
 
 
