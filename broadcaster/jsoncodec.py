@@ -10,6 +10,13 @@ broadcast message and hands the payload back as compact UTF-8 JSON straight
 from its tape, without building the Python dicts and lists that ``loads`` +
 ``dumps`` would only throw away (2.7 µs instead of 3.6 on the benchmark's
 584-byte event, and the frame is then built from bytes with no str round trip).
+
+``loads`` refuses JSON nested deeper than ``MAX_DEPTH`` with the ValueError of any invalid
+JSON, before a parser sees it (``members`` keeps simdjson's own bound, see there). Without the
+bound, a document too deep for the standard library (whose parser and encoder recurse once per
+level, within Python's recursion limit of 1,000 frames) raised RecursionError out of a
+source's decoding, which the source runner took for a lost connection: one such message on
+Redis cost every event read with it, and a reconnect.
 """
 
 from __future__ import annotations
@@ -34,6 +41,16 @@ except ImportError:  # pragma: no cover - exercised when the extra is absent
 # largest document it has seen, for as long as the process lives.
 FAST_PARSE_LIMIT = 64 * 1024
 
+# PHP's default json_encode/json_decode depth, so nothing Laravel publishes is refused; and
+# half of what orjson and simdjson take (1,024), so the standard library, which every value
+# ``loads`` returns may meet again in ``dumps`` (orjson encodes only 254 levels), keeps some
+# 500 frames of Python's recursion limit for its callers.
+MAX_DEPTH = 512
+# Anything shorter cannot be deeper: each level is a bracket opened and one closed.
+_SHORTEST_TOO_DEEP = 2 * (MAX_DEPTH + 1)
+_AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{}')
+
 
 def dumps(obj: Any) -> str:
     if _orjson is not None:
@@ -54,6 +71,47 @@ def _finite_float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _too_deep(data: str | bytes | bytearray | memoryview) -> bool:
+    """Whether ``data`` has more than MAX_DEPTH objects and arrays open at once, brackets
+    inside strings aside. Callers skip documents shorter than ``_SHORTEST_TOO_DEEP``.
+
+    Every longer document ``loads`` is given passes here, so the common answer costs two
+    C-level counts and no allocation: a document with no more than MAX_DEPTH opening
+    brackets cannot be too deep. Only one with more (a large payload, or a poison one) is
+    scanned, in time linear in its size. The scan is exact for valid JSON; on invalid JSON
+    it may count brackets past the first error, never fewer than a parser opens before it.
+    """
+    if isinstance(data, str):
+        if data.count("[") + data.count("{") <= MAX_DEPTH:
+            return False
+        data = data.encode("utf-8", "surrogatepass")
+    else:
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        if data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+            return False
+    if b"\\" in data:
+        # Escaped backslashes, then escaped quotes: neither opens or closes a string.
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Quotes and brackets only, less the strings that hold no bracket (most of them): what is
+    # left for the loop is about one step per object or array.
+    skeleton = data.translate(_AS_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
+    depth = 0
+    in_string = False
+    for byte in skeleton:
+        if byte == 0x22:  # '"'
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif byte == 0x5B:  # "["
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 def loads(data: str | bytes | bytearray | memoryview) -> Any:
     """Parse as JavaScript's ``JSON.parse`` would, then ``JSON.stringify``.
 
@@ -61,7 +119,10 @@ def loads(data: str | bytes | bytearray | memoryview) -> Any:
     that overflows becomes None (JSON.stringify sends Infinity as null); either
     would otherwise be re-encoded as a bare ``NaN``/``Infinity``, which the
     browser's decoder throws on ("invalid payload" in socket.io-client 2).
+    Nesting beyond MAX_DEPTH is invalid JSON here (see the module's docstring).
     """
+    if len(data) >= _SHORTEST_TOO_DEEP and _too_deep(data):
+        raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
     if _orjson is not None:
         try:
             return _orjson.loads(data)
@@ -88,7 +149,8 @@ class _FastParser:
         try:
             doc = self.parser.parse(payload)
         except RuntimeError:
-            # A document still referenced (an exception's traceback): start afresh.
+            # A document still referenced (an exception's traceback), or one nested
+            # beyond simdjson's 1,024 levels (DEPTH_ERROR): start afresh, it is rare.
             self.parser = _simdjson.Parser()
             return None
         except ValueError:  # invalid JSON, or numbers simdjson cannot hold
@@ -124,6 +186,11 @@ def members(payload: bytes | str, names: tuple[str, ...], as_text: str) -> list[
     the caller then takes the general ``loads`` path, which decides and reports.
     The text equals ``dumps(loads(...))`` of the member up to number spelling
     (``1e+25`` as JavaScript writes it, against orjson's ``1e25``).
+
+    One difference, on purpose: nesting is bounded by simdjson's own 1,024 levels here,
+    not by MAX_DEPTH. Nothing here builds Python values, so depth costs nothing, and
+    checking MAX_DEPTH would cost every event above 1 KB two counts of its bytes (a third
+    of simdjson's parse); only documents no Laravel app can publish are between the two.
     """
     if _fast is None or type(payload) is not bytes or len(payload) > FAST_PARSE_LIMIT:
         return None
