@@ -37,7 +37,8 @@ class Broadcaster:
     """One backend connection, opened on first use; share one per process.
 
     ``options`` go to the backend: ``key_prefix`` for Redis (what ``?prefix=`` in the URL
-    also sets), ``connect_timeout`` for all."""
+    also sets; other backends take and ignore it), ``connect_timeout`` for all. Any other
+    name is a TypeError rather than a setting that silently does nothing."""
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,6 +191,34 @@ async def test_bad_calls_are_refused_before_anything_is_sent(redis_url: str) -> 
             await broadcaster.publish("leads", "", {})
     with pytest.raises(ValueError, match="unsupported"):
         Broadcaster("kafka://localhost")
+
+
+PUBLISHER_URLS = ["redis://127.0.0.1:6379/0", "redis+sentinel://127.0.0.1:26379/mymaster",
+                  "redis+cluster://127.0.0.1:7000", "redis-stream://127.0.0.1:6379/0",
+                  "postgres://echo@127.0.0.1/echo", "memory://"]
+
+
+@pytest.mark.parametrize("url", PUBLISHER_URLS)
+def test_unknown_options_are_refused_by_name(url: str) -> None:
+    """``prefix=`` (the URL's spelling, not the keyword's) was taken and ignored: events went
+    out without the prefix, to channels no Echo client listens on."""
+    def sync_threads() -> int:
+        return sum(thread.name == "SyncBroadcaster" for thread in threading.enumerate())
+
+    with pytest.raises(TypeError, match="'prefix'"):
+        Broadcaster(url, prefix=PREFIX)
+    threads = sync_threads()
+    with pytest.raises(TypeError, match="'prefix', 'timeout_ms'"):
+        SyncBroadcaster(url, timeout_ms=5, prefix=PREFIX)
+    assert sync_threads() == threads  # refused before its thread started
+
+
+@pytest.mark.parametrize("url", PUBLISHER_URLS)
+async def test_the_documented_options_are_taken_by_every_backend(url: str) -> None:
+    # key_prefix means something to Redis only; the others take it so that the same call
+    # works whatever the URL (echo-server publish passes the config's keyPrefix to any).
+    async with Broadcaster(url, key_prefix=PREFIX, connect_timeout=1.5):
+        pass
 
 
 # --------------------------------------------------------------------------- typed helpers

@@ -58,7 +58,19 @@ class Publisher(ABC):
     """Writes one event to the backend, in the form its source reads (for Redis: exactly
     what Laravel's RedisBroadcaster writes)."""
 
-    def __init__(self, url: str) -> None:
+    #: What ``Broadcaster(url, **options)`` passes on. Every backend takes all of them, so one
+    #: call works whatever the URL (``echo-server publish`` gives any URL the config's
+    #: keyPrefix); each uses those that mean something to it (``key_prefix``: Redis only).
+    OPTIONS = frozenset({"key_prefix", "connect_timeout"})
+
+    def __init__(self, url: str, **options: Any) -> None:
+        # A misspelt option must not pass silently: ``prefix=`` (the URL's spelling) was
+        # taken and ignored, and every event went out unprefixed, to no Echo client.
+        unknown = sorted(set(options) - self.OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown publisher option{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))} (the options are "
+                            f"{', '.join(sorted(self.OPTIONS))})")
         self.url = url
 
     @abstractmethod

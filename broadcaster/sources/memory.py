@@ -83,7 +83,7 @@ class MemoryPublisher(Publisher):
     receives does not depend on the transport."""
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
-        super().__init__(url)
+        super().__init__(url, **options)
         self.name = _bus_name(url)
 
     async def publish(self, channels: Sequence[str], event: str,

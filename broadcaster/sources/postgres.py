@@ -185,7 +185,7 @@ class PostgresPublisher(Publisher):
     there when the notification arrives)."""
 
     def __init__(self, url: str, **options: Any) -> None:
-        super().__init__(url)
+        super().__init__(url, **options)
         _require_asyncpg()
         self._dsn, url_options = split_options(url, OPTIONS)
         self.channel = _listen_channels(url_options)[0]

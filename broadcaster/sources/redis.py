@@ -399,7 +399,7 @@ class RedisPublisher(Publisher):
     channels go in one EVAL of Laravel's own script, so they are published atomically."""
 
     def __init__(self, url: str, key_prefix: str = "", **options: Any) -> None:
-        super().__init__(url)
+        super().__init__(url, **options)
         self._url, url_options = split_options(url, OPTIONS)
         self.prefix = url_options.get("prefix", key_prefix)
         self.connect_timeout = option_float(url_options, "connect_timeout",

@@ -218,7 +218,7 @@ class RedisStreamPublisher(Publisher):
     one entry per event, whatever the number of channels."""
 
     def __init__(self, url: str, **options: Any) -> None:
-        super().__init__(url)
+        super().__init__(url, **options)
         plain, url_options = split_options(url, OPTIONS)
         self._url = redis_url(plain)
         self.stream = url_options.get("stream") or DEFAULT_STREAM
