@@ -21,6 +21,9 @@ class AuthRequest:
     # The Socket.IO handshake's headers (cookie, referer, ...), lower-case names.
     handshake_headers: dict[str, str] = field(default_factory=dict)
     claims: dict[str, Any] | None = None
+    # Whose request this is (the client's address), for a fair share of the auth host:
+    # requests with one ``who`` share one client's bounds. None: a client of its own.
+    who: str | None = None
 
 
 @dataclass(slots=True)

@@ -6,18 +6,26 @@ client's ``auth.headers`` as given, the handshake Cookie as a fallback,
 ``socket_id``, which Pusher-style responses need. Unlike the reference, TLS
 certificates are verified (``authVerifyTls: false`` opts out), requests time
 out, connections are pooled, and redirects still count as a refusal.
+
+The pool is shared fairly between clients (``channel_auth.fair``): a request waits for
+its turn first, and its timeout starts only when it has a connection, so time spent
+behind other clients' requests is never taken for a slow answer. A client with too many
+requests in flight or waiting gets 429 at once, a request that finds no connection in
+time gets 503: neither reaches the app, and neither looks like its answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Hashable
 from typing import Any
 from urllib.parse import urlsplit
 
 from broadcaster.jsoncodec import loads
 
 from .authorizer import AuthRequest, AuthResult
+from .fair import FairSlots, NoSlotInTime, TooManyPending
 
 log = logging.getLogger("channel_auth.http")
 
@@ -64,12 +72,15 @@ def parse_channel_data(body: Any) -> dict[str, Any] | None:
 
 class HttpCallbackAuthorizer:
     def __init__(self, auth_hosts: list[str], auth_endpoint: str, *, verify_tls: bool = True,
-                 timeout: float = 10.0, max_connections: int = 100) -> None:
+                 timeout: float = 10.0, max_connections: int = 100,
+                 max_connections_per_client: int = 25, max_pending_per_client: int = 1000,
+                 queue_timeout: float = 10.0) -> None:
         self.auth_hosts = auth_hosts
         self.auth_endpoint = auth_endpoint
         self.verify_tls = verify_tls
         self.timeout = timeout
-        self.max_connections = max_connections
+        self.slots = FairSlots(max_connections, per_client=max_connections_per_client,
+                               max_pending=max_pending_per_client, wait_timeout=queue_timeout)
         self._session: Any = None
         self._lock = asyncio.Lock()
         if not verify_tls:
@@ -82,7 +93,9 @@ class HttpCallbackAuthorizer:
                 if self._session is None:
                     import aiohttp
 
-                    connector = aiohttp.TCPConnector(limit=self.max_connections,
+                    # No limit of aiohttp's own: the fair slots are the bound, and a
+                    # queue inside aiohttp would count against the request's timeout.
+                    connector = aiohttp.TCPConnector(limit=0,
                                                      ssl=None if self.verify_tls else False)
                     self._session = aiohttp.ClientSession(
                         connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout))
@@ -107,6 +120,17 @@ class HttpCallbackAuthorizer:
         return host + self.auth_endpoint
 
     async def authorize(self, request: AuthRequest) -> AuthResult:
+        # Without a ``who`` a request is a client of its own: bounded by the pool alone.
+        who: Hashable = request.who if request.who is not None else object()
+        try:
+            async with self.slots.slot(who):
+                return await self._post(request)
+        except TooManyPending as exc:
+            return AuthResult(429, reason=str(exc))
+        except NoSlotInTime as exc:
+            return AuthResult(503, reason=str(exc))
+
+    async def _post(self, request: AuthRequest) -> AuthResult:
         import aiohttp
 
         session = await self._client()

@@ -183,6 +183,9 @@ class ChannelHandler:
             headers=_forwarded_headers(payload),
             handshake_headers=socket.handshake.headers,
             claims=(socket.data or {}).get("claims"),
+            # One client address shares one fair part of the auth host, however many
+            # sockets it opens; the socket stands in until handshakes record the address.
+            who=getattr(socket.handshake, "address", None) or socket.id,
         )
         task = asyncio.ensure_future(self._authorize(socket, request))
         pending[channel] = task

@@ -63,7 +63,9 @@ DEFAULTS: dict[str, Any] = {
 
 # Top-level keys the reference reads although they have no default.
 # Keys the reference does not know, read only when present: ours, documented in the README.
-OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCacheTtl", "jwt",
+OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCacheTtl",
+                           "authMaxConnections", "authMaxConnectionsPerAddress",
+                           "authMaxPendingPerAddress", "authQueueTimeout", "jwt",
                            "channels", "instanceId", "metrics", "sources", "cluster"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
@@ -534,8 +536,35 @@ class Config:
 
     @property
     def auth_timeout(self) -> float:
-        """Ours (ms in the file, like socket.io's timeouts): the reference waits forever."""
+        """Ours (ms in the file, like socket.io's timeouts): the reference waits forever.
+        It starts when the request has a connection, not while it waits for one."""
         return _milliseconds(self.raw.get("authTimeout", 10000), "authTimeout")
+
+    @property
+    def auth_max_connections(self) -> int:
+        """Ours: requests to `authHost` in flight at once, all clients together."""
+        value = self.raw.get("authMaxConnections", 100)
+        return _positive_int(value, "authMaxConnections")
+
+    @property
+    def auth_max_connections_per_address(self) -> int:
+        """Ours: how many of those one client address may hold; its further requests wait
+        for their turn, which comes round-robin between the addresses waiting."""
+        value = self.raw.get("authMaxConnectionsPerAddress", 25)
+        return _positive_int(value, "authMaxConnectionsPerAddress")
+
+    @property
+    def auth_max_pending_per_address(self) -> int:
+        """Ours: requests of one client address in flight or waiting; beyond, the subscribe
+        is refused with 429 without asking `authHost`."""
+        value = self.raw.get("authMaxPendingPerAddress", 1000)
+        return _positive_int(value, "authMaxPendingPerAddress")
+
+    @property
+    def auth_queue_timeout(self) -> float:
+        """Ours (ms): how long a request may wait for a connection; then it fails with 503,
+        never mistaken for the app's slow answer (0)."""
+        return _milliseconds(self.raw.get("authQueueTimeout", 10000), "authQueueTimeout")
 
     # -- HTTP API
     @property
@@ -864,6 +893,8 @@ def _validate(config: Config) -> None:
         "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
         "allowed_origins",
         "ssl_secure_options",
+        "auth_timeout", "auth_cache_ttl", "auth_max_connections",
+        "auth_max_connections_per_address", "auth_max_pending_per_address", "auth_queue_timeout",
     ]  # fmt: skip
     uses_redis = (
         config.presence_backend == "redis" or config.subscribers_redis or config.publish_presence

@@ -342,7 +342,10 @@ def build_authorizer(config: Config) -> ChannelAuthorizer:
     """Local rules (when configured), then the cache (when on), then Laravel's callback."""
     authorizer: ChannelAuthorizer = HttpCallbackAuthorizer(
         config.auth_hosts, config.auth_endpoint, verify_tls=config.auth_verify_tls,
-        timeout=config.auth_timeout)
+        timeout=config.auth_timeout, max_connections=config.auth_max_connections,
+        max_connections_per_client=config.auth_max_connections_per_address,
+        max_pending_per_client=config.auth_max_pending_per_address,
+        queue_timeout=config.auth_queue_timeout)
     if config.auth_cache_ttl > 0:
         authorizer = CachingAuthorizer(authorizer, config.auth_cache_ttl)
     try:

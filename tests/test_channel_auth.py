@@ -442,7 +442,10 @@ async def test_simultaneous_joins_all_listed(make_server: ServerFactory,
     """The reference loses members when joins overlap (GET then SET of one list). Here the
     auth answers of many users are released together, on one instance or on two sharing
     Redis, and every user appears in a late joiner's ``here()``, on either instance."""
-    servers = [await _server(make_server, auth_backend, prefix, **DEFAULT_PING)
+    # Every user connects from 127.0.0.1, one address standing in for many: without this,
+    # its fair share of the auth host (authMaxConnectionsPerAddress, 25) would apply to all.
+    servers = [await _server(make_server, auth_backend, prefix, **DEFAULT_PING,
+                             authMaxConnectionsPerAddress=100)
                for _ in range(instances)]
     auth_backend.rules[ROOM] = _as_member
     members = [RawMember(server_url(servers[n % instances]), n + 1) for n in range(users)]

@@ -3,13 +3,15 @@ Laravel's RedisBroadcaster does, and records what it was sent.
 
 Rules map a channel name to an answer: ``True`` (private: JSON ``true``),
 a dict (presence: ``{"channel_data": ...}``), an int (that HTTP status, e.g.
-403), or a callable taking the request record and returning one of those.
+403), or a callable taking the request record and returning one of those, or an
+awaitable of one (a backend that is slow for some channels only).
 Channels without a rule are refused with 403, as Laravel does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,6 +82,8 @@ class AuthBackend:
         answer = self.rules.get(channel, 403)
         if callable(answer):
             answer = answer(call)
+            if inspect.isawaitable(answer):
+                answer = await answer
         if answer is True:
             return web.json_response(True)
         if isinstance(answer, int) and not isinstance(answer, bool):
