@@ -8,6 +8,7 @@ Unlike the reference, a malformed body is a 400, never a crash.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
+from .config import valid_client
 from .state import ServerState, rss_bytes
 from .transport.http import Request, Response
 
@@ -26,6 +28,14 @@ EVENT_INCOMPLETE = "Event must include channel, event name and data"
 USERS_PRESENCE_ONLY = "User list is only possible for Presence Channels"
 
 Publish = Callable[[BroadcastEvent], bool]
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """In constant time, so the time a wrong guess takes tells nothing about the secret.
+    On UTF-8 bytes: compare_digest refuses non-ASCII text, and ``given`` comes from the
+    network (surrogatepass: no text it can hold makes this raise)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                               expected.encode("utf-8", "surrogatepass"))
 
 
 def _json(status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
@@ -118,8 +128,8 @@ class HttpApi:
             key = request.query.get("auth_key")
         if not key:
             return False
-        return any(str(c.get("appId")) == app_id and str(c.get("key")) == key
-                   for c in self.clients if isinstance(c, dict))
+        return any(valid_client(c) and str(c["appId"]) == app_id and same_secret(key, c["key"])
+                   for c in self.clients)
 
     def _post_event(self, request: Request) -> Response:
         try:

@@ -927,9 +927,6 @@ def _notices(config: Config, file_options: Mapping[str, Any]) -> list[str]:
         notes.append(f"database {config.database!r} is not one the reference knows")
     if config.protocol not in ("http", "https"):
         notes.append(f"protocol {config.protocol!r} is neither http nor https")
-    bad_clients = [item for item in config.raw["clients"] if not _valid_client(item)]
-    if bad_clients:
-        notes.append(f"{len(bad_clients)} entries of `clients` lack appId or key")
     if config.allowed_origins is None:
         notes.append(
             "every origin may connect (socketio.origins '*:*', as in the reference); "
@@ -938,8 +935,20 @@ def _notices(config: Config, file_options: Mapping[str, Any]) -> list[str]:
     return notes
 
 
-def _valid_client(item: Any) -> bool:
-    return isinstance(item, dict) and bool(item.get("appId")) and bool(item.get("key"))
+def valid_client(item: Any) -> bool:
+    """An API client needs both; the HTTP API checks again, so an entry added later (or a
+    Config made without `load_config`) can never open an app without a key."""
+    return (isinstance(item, dict) and bool(item.get("appId"))
+            and isinstance(item.get("key"), str) and bool(item["key"]))
+
+
+def _check_clients(clients: list[Any]) -> None:
+    for index, item in enumerate(clients):
+        if not valid_client(item):
+            raise ConfigError(
+                f"`clients[{index}]` needs an `appId` and a `key` (a non-empty string); "
+                "an API client without a key can never be used: add its key "
+                "(`echo-server client:add <appId>` makes one), or remove the entry")
 
 
 def load_config(
@@ -972,6 +981,7 @@ def load_config(
     )
     try:
         _check_types(raw)
+        _check_clients(raw["clients"])
         _validate(config)
     except ConfigError as error:
         source = path if file_options is not None else "configuration (embedded defaults + env)"
@@ -1000,7 +1010,7 @@ def ensure_dev_client(config: Config) -> dict[str, str] | None:
 
     Returns the new client so the caller can print it, or `None` when clients exist.
     """
-    if any(_valid_client(item) for item in config.clients):
+    if any(valid_client(item) for item in config.clients):
         return None
     client = {"appId": generate_app_id(), "key": generate_key()}
     clients = config.raw.get("clients")

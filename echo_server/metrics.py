@@ -27,6 +27,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 
+from .api import same_secret
+
 if TYPE_CHECKING:
     from .server import EchoServer
     from .transport.sockets import Socket
@@ -215,7 +217,7 @@ def metrics_token_ok(token: str | None, headers: dict[str, str], query: dict[str
         return True
     auth = headers.get("authorization", "")
     given = auth[7:] if auth[:7].lower() == "bearer " else query.get("token")
-    return given == token
+    return given is not None and same_secret(given, token)
 
 
 __all__ = ["CONTENT_TYPE", "MeasuredAuthorizer", "Metrics", "metrics_token_ok"]
