@@ -459,7 +459,14 @@ class Config:
     @property
     def ssl_secure_options(self) -> int:
         """OpenSSL option bits (`ssl.OP_*`, same values as Node's `constants.SSL_OP_*`)."""
-        return int(self.raw.get("secureOptions") or 0)
+        value = self.raw.get("secureOptions") or 0
+        try:
+            bits = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"secureOptions must be an integer, not {value!r}") from None
+        if isinstance(value, bool | float) or not 0 <= bits < 2**63:
+            raise ValueError(f"secureOptions must be a non-negative integer, not {value!r}")
+        return bits
 
     @property
     def dev_mode(self) -> bool:

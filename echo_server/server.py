@@ -15,6 +15,7 @@ import secrets
 import signal
 import ssl
 import tempfile
+import warnings
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
@@ -307,6 +308,13 @@ class EchoServer:
         if not c.ssl_cert_path or not c.ssl_key_path:
             raise ValueError("protocol https needs sslCertPath and sslKeyPath")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        # `secureOptions` is the reference's: OpenSSL's SSL_OP_* bits, which Node passes
+        # to OpenSSL as they are; so do we. Python deprecates setting the SSL_OP_NO_TLS*
+        # bits (minimum_version says it better), but OpenSSL honours them, and they are
+        # what existing files hold (`init` writes SSL_OP_NO_TLSv1).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.options |= c.ssl_secure_options
         certfile = c.ssl_cert_path
         if c.ssl_chain_path:
             # Python wants intermediates appended to the certificate file.
