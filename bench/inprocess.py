@@ -94,11 +94,10 @@ class Connector:
                         f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n"
                         "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n").encode()
         self.connect = client_frame(OP_TEXT, b"40")
-        self.max_body = server.config.max_http_buffer_size + 64 * 1024
 
     def open(self, channel: str) -> CountingTransport:
         transport = CountingTransport()
-        http = HttpConnection(self.server._route, self.server._upgrade, self.max_body)
+        http = HttpConnection(self.server._route, self.server._upgrade, self.server.http_guard)
         http.connection_made(transport)  # type: ignore[arg-type]
         http.data_received(self.upgrade)
         ws = transport.protocol

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 _std_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -119,7 +120,9 @@ def loads(data: str | bytes | bytearray | memoryview) -> Any:
     that overflows becomes None (JSON.stringify sends Infinity as null); either
     would otherwise be re-encoded as a bare ``NaN``/``Infinity``, which the
     browser's decoder throws on ("invalid payload" in socket.io-client 2).
-    Nesting beyond MAX_DEPTH is invalid JSON here (see the module's docstring).
+    Nesting beyond MAX_DEPTH is invalid JSON here (see the module's docstring), and so
+    is a lone surrogate (``"\\ud800"``): valid JSON text, but no UTF-8 string, so it would
+    fail later, wherever the value is encoded (a Redis key, a frame, a log line).
     """
     if len(data) >= _SHORTEST_TOO_DEEP and _too_deep(data):
         raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
@@ -131,7 +134,18 @@ def loads(data: str | bytes | bytearray | memoryview) -> Any:
             pass
     if not isinstance(data, str):
         data = bytes(data).decode("utf-8")
-    return json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+    value = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+    if _SURROGATE_ESCAPE.search(data) is not None:
+        try:
+            _std_dumps(value).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("lone surrogate in a JSON string") from None
+    return value
+
+
+# A \uD800-\uDFFF escape: only then can json.loads return a string UTF-8 cannot hold (a
+# well-formed pair becomes one character).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class _FastParser:

@@ -20,6 +20,7 @@ from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 from channel_auth.jwt_auth import AuthenticationError, JwtAuthenticator, TokenSources
 
 from .hub import Hub
+from .limits import LimitSettings, SubscriptionCounter, channel_name_problem, valid_text
 from .presence import Member, MemoryPresenceStore, PresenceStore
 from .rooms import Rooms
 from .transport.sockets import Socket
@@ -45,12 +46,8 @@ def is_client_event(event: str) -> bool:
     return "client-" in event
 
 
-def _channel_of(payload: Any) -> str | None:
-    if isinstance(payload, dict):
-        channel = payload.get("channel")
-        if isinstance(channel, str) and channel:
-            return channel
-    return None
+def _channel_of(payload: Any) -> Any:
+    return payload.get("channel") if isinstance(payload, dict) else None
 
 
 def _member_of(channel_data: dict[str, Any] | None) -> Member | None:
@@ -74,7 +71,8 @@ class ChannelHandler:
                  report_error: ErrorReporter, *, presence: PresenceStore | None = None,
                  authenticator: JwtAuthenticator | None = None,
                  whisper_max_bytes: int = 10_000, whisper_rate: float = 10.0,
-                 max_channels: int = 10_000, max_pending_auth: int = 100) -> None:
+                 max_channels: int = 10_000, max_pending_auth: int = 100,
+                 limits: LimitSettings | None = None) -> None:
         self.rooms = rooms
         self.hub = hub
         self.authorizer = authorizer
@@ -88,6 +86,8 @@ class ChannelHandler:
         self.whisper_rate = whisper_rate
         self.max_channels = max_channels
         self.max_pending_auth = max_pending_auth
+        self.limits = limits or LimitSettings()
+        self.subscriptions = SubscriptionCounter(self.limits)
         self.on_presence_change: PresenceListener | None = None
         # Presence writes outlive the socket that caused them: kept here, never cancelled,
         # so a disconnect in the middle of a join cannot leave a ghost member behind.
@@ -145,7 +145,7 @@ class ChannelHandler:
             for task in pending.values():
                 task.cancel()
             pending.clear()
-        self.rooms.leave_all(socket)
+        self._leave_all(socket)
         joined = (socket.data or {}).get("presence")
         if joined:
             for channel in list(joined):
@@ -154,17 +154,25 @@ class ChannelHandler:
     # -- events -----------------------------------------------------------------
     def subscribe(self, socket: Socket, payload: Any) -> None:
         channel = _channel_of(payload)
-        if channel is None:
-            self.report_error("bad_subscribe", f"subscribe without a channel from {socket.id}")
+        problem = channel_name_problem(channel, self.limits.max_channel_name)
+        if problem is not None:
+            self.report_error("bad_subscribe", f"subscribe refused: {problem}")
+            if isinstance(channel, str) and valid_text(channel) and len(channel) <= 1000:
+                socket.emit("subscription_error", channel, 400)
             return
         pending = self._pending(socket, create=False)
-        if (channel not in socket.rooms and (pending is None or channel not in pending)
-                and len(socket.rooms) + (len(pending) if pending else 0) >= self.max_channels):
-            self._refuse_subscribe(socket, channel, "too_many_channels",
-                                   f"{socket.id} is in {self.max_channels} channels already")
-            return
+        if channel not in socket.rooms and (pending is None or channel not in pending):
+            if len(socket.rooms) + (len(pending) if pending else 0) >= self.max_channels:
+                self._refuse_subscribe(socket, channel, "too_many_channels",
+                                       f"{socket.id} is in {self.max_channels} channels "
+                                       "already")
+                return
+            refusal = self.subscriptions.refusal(socket.handshake.address)
+            if refusal is not None:
+                self._refuse_subscribe(socket, channel, "too_many_subscriptions", refusal)
+                return
         if not is_private(channel):
-            if self.rooms.join(channel, socket) and log.isEnabledFor(logging.DEBUG):
+            if self._join(channel, socket) and log.isEnabledFor(logging.DEBUG):
                 log.debug("%s joined %s", socket.id, channel)
             return
         pending = self._pending(socket, create=True)
@@ -214,7 +222,7 @@ class ChannelHandler:
                               f"{request.channel}: status {result.status}{detail}")
             socket.emit("subscription_error", request.channel, result.status)
             return
-        self.rooms.join(request.channel, socket)
+        self._join(request.channel, socket)
         log.debug("%s joined %s (authorized)", socket.id, request.channel)
         if is_presence(request.channel):
             member = _member_of(result.channel_data)
@@ -228,13 +236,13 @@ class ChannelHandler:
 
     def unsubscribe(self, socket: Socket, payload: Any) -> None:
         channel = _channel_of(payload)
-        if channel is None:
+        if not isinstance(channel, str) or not channel:
             self.report_error("bad_subscribe", f"unsubscribe without a channel from {socket.id}")
             return
         pending = self._pending(socket, create=False)
         if pending and channel in pending:
             pending.pop(channel).cancel()
-        if self.rooms.leave(channel, socket):
+        if self._leave(channel, socket):
             log.debug("%s left %s", socket.id, channel)
         self._presence_leave(socket, channel)
 
@@ -252,6 +260,11 @@ class ChannelHandler:
                 and is_private(channel) and self.rooms.contains(channel, socket)):
             return  # the reference drops these silently; so do we (not an error)
         data = dumps(payload.get("data"))
+        if len(event) > self.limits.max_channel_name or not (valid_text(event)
+                                                              and valid_text(data)):
+            self.report_error("bad_client_event", f"client event from {socket.id} with a bad "
+                              "name or data (too long, or not UTF-8 text)")
+            return
         # A bound in bytes, as on the wire: "ü" * 6000 is 12 KB although 6000 characters.
         size = len(data) if data.isascii() else len(data.encode("utf-8"))
         if size > self.whisper_max_bytes:
@@ -347,6 +360,23 @@ class ChannelHandler:
         """Wait for presence writes in flight (shutdown, tests)."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    # -- room membership, counted against the limits ------------------------------------
+    def _join(self, channel: str, socket: Socket) -> bool:
+        if not self.rooms.join(channel, socket):
+            return False
+        self.subscriptions.add(socket.handshake.address)
+        return True
+
+    def _leave(self, channel: str, socket: Socket) -> bool:
+        if not self.rooms.leave(channel, socket):
+            return False
+        self.subscriptions.remove(socket.handshake.address)
+        return True
+
+    def _leave_all(self, socket: Socket) -> None:
+        for channel in list(socket.rooms):
+            self._leave(channel, socket)
 
     # -- per-socket state -----------------------------------------------------------
     @staticmethod

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from channel_auth.jwt_auth import JwtConfigError, JwtSettings
 from echo_server import dotenv
+from echo_server.limits import LimitSettings, parse_limits
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ DEFAULTS: dict[str, Any] = {
 OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCacheTtl",
                            "authMaxConnections", "authMaxConnectionsPerAddress",
                            "authMaxPendingPerAddress", "authQueueTimeout", "jwt",
-                           "channels", "instanceId", "metrics", "sources", "cluster"})
+                           "channels", "instanceId", "metrics", "sources", "cluster", "limits",
+                           "trustedProxies"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -732,6 +734,12 @@ class Config:
         value = self._socketio("writeBufferHighWater")
         return _positive_int(value, "socketio.writeBufferHighWater")
 
+    @cached_property
+    def limits(self) -> LimitSettings:
+        """Ours: the `limits` object and `trustedProxies` (docs/limits.md)."""
+        return parse_limits(self.raw.get("limits"), self.raw.get("trustedProxies"),
+                            max_body=self.max_http_buffer_size + 64 * 1024)
+
     @property
     def max_channels_per_socket(self) -> int:
         """Our own: channels one connection may be in or asking for (the reference has no
@@ -898,7 +906,7 @@ def _validate(config: Config) -> None:
         "port", "ping_interval", "ping_timeout", "upgrade_timeout", "handshake_timeout",
         "max_http_buffer_size", "write_buffer_high_water", "max_channels_per_socket",
         "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
-        "allowed_origins",
+        "allowed_origins", "limits",
         "ssl_secure_options",
         "auth_timeout", "auth_cache_ttl", "auth_max_connections",
         "auth_max_connections_per_address", "auth_max_pending_per_address", "auth_queue_timeout",

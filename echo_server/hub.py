@@ -89,15 +89,13 @@ class Hub:
         return count
 
     def _members(self, room: str) -> set[Socket] | None:
-        members = self.rooms.members(room)
-        if members is None:
-            # socket.io 2 puts every socket in a room named after its id, so a
-            # publish to that id reaches it; laravel-echo-server users rely on it.
-            own = self.sockets.get(room)
-            if own is None:
-                return None
+        # socket.io 2 puts every socket in a room named after its id, so a publish to that
+        # id reaches it; laravel-echo-server users rely on it. The id wins over a channel of
+        # the same name: subscribing to "<someone's id>" must not take their events.
+        own = self.sockets.get(room)
+        if own is not None:
             return {own}
-        return members  # type: ignore[return-value]
+        return self.rooms.members(room)  # type: ignore[return-value]
 
     def emit_to_room(self, room: str, event: str, data_json: str | bytes,
                      except_id: str | None = None) -> int:

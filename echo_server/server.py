@@ -42,6 +42,7 @@ from .rooms import Rooms
 from .state import ClusterState, LocalState, local_snapshot
 from .status_page import StatusPage
 from .transport.engine import EngineOptions, EngineServer
+from .transport.guard import ConnectionGuard
 from .transport.http import HttpConnection, Request, Response, RouteResult, encode_response
 from .transport.sockets import SocketServer
 
@@ -73,9 +74,12 @@ class EchoServer:
             presence=MemoryPresenceStore(), authenticator=self.authenticator,
             whisper_max_bytes=config.whisper_max_bytes, whisper_rate=config.whisper_rate,
             max_channels=config.max_channels_per_socket,
-            max_pending_auth=config.max_pending_auth_per_socket)
+            max_pending_auth=config.max_pending_auth_per_socket, limits=config.limits)
         self.sockets.handler = self.channels
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
+        limits = config.limits
+        self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
+                                          self.errors.report)
         self.sockets.attach(self.engine)
         self.dev_client = ensure_dev_client(config)
         self.state = LocalState(self.rooms, self.engine, lambda: self.channels.presence)
@@ -130,9 +134,10 @@ class EchoServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        max_body = self.config.max_http_buffer_size + 64 * 1024
+        raise_fd_limit()
+        guard = self.http_guard
         self._server = await loop.create_server(
-            lambda: HttpConnection(self._route, self._upgrade, max_body),
+            lambda: HttpConnection(self._route, self._upgrade, guard),
             host=self.config.host or None,
             port=self.config.port,
             backlog=LISTEN_BACKLOG,
@@ -140,6 +145,7 @@ class EchoServer:
             reuse_address=True,
         )
         self.engine.start()
+        guard.start()
         self.status_page.start()
         await self._start_presence()
         self._start_sources()
@@ -150,6 +156,7 @@ class EchoServer:
         if self._server is not None:
             self._server.close()
         self.engine.stop()
+        self.http_guard.stop()
         self.status_page.stop()
         self.engine.close_all()
         for runner in self.runners:
@@ -371,6 +378,23 @@ def _loop_factory() -> Any:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def raise_fd_limit() -> None:
+    """Every connection is a file descriptor, and the usual soft limit (1,024) would refuse
+    clients long before memory runs short: raise it to the hard limit the system allows."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft >= hard:
+        return
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open-files limit from %d to %d: %s", soft, target, exc)
 
 
 async def wait_for_stop_signal() -> None:

@@ -176,11 +176,21 @@ def test_objects_nest_as_arrays_do() -> None:
 
 
 def test_documents_orjson_refuses_are_bounded_too() -> None:
-    # A lone surrogate: orjson refuses it, the standard library (which recurses) decides.
-    surrogate = '"\\ud800"'
-    assert jsoncodec.loads(nested(MAX_DEPTH, surrogate))
+    # An integer beyond 64 bits: orjson refuses it, the standard library (which recurses)
+    # decides.
+    big = "123456789012345678901234567890"
+    assert jsoncodec.loads(nested(MAX_DEPTH, big))
     with pytest.raises(ValueError, match="nested"):
-        jsoncodec.loads(nested(POISON_DEPTH, surrogate))
+        jsoncodec.loads(nested(POISON_DEPTH, big))
+
+
+@pytest.mark.parametrize("text", ['"\\ud800"', '["x\\udc00"]', '{"\\uDBFF":1}'])
+def test_lone_surrogates_are_invalid_json(text: str) -> None:
+    """Valid JSON text, but no string UTF-8 can hold: refused where it is decoded, not
+    where it is next encoded (a Redis key, a frame, a metrics label)."""
+    with pytest.raises(ValueError, match="surrogate"):
+        jsoncodec.loads(text)
+    assert jsoncodec.loads('"\\ud83d\\ude00 \\\\ud800"') == "😀 \\ud800"
 
 
 def test_without_the_fast_extras(monkeypatch: pytest.MonkeyPatch) -> None:

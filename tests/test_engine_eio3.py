@@ -489,7 +489,8 @@ async def test_overlapping_polls_close_the_session(make_server: ServerFactory, h
 async def test_websocket_message_over_limit_closes_only_that_connection(
     make_server: ServerFactory, http: Http
 ) -> None:
-    server = await make_server({"socketio": {"maxHttpBufferSize": 1000}}, redis=False)
+    server = await make_server({"socketio": {"maxHttpBufferSize": 1000},
+                                "limits": {"maxChannelNameLength": 1000}}, redis=False)
     victim, victim_sid = await ws_client(http, server, "c")
     bystander, _ = await ws_client(http, server, "c")
 
@@ -612,7 +613,7 @@ async def test_other_namespace_is_refused_and_root_keeps_working(
 
 async def test_frames_of_every_length_encoding(make_server: ServerFactory, http: Http) -> None:
     """7-bit, 16-bit and 64-bit payload lengths, both directions."""
-    server = await make_server(redis=False)
+    server = await make_server({"limits": {"maxChannelNameLength": 70_000}}, redis=False)
     ws, _ = await ws_client(http, server)
     for size in (100, 300, 70_000):
         name = "n" * size

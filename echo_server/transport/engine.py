@@ -10,6 +10,7 @@ heartbeat period, checks every session, so an idle connection owns no timer.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from .packets import (
     jsonp_post_data,
     jsonp_script,
 )
-from .websocket import accept_key, text_frame
+from .websocket import accept_key, text_frame, valid_key
 from .wsconn import WebSocketConnection
 
 log = logging.getLogger("echo_server.engine")
@@ -59,11 +60,12 @@ class EngineOptions:
 
 @dataclass(slots=True)
 class Handshake:
-    # No client address: nothing reads it, and looking it up costs two system calls per
-    # connection (the transport's get_extra_info("peername"), where one is ever needed).
     headers: dict[str, str]
     query: dict[str, str]
     issued: float
+    # The client's address (through trusted proxies): a polling session answers only
+    # requests from it, and the per-address bounds count by it.
+    address: str = ""
 
 
 class EngineListener(Protocol):
@@ -91,7 +93,8 @@ class Session:
     """One Engine.IO client: its transport, heartbeat state and outgoing queue."""
 
     __slots__ = (
-        "awaiting_pong", "closed", "eio", "engine", "flush_pending", "handshake", "last_ping",
+        "awaiting_pong", "closed", "eio", "ending", "engine", "flush_pending", "handshake",
+        "last_ping",
         "last_seen", "poll", "poll_request", "probe", "probe_ok", "probe_since", "queue", "sid",
         "socket", "ws",
     )
@@ -114,6 +117,7 @@ class Session:
         self.last_ping = now
         self.awaiting_pong = False
         self.closed = False
+        self.ending: str | None = None  # close after the next GET (see end())
         self.socket: object = None  # set by the Socket.IO layer
 
     @property
@@ -188,6 +192,14 @@ class Session:
             pass
         elif kind == "5":
             pass  # an upgrade packet on the current transport: harmless, ignore
+        elif kind == "b" and self.eio == 4:
+            # A binary message over EIO4 polling travels base64-encoded.
+            try:
+                data = base64.b64decode(packet[1:], validate=True)
+            except ValueError:
+                self.engine.report_error("bad_frame", "engine: bad base64 binary packet")
+                return
+            self.engine.listener.on_binary(self, data)
         else:
             self.engine.report_error("bad_frame", "engine: unknown packet %r", packet[:20])
             self.close("parse error")
@@ -239,11 +251,21 @@ class Session:
             probe.close()
         conn, request = self.poll, self.poll_request
         if conn is not None and request is not None:
+            # What was queued last (a refusal's error packet) goes out before the close.
             self.poll = self.poll_request = None
             conn.on_close = None
-            conn.respond(self.engine.poll_response(self, request, ["1"]), request.keep_alive)
+            conn.respond(self.engine.poll_response(self, request, [*self.queue, "1"]),
+                         request.keep_alive)
         self.queue = []
         self.engine.listener.on_close(self, reason)
+
+    def end(self, reason: str) -> None:
+        """Close once what is queued has reached the client: a polling client between
+        two GETs gets its last packets (say, why it was refused) on its next one."""
+        if self.ws is None and self.poll is None and self.queue and not self.closed:
+            self.ending = reason
+        else:
+            self.close(reason)
 
 
 class EngineServer:
@@ -358,9 +380,9 @@ class EngineServer:
                 return self._reject(request, BAD_REQUEST)
             if request.method != "GET":
                 return self._reject(request, BAD_HANDSHAKE_METHOD)
-            return self._handshake_polling(request)
+            return self._handshake_polling(request, conn)
         session = self.sessions.get(sid)
-        if session is None:
+        if session is None or not self._same_client(session, request, conn):
             return self._reject(request, UNKNOWN_SID)
         if transport != "polling" or session.ws is not None:
             return self._reject(request, BAD_REQUEST)
@@ -378,13 +400,19 @@ class EngineServer:
             headers.append(("Access-Control-Allow-Headers", wanted))
         return Response(204, b"", headers)
 
-    def _new_session(self, request: Request, eio: int) -> Session:
+    def _same_client(self, session: Session, request: Request, conn: HttpConnection) -> bool:
+        """A sid travels in URLs and, for EIO3, in every toOthers broadcast as the socket
+        id: knowing it must not let another client read or write that session."""
+        return conn.client_address(request) == session.handshake.address
+
+    def _new_session(self, request: Request, eio: int, conn: HttpConnection) -> Session:
         sid = new_id()
         headers = request.headers
         kept = {k: headers[k] for k in KEPT_HEADERS if k in headers}
         query = {k: v for k, v in request.query.items()
                  if k not in ("EIO", "transport", "t", "sid", "b64", "j")}
-        session = Session(self, sid, eio, Handshake(kept, query, time.monotonic()))
+        session = Session(self, sid, eio, Handshake(kept, query, time.monotonic(),
+                                                    conn.client_address(request)))
         self.sessions[sid] = session
         return session
 
@@ -400,8 +428,8 @@ class EngineServer:
             data["maxPayload"] = opts.max_payload
         return "0" + dumps(data)
 
-    def _handshake_polling(self, request: Request) -> Response:
-        session = self._new_session(request, _eio_of(request))
+    def _handshake_polling(self, request: Request, conn: HttpConnection) -> Response:
+        session = self._new_session(request, _eio_of(request), conn)
         opts = self.options
         upgrades = ["websocket"] if opts.allow_upgrades and "websocket" in opts.transports else []
         session.queue.append(self._open_packet(session, upgrades))
@@ -420,6 +448,11 @@ class EngineServer:
             session.close("transport error")
             return Response(500, b"", [], "text/plain")
         session.last_seen = time.monotonic()
+        if session.ending is not None:
+            packets, session.queue = [*session.queue, "1"], []
+            response = self.poll_response(session, request, packets)
+            session.close(session.ending)
+            return response
         if session.queue:
             packets, session.queue = session.queue, []
             return self.poll_response(session, request, packets)
@@ -473,7 +506,8 @@ class EngineServer:
 
         if query.get("transport") != "websocket" or "websocket" not in self.options.transports:
             return refuse(self._reject(request, UNKNOWN_TRANSPORT))
-        if headers.get("upgrade", "").lower() != "websocket" or "sec-websocket-key" not in headers:
+        key = headers.get("sec-websocket-key", "")
+        if headers.get("upgrade", "").lower() != "websocket" or not valid_key(key):
             return refuse(self._reject(request, BAD_REQUEST))
         if not self.options.origin_allowed(_origin_of(request)):
             return refuse(self._reject(request, FORBIDDEN, 403))
@@ -483,19 +517,20 @@ class EngineServer:
             if not self.options.allow_upgrades:
                 return refuse(self._reject(request, BAD_REQUEST))
             session = self.sessions.get(sid)
-            if session is None:
+            if session is None or not self._same_client(session, request, conn):
                 return refuse(self._reject(request, UNKNOWN_SID))
             if session.ws is not None or session.probe is not None:
                 return refuse(self._reject(request, BAD_REQUEST))
         handshake = (
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept_key(headers["sec-websocket-key"]).encode() +
+            b"Sec-WebSocket-Accept: " + accept_key(key).encode() +
             b"\r\n\r\n")
         ws = WebSocketConnection(self, transport, self.options.max_payload,
                                  self.options.write_high_water)
         transport.set_protocol(ws)
+        ws.on_lost = conn.upgraded_release()
         if session is None:
-            session = self._new_session(request, _eio_of(request))
+            session = self._new_session(request, _eio_of(request), conn)
             ws.session = session
             # Packets sent while the socket layer opens (EIO3's `40`) are queued as for
             # polling, then go out with the 101 and the open packet in one write.

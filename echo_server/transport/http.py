@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import urllib.parse
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
+from typing import NoReturn
 
 import httptools
 
-log = logging.getLogger("echo_server.http")
+from .guard import TRANSPORT_HIGH_WATER, ConnectionGuard
 
-MAX_HEADER_BYTES = 64 * 1024
+log = logging.getLogger("echo_server.http")
 
 
 def parse_query(query: str) -> dict[str, str]:
@@ -92,51 +95,115 @@ UpgradeHandler = Callable[[Request, "HttpConnection", bytes], None]
 
 
 class HttpConnection(asyncio.Protocol):
-    """One TCP connection speaking HTTP/1.1 until (maybe) it becomes a websocket."""
+    """One TCP connection speaking HTTP/1.1 until (maybe) it becomes a websocket.
+
+    Bounded as docs/limits.md says: requests parsed ahead of the one being answered wait
+    in ``_pending`` (at most ``max_pipeline``; reading stops while any wait), responses
+    stop being produced while the transport's write buffer is over its high-water mark,
+    and each phase of a request has its deadline. Errors are answered in order, after the
+    responses owed to earlier requests.
+    """
 
     __slots__ = (
-        "_body", "_busy", "_header_bytes", "_headers", "_parser", "_pending", "_too_large", "_url",
-        "closed", "handler", "max_body", "on_close", "transport", "upgrade_handler",
+        "_body", "_body_size", "_busy", "_header_bytes", "_headers", "_parser", "_peer",
+        "_pending", "_phase", "_reading_paused", "_refusal", "_url", "_write_paused", "closed",
+        "deadline", "guard", "handler", "on_close", "transport", "upgrade_handler",
     )
 
-    def __init__(self, handler: Handler, upgrade_handler: UpgradeHandler, max_body: int) -> None:
+    def __init__(self, handler: Handler, upgrade_handler: UpgradeHandler,
+                 guard: ConnectionGuard) -> None:
         self.handler = handler
         self.upgrade_handler = upgrade_handler
-        self.max_body = max_body
+        self.guard = guard
         self.transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
         self._body: list[bytes] = []
-        self._pending: list[Request] = []  # pipelined requests waiting their turn
+        self._body_size = 0
+        self._pending: deque[Request | Response] = deque()  # pipelined, in order
         self._busy = False  # a request is being answered (or held)
-        self._too_large = False
+        self._phase = _IDLE
+        self._refusal: Response | None = None
+        self._reading_paused = False
+        self._write_paused = False
+        self._peer: str | None = None
         self.closed = False
+        self.deadline = 0.0
         self.on_close: Callable[[HttpConnection], None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        guard = self.guard
+        limits = guard.limits
+        if limits.write_high_water != TRANSPORT_HIGH_WATER:
+            self.transport.set_write_buffer_limits(high=limits.write_high_water)
+        if guard.counts_addresses and not guard.admit(self.peer):
+            self._peer = None  # not counted: nothing to release
+            self._write_and_close(Response.text("Service Unavailable", 503))
+            return
+        self.deadline = time.monotonic() + limits.header_timeout
+        guard.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._forget()
+        # Break the connection <-> parser cycle and drop what was queued now, not at the
+        # next cyclic collection (which the server runs rarely).
+        self._parser = None
+        self._pending.clear()
+        self._body = []
         callback = self.on_close
         if callback is not None:
             self.on_close = None
             callback(self)
 
     def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            return  # refused or upgraded: nothing more is read as HTTP
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             offset = upgrade.args[0] if upgrade.args else len(data)
             self._upgrade(data[offset:])
         except httptools.HttpParserError:
-            if self._too_large:
-                self._fail(413, "Request Entity Too Large")
+            refusal = self._refusal or Response.text("Bad Request", 400)
+            self._refusal = None
+            self._refuse(refusal)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause_reading()
+        self.deadline = time.monotonic() + self.guard.limits.body_timeout
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self.deadline = 0.0
+        if not self._busy:
+            self._next()
+
+    def timed_out(self) -> None:
+        """Past the deadline of the current phase: a stalled reader is cut off, a request
+        that does not arrive in time gets a 408, an idle keep-alive connection is closed."""
+        if self.closed:
+            return
+        if self._write_paused:
+            self.guard.report("timeout", "HTTP client stopped reading its responses")
+            self._forget()
+            if self.transport is not None:
+                self.transport.abort()
+        elif self._phase != _IDLE:
+            phase = "headers" if self._phase == _HEAD else "body"
+            self.guard.report("timeout", f"HTTP request {phase} not received in time")
+            if self._busy:
+                self._close()
             else:
-                self._fail(400, "Bad Request")
+                self._write_and_close(Response.text("Request Timeout", 408))
+        else:
+            self._close()
 
     # -- httptools callbacks ------------------------------------------------
     def on_message_begin(self) -> None:
@@ -144,18 +211,24 @@ class HttpConnection(asyncio.Protocol):
         self._headers = {}
         self._header_bytes = 0
         self._body = []
+        self._body_size = 0
+        self._phase = _HEAD
+        self.deadline = time.monotonic() + self.guard.limits.header_timeout
+        if self._busy or self._pending:
+            # Pipelined behind a request still being answered (a held poll): what is already
+            # read is parsed, nothing more is read until the answer goes out.
+            self._pause_reading()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > MAX_HEADER_BYTES:
-            self._too_large = True
-            raise _RequestTooLarge("request line too long")
+        if len(self._url) > self.guard.limits.max_header_bytes:
+            self._refuse_parsing("uri_too_long", 414, "URI Too Long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self.guard.limits
         self._header_bytes += len(name) + len(value)
-        if self._header_bytes > MAX_HEADER_BYTES:
-            self._too_large = True
-            raise _RequestTooLarge("headers too large")
+        if self._header_bytes > limits.max_header_bytes or len(self._headers) >= limits.max_headers:
+            self._refuse_parsing("headers_too_large", 431, "Request Header Fields Too Large")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         if key in self._headers:
@@ -164,34 +237,62 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._headers[key] = text
 
+    def on_headers_complete(self) -> None:
+        self._phase = _BODY
+        self.deadline = time.monotonic() + self.guard.limits.body_timeout
+
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
-        if sum(map(len, self._body)) > self.max_body:
-            self._too_large = True
-            raise _RequestTooLarge("request body too large")
+        self._body_size += len(body)
+        if self._body_size > self.guard.limits.max_body:
+            self._refuse_parsing("oversized", 413, "Request Entity Too Large")
 
     def on_message_complete(self) -> None:
-        if self._parser.should_upgrade():
+        parser = self._parser
+        if parser is None or parser.should_upgrade():
             return  # llhttp pauses right after this; data_received takes the upgrade
+        self._phase = _IDLE
+        self.deadline = 0.0
         request = self._make_request()
-        request.body = b"".join(self._body)
+        request.body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
         self._body = []
-        if self._busy:
-            self._pending.append(request)
-        else:
+        if not self._busy and not self._pending and not self._write_paused:
             self._dispatch(request)
+            return
+        if len(self._pending) >= self.guard.limits.max_pipeline:
+            self._refuse_parsing("pipelining", 503, "Service Unavailable")
+        self._pending.append(request)
+        self._pause_reading()
 
     # -- internals ----------------------------------------------------------
+    @property
+    def peer(self) -> str:
+        """The TCP peer's address, looked up once and only when something needs it."""
+        peer = self._peer
+        if peer is None:
+            info = self.transport.get_extra_info("peername") if self.transport else None
+            peer = self._peer = str(info[0]) if isinstance(info, tuple) and info else ""
+        return peer
+
+    def client_address(self, request: Request) -> str:
+        """The client's address, through trusted proxies (``trustedProxies``)."""
+        return self.guard.proxies.client(self.peer, request.headers.get("x-forwarded-for"))
+
     def _make_request(self) -> Request:
-        parsed = httptools.parse_url(self._url)
+        parser = self._parser
+        assert parser is not None
+        try:
+            parsed = httptools.parse_url(self._url)
+        except httptools.HttpParserError:
+            self._refuse_parsing("bad_request", 400, "Bad Request")
         path = urllib.parse.unquote(parsed.path.decode("latin-1")) if parsed.path else "/"
         query = parsed.query.decode("latin-1") if parsed.query else ""
         return Request(
-            method=self._parser.get_method().decode("ascii"),
+            method=parser.get_method().decode("ascii"),
             path=path,
             query_string=query,
             headers=self._headers,
-            keep_alive=self._parser.should_keep_alive(),
+            keep_alive=parser.should_keep_alive(),
         )
 
     def _dispatch(self, request: Request) -> None:
@@ -228,23 +329,97 @@ class HttpConnection(asyncio.Protocol):
         self.transport.write(encode_response(response, keep_alive))
         self._busy = False
         if not keep_alive:
-            self.closed = True
-            self.transport.close()
+            self._close()
             return
+        if not self._write_paused:
+            self._next()
+
+    def _next(self) -> None:
+        """The next pipelined request (or refusal), else wait for one within keep-alive."""
         if self._pending:
-            self._dispatch(self._pending.pop(0))
+            item = self._pending.popleft()
+            if isinstance(item, Response):
+                self._write_and_close(item)
+            else:
+                self._dispatch(item)
+            return
+        if self._reading_paused and self._parser is not None:
+            self._reading_paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
+        if self._phase == _IDLE:
+            self.deadline = time.monotonic() + self.guard.limits.keep_alive_timeout
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def _refuse_parsing(self, kind: str, status: int, message: str) -> NoReturn:
+        """Inside a parser callback: stop parsing this connection, answer ``status``."""
+        self.guard.report(kind, f"HTTP request refused with {status} {message}")
+        self._refusal = Response.text(message, status)
+        raise _Refused(message)
+
+    def _refuse(self, response: Response) -> None:
+        """No more input is read; the refusal goes out after what is owed to earlier
+        requests, and closes the connection."""
+        self._parser = None
+        self._phase = _IDLE
+        if self._busy or self._pending:
+            self._pending.append(response)
+            self._pause_reading()
+        else:
+            self._write_and_close(response)
 
     def _upgrade(self, rest: bytes) -> None:
-        request = self._make_request()
-        self._parser = None  # type: ignore[assignment]  # free it: the socket is no longer HTTP
+        parser = self._parser
+        if self._busy or self._pending or parser is None or parser.get_method() == b"CONNECT":
+            self._refuse(Response.text("Bad Request", 400))
+            return
+        try:
+            request = self._make_request()
+        except _Refused:
+            refusal, self._refusal = self._refusal, None
+            self._refuse(refusal or Response.text("Bad Request", 400))
+            return
+        self._parser = None  # the socket is no longer HTTP
+        self.guard.connections.discard(self)
+        self.deadline = 0.0
         self.upgrade_handler(request, self, rest)
 
-    def _fail(self, status: int, message: str) -> None:
+    def upgraded_release(self) -> Callable[[], None] | None:
+        """What the websocket that takes this socket over calls when it closes, so the
+        address keeps its connection counted until then."""
+        peer = self._peer
+        if peer is None or not self.guard.counts_addresses:
+            return None
+        self._peer = None  # released by the websocket now, not by this object
+        guard = self.guard
+        return lambda: guard.release(peer)
+
+    def _write_and_close(self, response: Response) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(encode_response(Response.text(message, status), False))
+            self.transport.write(encode_response(response, False))
+        self._close()
+
+    def _close(self) -> None:
+        self._forget()
+        if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
 
+    def _forget(self) -> None:
+        self.deadline = 0.0
+        guard = self.guard
+        guard.connections.discard(self)
+        if guard.counts_addresses and self._peer is not None:
+            guard.release(self._peer)
+            self._peer = None
 
-class _RequestTooLarge(Exception):
+
+_IDLE, _HEAD, _BODY = 0, 1, 2
+
+
+class _Refused(Exception):
     pass

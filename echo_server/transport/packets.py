@@ -70,9 +70,10 @@ def decode_payload_v3(text: str) -> list[str]:
     n = len(text)
     while pos < n:
         colon = text.find(":", pos)
-        if colon <= pos or colon - pos > 10 or not text[pos:colon].isdigit():
+        digits = text[pos:colon]
+        if colon <= pos or colon - pos > 10 or not (digits.isascii() and digits.isdigit()):
             raise PacketError("bad length prefix")
-        length = int(text[pos:colon])
+        length = int(digits)
         end = _advance_utf16(text, colon + 1, length)
         if end > n:
             raise PacketError("payload shorter than its length prefix")
@@ -101,11 +102,19 @@ def decode_binary_payload_v3(data: bytes) -> list[str]:
         length = int("".join(str(d) for d in digits) or "0")
         start = marker + 1
         if kind == 0:
-            text = data[start:].decode("utf-8", "strict")
+            # The length counts UTF-16 units of this packet only; the next packet's header
+            # (0x00, digits, 0xFF) follows it, and is not UTF-8: escaped, then cut off.
+            text = data[start:start + 4 * length].decode("utf-8", "surrogateescape")
             end_char = _advance_utf16(text, 0, length)
+            if end_char > len(text):
+                raise PacketError("payload shorter than its length prefix")
             packet = text[:end_char]
+            try:
+                size = len(packet.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise PacketError("binary payload packet is not UTF-8") from None
             packets.append(packet)
-            pos = start + len(packet.encode("utf-8"))
+            pos = start + size
         else:
             pos = start + length
         if pos > n:
@@ -118,6 +127,9 @@ def decode_payload_v4(text: str) -> list[str]:
 
 
 def jsonp_script(index: str, payload: str) -> str:
+    # Only the ASCII digits of ``j`` are kept, as engine.io does: anything else would be
+    # script of the requester's choosing in a text/javascript answer.
+    index = "".join(ch for ch in index[:16] if "0" <= ch <= "9") or "0"
     # U+2028/2029 are valid in JSON but end a line in older JavaScript engines.
     encoded = dumps(payload).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return f"___eio[{index}]({encoded});"
@@ -160,7 +172,7 @@ def parse_sio(text: str) -> SioPacket:
     n = len(text)
     if pkt.type in (SIO_BINARY_EVENT, SIO_BINARY_ACK):
         dash = text.find("-", pos)
-        if dash < 0 or not text[pos:dash].isdigit() or dash - pos > 6:
+        if dash < 0 or not _ascii_digits(text[pos:dash]) or dash - pos > 6:
             raise PacketError("bad attachment count")
         pkt.attachments = int(text[pos:dash])
         pos = dash + 1
@@ -176,7 +188,7 @@ def parse_sio(text: str) -> SioPacket:
         if q >= 0:
             pkt.nsp = pkt.nsp[:q]
     start = pos
-    while pos < n and text[pos].isdigit():
+    while pos < n and "0" <= text[pos] <= "9":
         pos += 1
     if pos > start:
         if pos - start > 15:
@@ -185,9 +197,14 @@ def parse_sio(text: str) -> SioPacket:
     if pos < n:
         try:
             pkt.data = loads(text[pos:])
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise PacketError("invalid JSON in packet") from exc
     return pkt
+
+
+def _ascii_digits(text: str) -> bool:
+    """``int()`` takes any Unicode digit (``"²"``); the wire allows only ASCII ones."""
+    return text.isascii() and text.isdigit()
 
 
 _event_heads: dict[tuple[str, str], bytes] = {}

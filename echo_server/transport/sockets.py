@@ -220,7 +220,7 @@ class SocketServer:
             self.on_refused(socket, message)
         if session.eio == 3:
             session.send("44" + dumps(message))
-            session.close("connect refused")
+            session.end("connect refused")
         else:
             session.send("44" + dumps({"message": message}))
 

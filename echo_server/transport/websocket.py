@@ -24,6 +24,10 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
+# Codes a peer may send but never put in a close frame (RFC 6455 7.4.1): 1005 means "no
+# code was given", 1006 "closed without a close frame", 1015 "TLS failed".
+RESERVED_CLOSE_CODES = frozenset((1004, 1005, 1006, 1015))
+MAX_FRAGMENTS = 1024  # frames of one fragmented message
 
 _KNOWN_OPCODES = frozenset((OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG))
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -37,6 +41,16 @@ class ProtocolError(Exception):
     def __init__(self, message: str, code: int = CLOSE_PROTOCOL_ERROR) -> None:
         super().__init__(message)
         self.code = code
+
+
+def valid_key(key: str) -> bool:
+    """RFC 6455: base64 of 16 bytes. Anything else, non-ASCII above all, is a bad request."""
+    if len(key) != 24 or not key.isascii():
+        return False
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        return False
 
 
 def accept_key(key: str) -> str:
@@ -77,7 +91,8 @@ class FrameParser:
     """Incremental parser of client frames; yields whole messages.
 
     Bounded: a message (after reassembly of fragments) larger than
-    ``max_size`` raises ``ProtocolError(CLOSE_TOO_BIG)`` before it is buffered.
+    ``max_size`` raises ``ProtocolError(CLOSE_TOO_BIG)`` before it is buffered, and so
+    does one of more than ``MAX_FRAGMENTS`` frames (empty ones cost memory too).
     """
 
     __slots__ = ("_buf", "_frag_len", "_frag_op", "_frags", "max_size")
@@ -138,6 +153,8 @@ class FrameParser:
             elif opcode == OP_CONTINUATION:
                 if self._frags is None:
                     raise ProtocolError("continuation without a message")
+                if len(self._frags) >= MAX_FRAGMENTS:
+                    raise ProtocolError("message in too many fragments", CLOSE_TOO_BIG)
                 self._frags.append(payload)
                 self._frag_len += n
                 if fin:

@@ -22,6 +22,7 @@ from .websocket import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    RESERVED_CLOSE_CODES,
     FrameParser,
     ProtocolError,
     close_frame,
@@ -39,7 +40,7 @@ def _discard(frame: bytes) -> None:
 
 
 class WebSocketConnection(asyncio.Protocol):
-    __slots__ = ("closed", "engine", "parser", "session", "transport", "write")
+    __slots__ = ("closed", "engine", "on_lost", "parser", "session", "transport", "write")
 
     # The transport's own (C, under uvloop) write while open, _discard once closed:
     # the fan-out calls it once per recipient, so no Python frame sits in between.
@@ -52,6 +53,7 @@ class WebSocketConnection(asyncio.Protocol):
         self.parser = FrameParser(max_size)
         self.session: Session | None = None
         self.closed = False
+        self.on_lost: Callable[[], None] | None = None  # the HTTP side's per-address count
         self.write = transport.write
         transport.set_write_buffer_limits(high=high_water)
 
@@ -82,10 +84,15 @@ class WebSocketConnection(asyncio.Protocol):
                 code = CLOSE_NORMAL
                 if len(payload) >= 2:
                     code = int.from_bytes(payload[:2], "big")
-                self.close(code if 1000 <= code < 5000 else CLOSE_NORMAL, reason="client close")
+                if not 1000 <= code < 5000 or code in RESERVED_CLOSE_CODES:
+                    code = CLOSE_NORMAL
+                self.close(code, reason="client close")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing()
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
         self.engine.on_ws_closed(self, "transport close")
         self.parser = None  # type: ignore[assignment]
 
