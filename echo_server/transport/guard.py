@@ -53,11 +53,8 @@ class ConnectionGuard:
         self.report: LimitReporter = report or (lambda kind, message: None)
         self.connections: set[Timed] = set()
         self.per_address: dict[str, int] = {}
+        self.max_per_address = limits.max_connections_per_address  # 0: not counted
         self._sweeper: asyncio.TimerHandle | None = None
-
-    @property
-    def counts_addresses(self) -> bool:
-        return self.limits.max_connections_per_address > 0
 
     # -- per-address connections ---------------------------------------------------
     def admit(self, peer: str) -> bool:
@@ -66,7 +63,7 @@ class ConnectionGuard:
         if self.proxies.trusts(peer):
             return True
         count = self.per_address.get(peer, 0)
-        if count >= self.limits.max_connections_per_address:
+        if count >= self.max_per_address:
             self.report("too_many_connections",
                         f"connection from {peer} refused: it holds {count} already")
             return False

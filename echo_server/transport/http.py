@@ -140,7 +140,7 @@ class HttpConnection(asyncio.Protocol):
         limits = guard.limits
         if limits.write_high_water != TRANSPORT_HIGH_WATER:
             self.transport.set_write_buffer_limits(high=limits.write_high_water)
-        if guard.counts_addresses and not guard.admit(self.peer):
+        if guard.max_per_address and not guard.admit(self.peer):
             self._peer = None  # not counted: nothing to release
             self._write_and_close(Response.text("Service Unavailable", 503))
             return
@@ -237,11 +237,12 @@ class HttpConnection(asyncio.Protocol):
         else:
             self._headers[key] = text
 
-    def on_headers_complete(self) -> None:
-        self._phase = _BODY
-        self.deadline = time.monotonic() + self.guard.limits.body_timeout
-
     def on_body(self, body: bytes) -> None:
+        # No on_headers_complete callback (one Python call less per request): the body's
+        # deadline starts with its first bytes; until then the headers' one still runs.
+        if self._phase != _BODY:
+            self._phase = _BODY
+            self.deadline = time.monotonic() + self.guard.limits.body_timeout
         self._body.append(body)
         self._body_size += len(body)
         if self._body_size > self.guard.limits.max_body:
@@ -392,7 +393,7 @@ class HttpConnection(asyncio.Protocol):
         """What the websocket that takes this socket over calls when it closes, so the
         address keeps its connection counted until then."""
         peer = self._peer
-        if peer is None or not self.guard.counts_addresses:
+        if peer is None or not self.guard.max_per_address:
             return None
         self._peer = None  # released by the websocket now, not by this object
         guard = self.guard
@@ -413,7 +414,7 @@ class HttpConnection(asyncio.Protocol):
         self.deadline = 0.0
         guard = self.guard
         guard.connections.discard(self)
-        if guard.counts_addresses and self._peer is not None:
+        if guard.max_per_address and self._peer is not None:
             guard.release(self._peer)
             self._peer = None
 

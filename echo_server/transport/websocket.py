@@ -9,6 +9,7 @@ once per recipient and cost ~100 KB of zlib state per connection.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import struct
 
@@ -48,8 +49,8 @@ def valid_key(key: str) -> bool:
     if len(key) != 24 or not key.isascii():
         return False
     try:
-        return len(base64.b64decode(key, validate=True)) == 16
-    except ValueError:
+        return len(binascii.a2b_base64(key, strict_mode=True)) == 16
+    except binascii.Error:
         return False
 
 
