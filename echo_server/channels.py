@@ -113,6 +113,10 @@ class ChannelHandler:
             self.report_error("auth_failed", f"handshake refused ({exc.reason}, "
                               f"token from {exc.source or 'nowhere'})")
             return str(exc)
+        if socket.session.closed:
+            # Gone during the await: it never connects, so no disconnect handler runs to cancel
+            # an expiry timer, which would hold the socket and its session until ``exp``.
+            return None
         if claims is not None:
             self._data(socket)["claims"] = claims
             delay = self.authenticator.expires_in(claims)

@@ -142,10 +142,13 @@ class JwksServer:
         self.status = 200
         self.body: bytes | None = None
         self.url = ""
+        self.gate: asyncio.Event | None = None  # when set, answers wait for it
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        if self.gate is not None:
+            await self.gate.wait()
         if self.status != 200:
             return web.Response(status=self.status, text="nope")
         if self.body is not None:

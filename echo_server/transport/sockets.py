@@ -94,6 +94,7 @@ class SocketServer:
         self.handler = handler
         self.sockets: dict[str, Socket] = {}
         self.engine: EngineServer | None = None
+        self._connecting: set[asyncio.Future[None]] = set()  # handlers deciding on a connect
         # Observers for metrics; called once per connection, never per message.
         self.on_connected: Callable[[Socket], None] | None = None
         self.on_refused: Callable[[Socket, str], None] | None = None
@@ -184,22 +185,26 @@ class SocketServer:
         except ConnectRefused as exc:
             result = str(exc) or False
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-            task.add_done_callback(lambda t: self._connect_done(socket, t))
+            task = asyncio.ensure_future(self._connect_when_decided(socket, result))
+            self._connecting.add(task)  # the loop itself keeps tasks only weakly
+            task.add_done_callback(self._connecting.discard)
         else:
             self._finish_connect(socket, result)
 
-    def _connect_done(self, socket: Socket, task: asyncio.Future[ConnectResult]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if isinstance(exc, ConnectRefused):
-            self._finish_connect(socket, str(exc) or False)
-        elif exc is not None:
-            log.error("connect handler failed", exc_info=exc)
-            self._finish_connect(socket, "Internal server error")
-        else:
-            self._finish_connect(socket, task.result())
+    async def _connect_when_decided(self, socket: Socket,
+                                    decision: Awaitable[ConnectResult]) -> None:
+        """Finished in the step in which the handler's coroutine returns. A done callback
+        would run a step later, and a client that closes in between would never connect
+        nor disconnect, keeping whatever the handler set up for it after its last look at
+        the session (a token's expiry timer holds the socket until the token expires)."""
+        try:
+            result = await decision
+        except ConnectRefused as exc:
+            result = str(exc) or False
+        except Exception:
+            log.exception("connect handler failed")
+            result = "Internal server error"
+        self._finish_connect(socket, result)
 
     def _finish_connect(self, socket: Socket, result: ConnectResult) -> None:
         session = socket.session
