@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from channel_auth.jwt_auth import AuthenticationError, JwtAuthenticator, TokenSo
 
 from .hub import Hub
 from .limits import LimitSettings, SubscriptionCounter, channel_name_problem, valid_text
-from .presence import Member, MemoryPresenceStore, PresenceStore
+from .presence import LeaveResult, Member, MemoryPresenceStore, PresenceStore, user_key
 from .rooms import Rooms
 from .transport.sockets import Socket
 
@@ -30,6 +31,12 @@ log = logging.getLogger("echo_server.channels")
 ErrorReporter = Callable[[str, str], None]
 # Called after every change of a presence channel's members (publishPresence).
 PresenceListener = Callable[[str, list[Member]], Awaitable[None]]
+# Hands a presence announcement (channel, event, member JSON, version) to the other instances.
+PresenceRelay = Callable[[str, str, str, int], None]
+# A presence operation waiting for its turn: what it returns is what its turn resolves to.
+PresenceOperation = Callable[[], Awaitable[Any] | None]
+# How long a stale announcement is still recognised as such: longer than any relay delay.
+ANNOUNCEMENT_HORIZON = 60.0
 
 
 def is_private(channel: str) -> bool:
@@ -64,6 +71,50 @@ def _forwarded_headers(payload: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in headers.items() if v is not None}
 
 
+class _PresenceTurns:
+    """This instance's side of one presence channel.
+
+    ``queue``: its presence operations (writes, and announcements from elsewhere), one at a
+    time, in the order they were asked for. So a socket's leave never overtakes its join in
+    the store; a join that must be taken back is, before this instance writes anything else;
+    and no announcement reaches the channel between a join's write and that socket's
+    ``presence:subscribed``, whose list is the store's at the write: whatever was announced in
+    between would be missing from it for good.
+
+    ``told``: per user, the version of the last announcement made to these sockets, oldest
+    first. Instances announce in their own order (their own writes at once, the others'
+    through the relay), so an announcement older than one already made is stale, and telling
+    it would undo a later change. ``floor`` stands in for every entry older than the horizon,
+    and for every announcement seen before this record existed: the lists these sockets got
+    were read later, so they hold those changes already."""
+
+    __slots__ = ("floor", "queue", "told")
+
+    def __init__(self, floor: int) -> None:
+        self.floor = floor
+        self.queue: deque[tuple[PresenceOperation, asyncio.Future[Any]]] = deque()
+        self.told: dict[str, tuple[int, float]] = {}
+
+    def fresh(self, user: str, version: int) -> bool:
+        """Whether an announcement about ``user`` is later than what was told; if so it is
+        recorded as told."""
+        now = time.monotonic()
+        told = self.told
+        while told:
+            oldest = next(iter(told))
+            old_version, when = told[oldest]
+            if now - when < ANNOUNCEMENT_HORIZON:
+                break
+            del told[oldest]
+            self.floor = max(self.floor, old_version)
+        last = told.get(user)
+        if version <= max(self.floor, last[0] if last else 0):
+            return False
+        told.pop(user, None)  # to the end: the entries stay in the order they were told
+        told[user] = (version, now)
+        return True
+
+
 class ChannelHandler:
     """The ``SocketHandler`` of the Socket.IO layer."""
 
@@ -92,7 +143,10 @@ class ChannelHandler:
         # Presence writes outlive the socket that caused them: kept here, never cancelled,
         # so a disconnect in the middle of a join cannot leave a ghost member behind.
         self._background: set[asyncio.Future[None]] = set()
-        self.presence_members = 0  # confirmed presence memberships of local sockets
+        self.presence_members = 0  # presence memberships of local sockets (joined or joining)
+        self.relay_presence: PresenceRelay | None = None  # set when instances share Redis
+        self._presence_turns: dict[str, _PresenceTurns] = {}
+        self._newest_version = 0  # of every presence announcement seen here
 
     # -- SocketHandler ----------------------------------------------------------
     def on_connect(self, socket: Socket, auth: Any) -> Awaitable[str | None] | None:
@@ -236,7 +290,7 @@ class ChannelHandler:
                 log.debug("%s joined %s without channel_data: no presence member",
                           socket.id, request.channel)
             else:
-                self._spawn(self._presence_join(socket, request.channel, member))
+                self._presence_enter(socket, request.channel, member)
 
     def unsubscribe(self, socket: Socket, payload: Any) -> None:
         channel = _channel_of(payload)
@@ -280,70 +334,154 @@ class ChannelHandler:
         self.emit_room(channel, event, data, except_id=socket.id)
 
     # -- presence -----------------------------------------------------------------
-    async def _presence_join(self, socket: Socket, channel: str, member: Member) -> None:
-        try:
-            result = await self.presence.join(channel, socket.id, member)
-        except Exception as exc:
-            self.report_error("presence", f"presence join of {channel!r} failed: {exc}")
-            return
-        if not socket.connected or not self.rooms.contains(channel, socket):
-            # Gone (or unsubscribed) while the write was in flight: undo it quietly.
-            await self._presence_remove(socket.id, channel, announce=False)
-            return
-        # channel -> member: what this instance writes again if Redis loses it.
+    def _presence_enter(self, socket: Socket, channel: str, member: Member) -> None:
+        # channel -> member: what this instance writes (again, if Redis loses it) and removes.
         joined: dict[str, Member] = self._data(socket).setdefault("presence", {})
-        again = channel in joined
-        joined[channel] = member
-        if not again:
+        previous = joined.get(channel)
+        if previous is not None and user_key(previous.user_id) != user_key(member.user_id):
+            self._presence_leave(socket, channel)  # another user on this socket now
+        if channel not in joined:
             self.presence_members += 1
-        socket.emit("presence:subscribed", channel, [m.public() for m in result.members])
-        if result.first_for_user and not again:
-            self.emit_room(channel, "presence:joining", dumps(member.public()),
-                                  except_id=socket.id)
-        await self._presence_changed(channel, result.members)
+        joined[channel] = member
+        self._in_turn(channel, lambda: self._presence_join(socket, channel, member))
 
     def _presence_leave(self, socket: Socket, channel: str) -> None:
         joined = (socket.data or {}).get("presence")
         if joined and channel in joined:
             del joined[channel]
             self.presence_members -= 1
-            self._spawn(self._presence_remove(socket.id, channel, announce=True))
+            socket_id = socket.id
+            self._in_turn(channel, lambda: self._presence_remove(socket_id, channel))
 
-    async def _presence_remove(self, socket_id: str, channel: str, *, announce: bool) -> None:
+    async def _presence_join(self, socket: Socket, channel: str, member: Member, *,
+                             announce: bool = True, here: bool = True) -> bool:
+        """Write one membership; tell the socket its list (``here``) and the others that its
+        user joined (``announce``, when the user was not there). True when it was written
+        and stays."""
+        joined = (socket.data or {}).get("presence")
+        if not joined or joined.get(channel) is not member:
+            return False  # left, or subscribed again, before its turn
+        left: LeaveResult | None = None
+        try:
+            result = await self.presence.join(channel, socket.id, member)
+            if channel not in joined:
+                # Gone while the write was in flight (its leave, queued behind, will find
+                # nothing). A new member is taken back unseen when no presence write came
+                # in between; otherwise it was there before (announced), or another write
+                # may have counted it as its user's first or last socket: it joined and
+                # leaves like any member, announced.
+                left = await self.presence.leave(
+                    channel, socket.id,
+                    unless_changed_since=result.version if result.added else None)
+                if left.member is None:
+                    return False
+        except Exception as exc:
+            self.report_error("presence", f"presence join of {channel!r} failed: {exc}")
+            return False
+        if announce and result.first_for_user:
+            # A socket that gets its list is not told of itself; one written again is, as
+            # it may have heard of its user leaving.
+            self._announce(channel, "presence:joining", member, result.version,
+                           socket.id if here else None)
+        if left is not None:
+            await self._presence_left(channel, left)
+            return False
+        if here and joined.get(channel) is member:
+            socket.emit("presence:subscribed", channel, [m.public() for m in result.members])
+        await self._presence_changed(channel, result.members)
+        return True
+
+    async def _presence_remove(self, socket_id: str, channel: str) -> None:
         try:
             result = await self.presence.leave(channel, socket_id)
         except Exception as exc:
             self.report_error("presence", f"presence leave of {channel!r} failed: {exc}")
             return
-        if announce and result.member is not None and result.last_for_user:
-            self.emit_room(channel, "presence:leaving", dumps(result.member.public()))
-        if result.member is not None:
-            await self._presence_changed(channel)
+        await self._presence_left(channel, result)
 
-    async def restore_presence(self) -> list[tuple[str, Member, bool]]:
+    async def _presence_left(self, channel: str, result: LeaveResult) -> None:
+        if result.member is None:
+            return
+        if result.last_for_user:
+            self._announce(channel, "presence:leaving", result.member, result.version)
+        await self._presence_changed(channel)
+
+    async def restore_presence(self, announce: bool) -> int:
         """Write this instance's presence members into the store again, after Redis lost
         them (a restart without persistence, a failover to a replica that lagged) or after
-        another instance purged them while this one could not reach Redis. Returns each
-        membership written: (channel, member, first of its user in the channel now)."""
-        restored: list[tuple[str, Member, bool]] = []
+        another instance purged them while this one could not reach Redis, and announced
+        them leaving: then ``announce`` their return. Returns how many were written."""
+        turns = []
         for channel in [name for name in self.rooms if is_presence(name)]:
             for socket in list(self.rooms.members(channel) or ()):
-                joined = (socket.data or {}).get("presence") or {}
-                member = joined.get(channel)
-                if member is None:
-                    continue  # its join is still in flight: that write will land
-                try:
-                    result = await self.presence.join(channel, socket.id, member)
-                except Exception as exc:
-                    self.report_error("presence", f"presence restore of {channel!r} failed: "
-                                      f"{exc}")
-                    return restored
-                if not socket.connected or channel not in joined:
-                    # Left while the write was in flight: undo it, as a join would.
-                    await self._presence_remove(socket.id, channel, announce=False)
-                    continue
-                restored.append((channel, member, result.first_for_user))
-        return restored
+                member = ((socket.data or {}).get("presence") or {}).get(channel)
+                if member is not None:
+                    turns.append(self._in_turn(channel, lambda s=socket, c=channel, m=member:
+                                               self._presence_join(s, c, m, announce=announce,
+                                                                   here=False)))
+        return sum(bool(written) for written in await asyncio.gather(*turns))
+
+    def _announce(self, channel: str, event: str, member: Member, version: int,
+                  except_id: str | None = None) -> None:
+        """A change this instance wrote: told here, and to the other instances."""
+        data = dumps(member.public())
+        self._tell(channel, event, data, user_key(member.user_id), version, except_id)
+        if self.relay_presence is not None:
+            self.relay_presence(channel, event, data, version)
+
+    def presence_announced(self, channel: str, event: str, data_json: str,
+                           version: int) -> None:
+        """A change another instance wrote (relayed, or found by the reaper): told here in
+        its turn."""
+        try:
+            user = user_key(loads(data_json)["user_id"])
+        except (ValueError, KeyError, TypeError):
+            self.report_error("presence", f"malformed presence announcement for {channel!r}")
+            return
+        turns = self._presence_turns.get(channel)
+        if turns is not None and turns.queue:
+            self._in_turn(channel, lambda: self._tell(channel, event, data_json, user, version))
+        else:
+            self._tell(channel, event, data_json, user, version)
+
+    def _tell(self, channel: str, event: str, data_json: str, user: str, version: int,
+              except_id: str | None = None) -> None:
+        newest = self._newest_version
+        self._newest_version = max(newest, version)
+        turns = self._presence_turns.get(channel)
+        if turns is None:
+            if not self.rooms.count(channel):
+                return  # nobody here to tell
+            turns = self._presence_turns[channel] = _PresenceTurns(newest)
+        if turns.fresh(user, version):
+            self.hub.emit_to_room(channel, event, data_json, except_id)
+
+    def _in_turn(self, channel: str, operation: PresenceOperation) -> asyncio.Future[Any]:
+        """Run ``operation`` once every presence operation asked for before it on ``channel``
+        here is done; the future resolves to what it returned (None when it failed)."""
+        turns = self._presence_turns.get(channel)
+        if turns is None:
+            turns = self._presence_turns[channel] = _PresenceTurns(self._newest_version)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        turns.queue.append((operation, done))
+        if len(turns.queue) == 1:
+            self._spawn(self._take_turns(channel, turns))
+        return done
+
+    async def _take_turns(self, channel: str, turns: _PresenceTurns) -> None:
+        while turns.queue:
+            operation, done = turns.queue[0]
+            result = None
+            try:
+                result = operation()
+                if result is not None:
+                    result = await result
+            except Exception:
+                log.exception("presence operation on %r failed", channel)
+            turns.queue.popleft()
+            done.set_result(result)
+        if not self.rooms.count(channel):
+            del self._presence_turns[channel]
 
     async def _presence_changed(self, channel: str, members: list[Member] | None = None) -> None:
         if self.on_presence_change is None:

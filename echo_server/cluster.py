@@ -30,7 +30,7 @@ from broadcaster.jsoncodec import dumps, loads
 from broadcaster.sources.redis import INTERNAL_PREFIX, subscriber_endpoint
 from broadcaster.sources.redis_wire import RedisSubscriber
 
-from .presence import LuaScript, Member, RedisPresenceStore, key_tag
+from .presence import LuaScript, RedisPresenceStore, key_tag
 
 log = logging.getLogger("echo_server.cluster")
 
@@ -42,8 +42,12 @@ def relay_channel(key_prefix: str) -> str:
 
 
 RoomEmitter = Callable[[str, str, str, str | None], int]
-# Writes this instance's presence members again: (channel, member, first of its user).
-PresenceRestorer = Callable[[], Awaitable[list[tuple[str, Member, bool]]]]
+# Writes this instance's presence members again (announcing their joining, when told to);
+# returns how many it wrote.
+PresenceRestorer = Callable[[bool], Awaitable[int]]
+# Tells this instance's sockets of a presence change written elsewhere: (channel, event,
+# member JSON, version).
+PresenceAnnouncer = Callable[[str, str, str, int], None]
 MAX_OUTBOX = 50_000  # relay messages queued while Redis is slow or away
 
 # One round trip per batch, on any topology: a Cluster pipeline refuses PUBLISH (it has no key
@@ -62,6 +66,7 @@ class Cluster:
     def __init__(self, client: Any, redis_url: str, instance_id: str, *, key_prefix: str = "",
                  heartbeat_interval: float = 5.0, liveness_ttl: float = 15.0,
                  emit_local: RoomEmitter, snapshot: Callable[[], dict[str, Any]],
+                 announce_presence: PresenceAnnouncer,
                  presence: RedisPresenceStore | None = None,
                  restore_presence: PresenceRestorer | None = None) -> None:
         self.client = client
@@ -72,6 +77,7 @@ class Cluster:
         self.liveness_ttl = liveness_ttl
         self.emit_local = emit_local
         self.snapshot = snapshot
+        self.announce_presence = announce_presence
         self.presence = presence
         self.restore_presence = restore_presence
         self._beaten = False  # a first beat landed: from then on a missing key means a loss
@@ -134,13 +140,22 @@ class Cluster:
         """Hand a client-caused emit to the other instances (sync: called on the hot path
         of a whisper; one writer task pipelines the queue). Bounded: while Redis hangs,
         the oldest are dropped rather than memory growing."""
+        self._send_later({"i": self.instance_id, "r": room, "e": event, "d": data_json,
+                          "x": except_id})
+
+    def relay_presence(self, room: str, event: str, data_json: str, version: int) -> None:
+        """A presence announcement, with the version of the write it reports: the others
+        tell their sockets only what is later than what they told them already."""
+        self._send_later({"i": self.instance_id, "r": room, "e": event, "d": data_json,
+                          "v": version})
+
+    def _send_later(self, message: dict[str, Any]) -> None:
         if len(self._outbox) >= MAX_OUTBOX:
             del self._outbox[:len(self._outbox) // 2]
             self.dropped += 1
             log.warning("cluster relay: Redis is not keeping up; dropped the oldest half of "
                         "%d queued messages", MAX_OUTBOX)
-        self._outbox.append(dumps({"i": self.instance_id, "r": room, "e": event,
-                                   "d": data_json, "x": except_id}))
+        self._outbox.append(dumps(message))
         self._outbox_ready.set()
 
     async def publish(self, channel: str, message: str) -> None:
@@ -205,7 +220,11 @@ class Cluster:
             if message["i"] == self.instance_id:
                 return
             self.relayed_in += 1
-            self.emit_local(message["r"], message["e"], message["d"], message.get("x"))
+            version = message.get("v")
+            if version is None:
+                self.emit_local(message["r"], message["e"], message["d"], message.get("x"))
+            else:
+                self.announce_presence(message["r"], message["e"], message["d"], version)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("cluster relay: dropped a malformed message: %s", exc)
 
@@ -264,18 +283,14 @@ class Cluster:
         reach it. Either way our presence members may be missing from Redis: write them
         again, so ``here()`` and the API see every member that is still connected. When we
         were purged, the other instances announced these users leaving: announce their
-        return to them (not here: our own clients never heard of a leaving)."""
+        return."""
         if self.presence is None or self.restore_presence is None:
             return
-        restored = await self.restore_presence()
-        self.restored += len(restored)
-        if reaped:
-            for channel, member, first_for_user in restored:
-                if first_for_user:
-                    self.relay(channel, "presence:joining", dumps(member.public()), None)
+        restored = await self.restore_presence(reaped)
+        self.restored += restored
         log.warning("this instance's liveness key was gone from Redis (%s): wrote its %d "
                     "presence memberships again", "purged by another instance" if reaped
-                    else "Redis lost its data", len(restored))
+                    else "Redis lost its data", restored)
 
     async def _reap(self) -> None:
         """Remove instances whose liveness key expired: exactly one survivor wins each."""
@@ -292,8 +307,10 @@ class Cluster:
     async def _purge(self, instance_id: str) -> None:
         if self.presence is None:
             return
-        for channel, member in await self.presence.purge_instance(instance_id):
-            self.emit(channel, "presence:leaving", dumps(member.public()))
+        for channel, member, version in await self.presence.purge_instance(instance_id):
+            data = dumps(member.public())
+            self.announce_presence(channel, "presence:leaving", data, version)
+            self.relay_presence(channel, "presence:leaving", data, version)
 
     async def peers(self) -> list[dict[str, Any]]:
         """Snapshots of the *other* live instances."""

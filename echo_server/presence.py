@@ -11,17 +11,27 @@ rewrites one JSON list per channel with GET then SET and loses members).
 It differs from the reference's ``<keyPrefix><channel>:members`` list, so an
 old and a new server cannot share presence state during a migration.
 
+Every write also returns a version: a number that grows with every presence write, in the
+order the writes took effect. Instances announce joining and leaving in their own order
+(at once for their sockets, later through the relay for the others'), and a socket may go
+while its join is being written: the version says which of two announcements is the later
+one, and whether anything was written since a join that must be taken back. In Redis it is
+a clock (``<tag>:presence-clock``): the server's time in microseconds, or one more than the
+last version when that is later. So it never goes back, and when Redis loses its data it
+starts again from the time, above the versions it gave before (unless it comes back on a
+host whose clock is behind).
+
 Every key of echo-server starts with one hash tag per keyPrefix (`key_tag`), so on a Redis
-Cluster they all live in one slot: the scripts touch two keys (the channel's hash and the set
-of presence channels) and the cluster code reads several at once, which a Cluster allows only
-within one slot. Plain Redis and Sentinel use the same layout, so there is one layout.
+Cluster they all live in one slot: the scripts touch three keys (the channel's hash, the set
+of presence channels, the clock) and the cluster code reads several at once, which a Cluster
+allows only within one slot. Plain Redis and Sentinel use the same layout, so there is one
+layout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import json
 import time
 from abc import ABC, abstractmethod
@@ -81,14 +91,17 @@ class Member:
 
 @dataclass(slots=True)
 class JoinResult:
-    first_for_user: bool
+    first_for_user: bool  # the user had no socket in the channel before (this one included)
+    added: bool  # the socket was no member before (not a second subscribe)
     members: list[Member]  # one per user, newest first
+    version: int
 
 
 @dataclass(slots=True)
 class LeaveResult:
-    member: Member | None  # None when the socket was no member
+    member: Member | None  # None when the socket was no member (or was taken back unseen)
     last_for_user: bool
+    version: int
 
 
 def _one_per_user_newest_first(entries: list[Member]) -> list[Member]:
@@ -105,7 +118,11 @@ class PresenceStore(ABC):
     async def join(self, channel: str, socket_id: str, member: Member) -> JoinResult: ...
 
     @abstractmethod
-    async def leave(self, channel: str, socket_id: str) -> LeaveResult: ...
+    async def leave(self, channel: str, socket_id: str, *,
+                    unless_changed_since: int | None = None) -> LeaveResult:
+        """With ``unless_changed_since`` (a join's version): when no presence write came after
+        that join, nobody can have counted the member, so it is taken back unseen (the result
+        names no member: nothing to announce); otherwise it leaves as any member does."""
 
     @abstractmethod
     async def members(self, channel: str) -> list[Member]:
@@ -118,69 +135,87 @@ class PresenceStore(ABC):
 class MemoryPresenceStore(PresenceStore):
     def __init__(self) -> None:
         self._channels: dict[str, dict[str, Member]] = {}
-        self._clock = itertools.count(1)
+        self._version = 0
+
+    def _tick(self) -> int:
+        self._version += 1
+        return self._version
 
     async def join(self, channel: str, socket_id: str, member: Member) -> JoinResult:
         sockets = self._channels.setdefault(channel, {})
         key = user_key(member.user_id)
-        first = not any(user_key(m.user_id) == key for sid, m in sockets.items()
-                        if sid != socket_id)
-        member.joined = float(next(self._clock))
+        first = not any(user_key(m.user_id) == key for m in sockets.values())
+        added = socket_id not in sockets
+        version = self._tick()
+        member.joined = float(version)
         sockets[socket_id] = member
-        return JoinResult(first, _one_per_user_newest_first(list(sockets.values())))
+        return JoinResult(first, added, _one_per_user_newest_first(list(sockets.values())),
+                          version)
 
-    async def leave(self, channel: str, socket_id: str) -> LeaveResult:
+    async def leave(self, channel: str, socket_id: str, *,
+                    unless_changed_since: int | None = None) -> LeaveResult:
         sockets = self._channels.get(channel)
-        member = sockets.pop(socket_id, None) if sockets else None
-        if member is None:
-            return LeaveResult(None, False)
-        key = user_key(member.user_id)
-        last = not any(user_key(m.user_id) == key for m in sockets.values())  # type: ignore[union-attr]
+        if sockets is None or socket_id not in sockets:
+            return LeaveResult(None, False, 0)
+        member = sockets.pop(socket_id)
         if not sockets:
             del self._channels[channel]
-        return LeaveResult(member, last)
+        if unless_changed_since == self._version:
+            return LeaveResult(None, False, 0)
+        key = user_key(member.user_id)
+        last = not any(user_key(m.user_id) == key for m in sockets.values())
+        return LeaveResult(member, last, self._tick())
 
     async def members(self, channel: str) -> list[Member]:
         return _one_per_user_newest_first(list(self._channels.get(channel, {}).values()))
 
 
-# KEYS[1] = channel hash, KEYS[2] = the set of presence channels;
-# ARGV = field, user key, member JSON, channel name.
-# Returns {first (0/1), all member JSONs}.
-_JOIN = """
-local others = 0
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  if fields[i] ~= ARGV[1] then
-    local m = cjson.decode(fields[i + 1])
-    if m['k'] == ARGV[2] then others = 1 end
-  end
+# Every script: KEYS[1] = channel hash, KEYS[2] = the set of presence channels, KEYS[3] = the
+# clock. TIME before a write needs effects replication, the default only from Redis 5 on.
+_TICK = """
+redis.replicate_commands()
+local function tick()
+  local now = redis.call('TIME')
+  local version = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local last = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if version <= last then version = last + 1 end
+  redis.call('SET', KEYS[3], string.format('%.0f', version))
+  return version
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[4])
-local all = redis.call('HVALS', KEYS[1])
-return {others == 0 and 1 or 0, all}
 """
 
-# KEYS[1] = channel hash, KEYS[2] = channel set; ARGV = field, channel name.
-# Returns {member JSON or false, last (0/1)}.
-_LEAVE = """
+# ARGV = field, user key, member JSON, channel name.
+# Returns {first (0/1), added (0/1), version, all member JSONs}.
+_JOIN = _TICK + """
+local first = 1
+for _, value in ipairs(redis.call('HVALS', KEYS[1])) do
+  if cjson.decode(value)['k'] == ARGV[2] then first = 0 end
+end
+local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[4])
+return {first, added, tick(), redis.call('HVALS', KEYS[1])}
+"""
+
+# ARGV = field, channel name[, the version that must still be the clock's to take it back
+# unseen]. Returns {member JSON or false, last (0/1), version}.
+_LEAVE = _TICK + """
 local value = redis.call('HGET', KEYS[1], ARGV[1])
-if not value then return {false, 0} end
+if not value then return {false, 0, 0} end
 redis.call('HDEL', KEYS[1], ARGV[1])
-local key = cjson.decode(value)['k']
 local fields = redis.call('HVALS', KEYS[1])
 if #fields == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+if ARGV[3] and redis.call('GET', KEYS[3]) == ARGV[3] then return {false, 0, 0} end
+local key = cjson.decode(value)['k']
 for i = 1, #fields do
-  if cjson.decode(fields[i])['k'] == key then return {value, 0} end
+  if cjson.decode(fields[i])['k'] == key then return {value, 0, tick()} end
 end
-return {value, 1}
+return {value, 1, tick()}
 """
 
-# KEYS[1] = channel hash, KEYS[2] = channel set; ARGV[1] = "<instance>:" field prefix,
-# ARGV[2] = channel name. Removes that instance's members; returns the JSON of each removed
-# member whose user has no socket left (one per user), so their leaving can be announced.
-_PURGE = """
+# ARGV[1] = "<instance>:" field prefix, ARGV[2] = channel name. Removes that instance's
+# members; returns {version, the JSON of each removed member whose user has no socket left
+# (one per user)}, so their leaving can be announced.
+_PURGE = _TICK + """
 local fields = redis.call('HGETALL', KEYS[1])
 local removed = {}
 local n = string.len(ARGV[1])
@@ -203,7 +238,8 @@ for _, value in ipairs(removed) do
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
-return gone
+if #removed == 0 then return {0, gone} end
+return {tick(), gone}
 """
 
 
@@ -231,6 +267,9 @@ class RedisPresenceStore(PresenceStore):
     def channels_key(self) -> str:
         return f"{self.tag}:presence-channels"
 
+    def _keys(self, channel: str) -> list[str]:
+        return [self._key(channel), self.channels_key, f"{self.tag}:presence-clock"]
+
     def _field(self, socket_id: str) -> str:
         return f"{self.instance_id}:{socket_id}"
 
@@ -244,33 +283,37 @@ class RedisPresenceStore(PresenceStore):
         value = json.dumps({"u": member.user_id, "i": member.user_info, "t": member.joined,
                             "k": user_key(member.user_id)}, separators=(",", ":"))
         async with self._in_flight:
-            first, values = await self._join(keys=[self._key(channel), self.channels_key],
-                                             args=[self._field(socket_id),
-                                                   user_key(member.user_id), value, channel])
+            first, added, version, values = await self._join(
+                keys=self._keys(channel),
+                args=[self._field(socket_id), user_key(member.user_id), value, channel])
         members = [self._decode(v) for v in values]
-        return JoinResult(bool(first), _one_per_user_newest_first(members))
+        return JoinResult(bool(first), bool(added), _one_per_user_newest_first(members),
+                          version)
 
-    async def leave(self, channel: str, socket_id: str) -> LeaveResult:
+    async def leave(self, channel: str, socket_id: str, *,
+                    unless_changed_since: int | None = None) -> LeaveResult:
+        args: list[Any] = [self._field(socket_id), channel]
+        if unless_changed_since is not None:
+            args.append(str(unless_changed_since))
         async with self._in_flight:
-            value, last = await self._leave(keys=[self._key(channel), self.channels_key],
-                                            args=[self._field(socket_id), channel])
+            value, last, version = await self._leave(keys=self._keys(channel), args=args)
         if not value:
-            return LeaveResult(None, False)
-        return LeaveResult(self._decode(value), bool(last))
+            return LeaveResult(None, False, 0)
+        return LeaveResult(self._decode(value), bool(last), version)
 
     async def members(self, channel: str) -> list[Member]:
         async with self._in_flight:
             values = await self.client.hvals(self._key(channel))
         return _one_per_user_newest_first([self._decode(v) for v in values])
 
-    async def purge_instance(self, instance_id: str) -> list[tuple[str, Member]]:
-        """Drop every member an instance left behind (it died); returns (channel, member)
-        for each user who is now gone from that channel."""
-        gone: list[tuple[str, Member]] = []
+    async def purge_instance(self, instance_id: str) -> list[tuple[str, Member, int]]:
+        """Drop every member an instance left behind (it died); returns (channel, member,
+        version) for each user who is now gone from that channel."""
+        gone: list[tuple[str, Member, int]] = []
         for raw in await self.client.smembers(self.channels_key):
             channel = raw.decode() if isinstance(raw, bytes) else str(raw)
             async with self._in_flight:
-                values = await self._purge(keys=[self._key(channel), self.channels_key],
-                                           args=[f"{instance_id}:", channel])
-            gone.extend((channel, self._decode(v)) for v in values)
+                version, values = await self._purge(keys=self._keys(channel),
+                                                    args=[f"{instance_id}:", channel])
+            gone.extend((channel, self._decode(v), version) for v in values)
         return gone

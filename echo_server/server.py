@@ -229,9 +229,11 @@ class EchoServer:
             client, c.redis_url, self.instance_id, key_prefix=c.key_prefix,
             heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
             emit_local=self.hub.emit_to_room, snapshot=lambda: local_snapshot(local),
+            announce_presence=self.channels.presence_announced,
             presence=store, restore_presence=self.channels.restore_presence)
         await self.cluster.start()
         self.channels.emit_room = self.cluster.emit
+        self.channels.relay_presence = self.cluster.relay_presence
         self.state = ClusterState(local, self.cluster.peers)
         self.api.state = self.state
 

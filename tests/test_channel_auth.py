@@ -29,7 +29,7 @@ from tests.conftest import ServerFactory, laravel_message, requires_node, server
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient
 from tests.support.raw import OP_TEXT, RawWebSocket, client_frame
-from tests.support.waits import ClientFactory, wait_gone, wait_member, wait_until
+from tests.support.waits import ClientFactory, server_socket, wait_gone, wait_member, wait_until
 
 pytestmark = requires_node
 
@@ -533,8 +533,10 @@ class HeldStore(PresenceStore):
             await self.release.wait()
         return result
 
-    async def leave(self, channel: str, socket_id: str) -> LeaveResult:
-        return await self.inner.leave(channel, socket_id)
+    async def leave(self, channel: str, socket_id: str, *,
+                    unless_changed_since: int | None = None) -> LeaveResult:
+        return await self.inner.leave(channel, socket_id,
+                                      unless_changed_since=unless_changed_since)
 
     async def members(self, channel: str) -> list[Member]:
         return await self.inner.members(channel)
@@ -568,7 +570,10 @@ async def test_disconnect_leaves_no_ghost(make_server: ServerFactory,
     if moment == "subscribed-twice":
         await wait_until(lambda: store.entered == 1, "the first presence write")
         await ghost.command(subscribe)
-        await wait_until(lambda: store.entered == 2, "the second presence write")
+        # The second write waits for the first to be answered: they never overlap.
+        await auth_backend.wait_calls(2)
+        await wait_until(lambda: not server_socket(server, ghost_id).data["pending"],
+                         "the second authorization answered")
     elif moment == "auth-pending":
         await auth_backend.wait_calls(2)
     else:

@@ -1,7 +1,9 @@
 """The presence stores themselves (echo_server/presence.py), memory and Redis,
 through one contract: members are sockets, ``here()`` lists users (loose ids,
 newest first), joining and leaving are decided per user, atomically, also when
-many joins and leaves overlap and when several instances share one Redis.
+many joins and leaves overlap and when several instances share one Redis; every
+write has a version that grows in the order the writes took effect, and a join
+can be taken back unseen only while nothing else was written.
 """
 
 from __future__ import annotations
@@ -87,12 +89,45 @@ async def test_loose_user_ids(make_store: StoreFactory, first: Any, second: Any,
 
 async def test_same_socket_joining_again_is_one_member(make_store: StoreFactory) -> None:
     """A re-subscribe of the same socket replaces its entry; it never counts as a
-    second tab (so the user still leaves when this socket does)."""
+    second tab (so the user still leaves when this socket does), nor as a user joining."""
     store = make_store("a")
-    assert (await store.join(CHANNEL, "s1", Member(1, {"v": 1}))).first_for_user
+    joined = await store.join(CHANNEL, "s1", Member(1, {"v": 1}))
+    assert joined.first_for_user and joined.added
     again = await store.join(CHANNEL, "s1", Member(1, {"v": 2}))
-    assert again.first_for_user and _users(again.members) == [(1, {"v": 2})]
+    assert not again.first_for_user and not again.added
+    assert _users(again.members) == [(1, {"v": 2})]
     assert (await store.leave(CHANNEL, "s1")).last_for_user
+    assert await store.members(CHANNEL) == []
+
+
+async def test_versions_follow_the_writes(make_store: StoreFactory) -> None:
+    """Joins and leaves, through two instances, get versions in the order they took effect;
+    a leave that removes nothing has none."""
+    stores = [make_store("a"), make_store("b")]
+    versions = [(await stores[0].join(CHANNEL, "s1", Member(1, None))).version,
+                (await stores[1].join(CHANNEL, "s2", Member(1, None))).version,
+                (await stores[0].join("presence-other", "s1", Member(2, None))).version,
+                (await stores[1].leave(CHANNEL, "s2")).version,
+                (await stores[0].leave(CHANNEL, "s1")).version]
+    assert versions == sorted(set(versions)) and versions[0] > 0
+    assert (await stores[0].leave(CHANNEL, "s1")).version == 0
+
+
+async def test_a_join_is_taken_back_unseen_only_while_nothing_else_was_written(
+        make_store: StoreFactory) -> None:
+    """A socket that went while its join was being written: when no presence write came after
+    the join (on any channel, any instance), nobody can have counted that member, and it is
+    taken back without a trace (no member to announce leaving). Once anything was written
+    since, it leaves like any member."""
+    store, other = make_store("a"), make_store("b")
+    joined = await store.join(CHANNEL, "s1", Member(1, None))
+    left = await store.leave(CHANNEL, "s1", unless_changed_since=joined.version)
+    assert left.member is None and await store.members(CHANNEL) == []
+
+    joined = await store.join(CHANNEL, "s1", Member(1, None))
+    await other.join("presence-other", "s9", Member(9, None))
+    left = await store.leave(CHANNEL, "s1", unless_changed_since=joined.version)
+    assert left.member is not None and left.last_for_user and left.version > joined.version
     assert await store.members(CHANNEL) == []
 
 
@@ -132,12 +167,31 @@ async def test_redis_layout(redis: aioredis.Redis, prefix: str) -> None:
     b = RedisPresenceStore(redis, key_prefix=prefix, instance_id="b")
     await a.join(CHANNEL, "same-id", Member(1, {"on": "a"}))
     joined = await b.join(CHANNEL, "same-id", Member(2, {"on": "b"}))
-    assert joined.first_for_user and len(joined.members) == 2
+    assert joined.first_for_user and joined.added and len(joined.members) == 2
     tag = "{" + prefix + "echo}"
-    assert sorted([k async for k in redis.scan_iter(match="{" + prefix + "*")]) == \
-        [f"{tag}:presence-channels".encode(), f"{tag}:presence:{CHANNEL}".encode()]
+    assert sorted([k async for k in redis.scan_iter(match="{" + prefix + "*")]) == [
+        f"{tag}:presence-channels".encode(), f"{tag}:presence-clock".encode(),
+        f"{tag}:presence:{CHANNEL}".encode()]
     left = await a.leave(CHANNEL, "same-id")
     assert left.member is not None and left.member.user_id == 1 and left.last_for_user
     assert _users(await b.members(CHANNEL)) == [(2, {"on": "b"})]
     await b.leave(CHANNEL, "same-id")
-    assert [k async for k in redis.scan_iter(match="{" + prefix + "*")] == []
+    # The clock of the versions stays: one key per keyPrefix.
+    assert [k async for k in redis.scan_iter(match="{" + prefix + "*")] == [
+        f"{tag}:presence-clock".encode()]
+
+
+async def test_redis_versions_never_go_back(redis: aioredis.Redis, prefix: str) -> None:
+    """The clock is Redis's time in microseconds, or one more than the last version when that
+    is later: a clock ahead of time (a failover to a server whose time lags) still grows, and
+    a clock lost with Redis's data starts again from the time, above every earlier version."""
+    store = RedisPresenceStore(redis, key_prefix=prefix, instance_id="a")
+    clock = "{" + prefix + "echo}:presence-clock"
+    first = (await store.join(CHANNEL, "s1", Member(1, None))).version
+    seconds, microseconds = await redis.time()
+    assert abs(first - (seconds * 1_000_000 + microseconds)) < 5_000_000
+    ahead = first + 3_600_000_000
+    await redis.set(clock, str(ahead))
+    assert (await store.join(CHANNEL, "s2", Member(2, None))).version == ahead + 1
+    await redis.delete(clock)
+    assert first < (await store.leave(CHANNEL, "s1")).version < ahead
