@@ -5,6 +5,10 @@ laravel-echo-server 1.6.3 (see docs/compatibility.md), including its
 unanchored name rules, minus its crashes: every malformed payload, every
 disconnect at any moment (during a pending authorization, after a 403, twice)
 is handled, logged at a bounded rate and counted.
+
+Over 400 lines because it is still both the channel core and Echo's Socket.IO handler, and
+presence ordering (one turn per channel, versioned announcements) lives with them; the
+channel-core issue splits it into a protocol-neutral core, a presence module and the adapter.
 """
 
 from __future__ import annotations
