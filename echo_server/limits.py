@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .transport.addresses import TrustedProxies, parse_networks
+from .transport.addresses import AddressCounts, TrustedProxies, parse_networks
 from .transport.guard import TRANSPORT_HIGH_WATER, HttpLimits
 
 
@@ -82,11 +82,8 @@ def channel_name_problem(name: object, max_length: int) -> str | None:
         return "no channel name"
     if len(name) > max_length:
         return f"channel name of {len(name)} characters (at most {max_length})"
-    if not name.isascii():
-        try:
-            name.encode("utf-8")
-        except UnicodeEncodeError:
-            return "channel name is not valid UTF-8 text"
+    if not valid_text(name):
+        return "channel name is not valid UTF-8 text"
     return None
 
 
@@ -110,7 +107,7 @@ class SubscriptionCounter:
     def __init__(self, settings: LimitSettings) -> None:
         self.settings = settings
         self.total = 0
-        self.per_address: dict[str, int] = {}
+        self.per_address = AddressCounts()
 
     def refusal(self, address: str) -> str | None:
         """Why one more subscription from ``address`` is refused, or None."""
@@ -128,13 +125,9 @@ class SubscriptionCounter:
     def add(self, address: str) -> None:
         self.total += 1
         if address:
-            self.per_address[address] = self.per_address.get(address, 0) + 1
+            self.per_address.add(address)
 
     def remove(self, address: str) -> None:
         self.total -= 1
         if address:
-            count = self.per_address.get(address, 0)
-            if count <= 1:
-                self.per_address.pop(address, None)
-            else:
-                self.per_address[address] = count - 1
+            self.per_address.remove(address)

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import hashlib
 import heapq
-import hmac
 import math
 import re
 import time
@@ -30,6 +29,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from broadcaster.jsoncodec import dumps
 
+from .api import same_secret
+from .config import valid_client
 from .transport.http import Request, Response
 
 if TYPE_CHECKING:
@@ -105,12 +106,11 @@ class StatusPage:
         header = request.headers.get("authorization", "")
         given = [header[7:].strip()] if header[:7].lower() == "bearer " else []
         given += [request.query.get("auth_key", ""), request.query.get("token", "")]
-        accepted = [str(c.get("key")) for c in self.server.config.clients if c.get("key")]
+        accepted = [c["key"] for c in self.server.config.clients if valid_client(c)]
         token = self.server.config.metrics_token
         if token:
             accepted.append(token)
-        return any(hmac.compare_digest(g.encode(), a.encode())
-                   for g in given if g for a in accepted)
+        return any(same_secret(g, a) for g in given if g for a in accepted)
 
     # -- routes -------------------------------------------------------------------
     def handle(self, request: Request) -> Response | Awaitable[Response]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .addresses import TrustedProxies
+from .addresses import AddressCounts, TrustedProxies
 
 LimitReporter = Callable[[str, str], None]
 # asyncio's and uvloop's own default: a connection that keeps it costs no call to set it.
@@ -52,7 +52,7 @@ class ConnectionGuard:
         self.proxies = proxies or TrustedProxies(())
         self.report: LimitReporter = report or (lambda kind, message: None)
         self.connections: set[Timed] = set()
-        self.per_address: dict[str, int] = {}
+        self.per_address = AddressCounts()
         self.max_per_address = limits.max_connections_per_address  # 0: not counted
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -67,17 +67,11 @@ class ConnectionGuard:
             self.report("too_many_connections",
                         f"connection from {peer} refused: it holds {count} already")
             return False
-        self.per_address[peer] = count + 1
+        self.per_address.add(peer)
         return True
 
     def release(self, peer: str) -> None:
-        count = self.per_address.get(peer)
-        if count is None:
-            return
-        if count <= 1:
-            del self.per_address[peer]
-        else:
-            self.per_address[peer] = count - 1
+        self.per_address.remove(peer)
 
     # -- deadlines ------------------------------------------------------------------
     @property
