@@ -13,6 +13,11 @@
 //   {"cmd":"reset"}   -> zero the event counters and the latency histogram
 //   {"cmd":"report","expected":{"channel":n,...}} or {"cmd":"report","expected_all":n}
 //        -> {"type":"report", ...}: per-client loss against what was published, latency histogram
+//   {"cmd":"churn","subscribes":N,"connections":M}
+//        from now on, N times a second one client leaves its extra channel and joins a new one
+//        (a name never used before), and M times a second a short-lived client connects,
+//        subscribes and closes a second later; zeros stop it. Answers {"type":"churn", ...}
+//        with what was done so far. The clients' own channels and counters are untouched.
 //   {"cmd":"exit"}    -> close everything and exit (EOF on stdin and SIGTERM do the same)
 //
 // SIGUSR2 writes a `stats` line without being asked.
@@ -227,6 +232,57 @@ async function connectAll(rate, timeoutMs) {
     });
 }
 
+// -- churn (bench/run.py's soak) ---------------------------------------------------------------
+const churn = { timer: null, subscribes: 0, connections: 0, transientFailed: 0, next: 0, seq: 0 };
+const extra = new Array(n).fill(null);
+
+function churnTick(subscribesPerTick, connectionsPerTick) {
+    for (let k = 0; k < subscribesPerTick && n > 0; k++) {
+        const i = churn.next;
+        churn.next = (i + 1) % n;
+        const socket = sockets[i];
+        if (!socket || !socket.connected) continue;
+        if (extra[i]) socket.emit('unsubscribe', { channel: extra[i], auth: { headers: {} } });
+        extra[i] = `churn.${opts.offset + i}.${churn.seq++}`;
+        socket.emit('subscribe', { channel: extra[i], auth: { headers: {} } });
+        churn.subscribes++;
+    }
+    for (let k = 0; k < connectionsPerTick; k++) {
+        const socket = io(opts.url, {
+            transports: TRANSPORTS[opts.transport], forceNew: true, reconnection: false,
+        });
+        churn.connections++;
+        socket.on('connect', () => {
+            socket.emit('subscribe', { channel: `transient.${churn.seq++}`, auth: { headers: {} } });
+            setTimeout(() => socket.close(), 1000);
+        });
+        socket.on('connect_error', () => { churn.transientFailed++; socket.close(); });
+    }
+}
+
+function setChurn(subscribesPerSecond, connectionsPerSecond) {
+    if (churn.timer) clearInterval(churn.timer);
+    churn.timer = null;
+    if (subscribesPerSecond > 0 || connectionsPerSecond > 0) {
+        // Ten ticks a second; fractional rates accumulate so that low rates still happen.
+        let owedSubs = 0;
+        let owedConns = 0;
+        churn.timer = setInterval(() => {
+            owedSubs += subscribesPerSecond / 10;
+            owedConns += connectionsPerSecond / 10;
+            const subs = Math.floor(owedSubs);
+            const conns = Math.floor(owedConns);
+            owedSubs -= subs;
+            owedConns -= conns;
+            churnTick(subs, conns);
+        }, 100);
+    }
+    return {
+        type: 'churn', subscribes: churn.subscribes, connections: churn.connections,
+        transient_failed: churn.transientFailed,
+    };
+}
+
 function stats() {
     return {
         type: 'stats', clients: n, received, ready: readyCount, connected: connectedCount,
@@ -280,6 +336,7 @@ function report(expected, expectedAll) {
 }
 
 function shutdown(code = 0) {
+    setChurn(0, 0);
     for (const socket of sockets) {
         if (socket) {
             try {
@@ -314,6 +371,7 @@ rl.on('line', (line) => {
         case 'stats': out(stats()); break;
         case 'reset': reset(); out({ type: 'ok' }); break;
         case 'report': out(report(msg.expected, msg.expected_all)); break;
+        case 'churn': out(setChurn(msg.subscribes || 0, msg.connections || 0)); break;
         case 'exit': shutdown(0); break;
         default: out({ type: 'error', message: `unknown command ${msg.cmd}` });
     }

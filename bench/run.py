@@ -78,14 +78,33 @@ class Scale:
     polling_clients: int
     polling_rate: float
     polling_seconds: float
+    soak: Soak
+
+
+@dataclass(frozen=True)
+class Soak:
+    """The soak: many clients for long under subscribe and connection churn with events
+    flowing; what it watches is whether memory settles: RSS at the end against RSS at 30 %
+    of the run (minute 3 of 10), once the allocator has reached its working size."""
+    clients: int
+    seconds: float
+    event_rate: float  # events/s, round-robin over the clients' own channels
+    subscribes: float  # leave one channel and join a new one, per second
+    connections: float  # short-lived extra clients, per second
+    sample_s: float = 10.0
 
 
 FULL = Scale(fanout_clients=1000, fanout_events=2000, channels=2000, channel_events=20_000,
              rate_clients=1000, rate_seconds=30, idle=(5000, 15_000), storm_clients=2000,
-             polling_clients=500, polling_rate=20, polling_seconds=20)
+             polling_clients=500, polling_rate=20, polling_seconds=20,
+             soak=Soak(15_000, 600, event_rate=200, subscribes=100, connections=10))
 QUICK = Scale(fanout_clients=200, fanout_events=300, channels=300, channel_events=3000,
               rate_clients=200, rate_seconds=5, idle=(1000,), storm_clients=300,
-              polling_clients=100, polling_rate=10, polling_seconds=4)
+              polling_clients=100, polling_rate=10, polling_seconds=4,
+              soak=Soak(1000, 60, event_rate=100, subscribes=50, connections=5,
+                        sample_s=2.0))
+# Scenarios run only when named in --only (the soak takes ten minutes per column).
+OPT_IN = ("soak",)
 
 
 def scenario_names(scale: Scale) -> list[str]:
@@ -612,6 +631,16 @@ class LoadGen:
             for w in self.workers))
         return merge_reports(replies)
 
+    async def churn(self, subscribes: float, connections: float) -> dict[str, int]:
+        """Start (or, with zeros, stop) the churn of loadgen.mjs; what was done so far."""
+        count = len(self.workers)
+        replies = await asyncio.gather(*(
+            w.request({"cmd": "churn", "subscribes": subscribes / count,
+                       "connections": connections / count}, "churn")
+            for w in self.workers))
+        return {key: sum(int(r[key]) for r in replies)
+                for key in ("subscribes", "connections", "transient_failed")}
+
     async def close(self) -> None:
         await asyncio.gather(*(w.close() for w in self.workers), return_exceptions=True)
 
@@ -1029,6 +1058,65 @@ def scenario_storm(transport: str) -> Callable[[Context], Awaitable[None]]:
     return run
 
 
+async def scenario_soak(ctx: Context) -> None:
+    soak = ctx.scale.soak
+    if ctx.opts.nofile < soak.clients + 1000:
+        raise BenchError(f"open-file limit {ctx.opts.nofile} is too low for {soak.clients} "
+                         "connections (raise ulimit -n)")
+    template = "soak.{i}"
+    channels = channel_names(None, template, soak.clients)
+    lg = await ctx.loadgen(LoadGenSpec(soak.clients, ctx.version, channel=None,
+                                       channel_template=template))
+    try:
+        connect = await connected_or_fail(lg, 2000)
+        await await_ready(ctx, lg, channels, timeout=120)
+        await lg_reset(lg)
+        before = ctx.snap(lg)
+        started = time.monotonic()
+        await lg.churn(soak.subscribes, soak.connections)
+        publishing = asyncio.ensure_future(asyncio.to_thread(
+            publish, ctx.redis, KEY_PREFIX, channels, int(soak.event_rate * soak.seconds),
+            soak.event_rate))
+        samples: list[tuple[float, int]] = []
+        while not publishing.done():
+            samples.append((time.monotonic() - started, rss_kb(ctx.server.pid)))
+            await asyncio.wait({publishing}, timeout=soak.sample_s)
+        churned = await lg.churn(0, 0)
+        published = publishing.result()
+        samples.append((time.monotonic() - started, rss_kb(ctx.server.pid)))
+        await wait_delivery(lg, published["published"])
+        after = ctx.snap(lg)
+        report = await lg.report(published["per_channel"])
+        baseline = min(samples, key=lambda sample: abs(sample[0] - 0.3 * soak.seconds))
+        d = delta(before, after)
+        ctx.figures.update({
+            "clients": soak.clients,
+            "connect_s": connect["ms"] / 1000,
+            "seconds": samples[-1][0],
+            "rss_baseline_kb": baseline[1],
+            "rss_baseline_at_s": baseline[0],
+            "rss_end_kb": samples[-1][1],
+            "rss_end_mb": samples[-1][1] / 1024,
+            "rss_growth": samples[-1][1] / baseline[1],
+            "rss_samples": [[round(t, 1), kb] for t, kb in samples],
+            "churn": churned,
+            "events": published["published"],
+            "publish_rate": published["rate"],
+            "delivered": report["received"],
+            "lost": report["lost"],
+            "extra": report["extra"],
+            "disconnects": report["disconnects"],
+            "cpu_s": d.cpu,
+            "cpu_pct": d.cpu / d.wall * 100 if d.wall > 0 else None,
+            "latency_ms": report["latency_ms"],
+        })
+        if report["disconnects"]:
+            raise BenchError(f"{report['disconnects']} clients were disconnected during the "
+                             f"soak: {report['disconnect_reasons']}")
+    finally:
+        await lg.close()
+
+
 SCENARIOS: dict[str, Callable[[Scale], Callable[[Context], Awaitable[None]]]] = {
     "fanout": lambda s: scenario_fanout,
     "fanout2": lambda s: scenario_fanout2,
@@ -1038,6 +1126,7 @@ SCENARIOS: dict[str, Callable[[Scale], Callable[[Context], Awaitable[None]]]] = 
     "storm-ws": lambda s: scenario_storm("websocket"),
     "storm-upgrade": lambda s: scenario_storm("polling-upgrade"),
     "polling": lambda s: scenario_storm("polling"),
+    "soak": lambda s: scenario_soak,
 }
 
 
@@ -1144,6 +1233,14 @@ def metrics(names: list[str]) -> list[Metric]:
                 Metric(name, "listen overflows", _get("overflows"), 0, "0", ratio=False,
                        abs_max=0),
                 Metric(name, "connect wall s", _get("connect_s"), 2, ratio=False),
+            ]
+        elif name == "soak":
+            rows += [
+                Metric(name, "RSS at the end / RSS at 30 % of the run (minute 3 of 10)",
+                       _get("rss_growth"), 3, "≤ 1.05", ratio=False, abs_max=1.05),
+                Metric(name, "RSS MB at the end", _get("rss_end_mb"), 1),
+                Metric(name, "server CPU %", _get("cpu_pct"), 0),
+                Metric(name, "latency p99 ms", _get("latency_ms.p99"), 1),
             ]
         elif name == "polling":
             rows += [
@@ -1313,7 +1410,8 @@ async def main_async(args: argparse.Namespace) -> int:
     names = scenario_names(scale)
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in wanted if n not in names and not n.startswith("idle-")]
+        unknown = [n for n in wanted
+                   if n not in names and n not in OPT_IN and not n.startswith("idle-")]
         if unknown:
             print(f"unknown scenario(s) {unknown}; known: {', '.join(names)}", file=sys.stderr)
             return 2
@@ -1332,7 +1430,8 @@ async def main_async(args: argparse.Namespace) -> int:
     else:
         server_cpu = loadgen_cpu = None
     idle_max = max([int(n.split("-")[1]) for n in names if n.startswith("idle-")], default=0)
-    nofile_note = raise_nofile(max(4096, idle_max + 2000))
+    soak_clients = scale.soak.clients if "soak" in names else 0
+    nofile_note = raise_nofile(max(4096, idle_max + 2000, soak_clients + 3000))
     opts = Options(args.quick, scale, server_cpu, loadgen_cpu, args.workers,
                    resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
@@ -1428,7 +1527,8 @@ def main() -> int:
         description="echo-server vs laravel-echo-server 1.6.3 (see bench/README.md)")
     parser.add_argument("--quick", action="store_true", help="small counts, under 3 minutes")
     parser.add_argument("--only", help="comma-separated scenarios (fanout, fanout2, channels, "
-                        "rate10, rate100, idle-N, storm-ws, storm-upgrade, polling)")
+                        "rate10, rate100, idle-N, storm-ws, storm-upgrade, polling; soak runs "
+                        "only when named)")
     parser.add_argument("--servers", default="echo-server,reference")
     parser.add_argument("--client-versions", default="2,4",
                         help="socket.io-client majors for echo-server (the reference: 2 only)")

@@ -500,27 +500,23 @@ class EngineServer:
         headers = request.headers
         query = request.query
 
-        def refuse(response: Response) -> None:
-            transport.write(encode_response(response, False))
-            transport.close()
-
         if query.get("transport") != "websocket" or "websocket" not in self.options.transports:
-            return refuse(self._reject(request, UNKNOWN_TRANSPORT))
+            return _refuse(transport, self._reject(request, UNKNOWN_TRANSPORT))
         key = headers.get("sec-websocket-key", "")
         if headers.get("upgrade", "").lower() != "websocket" or not valid_key(key):
-            return refuse(self._reject(request, BAD_REQUEST))
+            return _refuse(transport, self._reject(request, BAD_REQUEST))
         if not self.options.origin_allowed(_origin_of(request)):
-            return refuse(self._reject(request, FORBIDDEN, 403))
+            return _refuse(transport, self._reject(request, FORBIDDEN, 403))
         sid = query.get("sid")
         session = None
         if sid is not None:
             if not self.options.allow_upgrades:
-                return refuse(self._reject(request, BAD_REQUEST))
+                return _refuse(transport, self._reject(request, BAD_REQUEST))
             session = self.sessions.get(sid)
             if session is None or not self._same_client(session, request, conn):
-                return refuse(self._reject(request, UNKNOWN_SID))
+                return _refuse(transport, self._reject(request, UNKNOWN_SID))
             if session.ws is not None or session.probe is not None:
-                return refuse(self._reject(request, BAD_REQUEST))
+                return _refuse(transport, self._reject(request, BAD_REQUEST))
         handshake = (
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept_key(key).encode() +
@@ -578,6 +574,11 @@ class EngineServer:
         elif session.probe is ws:
             session.probe = None
             session.probe_ok = False
+
+
+def _refuse(transport: asyncio.Transport, response: Response) -> None:
+    transport.write(encode_response(response, False))
+    transport.close()
 
 
 def _origin_of(request: Request) -> str | None:

@@ -226,16 +226,17 @@ class HttpConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         limits = self.guard.limits
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > limits.max_header_bytes or len(self._headers) >= limits.max_headers:
-            self._refuse_parsing("headers_too_large", 431, "Request Header Fields Too Large")
+        size = self._header_bytes = self._header_bytes + len(name) + len(value)
+        headers = self._headers
         key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        if key in self._headers:
-            sep = "; " if key == "cookie" else ", "
-            self._headers[key] += sep + text
+        if key in headers:
+            headers[key] += ("; " if key == "cookie" else ", ") + value.decode("latin-1")
+        elif len(headers) < limits.max_headers:
+            headers[key] = value.decode("latin-1")
         else:
-            self._headers[key] = text
+            size = limits.max_header_bytes + 1  # one header too many: refused the same way
+        if size > limits.max_header_bytes:
+            self._refuse_parsing("headers_too_large", 431, "Request Header Fields Too Large")
 
     def on_body(self, body: bytes) -> None:
         # No on_headers_complete callback (one Python call less per request): the body's
