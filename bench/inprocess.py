@@ -120,7 +120,7 @@ async def measure_connect(eio: int, count: int) -> None:
     started = time.process_time()
     kept += [connector.open("bench") for _ in range(count)]
     spent = time.process_time() - started
-    assert server.rooms.count("bench") == len(kept), "a subscribe did not land"
+    assert server.core.rooms.count("bench") == len(kept), "a subscribe did not land"
     print(f"connect+subscribe, EIO{eio}: {spent / count * 1e6:.1f} µs CPU each ({count})")
     await server.stop()
 
@@ -145,7 +145,7 @@ async def measure_events(channels: int, batches: int, per_read: int = 100) -> No
             reader.data_received(data)
             batch = [event for reply in reader.take(len(reader.replies))
                      if (event := source._decode(reply[2], reply[3])) is not None]
-            delivered += server.hub.deliver(batch)
+            delivered += server.core.fanout.deliver(batch)
         return delivered
 
     run()  # warm up

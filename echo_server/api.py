@@ -18,7 +18,7 @@ from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
 from .config import valid_client
-from .state import ServerState, rss_bytes
+from .core.state import ServerState, rss_bytes
 from .transport.http import Request, Response
 
 log = logging.getLogger("echo_server.api")

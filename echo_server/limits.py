@@ -1,9 +1,6 @@
-"""The server's own bounds on what clients may make it hold, whatever their wire protocol.
-
-Socket.IO today and Pusher tomorrow subscribe through the same checks: a channel name
-is valid UTF-8 text of bounded length, and subscriptions are bounded per connection (the
-adapter's own count), per client address and per server. docs/limits.md lists every
-bound with its default; each one hit is reported under its kind, which ``/metrics`` counts.
+"""The ``limits`` object and ``trustedProxies`` of the config file, read into the settings
+of the layers that enforce them: the HTTP side's (``transport.guard.HttpLimits``) and the
+channel core's (``core.limits``). docs/limits.md lists every bound with its default.
 """
 
 from __future__ import annotations
@@ -12,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .transport.addresses import AddressCounts, TrustedProxies, parse_networks
+from .transport.addresses import TrustedProxies, parse_networks
 from .transport.guard import TRANSPORT_HIGH_WATER, HttpLimits
 
 
@@ -72,62 +69,3 @@ def parse_limits(section: Any, trusted: Any, max_body: int) -> LimitSettings:
         http=http,
         trusted_proxies=TrustedProxies(parse_networks(trusted)),
     )
-
-
-def channel_name_problem(name: object, max_length: int) -> str | None:
-    """Why ``name`` cannot be a channel, or None. Names go on to Redis keys, JSON, log
-    lines and metric labels: a lone surrogate (valid in JSON's ``\\ud800``, not in UTF-8)
-    would fail every one of them later, far from the client that sent it."""
-    if not isinstance(name, str) or not name:
-        return "no channel name"
-    if len(name) > max_length:
-        return f"channel name of {len(name)} characters (at most {max_length})"
-    if not valid_text(name):
-        return "channel name is not valid UTF-8 text"
-    return None
-
-
-def valid_text(value: str) -> bool:
-    """``value`` encodes as UTF-8 (holds no lone surrogate)."""
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-class SubscriptionCounter:
-    """Subscriptions held per client address and in all; the adapter asks before each new
-    subscription and tells when one ends."""
-
-    __slots__ = ("per_address", "settings", "total")
-
-    def __init__(self, settings: LimitSettings) -> None:
-        self.settings = settings
-        self.total = 0
-        self.per_address = AddressCounts()
-
-    def refusal(self, address: str) -> str | None:
-        """Why one more subscription from ``address`` is refused, or None."""
-        settings = self.settings
-        if self.total >= settings.max_subscriptions:
-            return f"the server holds {self.total} subscriptions (limits.maxSubscriptions)"
-        per_address = settings.max_subscriptions_per_address
-        if per_address and address and self.per_address.get(address, 0) >= per_address and \
-                not settings.trusted_proxies.trusts(address):
-            return (f"{address} holds {per_address} subscriptions "
-                    "(limits.maxSubscriptionsPerAddress; if that is your proxy, list it in "
-                    "trustedProxies)")
-        return None
-
-    def add(self, address: str) -> None:
-        self.total += 1
-        if address:
-            self.per_address.add(address)
-
-    def remove(self, address: str) -> None:
-        self.total -= 1
-        if address:
-            self.per_address.remove(address)

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,13 +24,15 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
-from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
-
 from .api import same_secret
-
-if TYPE_CHECKING:
-    from .server import EchoServer
-    from .transport.sockets import Socket
+from .core.events import (
+    Authorized,
+    ConnectionClosed,
+    ConnectionOpened,
+    ConnectionRefused,
+    Lifecycle,
+)
+from .core.state import ServerState
 
 disable_created_metrics()  # the *_created samples only add noise to every scrape
 
@@ -42,41 +43,11 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.0
                     2.5, 5.0, 10.0)
 
 
-def _subject(socket: Socket) -> str | None:
-    claims = (socket.data or {}).get("claims")
-    if isinstance(claims, dict) and claims.get("sub") is not None:
-        return f"sub:{claims['sub']}"
-    return None
-
-
-def returning_identity(socket: Socket) -> str | None:
-    """Who a new connection is: its JWT subject, else the ``io`` cookie a browser
-    sends back from its previous EIO3 session (that session's sid)."""
-    subject = _subject(socket)
-    if subject is not None:
-        return subject
-    for part in socket.handshake.headers.get("cookie", "").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == "io" and value:
-            return f"io:{value}"
-    return None
-
-
-def leaving_identities(socket: Socket) -> list[str]:
-    """What a reconnect of this client will show: its subject, or for EIO3 its sid,
-    which the server handed out as the ``io`` cookie."""
-    identities = [s for s in (_subject(socket),) if s is not None]
-    if socket.session.eio == 3:
-        identities.append(f"io:{socket.session.sid}")
-    return identities
-
-
 class Metrics:
-    def __init__(self, server: EchoServer) -> None:
-        self.server = server
+    def __init__(self, state: ServerState, lifecycle: Lifecycle) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(ProcessCollector(registry=None))
-        self.registry.register(_StateCollector(server))
+        self.registry.register(_StateCollector(state))
         r = self.registry
         self.broadcast_seconds = Histogram(
             "echo_broadcast_seconds", "Source batch received to the last recipient's frame "
@@ -97,31 +68,40 @@ class Metrics:
         self.refused = Counter(
             "echo_connections_refused", "Connections refused at the handshake", registry=r)
         self._recent: OrderedDict[str, float] = OrderedDict()
+        lifecycle.on(ConnectionOpened, self.connected)
+        lifecycle.on(ConnectionClosed, self.disconnected)
+        lifecycle.on(ConnectionRefused, self.refused_connection)
+        lifecycle.on(Authorized, self.authorized)
 
     # -- hooks ------------------------------------------------------------------------
     def observe_batch(self, events: int, delivered: int, seconds: float) -> None:
         self.broadcast_seconds.observe(seconds)
 
-    def connected(self, socket: Socket) -> None:
+    def connected(self, event: ConnectionOpened) -> None:
         now = time.monotonic()
-        self.connect_seconds.observe(now - socket.handshake.issued)
-        identity = returning_identity(socket)
+        self.connect_seconds.observe(now - event.since)
+        identity = event.identity
         if identity is not None:
             self._forget_older_than(now - RECONNECT_WINDOW)
             if self._recent.pop(identity, None) is not None:
                 self.reconnections.inc()
 
-    def disconnected(self, socket: Socket, reason: str) -> None:
-        self.disconnections.labels(reason).inc()
+    def disconnected(self, event: ConnectionClosed) -> None:
+        self.disconnections.labels(event.reason).inc()
         now = time.monotonic()
-        for identity in leaving_identities(socket):
+        for identity in event.identities:
             self._recent[identity] = now
             self._recent.move_to_end(identity)
         while len(self._recent) > 100_000:
             self._recent.popitem(last=False)
 
-    def refused_connection(self, socket: Socket, message: str) -> None:
+    def refused_connection(self, event: ConnectionRefused) -> None:
         self.refused.inc()
+
+    def authorized(self, event: Authorized) -> None:
+        self.auth_seconds.observe(event.seconds)
+        label = "allowed" if event.allowed else ("error" if event.status == 0 else "denied")
+        self.auth_requests.labels(label).inc()
 
     def _forget_older_than(self, limit: float) -> None:
         recent = self._recent
@@ -135,56 +115,32 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class MeasuredAuthorizer:
-    """Counts and times every channel authorization, whatever decides it."""
-
-    def __init__(self, inner: ChannelAuthorizer, metrics: Callable[[], Metrics | None]) -> None:
-        self.inner = inner
-        self._metrics = metrics
-
-    async def authorize(self, request: AuthRequest) -> AuthResult:
-        started = time.monotonic()
-        result = await self.inner.authorize(request)
-        metrics = self._metrics()
-        if metrics is not None:
-            metrics.auth_seconds.observe(time.monotonic() - started)
-            label = "allowed" if result.allowed else ("error" if result.status == 0 else
-                                                      "denied")
-            metrics.auth_requests.labels(label).inc()
-        return result
-
-    async def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            await close()
-
-
 class _StateCollector:
     """Figures read at scrape time from what the server keeps anyway."""
 
-    def __init__(self, server: EchoServer) -> None:
-        self.server = server
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
 
     def describe(self) -> Iterable[Metric]:
         return []
 
     def collect(self) -> Iterable[Metric]:
-        server = self.server
+        state = self.state
         connections = GaugeMetricFamily("echo_connections", "Open connections",
                                         labels=["protocol", "transport"])
-        kinds = server.state.connections_by_kind()
+        kinds = state.connections_by_kind()
         for protocol in ("eio3", "eio4"):
             for transport in ("websocket", "polling"):
                 connections.add_metric([protocol, transport], kinds.get((protocol, transport), 0))
         yield connections
-        counts = server.rooms.counts()
+        counts = state.local_channel_counts()
         yield GaugeMetricFamily("echo_channels", "Channels with at least one local socket",
                                 value=len(counts))
         yield GaugeMetricFamily("echo_subscriptions", "Socket-channel subscriptions",
                                 value=sum(counts.values()))
         yield GaugeMetricFamily("echo_presence_members",
                                 "Presence memberships of local sockets",
-                                value=server.channels.presence_members)
+                                value=state.presence_memberships())
         received = CounterMetricFamily("echo_events_received", "Events received by source",
                                        labels=["source"])
         health = GaugeMetricFamily("echo_source_up", "1 when the event source is connected",
@@ -192,8 +148,7 @@ class _StateCollector:
         outages = CounterMetricFamily("echo_source_outages", "Times the source went away",
                                       labels=["source", "url"])
         per_kind: dict[str, int] = {}  # several sources may share a kind (two redis:// URLs)
-        for runner in server.runners:
-            h = runner.health
+        for h in state.sources():
             per_kind[h.kind] = per_kind.get(h.kind, 0) + h.events
             health.add_metric([h.kind, h.url], 1 if h.connected else 0)
             outages.add_metric([h.kind, h.url], h.outages)
@@ -204,10 +159,10 @@ class _StateCollector:
         yield outages
         yield CounterMetricFamily("echo_messages_delivered",
                                   "Messages written to clients (one per recipient)",
-                                  value=server.hub.delivered)
+                                  value=state.delivered())
         errors = CounterMetricFamily("echo_errors", "Bad input and failures by kind",
                                      labels=["kind"])
-        for kind, count in sorted(server.errors.counts.items()):
+        for kind, count in sorted(state.errors.counts.items()):
             errors.add_metric([kind], count)
         yield errors
 
@@ -220,4 +175,4 @@ def metrics_token_ok(token: str | None, headers: dict[str, str], query: dict[str
     return given is not None and same_secret(given, token)
 
 
-__all__ = ["CONTENT_TYPE", "MeasuredAuthorizer", "Metrics", "metrics_token_ok"]
+__all__ = ["CONTENT_TYPE", "Metrics", "metrics_token_ok"]

@@ -1,7 +1,7 @@
-"""Wires the layers together and owns the listening socket.
+"""Wires the layers together and owns the listening socket: the one module that knows them all.
 
-source -> SourceRunner -> Hub (rooms, one frame) -> Session transports;
-client events -> SocketServer -> ChannelHandler -> Rooms / authorizer.
+source -> SourceRunner -> core Fanout (rooms, one frame per wire) -> the adapter's transports;
+client messages -> transport (Engine.IO, Socket.IO) -> adapter (Echo) -> ChannelCore.
 """
 
 from __future__ import annotations
@@ -27,19 +27,20 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
+from .adapters.socketio_echo import EchoSocketIo
 from .api import HttpApi
 from .bundle import ClientBundle
-from .channels import ChannelHandler
-from .cluster import Cluster
-from .config import Config, ConfigError, ensure_dev_client
+from .config import Config, ConfigError, ensure_dev_client, valid_client
+from .core.channels import ChannelCore
+from .core.cluster import Cluster
+from .core.events import PresenceChanged
+from .core.limits import ChannelLimits
+from .core.presence import RedisPresenceStore
+from .core.state import ServerState
 from .demo import DemoFiles
 from .errors import ErrorLog
-from .hub import Hub
 from .ingest import SourceRunner
-from .metrics import CONTENT_TYPE, MeasuredAuthorizer, Metrics, metrics_token_ok
-from .presence import Member, MemoryPresenceStore, RedisPresenceStore
-from .rooms import Rooms
-from .state import ClusterState, LocalState, local_snapshot
+from .metrics import CONTENT_TYPE, Metrics, metrics_token_ok
 from .status_page import StatusPage
 from .transport.engine import EngineOptions, EngineServer
 from .transport.guard import ConnectionGuard
@@ -57,41 +58,38 @@ class EchoServer:
                  instance_id: str | None = None) -> None:
         self.config = config
         self.errors = ErrorLog()
-        self.rooms = Rooms()
         self.memory = MemorySource()
-        self.sockets = SocketServer(handler=None)  # type: ignore[arg-type]
-        self.hub = Hub(self.rooms, self.sockets.sockets)
         self.instance_id = instance_id or config.instance_id or secrets.token_hex(6)
         self._redis: Any = None  # client for presence and publishPresence, when used
         self.cluster: Cluster | None = None
         self.metrics: Metrics | None = None
-        self.authorizer = MeasuredAuthorizer(authorizer or build_authorizer(config),
-                                             lambda: self.metrics)
+        self.authorizer = authorizer or build_authorizer(config)
         jwt = config.jwt
         self.authenticator = JwtAuthenticator(jwt) if jwt is not None else None
-        self.channels = ChannelHandler(
-            self.rooms, self.hub, self.authorizer, self.errors.report,
-            presence=MemoryPresenceStore(), authenticator=self.authenticator,
-            whisper_max_bytes=config.whisper_max_bytes, whisper_rate=config.whisper_rate,
-            max_channels=config.max_channels_per_socket,
-            max_pending_auth=config.max_pending_auth_per_socket, limits=config.limits)
-        self.sockets.handler = self.channels
+        self.core = ChannelCore(self.authorizer, self.errors.report,
+                                limits=channel_limits(config), authenticator=self.authenticator)
+        self.sockets = SocketServer(EchoSocketIo(self.core))
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
                                           self.errors.report)
         self.sockets.attach(self.engine)
         self.dev_client = ensure_dev_client(config)
-        self.state = LocalState(self.rooms, self.engine, lambda: self.channels.presence)
+        self.runners: list[SourceRunner] = []
+        self.state = ServerState(self.core, instance_id=self.instance_id,
+                                 connections_by_kind=self.engine.sessions_by_kind,
+                                 sources=lambda: [runner.health for runner in self.runners],
+                                 errors=self.errors)
         self.api = HttpApi(config.clients, self.memory.publish, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
         self.bundle = ClientBundle()
         self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)
         if config.metrics_enabled:
-            self._attach_metrics(Metrics(self))
-        self.status_page = StatusPage(self, sample_interval=config.status_sample_interval)
-        self.runners: list[SourceRunner] = []
+            self.metrics = Metrics(self.state, self.core.lifecycle)
+            self.core.fanout.observer = self.metrics.observe_batch
+        self.status_page = StatusPage(self.state, self._status_credentials,
+                                      sample_interval=config.status_sample_interval)
         self._server: asyncio.AbstractServer | None = None
         prefix = config.socketio_path.rstrip("/")
         self._engine_path = prefix
@@ -112,12 +110,12 @@ class EchoServer:
             origin_allowed=c.origin_allowed,
         )
 
-    def _attach_metrics(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-        self.hub.observer = metrics.observe_batch
-        self.sockets.on_connected = metrics.connected
-        self.sockets.on_disconnected = metrics.disconnected
-        self.sockets.on_refused = metrics.refused_connection
+    def _status_credentials(self) -> list[str]:
+        """What opens the status page: any app key, or the metrics token."""
+        accepted = [c["key"] for c in self.config.clients if valid_client(c)]
+        if self.config.metrics_token:
+            accepted.append(self.config.metrics_token)
+        return accepted
 
     def _metrics_response(self, request: Request) -> Response:
         if self.metrics is None:
@@ -163,7 +161,7 @@ class EchoServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(runner.stop(), timeout / 2)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.channels.drain(), timeout / 4)
+            await asyncio.wait_for(self.core.drain(), timeout / 4)
         if self.cluster is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.cluster.stop(), timeout / 4)
@@ -215,43 +213,50 @@ class EchoServer:
         if c.presence_backend == "redis":
             store = RedisPresenceStore(client, key_prefix=c.key_prefix,
                                        instance_id=self.instance_id)
-            self.channels.presence = store
+            self.core.presence.store = store
         if c.publish_presence:
-            self.channels.on_presence_change = self._publish_presence
+            self.core.lifecycle.on(PresenceChanged, self._publish_presence)
         if c.cluster_enabled and c.presence_backend == "redis":
             await self._start_cluster(client, store)
 
     async def _start_cluster(self, client: Any, store: RedisPresenceStore | None) -> None:
         """Instances sharing this Redis behave as one: relay, liveness, cluster figures."""
         c = self.config
-        local = self.state
+        presence = self.core.presence
         self.cluster = Cluster(
             client, c.redis_url, self.instance_id, key_prefix=c.key_prefix,
             heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
-            emit_local=self.hub.emit_to_room, snapshot=lambda: local_snapshot(local),
-            announce_presence=self.channels.presence_announced,
-            presence=store, restore_presence=self.channels.restore_presence)
+            emit_local=self.core.fanout.emit_to_room, snapshot=self.state.snapshot,
+            announce_presence=presence.announced, purged=presence.purged,
+            presence=store, restore_presence=presence.restore)
         await self.cluster.start()
-        self.channels.emit_room = self.cluster.emit
-        self.channels.relay_presence = self.cluster.relay_presence
-        self.state = ClusterState(local, self.cluster.peers)
-        self.api.state = self.state
+        self.core.emit_room = self.cluster.emit
+        presence.relay = self.cluster.relay_presence
+        self.state.peers = self.cluster.peers
 
-    async def _publish_presence(self, channel: str, members: list[Member]) -> None:
+    async def _publish_presence(self, event: PresenceChanged) -> None:
         """``databaseConfig.publishPresence``: the reference's message, minus socket ids."""
         from broadcaster.jsoncodec import dumps
 
-        message = dumps({"event": {"channel": f"{channel}:members",
-                                   "members": [m.public() for m in members]}})
-        if self.cluster is not None:
-            await self.cluster.publish("PresenceChannelUpdated", message)
-        else:
-            await self._redis.publish("PresenceChannelUpdated", message)
+        channel = event.channel
+        try:
+            members = event.members
+            if members is None:
+                members = await self.core.presence.store.members(channel)
+            message = dumps({"event": {"channel": f"{channel}:members",
+                                       "members": [m.public() for m in members]}})
+            if self.cluster is not None:
+                await self.cluster.publish("PresenceChannelUpdated", message)
+            else:
+                await self._redis.publish("PresenceChannelUpdated", message)
+        except Exception as exc:
+            self.errors.report("presence", f"presence update of {channel!r} failed: {exc}")
 
     # -- sources ----------------------------------------------------------------
     def _start_sources(self) -> None:
         """The in-process bus (the HTTP API's) always; then every configured source URL."""
-        self.runners.append(SourceRunner(self.memory, self.hub.deliver))
+        deliver = self.core.fanout.deliver
+        self.runners.append(SourceRunner(self.memory, deliver))
         for url in self.config.source_urls:
             if url_scheme(url) == "memory":
                 continue  # that is self.memory, already running
@@ -263,7 +268,7 @@ class EchoServer:
                             "it was down is replayed, and each start leaves a consumer group "
                             "behind", source.display_url, self.instance_id)
             source.on_bad_message = self.errors.report
-            self.runners.append(SourceRunner(source, self.hub.deliver, on_down=self._source_down))
+            self.runners.append(SourceRunner(source, deliver, on_down=self._source_down))
         for runner in self.runners:
             runner.start()
 
@@ -353,6 +358,20 @@ class EchoServer:
                 "\"lead.assigned\",\"data\":{\"lead\":{\"id\":1}}}'",
                 self.dev_client["appId"], self.dev_client["key"], scheme, self.port,
                 self.dev_client["appId"], self.dev_client["key"])
+
+
+def channel_limits(config: Config) -> ChannelLimits:
+    limits = config.limits
+    return ChannelLimits(
+        max_channel_name=limits.max_channel_name,
+        max_subscriptions=limits.max_subscriptions,
+        max_subscriptions_per_address=limits.max_subscriptions_per_address,
+        max_channels=config.max_channels_per_socket,
+        max_pending_auth=config.max_pending_auth_per_socket,
+        whisper_max_bytes=config.whisper_max_bytes,
+        whisper_rate=config.whisper_rate,
+        trusted=limits.trusted_proxies.trusts,
+    )
 
 
 def build_authorizer(config: Config) -> ChannelAuthorizer:

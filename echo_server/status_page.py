@@ -22,19 +22,16 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from broadcaster.jsoncodec import dumps
 
 from .api import same_secret
-from .config import valid_client
+from .core.state import ServerState
 from .transport.http import Request, Response
-
-if TYPE_CHECKING:
-    from .server import EchoServer
 
 HTML_PATH = Path(__file__).resolve().parent / "static" / "status.html"
 HISTORY_SECONDS = 600.0  # the chart's reach: the last ten minutes
@@ -71,8 +68,10 @@ def _busiest_first(item: tuple[str, int]) -> tuple[int, str]:
 class StatusPage:
     PATHS = frozenset({"/status", "/status.json"})
 
-    def __init__(self, server: EchoServer, sample_interval: float = 1.0) -> None:
-        self.server = server
+    def __init__(self, state: ServerState, credentials: Callable[[], list[str]],
+                 sample_interval: float = 1.0) -> None:
+        self.state = state
+        self.credentials = credentials  # the app keys and the metrics token, as configured
         self.sample_interval = max(0.01, float(sample_interval))
         size = min(MAX_SAMPLES, math.ceil(HISTORY_SECONDS / self.sample_interval) + 1)
         self.history: deque[Sample] = deque(maxlen=max(2, size))
@@ -96,9 +95,9 @@ class StatusPage:
         self._timer = loop.call_later(self.sample_interval, self._tick)
 
     def _sample(self, at: float) -> Sample:
-        server = self.server
-        return Sample(at, len(server.engine.sessions), server.hub.delivered,
-                      sum(runner.health.events for runner in server.runners))
+        state = self.state
+        return Sample(at, state.local_connections(), state.delivered(),
+                      sum(source.events for source in state.sources()))
 
     # -- access -------------------------------------------------------------------
     def authorized(self, request: Request) -> bool:
@@ -106,10 +105,7 @@ class StatusPage:
         header = request.headers.get("authorization", "")
         given = [header[7:].strip()] if header[:7].lower() == "bearer " else []
         given += [request.query.get("auth_key", ""), request.query.get("token", "")]
-        accepted = [c["key"] for c in self.server.config.clients if valid_client(c)]
-        token = self.server.config.metrics_token
-        if token:
-            accepted.append(token)
+        accepted = self.credentials()
         return any(same_secret(g, a) for g in given if g for a in accepted)
 
     # -- routes -------------------------------------------------------------------
@@ -155,24 +151,24 @@ class StatusPage:
     # -- figures --------------------------------------------------------------------
     async def snapshot(self) -> dict[str, Any]:
         """Everything the page and ``echo-server status`` show, as plain JSON."""
-        server = self.server
+        state = self.state
         now = asyncio.get_running_loop().time()
         live = self._sample(now)
-        kinds = server.state.connections_by_kind()
-        counts = server.rooms.counts()
+        kinds = state.connections_by_kind()
+        counts = state.local_channel_counts()
         # Only the top rows are shown: no full sort of what may be 100k channels, every second.
         ranked = heapq.nsmallest(TOP_CHANNELS, counts.items(), key=_busiest_first)
         presence_counts = [(n, c) for n, c in counts.items() if n.startswith("presence-")]
         presence = []
         for name, _ in heapq.nsmallest(TOP_PRESENCE, presence_counts, key=_busiest_first):
-            members = await server.state.presence_members(name)
+            members = await state.presence_members(name)
             presence.append({"name": name, "members": len(members),
                              "subscribers": counts.get(name, 0)})
         msgs, events = self._rates(live)
         return {
             "time": time.time(),
-            "uptime": round(server.state.uptime(), 3),
-            "instance": server.instance_id,
+            "uptime": round(state.uptime(), 3),
+            "instance": state.instance_id,
             "sampleInterval": self.sample_interval,
             "connections": {
                 "total": live.connections,
@@ -188,19 +184,19 @@ class StatusPage:
             },
             "presence": {
                 "channels": len(presence_counts),
-                "memberships": server.channels.presence_members,
+                "memberships": state.presence_memberships(),
                 "top": presence,
             },
-            "errors": dict(sorted(server.errors.counts.items())),
+            "errors": dict(sorted(state.errors.counts.items())),
             "sources": [{
-                "kind": runner.health.kind,
-                "url": runner.health.url,  # display_url: never the password
-                "connected": runner.health.connected,
-                "outages": runner.health.outages,
-                "lastError": runner.health.last_error,
-                "events": runner.health.events,
-                "since": round(now - runner.health.since, 3) if runner.health.since else None,
-            } for runner in server.runners],
+                "kind": source.kind,
+                "url": source.url,  # display_url: never the password
+                "connected": source.connected,
+                "outages": source.outages,
+                "lastError": source.last_error,
+                "events": source.events,
+                "since": round(now - source.since, 3) if source.since else None,
+            } for source in state.sources()],
             "history": {"window": HISTORY_SECONDS, "points": self._points(now)},
         }
 

@@ -46,7 +46,7 @@ class RawWebsocketClient:
 
 async def _wait_members(server, channel: str, count: int) -> None:
     for _ in range(500):
-        if server.rooms.count(channel) >= count:
+        if server.core.rooms.count(channel) >= count:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{channel} never reached {count} members")

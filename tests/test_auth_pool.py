@@ -250,7 +250,7 @@ async def sockets() -> AsyncIterator[list[RawSocket]]:
 
 
 def _pending(server: EchoServer, sid: str) -> int:
-    return len((server_socket(server, sid).data or {}).get("pending") or {})
+    return len(server_socket(server, sid).state.pending or {})
 
 
 async def test_a_flooding_client_does_not_starve_another(
@@ -284,7 +284,7 @@ async def test_a_flooding_client_does_not_starve_another(
     assert len(auth_backend.calls) == 26  # the flood's 25 and the user's one
 
     release.set()
-    await wait_until(lambda: len(server_socket(server, attacker.sid).rooms) == 100,
+    await wait_until(lambda: len(server_socket(server, attacker.sid).state.channels) == 100,
                      "the flood is served")
     assert attacker.errors == []
 
@@ -309,5 +309,5 @@ async def test_over_its_bound_a_client_is_refused_429(
     assert server.errors.counts.get("auth_failed") == 2
 
     release.set()
-    await wait_until(lambda: len(server_socket(server, attacker.sid).rooms) == 3,
+    await wait_until(lambda: len(server_socket(server, attacker.sid).state.channels) == 3,
                      "the three in line are served")

@@ -173,7 +173,7 @@ async def test_malformed_payload_is_ignored(make_server: ServerFactory,
     await _still_serving(server, redis, good, CHANNEL, bad, bad_id)
     # Ignored means ignored: the string "leads-management" did not subscribe the bad tab.
     assert member_ids(server, CHANNEL) == {good_id}
-    assert server_socket(server, bad_id).rooms == {MARKER}
+    assert server_socket(server, bad_id).state.channels == {MARKER}
     if counted is not None:
         assert server.errors.counts[counted] == 1
     _no_server_errors(caplog)
@@ -197,7 +197,7 @@ async def test_leave_presence_after_403(make_server: ServerFactory, node_client:
     await bad.expect("subscription_error", channel="presence-room", status=403)
     await bad.command({"cmd": "leave", "channel": "room"})
     await _still_serving(server, redis, good, CHANNEL, bad, bad_id)
-    assert server.rooms.members("presence-room") is None
+    assert not server.core.rooms.count("presence-room")
     _no_server_errors(caplog)
 
 
@@ -256,7 +256,7 @@ async def test_disconnect_during_pending_auth(make_server: ServerFactory,
     await asyncio.wait_for(authorizer.finished.wait(), 5)
     assert authorizer.cancelled, "the pending authorization was not cancelled on disconnect"
     assert rooms_holding(server, dead) == []
-    assert dead.rooms == set()
+    assert dead.state.channels == set()
     assert member_ids(server, channel) == {good_id}
 
     await _still_serving(server, redis, good, channel)
@@ -314,7 +314,7 @@ async def test_private_channels_refused(make_server: ServerFactory, node_client:
                           "listen": [".lead.assigned"]})
     for channel in ("private-orders", "presence-room", "orders.private-notes"):
         await client.expect("subscription_error", channel=channel, status=status)
-        assert server.rooms.members(channel) is None
+        assert not server.core.rooms.count(channel)
 
     await client.command({"cmd": "channel", "channel": MARKER, "listen": [".marker"]})
     await wait_member(server, MARKER, socket_id)
@@ -323,7 +323,7 @@ async def test_private_channels_refused(make_server: ServerFactory, node_client:
     await _publish(redis, MARKER, "marker", {"ok": 1})
     await client.expect("event", event=".marker")
     await client.expect_none("raw", event="lead.assigned", within=0.05)
-    assert server_socket(server, socket_id).rooms == {MARKER}
+    assert server_socket(server, socket_id).state.channels == {MARKER}
 
 
 async def test_per_connection_bounds_on_channels_and_authorizations(
@@ -352,7 +352,7 @@ async def test_per_connection_bounds_on_channels_and_authorizations(
     await client.command({"cmd": "channel", "channel": "public-b"})
     await client.expect("subscription_error", channel="public-b", status=429)
     assert server.errors.counts["too_many_channels"] == 1
-    assert server_socket(server, socket_id).rooms == {"private-one", "private-two", "public-a"}
+    assert server_socket(server, socket_id).state.channels == {"private-one", "private-two", "public-a"}
 
     other, other_id = await _client(server, node_client)
     await other.command({"cmd": "channel", "channel": "public-b"})
@@ -429,4 +429,4 @@ async def test_whisper_rules(make_server: ServerFactory, node_client: ClientFact
         ("client-typing", ["private-chat", {"n": 5}]),
         ("client-marker", ["private-chat", {"n": 7}]),
     ]
-    assert server.rooms.members("private-elsewhere") is None
+    assert not server.core.rooms.count("private-elsewhere")

@@ -23,7 +23,7 @@ import socketio
 
 from channel_auth import AuthRequest
 from channel_auth.http_callback import HttpCallbackAuthorizer, choose_auth_host
-from echo_server.presence import JoinResult, LeaveResult, Member, PresenceStore, RedisPresenceStore
+from echo_server.core.presence import JoinResult, LeaveResult, Member, PresenceStore, RedisPresenceStore
 from echo_server.server import EchoServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
@@ -53,7 +53,7 @@ async def _server(make_server: ServerFactory, auth_backend: AuthBackend, prefix:
     db_config.update(options.pop("databaseConfig", {}))
     server = await make_server({"authHost": auth_backend.url, "database": database,
                                 "databaseConfig": db_config, **options})
-    store = server.channels.presence
+    store = server.core.presence.store
     assert isinstance(store, RedisPresenceStore) == (database == "redis"), type(store)
     return server
 
@@ -154,9 +154,9 @@ async def test_private_channel_answers(make_server: ServerFactory, node_client: 
     leaked = [m for m in client.backlog("raw") if m["event"] == "order.shipped"
               and m["args"][0] not in ("private-orders", "private-html")]
     assert leaked == []
-    assert server.rooms.members("private-refused") is None
-    assert server.rooms.members("private-moved") is None
-    assert server.rooms.members("private-slow") is None
+    assert not server.core.rooms.count("private-refused")
+    assert not server.core.rooms.count("private-moved")
+    assert not server.core.rooms.count("private-slow")
 
 
 HANDSHAKE = {"Cookie": "laravel_session=from-handshake", "Referer": "http://app.test/dashboard",
@@ -194,7 +194,7 @@ async def test_auth_request_is_what_laravel_expects(make_server: ServerFactory,
         assert await client.socket_id() == socket_id
         await client.command({"cmd": "private", "channel": "orders"})
         await wait_member(server, "private-orders", socket_id)
-    assert server.sockets.sockets[tabs[1][1]].handshake.headers["authorization"] == \
+    assert server.core.connections[tabs[1][1]].handshake.headers["authorization"] == \
         "Bearer from-handshake"
 
     calls = await auth_backend.wait_calls(3)
@@ -386,20 +386,20 @@ async def test_presence_counts_users_not_tabs(make_server: ServerFactory,
     # User 1 closes one tab: still there. Then the other: gone.
     await a.close()
     await wait_gone(server, a_id)
-    await server.channels.drain()
+    await server.core.drain()
     await _publish(redis, prefix, ROOM, "marker", {"n": 2})
     for client in (b, c):
         await client.expect("event", data={"n": 2, "socket": None})
         assert not client.backlog("presence_leaving")
-    assert [m.user_id for m in await server.channels.presence.members(ROOM)] == ["1", 2]
+    assert [m.user_id for m in await server.core.presence.store.members(ROOM)] == ["1", 2]
 
     await b.close()
     await wait_gone(server, b_id)
     assert (await c.expect("presence_leaving"))["user"] == _info(1)
     raw = await c.expect("raw", event="presence:leaving")
     assert raw["args"] == [ROOM, {"user_id": "1", "user_info": _info(1)}]
-    await server.channels.drain()
-    assert [m.user_id for m in await server.channels.presence.members(ROOM)] == [2]
+    await server.core.drain()
+    assert [m.user_id for m in await server.core.presence.store.members(ROOM)] == [2]
     assert not c.backlog("presence_leaving")
     _assert_no_socket_ids([a, b, c], [a_id, b_id, c_id])
 
@@ -458,7 +458,7 @@ async def test_simultaneous_joins_all_listed(make_server: ServerFactory,
         auth_backend.gate.set()  # the presence writes start at the same moment
         async with asyncio.timeout(10):
             await asyncio.gather(*(m.subscribed.wait() for m in members))
-        stored = await servers[0].channels.presence.members(ROOM)
+        stored = await servers[0].core.presence.store.members(ROOM)
         assert sorted(m.user_id for m in stored) == list(range(1, users + 1))
 
         late, _ = await _client(servers[late_on], node_client, auth_headers=_user(users + 1))
@@ -558,9 +558,9 @@ async def test_disconnect_leaves_no_ghost(make_server: ServerFactory,
     await observer.command({"cmd": "join", "channel": "room"})
     await observer.expect("presence_here")
 
-    store = HeldStore(server.channels.presence, "before" if moment == "write-pending"
+    store = HeldStore(server.core.presence.store, "before" if moment == "write-pending"
                       else "after")
-    server.channels.presence = store
+    server.core.presence.store = store
     if moment == "auth-pending":
         auth_backend.gate = asyncio.Event()
     ghost, ghost_id = await _client(server, node_client, auth_headers=_user(1))
@@ -572,7 +572,7 @@ async def test_disconnect_leaves_no_ghost(make_server: ServerFactory,
         await ghost.command(subscribe)
         # The second write waits for the first to be answered: they never overlap.
         await auth_backend.wait_calls(2)
-        await wait_until(lambda: not server_socket(server, ghost_id).data["pending"],
+        await wait_until(lambda: not server_socket(server, ghost_id).state.pending,
                          "the second authorization answered")
     elif moment == "auth-pending":
         await auth_backend.wait_calls(2)
@@ -584,8 +584,8 @@ async def test_disconnect_leaves_no_ghost(make_server: ServerFactory,
     store.release.set()
     if auth_backend.gate is not None:
         auth_backend.gate.set()
-    await server.channels.drain()
-    assert [m.user_id for m in await server.channels.presence.members(ROOM)] == [2]
+    await server.core.drain()
+    assert [m.user_id for m in await server.core.presence.store.members(ROOM)] == [2]
 
     late, _ = await _client(server, node_client, "echo2-sio2", auth_headers=_user(3))
     await late.command({"cmd": "join", "channel": "room"})

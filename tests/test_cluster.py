@@ -122,7 +122,7 @@ async def test_whispers_and_presence_across_instances(make_server, node_client,
     await c.close()
     left = await b.expect("presence_leaving")
     assert left["user"] == {"name": "user 1"}
-    assert {m.user_id for m in await servers[1].channels.presence.members("presence-room")} \
+    assert {m.user_id for m in await servers[1].core.presence.store.members("presence-room")} \
         == {2}
     del a_id, b_id, c_id
 
@@ -212,7 +212,7 @@ async def test_members_of_a_killed_instance_leave(tmp_path: Path, make_server, n
         left = await watcher.expect("presence_leaving", timeout=10)
         assert left["user"] == {"name": "user 2"}
         assert time.monotonic() - killed_at < 0.4 + 0.1 + 2.0
-        members = await survivor.channels.presence.members("presence-room")
+        members = await survivor.core.presence.store.members("presence-room")
         assert [m.user_id for m in members] == [1]
     finally:
         if proc.returncode is None:
@@ -252,11 +252,11 @@ async def test_presence_is_written_again_when_redis_loses_it(make_server, node_c
     keys = await _echo_keys(redis, prefix)
     assert keys
     await redis.delete(*keys)
-    assert not await servers[0].channels.presence.members("presence-room")
+    assert not await servers[0].core.presence.store.members("presence-room")
 
     for server in servers:
         await wait_until(lambda s=server: s.cluster.restored >= 1, "the members written again")
-    members = await servers[0].channels.presence.members("presence-room")
+    members = await servers[0].core.presence.store.members("presence-room")
     assert sorted(m.user_id for m in members) == [1, 2]
     # A new tab sees both; the two that were there hear nothing (no one left, no one came).
     c, _ = await _client(node_client, servers[1], "echo2-sio2", user=3)
@@ -287,13 +287,13 @@ async def test_members_purged_while_an_instance_was_cut_off_come_back(
     monkeypatch.setattr(cluster, "_beat", unreachable)
     left = await watcher.expect("presence_leaving", timeout=10)
     assert left["user"] == {"name": "user 2"}
-    assert [m.user_id for m in await servers[0].channels.presence.members("presence-room")] \
+    assert [m.user_id for m in await servers[0].core.presence.store.members("presence-room")] \
         == [1]
 
     monkeypatch.setattr(cluster, "_beat", real_beat)
     back = await watcher.expect("presence_joining", timeout=10)
     assert back["user"] == {"name": "user 2"}
-    members = await servers[0].channels.presence.members("presence-room")
+    members = await servers[0].core.presence.store.members("presence-room")
     assert sorted(m.user_id for m in members) == [1, 2]
     assert cluster.restored == 1
     # Here the relay still worked, so the cut-off instance's own clients heard the leaving

@@ -146,8 +146,8 @@ def connected_tokens(demo: Demo) -> dict[int, set[str]]:
     """Admin id -> the token ids (``jti``) the server's open sockets were admitted with."""
     assert demo.server is not None
     tokens: dict[int, set[str]] = {}
-    for socket in demo.server.sockets.sockets.values():
-        claims = (socket.data or {}).get("claims") or {}
+    for socket in demo.server.core.connections.values():
+        claims = socket.state.claims or {}
         if socket.connected and claims:
             tokens.setdefault(int(claims["sub"]), set()).add(claims["jti"])
     return tokens
@@ -377,8 +377,8 @@ async def test_demo_backend_plays_laravel_through_redis(redis_url: str) -> None:
             for admin in (A, B):  # each may not read the other's dashboard
                 assert await asyncio.wait_for(inboxes[admin].get(), 5) == ("refused", 403)
             server = running.server
-            await wait_until(lambda: server.rooms.count("leads-management") == 2
-                             and server.rooms.count("private-admin-dashboard.2") == 1,
+            await wait_until(lambda: server.core.rooms.count("leads-management") == 2
+                             and server.core.rooms.count("private-admin-dashboard.2") == 1,
                              "both subscribed")
 
             async with http.post(f"{api}/api/leads/101/assign", json={"admin_id": B},

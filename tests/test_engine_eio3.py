@@ -58,7 +58,7 @@ def event_json(packet: str) -> list[Any]:
 
 
 async def subscribed(server: EchoServer, channel: str, count: int = 1) -> None:
-    await wait_until(lambda: server.rooms.count(channel) >= count,
+    await wait_until(lambda: server.core.rooms.count(channel) >= count,
                      message=f"{count} member(s) in {channel!r}")
 
 
@@ -70,7 +70,7 @@ async def ws_client(http: Http, server: EchoServer,
     assert opened.startswith("0")
     assert await ws_recv(ws) == "40"
     if channel is not None:
-        before = server.rooms.count(channel)
+        before = server.core.rooms.count(channel)
         await ws.send_str(f'42["subscribe",{{"channel":{json.dumps(channel)}}}]')
         await subscribed(server, channel, before + 1)
     return ws, json.loads(opened[1:])["sid"]
@@ -99,8 +99,8 @@ async def test_polling_handshake_is_byte_exact(make_server: ServerFactory, http:
     assert reply.headers.getall("Set-Cookie") == [f"io={sid}; Path=/; HttpOnly; SameSite=Strict"]
 
     # The socket id for `/` is the engine sid.
-    assert sid in server.sockets.sockets
-    assert server.sockets.sockets[sid].id == sid
+    assert sid in server.core.connections
+    assert server.core.connections[sid].id == sid
 
 
 async def test_socket_id_room_reaches_socket_through_redis(
@@ -149,7 +149,7 @@ async def test_incoming_lengths_count_utf16_units(make_server: ServerFactory, ht
     await client.post(f'42["subscribe",{{"channel":"{name}"}}]',
                       '42["subscribe",{"channel":"plain"}]')
     await subscribed(server, "plain")
-    assert server.rooms.count(name) == 1
+    assert server.core.rooms.count(name) == 1
 
     # Python's len() (code points) gives a prefix that splits a character: a parse error.
     other = Polling(http, server_url(server))
@@ -157,7 +157,7 @@ async def test_incoming_lengths_count_utf16_units(make_server: ServerFactory, ht
     packet = f'42["subscribe",{{"channel":"{name}"}}]'
     await other.post_raw(f"{len(packet)}:{packet}")
     assert other.sid not in server.engine.sessions
-    assert server.rooms.count(name) == 1
+    assert server.core.rooms.count(name) == 1
 
 
 # --------------------------------------------------------------------------- b64 and JSONP
@@ -292,7 +292,7 @@ async def test_websocket_open_then_connect_then_pong(
     assert data["upgrades"] == []
     assert (data["pingInterval"], data["pingTimeout"]) == (400, 400)
     assert await ws_recv(ws) == "40"
-    assert data["sid"] in server.sockets.sockets
+    assert data["sid"] in server.core.connections
 
     await ws.send_str("2")
     assert await ws_recv(ws) == "3"
@@ -403,7 +403,7 @@ async def test_websocket_without_pings_is_closed_after_interval_plus_timeout(
     elapsed = time.monotonic() - started
     assert 0.7 <= elapsed <= 2.5, elapsed  # pingInterval + pingTimeout = 0.8 s
     assert sid not in server.engine.sessions
-    assert sid not in server.sockets.sockets
+    assert sid not in server.core.connections
 
 
 async def test_pinging_websocket_stays_open(make_server: ServerFactory, http: Http) -> None:
@@ -509,7 +509,7 @@ async def test_websocket_message_over_limit_closes_only_that_connection(
 
     server.publish(BroadcastEvent("c", "still", "true"))
     assert await ws_recv(bystander) == '42["still","c",true]'
-    assert server.rooms.count("c") == 1
+    assert server.core.rooms.count("c") == 1
     await bystander.close()
 
 
@@ -670,7 +670,7 @@ async def test_polling_client_that_stops_polling_is_dropped_at_the_queue_bound(
     client = Polling(http, server_url(server))
     await client.handshake()
     await client.post('42["subscribe",{"channel":"c"}]')
-    await wait_until(lambda: server.rooms.count("c") == 1, message="subscribed")
+    await wait_until(lambda: server.core.rooms.count("c") == 1, message="subscribed")
     for n in range(MAX_QUEUED_PACKETS + 1):
         server.publish(BroadcastEvent("c", "e", str(n)))
     await wait_until(lambda: client.sid not in server.engine.sessions,

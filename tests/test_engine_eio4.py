@@ -52,7 +52,7 @@ def connect_sid(packet: str) -> str:
 
 
 async def subscribed(server: EchoServer, channel: str, count: int = 1) -> None:
-    await wait_until(lambda: server.rooms.count(channel) >= count,
+    await wait_until(lambda: server.core.rooms.count(channel) >= count,
                      message=f"{count} member(s) in {channel!r}")
 
 
@@ -72,7 +72,7 @@ async def connected_ws(http: Http, server: EchoServer,
     await ws.send_str("40")
     nsp_sid = connect_sid(await ws_recv(ws, pong=True))
     if channel is not None:
-        before = server.rooms.count(channel)
+        before = server.core.rooms.count(channel)
         await ws.send_str(f'42["subscribe",{{"channel":{json.dumps(channel)}}}]')
         await subscribed(server, channel, before + 1)
     return ws, nsp_sid
@@ -95,7 +95,7 @@ async def test_polling_handshake_has_only_the_open_packet(
     assert data is not None and list(data) == OPEN_KEYS
     assert data["upgrades"] == ["websocket"]
     assert (data["pingInterval"], data["pingTimeout"], data["maxPayload"]) == (400, 400, 5000)
-    assert client.sid not in server.sockets.sockets  # not connected to `/` until it asks
+    assert client.sid not in server.core.connections  # not connected to `/` until it asks
 
     # What comes next is the server's ping, still no `40`.
     assert await client.get() == ["2"]
@@ -105,9 +105,9 @@ async def test_polling_connect_gets_a_namespace_sid(make_server: ServerFactory, 
     server = await make_server(redis=False)
     client, nsp_sid = await connected_polling(http, server)
     assert nsp_sid != client.sid
-    assert nsp_sid in server.sockets.sockets
-    assert client.sid not in server.sockets.sockets
-    assert server.sockets.sockets[nsp_sid].session.sid == client.sid
+    assert nsp_sid in server.core.connections
+    assert client.sid not in server.core.connections
+    assert server.core.connections[nsp_sid].session.sid == client.sid
 
 
 async def test_connect_with_auth_payload(
@@ -115,19 +115,19 @@ async def test_connect_with_auth_payload(
 ) -> None:
     server = await make_server(redis=False)
     seen: list[Any] = []
-    original = server.channels.on_connect
+    original = server.sockets.handler.on_connect
 
     def on_connect(socket: Any, auth: Any) -> Any:
         seen.append(auth)
         return original(socket, auth)
 
-    monkeypatch.setattr(server.channels, "on_connect", on_connect)
+    monkeypatch.setattr(server.sockets.handler, "on_connect", on_connect)
     ws = await open_ws(http, server_url(server), eio=4)
     assert (await ws_recv(ws)).startswith("0{")
     await ws.send_str('40{"token":"x"}')
     nsp_sid = connect_sid(await ws_recv(ws, pong=True))
     assert seen == [{"token": "x"}]
-    assert nsp_sid in server.sockets.sockets
+    assert nsp_sid in server.core.connections
     await ws.close()
 
 
@@ -140,8 +140,8 @@ async def test_events_before_connect_close_the_connection(make_server: ServerFac
     await client.handshake()
     await client.post('42["subscribe",{"channel":"early"}]', "40")
     await wait_until(lambda: client.sid not in server.engine.sessions, message="the session closed")
-    assert server.rooms.count("early") == 0
-    assert not server.sockets.sockets
+    assert server.core.rooms.count("early") == 0
+    assert not server.core.connections
     assert server.errors.counts["bad_frame"] == 1
     reply = await client.get_reply()
     assert reply.status == 400 and reply.json()["code"] == 1  # unknown session
@@ -159,8 +159,8 @@ async def test_client_ping_or_second_connect_closes_the_connection(
     await ws.send_str(packet)
     message = await ws.receive(timeout=3)
     assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-    await wait_until(lambda: nsp_sid not in server.sockets.sockets, message="the socket left")
-    assert server.rooms.count("c") == 1
+    await wait_until(lambda: nsp_sid not in server.core.connections, message="the socket left")
+    assert server.core.rooms.count("c") == 1
     assert server.errors.counts["bad_frame"] == 1
     server.publish(BroadcastEvent("c", "still", "1"))
     assert await ws_recv(other) == '42["still","c",1]'
@@ -215,7 +215,7 @@ async def test_server_pings_websocket_and_drops_a_silent_client(
         await ws.send_str("3")
     gaps = [b - a for a, b in itertools.pairwise(pings)]
     assert all(0.3 <= gap <= 1.2 for gap in gaps), gaps  # every pingInterval (0.4 s)
-    assert nsp_sid in server.sockets.sockets
+    assert nsp_sid in server.core.connections
 
     # Now the client stops answering.
     assert await ws_recv(ws, timeout=2) == "2"
@@ -223,7 +223,7 @@ async def test_server_pings_websocket_and_drops_a_silent_client(
     assert await ws_closed(ws, timeout=3) == []
     elapsed = time.monotonic() - unanswered
     assert 0.3 <= elapsed <= 2.0, elapsed  # pingTimeout (0.4 s)
-    assert nsp_sid not in server.sockets.sockets
+    assert nsp_sid not in server.core.connections
 
 
 async def test_server_pings_polling_and_drops_a_silent_client(
@@ -243,7 +243,7 @@ async def test_server_pings_polling_and_drops_a_silent_client(
     assert time.monotonic() - unanswered >= 0.3
     reply = await client.get_reply()
     assert (reply.status, reply.body) == (400, UNKNOWN_SID_BODY)
-    assert nsp_sid not in server.sockets.sockets
+    assert nsp_sid not in server.core.connections
 
 
 # --------------------------------------------------------------------------- upgrade
@@ -331,4 +331,4 @@ async def test_client_close_ends_the_pending_poll_with_noop(
     assert (noop.status, noop.body) == (200, b"6")
     reply = await client.get_reply()
     assert (reply.status, reply.body) == (400, UNKNOWN_SID_BODY)
-    assert nsp_sid not in server.sockets.sockets
+    assert nsp_sid not in server.core.connections

@@ -147,7 +147,7 @@ async def healthy_client(server: EchoServer) -> Healthy:
     ws.send_text("40")
     assert (await ws.recv_text()).startswith("40")
     ws.send_text('42["subscribe",{"channel":"healthy"}]')
-    await wait_until(lambda: server.rooms.count("healthy") == 1)
+    await wait_until(lambda: server.core.rooms.count("healthy") == 1)
     return Healthy(ws)
 
 

@@ -95,8 +95,8 @@ async def test_lone_surrogates_never_reach_the_cluster(make_server: ServerFactor
         assert await attacker.wait_closed() in (None, 1000)  # socket.io's parse error
     attacker, _ = await eio4(a)
     subscribe(attacker, '"private-chat"')
-    await wait_until(lambda: a.rooms.count("private-chat") == 1)
-    assert set(a.rooms) == {"private-chat"}
+    await wait_until(lambda: a.core.rooms.count("private-chat") == 1)
+    assert set(a.core.rooms) == {"private-chat"}
     assert a.errors.counts["bad_frame"] == 3
     base = server_url(a)
     for path in ("/apps/test-app/channels", "/status.json"):
@@ -133,9 +133,9 @@ async def test_channel_name_and_subscription_bounds(make_server: ServerFactory) 
     assert await next_event(other) == ["subscription_error", "c9", 429]
     assert server.errors.counts["too_many_subscriptions"] == 3
     await first.close()  # its subscriptions are released with it
-    await wait_until(lambda: server.channels.subscriptions.total == 3)
+    await wait_until(lambda: server.core.subscriptions.total == 3)
     subscribe(second, '"c0"')
-    await wait_until(lambda: server.rooms.count("c0") == 2)
+    await wait_until(lambda: server.core.rooms.count("c0") == 2)
 
 
 async def test_a_channel_named_after_a_socket_id_takes_nothing(
@@ -145,7 +145,7 @@ async def test_a_channel_named_after_a_socket_id_takes_nothing(
     attacker, _ = await eio4(server)
     subscribe(attacker, json.dumps(victim_id))
     subscribe(attacker, '"marker"')
-    await wait_until(lambda: server.rooms.count("marker") == 1)
+    await wait_until(lambda: server.core.rooms.count("marker") == 1)
     server.publish(BroadcastEvent(victim_id, "secret", '{"for":"victim"}'))
     server.publish(BroadcastEvent("marker", "marker", "1"))
     assert await next_event(victim) == ["secret", victim_id, {"for": "victim"}]
@@ -222,7 +222,7 @@ async def test_binary_packets_over_polling(make_server: ServerFactory,
     await client.get_until(lambda p: p.startswith("40"))
     await client.post('451-["client event",{"_placeholder":true,"num":0}]', "bAQID")
     await client.post('42["subscribe",{"channel":"after-binary"}]')
-    await wait_until(lambda: server.rooms.count("after-binary") == 1)
+    await wait_until(lambda: server.core.rooms.count("after-binary") == 1)
     # EIO3 XHR2: a binary payload carrying two string packets; both are read.
     old = Polling(http, server_url(server))
     await old.handshake()
@@ -231,7 +231,7 @@ async def test_binary_packets_over_polling(make_server: ServerFactory,
                     for p in packets)
     reply = await old.post_raw(body, headers={"Content-Type": "application/octet-stream"})
     assert reply.status == 200
-    await wait_until(lambda: server.rooms.count("one") == 1 and server.rooms.count("two") == 1)
+    await wait_until(lambda: server.core.rooms.count("one") == 1 and server.core.rooms.count("two") == 1)
 
 
 async def test_a_refusal_reaches_an_eio3_polling_client(make_server: ServerFactory,

@@ -63,7 +63,7 @@ async def test_refused_connections_see_the_protocol_error(make_server, node_clie
     assert refused["message"]
     assert value is None or value not in refused["message"]
     assert server.errors.counts["auth_failed"] >= 1
-    assert not server.sockets.sockets  # nobody got connected
+    assert not server.core.connections  # nobody got connected
 
 
 async def test_expired_token_disconnects_the_socket(make_server, node_client) -> None:

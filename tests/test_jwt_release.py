@@ -83,7 +83,7 @@ async def test_sockets_reset_during_authentication_are_not_kept(
         # The sockets waiting for the key get it one after another: reset them all while
         # some have connected and the others are still being let through.
         jwks_server.gate.set()
-        while not server.sockets.sockets:
+        while not server.core.connections:
             await asyncio.sleep(0)
         for writer in writers:
             _reset(writer)

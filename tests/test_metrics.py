@@ -58,8 +58,8 @@ async def test_counts_after_traffic(make_server, redis: aioredis.Redis, auth_bac
         await sockets[0].send_str('42["subscribe",{"channel":"private-ok"}]')
         await sockets[0].send_str('42["subscribe",{"channel":"private-no"}]')
         await sockets[1].send_str("42garbage")  # a bad frame: closes that one connection
-        await wait_until(lambda: server.rooms.count("leads-management") == clients - 1
-                         and server.rooms.count("private-ok") == 1, "subscriptions landed")
+        await wait_until(lambda: server.core.rooms.count("leads-management") == clients - 1
+                         and server.core.rooms.count("private-ok") == 1, "subscriptions landed")
 
         for n in range(events):
             await redis.publish(PREFIX + "leads-management",

@@ -162,13 +162,13 @@ async def _settled(servers: list[EchoServer], tabs: list[PresenceTab]) -> None:
     live = {tab.socket_id for tab in tabs if tab.ws is not None}
 
     def quiet() -> bool:
-        sockets = [s for server in servers for s in server.sockets.sockets.values()]
+        sockets = [s for server in servers for s in server.core.connections.values()]
         return ({s.id for s in sockets} == live
-                and not any((s.data or {}).get("pending") for s in sockets))
+                and not any(s.state.pending for s in sockets))
 
     await wait_until(quiet, "every operation handled", timeout=10)
     for server in servers:
-        await server.channels.drain()
+        await server.core.drain()
 
 
 async def _churn(tabs: list[PresenceTab], servers: list[EchoServer], seed: int) -> None:
@@ -280,9 +280,9 @@ async def test_member_leaving_as_it_subscribes_again(make_server, prefix: str, d
             await each.connect()
             each.subscribe()
         await wait_until(lambda: observer.users == {OBSERVER, 7}, "the observer hears user 7")
-        held = HeldStore(server.channels.presence, "after")
+        held = HeldStore(server.core.presence.store, "after")
         if moment == "written":
-            server.channels.presence = held
+            server.core.presence.store = held
         else:
             backend.gate.clear()
         tab.subscribe()
@@ -301,8 +301,8 @@ async def test_member_leaving_as_it_subscribes_again(make_server, prefix: str, d
                              "the tab gone from the channel")
             held.release.set()
         await wait_until(lambda: observer.users == {OBSERVER}, "the observer hears user 7 leave")
-        await server.channels.drain()
-        assert [m.user_id for m in await server.channels.presence.members(CHANNEL)] == [OBSERVER]
+        await server.core.drain()
+        assert [m.user_id for m in await server.core.presence.store.members(CHANNEL)] == [OBSERVER]
     finally:
         for each in (observer, tab):
             await each.drop()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from echo_server.presence import Member, MemoryPresenceStore, PresenceStore, RedisPresenceStore
+from echo_server.core.presence import Member, MemoryPresenceStore, PresenceStore, RedisPresenceStore
 
 CHANNEL = "presence-room"
 StoreFactory = Callable[[str], PresenceStore]

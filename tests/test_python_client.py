@@ -74,7 +74,7 @@ async def publish(channels: str | list[str], event: str, data: dict[str, Any],
 
 
 def subscribed(server: EchoServer, channel: str, count: int) -> Callable[[], bool]:
-    return lambda: server.rooms.count(channel) == count
+    return lambda: server.core.rooms.count(channel) == count
 
 
 def presence_by_header(call: AuthCall) -> dict[str, Any]:
@@ -146,7 +146,7 @@ async def test_private_channels_granted_and_refused(make_server, auth_backend: A
     await publish(list(event.channels), event.name, event.payload)
     data = await mine.get()
     assert data["assignment"]["new_admin"]["name"] == "Mehmet Demir"
-    assert server.rooms.count("private-admin-dashboard.3") == 0
+    assert server.core.rooms.count("private-admin-dashboard.3") == 0
 
 
 async def test_presence_here_joining_leaving_whisper_and_leave(make_server, auth_backend,
@@ -224,7 +224,7 @@ async def test_handshake_token_and_its_renewal(make_server, clients) -> None:
         await clients(url, token="not-a-jwt", reconnection=False)
 
     echo = await clients(url, token=_token("1", ttl=2))
-    claims = next(iter(server.sockets.sockets.values())).data["claims"]
+    claims = next(iter(server.core.connections.values())).state.claims
     assert claims["sub"] == "1"
     first_id = echo.socket_id
     echo.channel("leads-management")
@@ -232,6 +232,6 @@ async def test_handshake_token_and_its_renewal(make_server, clients) -> None:
     echo.set_token(_token("1-renewed", ttl=60))
     await wait_until(lambda: echo.connections == 2 and echo.connected, "reconnected", 10)
     assert echo.socket_id != first_id
-    subs = {s.data["claims"]["sub"] for s in server.sockets.sockets.values() if s.connected}
+    subs = {s.state.claims["sub"] for s in server.core.connections.values() if s.connected}
     assert subs == {"1-renewed"}
     await wait_until(subscribed(server, "leads-management", 1), "resubscribed")

@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 
 from broadcaster import Broadcaster
 from echo_server.config import ConfigError, load_config
-from echo_server.presence import key_tag
+from echo_server.core.presence import key_tag
 from echo_server.server import EchoServer
 from tests.conftest import (
     ClusterSetup,
@@ -89,7 +89,7 @@ async def _all_get(clients: list[NodeEchoClient], n: int) -> None:
 
 
 def _server_of(servers: list[EchoServer], socket_id: str) -> EchoServer:
-    return next(s for s in servers if socket_id in s.sockets.sockets)
+    return next(s for s in servers if socket_id in s.core.connections)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -170,7 +170,7 @@ async def test_sentinel_failover_keeps_broadcasts_and_presence(
     assert (await c.expect("whisper", event="typing"))["data"] == {"b": 1}
     await b.close()
     assert (await a.expect("presence_leaving"))["user"] == {"name": "user 2"}
-    members = await servers[0].channels.presence.members("presence-room")
+    members = await servers[0].core.presence.store.members("presence-room")
     assert sorted(m.user_id for m in members) == [1, 3]
 
 
@@ -310,9 +310,9 @@ async def test_nginx_sticky_sessions(nginx, make_server, node_client: ClientFact
     for upgraded, socket_id in ((b, b_id), (c, c_id)):
         server = _server_of(servers, socket_id)
         await wait_until(lambda s=server, i=socket_id:
-                         s.sockets.sockets[i].session.transport_name == "websocket",
+                         s.core.connections[i].session.transport_name == "websocket",
                          f"{upgraded.stack} upgraded to websocket through nginx")
-    assert servers[0].sockets.sockets[a_id].session.transport_name == "polling"
+    assert servers[0].core.connections[a_id].session.transport_name == "polling"
 
     for socket_id in (a_id, b_id, c_id, d_id):
         await wait_member(_server_of(servers, socket_id), "news", socket_id)
@@ -323,7 +323,7 @@ async def test_nginx_sticky_sessions(nginx, make_server, node_client: ClientFact
     assert (await a.expect("whisper", event="typing"))["data"] == {"b": 1}
 
     # Every request of the polling session went to one instance, and none was refused.
-    a_sid = servers[0].sockets.sockets[a_id].session.sid
+    a_sid = servers[0].core.connections[a_id].session.sid
 
     def a_requests() -> list[list[str]]:
         return [line.split() for line in access_log.read_text().splitlines()

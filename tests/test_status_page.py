@@ -235,9 +235,9 @@ async def test_json_follows_real_traffic_exactly(make_server, redis: aioredis.Re
         await polling_client(http, base, 4, ["leads-management"])
         bad = await ws_client(http, base, 4, [])
         await bad.send_str("42garbage")  # closes that connection, counted as bad_frame
-        await wait_until(lambda: server.rooms.count("leads-management") == 4
-                         and server.rooms.count("presence-admins") == 2
-                         and server.rooms.count("admin-capacity.5") == 1
+        await wait_until(lambda: server.core.rooms.count("leads-management") == 4
+                         and server.core.rooms.count("presence-admins") == 2
+                         and server.core.rooms.count("admin-capacity.5") == 1
                          and len(server.engine.sessions) == 4, "subscriptions landed")
 
         for n in range(memory_events):
@@ -247,7 +247,7 @@ async def test_json_follows_real_traffic_exactly(make_server, redis: aioredis.Re
             await redis.publish(PREFIX + "admin-capacity.5",
                                 laravel_message("capacity.updated", {"n": n}))
         await redis.publish(PREFIX + "admin-capacity.5", "not json")
-        await wait_until(lambda: server.hub.delivered == memory_events * 4 + redis_events
+        await wait_until(lambda: server.core.fanout.delivered == memory_events * 4 + redis_events
                          and server.errors.counts.get("bad_json") == 1, "events delivered",
                          timeout=10)
 
@@ -340,8 +340,8 @@ async def test_page_in_headless_chromium(make_server, auth_backend, open_status_
         ]
         bad = await ws_client(http, base, 3, [])
         await bad.send_str("42garbage")
-        await wait_until(lambda: server.rooms.count("leads-management") == n_clients
-                         and server.rooms.count("presence-admins") == 2
+        await wait_until(lambda: server.core.rooms.count("leads-management") == n_clients
+                         and server.core.rooms.count("presence-admins") == 2
                          and len(server.engine.sessions) == n_clients, "clients subscribed")
 
         published = 0
@@ -381,7 +381,7 @@ async def test_page_in_headless_chromium(make_server, auth_backend, open_status_
 
         # Once the publisher stops, the page's totals settle on the server's exact figures.
         await wait_until(lambda: server.runners[0].health.events == published, "all delivered")
-        assert server.hub.delivered == published * n_clients
+        assert server.core.fanout.delivered == published * n_clients
         await page.wait(figures={"delivered": f"{published * n_clients:,}",
                                  "events": f"{published:,}", "messages-rate": "0.0"})
 
@@ -428,12 +428,12 @@ async def test_cli_status_prints_the_running_servers_figures(make_server, tmp_pa
     async with aiohttp.ClientSession() as http:
         clients = [await ws_client(http, base, 3, ["leads-management"]),
                    await ws_client(http, base, 4, ["leads-management", "bad\x1b[31mname"])]
-        await wait_until(lambda: server.rooms.count("leads-management") == 2
-                         and len(server.rooms.counts()) == 2, "subscribed")
+        await wait_until(lambda: server.core.rooms.count("leads-management") == 2
+                         and len(server.core.rooms.counts()) == 2, "subscribed")
         for n in range(3):
             server.publish(BroadcastEvent("leads-management", "lead.assigned",
                                           json.dumps({"n": n})))
-        await wait_until(lambda: server.hub.delivered == 6, "delivered")
+        await wait_until(lambda: server.core.fanout.delivered == 6, "delivered")
 
         code, out, err = await _cli("status", "--dir", str(directory))
         assert code == 0, err

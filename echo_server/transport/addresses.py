@@ -27,21 +27,6 @@ def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
     return tuple(networks)
 
 
-class AddressCounts(dict[str, int]):
-    """How many of something each client address holds; an address holding none has no
-    entry, so the map is as large as the set of addresses active now."""
-
-    def add(self, address: str) -> None:
-        self[address] = self.get(address, 0) + 1
-
-    def remove(self, address: str) -> None:
-        count = self.get(address, 0)
-        if count > 1:
-            self[address] = count - 1
-        else:
-            self.pop(address, None)
-
-
 class TrustedProxies:
     __slots__ = ("_known", "networks")
 

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -287,6 +288,10 @@ class EngineServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+
+    def sessions_by_kind(self) -> Counter[tuple[str, str]]:
+        """(protocol, transport) -> sessions, e.g. ("eio3", "websocket")."""
+        return Counter((f"eio{s.eio}", s.transport_name) for s in self.sessions.values())
 
     def close_all(self, reason: str = "server shutting down") -> None:
         for session in list(self.sessions.values()):

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .addresses import AddressCounts, TrustedProxies
+from ..counts import AddressCounts
+from .addresses import TrustedProxies
 
 LimitReporter = Callable[[str, str], None]
 # asyncio's and uvloop's own default: a connection that keeps it costs no call to set it.

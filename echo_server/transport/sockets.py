@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from broadcaster.jsoncodec import dumps
@@ -49,22 +49,23 @@ class SocketHandler(Protocol):
     def on_connect(self, socket: Socket, auth: Any) -> ConnectResult | Awaitable[ConnectResult]:
         """None/True accepts; False or a string (the message the client sees) refuses."""
 
+    def on_connected(self, socket: Socket) -> None: ...
+    def on_refused(self, socket: Socket, message: str) -> None: ...
     def on_event(self, socket: Socket, event: str, args: list[Any]) -> None: ...
     def on_disconnect(self, socket: Socket, reason: str) -> None: ...
 
 
 class Socket:
-    """A client on namespace ``/``; what the channel layer holds in its rooms."""
+    """A client on namespace ``/``; what the layers above hold as a connection."""
 
-    __slots__ = ("__weakref__", "connected", "data", "id", "rooms", "session", "skip_binary")
+    __slots__ = ("__weakref__", "connected", "id", "session", "skip_binary", "state")
 
     def __init__(self, session: Session, sid: str) -> None:
         self.session = session
         self.id = sid
         self.connected = False
-        self.rooms: set[str] = set()
         self.skip_binary = 0
-        self.data: dict[str, Any] | None = None  # per-socket state of the layers above
+        self.state: Any = None  # the layers above keep theirs here
 
     @property
     def handshake(self) -> Handshake:
@@ -92,13 +93,8 @@ class SocketServer:
 
     def __init__(self, handler: SocketHandler) -> None:
         self.handler = handler
-        self.sockets: dict[str, Socket] = {}
         self.engine: EngineServer | None = None
         self._connecting: set[asyncio.Future[None]] = set()  # handlers deciding on a connect
-        # Observers for metrics; called once per connection, never per message.
-        self.on_connected: Callable[[Socket], None] | None = None
-        self.on_refused: Callable[[Socket, str], None] | None = None
-        self.on_disconnected: Callable[[Socket, str], None] | None = None
 
     def attach(self, engine: EngineServer) -> None:
         self.engine = engine
@@ -170,13 +166,10 @@ class SocketServer:
             return
         if socket.connected:
             socket.connected = False
-            self.sockets.pop(socket.id, None)
             try:
                 self.handler.on_disconnect(socket, reason)
             except Exception:
                 log.exception("error in disconnect handler for %s", socket.id)
-            if self.on_disconnected is not None:
-                self.on_disconnected(socket, reason)
 
     # -- internals ------------------------------------------------------------
     def _connect(self, socket: Socket, auth: Any) -> None:
@@ -212,17 +205,14 @@ class SocketServer:
             return
         if result is None or result is True:
             socket.connected = True
-            self.sockets[socket.id] = socket
+            self.handler.on_connected(socket)
             if session.eio == 3:
                 session.send("40")
             else:
                 session.send("40" + dumps({"sid": socket.id}))
-            if self.on_connected is not None:
-                self.on_connected(socket)
             return
         message = result if isinstance(result, str) else "Not authorized"
-        if self.on_refused is not None:
-            self.on_refused(socket, message)
+        self.handler.on_refused(socket, message)
         if session.eio == 3:
             session.send("44" + dumps(message))
             session.end("connect refused")

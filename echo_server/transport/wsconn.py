@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .websocket import (
     CLOSE_GOING_AWAY,
@@ -29,8 +29,16 @@ from .websocket import (
     encode_frame,
 )
 
-if TYPE_CHECKING:
-    from .engine import EngineServer, Session
+
+
+class WebSocketListener(Protocol):
+    """What a websocket tells the Engine.IO server (which imports this module, so this
+    module names it by what it does rather than importing it back)."""
+
+    def report_error(self, kind: str, message: str, *args: object) -> None: ...
+    def on_ws_text(self, ws: WebSocketConnection, text: str) -> None: ...
+    def on_ws_binary(self, ws: WebSocketConnection, data: bytes) -> None: ...
+    def on_ws_closed(self, ws: WebSocketConnection, reason: str) -> None: ...
 
 log = logging.getLogger("echo_server.websocket")
 
@@ -46,12 +54,12 @@ class WebSocketConnection(asyncio.Protocol):
     # the fan-out calls it once per recipient, so no Python frame sits in between.
     write: Callable[[bytes], None]
 
-    def __init__(self, engine: EngineServer, transport: asyncio.Transport, max_size: int,
+    def __init__(self, engine: WebSocketListener, transport: asyncio.Transport, max_size: int,
                  high_water: int) -> None:
         self.engine = engine
         self.transport = transport
         self.parser = FrameParser(max_size)
-        self.session: Session | None = None
+        self.session: Any = None  # the engine's session this socket carries
         self.closed = False
         self.on_lost: Callable[[], None] | None = None  # the HTTP side's per-address count
         self.write = transport.write

@@ -28,7 +28,7 @@ async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 
 
 
 def member_ids(server: EchoServer, channel: str) -> set[str]:
-    return {m.id for m in server.rooms.members(channel) or ()}
+    return {m.id for m in server.core.rooms.members(channel) or ()}
 
 
 async def wait_member(server: EchoServer, channel: str, socket_id: str,
@@ -46,12 +46,12 @@ async def wait_not_member(server: EchoServer, channel: str, socket_id: str,
 
 async def wait_gone(server: EchoServer, socket_id: str, timeout: float = 5.0) -> None:
     """Until the server has processed the disconnect of ``socket_id``."""
-    await wait_until(lambda: socket_id not in server.sockets.sockets,
+    await wait_until(lambda: socket_id not in server.core.connections,
                      f"{socket_id} disconnected", timeout)
 
 
 def server_socket(server: EchoServer, socket_id: str) -> Socket:
-    return server.sockets.sockets[socket_id]
+    return server.core.connections[socket_id]
 
 
 def redis_runner(server: EchoServer) -> SourceRunner:
@@ -60,4 +60,4 @@ def redis_runner(server: EchoServer) -> SourceRunner:
 
 def rooms_holding(server: EchoServer, socket: Socket) -> list[str]:
     """Every room whose member set still holds ``socket`` (should be none once it is gone)."""
-    return [room for room in server.rooms if socket in (server.rooms.members(room) or ())]
+    return [room for room in server.core.rooms if server.core.rooms.contains(room, socket)]

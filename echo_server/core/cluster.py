@@ -30,7 +30,7 @@ from broadcaster.jsoncodec import dumps, loads
 from broadcaster.sources.redis import INTERNAL_PREFIX, subscriber_endpoint
 from broadcaster.sources.redis_wire import RedisSubscriber
 
-from .presence import LuaScript, RedisPresenceStore, key_tag
+from .presence import LuaScript, Member, RedisPresenceStore, key_tag
 
 log = logging.getLogger("echo_server.cluster")
 
@@ -45,9 +45,14 @@ RoomEmitter = Callable[[str, str, str, str | None], int]
 # Writes this instance's presence members again (announcing their joining, when told to);
 # returns how many it wrote.
 PresenceRestorer = Callable[[bool], Awaitable[int]]
-# Tells this instance's sockets of a presence change written elsewhere: (channel, event,
-# member JSON, version).
-PresenceAnnouncer = Callable[[str, str, str, int], None]
+# Tells this instance's connections of a presence change written elsewhere: (channel,
+# added, member JSON, version).
+PresenceAnnouncer = Callable[[str, bool, str, int], None]
+# A dead instance's member whose user has no connection left: (channel, member, version).
+PresencePurged = Callable[[str, Member, int], None]
+# How a presence change travels in the relay (the names predate the wire-neutral core and
+# stay, so that instances of both versions hear each other during a rolling upgrade).
+_JOINING, _LEAVING = "presence:joining", "presence:leaving"
 MAX_OUTBOX = 50_000  # relay messages queued while Redis is slow or away
 
 # One round trip per batch, on any topology: a Cluster pipeline refuses PUBLISH (it has no key
@@ -66,7 +71,7 @@ class Cluster:
     def __init__(self, client: Any, redis_url: str, instance_id: str, *, key_prefix: str = "",
                  heartbeat_interval: float = 5.0, liveness_ttl: float = 15.0,
                  emit_local: RoomEmitter, snapshot: Callable[[], dict[str, Any]],
-                 announce_presence: PresenceAnnouncer,
+                 announce_presence: PresenceAnnouncer, purged: PresencePurged,
                  presence: RedisPresenceStore | None = None,
                  restore_presence: PresenceRestorer | None = None) -> None:
         self.client = client
@@ -78,6 +83,7 @@ class Cluster:
         self.emit_local = emit_local
         self.snapshot = snapshot
         self.announce_presence = announce_presence
+        self.purged = purged
         self.presence = presence
         self.restore_presence = restore_presence
         self._beaten = False  # a first beat landed: from then on a missing key means a loss
@@ -143,11 +149,11 @@ class Cluster:
         self._send_later({"i": self.instance_id, "r": room, "e": event, "d": data_json,
                           "x": except_id})
 
-    def relay_presence(self, room: str, event: str, data_json: str, version: int) -> None:
+    def relay_presence(self, room: str, added: bool, data_json: str, version: int) -> None:
         """A presence announcement, with the version of the write it reports: the others
-        tell their sockets only what is later than what they told them already."""
-        self._send_later({"i": self.instance_id, "r": room, "e": event, "d": data_json,
-                          "v": version})
+        tell their connections only what is later than what they told them already."""
+        self._send_later({"i": self.instance_id, "r": room, "e": _JOINING if added else _LEAVING,
+                          "d": data_json, "v": version})
 
     def _send_later(self, message: dict[str, Any]) -> None:
         if len(self._outbox) >= MAX_OUTBOX:
@@ -224,7 +230,8 @@ class Cluster:
             if version is None:
                 self.emit_local(message["r"], message["e"], message["d"], message.get("x"))
             else:
-                self.announce_presence(message["r"], message["e"], message["d"], version)
+                self.announce_presence(message["r"], message["e"] == _JOINING, message["d"],
+                                       version)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("cluster relay: dropped a malformed message: %s", exc)
 
@@ -308,9 +315,7 @@ class Cluster:
         if self.presence is None:
             return
         for channel, member, version in await self.presence.purge_instance(instance_id):
-            data = dumps(member.public())
-            self.announce_presence(channel, "presence:leaving", data, version)
-            self.relay_presence(channel, "presence:leaving", data, version)
+            self.purged(channel, member, version)
 
     async def peers(self) -> list[dict[str, Any]]:
         """Snapshots of the *other* live instances."""

@@ -1,0 +1,196 @@
+"""Laravel Echo over Socket.IO: the only code that knows Echo's event names.
+
+Echo's ``socket.io`` connector emits ``subscribe`` / ``unsubscribe`` / ``client event`` and
+listens for ``presence:subscribed`` / ``presence:joining`` / ``presence:leaving`` and
+``subscription_error``; a broadcast arrives as ``42["<event>","<channel>",<data>]``. The
+same text serves Engine.IO 3 and 4 (only polling framing differs, and that happens when a
+poll is answered), so one wire covers both generations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from broadcaster.jsoncodec import loads
+from channel_auth.jwt_auth import TokenSources
+
+from ..core.channels import ChannelCore
+from ..core.connection import ClientState
+from ..transport.packets import event_message
+from ..transport.sockets import Socket
+from ..transport.websocket import encode_frame
+from ..transport.wsconn import WebSocketConnection
+
+COALESCE_LIMIT = 64 * 1024  # bytes of frames gathered per client before a write
+# The Engine.IO message and its websocket frame, built once per event.
+Frame = tuple[bytes, bytes]
+
+
+class SocketIoWire:
+    """The core's ``Wire`` for Socket.IO sockets."""
+
+    __slots__ = ()
+
+    def frame(self, channel: str, event: str, data_json: str | bytes) -> Frame:
+        message = event_message(event, channel, data_json)
+        return message, encode_frame(message)
+
+    def member_frame(self, channel: str, added: bool, member_json: str) -> Frame:
+        return self.frame(channel, "presence:joining" if added else "presence:leaving",
+                          member_json)
+
+    def send_frame(self, members: Collection[Socket], frame: Frame,  # type: ignore[override]
+                   exclude: Socket | None) -> int:
+        message, ws_frame = frame
+        packet: str | None = None  # the text, for polling clients only
+        # The loop below runs once per recipient: nothing in it that can be done once.
+        for socket in members:
+            if socket is exclude:
+                continue
+            ws = socket.session.ws
+            if ws is not None:
+                ws.write(ws_frame)  # the transport's own write: no Python frame between
+            else:
+                if packet is None:
+                    packet = message.decode("utf-8")
+                socket.session.send_prebuilt(packet, ws_frame)
+        return len(members) - (exclude is not None and exclude in members)
+
+    def send_frames(self, batch: list[tuple[Collection[Socket], Frame,  # type: ignore[override]
+                                            Socket | None]]) -> int:
+        """Each websocket client gets its frames of the batch in one write (one syscall
+        instead of one per event), in publish order. Polling clients queue them anyway and
+        get them in one response."""
+        pending: dict[WebSocketConnection, list[bytes]] = {}
+        # Bytes gathered per client, kept only once a client has a second frame: with
+        # one recipient per event (private channels) most clients never do.
+        sizes: dict[WebSocketConnection, int] = {}
+        count = 0
+        for members, (message, frame), exclude in batch:
+            packet: str | None = None
+            for socket in members:
+                if socket is exclude:
+                    continue
+                count += 1
+                session = socket.session
+                ws = session.ws
+                if ws is None:
+                    if packet is None:
+                        packet = message.decode("utf-8")
+                    session.send_prebuilt(packet, frame)
+                    continue
+                frames = pending.get(ws)
+                if frames is None:
+                    pending[ws] = [frame]
+                    continue
+                frames.append(frame)
+                total = (sizes.get(ws) or len(frames[0])) + len(frame)
+                if total >= COALESCE_LIMIT:
+                    # Bounded: a huge burst goes out in pieces, keeping each write
+                    # small enough not to stall the client's TCP window for long.
+                    ws.write(b"".join(frames))
+                    del pending[ws]
+                    total = 0
+                sizes[ws] = total
+        for ws, frames in pending.items():
+            ws.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        return count
+
+    def subscribed(self, connection: Socket, channel: str,  # type: ignore[override]
+                   members: list[dict[str, Any]] | None) -> None:
+        if members is not None:  # Echo hears of public and private joins by silence
+            connection.emit("presence:subscribed", channel, members)
+
+    def refused(self, connection: Socket, channel: str,  # type: ignore[override]
+                status: int) -> None:
+        connection.emit("subscription_error", channel, status)
+
+    def disconnect(self, connection: Socket, reason: str) -> None:  # type: ignore[override]
+        connection.disconnect(reason)
+
+    def gone(self, connection: Socket) -> bool:  # type: ignore[override]
+        return connection.session.closed
+
+
+def _forwarded_headers(payload: dict[str, Any]) -> dict[str, str]:
+    auth = payload.get("auth")
+    headers = auth.get("headers") if isinstance(auth, dict) else None
+    if not isinstance(headers, dict):
+        return {}
+    return {str(k): str(v) for k, v in headers.items() if v is not None}
+
+
+def _subject(socket: Socket) -> str | None:
+    claims = socket.state.claims if socket.state is not None else None
+    if isinstance(claims, dict) and claims.get("sub") is not None:
+        return f"sub:{claims['sub']}"
+    return None
+
+
+def returning_identity(socket: Socket) -> str | None:
+    """Who a new connection is: its JWT subject, else the ``io`` cookie a browser
+    sends back from its previous EIO3 session (that session's sid)."""
+    subject = _subject(socket)
+    if subject is not None:
+        return subject
+    for part in socket.handshake.headers.get("cookie", "").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "io" and value:
+            return f"io:{value}"
+    return None
+
+
+def leaving_identities(socket: Socket) -> tuple[str, ...]:
+    """What a reconnect of this client will show: its subject, or for EIO3 its sid,
+    which the server handed out as the ``io`` cookie."""
+    identities = [s for s in (_subject(socket),) if s is not None]
+    if socket.session.eio == 3:
+        identities.append(f"io:{socket.session.sid}")
+    return tuple(identities)
+
+
+class EchoSocketIo:
+    """The ``SocketHandler`` of the Socket.IO layer: Echo's events to the channel core."""
+
+    def __init__(self, core: ChannelCore) -> None:
+        self.core = core
+        self.wire = SocketIoWire()
+
+    def on_connect(self, socket: Socket, auth: Any) -> Any:
+        handshake = socket.handshake
+        socket.state = ClientState(self.wire, handshake.address, handshake.headers)
+        return self.core.authenticate(socket, lambda: TokenSources(
+            connect_payload=auth, query=handshake.query, headers=handshake.headers))
+
+    def on_connected(self, socket: Socket) -> None:
+        self.core.open(socket, socket.handshake.issued, returning_identity(socket))
+
+    def on_refused(self, socket: Socket, message: str) -> None:
+        self.core.refused(socket, message)
+
+    def on_event(self, socket: Socket, event: str, args: list[Any]) -> None:
+        payload = args[0] if args else None
+        if event == "subscribe":
+            if isinstance(payload, dict):
+                self.core.subscribe(socket, payload.get("channel"), _forwarded_headers(payload))
+            else:
+                self.core.subscribe(socket, None, {})
+        elif event == "unsubscribe":
+            self.core.unsubscribe(socket, payload.get("channel")
+                                  if isinstance(payload, dict) else None)
+        elif event == "client event":
+            if isinstance(payload, str):
+                try:
+                    payload = loads(payload)
+                except ValueError:
+                    payload = None
+            if not isinstance(payload, dict):
+                self.core.report_error("bad_client_event",
+                                       f"malformed client event from {socket.id}")
+                return
+            self.core.client_event(socket, payload.get("channel"), payload.get("event"),
+                                   payload.get("data"))
+
+    def on_disconnect(self, socket: Socket, reason: str) -> None:
+        self.core.close(socket, reason, leaving_identities(socket))

@@ -1,0 +1,317 @@
+"""Laravel's channel semantics, for any wire protocol: who may join which channel, with
+what bounds, and what happens when a connection comes and goes.
+
+Adapters decode their protocol's messages and call ``open``/``subscribe``/``unsubscribe``/
+``client_event``/``close``; the core answers through the connection's ``Wire`` and says what
+happened on the ``Lifecycle``. The rules are laravel-echo-server 1.6.3's (see
+docs/compatibility.md), including its unanchored name rules, minus its crashes: a
+disconnect at any moment (during a pending authorization, after a 403, twice) is handled,
+and every refusal is counted and logged at a bounded rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from broadcaster.jsoncodec import dumps
+from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
+from channel_auth.jwt_auth import AuthenticationError, JwtAuthenticator, TokenSources
+
+from .connection import Connection
+from .events import (
+    Authorized,
+    ChannelOccupied,
+    ChannelVacated,
+    ClientEvent,
+    ConnectionClosed,
+    ConnectionOpened,
+    ConnectionRefused,
+    Lifecycle,
+    Subscribed,
+    SubscriptionRefused,
+)
+from .fanout import Fanout
+from .limits import ChannelLimits, SubscriptionCounter, channel_name_problem, valid_text
+from .names import is_client_event, is_presence, is_private
+from .presence import Member
+from .presence_flow import PresenceFlow
+from .rooms import Rooms
+
+log = logging.getLogger("echo_server.channels")
+
+ErrorReporter = Callable[[str, str], None]
+# Sends a client event to a channel's members but one: here, and with several instances
+# also through the relay (echo_server.core.cluster).
+RoomEmitter = Callable[[str, str, str, str | None], int]
+
+
+def _member_of(channel_data: dict[str, Any] | None) -> Member | None:
+    if not channel_data or channel_data.get("user_id") is None:
+        return None
+    return Member(channel_data["user_id"], channel_data.get("user_info"))
+
+
+class ChannelCore:
+    def __init__(self, authorizer: ChannelAuthorizer, report_error: ErrorReporter, *,
+                 limits: ChannelLimits | None = None,
+                 authenticator: JwtAuthenticator | None = None) -> None:
+        self.authorizer = authorizer
+        self.report_error = report_error
+        self.limits = limits or ChannelLimits()
+        self.authenticator = authenticator
+        self.connections: dict[str, Connection] = {}
+        self.rooms = Rooms()
+        self.fanout = Fanout(self.rooms, self.connections)
+        self.lifecycle = Lifecycle()
+        self.presence = PresenceFlow(self.rooms, self.fanout, self.lifecycle, report_error)
+        self.subscriptions = SubscriptionCounter(self.limits)
+        # Client events: local by default; with several instances, also relayed.
+        self.emit_room: RoomEmitter = self.fanout.emit_to_room
+
+    # -- connections -------------------------------------------------------------
+    def authenticate(self, connection: Connection,
+                     sources: Callable[[], TokenSources]) -> Awaitable[str | None] | None:
+        """With JWT configured, the token is verified before the connection opens (the
+        awaitable gives the refusal's client-safe message, or None); without, nothing to
+        wait for."""
+        if self.authenticator is None:
+            return None
+        return self._authenticate(connection, sources())
+
+    async def _authenticate(self, connection: Connection, sources: TokenSources) -> str | None:
+        assert self.authenticator is not None
+        try:
+            claims = await self.authenticator.authenticate(sources)
+        except AuthenticationError as exc:
+            # The message is client-safe and never holds the token.
+            self.report_error("auth_failed", f"handshake refused ({exc.reason}, "
+                              f"token from {exc.source or 'nowhere'})")
+            return str(exc)
+        state = connection.state
+        if state.wire.gone(connection):
+            # Gone during the await: it never opens, so no close runs to cancel an expiry
+            # timer, which would hold the connection until ``exp``.
+            return None
+        if claims is not None:
+            state.claims = claims
+            delay = self.authenticator.expires_in(claims)
+            if delay is not None:
+                state.expiry = asyncio.get_running_loop().call_later(
+                    delay, self._expired, connection)
+        return None
+
+    def _expired(self, connection: Connection) -> None:
+        if self.connections.get(connection.id) is connection:
+            self.report_error("token_expired",
+                              f"token of {connection.id} expired: disconnecting")
+            connection.state.wire.disconnect(connection, "token expired")
+
+    def open(self, connection: Connection, since: float, identity: str | None) -> None:
+        self.connections[connection.id] = connection
+        if self.lifecycle.wants(ConnectionOpened):
+            self.lifecycle.emit(ConnectionOpened(connection, since, identity))
+
+    def refused(self, connection: Connection, message: str) -> None:
+        if self.lifecycle.wants(ConnectionRefused):
+            self.lifecycle.emit(ConnectionRefused(connection, message))
+
+    def close(self, connection: Connection, reason: str,
+              identities: tuple[str, ...] = ()) -> None:
+        state = connection.state
+        if self.connections.get(connection.id) is connection:
+            del self.connections[connection.id]
+        if state.expiry is not None:
+            state.expiry.cancel()
+            state.expiry = None
+        pending = state.pending
+        if pending:
+            for task in pending.values():
+                task.cancel()
+            pending.clear()
+        for channel in list(state.channels):
+            self._leave(channel, connection)
+        self.presence.leave_all(connection)
+        if self.lifecycle.wants(ConnectionClosed):
+            self.lifecycle.emit(ConnectionClosed(connection, reason, identities))
+
+    # -- subscriptions ---------------------------------------------------------------
+    def subscribe(self, connection: Connection, channel: Any,
+                  auth_headers: dict[str, str]) -> None:
+        limits = self.limits
+        problem = channel_name_problem(channel, limits.max_channel_name)
+        state = connection.state
+        if problem is not None:
+            self.report_error("bad_subscribe", f"subscribe refused: {problem}")
+            if isinstance(channel, str) and valid_text(channel) and len(channel) <= 1000:
+                state.wire.refused(connection, channel, 400)
+            return
+        pending = state.pending
+        if channel not in state.channels and (pending is None or channel not in pending):
+            if len(state.channels) + (len(pending) if pending else 0) >= limits.max_channels:
+                self._refuse(connection, channel, "too_many_channels",
+                             f"{connection.id} is in {limits.max_channels} channels already")
+                return
+            refusal = self.subscriptions.refusal(state.address)
+            if refusal is not None:
+                self._refuse(connection, channel, "too_many_subscriptions", refusal)
+                return
+        if not is_private(channel):
+            if self._join(channel, connection):
+                state.wire.subscribed(connection, channel, None)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s joined %s", connection.id, channel)
+            return
+        if pending is None:
+            pending = state.pending = {}
+        previous = pending.pop(channel, None)
+        if previous is not None:
+            previous.cancel()
+        elif len(pending) >= limits.max_pending_auth:
+            self._refuse(connection, channel, "rate_limited",
+                         f"{connection.id} has {limits.max_pending_auth} authorizations in "
+                         "flight already")
+            return
+        request = AuthRequest(
+            channel=channel,
+            socket_id=connection.id,
+            headers=auth_headers,
+            handshake_headers=state.headers,
+            claims=state.claims,
+            # One client address shares one fair part of the auth host, however many
+            # connections it opens.
+            who=state.address or connection.id,
+        )
+        task = asyncio.ensure_future(self._authorize(connection, request))
+        pending[channel] = task
+        task.add_done_callback(lambda t: pending.pop(channel, None) if pending.get(channel) is t
+                               else None)
+
+    def _refuse(self, connection: Connection, channel: str, kind: str, why: str) -> None:
+        """Over a bound: counted, and the client told as for a refused authorization (Echo
+        hands the status to the channel's error callback)."""
+        self.report_error(kind, f"subscribe to {channel!r} refused: {why}")
+        self._refused(connection, channel, 429)
+
+    def _refused(self, connection: Connection, channel: str, status: int) -> None:
+        connection.state.wire.refused(connection, channel, status)
+        if self.lifecycle.wants(SubscriptionRefused):
+            self.lifecycle.emit(SubscriptionRefused(connection, channel, status))
+
+    async def _authorize(self, connection: Connection, request: AuthRequest) -> None:
+        started = time.monotonic()
+        try:
+            result = await self.authorizer.authorize(request)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("channel authorization of %r failed", request.channel)
+            result = AuthResult(0)
+        if self.lifecycle.wants(Authorized):
+            self.lifecycle.emit(Authorized(connection, request.channel, result.allowed,
+                                           result.status, time.monotonic() - started))
+        if self.connections.get(connection.id) is not connection:
+            return
+        channel = request.channel
+        if not result.allowed:
+            detail = f" ({result.reason})" if result.reason else ""
+            self.report_error("auth_failed", f"{channel}: status {result.status}{detail}")
+            self._refused(connection, channel, result.status)
+            return
+        joined = self._join(channel, connection)
+        log.debug("%s joined %s (authorized)", connection.id, channel)
+        member = _member_of(result.channel_data) if is_presence(channel) else None
+        if member is not None:
+            self.presence.enter(connection, channel, member)  # its list comes with the write
+            return
+        if is_presence(channel):
+            # The reference joins such a connection to the room as no member (and crashes
+            # when it leaves); so do we, minus the crash.
+            log.debug("%s joined %s without channel_data: no presence member",
+                      connection.id, channel)
+        if joined:
+            connection.state.wire.subscribed(connection, channel, None)
+
+    def unsubscribe(self, connection: Connection, channel: Any) -> None:
+        if not isinstance(channel, str) or not channel:
+            self.report_error("bad_subscribe",
+                              f"unsubscribe without a channel from {connection.id}")
+            return
+        pending = connection.state.pending
+        if pending and channel in pending:
+            pending.pop(channel).cancel()
+        if self._leave(channel, connection):
+            log.debug("%s left %s", connection.id, channel)
+        self.presence.leave(connection, channel)
+
+    # -- client events ---------------------------------------------------------------
+    def client_event(self, connection: Connection, channel: Any, event: Any,
+                     data: Any) -> None:
+        """A whisper (``client-*``) to a private or presence channel the sender is in; the
+        reference drops the others silently, and so do we (not an error)."""
+        if not (isinstance(event, str) and isinstance(channel, str) and is_client_event(event)
+                and is_private(channel) and self.rooms.contains(channel, connection)):
+            return
+        data_json = dumps(data)
+        limits = self.limits
+        if len(event) > limits.max_channel_name or not (valid_text(event)
+                                                         and valid_text(data_json)):
+            self.report_error("bad_client_event", f"client event from {connection.id} with a "
+                              "bad name or data (too long, or not UTF-8 text)")
+            return
+        # A bound in bytes, as on the wire: "ü" * 6000 is 12 KB although 6000 characters.
+        size = len(data_json) if data_json.isascii() else len(data_json.encode("utf-8"))
+        if size > limits.whisper_max_bytes:
+            self.report_error("oversized", f"client event of {size} bytes dropped")
+            return
+        if not self._take_whisper_token(connection):
+            self.report_error("rate_limited",
+                              f"client events from {connection.id} over the limit")
+            return
+        self.emit_room(channel, event, data_json, connection.id)
+        if self.lifecycle.wants(ClientEvent):
+            self.lifecycle.emit(ClientEvent(connection, channel, event, data_json))
+
+    def _take_whisper_token(self, connection: Connection) -> bool:
+        """Token bucket: ``whisper_rate`` per second, bursts of the same size."""
+        rate = self.limits.whisper_rate
+        if rate <= 0:
+            return True
+        state = connection.state
+        now = time.monotonic()
+        tokens = rate if state.whisper_tokens < 0 else min(
+            rate, state.whisper_tokens + (now - state.whisper_at) * rate)
+        state.whisper_at = now
+        if tokens < 1.0:
+            state.whisper_tokens = tokens
+            return False
+        state.whisper_tokens = tokens - 1.0
+        return True
+
+    # -- membership, counted against the limits -------------------------------------------
+    def _join(self, channel: str, connection: Connection) -> bool:
+        occupied = channel not in self.rooms
+        if not self.rooms.join(channel, connection):
+            return False
+        self.subscriptions.add(connection.state.address)
+        lifecycle = self.lifecycle
+        if occupied and lifecycle.wants(ChannelOccupied):
+            lifecycle.emit(ChannelOccupied(channel))
+        if lifecycle.wants(Subscribed):
+            lifecycle.emit(Subscribed(connection, channel))
+        return True
+
+    def _leave(self, channel: str, connection: Connection) -> bool:
+        if not self.rooms.leave(channel, connection):
+            return False
+        self.subscriptions.remove(connection.state.address)
+        if channel not in self.rooms and self.lifecycle.wants(ChannelVacated):
+            self.lifecycle.emit(ChannelVacated(channel))
+        return True
+
+    async def drain(self) -> None:
+        """Wait for presence writes in flight (shutdown, tests)."""
+        await self.presence.drain()

@@ -1,0 +1,73 @@
+"""What the core knows of a client connection, and what it asks of the wire protocol.
+
+A connection is whatever an adapter holds for one client (a Socket.IO socket today, a Pusher
+connection next): the core needs its id and a ``ClientState`` it owns, nothing of its
+transport. Everything the core sends goes through the connection's ``Wire``: the adapter's
+encoder and writer for one wire format. Fan-out asks the wire to build one frame per event
+and to write it to a whole set of its connections, so the per-recipient loop stays the
+adapter's own tight loop and no Python call is added per recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import Any, Protocol
+
+from .presence import Member
+
+
+class Wire(Protocol):
+    """One wire format (an adapter, and a generation of it when frames differ)."""
+
+    def frame(self, channel: str, event: str, data_json: str | bytes) -> Any:
+        """The pre-built frame of one event on ``channel``, for every recipient."""
+
+    def member_frame(self, channel: str, added: bool, member_json: str) -> Any:
+        """A presence member joined (``added``) or left."""
+
+    def send_frame(self, members: Collection[Connection], frame: Any,
+                   exclude: Connection | None) -> int:
+        """Write ``frame`` to each of ``members`` but ``exclude``; how many got it."""
+
+    def send_frames(self, batch: list[tuple[Collection[Connection], Any,
+                                            Connection | None]]) -> int:
+        """Several events read together, in order: a connection may get its frames of the
+        batch in one write."""
+
+    def subscribed(self, connection: Connection, channel: str,
+                   members: list[dict[str, Any]] | None) -> None:
+        """A subscription took effect (``members``: a presence channel's list)."""
+
+    def refused(self, connection: Connection, channel: str, status: int) -> None:
+        """A subscription was refused, with an HTTP-like status (0: no answer)."""
+
+    def disconnect(self, connection: Connection, reason: str) -> None: ...
+
+    def gone(self, connection: Connection) -> bool:
+        """The connection closed (possibly before it ever opened in the core)."""
+
+
+class ClientState:
+    """The core's per-connection state: one typed object instead of a dict of keys that
+    several modules read."""
+
+    __slots__ = ("address", "channels", "claims", "expiry", "headers", "pending", "presence",
+                 "whisper_at", "whisper_tokens", "wire")
+
+    def __init__(self, wire: Wire, address: str, headers: dict[str, str]) -> None:
+        self.wire = wire
+        self.address = address  # the client's, through trusted proxies: per-address bounds
+        self.headers = headers  # the handshake's, forwarded to the auth host
+        self.channels: set[str] = set()
+        self.claims: dict[str, Any] | None = None  # a verified JWT's
+        self.expiry: asyncio.TimerHandle | None = None  # disconnects when the token expires
+        self.pending: dict[str, asyncio.Future[None]] | None = None  # authorizations in flight
+        self.presence: dict[str, Member] | None = None  # channel -> this connection's member
+        self.whisper_tokens = -1.0  # client-event token bucket; -1: full, never used
+        self.whisper_at = 0.0
+
+
+class Connection(Protocol):
+    id: str
+    state: ClientState

@@ -1,0 +1,282 @@
+"""Presence channels over time: joins and leaves written in order, announced once, in turn.
+
+A presence join is a store write (Redis with several instances) that outlives the
+connection that asked for it, and announcements arrive both from this instance's writes
+and, later, from the others' through the relay. This module puts them in one order per
+channel (``_PresenceTurns``) and tells each change once, so what the members hear converges
+to what the store holds. It speaks to connections only through the core's ``Wire``
+(``subscribed``) and fan-out (``announce_member``), never in a wire protocol's terms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from broadcaster.jsoncodec import dumps, loads
+
+from .connection import Connection
+from .events import Lifecycle, MemberAdded, MemberRemoved, PresenceChanged
+from .fanout import Fanout
+from .names import is_presence
+from .presence import LeaveResult, Member, MemoryPresenceStore, PresenceStore, user_key
+from .rooms import Rooms
+
+log = logging.getLogger("echo_server.core.presence")
+
+ErrorReporter = Callable[[str, str], None]
+# Hands a presence announcement (channel, added, member JSON, version) to the other instances.
+PresenceRelay = Callable[[str, bool, str, int], None]
+# A presence operation waiting for its turn: what it returns is what its turn resolves to.
+PresenceOperation = Callable[[], Awaitable[Any] | None]
+# How long a stale announcement is still recognised as such: longer than any relay delay.
+ANNOUNCEMENT_HORIZON = 60.0
+
+
+class _PresenceTurns:
+    """This instance's side of one presence channel.
+
+    ``queue``: its presence operations (writes, and announcements from elsewhere), one at a
+    time, in the order they were asked for. So a connection's leave never overtakes its join
+    in the store; a join that must be taken back is, before this instance writes anything
+    else; and no announcement reaches the channel between a join's write and that
+    connection's member list, whose list is the store's at the write: whatever was announced
+    in between would be missing from it for good.
+
+    ``told``: per user, the version of the last announcement made to these connections,
+    oldest first. Instances announce in their own order (their own writes at once, the
+    others' through the relay), so an announcement older than one already made is stale, and
+    telling it would undo a later change. ``floor`` stands in for every entry older than the
+    horizon, and for every announcement seen before this record existed: the lists these
+    connections got were read later, so they hold those changes already."""
+
+    __slots__ = ("floor", "queue", "told")
+
+    def __init__(self, floor: int) -> None:
+        self.floor = floor
+        self.queue: deque[tuple[PresenceOperation, asyncio.Future[Any]]] = deque()
+        self.told: dict[str, tuple[int, float]] = {}
+
+    def fresh(self, user: str, version: int) -> bool:
+        """Whether an announcement about ``user`` is later than what was told; if so it is
+        recorded as told."""
+        now = time.monotonic()
+        told = self.told
+        while told:
+            oldest = next(iter(told))
+            old_version, when = told[oldest]
+            if now - when < ANNOUNCEMENT_HORIZON:
+                break
+            del told[oldest]
+            self.floor = max(self.floor, old_version)
+        last = told.get(user)
+        if version <= max(self.floor, last[0] if last else 0):
+            return False
+        told.pop(user, None)  # to the end: the entries stay in the order they were told
+        told[user] = (version, now)
+        return True
+
+
+class PresenceFlow:
+    def __init__(self, rooms: Rooms, fanout: Fanout, lifecycle: Lifecycle,
+                 report_error: ErrorReporter, store: PresenceStore | None = None) -> None:
+        self.rooms = rooms
+        self.fanout = fanout
+        self.lifecycle = lifecycle
+        self.report_error = report_error
+        self.store = store or MemoryPresenceStore()
+        self.members = 0  # presence memberships of local connections (joined or joining)
+        self.relay: PresenceRelay | None = None  # set when instances share Redis
+        # Presence writes outlive the connection that caused them: kept here, never
+        # cancelled, so a disconnect in the middle of a join cannot leave a ghost member.
+        self._background: set[asyncio.Future[None]] = set()
+        self._turns: dict[str, _PresenceTurns] = {}
+        self._newest_version = 0  # of every presence announcement seen here
+
+    # -- a connection enters and leaves ----------------------------------------------
+    def enter(self, connection: Connection, channel: str, member: Member) -> None:
+        state = connection.state
+        # channel -> member: what this instance writes (again, if Redis loses it) and removes.
+        joined = state.presence
+        if joined is None:
+            joined = state.presence = {}
+        previous = joined.get(channel)
+        if previous is not None and user_key(previous.user_id) != user_key(member.user_id):
+            self.leave(connection, channel)  # another user on this connection now
+        if channel not in joined:
+            self.members += 1
+        joined[channel] = member
+        self._in_turn(channel, lambda: self._join(connection, channel, member))
+
+    def leave(self, connection: Connection, channel: str) -> None:
+        joined = connection.state.presence
+        if joined and channel in joined:
+            del joined[channel]
+            self.members -= 1
+            connection_id = connection.id
+            self._in_turn(channel, lambda: self._remove(connection_id, channel))
+
+    def leave_all(self, connection: Connection) -> None:
+        joined = connection.state.presence
+        if joined:
+            for channel in list(joined):
+                self.leave(connection, channel)
+
+    async def _join(self, connection: Connection, channel: str, member: Member, *,
+                    announce: bool = True, here: bool = True) -> bool:
+        """Write one membership; give the connection its list (``here``) and tell the others
+        that its user joined (``announce``, when the user was not there). True when it was
+        written and stays."""
+        joined = connection.state.presence
+        if not joined or joined.get(channel) is not member:
+            return False  # left, or subscribed again, before its turn
+        left: LeaveResult | None = None
+        try:
+            result = await self.store.join(channel, connection.id, member)
+            if channel not in joined:
+                # Gone while the write was in flight (its leave, queued behind, will find
+                # nothing). A new member is taken back unseen when no presence write came
+                # in between; otherwise it was there before (announced), or another write
+                # may have counted it as its user's first or last connection: it joined and
+                # leaves like any member, announced.
+                left = await self.store.leave(
+                    channel, connection.id,
+                    unless_changed_since=result.version if result.added else None)
+                if left.member is None:
+                    return False
+        except Exception as exc:
+            self.report_error("presence", f"presence join of {channel!r} failed: {exc}")
+            return False
+        if announce and result.first_for_user:
+            # A connection that gets its list is not told of itself; one written again is,
+            # as it may have heard of its user leaving.
+            self._announce(channel, True, member, result.version,
+                           connection.id if here else None)
+        if left is not None:
+            await self._left(channel, left)
+            return False
+        if here and joined.get(channel) is member:
+            connection.state.wire.subscribed(connection, channel,
+                                             [m.public() for m in result.members])
+        await self._changed(channel, result.members)
+        return True
+
+    async def _remove(self, connection_id: str, channel: str) -> None:
+        try:
+            result = await self.store.leave(channel, connection_id)
+        except Exception as exc:
+            self.report_error("presence", f"presence leave of {channel!r} failed: {exc}")
+            return
+        await self._left(channel, result)
+
+    async def _left(self, channel: str, result: LeaveResult) -> None:
+        if result.member is None:
+            return
+        if result.last_for_user:
+            self._announce(channel, False, result.member, result.version)
+        await self._changed(channel)
+
+    async def restore(self, announce: bool) -> int:
+        """Write this instance's presence members into the store again, after Redis lost
+        them (a restart without persistence, a failover to a replica that lagged) or after
+        another instance purged them while this one could not reach Redis, and announced
+        them leaving: then ``announce`` their return. Returns how many were written."""
+        turns = []
+        for channel in [name for name in self.rooms if is_presence(name)]:
+            for connection in self.rooms.members(channel):
+                member = (connection.state.presence or {}).get(channel)
+                if member is not None:
+                    turns.append(self._in_turn(channel, lambda c=connection, ch=channel,
+                                               m=member: self._join(c, ch, m,
+                                                                    announce=announce,
+                                                                    here=False)))
+        return sum(bool(written) for written in await asyncio.gather(*turns))
+
+    def purged(self, channel: str, member: Member, version: int) -> None:
+        """A dead instance's member whose user has no connection left, removed from the
+        store by this instance: told, relayed and reported as a leave written here."""
+        self._in_turn(channel, lambda: self._left(channel, LeaveResult(member, True, version)))
+
+    # -- announcements --------------------------------------------------------------
+    def _announce(self, channel: str, added: bool, member: Member, version: int,
+                  except_id: str | None = None) -> None:
+        """A change this instance wrote: told here, and to the other instances."""
+        data = dumps(member.public())
+        self._tell(channel, added, data, user_key(member.user_id), version, except_id)
+        if self.relay is not None:
+            self.relay(channel, added, data, version)
+        if self.lifecycle.wants(MemberAdded if added else MemberRemoved):
+            self.lifecycle.emit(MemberAdded(channel, member) if added
+                                else MemberRemoved(channel, member))
+
+    def announced(self, channel: str, added: bool, data_json: str, version: int) -> None:
+        """A change another instance wrote (relayed, or found by the reaper): told here in
+        its turn."""
+        try:
+            user = user_key(loads(data_json)["user_id"])
+        except (ValueError, KeyError, TypeError):
+            self.report_error("presence", f"malformed presence announcement for {channel!r}")
+            return
+        turns = self._turns.get(channel)
+        if turns is not None and turns.queue:
+            self._in_turn(channel, lambda: self._tell(channel, added, data_json, user, version))
+        else:
+            self._tell(channel, added, data_json, user, version)
+
+    def _tell(self, channel: str, added: bool, data_json: str, user: str, version: int,
+              except_id: str | None = None) -> None:
+        newest = self._newest_version
+        self._newest_version = max(newest, version)
+        turns = self._turns.get(channel)
+        if turns is None:
+            if channel not in self.rooms:
+                return  # nobody here to tell
+            turns = self._turns[channel] = _PresenceTurns(newest)
+        if turns.fresh(user, version):
+            self.fanout.announce_member(channel, added, data_json, except_id)
+
+    # -- turns ------------------------------------------------------------------------
+    def _in_turn(self, channel: str, operation: PresenceOperation) -> asyncio.Future[Any]:
+        """Run ``operation`` once every presence operation asked for before it on ``channel``
+        here is done; the future resolves to what it returned (None when it failed)."""
+        turns = self._turns.get(channel)
+        if turns is None:
+            turns = self._turns[channel] = _PresenceTurns(self._newest_version)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        turns.queue.append((operation, done))
+        if len(turns.queue) == 1:
+            self._spawn(self._take_turns(channel, turns))
+        return done
+
+    async def _take_turns(self, channel: str, turns: _PresenceTurns) -> None:
+        while turns.queue:
+            operation, done = turns.queue[0]
+            result = None
+            try:
+                result = operation()
+                if result is not None:
+                    result = await result
+            except Exception:
+                log.exception("presence operation on %r failed", channel)
+            turns.queue.popleft()
+            done.set_result(result)
+        if channel not in self.rooms:
+            del self._turns[channel]
+
+    async def _changed(self, channel: str, members: list[Member] | None = None) -> None:
+        if self.lifecycle.wants(PresenceChanged):
+            await self.lifecycle.deliver(PresenceChanged(channel, members))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for presence writes in flight (shutdown, tests)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)

@@ -1,0 +1,107 @@
+"""What the HTTP API, metrics and the status page read: figures, never the server object.
+
+``ServerState`` is the whole interface the HTTP side gets. One instance answers from its own
+channels, connections and presence store; once the cluster layer runs, ``peers`` adds the
+latest snapshot of every other live instance, so ``/status`` and ``/channels`` report the
+whole cluster. Transport figures (connections by protocol and transport) and the sources'
+health come in as callables from the assembly, so this module imports no transport.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from .channels import ChannelCore
+from .presence import Member
+
+Peers = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+
+class SourceStatus(Protocol):
+    """One event source's health (``ingest.SourceHealth``)."""
+    url: str
+    kind: str
+    connected: bool
+    since: float
+    outages: int
+    last_error: str | None
+    events: int
+
+
+class ErrorCounts(Protocol):
+    counts: Mapping[str, int]
+
+
+class ServerState:
+    def __init__(self, core: ChannelCore, *, instance_id: str,
+                 connections_by_kind: Callable[[], Counter[tuple[str, str]]],
+                 sources: Callable[[], list[SourceStatus]],
+                 errors: ErrorCounts) -> None:
+        self.core = core
+        self.instance_id = instance_id
+        self.connections_by_kind = connections_by_kind  # (protocol, transport) -> count
+        self.sources = sources
+        self.errors = errors
+        self.peers: Peers | None = None  # set when the cluster layer runs
+        self.started = time.monotonic()
+
+    # -- this instance ------------------------------------------------------------------
+    def local_connections(self) -> int:
+        return sum(self.connections_by_kind().values())
+
+    def local_channel_counts(self) -> dict[str, int]:
+        return self.core.rooms.counts()
+
+    def presence_memberships(self) -> int:
+        """Presence memberships of local connections (joined or joining)."""
+        return self.core.presence.members
+
+    def delivered(self) -> int:
+        """Messages written to clients so far (one per recipient)."""
+        return self.core.fanout.delivered
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+    def snapshot(self) -> dict[str, Any]:
+        """What this instance tells the others about itself at each heartbeat."""
+        return {"connections": self.local_connections(),
+                "channels": self.local_channel_counts(), "at": time.time()}
+
+    # -- the whole server (every live instance) -------------------------------------------
+    async def _peers(self) -> list[dict[str, Any]]:
+        return await self.peers() if self.peers is not None else []
+
+    async def connection_count(self) -> int:
+        return self.local_connections() + sum(int(p.get("connections", 0))
+                                              for p in await self._peers())
+
+    async def channel_counts(self, prefix: str = "") -> dict[str, int]:
+        counts = {name: count for name, count in self.local_channel_counts().items()
+                  if name.startswith(prefix)}
+        for peer in await self._peers():
+            for name, count in (peer.get("channels") or {}).items():
+                if name.startswith(prefix):
+                    counts[name] = counts.get(name, 0) + int(count)
+        return counts
+
+    async def channel_count(self, channel: str) -> int:
+        return self.core.rooms.count(channel) + sum(
+            int((p.get("channels") or {}).get(channel, 0)) for p in await self._peers())
+
+    async def presence_members(self, channel: str) -> list[Member]:
+        return await self.core.presence.store.members(channel)
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
