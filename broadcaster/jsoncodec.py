@@ -1,11 +1,11 @@
 """JSON encoding shared by the server and the publishers.
 
-orjson when it is installed (the ``fast`` extra), the standard library
-otherwise. Both produce compact JSON with non-ASCII characters kept as they
+orjson when it is installed (a dependency wherever it has wheels), the standard
+library otherwise. Both produce compact JSON with non-ASCII characters kept as they
 are, which is what Node's ``JSON.stringify`` does, so the bytes a client sees do
 not depend on which one is installed.
 
-``members`` is the hot path's parser: pysimdjson (also in ``fast``) validates a
+``members`` is the hot path's parser: pysimdjson (installed the same way) validates a
 broadcast message and hands the payload back as compact UTF-8 JSON straight
 from its tape, without building the Python dicts and lists that ``loads`` +
 ``dumps`` would only throw away (2.7 µs instead of 3.6 on the benchmark's
@@ -51,6 +51,13 @@ MAX_DEPTH = 512
 _SHORTEST_TOO_DEEP = 2 * (MAX_DEPTH + 1)
 _AS_BRACKETS = bytes.maketrans(b"{}", b"[]")
 _NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{}')
+
+
+def implementation() -> str:
+    """Which parsers this process uses, for the start-up log: the fast paths are compiled
+    dependencies that a platform may lack, and a slower install should be seen, not guessed."""
+    used = "orjson" if _orjson is not None else "json (standard library)"
+    return used + (", pysimdjson for broadcasts" if _simdjson is not None else "")
 
 
 def dumps(obj: Any) -> str:

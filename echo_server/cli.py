@@ -85,8 +85,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     lockfile.acquire(lock, force=args.force)
     _install_exit_signals()
     try:
-        from echo_server.server import run
+        from broadcaster import jsoncodec
+        from echo_server.server import _loop_factory, run
 
+        # The fast paths are platform-dependent dependencies: say which ones this process got.
+        loop = "uvloop" if _loop_factory() is not None else "asyncio (standard library)"
+        logger.info("JSON: %s; event loop: %s", jsoncodec.implementation(), loop)
         return run(config)
     except KeyboardInterrupt:
         return 130
