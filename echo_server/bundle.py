@@ -2,7 +2,8 @@
 
 Pages written for laravel-echo-server load the client from the echo server
 itself, so we serve the same bundle. It comes from npm at set-up
-(``echo-server install-client``), never from the repository.
+(``echo-server install-client``), never from the repository; a wheel built after the
+set-up carries it.
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ class ClientBundle:
         etag = f'"{BUNDLE_VERSION}"'
         body = self._load(name)
         if body is None:
+            hint = (f"{name} is not installed on this server. Install it with "
+                    "`echo-server install-client` (needs npm), or install echo-server from a "
+                    "wheel built by ./scripts/build-wheel after ./scripts/setup.")
             if not self._warned:
                 self._warned = True
-                log.warning("%s is not installed, so /socket.io/%s answers 404. Install it with "
-                            "`echo-server install-client` (needs npm).", name, name)
-            return Response.text("Not Found", 404)
+                log.warning("/socket.io/%s answers 404: %s", name, hint)
+            # Said in the answer too: whoever opens the URL sees how to fix it, not a bare 404.
+            return Response.text(hint + "\n", 404)
         headers = [("ETag", etag), ("Cache-Control", "public, max-age=0"),
                    ("Access-Control-Allow-Origin", "*")]
         if if_none_match == etag:

@@ -25,6 +25,7 @@ import copy
 import json
 import logging
 import mimetypes
+import os
 import re
 import secrets
 import tempfile
@@ -44,9 +45,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("echo_server.demo")
 
-DEMO_DIR = Path(__file__).resolve().parent / "static" / "demo"
-BUILD_HINT = ("npm ci --prefix clients/js && npm run build --prefix clients/js "
-              "(./scripts/setup does it when npm is installed)")
+# Package data, so a wheel built after the set-up carries it (ECHO_SERVER_STATIC_DIR moves the
+# whole static directory, as for the socket.io.js bundle).
+DEMO_DIR = (Path(os.environ.get("ECHO_SERVER_STATIC_DIR") or Path(__file__).parent / "static")
+            / "demo").resolve()
+BUILD_HINT = ("./scripts/setup in a source checkout of echo-server (needs npm: it runs "
+              "npm ci --prefix clients/js && npm run build --prefix clients/js), then "
+              "./scripts/build-wheel to carry it in a wheel")
 PRESENCE_CHANNEL = "presence-leads-management"
 DASHBOARD = re.compile(r"^private-admin-dashboard\.(\d+)$")
 SOCKET_ID = re.compile(r"^[A-Za-z0-9_\-.#]{1,128}$")
@@ -503,6 +508,10 @@ async def run_demo(*, host: str, port: int, backend_port: int, redis_url: str | 
     """Start both, print where to look, run until SIGINT/SIGTERM."""
     demo = Demo(host=host, port=port, backend_port=backend_port, redis_url=redis_url,
                 token_ttl=token_ttl)
+    if not demo.built():  # no page URLs that answer 404: what to run instead
+        log.error("the demo page is not installed (%s has no index.html), so there is nothing "
+                  "to open. Get it with: %s", DEMO_DIR, BUILD_HINT)
+        return 1
     try:
         await demo.start()
     except OSError as error:
@@ -516,8 +525,6 @@ async def run_demo(*, host: str, port: int, backend_port: int, redis_url: str | 
               f"  demo backend  {demo.backend.url}  (the Laravel app's part: "
               "/broadcasting/auth, /api/...)",
               f"  events        {demo.publish_route}"]
-    if not demo.built():
-        lines += ["", f"  The page is not built yet: {BUILD_HINT}"]
     lines += ["", "  Ctrl+C stops both.", ""]
     print("\n".join(lines), flush=True)
 
