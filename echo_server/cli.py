@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from echo_server import config as cfg
-from echo_server import lockfile
+from echo_server import lockfile, logformat
 
 logger = logging.getLogger("echo_server.cli")
 
@@ -46,15 +46,10 @@ class CliError(Exception):
 # --------------------------------------------------------------------------- logging
 
 
-def configure_logging(dev: bool = False) -> None:
-    """One compact line per record on stderr; dev mode shows the debug chatter."""
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
-    )
-    logging.getLogger().setLevel(logging.DEBUG if dev else logging.INFO)
+def configure_logging(dev: bool = False, log_format: str = "text") -> None:
+    """One record per line on stderr (compact text, or JSON for log pipelines); dev mode
+    shows the debug chatter."""
+    logformat.configure(log_format, logging.DEBUG if dev else logging.INFO)
 
 
 # --------------------------------------------------------------------------- start / stop
@@ -77,7 +72,8 @@ def cmd_start(args: argparse.Namespace) -> int:
 
     The server itself makes up (and prints) a development API client when none is configured.
     """
-    configure_logging(args.dev)  # before loading, so config warnings are formatted like the rest
+    # Before loading, so config warnings are formatted like the rest.
+    configure_logging(args.dev, cfg.early_log_format(args.config, args.dir))
     config = cfg.load_config(args.config, args.dir, dev=args.dev)
     if config.dev_mode:
         logging.getLogger().setLevel(logging.DEBUG)

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from channel_auth.jwt_auth import JwtConfigError, JwtSettings
-from echo_server import dotenv
+from echo_server import dotenv, logformat
 from echo_server.limits import LimitSettings, parse_limits
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCache
                            "authMaxConnections", "authMaxConnectionsPerAddress",
                            "authMaxPendingPerAddress", "authQueueTimeout", "jwt",
                            "channels", "instanceId", "metrics", "sources", "cluster", "limits",
-                           "trustedProxies"})
+                           "trustedProxies", "log"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -403,6 +403,18 @@ def parse_port(value: Any) -> int:
 # --------------------------------------------------------------------------- Config
 
 
+def parse_log_format(section: Any, environ: Mapping[str, str]) -> str:
+    """Ours: `ECHO_LOG_FORMAT` over `log.format`, "text" (default) or "json" (one JSON object
+    per line, for log pipelines: see logformat.py)."""
+    if section is not None and not isinstance(section, dict):
+        raise ValueError('`log` must be an object, e.g. {"format": "json"}')
+    value = environ.get("ECHO_LOG_FORMAT") or (section or {}).get("format") or "text"
+    if value not in logformat.FORMATS:
+        raise ValueError(f"log format {value!r} (ECHO_LOG_FORMAT or log.format) is not one "
+                         "of " + ", ".join(repr(name) for name in logformat.FORMATS))
+    return str(value)
+
+
 def _optional_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
@@ -693,6 +705,10 @@ class Config:
         value = self.environ.get("ECHO_INSTANCE_ID") or self.raw.get("instanceId")
         return str(value) if value not in (None, "") else None
 
+    @property
+    def log_format(self) -> str:
+        return parse_log_format(self.raw.get("log"), self.environ)
+
     # -- socket.io
     @property
     def socketio(self) -> dict[str, Any]:
@@ -889,6 +905,19 @@ def read_config_file(path: str) -> dict[str, Any] | None:
     return data
 
 
+def early_log_format(config_file: str = DEFAULT_CONFIG_FILE, directory: str | None = None,
+                     cwd: str | None = None) -> str:
+    """The log format, read before the configuration is loaded, so that what loading logs
+    (its warnings) is already in it. Anything amiss gives "text": the load that follows
+    refuses it with the error."""
+    cwd = cwd or os.getcwd()
+    try:
+        file_options = read_config_file(resolve_config_path(config_file, directory, cwd))
+        return parse_log_format((file_options or {}).get("log"), effective_environ(None, cwd))
+    except (ConfigError, ValueError):
+        return "text"
+
+
 def _check_types(raw: Mapping[str, Any]) -> None:
     for key in ("databaseConfig", "subscribers", "apiOriginAllow", "socketio", "headers"):
         if key in raw and not isinstance(raw[key], dict):
@@ -906,7 +935,7 @@ def _validate(config: Config) -> None:
         "port", "ping_interval", "ping_timeout", "upgrade_timeout", "handshake_timeout",
         "max_http_buffer_size", "write_buffer_high_water", "max_channels_per_socket",
         "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
-        "allowed_origins", "limits",
+        "allowed_origins", "limits", "log_format",
         "ssl_secure_options",
         "auth_timeout", "auth_cache_ttl", "auth_max_connections",
         "auth_max_connections_per_address", "auth_max_pending_per_address", "auth_queue_timeout",

@@ -29,4 +29,4 @@ class ErrorLog:
         self._last[kind] = now
         skipped = self._suppressed.pop(kind, 0)
         suffix = f" ({skipped} more of this kind since the last report)" if skipped else ""
-        log.warning("%s: %s%s", kind, message, suffix)
+        log.warning("%s: %s%s", kind, message, suffix, extra={"kind": kind})

@@ -78,7 +78,8 @@ class SourceRunner:
                 await self.source.subscribe()
                 if down:
                     log.info("event source %s is back after %.1f s", self.health.url,
-                             time.monotonic() - self.health.since)
+                             time.monotonic() - self.health.since,
+                             extra={"source": self.health.url})
                 down = False
                 attempt = 0
                 self.health.connected = True
@@ -105,7 +106,8 @@ class SourceRunner:
                         self.on_down(self, exc)
                     else:
                         log.warning("event source %s is unreachable (%s); retrying in the "
-                                    "background", self.health.url, self.health.last_error)
+                                    "background", self.health.url, self.health.last_error,
+                                    extra={"source": self.health.url})
                 with contextlib.suppress(Exception):
                     await self.source.close()
                 delay = min(self.max_backoff, self.min_backoff * 2 ** min(attempt, 20))
