@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import re
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -33,31 +33,27 @@ class LoggedProcess:
             self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
             self._new_line.set()
 
-    async def wait_for(self, matches: Callable[[str], bool], what: str,
-                       timeout: float = 15.0) -> str:
-        """The first line (seen so far or to come) that ``matches``; fails with the output
-        when the process ends or ``timeout`` passes without one."""
+    async def wait_for_line(self, pattern: str, timeout: float = 15.0) -> str:
+        """The first line (seen so far or to come) matching ``pattern``; fails with the
+        output when the process ends or ``timeout`` passes without one."""
+        regex = re.compile(pattern)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         seen = 0
         while True:
             for line in self.lines[seen:]:
-                if matches(line):
+                if regex.search(line):
                     return line
             seen = len(self.lines)
             exited = self._reader is not None and self._reader.done()
             remaining = deadline - loop.time()
             if exited or remaining <= 0:
-                raise AssertionError(f"no line with {what} ({'exited' if exited else 'timed out'})"
-                                     ":\n" + "\n".join(self.lines))
+                raise AssertionError(f"no line matching {pattern!r} "
+                                     f"({'exited' if exited else 'timed out'}):\n"
+                                     + "\n".join(self.lines))
             self._new_line.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_line.wait(), remaining)
-
-    async def wait_for_line(self, pattern: str, timeout: float = 15.0) -> str:
-        regex = re.compile(pattern)
-        return await self.wait_for(lambda line: regex.search(line) is not None,
-                                   repr(pattern), timeout)
 
     async def wait_exit(self, timeout: float = 15.0) -> int:
         assert self.proc is not None
