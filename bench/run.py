@@ -399,7 +399,7 @@ def cpu_count() -> int:
 
 
 # -- servers -------------------------------------------------------------------------------------
-def server_config(port: int, redis_port: int) -> dict[str, Any]:
+def server_config(port: int, redis_port: int, recovery: bool = False) -> dict[str, Any]:
     return {
         "authHost": "http://127.0.0.1",
         "authEndpoint": "/broadcasting/auth",
@@ -413,7 +413,9 @@ def server_config(port: int, redis_port: int) -> dict[str, Any]:
         "host": "127.0.0.1",
         "port": port,
         "protocol": "http",
-        "socketio": {},
+        # echo-server's connection-state recovery (--recovery): history kept for every
+        # channel, offsets on every Engine.IO 4 frame. The reference ignores the key.
+        "socketio": {"connectionStateRecovery": {}} if recovery else {},
         "sslCertPath": "",
         "sslKeyPath": "",
         "sslCertChainPath": "",
@@ -429,13 +431,13 @@ def server_config(port: int, redis_port: int) -> dict[str, Any]:
 
 class ServerProcess:
     def __init__(self, kind: str, redis_port: int, cpu: int | None, reference_entry: Path | None,
-                 workdir: Path) -> None:
+                 workdir: Path, recovery: bool = False) -> None:
         self.kind = kind
         self.port = free_port()
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "laravel-echo-server.json").write_text(
-            json.dumps(server_config(self.port, redis_port), indent=2))
+            json.dumps(server_config(self.port, redis_port, recovery), indent=2))
         if kind == "echo-server":
             command = [sys.executable, "-m", "echo_server", "start", "--dir", str(self.dir)]
         else:
@@ -716,6 +718,7 @@ class Options:
     loadgen_cpu: int | None
     workers: int | None
     nofile: int
+    recovery: bool = False
 
 
 @dataclass
@@ -908,7 +911,7 @@ async def scenario_fanout2(ctx: Context) -> None:
     this shows is that the cost per delivered message does not grow with instances."""
     s = ctx.scale
     second = ServerProcess(ctx.server.kind, ctx.redis_port, ctx.opts.server_cpu,
-                           ctx.reference_entry, ctx.logdir / "instance2")
+                           ctx.reference_entry, ctx.logdir / "instance2", ctx.opts.recovery)
     halves = [s.fanout_clients - s.fanout_clients // 2, s.fanout_clients // 2]
     lgs: list[LoadGen] = []
     try:
@@ -1359,7 +1362,7 @@ async def run_one(server_kind: str, version: str, name: str, opts: Options,
     rundir = workdir / tag
     rundir.mkdir(parents=True)
     server = ServerProcess(server_kind, redis_server.port, opts.server_cpu, reference_entry,
-                           rundir)
+                           rundir, opts.recovery)
     client = redis.Redis.from_url(redis_server.url)
     ctx = Context(server, client, version, opts, rundir, redis_port=redis_server.port,
                   reference_entry=reference_entry)
@@ -1436,7 +1439,7 @@ async def main_async(args: argparse.Namespace) -> int:
     soak_clients = scale.soak.clients if "soak" in names else 0
     nofile_note = raise_nofile(max(4096, idle_max + 2000, soak_clients + 3000))
     opts = Options(args.quick, scale, server_cpu, loadgen_cpu, args.workers,
-                   resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+                   resource.getrlimit(resource.RLIMIT_NOFILE)[0], args.recovery)
 
     ensure_loadgen_modules()
     reference_entry = ensure_reference() if "reference" in servers else None
@@ -1452,7 +1455,8 @@ async def main_async(args: argparse.Namespace) -> int:
         try:
             info = machine_info(opts, redis_server.version(), nstat, clock, nofile_note)
             print("machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
-            print(f"mode: {'quick' if args.quick else 'full'}; scenarios: {', '.join(names)}",
+            print(f"mode: {'quick' if args.quick else 'full'}; scenarios: {', '.join(names)}"
+                  + ("; echo-server with connection-state recovery" if args.recovery else ""),
                   flush=True)
             for name in names:
                 for server_kind, version in columns:
@@ -1538,6 +1542,8 @@ def main() -> int:
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--loadgen-cpu", type=int, default=1)
     parser.add_argument("--no-pin", action="store_true", help="no taskset")
+    parser.add_argument("--recovery", action="store_true",
+                        help="run echo-server with socketio.connectionStateRecovery on")
     parser.add_argument("--workers", type=int, help="load-generator processes (default: "
                         "one per 500 clients, 1..8)")
     parser.add_argument("--json", help="where to write every figure (default "

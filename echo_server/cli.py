@@ -23,11 +23,11 @@ from typing import Any, NoReturn
 
 from echo_server import config as cfg
 from echo_server import lockfile, logformat
+from echo_server.web import PACKAGE_STATIC
 
 logger = logging.getLogger("echo_server.cli")
 
 SOCKET_IO_CLIENT_VERSION = "2.5.0"
-STATIC_DIR = Path(__file__).resolve().parent / "static"
 CLIENT_FILES = ("socket.io.js", "socket.io.js.map")
 
 # The answers the reference's `configure` suggests for CORS.
@@ -400,8 +400,11 @@ def _init_listening(args: argparse.Namespace, ask: Prompter, options: dict[str, 
     for flag, key in (("ssl_chain", "sslCertChainPath"), ("ssl_passphrase", "sslPassphrase")):
         if getattr(args, flag) is not None:
             options[key] = getattr(args, flag)
+    # Connection-state recovery on for new set-ups (socket.io's default is off, because it
+    # adds an offset argument to every event for socket.io-client >= 4.6: see the README).
+    options["socketio"] = {"connectionStateRecovery": {"maxDisconnectionDuration": 120_000}}
     if args.origins is not None:
-        options["socketio"] = {"origins": args.origins}
+        options["socketio"]["origins"] = args.origins
 
 
 def _init_auth(args: argparse.Namespace, ask: Prompter, options: dict[str, Any]) -> None:
@@ -694,7 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
         "install-client", help="fetch the socket.io-client browser bundle with npm"
     )
     install.add_argument("--version", default=SOCKET_IO_CLIENT_VERSION, help="(2.5.0)")
-    install.add_argument("--dest", default=str(STATIC_DIR), help="target directory")
+    install.add_argument("--dest", default=str(PACKAGE_STATIC), help="target directory")
     install.set_defaults(handler=cmd_install_client)
     return parser
 

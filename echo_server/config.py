@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 from channel_auth.jwt_auth import JwtConfigError, JwtSettings
 from echo_server import dotenv, logformat
+from echo_server.core.history import HistoryLimits
+from echo_server.core.recovery import RecoveryOptions
 from echo_server.limits import LimitSettings, parse_limits
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,14 @@ SOCKETIO_DEFAULTS: dict[str, Any] = {
     "maxPendingAuthPerSocket": 100,
     "whisperMaxBytes": 10_000,
     "whisperRate": 10,
+    "presenceGraceMs": 5000,
+}
+# socket.io's own option (off unless the file has it: it changes the wire for Engine.IO 4
+# clients); our history bounds sit next to its window.
+RECOVERY_DEFAULTS: dict[str, Any] = {
+    "maxDisconnectionDuration": 120_000,
+    "maxPacketsPerChannel": 1000,
+    "maxBytes": 64 * 1024 * 1024,
 }
 KNOWN_TRANSPORTS = ("polling", "websocket")
 
@@ -787,6 +797,44 @@ class Config:
         return float(value)
 
     @property
+    def recovery(self) -> RecoveryOptions | None:
+        """``socketio.connectionStateRecovery`` (socket.io's name and window): None when
+        off. ``true`` or ``{}`` turn it on with the defaults."""
+        value = self.socketio.get("connectionStateRecovery")
+        if value is None or value is False:
+            return None
+        if value is True:
+            value = {}
+        if not isinstance(value, dict):
+            raise ValueError("socketio.connectionStateRecovery must be an object (or true)")
+        unknown = sorted(set(value) - set(RECOVERY_DEFAULTS) - {"skipMiddlewares"})
+        if unknown:
+            raise ValueError(f"socketio.connectionStateRecovery: unknown key(s) {unknown}; "
+                             f"known: {sorted(RECOVERY_DEFAULTS)}")
+        options = {**RECOVERY_DEFAULTS, **value}
+        window = _milliseconds(options["maxDisconnectionDuration"],
+                               "socketio.connectionStateRecovery.maxDisconnectionDuration")
+        if window <= 0:
+            raise ValueError("socketio.connectionStateRecovery.maxDisconnectionDuration must "
+                             "be positive")
+        return RecoveryOptions(
+            window=window,
+            presence_grace=min(window, self.presence_grace),
+            history=HistoryLimits(
+                window=window,
+                max_per_channel=_positive_int(
+                    options["maxPacketsPerChannel"],
+                    "socketio.connectionStateRecovery.maxPacketsPerChannel"),
+                max_bytes=_positive_int(options["maxBytes"],
+                                        "socketio.connectionStateRecovery.maxBytes")))
+
+    @property
+    def presence_grace(self) -> float:
+        """Our own: how long a presence member whose connection dropped (not closed by its
+        client) stays, so a reload or a short drop announces neither leaving nor joining."""
+        return _milliseconds(self._socketio("presenceGraceMs"), "socketio.presenceGraceMs")
+
+    @property
     def transports(self) -> list[str]:
         value = self._socketio("transports")
         items = [value] if isinstance(value, str) else list(value)
@@ -935,6 +983,7 @@ def _validate(config: Config) -> None:
         "port", "ping_interval", "ping_timeout", "upgrade_timeout", "handshake_timeout",
         "max_http_buffer_size", "write_buffer_high_water", "max_channels_per_socket",
         "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
+        "presence_grace", "recovery",
         "allowed_origins", "limits", "log_format",
         "ssl_secure_options",
         "auth_timeout", "auth_cache_ttl", "auth_max_connections",

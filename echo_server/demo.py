@@ -4,7 +4,7 @@ Two parts in one process and one event loop:
 
 - the echo server itself (embedded defaults, in-memory presence, JWT handshake auth with a
   secret made up for the run, ``authHost`` pointing at the backend below), which also serves
-  the built page at ``/demo`` (:class:`DemoFiles`; built from ``clients/js`` by the set-up
+  the built page at ``/demo`` (``web.demo_files``; built from ``clients/js`` by the set-up
   script, never committed);
 - :class:`DemoBackend`, an aiohttp app playing the Laravel app: a login by ``?admin=<id>``
   (no passwords: it is a demo) that hands out a short-lived JWT, ``/broadcasting/auth``
@@ -24,8 +24,6 @@ import contextlib
 import copy
 import json
 import logging
-import mimetypes
-import os
 import re
 import secrets
 import tempfile
@@ -36,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from .transport.http import Request, Response
+from .web.demo_files import BUILD_HINT, DEMO_DIR, DemoFiles
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -45,87 +43,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("echo_server.demo")
 
-# Package data, so a wheel built after the set-up carries it (ECHO_SERVER_STATIC_DIR moves the
-# whole static directory, as for the socket.io.js bundle).
-DEMO_DIR = (Path(os.environ.get("ECHO_SERVER_STATIC_DIR") or Path(__file__).parent / "static")
-            / "demo").resolve()
-BUILD_HINT = ("./scripts/setup in a source checkout of echo-server (needs npm: it runs "
-              "npm ci --prefix clients/js && npm run build --prefix clients/js), then "
-              "./scripts/build-wheel to carry it in a wheel")
 PRESENCE_CHANNEL = "presence-leads-management"
 DASHBOARD = re.compile(r"^private-admin-dashboard\.(\d+)$")
 SOCKET_ID = re.compile(r"^[A-Za-z0-9_\-.#]{1,128}$")
 DEFAULT_BACKEND_PORT = 8080
 RENEWAL_GRACE = 86400  # seconds after expiry a token may still be renewed (a page that slept)
 
-_TYPES = {".js": "application/javascript", ".mjs": "application/javascript",
-          ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8",
-          ".json": "application/json", ".map": "application/json", ".svg": "image/svg+xml",
-          ".ico": "image/x-icon", ".png": "image/png", ".woff2": "font/woff2"}
-
-
-# --------------------------------------------------------------------------- the page
-
-
-class DemoFiles:
-    """The built demo under ``/demo/``: files only, never outside its directory.
-
-    Vite names assets by content hash, so they may be cached for good; ``index.html`` is
-    revalidated so a rebuild shows at once. Until the page is built every ``/demo`` URL is a
-    404 and the log says (once) how to build it.
-    """
-
-    PREFIX = "/demo"
-
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = (directory or DEMO_DIR).resolve()
-        self._warned = False
-
-    @classmethod
-    def matches(cls, path: str) -> bool:
-        return path == cls.PREFIX or path.startswith(cls.PREFIX + "/")
-
-    def handle(self, request: Request) -> Response:
-        if request.method not in ("GET", "HEAD"):
-            return Response.text("Method Not Allowed", 405, headers=[("Allow", "GET, HEAD")])
-        if request.path == self.PREFIX:  # relative URLs need the slash
-            query = f"?{request.query_string}" if request.query_string else ""
-            target = f"{self.PREFIX}/{query}"
-            return Response.text("", 301, headers=[("Location", target)])
-        relative = request.path[len(self.PREFIX) + 1:] or "index.html"
-        path = self._resolve(relative)
-        if path is None:
-            if not (self.directory / "index.html").is_file() and not self._warned:
-                self._warned = True
-                log.warning("the demo page is not built (%s has no index.html), so /demo "
-                            "answers 404. Build it with: %s", self.directory, BUILD_HINT)
-            return Response.text("Not Found", 404)
-        try:
-            body = path.read_bytes()
-        except OSError:
-            return Response.text("Not Found", 404)
-        immutable = relative.startswith("assets/")
-        headers = [("Cache-Control", "public, max-age=31536000, immutable" if immutable
-                    else "no-cache"), ("X-Content-Type-Options", "nosniff")]
-        content_type = (_TYPES.get(path.suffix.lower())
-                        or mimetypes.guess_type(path.name)[0] or "application/octet-stream")
-        return Response(200, b"" if request.method == "HEAD" else body, headers, content_type)
-
-    def _resolve(self, relative: str) -> Path | None:
-        parts = relative.split("/")
-        if any(p in ("", ".", "..") or "\\" in p or "\x00" in p for p in parts):
-            return None
-        candidate = self.directory.joinpath(*parts)
-        try:
-            resolved = candidate.resolve()
-        except (OSError, RuntimeError):
-            return None
-        if not resolved.is_relative_to(self.directory) or not resolved.is_file():
-            return None
-        return resolved
-
-
-# --------------------------------------------------------------------------- the data
 
 
 def _admin(admin_id: int, name: str, email: str, count: int, maximum: int) -> dict[str, Any]:
@@ -211,7 +134,7 @@ class DemoBackend:
         return f"http://{_url_host(self.host)}:{self.port}"
 
     async def start(self) -> None:
-        # aiohttp only here: the server imports this module for DemoFiles, and starts fast.
+        # aiohttp only here: the CLI imports this module, and starts fast.
         from aiohttp import web
 
         app = web.Application(middlewares=[_cors_middleware()])
@@ -444,7 +367,9 @@ class Demo:
             "database": "sqlite",  # presence in memory
             "subscribers": {"http": True, "redis": False},
             "jwt": {"algorithms": ["HS256"], "secret": self.secret, "required": True},
-            "socketio": self.socketio,
+            # A page whose connection drops comes back with what it missed.
+            "socketio": {"connectionStateRecovery": {"maxDisconnectionDuration": 120_000},
+                         **self.socketio},
         }
         if self.redis_url:
             options["sources"] = [self.redis_url]

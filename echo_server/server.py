@@ -28,8 +28,6 @@ from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
 from .adapters.socketio_echo import EchoSocketIo
-from .api import HttpApi
-from .bundle import ClientBundle
 from .config import Config, ConfigError, ensure_dev_client, valid_client
 from .core.channels import ChannelCore
 from .core.cluster import Cluster
@@ -37,15 +35,17 @@ from .core.events import PresenceChanged
 from .core.limits import ChannelLimits
 from .core.presence import RedisPresenceStore
 from .core.state import ServerState
-from .demo import DemoFiles
 from .errors import ErrorLog
 from .ingest import SourceRunner
-from .metrics import CONTENT_TYPE, Metrics, metrics_token_ok
-from .status_page import StatusPage
 from .transport.engine import EngineOptions, EngineServer
 from .transport.guard import ConnectionGuard
 from .transport.http import HttpConnection, Request, Response, RouteResult, encode_response
 from .transport.sockets import SocketServer
+from .web.api import HttpApi
+from .web.bundle import ClientBundle
+from .web.demo_files import DemoFiles
+from .web.metrics import CONTENT_TYPE, Metrics, metrics_token_ok
+from .web.status_page import StatusPage
 
 log = logging.getLogger("echo_server")
 
@@ -67,7 +67,8 @@ class EchoServer:
         jwt = config.jwt
         self.authenticator = JwtAuthenticator(jwt) if jwt is not None else None
         self.core = ChannelCore(self.authorizer, self.errors.report,
-                                limits=channel_limits(config), authenticator=self.authenticator)
+                                limits=channel_limits(config), authenticator=self.authenticator,
+                                recovery=config.recovery)
         self.sockets = SocketServer(EchoSocketIo(self.core))
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
@@ -157,6 +158,7 @@ class EchoServer:
         self.http_guard.stop()
         self.status_page.stop()
         self.engine.close_all()
+        self.core.end_sessions()
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(runner.stop(), timeout / 2)

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from echo_server import bundle as bundle_module
+from echo_server.web import static_dir
 from tests.conftest import server_url
 
 EVENT = {"channel": "leads-management", "name": "lead.assigned", "data": {"lead": {"id": 1}}}
@@ -223,7 +223,7 @@ async def test_client_bundle_route(make_server, tmp_path: Path, monkeypatch,
 
 def test_installed_bundle_is_socket_io_client_2() -> None:
     """The set-up installs the real bundle; pages written for the reference load it."""
-    path = bundle_module.STATIC_DIR / "socket.io.js"
+    path = static_dir() / "socket.io.js"
     if not path.exists():
         pytest.skip("bundle not installed (echo-server install-client needs npm)")
     head = path.read_text(errors="replace")[:300]

@@ -352,7 +352,8 @@ async def test_per_connection_bounds_on_channels_and_authorizations(
     await client.command({"cmd": "channel", "channel": "public-b"})
     await client.expect("subscription_error", channel="public-b", status=429)
     assert server.errors.counts["too_many_channels"] == 1
-    assert server_socket(server, socket_id).state.channels == {"private-one", "private-two", "public-a"}
+    assert server_socket(server, socket_id).state.channels == {"private-one", "private-two",
+                                                                "public-a"}
 
     other, other_id = await _client(server, node_client)
     await other.command({"cmd": "channel", "channel": "public-b"})

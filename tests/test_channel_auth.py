@@ -23,7 +23,13 @@ import socketio
 
 from channel_auth import AuthRequest
 from channel_auth.http_callback import HttpCallbackAuthorizer, choose_auth_host
-from echo_server.core.presence import JoinResult, LeaveResult, Member, PresenceStore, RedisPresenceStore
+from echo_server.core.presence import (
+    JoinResult,
+    LeaveResult,
+    Member,
+    PresenceStore,
+    RedisPresenceStore,
+)
 from echo_server.server import EchoServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall

@@ -24,9 +24,11 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from echo_server.demo import DEMO_DIR, Demo, DemoFiles
+from echo_server.demo import Demo
+from echo_server.web.demo_files import DEMO_DIR, DemoFiles
 from tests.conftest import ROOT, free_port, server_url
 from tests.support.drivers import NODE_DIR, browser_missing, stop_driver
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import wait_until
 
 DRIVER = NODE_DIR / "demo_e2e.mjs"
@@ -241,6 +243,43 @@ async def test_two_admins_live_through_a_server_restart(demo: Demo, browser: Dem
                if status == 200}
     assert {("private-admin-dashboard.1", A), ("private-admin-dashboard.2", B),
             ("presence-leads-management", A), ("presence-leads-management", B)} <= granted
+
+
+@requires_browser
+async def test_a_dropped_page_shows_the_assignment_made_meanwhile(demo: Demo,
+                                                                 browser: DemoBrowser) -> None:
+    """A's connection goes through a TCP proxy that cuts it without a close (browsers'
+    offline modes leave open websockets alone) while B assigns A a lead: A reconnects as the
+    same session, shows the assignment without a reload, and says it recovered; B never
+    sees A leave (the drop is shorter than the presence grace)."""
+    proxy = TcpProxy(demo.port)
+    await proxy.start()
+    try:
+        url_a = demo.page_url(A, stack="echo2-sio4", echo=proxy.url, **FAST_RETRY)
+        await browser.open("A", url_a)
+        await browser.open("B", demo.page_url(B, stack="echo2-sio4", **FAST_RETRY))
+        for page in ("A", "B"):
+            await browser.see(page, status="connected", online=[A, B], recovered=False)
+        before = await browser.view("A")
+
+        proxy.cut()
+        await browser.see("A", status="disconnected")
+        await browser.command("select", page="B", lead=103, admin=str(A))
+        await browser.see("B", leads={"103": {"assignee": "Ayşe Yılmaz"}})
+        proxy.release()
+
+        after = await browser.see(
+            "A", within=5, status="connected", recovered=True, reconnects=1, online=[A, B],
+            leads={"103": {"assignee": "Ayşe Yılmaz", "notice": True}},
+            toastsInclude=["Yeni lead atandı: Selin Arslan"])
+        assert after["socketId"] == before["socketId"]
+        await browser.screenshot("A", "7-recovered-A")
+        assert (await browser.view("B"))["online"] == [A, B]
+        presence_auth = [c for c in demo.backend.auth_calls
+                         if c[0] == "presence-leads-management"]
+        assert len(presence_auth) == 2  # one per admin: the recovery asked for none
+    finally:
+        await proxy.stop()
 
 
 @requires_browser

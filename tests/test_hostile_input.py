@@ -10,7 +10,6 @@ import logging
 import struct
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import aiohttp
 import pytest
@@ -69,15 +68,6 @@ def subscribe(ws: RawWebSocket, channel_json: str) -> None:
     ws.send_text(f'42["subscribe",{{"channel":{channel_json}}}]')
 
 
-async def next_event(ws: RawWebSocket) -> list[Any]:
-    while True:
-        text = await ws.recv_text()
-        if text == "2":
-            ws.send_text("3")
-        elif text.startswith("42"):
-            return json.loads(text[2:])
-
-
 async def test_lone_surrogates_never_reach_the_cluster(make_server: ServerFactory,
                                                        http: aiohttp.ClientSession,
                                                        redis: aioredis.Redis) -> None:
@@ -118,19 +108,19 @@ async def test_channel_name_and_subscription_bounds(make_server: ServerFactory) 
                                            "maxSubscriptionsPerAddress": 3}}, redis=False)
     first, _ = await eio4(server)
     subscribe(first, json.dumps("n" * 201))
-    assert await next_event(first) == ["subscription_error", "n" * 201, 400]
+    assert await first.next_event() == ["subscription_error", "n" * 201, 400]
     for n in range(3):
         subscribe(first, f'"c{n}"')
     subscribe(first, '"c3"')
-    assert await next_event(first) == ["subscription_error", "c3", 429]
+    assert await first.next_event() == ["subscription_error", "c3", 429]
     second, _ = await eio4(server)  # same address: over its bound too
     subscribe(second, '"c0"')
-    assert await next_event(second) == ["subscription_error", "c0", 429]
+    assert await second.next_event() == ["subscription_error", "c0", 429]
     other, _ = await eio4(server, "127.0.0.2")
     for n in range(3):
         subscribe(other, f'"c{n}"')
     subscribe(other, '"c9"')  # the server's bound: 6 in all
-    assert await next_event(other) == ["subscription_error", "c9", 429]
+    assert await other.next_event() == ["subscription_error", "c9", 429]
     assert server.errors.counts["too_many_subscriptions"] == 3
     await first.close()  # its subscriptions are released with it
     await wait_until(lambda: server.core.subscriptions.total == 3)
@@ -148,8 +138,8 @@ async def test_a_channel_named_after_a_socket_id_takes_nothing(
     await wait_until(lambda: server.core.rooms.count("marker") == 1)
     server.publish(BroadcastEvent(victim_id, "secret", '{"for":"victim"}'))
     server.publish(BroadcastEvent("marker", "marker", "1"))
-    assert await next_event(victim) == ["secret", victim_id, {"for": "victim"}]
-    assert await next_event(attacker) == ["marker", "marker", 1]  # and nothing before it
+    assert await victim.next_event() == ["secret", victim_id, {"for": "victim"}]
+    assert await attacker.next_event() == ["marker", "marker", 1]  # and nothing before it
 
 
 async def test_a_polling_session_answers_only_its_own_client(
@@ -231,7 +221,8 @@ async def test_binary_packets_over_polling(make_server: ServerFactory,
                     for p in packets)
     reply = await old.post_raw(body, headers={"Content-Type": "application/octet-stream"})
     assert reply.status == 200
-    await wait_until(lambda: server.core.rooms.count("one") == 1 and server.core.rooms.count("two") == 1)
+    rooms = server.core.rooms
+    await wait_until(lambda: rooms.count("one") == 1 and rooms.count("two") == 1)
 
 
 async def test_a_refusal_reaches_an_eio3_polling_client(make_server: ServerFactory,

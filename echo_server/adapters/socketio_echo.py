@@ -9,7 +9,7 @@ poll is answered), so one wire covers both generations.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from broadcaster.jsoncodec import loads
@@ -17,28 +17,44 @@ from channel_auth.jwt_auth import TokenSources
 
 from ..core.channels import ChannelCore
 from ..core.connection import ClientState
+from ..core.fanout import MEMBER_ADDED, MEMBER_REMOVED
+from ..core.history import Entry
+from ..core.recovery import RecoveryRefused
 from ..transport.packets import event_message
 from ..transport.sockets import Socket
 from ..transport.websocket import encode_frame
 from ..transport.wsconn import WebSocketConnection
 
 COALESCE_LIMIT = 64 * 1024  # bytes of frames gathered per client before a write
+PRESENCE_EVENTS = {MEMBER_ADDED: "presence:joining", MEMBER_REMOVED: "presence:leaving"}
 # The Engine.IO message and its websocket frame, built once per event.
 Frame = tuple[bytes, bytes]
 
 
 class SocketIoWire:
-    """The core's ``Wire`` for Socket.IO sockets."""
+    """The core's ``Wire`` for Socket.IO sockets. With ``offsets`` (connection-state
+    recovery, Engine.IO 4 clients), every broadcast carries its history offset as its last
+    argument; without, the packets are laravel-echo-server's."""
 
-    __slots__ = ()
+    __slots__ = ("offsets",)
 
-    def frame(self, channel: str, event: str, data_json: str | bytes) -> Frame:
-        message = event_message(event, channel, data_json)
+    def __init__(self, offsets: bool = False) -> None:
+        self.offsets = offsets
+
+    def frame(self, channel: str, event: str, data_json: str | bytes, offset: int) -> Frame:
+        message = event_message(event, channel, data_json, offset if self.offsets else 0)
         return message, encode_frame(message)
 
-    def member_frame(self, channel: str, added: bool, member_json: str) -> Frame:
+    def member_frame(self, channel: str, added: bool, member_json: str, offset: int) -> Frame:
         return self.frame(channel, "presence:joining" if added else "presence:leaving",
-                          member_json)
+                          member_json, offset)
+
+    def replay(self, connection: Socket, entries: list[Entry]) -> None:
+        """What a recovered socket missed, in order, as it would have got it."""
+        for entry in entries:
+            event = PRESENCE_EVENTS.get(entry.event, entry.event)
+            connection.send_packet(event_message(event, entry.channel, entry.data_json,
+                                                 entry.seq).decode("utf-8"))
 
     def send_frame(self, members: Collection[Socket], frame: Frame,  # type: ignore[override]
                    exclude: Socket | None) -> int:
@@ -151,20 +167,50 @@ def leaving_identities(socket: Socket) -> tuple[str, ...]:
 
 
 class EchoSocketIo:
-    """The ``SocketHandler`` of the Socket.IO layer: Echo's events to the channel core."""
+    """The ``SocketHandler`` of the Socket.IO layer: Echo's events to the channel core.
+
+    With connection-state recovery on (``socketio.connectionStateRecovery``), Engine.IO 4
+    sockets get a ``pid`` and offsets; a CONNECT that carries a ``pid`` (and the ``offset``
+    of the last packet the client got) comes back as the same socket when the core can
+    give it everything it missed (socket.io's protocol, §11 of docs' echo-protocol)."""
 
     def __init__(self, core: ChannelCore) -> None:
         self.core = core
         self.wire = SocketIoWire()
+        self.offsets_wire = SocketIoWire(offsets=True) if core.sessions is not None else None
 
     def on_connect(self, socket: Socket, auth: Any) -> Any:
         handshake = socket.handshake
-        socket.state = ClientState(self.wire, handshake.address, handshake.headers)
+        wire = self.offsets_wire if socket.eio == 4 and self.offsets_wire else self.wire
+        socket.state = ClientState(wire, handshake.address, handshake.headers)
         return self.core.authenticate(socket, lambda: TokenSources(
             connect_payload=auth, query=handshake.query, headers=handshake.headers))
 
-    def on_connected(self, socket: Socket) -> None:
+    def on_connected(self, socket: Socket, auth: Any) -> Callable[[], None] | None:
+        then = None
+        if socket.state.wire is self.offsets_wire:
+            then = self._resume(socket, auth)
         self.core.open(socket, socket.handshake.issued, returning_identity(socket))
+        return then
+
+    def _resume(self, socket: Socket, auth: Any) -> Callable[[], None] | None:
+        """Recover the session the CONNECT names, if it can be whole; the socket's pid."""
+        pid = auth.get("pid") if isinstance(auth, dict) else None
+        missed = None
+        if isinstance(pid, str) and pid:
+            try:
+                parked = self.core.recover(socket, pid, auth.get("offset"))
+            except RecoveryRefused:
+                pass  # counted by the core; the client gets a new socket
+            else:
+                socket.id = parked.connection.id  # Laravel's X-Socket-ID stays right
+                missed = self.core.restore(socket, parked)
+        socket.pid = self.core.recoverable(socket)
+        if not missed:
+            return None
+        wire = self.offsets_wire
+        assert wire is not None
+        return lambda: wire.replay(socket, missed)
 
     def on_refused(self, socket: Socket, message: str) -> None:
         self.core.refused(socket, message)

@@ -21,7 +21,7 @@ from broadcaster.jsoncodec import dumps
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 from channel_auth.jwt_auth import AuthenticationError, JwtAuthenticator, TokenSources
 
-from .connection import Connection
+from .connection import ClientState, Connection
 from .events import (
     Authorized,
     ChannelOccupied,
@@ -31,14 +31,26 @@ from .events import (
     ConnectionOpened,
     ConnectionRefused,
     Lifecycle,
+    Recovered,
+    RecoveryFailed,
     Subscribed,
     SubscriptionRefused,
 )
 from .fanout import Fanout
+from .history import Entry, History
 from .limits import ChannelLimits, SubscriptionCounter, channel_name_problem, valid_text
 from .names import is_client_event, is_presence, is_private
 from .presence import Member
 from .presence_flow import PresenceFlow
+from .recovery import (
+    RECOVERABLE_REASONS,
+    Parked,
+    RecoveryOptions,
+    RecoveryRefused,
+    Sessions,
+    merged,
+    parse_offset,
+)
 from .rooms import Rooms
 
 log = logging.getLogger("echo_server.channels")
@@ -47,6 +59,11 @@ ErrorReporter = Callable[[str, str], None]
 # Sends a client event to a channel's members but one: here, and with several instances
 # also through the relay (echo_server.core.cluster).
 RoomEmitter = Callable[[str, str, str, str | None], int]
+
+
+def _subject(state: ClientState) -> object:
+    claims = state.claims
+    return claims.get("sub") if claims else None
 
 
 def _member_of(channel_data: dict[str, Any] | None) -> Member | None:
@@ -58,14 +75,17 @@ def _member_of(channel_data: dict[str, Any] | None) -> Member | None:
 class ChannelCore:
     def __init__(self, authorizer: ChannelAuthorizer, report_error: ErrorReporter, *,
                  limits: ChannelLimits | None = None,
-                 authenticator: JwtAuthenticator | None = None) -> None:
+                 authenticator: JwtAuthenticator | None = None,
+                 recovery: RecoveryOptions | None = None) -> None:
         self.authorizer = authorizer
         self.report_error = report_error
         self.limits = limits or ChannelLimits()
         self.authenticator = authenticator
         self.connections: dict[str, Connection] = {}
         self.rooms = Rooms()
-        self.fanout = Fanout(self.rooms, self.connections)
+        self.history = History(recovery.history) if recovery is not None else None
+        self.sessions = Sessions(recovery) if recovery is not None else None
+        self.fanout = Fanout(self.rooms, self.connections, self.history)
         self.lifecycle = Lifecycle()
         self.presence = PresenceFlow(self.rooms, self.fanout, self.lifecycle, report_error)
         self.subscriptions = SubscriptionCounter(self.limits)
@@ -132,11 +152,119 @@ class ChannelCore:
             for task in pending.values():
                 task.cancel()
             pending.clear()
+        sessions = self.sessions
+        if sessions is not None and state.recovery_token is not None:
+            if reason in RECOVERABLE_REASONS:
+                self._park(connection, sessions)
+            else:
+                sessions.forget(connection)
         for channel in list(state.channels):
             self._leave(channel, connection)
-        self.presence.leave_all(connection)
+        if sessions is None or state.recovery_token not in sessions.parked:
+            self.presence.leave_all(connection)
         if self.lifecycle.wants(ConnectionClosed):
             self.lifecycle.emit(ConnectionClosed(connection, reason, identities))
+
+    # -- recovery -----------------------------------------------------------------------
+    def recoverable(self, connection: Connection) -> str | None:
+        """Make a connection recoverable (its wire carries offsets); the token its client
+        comes back with. None when recovery is off."""
+        if self.sessions is None:
+            return None
+        state = connection.state
+        if state.joined is None:
+            state.joined = {}
+        return self.sessions.issue(connection)
+
+    def _park(self, connection: Connection, sessions: Sessions) -> None:
+        """Keep what a dropped connection had, for the window: its channels' history
+        (retained before it leaves them, so no record is dropped in between) and, for
+        the grace, its presence."""
+        history = self.history
+        assert history is not None
+        joined = dict(connection.state.joined or {})
+        for channel in joined:
+            history.retain(channel)
+        sessions.park(connection, self._grace_over, self._session_over).joined = joined
+
+    def _grace_over(self, parked: Parked) -> None:
+        """The dropped connection did not come back within the presence grace: its members
+        leave, announced; a later recovery joins them again."""
+        parked.members = dict(parked.state.presence or {})
+        self.presence.leave_all(parked.connection)
+
+    def _session_over(self, parked: Parked) -> None:
+        history = self.history
+        assert history is not None
+        for channel in parked.joined:
+            history.release(channel)
+        self.presence.leave_all(parked.connection)
+
+    def recover(self, connection: Connection, token: str, offset: object) -> Parked:
+        """The parked session ``token`` names, for ``connection`` to take over with
+        ``restore``, or RecoveryRefused (then the client gets a new session)."""
+        try:
+            return self._recover(connection, token, offset)
+        except RecoveryRefused as refused:
+            if self.lifecycle.wants(RecoveryFailed):
+                self.lifecycle.emit(RecoveryFailed(connection, refused.reason))
+            raise
+
+    def _recover(self, connection: Connection, token: str, offset: object) -> Parked:
+        sessions, history = self.sessions, self.history
+        if sessions is None or history is None:
+            raise RecoveryRefused("off")
+        live = sessions.live.get(token)
+        if live is not None and live is not connection:
+            # Back before this side noticed the drop: the old connection ends now, as dropped.
+            live.state.wire.disconnect(live, "transport close")
+        parked = sessions.parked.get(token)
+        if parked is None:
+            raise RecoveryRefused("unknown_session")
+        if _subject(parked.state) != _subject(connection.state):
+            raise RecoveryRefused("other_user")  # the session stays for its own client
+        sessions.take(token)
+        try:
+            after = parse_offset(offset, history.seq)
+            parts = []
+            for channel, joined in parked.joined.items():
+                entries = history.since(channel, joined if after is None else max(after, joined),
+                                        parked.connection.id)
+                if entries is None:
+                    raise RecoveryRefused("history_evicted")
+                if entries:
+                    parts.append(entries)
+            parked.missed = merged(parts) if parts else []
+        except RecoveryRefused:
+            self._session_over(parked)
+            raise
+        return parked
+
+    def restore(self, connection: Connection, parked: Parked) -> list[Entry]:
+        """``connection`` (already known by the parked one's id) takes its place: the same
+        token, channels (no new authorization: Echo's repeated ``subscribe`` is answered
+        from here), and presence; what it missed is returned, in order, to be sent."""
+        sessions, history = self.sessions, self.history
+        assert sessions is not None and history is not None
+        old, state = parked.state, connection.state
+        state.recovery_token = old.recovery_token
+        sessions.issue(connection)
+        state.joined = {}
+        state.restored = set()
+        for channel, joined in parked.joined.items():
+            self._join(channel, connection)
+            state.joined[channel] = joined
+            state.restored.add(channel)
+            history.release(channel)  # the session's hold; the live connection holds it now
+        if old.presence:  # within the grace: still a member, nobody was told otherwise
+            state.presence, old.presence = old.presence, None
+        elif parked.members:  # its leaving was announced: so is its return
+            for channel, member in parked.members.items():
+                if channel in state.channels:
+                    self.presence.enter(connection, channel, member)
+        if self.lifecycle.wants(Recovered):
+            self.lifecycle.emit(Recovered(connection, len(parked.missed)))
+        return parked.missed
 
     # -- subscriptions ---------------------------------------------------------------
     def subscribe(self, connection: Connection, channel: Any,
@@ -148,6 +276,11 @@ class ChannelCore:
             self.report_error("bad_subscribe", f"subscribe refused: {problem}")
             if isinstance(channel, str) and valid_text(channel) and len(channel) <= 1000:
                 state.wire.refused(connection, channel, 400)
+            return
+        restored = state.restored
+        if restored and channel in restored and channel in state.channels:
+            restored.discard(channel)  # a client repeating its subscribe after recovering
+            self._answer_again(connection, channel)
             return
         pending = state.pending
         if channel not in state.channels and (pending is None or channel not in pending):
@@ -189,6 +322,14 @@ class ChannelCore:
         pending[channel] = task
         task.add_done_callback(lambda t: pending.pop(channel, None) if pending.get(channel) is t
                                else None)
+
+    def _answer_again(self, connection: Connection, channel: str) -> None:
+        """What the subscribe would have answered, without joining or authorizing again."""
+        state = connection.state
+        if state.presence and channel in state.presence:
+            self.presence.list_to(connection, channel)
+        else:
+            state.wire.subscribed(connection, channel, None)
 
     def _refuse(self, connection: Connection, channel: str, kind: str, why: str) -> None:
         """Over a bound: counted, and the client told as for a refused authorization (Echo
@@ -296,7 +437,11 @@ class ChannelCore:
         occupied = channel not in self.rooms
         if not self.rooms.join(channel, connection):
             return False
-        self.subscriptions.add(connection.state.address)
+        state = connection.state
+        self.subscriptions.add(state.address)
+        if state.joined is not None and self.history is not None:
+            self.history.retain(channel)
+            state.joined[channel] = self.history.seq
         lifecycle = self.lifecycle
         if occupied and lifecycle.wants(ChannelOccupied):
             lifecycle.emit(ChannelOccupied(channel))
@@ -307,10 +452,25 @@ class ChannelCore:
     def _leave(self, channel: str, connection: Connection) -> bool:
         if not self.rooms.leave(channel, connection):
             return False
-        self.subscriptions.remove(connection.state.address)
+        state = connection.state
+        self.subscriptions.remove(state.address)
+        if state.joined is not None and self.history is not None:
+            state.joined.pop(channel, None)
+            self.history.release(channel)
         if channel not in self.rooms and self.lifecycle.wants(ChannelVacated):
             self.lifecycle.emit(ChannelVacated(channel))
         return True
+
+    def end_sessions(self) -> None:
+        """Shutting down: no parked connection comes back to this process, so their members
+        leave now (written before the store is closed), not when the window ends."""
+        sessions = self.sessions
+        if sessions is None:
+            return
+        for token in list(sessions.parked):
+            parked = sessions.take(token)
+            if parked is not None:
+                self._session_over(parked)
 
     async def drain(self) -> None:
         """Wait for presence writes in flight (shutdown, tests)."""

@@ -20,10 +20,11 @@ from .presence import Member
 class Wire(Protocol):
     """One wire format (an adapter, and a generation of it when frames differ)."""
 
-    def frame(self, channel: str, event: str, data_json: str | bytes) -> Any:
-        """The pre-built frame of one event on ``channel``, for every recipient."""
+    def frame(self, channel: str, event: str, data_json: str | bytes, offset: int) -> Any:
+        """The pre-built frame of one event on ``channel``, for every recipient; ``offset``
+        is its place in the history (0: not recorded), for wires that carry it."""
 
-    def member_frame(self, channel: str, added: bool, member_json: str) -> Any:
+    def member_frame(self, channel: str, added: bool, member_json: str, offset: int) -> Any:
         """A presence member joined (``added``) or left."""
 
     def send_frame(self, members: Collection[Connection], frame: Any,
@@ -52,8 +53,9 @@ class ClientState:
     """The core's per-connection state: one typed object instead of a dict of keys that
     several modules read."""
 
-    __slots__ = ("address", "channels", "claims", "expiry", "headers", "pending", "presence",
-                 "whisper_at", "whisper_tokens", "wire")
+    __slots__ = ("address", "channels", "claims", "expiry", "headers", "joined", "pending",
+                 "presence", "recovery_token", "restored", "whisper_at", "whisper_tokens",
+                 "wire")
 
     def __init__(self, wire: Wire, address: str, headers: dict[str, str]) -> None:
         self.wire = wire
@@ -66,6 +68,13 @@ class ClientState:
         self.presence: dict[str, Member] | None = None  # channel -> this connection's member
         self.whisper_tokens = -1.0  # client-event token bucket; -1: full, never used
         self.whisper_at = 0.0
+        # Recoverable connections only (core.recovery): the credential its client comes
+        # back with, the history offset at which it joined each channel (the offset it
+        # connected at under the key ""), and the channels a recovery gave back, whose next
+        # subscribe is answered without asking the auth host again.
+        self.recovery_token: str | None = None
+        self.joined: dict[str, int] | None = None
+        self.restored: set[str] | None = None
 
 
 class Connection(Protocol):

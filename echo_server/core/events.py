@@ -42,6 +42,19 @@ class ConnectionClosed:
 
 
 @dataclass(frozen=True, slots=True)
+class Recovered:
+    """A dropped connection came back whole; ``missed`` packets were sent to it."""
+    connection: Connection
+    missed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryFailed:
+    connection: Connection
+    reason: str  # unknown_session, history_evicted, other_user, bad_offset, off
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribed:
     connection: Connection
     channel: str

@@ -4,7 +4,8 @@ Events come in batches from a source. For each event and each wire format presen
 channel, the wire builds the frame once, whatever the number of recipients; the wire then
 writes it to its own set of connections (no task, no per-recipient encoding, no copy of the
 member set). Several events read together go to each wire as one batch, so a client gets
-its frames of the batch in one write.
+its frames of the batch in one write. With connection-state recovery on, each packet to a
+recorded channel is first kept in the history, which gives it its offset.
 """
 
 from __future__ import annotations
@@ -16,16 +17,21 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 
 from .connection import Connection, Wire
+from .history import History
 from .rooms import Groups, Rooms
 
 DeliveryObserver = Callable[[int, int, float], None]
+# How the history names presence changes; each wire says them its own way on replay.
+MEMBER_ADDED, MEMBER_REMOVED = ":member_added", ":member_removed"
 Batch = list[tuple[Collection[Connection], Any, Connection | None]]
 
 
 class Fanout:
-    def __init__(self, rooms: Rooms, connections: Mapping[str, Connection]) -> None:
+    def __init__(self, rooms: Rooms, connections: Mapping[str, Connection],
+                 history: History | None = None) -> None:
         self.rooms = rooms
         self.connections = connections
+        self.history = history
         # (events, messages delivered, seconds spent) once per batch, for metrics.
         self.observer: DeliveryObserver = lambda events, delivered, seconds: None
         self.delivered = 0  # running total, read by metrics at scrape time
@@ -45,15 +51,19 @@ class Fanout:
         batches: dict[Wire, Batch] = {}
         connections = self.connections
         groups_of = self.rooms.groups
+        history = self.history
         for event in events:
             channel = event.channel
             own = connections.get(channel)
             groups = groups_of(channel) if own is None else self._own(own)
+            # Recorded even with nobody here: a dropped connection may come back for it.
+            offset = 0 if history is None or own is not None else history.record(
+                channel, event.event, event.data, event.socket)
             if groups is None:
                 continue
             exclude = connections.get(event.socket) if event.socket else None
             for wire, members in groups.items():
-                item = (members, wire.frame(channel, event.event, event.data), exclude)
+                item = (members, wire.frame(channel, event.event, event.data, offset), exclude)
                 batch = batches.get(wire)
                 if batch is None:
                     batches[wire] = [item]
@@ -72,23 +82,34 @@ class Fanout:
                      except_id: str | None = None) -> int:
         own = self.connections.get(room)
         groups = self.rooms.groups(room) if own is None else self._own(own)
+        history = self.history
+        offset = 0 if history is None or own is not None else history.record(
+            room, event, data_json, except_id)
         if groups is None:
             return 0
         exclude = self.connections.get(except_id) if except_id else None
         sent = 0
         for wire, members in groups.items():
-            sent += wire.send_frame(members, wire.frame(room, event, data_json), exclude)
+            sent += wire.send_frame(members, wire.frame(room, event, data_json, offset), exclude)
         return sent
+
+    def records(self, channel: str) -> bool:
+        """Whether packets on ``channel`` are kept for recovery."""
+        history = self.history
+        return history is not None and channel in history.channels
 
     def announce_member(self, channel: str, added: bool, member_json: str,
                         except_id: str | None = None) -> int:
         """A presence member joined or left: each wire says it its own way."""
         groups = self.rooms.groups(channel)
+        history = self.history
+        offset = 0 if history is None else history.record(
+            channel, MEMBER_ADDED if added else MEMBER_REMOVED, member_json, except_id)
         if groups is None:
             return 0
         exclude = self.connections.get(except_id) if except_id else None
         sent = 0
         for wire, members in groups.items():
-            sent += wire.send_frame(members, wire.member_frame(channel, added, member_json),
-                                    exclude)
+            sent += wire.send_frame(
+                members, wire.member_frame(channel, added, member_json, offset), exclude)
         return sent

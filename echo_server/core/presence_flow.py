@@ -165,6 +165,18 @@ class PresenceFlow:
         await self._changed(channel, result.members)
         return True
 
+    def list_to(self, connection: Connection, channel: str) -> None:
+        """Give a member the channel's list again (a repeated subscribe), in its turn."""
+        self._in_turn(channel, lambda: self._list_to(connection, channel))
+
+    async def _list_to(self, connection: Connection, channel: str) -> None:
+        try:
+            members = await self.store.members(channel)
+        except Exception as exc:
+            self.report_error("presence", f"presence list of {channel!r} failed: {exc}")
+            return
+        connection.state.wire.subscribed(connection, channel, [m.public() for m in members])
+
     async def _remove(self, connection_id: str, channel: str) -> None:
         try:
             result = await self.store.leave(channel, connection_id)
@@ -234,7 +246,9 @@ class PresenceFlow:
         turns = self._turns.get(channel)
         if turns is None:
             if channel not in self.rooms:
-                return  # nobody here to tell
+                if self.fanout.records(channel):  # nobody here, but a dropped member may return
+                    self.fanout.announce_member(channel, added, data_json, except_id)
+                return
             turns = self._turns[channel] = _PresenceTurns(newest)
         if turns.fresh(user, version):
             self.fanout.announce_member(channel, added, data_json, except_id)

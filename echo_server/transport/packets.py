@@ -211,12 +211,13 @@ _event_heads: dict[tuple[str, str], bytes] = {}
 EVENT_HEADS_MAX = 4096
 
 
-def event_message(event: str, channel: str, data_json: str | bytes) -> bytes:
+def event_message(event: str, channel: str, data_json: str | bytes, offset: int = 0) -> bytes:
     """The Engine.IO message for ``emit(event, channel, data)``, as UTF-8, with ``data``
     already encoded: the event's data is encoded once, never per recipient, and stays
     bytes from the source's parser to the frame (polling decodes it only when a polling
     client is among the recipients). The ``42["event","channel",`` head repeats from
-    event to event; it is kept."""
+    event to event; it is kept. An ``offset`` (connection-state recovery) is the last
+    argument, a string, as socket.io-client ≥ 4.6 expects it."""
     key = (event, channel)
     head = _event_heads.get(key)
     if head is None:
@@ -225,6 +226,8 @@ def event_message(event: str, channel: str, data_json: str | bytes) -> bytes:
         head = _event_heads[key] = f"42[{dumps(event)},{dumps(channel)},".encode()
     if type(data_json) is str:
         data_json = data_json.encode("utf-8")
+    if offset:
+        return b"".join((head, data_json, b',"%d"]' % offset))
     return b"".join((head, data_json, b"]"))
 
 

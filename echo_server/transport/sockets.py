@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from broadcaster.jsoncodec import dumps
@@ -49,7 +49,11 @@ class SocketHandler(Protocol):
     def on_connect(self, socket: Socket, auth: Any) -> ConnectResult | Awaitable[ConnectResult]:
         """None/True accepts; False or a string (the message the client sees) refuses."""
 
-    def on_connected(self, socket: Socket) -> None: ...
+    def on_connected(self, socket: Socket, auth: Any) -> Callable[[], None] | None:
+        """The socket is connected; its ``id`` and ``pid`` are final when this returns.
+        What it returns runs once the CONNECT reply is on its way (a recovered socket's
+        missed packets must follow it)."""
+
     def on_refused(self, socket: Socket, message: str) -> None: ...
     def on_event(self, socket: Socket, event: str, args: list[Any]) -> None: ...
     def on_disconnect(self, socket: Socket, reason: str) -> None: ...
@@ -58,11 +62,13 @@ class SocketHandler(Protocol):
 class Socket:
     """A client on namespace ``/``; what the layers above hold as a connection."""
 
-    __slots__ = ("__weakref__", "connected", "id", "session", "skip_binary", "state")
+    __slots__ = ("__weakref__", "connected", "id", "pid", "session", "skip_binary", "state")
 
     def __init__(self, session: Session, sid: str) -> None:
         self.session = session
         self.id = sid
+        # Connection-state recovery (protocol 5): the private id its client comes back with.
+        self.pid: str | None = None
         self.connected = False
         self.skip_binary = 0
         self.state: Any = None  # the layers above keep theirs here
@@ -178,13 +184,13 @@ class SocketServer:
         except ConnectRefused as exc:
             result = str(exc) or False
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(self._connect_when_decided(socket, result))
+            task = asyncio.ensure_future(self._connect_when_decided(socket, auth, result))
             self._connecting.add(task)  # the loop itself keeps tasks only weakly
             task.add_done_callback(self._connecting.discard)
         else:
-            self._finish_connect(socket, result)
+            self._finish_connect(socket, auth, result)
 
-    async def _connect_when_decided(self, socket: Socket,
+    async def _connect_when_decided(self, socket: Socket, auth: Any,
                                     decision: Awaitable[ConnectResult]) -> None:
         """Finished in the step in which the handler's coroutine returns. A done callback
         would run a step later, and a client that closes in between would never connect
@@ -197,19 +203,23 @@ class SocketServer:
         except Exception:
             log.exception("connect handler failed")
             result = "Internal server error"
-        self._finish_connect(socket, result)
+        self._finish_connect(socket, auth, result)
 
-    def _finish_connect(self, socket: Socket, result: ConnectResult) -> None:
+    def _finish_connect(self, socket: Socket, auth: Any, result: ConnectResult) -> None:
         session = socket.session
         if session.closed:
             return
         if result is None or result is True:
             socket.connected = True
-            self.handler.on_connected(socket)
+            then = self.handler.on_connected(socket, auth)
             if session.eio == 3:
                 session.send("40")
-            else:
+            elif socket.pid is None:
                 session.send("40" + dumps({"sid": socket.id}))
+            else:
+                session.send("40" + dumps({"sid": socket.id, "pid": socket.pid}))
+            if then is not None:
+                then()
             return
         message = result if isinstance(result, str) else "Not authorized"
         self.handler.on_refused(socket, message)

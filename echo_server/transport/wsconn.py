@@ -30,7 +30,6 @@ from .websocket import (
 )
 
 
-
 class WebSocketListener(Protocol):
     """What a websocket tells the Engine.IO server (which imports this module, so this
     module names it by what it does rather than importing it back)."""

@@ -25,7 +25,7 @@
 //
 // view = {ready, status, statusText, retryText, me, online:[ids], toasts:[text],
 //         leads:{id:{assignee, selected, notice}}, capacity:{adminId:count},
-//         socketId, reconnects, tokenRefreshes, stack}
+//         socketId, reconnects, recovered, tokenRefreshes, stack}
 // A `want` is matched partially: every key given must be equal (objects recursively, arrays as
 // a whole); `toastsInclude` is a list of substrings that some toast must contain each.
 // Problems are uncaught page errors and failed app requests (not the socket's own failed
@@ -45,6 +45,8 @@ function readView() {
     const view = { ready: document.body.dataset.ready || null, leads: {}, capacity: {}, online: [], toasts: [] };
     const indicator = document.querySelector('.realtime-indicator');
     view.status = indicator ? indicator.dataset.status : null;
+    // What the indicator says of the last reconnect: the same session, with what it missed.
+    view.recovered = indicator ? indicator.dataset.recovered === 'true' : null;
     view.statusText = text(document.querySelector('[data-test=status-text]'));
     view.retryText = text(document.querySelector('[data-test=retry]'));
     view.me = text(document.querySelector('[data-test=me]'));

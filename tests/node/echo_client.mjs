@@ -159,7 +159,11 @@ function buildEchoOptions(opts, io) {
 }
 
 function attachSocketReporting(socket, raw) {
-    socket.on('connect', () => out({ type: 'connected', socketId: socket.id ?? null }));
+    // `recovered` (socket.io-client >= 4.6): the server gave back the same session, with what
+    // was missed (connection-state recovery); undefined on older clients.
+    socket.on('connect', () => out({
+        type: 'connected', socketId: socket.id ?? null, recovered: socket.recovered ?? null,
+    }));
     socket.on('disconnect', (reason) => out({ type: 'disconnected', reason: reason ?? null }));
     socket.on('connect_error', (err) => {
         const msg = { type: 'connect_error', message: errorMessage(err) };

@@ -300,6 +300,15 @@ class RawWebSocket:
                 n = struct.unpack("!Q", await self.reader.readexactly(8))[0]
             return b0 & 0x0F, await self.reader.readexactly(n)
 
+    async def next_event(self) -> list[Any]:
+        """The next Socket.IO event's arguments, answering EIO4 pings on the way."""
+        while True:
+            text = await self.recv_text()
+            if text == "2":
+                self.send_text("3")
+            elif text.startswith("42"):
+                return json.loads(text[2:])
+
     async def recv_text(self, timeout: float = DEFAULT_TIMEOUT) -> str:
         opcode, payload = await self.recv_frame(timeout)
         assert opcode == OP_TEXT, (opcode, payload)

@@ -60,6 +60,8 @@ export class WebSocketService {
             socketId: null,
             connectedAt: null,
             reconnects: 0,       // successful reconnections after the first connection
+            recovered: false,    // the last connection came back as the same session, with
+                                 // what it missed (echo-server's connection-state recovery)
             lastEventAt: null,   // ms epoch of the last event delivered to a listener
         };
         this.connection = null;
@@ -170,7 +172,10 @@ export class WebSocketService {
         this._everConnected = true;
         this._cancelRetry();
         if (resubscribe) {
-            // What Echo does on the Manager's `reconnect`, done once here for both stacks.
+            // What Echo does on the Manager's `reconnect`, done once here for both stacks. A
+            // recovered socket (socket.io-client >= 4.6) still holds them on the server, which
+            // answers these without a second authorization; on socket.io-client 2 they are
+            // what brings the channels back.
             const channels = this.connection.echo.connector.channels || {};
             for (const [name, channel] of Object.entries(channels)) {
                 if (!this._bufferedSubscribes.has(name)) channel.subscribe();
@@ -181,6 +186,7 @@ export class WebSocketService {
             status: STATUS.CONNECTED, attempt: 0, retrying: false, lastError: null,
             socketId: this.connection.socketId() || null, connectedAt: this._now(),
             reconnects: this.state.reconnects + (resubscribe ? 1 : 0),
+            recovered: this.connection.socket.recovered === true,
         });
     }
 

@@ -102,6 +102,8 @@ export function useRealtime(explicitService) {
         attempt: computed(() => state.value.attempt),
         lastError: computed(() => state.value.lastError),
         socketId: computed(() => state.value.socketId),
+        // The last reconnect came back as the same session, with what it missed.
+        recovered: computed(() => state.value.recovered === true),
         // When the page last received an event (any listener), for "Son güncelleme".
         lastUpdate: computed(() => (state.value.lastEventAt ? new Date(state.value.lastEventAt) : null)),
         reconnect: () => service.reconnectNow(),

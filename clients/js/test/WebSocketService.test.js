@@ -117,6 +117,26 @@ for (const [stack, Echo, protocol] of [['echo2-sio4', Echo2, 5], ['echo1-sio2', 
             expect(socket().subscribes().length).toBe(3 + 4 + 4);
         });
 
+        it('says whether a reconnect came back as the same session', async () => {
+            const { service, socket } = setup({ Echo, protocol, random: () => 0 });
+            service.listen('private', 'admin-dashboard.5', '.lead.assigned', () => {});
+            socket().accept('sock1');
+            expect(service.state.recovered).toBe(false);
+            socket().drop('transport close');
+            await vi.advanceTimersByTimeAsync(1000);
+            socket().accept('sock1', { recovered: true });
+            expect(service.state).toMatchObject({ status: STATUS.CONNECTED, recovered: true,
+                                                  socketId: 'sock1', reconnects: 1 });
+            // Resubscribed all the same: the server answers it without a second auth call,
+            // and on socket.io-client 2 it is what brings the channel back.
+            expect(socket().subscribes()).toEqual(
+                ['private-admin-dashboard.5', 'private-admin-dashboard.5']);
+            socket().drop('transport close');
+            await vi.advanceTimersByTimeAsync(1000);
+            socket().accept('sock2');
+            expect(service.state.recovered).toBe(false);
+        });
+
         it('a server-side disconnect (token expired) is retried too', async () => {
             const { service, socket } = setup({ Echo, protocol, random: () => 0 });
             socket().accept();

@@ -63,9 +63,10 @@ export class FakeSocket extends Emitter {
         return this;
     }
     // --- the server's side
-    accept(id = `sock${this._nextId++}`) {
+    accept(id = `sock${this._nextId++}`, { recovered = false } = {}) {
         this.connected = true;
         this.id = id;
+        this.recovered = recovered;  // socket.io-client >= 4.6: the server gave the session back
         this.sent.push(...this.buffer);
         this.buffer = [];
         this.fire('connect');

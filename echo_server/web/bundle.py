@@ -9,21 +9,19 @@ set-up carries it.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from .transport.http import Response
+from ..transport.http import Response
+from . import static_dir
 
 log = logging.getLogger("echo_server.bundle")
 
-STATIC_DIR = Path(__file__).parent / "static"
 BUNDLE_VERSION = "2.5.0"
 
 
 class ClientBundle:
     def __init__(self, directory: Path | None = None) -> None:
-        override = os.environ.get("ECHO_SERVER_STATIC_DIR")
-        self.directory = directory or (Path(override) if override else STATIC_DIR)
+        self.directory = directory or static_dir()
         self._cache: dict[str, bytes] = {}
         self._warned = False
 

@@ -24,15 +24,17 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
-from .api import same_secret
-from .core.events import (
+from ..core.events import (
     Authorized,
     ConnectionClosed,
     ConnectionOpened,
     ConnectionRefused,
     Lifecycle,
+    Recovered,
+    RecoveryFailed,
 )
-from .core.state import ServerState
+from ..core.state import ServerState
+from .api import same_secret
 
 disable_created_metrics()  # the *_created samples only add noise to every scrape
 
@@ -67,11 +69,18 @@ class Metrics:
             registry=r)
         self.refused = Counter(
             "echo_connections_refused", "Connections refused at the handshake", registry=r)
+        self.recoveries = Counter(
+            "echo_recoveries", "Connection-state recoveries tried, by result (recovered, or "
+            "why not)", ["result"], registry=r)
+        self.recovered_packets = Counter(
+            "echo_recovered_packets", "Missed packets sent to recovered connections", registry=r)
         self._recent: OrderedDict[str, float] = OrderedDict()
         lifecycle.on(ConnectionOpened, self.connected)
         lifecycle.on(ConnectionClosed, self.disconnected)
         lifecycle.on(ConnectionRefused, self.refused_connection)
         lifecycle.on(Authorized, self.authorized)
+        lifecycle.on(Recovered, self.recovered)
+        lifecycle.on(RecoveryFailed, self.recovery_failed)
 
     # -- hooks ------------------------------------------------------------------------
     def observe_batch(self, events: int, delivered: int, seconds: float) -> None:
@@ -97,6 +106,13 @@ class Metrics:
 
     def refused_connection(self, event: ConnectionRefused) -> None:
         self.refused.inc()
+
+    def recovered(self, event: Recovered) -> None:
+        self.recoveries.labels("recovered").inc()
+        self.recovered_packets.inc(event.missed)
+
+    def recovery_failed(self, event: RecoveryFailed) -> None:
+        self.recoveries.labels(event.reason).inc()
 
     def authorized(self, event: Authorized) -> None:
         self.auth_seconds.observe(event.seconds)

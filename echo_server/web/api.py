@@ -17,9 +17,9 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
-from .config import valid_client
-from .core.state import ServerState, rss_bytes
-from .transport.http import Request, Response
+from ..config import valid_client
+from ..core.state import ServerState, rss_bytes
+from ..transport.http import Request, Response
 
 log = logging.getLogger("echo_server.api")
 

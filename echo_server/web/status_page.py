@@ -24,16 +24,16 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from itertools import pairwise
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from broadcaster.jsoncodec import dumps
 
+from ..core.state import ServerState
+from ..transport.http import Request, Response
+from . import PACKAGE_STATIC
 from .api import same_secret
-from .core.state import ServerState
-from .transport.http import Request, Response
 
-HTML_PATH = Path(__file__).resolve().parent / "static" / "status.html"
+HTML_PATH = PACKAGE_STATIC / "status.html"
 HISTORY_SECONDS = 600.0  # the chart's reach: the last ten minutes
 MAX_SAMPLES = 6000  # bounds memory whatever sampleInterval says (10 min at 100 ms)
 MAX_POINTS = 300  # history points per /status.json answer (downsampled beyond that)

@@ -1,0 +1,132 @@
+"""Connection-state recovery: a client that lost its connection comes back as the same
+connection, in the same channels, and gets every packet it missed, or nothing at all.
+
+A recoverable connection gets a token (socket.io's ``pid``: a credential only its client
+knows). When it drops for a reason the network gave (not a goodbye from the client), its
+state is parked under that token for the recovery window, and the history keeps what its
+channels are sent meanwhile. The client comes back with the token and the offset of the
+last packet it got; recovery succeeds only when every packet after that offset on every one
+of its channels is still in the history (centrifuge's rule, not socket.io's, which recovers
+partially and loses quiet clients, clients that never got a packet, and second recoveries).
+
+Presence is not held for the whole window: the parked member stays for ``presence_grace``
+(a page reload or a short drop announces nothing), then leaves, announced; a later recovery
+announces its join again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .connection import ClientState, Connection
+from .history import Entry, HistoryLimits
+from .presence import Member
+
+# Why a connection ended, as the transports say it, for the ends that a reconnect may follow
+# (socket.io's RECOVERABLE_DISCONNECT_REASONS): not the client's own close or namespace
+# disconnect, not a protocol error.
+RECOVERABLE_REASONS = frozenset({"transport close", "transport error", "ping timeout",
+                                 "server shutting down", "forced close"})
+MAX_OFFSET_DIGITS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryOptions:
+    window: float = 120.0  # maxDisconnectionDuration
+    presence_grace: float = 5.0
+    history: HistoryLimits = field(default_factory=HistoryLimits)
+
+
+class Parked:
+    """A dropped connection that may come back."""
+
+    __slots__ = ("connection", "expiry", "grace", "joined", "members", "missed", "state")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.state: ClientState = connection.state
+        self.joined: dict[str, int] = {}  # its channels, with the offset it joined each at
+        self.members: dict[str, Member] = {}  # its presence, once the grace made it leave
+        self.missed: list[Entry] = []  # found by a recovery, to be sent
+        self.grace: asyncio.TimerHandle | None = None  # ends its presence
+        self.expiry: asyncio.TimerHandle | None = None  # ends the session
+
+
+class RecoveryRefused(Exception):
+    """Why a recovery failed, in a word a metric can carry (``reason``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Sessions:
+    """Tokens of live recoverable connections, and the parked ones."""
+
+    def __init__(self, options: RecoveryOptions) -> None:
+        self.options = options
+        self.live: dict[str, Connection] = {}
+        self.parked: dict[str, Parked] = {}
+
+    def issue(self, connection: Connection) -> str:
+        state = connection.state
+        token = state.recovery_token
+        if token is None:
+            token = state.recovery_token = secrets.token_urlsafe(15)
+        self.live[token] = connection
+        return token
+
+    def park(self, connection: Connection, on_grace: Callable[[Parked], None],
+             on_expiry: Callable[[Parked], None]) -> Parked:
+        token = connection.state.recovery_token
+        assert token is not None
+        self.live.pop(token, None)
+        parked = self.parked[token] = Parked(connection)
+        loop = asyncio.get_running_loop()
+        if connection.state.presence:
+            parked.grace = loop.call_later(self.options.presence_grace, on_grace, parked)
+        parked.expiry = loop.call_later(self.options.window, self._expire, token, on_expiry)
+        return parked
+
+    def _expire(self, token: str, on_expiry: Callable[[Parked], None]) -> None:
+        parked = self.parked.pop(token, None)
+        if parked is not None:
+            if parked.grace is not None:
+                parked.grace.cancel()
+            on_expiry(parked)
+
+    def take(self, token: str) -> Parked | None:
+        parked = self.parked.pop(token, None)
+        if parked is not None:
+            for timer in (parked.grace, parked.expiry):
+                if timer is not None:
+                    timer.cancel()
+        return parked
+
+    def forget(self, connection: Connection) -> None:
+        token = connection.state.recovery_token
+        if token is not None and self.live.get(token) is connection:
+            del self.live[token]
+
+
+def parse_offset(text: object, newest: int) -> int | None:
+    """The client's last offset; None when it sent none (it never got a packet)."""
+    if text is None:
+        return None
+    if not (isinstance(text, str) and 0 < len(text) <= MAX_OFFSET_DIGITS and text.isascii()
+            and text.isdigit()):
+        raise RecoveryRefused("bad_offset")
+    offset = int(text)
+    if offset > newest:
+        raise RecoveryRefused("bad_offset")  # from another server's life, or made up
+    return offset
+
+
+def merged(parts: list[list[Entry]]) -> list[Entry]:
+    """One list in offset order: the order the connection would have got them in."""
+    if len(parts) == 1:
+        return parts[0]
+    return sorted((entry for part in parts for entry in part), key=lambda entry: entry.seq)

@@ -1,0 +1,18 @@
+"""The HTTP side: the API, /metrics, the status page, and the files the server hands out
+(the socket.io.js bundle, the demo page). It reads the core's ``ServerState`` and never
+takes the server object."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Package data (a wheel built after the set-up carries the bundle and the demo page).
+PACKAGE_STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+def static_dir() -> Path:
+    """Where the bundle and the demo page are read from: ``ECHO_SERVER_STATIC_DIR`` moves
+    the whole directory."""
+    override = os.environ.get("ECHO_SERVER_STATIC_DIR")
+    return Path(override) if override else PACKAGE_STATIC

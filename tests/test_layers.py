@@ -1,0 +1,98 @@
+"""The house's rooms, from the import graph: the core knows no wire protocol and no
+transport, the HTTP side never takes the server object, ``broadcaster`` and
+``channel_auth`` never import ``echo_server``, and no module imports one that imports it
+back. Read from the source (``ast``), so a deferred or type-checking-only import counts too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("echo_server", "broadcaster", "channel_auth")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    modules = {_module_name(p): p for package in PACKAGES
+               for p in (ROOT / package).rglob("*.py")}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[:len(base) - node.level + 1]
+                    target = ".".join([*base, node.module] if node.module else base)
+                else:
+                    target = node.module or ""
+                found.add(target)
+                found.update(f"{target}.{alias.name}" for alias in node.names)
+        graph[name] = {m for m in found if m in modules}
+    return graph
+
+
+GRAPH = _imports()
+
+
+def _reaches(start: str, forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in GRAPH[start] if m.startswith(forbidden))
+
+
+def test_the_core_imports_no_transport_and_no_wire_protocol() -> None:
+    core = [m for m in GRAPH if m.startswith("echo_server.core")]
+    assert len(core) >= 8
+    for module in core:
+        assert not _reaches(module, ("echo_server.transport", "echo_server.adapters",
+                                     "echo_server.server", "echo_server.web",
+                                     "echo_server.demo")), module
+
+
+def test_the_http_side_never_takes_the_server() -> None:
+    web = [m for m in GRAPH if m.startswith("echo_server.web")]
+    assert len(web) >= 5
+    for module in web:
+        assert not _reaches(module, ("echo_server.server", "echo_server.demo",
+                                     "echo_server.adapters", "echo_server.cli")), module
+
+
+def test_transport_knows_no_channels() -> None:
+    for module in (m for m in GRAPH if m.startswith("echo_server.transport")):
+        assert not _reaches(module, ("echo_server.core", "echo_server.adapters")), module
+
+
+def test_libraries_never_import_the_server_package() -> None:
+    for module in (m for m in GRAPH if m.startswith(("broadcaster", "channel_auth"))):
+        assert not _reaches(module, ("echo_server",)), module
+
+
+def test_no_import_cycles() -> None:
+    seen: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        seen[module] = 1
+        path.append(module)
+        for target in sorted(GRAPH[module]):
+            if target.startswith(module + "."):
+                continue  # a package importing its own modules is how packages work
+            state = seen.get(target)
+            assert state != 1, " -> ".join([*path[path.index(target):], target])
+            if state is None:
+                visit(target)
+        path.pop()
+        seen[module] = 2
+
+    for module in sorted(GRAPH):
+        if module not in seen:
+            visit(module)
