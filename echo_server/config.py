@@ -70,7 +70,7 @@ OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCache
                            "authMaxConnections", "authMaxConnectionsPerAddress",
                            "authMaxPendingPerAddress", "authQueueTimeout", "jwt",
                            "channels", "instanceId", "metrics", "sources", "cluster", "limits",
-                           "trustedProxies", "log"})
+                           "trustedProxies", "log", "health"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -553,6 +553,23 @@ class Config:
         value = section.get("sampleInterval", 1000) if isinstance(section, dict) else 1000
         return max(0.01, _milliseconds(value, "metrics.sampleInterval"))
 
+    def _health(self, key: str, default: float) -> float:
+        section = self.raw.get("health")
+        value = section.get(key, default) if isinstance(section, dict) else default
+        return _milliseconds(value, f"health.{key}")
+
+    @property
+    def drain_delay(self) -> float:
+        """Ours: after SIGTERM, how long `/readyz` answers 503 while everything else keeps
+        serving, so the orchestrator takes the instance out of its endpoints before its
+        clients are closed (ms, default 0: close at once, as the reference does)."""
+        return self._health("drainDelay", 0)
+
+    @property
+    def health_check_timeout(self) -> float:
+        """Ours: how long `/readyz` waits for the cluster's Redis to answer (ms, default 500)."""
+        return self._health("checkTimeout", 500)
+
     @property
     def metrics_token(self) -> str | None:
         """Ours: a token ``/metrics`` and the status page accept (Bearer or ``?token=``)."""
@@ -983,7 +1000,7 @@ def _validate(config: Config) -> None:
         "port", "ping_interval", "ping_timeout", "upgrade_timeout", "handshake_timeout",
         "max_http_buffer_size", "write_buffer_high_water", "max_channels_per_socket",
         "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
-        "presence_grace", "recovery",
+        "presence_grace", "recovery", "drain_delay", "health_check_timeout",
         "allowed_origins", "limits", "log_format",
         "ssl_secure_options",
         "auth_timeout", "auth_cache_ttl", "auth_max_connections",

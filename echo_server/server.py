@@ -44,6 +44,7 @@ from .transport.sockets import SocketServer
 from .web.api import HttpApi
 from .web.bundle import ClientBundle
 from .web.demo_files import DemoFiles
+from .web.health import Health, Phase
 from .web.metrics import CONTENT_TYPE, Metrics, metrics_token_ok
 from .web.status_page import StatusPage
 
@@ -91,6 +92,7 @@ class EchoServer:
             self.core.fanout.observer = self.metrics.observe_batch
         self.status_page = StatusPage(self.state, self._status_credentials,
                                       sample_interval=config.status_sample_interval)
+        self.health = Health(self.state, check_timeout=config.health_check_timeout)
         self._server: asyncio.AbstractServer | None = None
         prefix = config.socketio_path.rstrip("/")
         self._engine_path = prefix
@@ -148,10 +150,12 @@ class EchoServer:
         self.status_page.start()
         await self._start_presence()
         self._start_sources()
+        self.health.phase = Phase.SERVING
         self._announce()
 
     async def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Stop accepting, close every client cleanly, stop the sources."""
+        self.health.phase = Phase.DRAINING
         if self._server is not None:
             self._server.close()
         self.engine.stop()
@@ -181,6 +185,18 @@ class EchoServer:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout / 2)
             self._server = None
+
+    async def drain(self, delay: float) -> None:
+        """Readiness off first, for ``delay`` seconds (``health.drainDelay``) while everything
+        else is still served, so the orchestrator sends no new clients before the connected
+        ones are closed (their reconnects then land on other instances); then `stop`."""
+        self.health.phase = Phase.DRAINING
+        if delay > 0:
+            log.info("draining: /readyz answers 503 for %.1f s before %d connections are "
+                     "closed", delay, len(self.engine.sessions))
+            await asyncio.sleep(delay)
+        log.info("shutting down: closing %d connections", len(self.engine.sessions))
+        await self.stop()
 
     def publish(self, event: BroadcastEvent) -> bool:
         """Feed the in-memory bus (what the HTTP API does)."""
@@ -299,6 +315,8 @@ class EchoServer:
             if name in ("socket.io.js", "socket.io.js.map"):
                 return self.bundle.response(name, request.headers.get("if-none-match"))
             return self.engine.handle_request(request, conn)
+        if path in Health.PATHS and request.method in ("GET", "HEAD"):
+            return self.health.handle(request)
         if path == "/metrics" and request.method == "GET":
             return self._metrics_response(request)
         if path in StatusPage.PATHS:
@@ -456,8 +474,7 @@ async def serve(config: Config) -> int:
         return 1
     tune_gc()
     await wait_for_stop_signal()
-    log.info("shutting down: closing %d connections", len(server.engine.sessions))
-    await server.stop()
+    await server.drain(config.drain_delay)
     return 0
 
 

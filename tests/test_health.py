@@ -1,0 +1,179 @@
+"""`/healthz` and `/readyz` as an orchestrator sees them: with Redis up, with Redis gone (still
+ready: the body says what is down), while starting against a Redis that hangs, and while a
+real process drains after SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from echo_server.config import load_config
+from echo_server.server import EchoServer
+from tests.conftest import free_port, private_redis, redis_config, server_url
+from tests.support.logged_process import LoggedProcess
+from tests.support.raw import Reply, http_request, open_ws, wait_until, ws_closed, ws_recv
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def probe(http: aiohttp.ClientSession, base: str, path: str) -> Reply:
+    reply = await http_request(http, "GET", base + path)
+    assert reply.headers["Content-Type"].startswith("application/json")
+    assert reply.headers["Cache-Control"] == "no-store"
+    return reply
+
+
+def source(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(s for s in body["sources"] if s["kind"] == kind)
+
+
+def redis_up(server: EchoServer) -> bool:
+    return next(s.connected for s in server.state.sources() if s.kind == "redis")
+
+
+async def test_ready_with_redis_up_no_credential_needed(make_server, http, redis_url) -> None:
+    server = await make_server()
+    base = server_url(server)
+    live = await probe(http, base, "/healthz")
+    assert (live.status, live.json()) == (200, {"status": "ok", "phase": "serving"})
+    ready = await probe(http, base, "/readyz")
+    assert ready.status == 200
+    body = ready.json()
+    assert body["status"] == "serving"
+    assert body["instance"] == server.instance_id
+    assert source(body, "memory")["connected"] is True
+    redis = source(body, "redis")
+    assert redis["connected"] is True and redis["lastError"] is None
+    assert redis["url"].startswith(redis_url.rsplit("/", 1)[0])
+    assert body["presence"] == "redis"
+    assert body["cluster"]["reachable"] is True and body["cluster"]["instances"] >= 1
+    # Only GET and HEAD: anything else is the API's 404, as for any unknown route.
+    assert (await http_request(http, "POST", base + "/readyz")).status == 404
+
+
+async def test_redis_gone_is_in_the_body_not_the_status(make_server, http) -> None:
+    """A Redis outage leaves the instance ready (it still serves its clients and the HTTP
+    API's bus); the body says the source is down and the cluster unreachable, and both
+    come back when Redis does."""
+    with private_redis() as redis_process:
+        server = await make_server({**redis_config(redis_process.url),
+                                    "health": {"checkTimeout": 200}})
+        base = server_url(server)
+        redis_process.stop()
+        await wait_until(lambda: not redis_up(server), 5,
+                         "the redis source noticed the outage")
+        ready = await probe(http, base, "/readyz")
+        assert ready.status == 200
+        body = ready.json()
+        assert body["status"] == "serving"
+        assert source(body, "redis")["connected"] is False
+        assert source(body, "redis")["lastError"]
+        assert source(body, "memory")["connected"] is True
+        assert body["cluster"]["reachable"] is False and body["cluster"]["error"]
+        assert (await probe(http, base, "/healthz")).status == 200
+        # Still serving the in-memory bus meanwhile.
+        posted = await http_request(
+            http, "POST", base + "/apps/test-app/events", params={"auth_key": "test-key"},
+            json={"channel": "news", "name": "e", "data": {"x": 1}})
+        assert posted.status == 200
+
+        redis_process.start()
+        await wait_until(lambda: redis_up(server), 10,
+                         "the redis source reconnected")
+        body = (await probe(http, base, "/readyz")).json()
+        assert source(body, "redis")["connected"] is True
+        assert body["cluster"]["reachable"] is True
+
+
+async def test_not_ready_while_starting(tmp_path: Path, http) -> None:
+    """Start-up waits for Redis to answer (presence); until it is done, /readyz is 503
+    "starting" and /healthz 200. Here Redis accepts the connection and says nothing, until
+    the connection drops: then the server serves with presence in memory, and is ready."""
+    held: list[asyncio.StreamWriter] = []
+    accepted = asyncio.Event()
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        accepted.set()
+
+    silent_redis = await asyncio.start_server(silent, "127.0.0.1", 0)
+    redis_port = silent_redis.sockets[0].getsockname()[1]
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps({
+        "host": "127.0.0.1", "port": 0, "clients": [{"appId": "a", "key": "k"}],
+        "subscribers": {"http": True, "redis": False},
+        **redis_config(f"redis://127.0.0.1:{redis_port}/0")}))
+    config = load_config("laravel-echo-server.json", str(tmp_path), environ={},
+                         cwd=str(tmp_path))
+    server = EchoServer(config)
+    starting = asyncio.create_task(server.start())
+    try:
+        await asyncio.wait_for(accepted.wait(), 5)
+        base = server_url(server)
+        ready = await probe(http, base, "/readyz")
+        assert (ready.status, ready.json()["status"]) == (503, "starting")
+        live = await probe(http, base, "/healthz")
+        assert (live.status, live.json()["phase"]) == (200, "starting")
+
+        for writer in held:
+            writer.close()
+        await asyncio.wait_for(starting, 10)
+        ready = await probe(http, base, "/readyz")
+        assert ready.status == 200
+        assert ready.json()["presence"] == "memory" and ready.json()["cluster"] is None
+    finally:
+        if not starting.done():
+            starting.cancel()
+        await server.stop(timeout=2)
+        silent_redis.close()
+
+
+async def test_draining_process_answers_503_then_closes(tmp_path: Path, http,
+                                                        redis_url: str) -> None:
+    """SIGTERM: /readyz turns 503 "draining" for health.drainDelay while connected clients
+    stay connected and /healthz stays 200; then the clients are closed and the process exits
+    0 with its lock released."""
+    port = free_port()
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps({
+        "host": "127.0.0.1", "port": port, "clients": [{"appId": "a", "key": "k"}],
+        "health": {"drainDelay": 1500}, **redis_config(redis_url)}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LARAVEL_ECHO_SERVER_")}
+    process = LoggedProcess([sys.executable, "-m", "echo_server", "start", "--dir",
+                             str(tmp_path)], cwd=tmp_path, env={**env, "PYTHONUNBUFFERED": "1"})
+    await process.start()
+    try:
+        await process.wait_for_line("listening on")
+        base = f"http://127.0.0.1:{port}"
+        assert (await probe(http, base, "/readyz")).status == 200
+        ws = await open_ws(http, base, eio=3)
+        assert (await ws_recv(ws)).startswith("0{")
+        assert await ws_recv(ws) == "40"
+
+        assert process.proc is not None
+        process.proc.send_signal(signal.SIGTERM)
+        await process.wait_for_line(r"draining: /readyz answers 503 for 1\.5 s before 1 "
+                                    r"connections")
+        ready = await probe(http, base, "/readyz")
+        assert (ready.status, ready.json()["status"]) == (503, "draining")
+        live = await probe(http, base, "/healthz")
+        assert (live.status, live.json()["phase"]) == (200, "draining")
+        assert not ws.closed
+
+        await ws_closed(ws, timeout=5)
+        assert ws.close_code == 1001
+        assert await process.wait_exit(10) == 0
+        assert not (tmp_path / "laravel-echo-server.lock").exists()
+    finally:
+        await process.kill()
