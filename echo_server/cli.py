@@ -60,11 +60,12 @@ def _exit_on_signal(signum: int, _frame: Any) -> NoReturn:
 
 
 def _install_exit_signals() -> None:
-    """Until the server installs its own handlers, SIGTERM/SIGHUP must still run `finally`
-    (and so release the lock), as the reference's `process.on('SIGTERM', exit)` does."""
-    for name in ("SIGTERM", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), _exit_on_signal)
+    """Until the server installs its own handlers, SIGTERM must still run `finally` (and so
+    release the lock), as the reference's `process.on('SIGTERM', exit)` does. SIGHUP means
+    reload: before the server runs, the file was just read, so it is ignored."""
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -87,7 +88,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         # The fast paths are platform-dependent dependencies: say which ones this process got.
         loop = "uvloop" if _loop_factory() is not None else "asyncio (standard library)"
         logger.info("JSON: %s; event loop: %s", jsoncodec.implementation(), loop)
-        return run(config)
+        return run(config, load=lambda: cfg.load_config(args.config, args.dir, dev=args.dev))
     except KeyboardInterrupt:
         return 130
     finally:
@@ -98,6 +99,16 @@ def cmd_stop(args: argparse.Namespace) -> int:
     """Stop the server named in the lock file and wait until it has gone."""
     path = cfg.resolve_config_path(args.config, args.dir)
     print(lockfile.stop(lockfile.lock_path_for(path), timeout=args.timeout))
+    return 0
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """SIGHUP to the server named in the lock file. The file is not checked here: the server
+    reads it with its own environment, and logs what it applied or why it refused it."""
+    path = cfg.resolve_config_path(args.config, args.dir)
+    pid = lockfile.signal_owner(lockfile.lock_path_for(path), signal.SIGHUP)
+    print(f"Asked echo-server (process {pid}) to reload {path}: its log says what was "
+          "applied, what needs a restart, or why the file was refused.")
     return 0
 
 
@@ -649,6 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_location(stop)
     stop.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (10)")
     stop.set_defaults(handler=cmd_stop)
+
+    reload = subparsers.add_parser(
+        "reload", help="make the running server re-read its config (as SIGHUP does)")
+    _add_location(reload)
+    reload.set_defaults(handler=cmd_reload)
 
     status = subparsers.add_parser("status", help="show the running server's live figures")
     _add_location(status)

@@ -154,6 +154,17 @@ def release(path: str) -> bool:
     return True
 
 
+def signal_owner(path: str, signum: int) -> int:
+    """Send ``signum`` to the live server named in the lock; its pid."""
+    pid = read_pid(path)
+    if pid is None:
+        raise LockError(f"no lock file {path}: no server runs with this config")
+    if not pid_alive(pid):
+        raise LockError(f"the server named in {path} (process {pid}) is not running")
+    os.kill(pid, signum)
+    return pid
+
+
 def stop(path: str, timeout: float = 10.0) -> str:
     """Stop the server named in the lock; returns what happened, `LockError` if it failed.
 

@@ -16,6 +16,7 @@ import signal
 import ssl
 import tempfile
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
@@ -37,6 +38,7 @@ from .core.presence import RedisPresenceStore
 from .core.state import ServerState
 from .errors import ErrorLog
 from .ingest import SourceRunner
+from .reload import Reloader
 from .transport.engine import EngineOptions, EngineServer
 from .transport.guard import ConnectionGuard
 from .transport.http import HttpConnection, Request, Response, RouteResult, encode_response
@@ -93,6 +95,7 @@ class EchoServer:
         self.status_page = StatusPage(self.state, self._status_credentials,
                                       sample_interval=config.status_sample_interval)
         self.health = Health(self.state, check_timeout=config.health_check_timeout)
+        self.reloader = Reloader(self, build_authorizer)  # SIGHUP, `echo-server reload`
         self._server: asyncio.AbstractServer | None = None
         prefix = config.socketio_path.rstrip("/")
         self._engine_path = prefix
@@ -172,6 +175,7 @@ class EchoServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.cluster.stop(), timeout / 4)
             self.cluster = None
+        await self.reloader.close()
         for closable in (self.authorizer, self.authenticator):
             close = getattr(closable, "close", None)
             if close is not None:
@@ -465,21 +469,29 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, load: Callable[[], Config] | None = None) -> int:
+    """``load`` reads the configuration again on SIGHUP (the CLI's, with its options)."""
     server = EchoServer(config)
+    reloader = server.reloader
+    if load is not None:
+        reloader.load = load
+    if hasattr(signal, "SIGHUP"):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request)
     try:
-        await server.start()
+        async with reloader.lock:  # a reload asked for while starting waits until started
+            await server.start()
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host or "0.0.0.0", config.port, exc)
         return 1
     tune_gc()
     await wait_for_stop_signal()
-    await server.drain(config.drain_delay)
+    await server.drain(server.config.drain_delay)  # as last reloaded
     return 0
 
 
-def run(config: Config) -> int:
+def run(config: Config, load: Callable[[], Config] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the CLI's ``start``."""
     factory = _loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(serve(config))
+        return runner.run(serve(config, load))

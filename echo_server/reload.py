@@ -1,0 +1,201 @@
+"""SIGHUP (and `echo-server reload`): read the configuration again and apply what can change
+without closing a connection.
+
+Applied live: API clients and keys, JWT settings and keys, local channel rules, the auth host
+and everything about the `/broadcasting/auth` callback and its cache, the origin allow-list,
+the metrics token, `health`, and the log level (`devMode`) and format. Connections that are
+open stay open under what admitted them (a socket verified with the old JWT key keeps its
+session until it reconnects); what is asked from now on meets the new settings.
+
+Everything else (port, host, TLS files, sources, Redis, limits, ...) needs a restart: it is
+named in the log and not applied at all, never half. A file that cannot be used is refused
+whole, with the error in the log, and the running configuration stays. Secrets never reach
+the log: changes are named by their keys, not their values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from channel_auth import ChannelAuthorizer
+from channel_auth.jwt_auth import JwtAuthenticator
+
+from . import logformat
+from .config import Config, ConfigError, ensure_dev_client, load_config
+from .core.channels import ChannelCore
+from .transport.engine import EngineServer
+from .web.api import HttpApi
+from .web.health import Health, Phase
+
+log = logging.getLogger("echo_server.reload")
+
+# Keys of laravel-echo-server.json (a section's key as `section.key`) applied live; a key
+# named alone covers its whole section.
+LIVE_KEYS = frozenset({
+    "clients", "jwt", "channels", "authHost", "authEndpoint", "authVerifyTls", "authTimeout",
+    "authCacheTtl", "authMaxConnections", "authMaxConnectionsPerAddress",
+    "authMaxPendingPerAddress", "authQueueTimeout", "socketio.origins", "metrics.token",
+    "health", "devMode", "log.format",
+})
+LIVE_ENVIRONMENT = ("ECHO_JWT_", "ECHO_LOG_FORMAT")
+_MISSING = object()
+
+
+class Reloadable(Protocol):
+    """What a reload touches in the running server (``server.EchoServer``)."""
+    config: Config
+    dev_client: dict[str, str] | None
+    authorizer: ChannelAuthorizer
+    authenticator: JwtAuthenticator | None
+    core: ChannelCore
+    engine: EngineServer
+    api: HttpApi
+    health: Health
+
+
+def changed_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The keys whose value differs, one level into sections present as objects in both."""
+    changed: list[str] = []
+    for key in sorted(set(old) | set(new), key=str):
+        before, after = old.get(key, _MISSING), new.get(key, _MISSING)
+        if before == after:
+            continue
+        if not prefix and isinstance(before, dict) and isinstance(after, dict):
+            changed += changed_keys(before, after, f"{key}.")
+        else:
+            changed.append(prefix + str(key))
+    return changed
+
+
+def changed_environment(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """`ECHO_*` variables that differ (the process environment is fixed, `.env` is not)."""
+    return sorted(name for name in set(old) | set(new)
+                  if name.startswith("ECHO_") and old.get(name) != new.get(name))
+
+
+def is_live(key: str) -> bool:
+    if key.startswith("ECHO_"):
+        return key.startswith(LIVE_ENVIRONMENT)
+    return key in LIVE_KEYS or key.partition(".")[0] in LIVE_KEYS
+
+
+def _auth_settings(config: Config) -> tuple[Any, ...]:
+    """What `build_authorizer` reads: the chain is rebuilt only when one of these changes,
+    so an unrelated reload keeps the auth cache and the warm connection pool."""
+    return (config.auth_hosts, config.auth_endpoint, config.auth_verify_tls,
+            config.auth_timeout, config.auth_cache_ttl, config.auth_max_connections,
+            config.auth_max_connections_per_address, config.auth_max_pending_per_address,
+            config.auth_queue_timeout, config.raw.get("channels"))
+
+
+class Reloader:
+    def __init__(self, server: Reloadable,
+                 build_authorizer: Callable[[Config], ChannelAuthorizer],
+                 load: Callable[[], Config] | None = None) -> None:
+        self.server = server
+        self.build_authorizer = build_authorizer
+        # The CLI passes how it loaded the file (`--config`, `--dir`, `--dev`).
+        self.load = load or (lambda: load_config(server.config.config_file))
+        # Held while the server starts, so a reload asked for meanwhile waits for it.
+        self.lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def request(self) -> None:
+        """From the SIGHUP handler: reload in a task of its own."""
+        self._keep(asyncio.ensure_future(self.reload()))
+
+    async def reload(self) -> bool:
+        """True when the file was read and applied (what needs a restart is logged)."""
+        async with self.lock:
+            server = self.server
+            if server.health.phase is Phase.DRAINING:
+                log.warning("configuration reload ignored: the server is shutting down")
+                return False
+            old = server.config
+            try:
+                new = self.load()
+                authorizer = (self.build_authorizer(new)
+                              if _auth_settings(new) != _auth_settings(old) else None)
+                authenticator = server.authenticator
+                if new.jwt != old.jwt:
+                    authenticator = JwtAuthenticator(new.jwt) if new.jwt is not None else None
+            except (ConfigError, ValueError, OSError) as error:
+                log.error("configuration reload refused, the running configuration stays: "
+                          "%s", error)
+                return False
+            self._keep_dev_client(new)
+            changed = (changed_keys(old.raw, new.raw)
+                       + changed_environment(old.environ, new.environ))
+            replaced: list[tuple[Any, float]] = []
+            if authorizer is not None:
+                # Requests in flight finish on the old chain (its pool), at most this late.
+                replaced.append((server.authorizer, old.auth_queue_timeout + old.auth_timeout))
+            if server.authenticator not in (None, authenticator):
+                # A JWKS fetch in flight finishes first.
+                replaced.append((server.authenticator, old.jwt.jwks_timeout if old.jwt else 0))
+            self._apply(new, authorizer, authenticator)
+            for closable, grace in replaced:
+                self._keep(asyncio.ensure_future(_close_later(closable, grace)))
+            applied = [key for key in changed if is_live(key)]
+            restart = [key for key in changed if not is_live(key)]
+            log.info("configuration reloaded from %s: %s", new.config_file,
+                     "applied " + ", ".join(applied) if applied else "no live setting changed")
+            if restart:
+                log.warning("configuration reload: not applied, needs a restart: %s; the "
+                            "server keeps running with the previous value", ", ".join(restart))
+            return True
+
+    def _apply(self, new: Config, authorizer: ChannelAuthorizer | None,
+               authenticator: JwtAuthenticator | None) -> None:
+        """Only attribute swaps, after everything that could fail is built: nothing awaits
+        between the first and the last, so no request sees half of the new settings."""
+        server, old = self.server, self.server.config
+        if authorizer is not None:
+            server.authorizer = server.core.authorizer = authorizer
+        server.authenticator = server.core.authenticator = authenticator
+        server.engine.options.origin_allowed = new.origin_allowed
+        server.api.clients = new.clients
+        server.health.check_timeout = new.health_check_timeout
+        if (new.log_format, new.dev_mode) != (old.log_format, old.dev_mode):
+            logformat.configure(new.log_format, logging.DEBUG if new.dev_mode else logging.INFO)
+        # The metrics token, the status page's keys and drainDelay are read from here.
+        server.config = new
+
+    def _keep_dev_client(self, new: Config) -> None:
+        """A file still without clients keeps this run's development client (its key may be
+        in use); one that loses its last client gets one, printed as at start."""
+        server = self.server
+        if server.dev_client is not None and not new.clients:
+            new.raw["clients"] = [dict(server.dev_client)]
+            return
+        made = ensure_dev_client(new)
+        if made is not None:
+            server.dev_client = made
+            log.warning("No API clients configured; generated a development client for this "
+                        "run: appId=%s key=%s", made["appId"], made["key"])
+
+    def _keep(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """At shutdown: close whatever still waits to be closed, now."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _close_later(closable: Any, grace: float) -> None:
+    try:
+        await asyncio.sleep(grace)
+    finally:
+        close = getattr(closable, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(close())
