@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import ssl
 import tempfile
 import warnings
@@ -34,7 +35,8 @@ from .core.channels import ChannelCore
 from .core.cluster import Cluster
 from .core.events import PresenceChanged
 from .core.limits import ChannelLimits
-from .core.presence import RedisPresenceStore
+from .core.occupancy import Occupancy
+from .core.presence import RedisPresenceStore, key_tag
 from .core.state import ServerState
 from .errors import ErrorLog
 from .ingest import SourceRunner
@@ -49,6 +51,7 @@ from .web.demo_files import DemoFiles
 from .web.health import Health, Phase
 from .web.metrics import CONTENT_TYPE, Metrics, metrics_token_ok
 from .web.status_page import StatusPage
+from .webhooks.dispatcher import Webhooks
 
 log = logging.getLogger("echo_server")
 
@@ -58,8 +61,10 @@ SHUTDOWN_TIMEOUT = 10.0
 
 class EchoServer:
     def __init__(self, config: Config, *, authorizer: ChannelAuthorizer | None = None,
-                 instance_id: str | None = None) -> None:
+                 instance_id: str | None = None,
+                 listen_socket: socket.socket | None = None) -> None:
         self.config = config
+        self.listen_socket = listen_socket  # a worker's slot (workers.py); else host and port
         self.errors = ErrorLog()
         self.memory = MemorySource()
         self.instance_id = instance_id or config.instance_id or secrets.token_hex(6)
@@ -72,6 +77,9 @@ class EchoServer:
         self.core = ChannelCore(self.authorizer, self.errors.report,
                                 limits=channel_limits(config), authenticator=self.authenticator,
                                 recovery=config.recovery)
+        self.occupancy = Occupancy(self.core.lifecycle)  # server-wide occupied / vacated
+        self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
+                                 self.core.lifecycle)
         self.sockets = SocketServer(EchoSocketIo(self.core))
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
@@ -83,7 +91,9 @@ class EchoServer:
         self.state = ServerState(self.core, instance_id=self.instance_id,
                                  connections_by_kind=self.engine.sessions_by_kind,
                                  sources=lambda: [runner.health for runner in self.runners],
-                                 errors=self.errors)
+                                 errors=self.errors,
+                                 webhooks=self.webhooks.figures if config.webhook_endpoints
+                                 else None)
         self.api = HttpApi(config.clients, self.memory.publish, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
@@ -140,18 +150,23 @@ class EchoServer:
         loop = asyncio.get_running_loop()
         raise_fd_limit()
         guard = self.http_guard
+        where: dict[str, Any] = (
+            {"sock": self.listen_socket} if self.listen_socket is not None else
+            {"host": self.config.host or None, "port": self.config.port, "reuse_address": True})
         self._server = await loop.create_server(
             lambda: HttpConnection(self._route, self._upgrade, guard),
-            host=self.config.host or None,
-            port=self.config.port,
             backlog=LISTEN_BACKLOG,
             ssl=self._ssl_context(),
-            reuse_address=True,
+            **where,
         )
         self.engine.start()
         guard.start()
         self.status_page.start()
         await self._start_presence()
+        # Queued in Redis with `database: "redis"`: another instance delivers what this one
+        # queued if it dies.
+        shared = self._redis if self.config.presence_backend == "redis" else None
+        self.webhooks.start(shared, key_tag(self.config.key_prefix), self.instance_id)
         self._start_sources()
         self.health.phase = Phase.SERVING
         self._announce()
@@ -175,6 +190,8 @@ class EchoServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.cluster.stop(), timeout / 4)
             self.cluster = None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.webhooks.stop(), timeout / 4)
         await self.reloader.close()
         for closable in (self.authorizer, self.authenticator):
             close = getattr(closable, "close", None)
@@ -250,7 +267,7 @@ class EchoServer:
             heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
             emit_local=self.core.fanout.emit_to_room, snapshot=self.state.snapshot,
             announce_presence=presence.announced, purged=presence.purged,
-            presence=store, restore_presence=presence.restore)
+            presence=store, restore_presence=presence.restore, occupancy=self.occupancy)
         await self.cluster.start()
         self.core.emit_room = self.cluster.emit
         presence.relay = self.cluster.relay_presence
@@ -469,9 +486,12 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-async def serve(config: Config, load: Callable[[], Config] | None = None) -> int:
-    """``load`` reads the configuration again on SIGHUP (the CLI's, with its options)."""
-    server = EchoServer(config)
+async def serve(config: Config, load: Callable[[], Config] | None = None, *,
+                listen_socket: socket.socket | None = None,
+                instance_id: str | None = None) -> int:
+    """``load`` reads the configuration again on SIGHUP (the CLI's, with its options); a
+    worker gets its slot's socket and instance id."""
+    server = EchoServer(config, instance_id=instance_id, listen_socket=listen_socket)
     reloader = server.reloader
     if load is not None:
         reloader.load = load
@@ -490,8 +510,10 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> int
     return 0
 
 
-def run(config: Config, load: Callable[[], Config] | None = None) -> int:
-    """Serve until SIGTERM/SIGINT; the CLI's ``start``."""
+def run(config: Config, load: Callable[[], Config] | None = None, *,
+        listen_socket: socket.socket | None = None, instance_id: str | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the CLI's ``start`` (and each worker of it)."""
     factory = _loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(serve(config, load))
+        return runner.run(serve(config, load, listen_socket=listen_socket,
+                                instance_id=instance_id))

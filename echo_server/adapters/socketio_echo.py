@@ -16,7 +16,7 @@ from broadcaster.jsoncodec import loads
 from channel_auth.jwt_auth import TokenSources
 
 from ..core.channels import ChannelCore
-from ..core.connection import ClientState
+from ..core.connection import ClientState, Item
 from ..core.fanout import MEMBER_ADDED, MEMBER_REMOVED
 from ..core.history import Entry
 from ..core.recovery import RecoveryRefused
@@ -27,8 +27,6 @@ from ..transport.wsconn import WebSocketConnection
 
 COALESCE_LIMIT = 64 * 1024  # bytes of frames gathered per client before a write
 PRESENCE_EVENTS = {MEMBER_ADDED: "presence:joining", MEMBER_REMOVED: "presence:leaving"}
-# The Engine.IO message and its websocket frame, built once per event.
-Frame = tuple[bytes, bytes]
 
 
 class SocketIoWire:
@@ -41,24 +39,14 @@ class SocketIoWire:
     def __init__(self, offsets: bool = False) -> None:
         self.offsets = offsets
 
-    def frame(self, channel: str, event: str, data_json: str | bytes, offset: int) -> Frame:
-        message = event_message(event, channel, data_json, offset if self.offsets else 0)
-        return message, encode_frame(message)
+    def _message(self, channel: str, event: str, data_json: str | bytes, offset: int) -> bytes:
+        return event_message(PRESENCE_EVENTS.get(event, event), channel, data_json,
+                             offset if self.offsets else 0)
 
-    def member_frame(self, channel: str, added: bool, member_json: str, offset: int) -> Frame:
-        return self.frame(channel, "presence:joining" if added else "presence:leaving",
-                          member_json, offset)
-
-    def replay(self, connection: Socket, entries: list[Entry]) -> None:
-        """What a recovered socket missed, in order, as it would have got it."""
-        for entry in entries:
-            event = PRESENCE_EVENTS.get(entry.event, entry.event)
-            connection.send_packet(event_message(event, entry.channel, entry.data_json,
-                                                 entry.seq).decode("utf-8"))
-
-    def send_frame(self, members: Collection[Socket], frame: Frame,  # type: ignore[override]
-                   exclude: Socket | None) -> int:
-        message, ws_frame = frame
+    def send(self, members: Collection[Socket], channel: str,  # type: ignore[override]
+             event: str, data_json: str | bytes, offset: int, exclude: Socket | None) -> int:
+        message = self._message(channel, event, data_json, offset)
+        frame = encode_frame(message)
         packet: str | None = None  # the text, for polling clients only
         # The loop below runs once per recipient: nothing in it that can be done once.
         for socket in members:
@@ -66,15 +54,14 @@ class SocketIoWire:
                 continue
             ws = socket.session.ws
             if ws is not None:
-                ws.write(ws_frame)  # the transport's own write: no Python frame between
+                ws.write(frame)  # the transport's own write: no Python frame between
             else:
                 if packet is None:
                     packet = message.decode("utf-8")
-                socket.session.send_prebuilt(packet, ws_frame)
+                socket.session.send_prebuilt(packet, frame)
         return len(members) - (exclude is not None and exclude in members)
 
-    def send_frames(self, batch: list[tuple[Collection[Socket], Frame,  # type: ignore[override]
-                                            Socket | None]]) -> int:
+    def send_batch(self, batch: list[Item]) -> int:  # type: ignore[override]
         """Each websocket client gets its frames of the batch in one write (one syscall
         instead of one per event), in publish order. Polling clients queue them anyway and
         get them in one response."""
@@ -83,7 +70,11 @@ class SocketIoWire:
         # one recipient per event (private channels) most clients never do.
         sizes: dict[WebSocketConnection, int] = {}
         count = 0
-        for members, (message, frame), exclude in batch:
+        offsets = self.offsets
+        for members, channel, event, data_json, offset, exclude in batch:
+            message = event_message(PRESENCE_EVENTS.get(event, event), channel, data_json,
+                                    offset if offsets else 0)
+            frame = encode_frame(message)
             packet: str | None = None
             for socket in members:
                 if socket is exclude:
@@ -112,6 +103,12 @@ class SocketIoWire:
         for ws, frames in pending.items():
             ws.write(frames[0] if len(frames) == 1 else b"".join(frames))
         return count
+
+    def replay(self, connection: Socket, entries: list[Entry]) -> None:
+        """What a recovered socket missed, in order, as it would have got it."""
+        for entry in entries:
+            connection.send_packet(self._message(entry.channel, entry.event, entry.data_json,
+                                                 entry.seq).decode("utf-8"))
 
     def subscribed(self, connection: Socket, channel: str,  # type: ignore[override]
                    members: list[dict[str, Any]] | None) -> None:

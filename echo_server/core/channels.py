@@ -24,13 +24,13 @@ from channel_auth.jwt_auth import AuthenticationError, JwtAuthenticator, TokenSo
 from .connection import ClientState, Connection
 from .events import (
     Authorized,
-    ChannelOccupied,
-    ChannelVacated,
     ClientEvent,
     ConnectionClosed,
     ConnectionOpened,
     ConnectionRefused,
     Lifecycle,
+    LocalChannelOccupied,
+    LocalChannelVacated,
     Recovered,
     RecoveryFailed,
     Subscribed,
@@ -158,10 +158,10 @@ class ChannelCore:
                 self._park(connection, sessions)
             else:
                 sessions.forget(connection)
+        if sessions is None or state.recovery_token not in sessions.parked:
+            self.presence.leave_all(connection)  # before the rooms: members leave, then it empties
         for channel in list(state.channels):
             self._leave(channel, connection)
-        if sessions is None or state.recovery_token not in sessions.parked:
-            self.presence.leave_all(connection)
         if self.lifecycle.wants(ConnectionClosed):
             self.lifecycle.emit(ConnectionClosed(connection, reason, identities))
 
@@ -384,9 +384,9 @@ class ChannelCore:
         pending = connection.state.pending
         if pending and channel in pending:
             pending.pop(channel).cancel()
+        self.presence.leave(connection, channel)
         if self._leave(channel, connection):
             log.debug("%s left %s", connection.id, channel)
-        self.presence.leave(connection, channel)
 
     # -- client events ---------------------------------------------------------------
     def client_event(self, connection: Connection, channel: Any, event: Any,
@@ -443,8 +443,8 @@ class ChannelCore:
             self.history.retain(channel)
             state.joined[channel] = self.history.seq
         lifecycle = self.lifecycle
-        if occupied and lifecycle.wants(ChannelOccupied):
-            lifecycle.emit(ChannelOccupied(channel))
+        if occupied and lifecycle.wants(LocalChannelOccupied):
+            lifecycle.emit(LocalChannelOccupied(channel))
         if lifecycle.wants(Subscribed):
             lifecycle.emit(Subscribed(connection, channel))
         return True
@@ -457,8 +457,12 @@ class ChannelCore:
         if state.joined is not None and self.history is not None:
             state.joined.pop(channel, None)
             self.history.release(channel)
-        if channel not in self.rooms and self.lifecycle.wants(ChannelVacated):
-            self.lifecycle.emit(ChannelVacated(channel))
+        if channel not in self.rooms and self.lifecycle.wants(LocalChannelVacated):
+            vacated = LocalChannelVacated(channel)
+            if is_presence(channel):  # after its members' leaving, written in their turn
+                self.presence.in_turn(channel, lambda: self.lifecycle.emit(vacated))
+            else:
+                self.lifecycle.emit(vacated)
         return True
 
     def end_sessions(self) -> None:

@@ -30,6 +30,7 @@ from broadcaster.jsoncodec import dumps, loads
 from broadcaster.sources.redis import INTERNAL_PREFIX, subscriber_endpoint
 from broadcaster.sources.redis_wire import RedisSubscriber
 
+from .occupancy import Occupancy
 from .presence import LuaScript, Member, RedisPresenceStore, key_tag
 
 log = logging.getLogger("echo_server.cluster")
@@ -73,7 +74,8 @@ class Cluster:
                  emit_local: RoomEmitter, snapshot: Callable[[], dict[str, Any]],
                  announce_presence: PresenceAnnouncer, purged: PresencePurged,
                  presence: RedisPresenceStore | None = None,
-                 restore_presence: PresenceRestorer | None = None) -> None:
+                 restore_presence: PresenceRestorer | None = None,
+                 occupancy: Occupancy | None = None) -> None:
         self.client = client
         self.redis_url = redis_url
         self.instance_id = instance_id
@@ -86,6 +88,7 @@ class Cluster:
         self.purged = purged
         self.presence = presence
         self.restore_presence = restore_presence
+        self.occupancy = occupancy
         self._beaten = False  # a first beat landed: from then on a missing key means a loss
         self.restored = 0  # presence memberships written again after a loss (logged; tests)
         self._outbox: list[str] = []
@@ -122,6 +125,8 @@ class Cluster:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         await self._beat()
+        if self.occupancy is not None:
+            await self.occupancy.share(self.client, self.tag, self.instance_id)
         if self.presence is not None:
             # A restarted instance with a stable id: its previous life's members are stale.
             await self._purge(self.instance_id)
@@ -136,6 +141,9 @@ class Cluster:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self.occupancy is not None:
+            with contextlib.suppress(Exception):
+                await self.occupancy.stop()
         with contextlib.suppress(Exception):
             await self.client.delete(self.alive_key(self.instance_id),
                                      self.stats_key(self.instance_id))
@@ -312,6 +320,8 @@ class Cluster:
                 await self._purge(other)
 
     async def _purge(self, instance_id: str) -> None:
+        if self.occupancy is not None and instance_id != self.instance_id:
+            await self.occupancy.purge(instance_id)
         if self.presence is None:
             return
         for channel, member, version in await self.presence.purge_instance(instance_id):

@@ -16,23 +16,21 @@ from typing import Any, Protocol
 
 from .presence import Member
 
+# One event for one wire: (members, channel, event, data JSON, offset, excluded connection).
+Item = tuple["Collection[Connection]", str, str, "str | bytes", int, "Connection | None"]
+
 
 class Wire(Protocol):
     """One wire format (an adapter, and a generation of it when frames differ)."""
 
-    def frame(self, channel: str, event: str, data_json: str | bytes, offset: int) -> Any:
-        """The pre-built frame of one event on ``channel``, for every recipient; ``offset``
-        is its place in the history (0: not recorded), for wires that carry it."""
+    def send(self, members: Collection[Connection], channel: str, event: str,
+             data_json: str | bytes, offset: int, exclude: Connection | None) -> int:
+        """Build the event's frame once and write it to each of ``members`` but
+        ``exclude``; how many got it. ``offset`` is its place in the history (0: not
+        recorded), for wires that carry it; the events ``fanout.MEMBER_ADDED`` and
+        ``MEMBER_REMOVED`` are presence changes, which each wire names its own way."""
 
-    def member_frame(self, channel: str, added: bool, member_json: str, offset: int) -> Any:
-        """A presence member joined (``added``) or left."""
-
-    def send_frame(self, members: Collection[Connection], frame: Any,
-                   exclude: Connection | None) -> int:
-        """Write ``frame`` to each of ``members`` but ``exclude``; how many got it."""
-
-    def send_frames(self, batch: list[tuple[Collection[Connection], Any,
-                                            Connection | None]]) -> int:
+    def send_batch(self, batch: list[Item]) -> int:
         """Several events read together, in order: a connection may get its frames of the
         batch in one write."""
 

@@ -78,14 +78,26 @@ class Authorized:
 
 
 @dataclass(frozen=True, slots=True)
+class LocalChannelOccupied:
+    """The first subscriber of this instance arrived (``occupancy`` makes it server-wide)."""
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocalChannelVacated:
+    """The last subscriber of this instance left."""
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelOccupied:
-    """The first subscriber of this instance arrived."""
+    """The channel's first subscriber on any instance arrived."""
     channel: str
 
 
 @dataclass(frozen=True, slots=True)
 class ChannelVacated:
-    """The last subscriber of this instance left."""
+    """The channel's last subscriber on any instance left (or its instance died)."""
     channel: str
 
 

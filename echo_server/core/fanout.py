@@ -11,19 +11,17 @@ recorded channel is first kept in the history, which gives it its offset.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
 
 from broadcaster.event import BroadcastEvent
 
-from .connection import Connection, Wire
+from .connection import Connection, Item, Wire
 from .history import History
 from .rooms import Groups, Rooms
 
 DeliveryObserver = Callable[[int, int, float], None]
 # How the history names presence changes; each wire says them its own way on replay.
 MEMBER_ADDED, MEMBER_REMOVED = ":member_added", ":member_removed"
-Batch = list[tuple[Collection[Connection], Any, Connection | None]]
 
 
 class Fanout:
@@ -48,7 +46,9 @@ class Fanout:
         return delivered
 
     def _deliver_batch(self, events: list[BroadcastEvent]) -> int:
-        batches: dict[Wire, Batch] = {}
+        batches: dict[Wire, list[Item]] = {}
+        last_wire: Wire | None = None
+        last_batch: list[Item] = []
         connections = self.connections
         groups_of = self.rooms.groups
         history = self.history
@@ -63,13 +63,16 @@ class Fanout:
                 continue
             exclude = connections.get(event.socket) if event.socket else None
             for wire, members in groups.items():
-                item = (members, wire.frame(channel, event.event, event.data, offset), exclude)
+                item = (members, channel, event.event, event.data, offset, exclude)
+                if wire is last_wire:
+                    last_batch.append(item)
+                    continue
                 batch = batches.get(wire)
                 if batch is None:
-                    batches[wire] = [item]
-                else:
-                    batch.append(item)
-        return sum(wire.send_frames(batch) for wire, batch in batches.items())
+                    batch = batches[wire] = []
+                batch.append(item)
+                last_wire, last_batch = wire, batch
+        return sum(wire.send_batch(batch) for wire, batch in batches.items())
 
     @staticmethod
     def _own(connection: Connection) -> Groups:
@@ -90,7 +93,7 @@ class Fanout:
         exclude = self.connections.get(except_id) if except_id else None
         sent = 0
         for wire, members in groups.items():
-            sent += wire.send_frame(members, wire.frame(room, event, data_json, offset), exclude)
+            sent += wire.send(members, room, event, data_json, offset, exclude)
         return sent
 
     def records(self, channel: str) -> bool:
@@ -108,8 +111,8 @@ class Fanout:
         if groups is None:
             return 0
         exclude = self.connections.get(except_id) if except_id else None
+        event = MEMBER_ADDED if added else MEMBER_REMOVED
         sent = 0
         for wire, members in groups.items():
-            sent += wire.send_frame(
-                members, wire.member_frame(channel, added, member_json, offset), exclude)
+            sent += wire.send(members, channel, event, member_json, offset, exclude)
         return sent

@@ -254,6 +254,11 @@ class PresenceFlow:
             self.fanout.announce_member(channel, added, data_json, except_id)
 
     # -- turns ------------------------------------------------------------------------
+    def in_turn(self, channel: str, step: Callable[[], None]) -> None:
+        """``step`` once the presence operations asked for on ``channel`` so far are done
+        (the channel's vacated after its last member's leaving)."""
+        self._in_turn(channel, step)
+
     def _in_turn(self, channel: str, operation: PresenceOperation) -> asyncio.Future[Any]:
         """Run ``operation`` once every presence operation asked for before it on ``channel``
         here is done; the future resolves to what it returned (None when it failed)."""

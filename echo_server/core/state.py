@@ -40,12 +40,14 @@ class ServerState:
     def __init__(self, core: ChannelCore, *, instance_id: str,
                  connections_by_kind: Callable[[], Counter[tuple[str, str]]],
                  sources: Callable[[], list[SourceStatus]],
-                 errors: ErrorCounts) -> None:
+                 errors: ErrorCounts,
+                 webhooks: Callable[[], Mapping[str, float]] | None = None) -> None:
         self.core = core
         self.instance_id = instance_id
         self.connections_by_kind = connections_by_kind  # (protocol, transport) -> count
         self.sources = sources
         self.errors = errors
+        self.webhooks = webhooks  # the webhook senders' counters, when any are configured
         self.peers: Peers | None = None  # set when the cluster layer runs
         self.started = time.monotonic()
 

@@ -176,6 +176,17 @@ class _StateCollector:
         yield CounterMetricFamily("echo_messages_delivered",
                                   "Messages written to clients (one per recipient)",
                                   value=state.delivered())
+        if state.webhooks is not None:
+            figures = state.webhooks()
+            for name, help_text in (
+                    ("sent", "Webhook batches a receiver took (2xx in time)"),
+                    ("failed", "Webhook attempts that got no 2xx in time"),
+                    ("retried", "Webhook attempts after a failure"),
+                    ("dropped_batches", "Webhook batches given up after retryForMs"),
+                    ("dropped_events", "Webhook events given up, or refused by a full queue"),
+                    ("delivery_seconds", "Time of the successful webhook POSTs, summed")):
+                yield CounterMetricFamily(f"echo_webhooks_{name}", help_text,
+                                          value=figures[name])
         errors = CounterMetricFamily("echo_errors", "Bad input and failures by kind",
                                      labels=["kind"])
         for kind, count in sorted(state.errors.counts.items()):

@@ -1,0 +1,135 @@
+"""The core's lifecycle events, as Pusher's webhook events, to every endpoint that wants
+them: each event is encoded once and appended to the queues of the endpoints whose types
+and channel filter admit it (Soketi signs the filtered batch but sends the unfiltered one;
+here each endpoint's batch is built from its own queue, and signed as sent)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+
+from broadcaster.jsoncodec import dumps
+
+from ..core.events import (
+    ChannelOccupied,
+    ChannelVacated,
+    ClientEvent,
+    Lifecycle,
+    MemberAdded,
+    MemberRemoved,
+)
+from .queue import MemoryQueue, RedisQueue
+from .sender import Sender, WebhookStats
+from .settings import DeliverySettings, Endpoint
+
+log = logging.getLogger("echo_server.webhooks")
+
+
+def _user_id(value: Any) -> str:
+    """Pusher's user ids are strings (pusher-php-server compares them as such)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return dumps(value)
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+class Webhooks:
+    def __init__(self, endpoints: list[Endpoint], settings: DeliverySettings,
+                 lifecycle: Lifecycle) -> None:
+        self.endpoints = endpoints
+        self.settings = settings
+        self.stats = WebhookStats()
+        self._targets: list[tuple[Endpoint, MemoryQueue | RedisQueue]] = []
+        self._senders: list[Sender] = []
+        self._session: aiohttp.ClientSession | None = None
+        wanted = {name for endpoint in endpoints for name in endpoint.event_types}
+        listeners = {"channel_occupied": (ChannelOccupied, self._occupied),
+                     "channel_vacated": (ChannelVacated, self._vacated),
+                     "member_added": (MemberAdded, self._member_added),
+                     "member_removed": (MemberRemoved, self._member_removed),
+                     "client_event": (ClientEvent, self._client_event)}
+        for name, (kind, listener) in listeners.items():
+            if name in wanted:  # nobody asked: the core does not even build the event
+                lifecycle.on(kind, listener)
+
+    def start(self, redis: Any = None, tag: str = "", instance_id: str = "") -> None:
+        """Queues in Redis when a client is given (every instance delivers any instance's
+        batches), in memory otherwise."""
+        if not self.endpoints:
+            return
+        self._session = aiohttp.ClientSession()
+        for endpoint in self.endpoints:
+            queue: MemoryQueue | RedisQueue = (
+                MemoryQueue(self.settings) if redis is None else
+                RedisQueue(self.settings, redis, f"{tag}:webhooks:{endpoint.ident}",
+                           instance_id))
+            self._targets.append((endpoint, queue))
+            sender = Sender(endpoint, queue, self.settings, self._session, self.stats)
+            sender.start()
+            self._senders.append(sender)
+
+    async def stop(self) -> None:
+        for sender in self._senders:
+            await sender.stop()
+        for endpoint, queue in self._targets:
+            await queue.close()
+            if isinstance(queue, MemoryQueue):
+                left = await queue.length()
+                if left:
+                    self.stats.dropped_events += left
+                    log.warning("webhooks for %s: %d events not delivered at shutdown (no "
+                                "Redis to keep them for another instance)", endpoint.url, left)
+        if self._session is not None:
+            await self._session.close()
+        self._senders, self._targets, self._session = [], [], None
+
+    def figures(self) -> dict[str, float]:
+        """For /metrics: counters since start."""
+        stats = self.stats
+        refused = sum(queue.dropped for _, queue in self._targets)  # by a full queue
+        return {"sent": stats.sent, "failed": stats.failed, "retried": stats.retried,
+                "dropped_batches": stats.dropped_batches,
+                "dropped_events": stats.dropped_events + refused,
+                "delivery_seconds": stats.delivery_seconds}
+
+    # -- lifecycle events -> Pusher's ------------------------------------------------------
+    def _add(self, name: str, channel: str, event: dict[str, Any]) -> None:
+        encoded: str | None = None
+        for endpoint, queue in self._targets:
+            if not endpoint.wants(name, channel):
+                continue
+            if encoded is None:
+                encoded = dumps(event)
+            if not queue.append(encoded):
+                log.warning("webhooks for %s: queue full (%d events), %s for %r dropped",
+                            endpoint.url, self.settings.max_queue, name, channel)
+
+    def _occupied(self, event: ChannelOccupied) -> None:
+        self._add("channel_occupied", event.channel,
+                  {"name": "channel_occupied", "channel": event.channel})
+
+    def _vacated(self, event: ChannelVacated) -> None:
+        self._add("channel_vacated", event.channel,
+                  {"name": "channel_vacated", "channel": event.channel})
+
+    def _member_added(self, event: MemberAdded) -> None:
+        self._add("member_added", event.channel, {
+            "name": "member_added", "channel": event.channel,
+            "user_id": _user_id(event.member.user_id)})
+
+    def _member_removed(self, event: MemberRemoved) -> None:
+        self._add("member_removed", event.channel, {
+            "name": "member_removed", "channel": event.channel,
+            "user_id": _user_id(event.member.user_id)})
+
+    def _client_event(self, event: ClientEvent) -> None:
+        body: dict[str, Any] = {"name": "client_event", "channel": event.channel,
+                                "event": event.event, "data": event.data_json,
+                                "socket_id": event.connection.id}
+        member = (event.connection.state.presence or {}).get(event.channel)
+        if member is not None:
+            body["user_id"] = _user_id(member.user_id)
+        self._add("client_event", event.channel, body)

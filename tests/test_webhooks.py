@@ -1,0 +1,169 @@
+"""Webhooks as the Laravel app receives them: Pusher's format, signed with the app's secret
+(what pusher-php-server's ``webhook()`` verifies), batched, retried until the endpoint takes
+them, in order, and told once per fact when several instances share Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from echo_server.server import EchoServer
+from tests.conftest import ServerFactory, requires_node, server_url
+from tests.support.auth_backend import AuthBackend, AuthCall
+from tests.support.raw import RawWebSocket
+from tests.support.waits import ClientFactory, wait_until
+from tests.support.webhook_receiver import WebhookReceiver
+
+SECRET = "app-secret"
+FAST = {"batchMs": 50, "retryBaseMs": 50, "retryMaxMs": 200, "pollMs": 20}
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    running = WebhookReceiver()
+    await running.start()
+    yield running
+    await running.stop()
+
+
+def _app(receiver: WebhookReceiver, **hook: Any) -> dict[str, Any]:
+    return {"clients": [{"appId": "lead-panel", "key": "app-key", "secret": SECRET,
+                         "webhooks": [{"url": receiver.url, **hook}]}],
+            "webhooks": FAST}
+
+
+async def _subscriber(server: EchoServer, *channels: str) -> RawWebSocket:
+    ws = await RawWebSocket.connect(server, "EIO=4&transport=websocket")
+    assert (await ws.recv_text()).startswith("0")
+    ws.send_text("40")
+    assert (await ws.recv_text()).startswith("40")
+    for channel in channels:
+        ws.send_text(f'42["subscribe",{{"channel":{json.dumps(channel)}}}]')
+    return ws
+
+
+def _as_member(call: AuthCall) -> dict[str, Any]:
+    user_id = json.loads({k.lower(): v for k, v in call.headers.items()}["x-user-id"])
+    return {"channel_data": {"user_id": user_id, "user_info": {"name": f"admin {user_id}"}}}
+
+
+def _names(events: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [(e["name"], e["channel"], *([e["user_id"]] if "user_id" in e else []))
+            for e in events]
+
+
+@requires_node
+async def test_each_kind_arrives_signed_in_pushers_format(
+        make_server: ServerFactory, node_client: ClientFactory, auth_backend: AuthBackend,
+        receiver: WebhookReceiver) -> None:
+    auth_backend.rules["presence-admins"] = _as_member
+    server = await make_server({"authHost": auth_backend.url, **_app(receiver)}, redis=False)
+    pages = []
+    for user in (1, 2):
+        page = await node_client("echo2-sio4", server_url(server), transports="websocket",
+                                 auth_headers={"X-User-Id": json.dumps(user)})
+        await page.expect("connected")
+        await page.command({"cmd": "join", "channel": "admins",
+                            "whisper_listen": ["typing"]})
+        await page.expect("presence_here")
+        pages.append(page)
+    await pages[0].command({"cmd": "whisper", "channel": "presence-admins", "event": "typing",
+                            "data": {"lead": 101}})
+    await pages[1].expect("whisper")
+    await pages[1].close()
+    await pages[0].close()
+    events = await receiver.wait_events(6)
+    assert _names(events) == [
+        ("channel_occupied", "presence-admins"), ("member_added", "presence-admins", "1"),
+        ("member_added", "presence-admins", "2"),
+        ("client_event", "presence-admins", "1"),
+        ("member_removed", "presence-admins", "2"), ("member_removed", "presence-admins", "1"),
+        ("channel_vacated", "presence-admins")]
+    whisper = events[3]
+    assert whisper["event"] == "client-typing"
+    assert json.loads(whisper["data"]) == {"lead": 101}  # a string, as Pusher sends it
+    assert whisper["socket_id"]
+    for delivery in receiver.deliveries:
+        assert delivery.signed_with(SECRET)
+        assert delivery.headers["X-Pusher-Key"] == "app-key"
+        assert delivery.headers["Content-Type"] == "application/json"
+        assert delivery.headers["X-Webhook-Id"]
+        assert isinstance(json.loads(delivery.body)["time_ms"], int)
+
+
+async def test_filters_pick_event_types_and_channels(make_server: ServerFactory,
+                                                     receiver: WebhookReceiver) -> None:
+    server = await make_server(_app(receiver, event_types=["channel_vacated"],
+                                    filter={"channel_name_starts_with": "leads-"}), redis=False)
+    ws = await _subscriber(server, "leads-management", "admin-capacity")
+    await wait_until(lambda: server.core.rooms.count("admin-capacity") == 1, "subscribed")
+    await ws.close()
+    assert _names(await receiver.wait_events(1)) == [("channel_vacated", "leads-management")]
+    await wait_until(lambda: not server.core.rooms.count("admin-capacity"), "left")
+    assert len(receiver.events()) == 1
+
+
+async def test_a_receiver_down_then_failing_gets_everything_once_in_order(
+        make_server: ServerFactory, receiver: WebhookReceiver) -> None:
+    server = await make_server(_app(receiver, event_types=["channel_occupied"]), redis=False)
+    await receiver.down()
+    sockets = [await _subscriber(server, f"c{n}") for n in range(3)]
+    await wait_until(lambda: server.webhooks.stats.failed >= 2, "refused twice")
+    receiver.status = 500
+    await receiver.up()
+    await wait_until(lambda: len(receiver.deliveries) >= 2, "failing deliveries")
+    receiver.status = 200
+    events = await receiver.wait_events(3)
+    assert _names(events) == [("channel_occupied", f"c{n}") for n in range(3)]
+    failed = [d for d in receiver.deliveries if d.status == 500]
+    taken = receiver.taken()
+    # A redelivery is the same batch: same id, same bytes (so the same signature).
+    assert {d.headers["X-Webhook-Id"] for d in failed} <= {d.headers["X-Webhook-Id"]
+                                                          for d in taken}
+    assert all(d.body == next(t.body for t in taken
+                              if t.headers["X-Webhook-Id"] == d.headers["X-Webhook-Id"])
+               for d in failed)
+    assert server.metrics is not None
+    assert b"echo_webhooks_retried_total" in server.metrics.render()
+    for ws in sockets:
+        await ws.close()
+
+
+async def test_two_instances_tell_each_fact_once(make_server: ServerFactory,
+                                                 receiver: WebhookReceiver) -> None:
+    options = {"database": "redis", **_app(receiver, event_types=["channel_occupied",
+                                                                  "channel_vacated"]),
+               "cluster": {"heartbeatInterval": 200, "livenessTtl": 1000}}
+    servers = [await make_server(options), await make_server(options)]
+    first = await _subscriber(servers[0], "leads-management")
+    await receiver.wait_events(1)
+    second = await _subscriber(servers[1], "leads-management")
+    await wait_until(lambda: servers[1].core.rooms.count("leads-management") == 1, "joined")
+    await first.close()
+    await wait_until(lambda: not servers[0].core.rooms.count("leads-management"), "left")
+    await second.close()
+    events = await receiver.wait_events(2)
+    assert _names(events) == [("channel_occupied", "leads-management"),
+                              ("channel_vacated", "leads-management")]
+
+
+async def test_batches_queued_by_a_stopped_instance_are_delivered_by_another(
+        make_server: ServerFactory, receiver: WebhookReceiver) -> None:
+    options = {"database": "redis", **_app(receiver, event_types=["channel_occupied"]),
+               "cluster": {"heartbeatInterval": 200, "livenessTtl": 1000}}
+    survivor = await make_server(options)
+    leaving = await make_server(options)
+    await receiver.down()
+    sockets = [await _subscriber(leaving, f"c{n}") for n in range(3)]
+    await wait_until(lambda: leaving.webhooks.stats.failed + survivor.webhooks.stats.failed,
+                     "queued and refused")
+    await leaving.stop()
+    await receiver.up()
+    events = await receiver.wait_events(3, timeout=15)
+    assert _names(events)[:3] == [("channel_occupied", f"c{n}") for n in range(3)]
+    assert survivor.webhooks.stats.sent >= 1
+    for ws in sockets:
+        await ws.close()
