@@ -78,6 +78,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     config = cfg.load_config(args.config, args.dir, dev=args.dev)
     if config.dev_mode:
         logging.getLogger().setLevel(logging.DEBUG)
+    try:
+        workers = cfg.parse_workers(args.workers) if args.workers else config.workers
+    except ValueError as error:
+        raise CliError(f"--workers: {error}") from None
     lock = lockfile.lock_path_for(config.config_file)
     lockfile.acquire(lock, force=args.force)
     _install_exit_signals()
@@ -88,7 +92,15 @@ def cmd_start(args: argparse.Namespace) -> int:
         # The fast paths are platform-dependent dependencies: say which ones this process got.
         loop = "uvloop" if _loop_factory() is not None else "asyncio (standard library)"
         logger.info("JSON: %s; event loop: %s", jsoncodec.implementation(), loop)
-        return run(config, load=lambda: cfg.load_config(args.config, args.dir, dev=args.dev))
+        def load() -> cfg.Config:
+            return cfg.load_config(args.config, args.dir, dev=args.dev)
+
+        if workers > 1:
+            from echo_server.workers import run_workers
+
+            return run_workers(config, workers, lambda worker_config, sock, instance: run(
+                worker_config, load, listen_socket=sock, instance_id=instance))
+        return run(config, load=load)
     except KeyboardInterrupt:
         return 130
     finally:
@@ -654,6 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_location(start)
     start.add_argument("--dev", action="store_true", help="development mode (debug logging)")
     start.add_argument("--force", action="store_true", help="stop a running server first")
+    start.add_argument("--workers", default=None, metavar="N",
+                       help="processes serving the port, or auto (one per core); over "
+                       "ECHO_WORKERS and the config's `workers` (1)")
     start.set_defaults(handler=cmd_start)
 
     stop = subparsers.add_parser("stop", help="stop the server named in the lock file")
