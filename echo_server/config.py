@@ -28,6 +28,13 @@ from echo_server import dotenv, logformat
 from echo_server.core.history import HistoryLimits
 from echo_server.core.recovery import RecoveryOptions
 from echo_server.limits import LimitSettings, parse_limits
+from echo_server.webhooks.settings import (
+    DeliverySettings,
+    Endpoint,
+    WebhookConfigError,
+    delivery_settings,
+)
+from echo_server.webhooks.settings import endpoints as webhook_endpoints
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +77,7 @@ OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCache
                            "authMaxConnections", "authMaxConnectionsPerAddress",
                            "authMaxPendingPerAddress", "authQueueTimeout", "jwt",
                            "channels", "instanceId", "metrics", "sources", "cluster", "limits",
-                           "trustedProxies", "log", "health", "workers"})
+                           "trustedProxies", "log", "health", "workers", "webhooks"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -628,6 +635,23 @@ class Config:
         value = self.raw.get("clients")
         return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
+    @cached_property
+    def webhook_endpoints(self) -> list[Endpoint]:
+        """Ours (Soketi's names): the `webhooks` of each `clients` entry, signed with its
+        `secret`."""
+        try:
+            return webhook_endpoints(self.clients)
+        except WebhookConfigError as error:
+            raise ConfigError(str(error)) from None
+
+    @cached_property
+    def webhook_delivery(self) -> DeliverySettings:
+        """Ours: the top-level `webhooks` object (batching, timeout, retries, bounds)."""
+        try:
+            return delivery_settings(self.raw.get("webhooks"))
+        except WebhookConfigError as error:
+            raise ConfigError(str(error)) from None
+
     @property
     def api_origin_allow(self) -> dict[str, Any]:
         value = self.raw.get("apiOriginAllow")
@@ -1013,7 +1037,8 @@ def _validate(config: Config) -> None:
         "port", "ping_interval", "ping_timeout", "upgrade_timeout", "handshake_timeout",
         "max_http_buffer_size", "write_buffer_high_water", "max_channels_per_socket",
         "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
-        "presence_grace", "recovery", "drain_delay", "health_check_timeout",
+        "presence_grace", "recovery", "webhook_endpoints", "webhook_delivery",
+        "drain_delay", "health_check_timeout",
         "workers",
         "allowed_origins", "limits", "log_format",
         "ssl_secure_options",

@@ -35,7 +35,8 @@ from .core.channels import ChannelCore
 from .core.cluster import Cluster
 from .core.events import PresenceChanged
 from .core.limits import ChannelLimits
-from .core.presence import RedisPresenceStore
+from .core.occupancy import Occupancy
+from .core.presence import RedisPresenceStore, key_tag
 from .core.state import ServerState
 from .errors import ErrorLog
 from .ingest import SourceRunner
@@ -50,6 +51,7 @@ from .web.demo_files import DemoFiles
 from .web.health import Health, Phase
 from .web.metrics import CONTENT_TYPE, Metrics, metrics_token_ok
 from .web.status_page import StatusPage
+from .webhooks.dispatcher import Webhooks
 
 log = logging.getLogger("echo_server")
 
@@ -75,6 +77,9 @@ class EchoServer:
         self.core = ChannelCore(self.authorizer, self.errors.report,
                                 limits=channel_limits(config), authenticator=self.authenticator,
                                 recovery=config.recovery)
+        self.occupancy = Occupancy(self.core.lifecycle)  # server-wide occupied / vacated
+        self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
+                                 self.core.lifecycle)
         self.sockets = SocketServer(EchoSocketIo(self.core))
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
@@ -86,7 +91,9 @@ class EchoServer:
         self.state = ServerState(self.core, instance_id=self.instance_id,
                                  connections_by_kind=self.engine.sessions_by_kind,
                                  sources=lambda: [runner.health for runner in self.runners],
-                                 errors=self.errors)
+                                 errors=self.errors,
+                                 webhooks=self.webhooks.figures if config.webhook_endpoints
+                                 else None)
         self.api = HttpApi(config.clients, self.memory.publish, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
@@ -156,6 +163,10 @@ class EchoServer:
         guard.start()
         self.status_page.start()
         await self._start_presence()
+        # Queued in Redis with `database: "redis"`: another instance delivers what this one
+        # queued if it dies.
+        shared = self._redis if self.config.presence_backend == "redis" else None
+        self.webhooks.start(shared, key_tag(self.config.key_prefix), self.instance_id)
         self._start_sources()
         self.health.phase = Phase.SERVING
         self._announce()
@@ -179,6 +190,8 @@ class EchoServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.cluster.stop(), timeout / 4)
             self.cluster = None
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.webhooks.stop(), timeout / 4)
         await self.reloader.close()
         for closable in (self.authorizer, self.authenticator):
             close = getattr(closable, "close", None)
@@ -254,7 +267,7 @@ class EchoServer:
             heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
             emit_local=self.core.fanout.emit_to_room, snapshot=self.state.snapshot,
             announce_presence=presence.announced, purged=presence.purged,
-            presence=store, restore_presence=presence.restore)
+            presence=store, restore_presence=presence.restore, occupancy=self.occupancy)
         await self.cluster.start()
         self.core.emit_room = self.cluster.emit
         presence.relay = self.cluster.relay_presence
