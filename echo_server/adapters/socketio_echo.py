@@ -71,9 +71,9 @@ class SocketIoWire:
         sizes: dict[WebSocketConnection, int] = {}
         count = 0
         offsets = self.offsets
+        # Source events only (presence changes come one at a time, through ``send``).
         for members, channel, event, data_json, offset, exclude in batch:
-            message = event_message(PRESENCE_EVENTS.get(event, event), channel, data_json,
-                                    offset if offsets else 0)
+            message = event_message(event, channel, data_json, offset if offsets else 0)
             frame = encode_frame(message)
             packet: str | None = None
             for socket in members:
@@ -129,8 +129,8 @@ class SocketIoWire:
 def _forwarded_headers(payload: dict[str, Any]) -> dict[str, str]:
     auth = payload.get("auth")
     headers = auth.get("headers") if isinstance(auth, dict) else None
-    if not isinstance(headers, dict):
-        return {}
+    if not headers or not isinstance(headers, dict):
+        return {}  # Echo's usual `{"headers": {}}`: nothing to copy
     return {str(k): str(v) for k, v in headers.items() if v is not None}
 
 

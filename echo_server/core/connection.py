@@ -31,8 +31,8 @@ class Wire(Protocol):
         ``MEMBER_REMOVED`` are presence changes, which each wire names its own way."""
 
     def send_batch(self, batch: list[Item]) -> int:
-        """Several events read together, in order: a connection may get its frames of the
-        batch in one write."""
+        """Several source events read together, in order: a connection may get its frames
+        of the batch in one write. (Presence changes come one at a time, through ``send``.)"""
 
     def subscribed(self, connection: Connection, channel: str,
                    members: list[dict[str, Any]] | None) -> None:

@@ -156,7 +156,7 @@ class Lifecycle:
             except Exception:
                 log.exception("%s listener failed", type(event).__name__)
                 continue
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):
                 task = asyncio.ensure_future(self._awaited(event, result))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
