@@ -4,14 +4,31 @@ them, in order, and told once per fact when several instances share Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import secrets
+import signal
+import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
+from echo_server.core.presence import key_tag
 from echo_server.server import EchoServer
-from tests.conftest import ServerFactory, requires_node, server_url
+from tests.conftest import (
+    ServerFactory,
+    _deep_update,
+    free_port,
+    redis_config,
+    requires_node,
+    server_url,
+)
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.raw import RawWebSocket
 from tests.support.waits import ClientFactory, wait_until
@@ -167,3 +184,118 @@ async def test_batches_queued_by_a_stopped_instance_are_delivered_by_another(
     assert survivor.webhooks.stats.sent >= 1
     for ws in sockets:
         await ws.close()
+
+
+# --------------------------------------------------------------------------- kill -9
+class _Port:
+    """What RawWebSocket.connect needs of a server: its port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+@asynccontextmanager
+async def _process(tmp_path: Path, redis_url: str, options: dict[str, Any]) -> AsyncIterator[
+        tuple[asyncio.subprocess.Process, _Port]]:
+    """An instance as a real process (so it can be killed with SIGKILL), same Redis."""
+    port = free_port()
+    config = {"host": "127.0.0.1", "port": port, **options}
+    _deep_update(config, redis_config(redis_url))
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LARAVEL_ECHO_SERVER_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "echo_server", "start", "--dir", str(tmp_path), cwd=str(tmp_path),
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def up() -> bool:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+            while not await up():
+                assert proc.returncode is None, "the instance did not start"
+                await asyncio.sleep(0.05)
+        yield proc, _Port(port)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+def _shared(receiver: WebhookReceiver, prefix: str, event_types: list[str]) -> dict[str, Any]:
+    return {"database": "redis", "databaseConfig": {"redis": {"keyPrefix": prefix}},
+            "cluster": {"heartbeatInterval": 100, "livenessTtl": 400},
+            **_app(receiver, event_types=event_types),
+            "webhooks": {**FAST, "timeoutMs": 500}}
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"app{secrets.token_hex(3)}_database_"
+
+
+async def test_a_killed_instances_channels_and_members_are_told_once(
+        tmp_path: Path, make_server: ServerFactory, redis_url: str, auth_backend: AuthBackend,
+        receiver: WebhookReceiver, prefix: str) -> None:
+    auth_backend.rules["presence-admins"] = _as_member
+    options = {"authHost": auth_backend.url,
+               **_shared(receiver, prefix, ["channel_vacated", "member_removed"])}
+    survivor = await make_server(options)
+    async with _process(tmp_path, redis_url, options) as (proc, doomed):
+        watcher = await _subscriber(survivor)
+        watcher.send_text('42["subscribe",{"channel":"presence-admins","auth":{"headers":'
+                          '{"X-User-Id":"1"}}}]')
+        victim = await _subscriber(doomed, "leads-management")  # held by the doomed one only
+        victim.send_text('42["subscribe",{"channel":"presence-admins","auth":{"headers":'
+                         '{"X-User-Id":"2"}}}]')
+        store = survivor.core.presence.store
+        await wait_until_async(lambda: _member_ids(store), {1, 2})
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        events = await receiver.wait_events(2)
+    assert sorted(_names(events)) == [("channel_vacated", "leads-management"),
+                                      ("member_removed", "presence-admins", "2")]
+    # Told once: nothing more comes within a few batch windows and sender polls.
+    await asyncio.sleep(0.3)
+    assert _names(receiver.events()) == _names(events)
+
+
+async def test_batches_queued_by_a_killed_instance_are_delivered_by_another(
+        tmp_path: Path, make_server: ServerFactory, redis_url: str, redis: aioredis.Redis,
+        receiver: WebhookReceiver, prefix: str) -> None:
+    options = _shared(receiver, prefix, ["channel_occupied"])
+    await receiver.down()
+    survivor = await make_server(options)
+    async with _process(tmp_path, redis_url, options) as (proc, doomed):
+        sockets = [await _subscriber(doomed, f"c{n}") for n in range(3)]
+        endpoint = survivor.config.webhook_endpoints[0]
+        key = f"{key_tag(prefix)}:webhooks:{endpoint.ident}"
+
+        async def queued() -> int:
+            waiting = await redis.llen(f"{key}:events")
+            return int(waiting) + int(await redis.hget(f"{key}:batch", "count") or 0)
+
+        await wait_until_async(queued, 3)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        for ws in sockets:
+            ws.writer.transport.abort()
+    await receiver.up()
+    events = await receiver.wait_events(3, timeout=15)
+    assert _names(events) == [("channel_occupied", f"c{n}") for n in range(3)]
+    assert survivor.webhooks.stats.sent >= 1
+
+
+async def _member_ids(store: Any) -> set[Any]:
+    return {m.user_id for m in await store.members("presence-admins")}
+
+
+async def wait_until_async(read: Any, want: Any, timeout: float = 10.0) -> None:
+    """Until ``await read()`` is ``want``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (got := await read()) != want:
+        assert loop.time() < deadline, f"still {got!r}, waiting for {want!r}"
+        await asyncio.sleep(0.02)
