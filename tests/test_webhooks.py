@@ -210,7 +210,7 @@ async def _process(tmp_path: Path, redis_url: str, options: dict[str, Any]) -> A
         async with aiohttp.ClientSession() as http:
             async def up() -> bool:
                 try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
                         return response.status == 200
                 except aiohttp.ClientError:
                     return False
