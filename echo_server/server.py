@@ -29,6 +29,8 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
+from .adapters.pusher.apps import pusher_apps
+from .adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from .adapters.socketio_echo import EchoSocketIo
 from .config import Config, ConfigError, ensure_dev_client, valid_client
 from .core.channels import ChannelCore
@@ -81,6 +83,11 @@ class EchoServer:
         self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
                                  self.core.lifecycle)
         self.sockets = SocketServer(EchoSocketIo(self.core))
+        # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
+        self.pusher = PusherEndpoint(self.core, pusher_apps(config.clients), PusherOptions(
+            max_payload=config.max_http_buffer_size,
+            write_high_water=config.write_buffer_high_water,
+            origin_allowed=config.origin_allowed), self.errors.report)
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
@@ -89,7 +96,8 @@ class EchoServer:
         self.dev_client = ensure_dev_client(config)
         self.runners: list[SourceRunner] = []
         self.state = ServerState(self.core, instance_id=self.instance_id,
-                                 connections_by_kind=self.engine.sessions_by_kind,
+                                 connections_by_kind=lambda: (self.engine.sessions_by_kind()
+                                                              + self.pusher.by_kind()),
                                  sources=lambda: [runner.health for runner in self.runners],
                                  errors=self.errors,
                                  webhooks=self.webhooks.figures if config.webhook_endpoints
@@ -160,6 +168,7 @@ class EchoServer:
             **where,
         )
         self.engine.start()
+        self.pusher.start()
         guard.start()
         self.status_page.start()
         await self._start_presence()
@@ -180,6 +189,7 @@ class EchoServer:
         self.http_guard.stop()
         self.status_page.stop()
         self.engine.close_all()
+        self.pusher.stop()
         self.core.end_sessions()
         for runner in self.runners:
             with contextlib.suppress(Exception):
@@ -349,6 +359,9 @@ class EchoServer:
     def _upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
         if self._is_engine_path(request.path):
             self.engine.handle_upgrade(request, conn, rest)
+            return
+        if PusherEndpoint.matches(request.path):
+            self.pusher.handle_upgrade(request, conn, rest)
             return
         transport = conn.transport
         if transport is not None:

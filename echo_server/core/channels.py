@@ -267,8 +267,10 @@ class ChannelCore:
         return parked.missed
 
     # -- subscriptions ---------------------------------------------------------------
-    def subscribe(self, connection: Connection, channel: Any,
-                  auth_headers: dict[str, str]) -> None:
+    def subscribe(self, connection: Connection, channel: Any, auth_headers: dict[str, str],
+                  authorizer: ChannelAuthorizer | None = None) -> None:
+        """``authorizer``: the adapter's own, for this subscribe (Pusher clients bring a
+        signature to check); laravel-echo-server's callback to the app otherwise."""
         limits = self.limits
         problem = channel_name_problem(channel, limits.max_channel_name)
         state = connection.state
@@ -318,7 +320,8 @@ class ChannelCore:
             # connections it opens.
             who=state.address or connection.id,
         )
-        task = asyncio.ensure_future(self._authorize(connection, request))
+        task = asyncio.ensure_future(self._authorize(connection, request,
+                                                     authorizer or self.authorizer))
         pending[channel] = task
         task.add_done_callback(lambda t: pending.pop(channel, None) if pending.get(channel) is t
                                else None)
@@ -342,10 +345,11 @@ class ChannelCore:
         if self.lifecycle.wants(SubscriptionRefused):
             self.lifecycle.emit(SubscriptionRefused(connection, channel, status))
 
-    async def _authorize(self, connection: Connection, request: AuthRequest) -> None:
+    async def _authorize(self, connection: Connection, request: AuthRequest,
+                         authorizer: ChannelAuthorizer) -> None:
         started = time.monotonic()
         try:
-            result = await self.authorizer.authorize(request)
+            result = await authorizer.authorize(request)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -32,7 +32,7 @@ from .packets import (
     jsonp_post_data,
     jsonp_script,
 )
-from .websocket import accept_key, text_frame, valid_key
+from .websocket import switching_protocols, text_frame, valid_key
 from .wsconn import WebSocketConnection
 
 log = logging.getLogger("echo_server.engine")
@@ -522,10 +522,7 @@ class EngineServer:
                 return _refuse(transport, self._reject(request, UNKNOWN_SID))
             if session.ws is not None or session.probe is not None:
                 return _refuse(transport, self._reject(request, BAD_REQUEST))
-        handshake = (
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept_key(key).encode() +
-            b"\r\n\r\n")
+        handshake = switching_protocols(key)
         ws = WebSocketConnection(self, transport, self.options.max_payload,
                                  self.options.write_high_water)
         transport.set_protocol(ws)

@@ -58,6 +58,12 @@ def accept_key(key: str) -> str:
     return base64.b64encode(hashlib.sha1(key.encode("ascii") + _GUID).digest()).decode("ascii")
 
 
+def switching_protocols(key: str) -> bytes:
+    """The 101 answer to an upgrade whose ``Sec-WebSocket-Key`` passed ``valid_key``."""
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n")
+
+
 def encode_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
     """One final, unmasked frame, ready to be written to every member of a room."""
     n = len(payload)

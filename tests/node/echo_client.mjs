@@ -21,6 +21,11 @@ const STACKS = {
     // socket.io 4 servers: Echo 1 listens for `reconnect` on the Socket, which socket.io-client 4
     // no longer emits there, so it never resubscribes after a reconnect.
     'echo1-sio4': { echo: 'laravel-echo-1', io: 'socket.io-client-4' },
+    // Echo's Pusher connector over pusher-js: what `php artisan install:broadcasting` sets up
+    // (`reverb`), and the `pusher` broadcaster pointed at this server. Needs --key (the app's
+    // public key) and --auth-endpoint (the app's /broadcasting/auth, which signs).
+    'echo2-reverb': { echo: 'laravel-echo-2', pusher: 'pusher-js', broadcaster: 'reverb' },
+    'echo2-pusher': { echo: 'laravel-echo-2', pusher: 'pusher-js', broadcaster: 'pusher' },
 };
 
 function out(obj) {
@@ -105,6 +110,8 @@ function parseArgs(argv) {
                 break;
             }
             case '--raw': opts.raw = true; break;
+            case '--key': opts.key = needValue(i); i++; break;
+            case '--auth-endpoint': opts.authEndpoint = needValue(i); i++; break;
             case '-h': case '--help': usage('');
             // falls through (usage exits)
             default: usage(`unknown argument ${a}`);
@@ -126,6 +133,11 @@ async function loadStack(name) {
     const echoMod = await import(spec.echo);
     let Echo = echoMod.default;
     if (Echo && typeof Echo !== 'function' && typeof Echo.default === 'function') Echo = Echo.default;
+    if (spec.pusher) {
+        const pusherMod = await import(spec.pusher);
+        const Pusher = pusherMod.default?.default ?? pusherMod.default ?? pusherMod.Pusher;
+        return { Echo, Pusher, ioVersion: packageVersion(spec.pusher), echoVersion: packageVersion(spec.echo) };
+    }
     const ioMod = await import(spec.io);
     // socket.io-client 2 exports the lookup function as the CJS module itself; 4 has a named `io`.
     const io = typeof ioMod.io === 'function' ? ioMod.io : ioMod.default;
@@ -156,6 +168,32 @@ function buildEchoOptions(opts, io) {
     // A fresh auth object per process: Echo 2 spreads a static default whose headers it mutates.
     o.auth = { headers: { ...opts.authHeaders } };
     return { ...o, ...opts.echoOptions };
+}
+
+function pusherEchoOptions(opts, spec, Pusher) {
+    const url = new URL(opts.url);
+    return {
+        broadcaster: spec.broadcaster,
+        key: opts.key,
+        cluster: '',
+        wsHost: url.hostname,
+        wsPort: Number(url.port),
+        wssPort: Number(url.port),
+        forceTLS: false,
+        enabledTransports: ['ws'],
+        authEndpoint: opts.authEndpoint,
+        auth: { headers: { ...opts.authHeaders } },
+        Pusher,
+        ...opts.echoOptions,
+    };
+}
+
+// What the page sees of a pusher-js connection, as the socket.io lines say it.
+function attachPusherReporting(echo) {
+    const connection = echo.connector.pusher.connection;
+    connection.bind('connected', () => out({ type: 'connected', socketId: echo.socketId() ?? null, recovered: null }));
+    connection.bind('disconnected', () => out({ type: 'disconnected', reason: 'disconnected' }));
+    connection.bind('error', (err) => out({ type: 'connect_error', message: errorMessage(err?.error ?? err) }));
 }
 
 function attachSocketReporting(socket, raw) {
@@ -211,6 +249,8 @@ function findChannel(echo, name) {
 }
 
 function listenAll(channel, cmd) {
+    // Pusher channels report a refused subscription here (socket.io ones never call it).
+    channel.error((err) => out({ type: 'subscription_error', channel: channel.name, status: err?.status ?? null }));
     for (const ev of cmd.listen ?? []) {
         channel.listen(ev, (data) => out({ type: 'event', channel: channel.name, event: ev, data }));
     }
@@ -224,16 +264,18 @@ function listenAll(channel, cmd) {
 
 async function main() {
     const opts = parseArgs(process.argv.slice(2));
-    const { Echo, io, ioVersion, echoVersion } = await loadStack(opts.stack);
+    const { Echo, io, Pusher, ioVersion, echoVersion } = await loadStack(opts.stack);
+    const spec = STACKS[opts.stack];
 
     // A browser keeps running after an exception in an event handler; so does this driver, and the
     // test sees the exception as an `error` line instead of a vanished process.
     process.on('uncaughtException', (err) => out({ type: 'error', message: errorMessage(err), source: 'uncaughtException' }));
     process.on('unhandledRejection', (err) => out({ type: 'error', message: errorMessage(err), source: 'unhandledRejection' }));
 
-    const echo = new Echo(buildEchoOptions(opts, io));
-    const socket = echo.connector.socket;
-    attachSocketReporting(socket, opts.raw);
+    const echo = new Echo(spec.pusher ? pusherEchoOptions(opts, spec, Pusher) : buildEchoOptions(opts, io));
+    const socket = echo.connector.socket;  // undefined on a Pusher stack
+    if (spec.pusher) attachPusherReporting(echo);
+    else attachSocketReporting(socket, opts.raw);
     out({ type: 'ready', stack: opts.stack, echoVersion, ioVersion });
 
     let exiting = false;
@@ -241,7 +283,7 @@ async function main() {
         if (exiting) return;
         exiting = true;
         try {
-            socket.io.reconnection(false);
+            if (socket) socket.io.reconnection(false);
             echo.disconnect();
         } catch {
             // Nothing useful to report while leaving.

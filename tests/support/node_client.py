@@ -20,7 +20,7 @@ from typing import Any, Self
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 DRIVER = NODE_DIR / "echo_client.mjs"
-STACKS = ("echo1-sio2", "echo2-sio2", "echo2-sio4", "echo1-sio4")
+STACKS = ("echo1-sio2", "echo2-sio2", "echo2-sio4", "echo1-sio4", "echo2-reverb", "echo2-pusher")
 
 # Redis messages of several MB are part of the protocol; asyncio's 64 KiB default line limit
 # would turn them into a reader crash instead of a test result.

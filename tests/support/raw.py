@@ -252,13 +252,14 @@ class RawWebSocket:
     async def connect(cls, server: EchoServer, query: str = "EIO=3&transport=websocket",
                       headers: dict[str, str] | None = None, early: bytes = b"",
                       timeout: float = DEFAULT_TIMEOUT, key: str | None = None,
-                      local_addr: tuple[str, int] | None = None) -> RawWebSocket:
+                      local_addr: tuple[str, int] | None = None,
+                      path: str = "/socket.io/") -> RawWebSocket:
         """Upgrade; ``early`` bytes (frames) go out in the same write as the request."""
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port,
                                                            local_addr=local_addr)
             key = key or base64.b64encode(os.urandom(16)).decode()
-            lines = [f"GET /socket.io/?{query} HTTP/1.1", f"Host: 127.0.0.1:{server.port}",
+            lines = [f"GET {path}?{query} HTTP/1.1", f"Host: 127.0.0.1:{server.port}",
                      "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
                      "Sec-WebSocket-Version: 13"]
             lines += [f"{k}: {v}" for k, v in (headers or {}).items()]

@@ -1,0 +1,71 @@
+"""Pusher apps (``clients`` entries with a ``secret``) and the signatures their clients
+bring: pusher-js asks the Laravel app to sign ``socket_id:channel[:channel_data]`` with the
+app secret, and the server checks it (the other way round from laravel-echo-server, which
+asks the app itself)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+from broadcaster.jsoncodec import loads
+from channel_auth import AuthRequest, AuthResult
+
+
+@dataclass(frozen=True, slots=True)
+class PusherApp:
+    app_id: str
+    key: str
+    secret: str
+    client_events: bool = True  # Pusher's enableClientMessages
+
+
+def pusher_apps(clients: list[dict[str, Any]]) -> dict[str, PusherApp]:
+    """key -> app, for the entries that have a secret."""
+    apps: dict[str, PusherApp] = {}
+    for client in clients:
+        secret = client.get("secret")
+        key = client.get("key")
+        if isinstance(secret, str) and secret and isinstance(key, str) and key:
+            apps[key] = PusherApp(str(client.get("appId")), key, secret,
+                                  client.get("enableClientMessages", True) is not False)
+    return apps
+
+
+def sign(secret: str, text: str) -> str:
+    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+class SignatureAuthorizer:
+    """One subscribe's ``auth`` (``"<key>:<hex>"``) checked in constant time; a presence
+    channel's member is the ``channel_data`` the signature covers."""
+
+    __slots__ = ("app", "auth", "channel_data")
+
+    def __init__(self, app: PusherApp, auth: Any, channel_data: Any) -> None:
+        self.app = app
+        self.auth = auth
+        self.channel_data = channel_data
+
+    async def authorize(self, request: AuthRequest) -> AuthResult:
+        presence = request.channel.startswith("presence-")
+        data = self.channel_data if isinstance(self.channel_data, str) else None
+        if not isinstance(self.auth, str) or (presence and data is None):
+            return AuthResult(401, reason="no signature" if presence or not self.auth
+                              else "bad auth")
+        key, _, given = self.auth.partition(":")
+        text = f"{request.socket_id}:{request.channel}" + (f":{data}" if presence else "")
+        if not (hmac.compare_digest(key, self.app.key)
+                and hmac.compare_digest(given, sign(self.app.secret, text))):
+            return AuthResult(401, reason="invalid signature")
+        if not presence:
+            return AuthResult(200)
+        try:
+            member = loads(data)
+        except ValueError:
+            return AuthResult(400, reason="channel_data is not JSON")
+        if not isinstance(member, dict) or member.get("user_id") is None:
+            return AuthResult(400, reason="channel_data has no user_id")
+        return AuthResult(200, channel_data=member)

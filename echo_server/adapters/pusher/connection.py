@@ -1,0 +1,49 @@
+"""One pusher-js client: what the core holds in its rooms."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+from broadcaster.jsoncodec import dumps
+
+from ...core.connection import ClientState
+from ...transport.websocket import encode_frame
+from ...transport.wsconn import WebSocketConnection
+from .apps import PusherApp
+
+
+def message(event: str, channel: str | None, data: Any) -> bytes:
+    """One Pusher message; ``data`` a str is sent as a JSON string, anything else as JSON."""
+    parts = ['{"event":', dumps(event)]
+    if channel is not None:
+        parts += [',"channel":', dumps(channel)]
+    if data is not None:
+        parts += [',"data":', dumps(data)]
+    parts.append("}")
+    return "".join(parts).encode("utf-8")
+
+
+def new_socket_id() -> str:
+    """``<digits>.<digits>``, the only form pusher-php-server accepts (``toOthers()``,
+    ``/broadcasting/auth``), with 120 random bits."""
+    return f"{secrets.randbits(60)}.{secrets.randbits(60)}"
+
+
+class PusherConnection:
+    __slots__ = ("__weakref__", "app", "id", "last_seen", "pinged", "state", "ws")
+
+    def __init__(self, ws: WebSocketConnection, app: PusherApp) -> None:
+        self.ws = ws
+        self.app = app
+        self.id = new_socket_id()
+        self.state: ClientState = None  # type: ignore[assignment]  # set by the endpoint
+        self.last_seen = time.monotonic()
+        self.pinged = False  # a pusher:ping is out, unanswered
+
+    def send(self, event: str, channel: str | None = None, data: Any = None) -> None:
+        self.ws.write(encode_frame(message(event, channel, data)))
+
+    def error(self, code: int | None, text: str) -> None:
+        self.send("pusher:error", None, {"code": code, "message": text})

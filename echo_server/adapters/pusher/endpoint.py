@@ -1,0 +1,196 @@
+"""The websocket at ``/app/{key}`` (Pusher protocol 7), on the HTTP side's port.
+
+It reuses the transport's websocket (framing, bounds, back-pressure) and hands channel work
+to the core: a subscribe comes with its signature, checked here (``apps.SignatureAuthorizer``)
+instead of asking the app; everything else (limits, presence, fan-out, whispers, lifecycle
+events) is the core's, shared with Socket.IO clients on the same channels. Keep-alive is
+Pusher's: messages, not control frames; one sweep pings the quiet and closes the silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from broadcaster.jsoncodec import dumps, loads
+
+from ...core.channels import ChannelCore
+from ...core.connection import ClientState
+from ...core.names import is_private
+from ...transport.engine import KEPT_HEADERS
+from ...transport.http import HttpConnection, Request, Response, encode_response
+from ...transport.websocket import encode_frame, switching_protocols, valid_key
+from ...transport.wsconn import WebSocketConnection
+from .apps import PusherApp, SignatureAuthorizer
+from .connection import PusherConnection, message
+from .wire import PusherWire
+
+PREFIX = "/app/"
+ErrorReporter = Callable[[str, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PusherOptions:
+    activity_timeout: float = 30.0  # seconds of silence before the server pings
+    pong_timeout: float = 30.0  # then this long for any answer, else 4201
+    max_payload: int = 1_000_000
+    write_high_water: int = 4 * 1024 * 1024
+    origin_allowed: Callable[[str | None], bool] = lambda origin: True
+
+
+class PusherEndpoint:
+    def __init__(self, core: ChannelCore, apps: dict[str, PusherApp], options: PusherOptions,
+                 report_error: ErrorReporter) -> None:
+        self.core = core
+        self.apps = apps
+        self.options = options
+        self._report = report_error
+        self.wire = PusherWire()
+        self.connections: set[PusherConnection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    @staticmethod
+    def matches(path: str) -> bool:
+        return path.startswith(PREFIX)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self._sweep()
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for connection in list(self.connections):
+            connection.error(4200, "Server shutting down: reconnect")
+            connection.ws.going_away()
+
+    def by_kind(self) -> Counter[tuple[str, str]]:
+        return Counter({("pusher", "websocket"): len(self.connections)})
+
+    # -- the upgrade --------------------------------------------------------------------------
+    def handle_upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
+        transport = conn.transport
+        assert transport is not None
+        headers = request.headers
+        key = headers.get("sec-websocket-key", "")
+        if headers.get("upgrade", "").lower() != "websocket" or not valid_key(key):
+            transport.write(encode_response(Response.text("Bad Request", 400), False))
+            transport.close()
+            return
+        if not self.options.origin_allowed(headers.get("origin")):
+            transport.write(encode_response(Response.text("Forbidden", 403), False))
+            transport.close()
+            return
+        ws = WebSocketConnection(self, transport, self.options.max_payload,
+                                 self.options.write_high_water)
+        transport.set_protocol(ws)
+        ws.on_lost = conn.upgraded_release()
+        transport.write(switching_protocols(key))
+        app = self.apps.get(request.path[len(PREFIX):])
+        if app is None:
+            self.report_error("bad_request", "pusher: unknown app key")
+            ws.write(_error_frame(4001, "App key does not exist"))
+            ws.close(4001)  # pusher-js does not reconnect after 4001
+            return
+        connection = PusherConnection(ws, app)
+        connection.state = ClientState(self.wire, conn.client_address(request),
+                                       {k: headers[k] for k in KEPT_HEADERS if k in headers})
+        ws.session = connection
+        self.connections.add(connection)
+        self.core.open(connection, time.monotonic(), None)
+        connection.send("pusher:connection_established", None, dumps({
+            "socket_id": connection.id,
+            "activity_timeout": int(self.options.activity_timeout)}))
+        if rest:
+            ws.data_received(rest)
+
+    # -- WebSocketListener --------------------------------------------------------------------
+    def report_error(self, kind: str, message: str, *args: object) -> None:
+        self._report(kind, message % args if args else message)
+
+    def on_ws_binary(self, ws: WebSocketConnection, data: bytes) -> None:
+        self.report_error("bad_frame", "pusher: binary message")
+        if isinstance(ws.session, PusherConnection):
+            ws.session.error(None, "Binary messages are not supported")
+
+    def on_ws_closed(self, ws: WebSocketConnection, reason: str) -> None:
+        connection = ws.session
+        if isinstance(connection, PusherConnection):
+            ws.session = None
+            self.connections.discard(connection)
+            self.core.close(connection, reason)
+
+    def on_ws_text(self, ws: WebSocketConnection, text: str) -> None:
+        connection = ws.session
+        if not isinstance(connection, PusherConnection):
+            return
+        connection.last_seen = time.monotonic()
+        connection.pinged = False
+        try:
+            msg = loads(text)
+        except ValueError:
+            msg = None
+        event = msg.get("event") if isinstance(msg, dict) else None
+        if not isinstance(event, str):
+            self.report_error("bad_frame", "pusher: a message that is not a Pusher event")
+            connection.error(None, "Invalid message")
+            return
+        data = msg.get("data")
+        if event == "pusher:ping":
+            connection.send("pusher:pong", None, {})
+        elif event == "pusher:pong":
+            pass
+        elif event == "pusher:subscribe":
+            self._subscribe(connection, _object(data))
+        elif event == "pusher:unsubscribe":
+            self.core.unsubscribe(connection, _object(data).get("channel"))
+        elif event.startswith("client-"):
+            if not connection.app.client_events:
+                connection.error(4301, "Client events are not enabled for this app")
+                return
+            self.core.client_event(connection, msg.get("channel"), event, data)
+        else:
+            self.report_error("bad_frame", "pusher: an event this server does not handle")
+            connection.error(None, f"Unsupported event {event[:64]!r}")
+
+    def _subscribe(self, connection: PusherConnection, data: dict[str, Any]) -> None:
+        channel = data.get("channel")
+        authorizer = None
+        if isinstance(channel, str) and is_private(channel):
+            authorizer = SignatureAuthorizer(connection.app, data.get("auth"),
+                                             data.get("channel_data"))
+        self.core.subscribe(connection, channel, {}, authorizer)
+
+    # -- keep-alive -------------------------------------------------------------------------------
+    def _sweep(self) -> None:
+        options = self.options
+        now = time.monotonic()
+        for connection in list(self.connections):
+            idle = now - connection.last_seen
+            if connection.pinged and idle > options.activity_timeout + options.pong_timeout:
+                connection.error(4201, "Pong reply not received in time")
+                connection.ws.close(4201)
+            elif not connection.pinged and idle > options.activity_timeout:
+                connection.pinged = True
+                connection.send("pusher:ping", None, {})
+        period = max(0.05, min(options.activity_timeout, options.pong_timeout) / 4)
+        self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep)
+
+
+def _object(data: Any) -> dict[str, Any]:
+    """pusher-js sends ``data`` as an object; some clients as a JSON string."""
+    if isinstance(data, str):
+        try:
+            data = loads(data)
+        except ValueError:
+            return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_frame(code: int, text: str) -> bytes:
+    return encode_frame(message("pusher:error", None, {"code": code, "message": text}))

@@ -1,0 +1,86 @@
+"""Pusher's frames for the core's events: ``{"event","channel","data"}`` with ``data`` a
+JSON *string* (pusher-js parses it), built once per event and written to every recipient;
+presence in ``pusher_internal:*`` events with string user ids."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Any
+
+from broadcaster.jsoncodec import dumps, loads
+
+from ...core.connection import Item
+from ...core.fanout import MEMBER_ADDED, MEMBER_REMOVED
+from ...transport.websocket import CLOSE_NORMAL, encode_frame
+from .connection import PusherConnection, message
+
+
+def user_id_text(value: Any) -> str:
+    """Pusher's user ids are strings; Laravel's are often numbers."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else dumps(value)
+
+
+def _member(member_json: str, added: bool) -> str:
+    member = loads(member_json)
+    user_id = user_id_text(member.get("user_id"))
+    if not added:
+        return dumps({"user_id": user_id})
+    return dumps({"user_id": user_id, "user_info": member.get("user_info")})
+
+
+class PusherWire:
+    """The core's ``Wire`` for Pusher connections."""
+
+    __slots__ = ()
+
+    def _frame(self, channel: str, event: str, data_json: str | bytes) -> bytes:
+        if event in (MEMBER_ADDED, MEMBER_REMOVED):
+            added = event == MEMBER_ADDED
+            event = "pusher_internal:member_added" if added else "pusher_internal:member_removed"
+            data_json = _member(data_json if isinstance(data_json, str)
+                                else data_json.decode("utf-8"), added)
+        elif type(data_json) is bytes:
+            data_json = data_json.decode("utf-8")
+        return encode_frame(message(event, channel, data_json))
+
+    def send(self, members: Collection[PusherConnection], channel: str,  # type: ignore[override]
+             event: str, data_json: str | bytes, offset: int,
+             exclude: PusherConnection | None) -> int:
+        frame = self._frame(channel, event, data_json)
+        sent = 0
+        for connection in members:
+            if connection is not exclude:
+                connection.ws.write(frame)
+                sent += 1
+        return sent
+
+    def send_batch(self, batch: list[Item]) -> int:  # type: ignore[override]
+        return sum(self.send(members, channel, event, data_json, offset, exclude)  # type: ignore[arg-type]
+                   for members, channel, event, data_json, offset, exclude in batch)
+
+    def subscribed(self, connection: PusherConnection, channel: str,  # type: ignore[override]
+                   members: list[dict[str, Any]] | None) -> None:
+        if members is None:
+            connection.send("pusher_internal:subscription_succeeded", channel, "{}")
+            return
+        users = {user_id_text(m.get("user_id")): m.get("user_info") for m in members}
+        connection.send("pusher_internal:subscription_succeeded", channel, dumps(
+            {"presence": {"count": len(users), "ids": list(users), "hash": users}}))
+
+    def refused(self, connection: PusherConnection, channel: str,  # type: ignore[override]
+                status: int) -> None:
+        # With the channel, so pusher-js routes it to that channel and Echo's .error() fires.
+        connection.send("pusher:subscription_error", channel, {
+            "type": "AuthError", "error": f"Unable to subscribe to {channel}",
+            "status": status})
+
+    def disconnect(self, connection: PusherConnection, reason: str) -> None:  # type: ignore[override]
+        connection.error(4009, f"Connection is unauthorized ({reason})")
+        connection.ws.close(4009 if reason != "server shutting down" else CLOSE_NORMAL)
+
+    def gone(self, connection: PusherConnection) -> bool:  # type: ignore[override]
+        return connection.ws.closed

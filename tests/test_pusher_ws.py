@@ -1,0 +1,126 @@
+"""Laravel Echo's ``reverb`` and ``pusher`` broadcasters (pusher-js 8, the real npm
+packages) on the same channels as socket.io Echo clients: Laravel's events reach both, a
+presence channel lists and announces the members of both, whispers cross over, the
+signature pusher-js brings from the app is checked, and an unknown app key is told 4001."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from echo_server.server import EchoServer
+from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
+from tests.support.auth_backend import AuthBackend, AuthCall
+from tests.support.node_client import NodeEchoClient
+from tests.support.raw import RawWebSocket
+from tests.support.waits import ClientFactory
+
+pytestmark = requires_node
+
+KEY, SECRET = "lead-panel-key", "lead-panel-secret"
+PRIVATE, PRESENCE = "private-admin-dashboard.1", "presence-leads-management"
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"app{secrets.token_hex(3)}_database_"
+
+
+def _signed(secret: str = SECRET) -> Any:
+    """Laravel's Pusher driver answering /broadcasting/auth: the signature pusher-js sends
+    on (socket.io clients get the member data alone, as from the Redis driver)."""
+    def answer(call: AuthCall) -> dict[str, Any]:
+        headers = {k.lower(): v for k, v in call.headers.items()}
+        user_id = json.loads(headers.get("x-user-id", "0"))
+        member = {"user_id": user_id, "user_info": {"name": f"admin {user_id}"}}
+        if "." not in call.form.get("socket_id", "") or "x-socket-io" in headers:
+            return {"channel_data": member}  # the server asks for a socket.io client
+        text = f"{call.form['socket_id']}:{call.form['channel_name']}"
+        body: dict[str, Any] = {}
+        if call.form["channel_name"].startswith("presence-"):
+            body["channel_data"] = json.dumps(member)
+            text += ":" + body["channel_data"]
+        body["auth"] = f"{KEY}:" + hmac.new(secret.encode(), text.encode(),
+                                            hashlib.sha256).hexdigest()
+        return body
+    return answer
+
+
+async def _server(make_server: ServerFactory, auth_backend: AuthBackend,
+                  prefix: str) -> EchoServer:
+    return await make_server({
+        "authHost": auth_backend.url, "database": "redis",
+        "databaseConfig": {"redis": {"keyPrefix": prefix}},
+        "clients": [{"appId": "1001", "key": KEY, "secret": SECRET}]})
+
+
+async def _pusher_page(node_client: ClientFactory, server: EchoServer, auth: AuthBackend,
+                       stack: str, user: int) -> NodeEchoClient:
+    page = await node_client(stack, server_url(server), auth_headers={"X-User-Id": str(user)},
+                             extra_args=["--key", KEY, "--auth-endpoint",
+                                         f"{auth.url}/broadcasting/auth"])
+    connected = await page.expect("connected")
+    assert connected["socketId"] and connected["socketId"].replace(".", "").isdigit()
+    return page
+
+
+@pytest.mark.parametrize("stack", ["echo2-reverb", "echo2-pusher"])
+async def test_pusher_js_and_socket_io_share_channels(
+        make_server: ServerFactory, node_client: ClientFactory, redis: aioredis.Redis,
+        auth_backend: AuthBackend, prefix: str, stack: str) -> None:
+    for channel in (PRIVATE, PRESENCE):
+        auth_backend.rules[channel] = _signed()
+    auth_backend.rules["private-refused"] = _signed("not-the-secret")
+    server = await _server(make_server, auth_backend, prefix)
+    sio = await node_client("echo2-sio4", server_url(server), transports="websocket",
+                            auth_headers={"X-User-Id": "1", "X-Socket-Io": "1"})
+    await sio.expect("connected")
+    await sio.command({"cmd": "join", "channel": "leads-management",
+                       "whisper_listen": ["typing"]})
+    await sio.expect("presence_here")
+
+    page = await _pusher_page(node_client, server, auth_backend, stack, 2)
+    await page.command({"cmd": "channel", "channel": "leads-management",
+                        "listen": [".lead.assigned"]})
+    await page.command({"cmd": "private", "channel": "admin-dashboard.1",
+                        "listen": [".lead.assigned"]})
+    await page.command({"cmd": "private", "channel": "refused", "listen": [".x"]})
+    await page.command({"cmd": "join", "channel": "leads-management",
+                        "whisper_listen": ["typing"]})
+    here = await page.expect("presence_here")
+    assert sorted(u["name"] for u in here["users"]) == ["admin 1", "admin 2"]
+    assert (await sio.expect("presence_joining"))["user"] == {"name": "admin 2"}
+    refused = await page.expect("subscription_error", channel="private-refused")
+    assert refused["status"] == 401  # Echo's .error() fired: the error names the channel
+
+    for channel, n in (("leads-management", 1), (PRIVATE, 2)):
+        await redis.publish(prefix + channel, laravel_message("lead.assigned", {"lead": n}))
+        got = await page.expect("event", channel=channel)
+        assert got["data"] == {"lead": n, "socket": None}
+
+    await page.command({"cmd": "whisper", "channel": PRESENCE, "event": "typing",
+                        "data": {"lead": 101}})
+    assert (await sio.expect("whisper"))["data"] == {"lead": 101}
+    await sio.command({"cmd": "whisper", "channel": PRESENCE, "event": "typing",
+                       "data": {"lead": 102}})
+    assert (await page.expect("whisper"))["data"] == {"lead": 102}
+
+    await page.close()
+    assert (await sio.expect("presence_leaving"))["user"] == {"name": "admin 2"}
+
+
+async def test_an_unknown_app_key_is_told_4001(make_server: ServerFactory,
+                                               auth_backend: AuthBackend, prefix: str) -> None:
+    server = await _server(make_server, auth_backend, prefix)
+    ws = await RawWebSocket.connect(server, "protocol=7&client=js&version=8.4.0",
+                                    path="/app/nobody")
+    error = json.loads(await ws.recv_text())
+    assert error == {"event": "pusher:error",
+                     "data": {"code": 4001, "message": "App key does not exist"}}
+    assert await ws.wait_closed() == 4001
