@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from typing import Any
 
@@ -80,7 +81,8 @@ async def test_pusher_js_and_socket_io_share_channels(
     server = await _server(make_server, auth_backend, prefix)
     sio = await node_client("echo2-sio4", server_url(server), transports="websocket",
                             auth_headers={"X-User-Id": "1", "X-Socket-Io": "1"})
-    await sio.expect("connected")
+    # With a Pusher app configured, socket.io ids too are ones pusher-php-server accepts.
+    assert re.fullmatch(r"\d+\.\d+", (await sio.expect("connected"))["socketId"])
     await sio.command({"cmd": "join", "channel": "leads-management",
                        "whisper_listen": ["typing"]})
     await sio.expect("presence_here")

@@ -145,7 +145,7 @@ class _StateCollector:
         connections = GaugeMetricFamily("echo_connections", "Open connections",
                                         labels=["protocol", "transport"])
         kinds = state.connections_by_kind()
-        for protocol in ("eio3", "eio4"):
+        for protocol in ("eio3", "eio4", "pusher"):
             for transport in ("websocket", "polling"):
                 connections.add_metric([protocol, transport], kinds.get((protocol, transport), 0))
         yield connections

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
 from broadcaster.jsoncodec import dumps
 
 from ...core.connection import ClientState
+from ...transport.ids import new_id
 from ...transport.websocket import encode_frame
 from ...transport.wsconn import WebSocketConnection
 from .apps import PusherApp
@@ -25,19 +25,13 @@ def message(event: str, channel: str | None, data: Any) -> bytes:
     return "".join(parts).encode("utf-8")
 
 
-def new_socket_id() -> str:
-    """``<digits>.<digits>``, the only form pusher-php-server accepts (``toOthers()``,
-    ``/broadcasting/auth``), with 120 random bits."""
-    return f"{secrets.randbits(60)}.{secrets.randbits(60)}"
-
-
 class PusherConnection:
     __slots__ = ("__weakref__", "app", "id", "last_seen", "pinged", "state", "ws")
 
     def __init__(self, ws: WebSocketConnection, app: PusherApp) -> None:
         self.ws = ws
         self.app = app
-        self.id = new_socket_id()
+        self.id = new_id()  # <digits>.<digits> while a Pusher app is configured
         self.state: ClientState = None  # type: ignore[assignment]  # set by the endpoint
         self.last_seen = time.monotonic()
         self.pinged = False  # a pusher:ping is out, unanswered

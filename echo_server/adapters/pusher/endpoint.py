@@ -23,6 +23,7 @@ from ...core.connection import ClientState
 from ...core.names import is_private
 from ...transport.engine import KEPT_HEADERS
 from ...transport.http import HttpConnection, Request, Response, encode_response
+from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
 from .apps import PusherApp, SignatureAuthorizer
@@ -47,6 +48,7 @@ class PusherEndpoint:
                  report_error: ErrorReporter) -> None:
         self.core = core
         self.apps = apps
+        numeric_ids(bool(apps))  # socket ids pusher-php-server accepts, for every client
         self.options = options
         self._report = report_error
         self.wire = PusherWire()
