@@ -11,7 +11,12 @@ Two parts in one process and one event loop:
   (private ``admin-dashboard.{id}`` for that admin only, ``presence-leads-management`` for
   every admin), the leads, and an assignment endpoint that broadcasts ``lead.assigned`` and
   ``admin.capacity.updated`` exactly as the PHP events would, through ``broadcaster``, leaving
-  out the acting tab (its ``X-Socket-ID``, Laravel's ``toOthers()``).
+  out the acting tab (its ``X-Socket-ID``, Laravel's ``toOthers()``);
+- the Laravel side of webhooks: echo-server posts the presence channels' webhooks to
+  ``/echo/webhooks`` (signed with the demo app's secret), the backend keeps the admins online
+  from ``presence-leads-management``'s ``member_added`` / ``member_removed``
+  (``demo_webhooks``) and broadcasts the list as ``admins.online.updated`` when it changes:
+  the page shows it next to the list it gets from presence itself.
 
 Events reach the server in-process (``memory://``) by default, so the demo works on a fresh
 machine without Redis; ``--redis URL`` makes the backend publish to Redis as Laravel does and
@@ -34,16 +39,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from .demo_webhooks import OnlineAdmins, WebhookInbox, WebhookRefused
 from .web.demo_files import BUILD_HINT, DEMO_DIR, DemoFiles
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from broadcaster.events import LaravelEvent
 
     from .server import EchoServer
 
 log = logging.getLogger("echo_server.demo")
 
 PRESENCE_CHANNEL = "presence-leads-management"
+WEBHOOK_PATH = "/echo/webhooks"
+DEMO_APP_ID = "lead-panel"
 DASHBOARD = re.compile(r"^private-admin-dashboard\.(\d+)$")
 SOCKET_ID = re.compile(r"^[A-Za-z0-9_\-.#]{1,128}$")
 DEFAULT_BACKEND_PORT = 8080
@@ -110,11 +120,13 @@ class DemoState:
 
 
 class DemoBackend:
-    """The Laravel app's part: sessions, channel authorization, leads, broadcasting."""
+    """The Laravel app's part: sessions, channel authorization, leads, broadcasting, and
+    the webhooks echo-server sends it."""
 
-    def __init__(self, *, secret: str, publish_url: str = "memory://",
-                 host: str = "127.0.0.1", port: int = DEFAULT_BACKEND_PORT,
-                 token_ttl: float = 600.0, key_prefix: str = "") -> None:
+    def __init__(self, *, secret: str, app_key: str, app_secret: str,
+                 publish_url: str = "memory://", host: str = "127.0.0.1",
+                 port: int = DEFAULT_BACKEND_PORT, token_ttl: float = 600.0,
+                 key_prefix: str = "") -> None:
         from broadcaster import Broadcaster
 
         self.secret = secret
@@ -123,6 +135,8 @@ class DemoBackend:
         self.port = port
         self.token_ttl = token_ttl
         self.state = DemoState.seed()
+        self.webhooks = WebhookInbox(app_key, app_secret)
+        self.online = OnlineAdmins(PRESENCE_CHANNEL, self.state.admins.keys())
         options = {"key_prefix": key_prefix} if key_prefix else {}
         self.broadcaster = Broadcaster(publish_url, **options)
         self.issued: dict[int, list[str]] = {}  # admin id -> token ids, oldest first
@@ -144,6 +158,7 @@ class DemoBackend:
         app.router.add_get("/api/leads", self._leads)
         app.router.add_post("/api/leads/{lead_id}/assign", self._assign)
         app.router.add_post("/broadcasting/auth", self._broadcasting_auth)
+        app.router.add_post(WEBHOOK_PATH, self._webhook)
         app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -191,7 +206,7 @@ class DemoBackend:
         return _json({"demo": "echo-server lead management backend",
                                   "routes": ["/api/session?admin=<id>", "/api/token",
                                              "/api/leads", "/api/leads/{id}/assign",
-                                             "/broadcasting/auth"]})
+                                             "/broadcasting/auth", WEBHOOK_PATH]})
 
     async def _preflight(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
@@ -220,7 +235,7 @@ class DemoBackend:
     async def _leads(self, request: web.Request) -> web.StreamResponse:
         if self._admin_from(request) is None:
             return _error(401, "Unauthenticated.")
-        return _json(self._listing())
+        return _json({**self._listing(), "online_admin_ids": self.online.ids})
 
     def _listing(self) -> dict[str, Any]:
         return {"leads": [self.state.lead_resource(i) for i in sorted(self.state.leads)],
@@ -262,13 +277,7 @@ class DemoBackend:
         socket = request.headers.get("X-Socket-ID", "").strip() or None
         if socket is not None and not SOCKET_ID.match(socket):
             socket = None  # Laravel ignores a malformed X-Socket-ID too
-        broadcast_error = None
-        for event in events:
-            try:
-                await self.broadcaster.broadcast(event, socket=socket)
-            except Exception as error:  # the saved change stands, as with a failed queue job
-                broadcast_error = f"{type(error).__name__}: {error}"
-                log.warning("demo: broadcasting %s failed: %s", event.name, broadcast_error)
+        broadcast_error = await self._broadcast(events, socket)
         answer = {"lead": self.state.lead_resource(lead_id), **self._listing(),
                   "broadcast": broadcast_error or ("sent" if events else "unchanged")}
         return _json(answer)
@@ -292,6 +301,42 @@ class DemoBackend:
         if answer is None:
             return _error(403, "This action is unauthorized.")
         return _json(answer)
+
+    async def _webhook(self, request: web.Request) -> web.StreamResponse:
+        """echo-server's webhooks (``EchoWebhookController`` in the README): the admins
+        online follow the presence channel's members, and the pages hear when they change."""
+        body = await request.read()
+        before = self.online.ids
+        try:
+            self.webhooks.take(request.headers, body, self.online.apply)
+        except WebhookRefused as refused:
+            log.warning("demo: webhook refused (%d): %s", refused.status, refused)
+            return _error(refused.status, str(refused))
+        if self.online.ids != before:
+            await self._broadcast([admins_online_updated(self.online.ids)])
+        return _json({"ok": True})
+
+    async def _broadcast(self, events: list[LaravelEvent],
+                         socket: str | None = None) -> str | None:
+        """Every event, each failure logged; the saved change stands, as with a failed
+        queue job. The last failure, or None."""
+        failure = None
+        for event in events:
+            try:
+                await self.broadcaster.broadcast(event, socket=socket)
+            except Exception as error:
+                failure = f"{type(error).__name__}: {error}"
+                log.warning("demo: broadcasting %s failed: %s", event.name, failure)
+        return failure
+
+
+def admins_online_updated(admin_ids: list[int]) -> LaravelEvent:
+    """``AdminsOnlineUpdated`` of the README: on ``leads-management``, the whole list (a
+    page that missed one event is right again with the next)."""
+    from broadcaster.events import LEADS_MANAGEMENT, LaravelEvent, iso_timestamp
+
+    return LaravelEvent(channels=(LEADS_MANAGEMENT,), name="admins.online.updated",
+                        payload={"online_admin_ids": admin_ids, "timestamp": iso_timestamp()})
 
 
 def _json(data: Any, status: int = 200) -> web.StreamResponse:
@@ -344,9 +389,13 @@ class Demo:
         self.socketio = dict(socketio or {})
         self.redis_url = redis_url
         self.demo_dir = demo_dir
-        self.secret = secrets.token_urlsafe(48)
-        self.backend = DemoBackend(secret=self.secret, publish_url=redis_url or "memory://",
-                                   host=host, port=backend_port, token_ttl=token_ttl)
+        self.secret = secrets.token_urlsafe(48)  # the JWTs'
+        self.app_key = secrets.token_hex(16)  # the app's, which signs its webhooks
+        self.app_secret = secrets.token_urlsafe(32)
+        self.backend = DemoBackend(secret=self.secret, app_key=self.app_key,
+                                   app_secret=self.app_secret,
+                                   publish_url=redis_url or "memory://", host=host,
+                                   port=backend_port, token_ttl=token_ttl)
         self.server: EchoServer | None = None
 
     @property
@@ -367,6 +416,13 @@ class Demo:
             "database": "sqlite",  # presence in memory
             "subscribers": {"http": True, "redis": False},
             "jwt": {"algorithms": ["HS256"], "secret": self.secret, "required": True},
+            # The backend hears who comes and goes; small batches, so the page shows it soon.
+            "clients": [{"appId": DEMO_APP_ID, "key": self.app_key, "secret": self.app_secret,
+                         "webhooks": [{"url": self.backend.url + WEBHOOK_PATH,
+                                       "event_types": ["channel_occupied", "channel_vacated",
+                                                       "member_added", "member_removed"],
+                                       "filter": {"channel_name_starts_with": "presence-"}}]}],
+            "webhooks": {"batchMs": 100, "pollMs": 20},
             # A page whose connection drops comes back with what it missed.
             "socketio": {"connectionStateRecovery": {"maxDisconnectionDuration": 120_000},
                          **self.socketio},

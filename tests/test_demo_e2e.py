@@ -9,6 +9,8 @@ Screenshots of each step are kept in ``test-artifacts/demo-*.png``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import itertools
 import json
 import logging
@@ -24,7 +26,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from echo_server.demo import Demo
+from echo_server.demo import PRESENCE_CHANNEL, WEBHOOK_PATH, Demo, DemoBackend
 from echo_server.web.demo_files import DEMO_DIR, DemoFiles
 from tests.conftest import ROOT, free_port, server_url
 from tests.support.drivers import NODE_DIR, browser_missing, stop_driver
@@ -283,6 +285,28 @@ async def test_a_dropped_page_shows_the_assignment_made_meanwhile(demo: Demo,
 
 
 @requires_browser
+async def test_the_backend_hears_an_admin_leave_through_webhooks(demo: Demo,
+                                                                 browser: DemoBrowser) -> None:
+    """The backend's list of admins online comes from echo-server's webhooks only
+    (``member_added`` / ``member_removed``, signed with the app's secret): both pages show
+    each other in it; B's page closes and A's list loses B within 3 s (a closed page sends a
+    close frame, which ends its membership at once: no presence grace, as for a drop)."""
+    await browser.open("A", demo.page_url(A, stack="echo2-sio4", **FAST_RETRY))
+    await browser.open("B", demo.page_url(B, stack="echo1-sio2", **FAST_RETRY))
+    for page in ("A", "B"):
+        await browser.see(page, status="connected", online=[A, B], onlineLaravel=[A, B])
+    assert demo.backend.online.ids == [A, B]
+    await browser.screenshot("A", "8-online-per-laravel-A")
+
+    await browser.command("close", page="B")
+    gone = await browser.see("A", within=3, onlineLaravel=[A])
+    assert gone["online"] == [A]
+    await browser.screenshot("A", "9-B-offline-per-laravel-A")
+    problems = (await browser.command("problems"))["pages"]
+    assert all(not found for found in problems.values()), problems
+
+
+@requires_browser
 async def test_echo_server_demo_command(browser: DemoBrowser) -> None:
     """``python -m echo_server demo`` as a user runs it: it prints the URL, the page loads and
     renders the lead table, Ctrl+C (SIGINT) stops both parts."""
@@ -375,6 +399,49 @@ def raw_url(url: str) -> URL:
 
 
 # --------------------------------------------------------------------------- the backend
+
+
+async def test_demo_backend_takes_only_signed_webhooks_once() -> None:
+    """The webhook route as echo-server's sender sees it: a batch signed with another
+    secret, or under another key, is refused with 401 and changes nothing; a redelivered
+    batch (same ``X-Webhook-Id``) is answered 200 but not applied twice; the channel
+    occupied again (after a restart that reported nobody leaving) starts the list over."""
+    backend = DemoBackend(secret="a JWT secret of 32 bytes or more.", app_key="key",
+                          app_secret="app-secret", port=0)
+    await backend.start()
+
+    def batch(ident: str, *events: str, key: str = "key",
+              secret: str = "app-secret") -> dict[str, Any]:
+        """``events``: ``name`` or ``name:user_id``."""
+        body = json.dumps({"time_ms": 1, "events": [
+            {"name": name, "channel": PRESENCE_CHANNEL, **({"user_id": user} if user else {})}
+            for name, _, user in (event.partition(":") for event in events)]}).encode()
+        return {"data": body, "headers": {
+            "Content-Type": "application/json", "X-Pusher-Key": key, "X-Webhook-Id": ident,
+            "X-Pusher-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}}
+
+    async def online(http: aiohttp.ClientSession) -> list[int]:
+        async with http.get(f"{backend.url}/api/leads", headers={
+                "Authorization": f"Bearer {backend.issue_token(1)}"}) as response:
+            return list((await response.json())["online_admin_ids"])
+
+    joined = batch("b1", "channel_occupied", "member_added:1", "member_added:2")
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = backend.url + WEBHOOK_PATH
+            for request, status in ((joined, 200),
+                                    (batch("b2", "member_removed:2"), 200),
+                                    (joined, 200),  # a late redelivery: 2 stays gone
+                                    (batch("b3", "member_added:3", secret="nope"), 401),
+                                    (batch("b4", "member_added:3", key="other"), 401)):
+                async with http.post(url, **request) as response:
+                    assert response.status == status
+            assert await online(http) == [1]
+            async with http.post(url, **batch("b5", "channel_occupied", "member_added:3")) as r:
+                assert r.status == 200
+            assert await online(http) == [3]
+    finally:
+        await backend.stop()
 
 
 async def test_demo_backend_plays_laravel_through_redis(redis_url: str) -> None:

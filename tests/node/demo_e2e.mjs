@@ -23,9 +23,11 @@
 //   {"cmd":"exit"} (or EOF)                      closes the browser, exits 0
 // Every command gets {"type":"done", "id", "ok", "error"?} unless it has its own answer type.
 //
-// view = {ready, status, statusText, retryText, me, online:[ids], toasts:[text],
+// view = {ready, status, statusText, retryText, me, online:[ids], onlineLaravel:[ids], toasts:[text],
 //         leads:{id:{assignee, selected, notice}}, capacity:{adminId:count},
 //         socketId, reconnects, recovered, tokenRefreshes, stack}
+// `online` is who presence shows; `onlineLaravel` who the backend knows is online (from the
+// server's webhooks).
 // A `want` is matched partially: every key given must be equal (objects recursively, arrays as
 // a whole); `toastsInclude` is a list of substrings that some toast must contain each.
 // Problems are uncaught page errors and failed app requests (not the socket's own failed
@@ -42,7 +44,9 @@ function parseArgs(argv) {
 // Runs inside the page.
 function readView() {
     const text = (node) => (node ? node.textContent.replace(/\s+/g, ' ').trim() : null);
-    const view = { ready: document.body.dataset.ready || null, leads: {}, capacity: {}, online: [], toasts: [] };
+    const view = {
+        ready: document.body.dataset.ready || null, leads: {}, capacity: {}, online: [], onlineLaravel: [], toasts: [],
+    };
     const indicator = document.querySelector('.realtime-indicator');
     view.status = indicator ? indicator.dataset.status : null;
     // What the indicator says of the last reconnect: the same session, with what it missed.
@@ -60,10 +64,12 @@ function readView() {
     for (const bar of document.querySelectorAll('[data-capacity-admin]')) {
         view.capacity[bar.dataset.capacityAdmin] = Number(bar.dataset.current);
     }
-    for (const item of document.querySelectorAll('[data-test=online] li[data-admin-id]')) {
-        view.online.push(Number(item.dataset.adminId));
+    for (const [key, list] of [['online', 'online'], ['onlineLaravel', 'online-laravel']]) {
+        for (const item of document.querySelectorAll(`[data-test=${list}] li[data-admin-id]`)) {
+            view[key].push(Number(item.dataset.adminId));
+        }
+        view[key].sort((a, b) => a - b);
     }
-    view.online.sort((a, b) => a - b);
     for (const toast of document.querySelectorAll('[data-test=toast]')) view.toasts.push(text(toast));
     const demo = window.demo;
     view.socketId = demo ? demo.service.socketId() : null;

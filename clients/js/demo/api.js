@@ -1,7 +1,8 @@
 // The demo backend (echo_server/demo.py plays the Laravel app): login by `?admin=<id>`, a JWT
 // that is both echo-server's handshake token and the Bearer of /broadcasting/auth, the leads
-// and the assignment endpoint, which broadcasts `lead.assigned` and `admin.capacity.updated`
-// to the others (X-Socket-ID, as Laravel's toOthers()).
+// (with the admins online as the backend knows them from echo-server's webhooks) and the
+// assignment endpoint, which broadcasts `lead.assigned` and `admin.capacity.updated` to the
+// others (X-Socket-ID, as Laravel's toOthers()).
 
 export class DemoApi {
     constructor(base) {

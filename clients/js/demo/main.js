@@ -30,7 +30,8 @@ async function main() {
     const data = await api.leads();
 
     const store = reactive({
-        me: session.admin, leads: data.leads, admins: data.admins, online: [], toasts: [],
+        me: session.admin, leads: data.leads, admins: data.admins, online: [],
+        onlineAdminIds: data.online_admin_ids, toasts: [],
         stack: stackName, tokenRefreshes: 0,
     });
     const service = new WebSocketService({
