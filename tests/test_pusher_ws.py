@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from broadcaster.event import BroadcastEvent
 from echo_server.server import EchoServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
@@ -126,3 +127,47 @@ async def test_an_unknown_app_key_is_told_4001(make_server: ServerFactory,
     assert error == {"event": "pusher:error",
                      "data": {"code": 4001, "message": "App key does not exist"}}
     assert await ws.wait_closed() == 4001
+
+
+async def _raw_pusher(server: EchoServer) -> tuple[RawWebSocket, str]:
+    ws = await RawWebSocket.connect(server, "protocol=7&client=js&version=8.4.0",
+                                    path=f"/app/{KEY}")
+    hello = json.loads(await ws.recv_text())
+    assert hello["event"] == "pusher:connection_established"
+    return ws, json.loads(hello["data"])["socket_id"]
+
+
+async def _next(ws: RawWebSocket) -> dict[str, Any]:
+    while True:
+        msg = json.loads(await ws.recv_text())
+        if msg["event"] != "pusher:ping":
+            return dict(msg)
+        ws.send_text('{"event":"pusher:pong","data":{}}')
+
+
+async def test_a_signed_in_user_gets_its_own_channel_and_nobody_else_does(
+        make_server: ServerFactory, auth_backend: AuthBackend, prefix: str) -> None:
+    server = await _server(make_server, auth_backend, prefix)
+    me, socket_id = await _raw_pusher(server)
+    user_data = json.dumps({"id": "7", "name": "Ayşe"})
+    signature = hmac.new(SECRET.encode(), f"{socket_id}::user::{user_data}".encode(),
+                         hashlib.sha256).hexdigest()
+    me.send_text(json.dumps({"event": "pusher:signin",
+                             "data": {"auth": f"{KEY}:{signature}", "user_data": user_data}}))
+    assert await _next(me) == {"event": "pusher:signin_success",
+                               "data": {"user_data": user_data}}
+    me.send_text('{"event":"pusher:subscribe","data":{"channel":"#server-to-user-7"}}')
+    assert (await _next(me))["event"] == "pusher_internal:subscription_succeeded"
+
+    other, _ = await _raw_pusher(server)
+    other.send_text(json.dumps({"event": "pusher:signin", "data": {
+        "auth": f"{KEY}:{signature}", "user_data": user_data}}))  # someone else's signature
+    assert (await _next(other))["data"]["code"] == 4009
+    other.send_text('{"event":"pusher:subscribe","data":{"channel":"#server-to-user-7"}}')
+    refused = await _next(other)
+    assert (refused["event"], refused["channel"]) == ("pusher:subscription_error",
+                                                      "#server-to-user-7")
+
+    server.publish(BroadcastEvent("#server-to-user-7", "lead.assigned", '{"lead":{"id":1}}'))
+    got = await _next(me)
+    assert (got["event"], json.loads(got["data"])) == ("lead.assigned", {"lead": {"id": 1}})

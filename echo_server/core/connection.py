@@ -52,8 +52,8 @@ class ClientState:
     several modules read."""
 
     __slots__ = ("address", "channels", "claims", "expiry", "headers", "joined", "pending",
-                 "presence", "recovery_token", "restored", "whisper_at", "whisper_tokens",
-                 "wire")
+                 "presence", "recovery_token", "restored", "user", "whisper_at",
+                 "whisper_tokens", "wire")
 
     def __init__(self, wire: Wire, address: str, headers: dict[str, str]) -> None:
         self.wire = wire
@@ -61,6 +61,7 @@ class ClientState:
         self.headers = headers  # the handshake's, forwarded to the auth host
         self.channels: set[str] = set()
         self.claims: dict[str, Any] | None = None  # a verified JWT's
+        self.user: str | None = None  # signed in as (Pusher's pusher:signin)
         self.expiry: asyncio.TimerHandle | None = None  # disconnects when the token expires
         self.pending: dict[str, asyncio.Future[None]] | None = None  # authorizations in flight
         self.presence: dict[str, Member] | None = None  # channel -> this connection's member

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+USER_CHANNEL = "#server-to-user-"  # Pusher's: events to every connection of a signed-in user
+
 
 def is_private(channel: str) -> bool:
-    """Private or presence: the reference matches ``/private-.*/`` and
-    ``/presence-.*/`` anywhere in the name (``orders.private-notes`` needs auth)."""
-    return "private-" in channel or "presence-" in channel
+    """Needs an authorization: private or presence, where the reference matches
+    ``/private-.*/`` and ``/presence-.*/`` anywhere in the name (``orders.private-notes``
+    needs auth), and a user's own channel, whichever client asks."""
+    return "private-" in channel or "presence-" in channel or channel.startswith(USER_CHANNEL)
 
 
 def is_presence(channel: str) -> bool:

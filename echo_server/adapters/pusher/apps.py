@@ -13,6 +13,8 @@ from typing import Any
 from broadcaster.jsoncodec import loads
 from channel_auth import AuthRequest, AuthResult
 
+from ...core.names import USER_CHANNEL
+
 
 @dataclass(frozen=True, slots=True)
 class PusherApp:
@@ -69,3 +71,35 @@ class SignatureAuthorizer:
         if not isinstance(member, dict) or member.get("user_id") is None:
             return AuthResult(400, reason="channel_data has no user_id")
         return AuthResult(200, channel_data=member)
+
+
+class UserChannelAuthorizer:
+    """``#server-to-user-<id>``: only a connection signed in as that user."""
+
+    __slots__ = ("user",)
+
+    def __init__(self, user: str | None) -> None:
+        self.user = user
+
+    async def authorize(self, request: AuthRequest) -> AuthResult:
+        if self.user is not None and request.channel == USER_CHANNEL + self.user:
+            return AuthResult(200)
+        return AuthResult(403, reason="not signed in as that user")
+
+
+def signed_in_user(app: PusherApp, socket_id: str, auth: Any, user_data: Any) -> str | None:
+    """The user id ``pusher:signin`` proves (``socket_id::user::user_data`` signed by the
+    app), or None."""
+    if not (isinstance(auth, str) and isinstance(user_data, str)):
+        return None
+    key, _, given = auth.partition(":")
+    expected = sign(app.secret, f"{socket_id}::user::{user_data}")
+    if not (hmac.compare_digest(key, app.key) and hmac.compare_digest(given, expected)):
+        return None
+    try:
+        user = loads(user_data)
+    except ValueError:
+        return None
+    ident = user.get("id") if isinstance(user, dict) else None
+    return str(ident) if isinstance(ident, str | int) and not isinstance(ident, bool) and \
+        str(ident) else None

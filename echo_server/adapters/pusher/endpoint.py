@@ -17,16 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from broadcaster.jsoncodec import dumps, loads
+from channel_auth import ChannelAuthorizer
 
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState
-from ...core.names import is_private
+from ...core.names import USER_CHANNEL, is_private
 from ...transport.engine import KEPT_HEADERS
 from ...transport.http import HttpConnection, Request, Response, encode_response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
-from .apps import PusherApp, SignatureAuthorizer
+from .apps import PusherApp, SignatureAuthorizer, UserChannelAuthorizer, signed_in_user
 from .connection import PusherConnection, message
 from .wire import PusherWire
 
@@ -151,22 +152,40 @@ class PusherEndpoint:
             self._subscribe(connection, _object(data))
         elif event == "pusher:unsubscribe":
             self.core.unsubscribe(connection, _object(data).get("channel"))
+        elif event == "pusher:signin":
+            self._signin(connection, _object(data))
         elif event.startswith("client-"):
+            channel = msg.get("channel")
             if not connection.app.client_events:
                 connection.error(4301, "Client events are not enabled for this app")
-                return
-            self.core.client_event(connection, msg.get("channel"), event, data)
+            elif isinstance(channel, str) and channel.startswith("private-encrypted-"):
+                # The server cannot read (nor so vouch for) what the backend encrypted.
+                connection.error(None, "Client events are not allowed on encrypted channels")
+            else:
+                self.core.client_event(connection, channel, event, data)
         else:
             self.report_error("bad_frame", "pusher: an event this server does not handle")
             connection.error(None, f"Unsupported event {event[:64]!r}")
 
     def _subscribe(self, connection: PusherConnection, data: dict[str, Any]) -> None:
         channel = data.get("channel")
-        authorizer = None
-        if isinstance(channel, str) and is_private(channel):
+        authorizer: ChannelAuthorizer | None = None
+        if isinstance(channel, str) and channel.startswith(USER_CHANNEL):
+            authorizer = UserChannelAuthorizer(connection.state.user)
+        elif isinstance(channel, str) and is_private(channel):
             authorizer = SignatureAuthorizer(connection.app, data.get("auth"),
                                              data.get("channel_data"))
         self.core.subscribe(connection, channel, {}, authorizer)
+
+    def _signin(self, connection: PusherConnection, data: dict[str, Any]) -> None:
+        user_data = data.get("user_data")
+        user = signed_in_user(connection.app, connection.id, data.get("auth"), user_data)
+        if user is None:
+            self.report_error("auth_failed", "pusher: sign-in with a bad signature")
+            connection.error(4009, "Invalid user authentication signature")
+            return
+        connection.state.user = user
+        connection.send("pusher:signin_success", None, {"user_data": user_data})
 
     # -- keep-alive -------------------------------------------------------------------------------
     def _sweep(self) -> None:

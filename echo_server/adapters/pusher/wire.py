@@ -37,7 +37,16 @@ class PusherWire:
 
     __slots__ = ()
 
-    def _frame(self, channel: str, event: str, data_json: str | bytes) -> bytes:
+    def _frame(self, channel: str, event: str, data_json: str | bytes,
+               sender: Any = None) -> bytes:
+        if sender is not None and event.startswith("client-"):
+            # A whisper on a presence channel names its sender, as Pusher's do.
+            member = (sender.state.presence or {}).get(channel)
+            if member is not None:
+                text = data_json if isinstance(data_json, str) else data_json.decode("utf-8")
+                return encode_frame(
+                    message(event, channel, text)[:-1]
+                    + b',"user_id":' + dumps(user_id_text(member.user_id)).encode() + b"}")
         if event in (MEMBER_ADDED, MEMBER_REMOVED):
             added = event == MEMBER_ADDED
             event = "pusher_internal:member_added" if added else "pusher_internal:member_removed"
@@ -50,7 +59,7 @@ class PusherWire:
     def send(self, members: Collection[PusherConnection], channel: str,  # type: ignore[override]
              event: str, data_json: str | bytes, offset: int,
              exclude: PusherConnection | None) -> int:
-        frame = self._frame(channel, event, data_json)
+        frame = self._frame(channel, event, data_json, exclude)
         sent = 0
         for connection in members:
             if connection is not exclude:
