@@ -81,7 +81,7 @@ class EchoServer:
                                 recovery=config.recovery)
         self.occupancy = Occupancy(self.core.lifecycle)  # server-wide occupied / vacated
         self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
-                                 self.core.lifecycle)
+                                 self.core.lifecycle, presence_grace=config.presence_grace)
         self.sockets = SocketServer(EchoSocketIo(self.core))
         # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
         self.pusher = PusherEndpoint(self.core, pusher_apps(config.clients), PusherOptions(

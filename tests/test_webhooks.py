@@ -46,10 +46,10 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
     await running.stop()
 
 
-def _app(receiver: WebhookReceiver, **hook: Any) -> dict[str, Any]:
+def _app(receiver: WebhookReceiver, grace_ms: int = 100, **hook: Any) -> dict[str, Any]:
     return {"clients": [{"appId": "lead-panel", "key": "app-key", "secret": SECRET,
                          "webhooks": [{"url": receiver.url, **hook}]}],
-            "webhooks": FAST}
+            "webhooks": FAST, "socketio": {"presenceGraceMs": grace_ms}}
 
 
 async def _subscriber(server: EchoServer, *channels: str) -> RawWebSocket:
@@ -299,3 +299,29 @@ async def wait_until_async(read: Any, want: Any, timeout: float = 10.0) -> None:
     while (got := await read()) != want:
         assert loop.time() < deadline, f"still {got!r}, waiting for {want!r}"
         await asyncio.sleep(0.02)
+
+
+async def test_a_reload_within_the_grace_tells_neither_leaving_nor_joining(
+        make_server: ServerFactory, auth_backend: AuthBackend, receiver: WebhookReceiver) -> None:
+    """The old page's socket closes (a close frame ends membership at once), the new page
+    joins: the app is not told the admin went offline and came back; a page that does not
+    come back is told gone once the grace is over."""
+    auth_backend.rules["presence-admins"] = _as_member
+    server = await make_server({
+        "authHost": auth_backend.url,
+        **_app(receiver, grace_ms=300, event_types=["member_added", "member_removed"])},
+        redis=False)
+    join = '42["subscribe",{"channel":"presence-admins","auth":{"headers":{"X-User-Id":"1"}}}]'
+    store = server.core.presence.store
+    page = await _subscriber(server)
+    page.send_text(join)
+    assert _names(await receiver.wait_events(1)) == [("member_added", "presence-admins", "1")]
+    await page.close()
+    await wait_until_async(lambda: _member_ids(store), set())
+    reloaded = await _subscriber(server)
+    reloaded.send_text(join)
+    await wait_until_async(lambda: _member_ids(store), {1})
+    await reloaded.close()
+    events = await receiver.wait_events(2)
+    assert _names(events) == [("member_added", "presence-admins", "1"),
+                              ("member_removed", "presence-admins", "1")]

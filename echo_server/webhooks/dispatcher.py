@@ -1,10 +1,18 @@
 """The core's lifecycle events, as Pusher's webhook events, to every endpoint that wants
 them: each event is encoded once and appended to the queues of the endpoints whose types
 and channel filter admit it (Soketi signs the filtered batch but sends the unfiltered one;
-here each endpoint's batch is built from its own queue, and signed as sent)."""
+here each endpoint's batch is built from its own queue, and signed as sent).
+
+A ``member_removed`` and a ``channel_vacated`` wait for the presence grace: if the same user
+joins the channel again within it (a page reload: the old page's socket closes, the new one
+joins), neither the removal nor the new ``member_added`` is sent (nor ``vacated`` and the new
+``occupied``), so the app does not see an admin go offline and come back for every reload.
+Once the grace is over they go in Pusher's order: the members, then the channel. (Per
+instance: a return that lands on another instance is told.)"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,6 +28,7 @@ from ..core.events import (
     MemberAdded,
     MemberRemoved,
 )
+from ..core.presence import user_key
 from .queue import MemoryQueue, RedisQueue
 from .sender import Sender, WebhookStats
 from .settings import DeliverySettings, Endpoint
@@ -38,9 +47,14 @@ def _user_id(value: Any) -> str:
 
 class Webhooks:
     def __init__(self, endpoints: list[Endpoint], settings: DeliverySettings,
-                 lifecycle: Lifecycle) -> None:
+                 lifecycle: Lifecycle, presence_grace: float = 0.0) -> None:
         self.endpoints = endpoints
         self.settings = settings
+        self.presence_grace = presence_grace
+        # (channel, user) -> a member_removed waiting out the grace, and its timer; (channel,
+        # None) -> a channel_vacated
+        self._leaving: dict[tuple[str, str | None],
+                            tuple[dict[str, Any], asyncio.TimerHandle]] = {}
         self.stats = WebhookStats()
         self._targets: list[tuple[Endpoint, MemoryQueue | RedisQueue]] = []
         self._senders: list[Sender] = []
@@ -72,6 +86,8 @@ class Webhooks:
             self._senders.append(sender)
 
     async def stop(self) -> None:
+        for key in list(self._leaving):  # the process ends: nobody comes back to it
+            self._removed_for_good(key)
         for sender in self._senders:
             await sender.stop()
         for endpoint, queue in self._targets:
@@ -108,22 +124,49 @@ class Webhooks:
                             endpoint.url, self.settings.max_queue, name, channel)
 
     def _occupied(self, event: ChannelOccupied) -> None:
-        self._add("channel_occupied", event.channel,
-                  {"name": "channel_occupied", "channel": event.channel})
+        if not self._returned((event.channel, None)):
+            self._add("channel_occupied", event.channel,
+                      {"name": "channel_occupied", "channel": event.channel})
 
     def _vacated(self, event: ChannelVacated) -> None:
-        self._add("channel_vacated", event.channel,
-                  {"name": "channel_vacated", "channel": event.channel})
+        self._leave((event.channel, None),
+                    {"name": "channel_vacated", "channel": event.channel})
 
     def _member_added(self, event: MemberAdded) -> None:
-        self._add("member_added", event.channel, {
-            "name": "member_added", "channel": event.channel,
-            "user_id": _user_id(event.member.user_id)})
+        if not self._returned((event.channel, user_key(event.member.user_id))):
+            self._add("member_added", event.channel, {
+                "name": "member_added", "channel": event.channel,
+                "user_id": _user_id(event.member.user_id)})
 
     def _member_removed(self, event: MemberRemoved) -> None:
-        self._add("member_removed", event.channel, {
+        self._leave((event.channel, user_key(event.member.user_id)), {
             "name": "member_removed", "channel": event.channel,
             "user_id": _user_id(event.member.user_id)})
+
+    def _leave(self, key: tuple[str, str | None], body: dict[str, Any]) -> None:
+        if self.presence_grace <= 0:
+            self._add(body["name"], key[0], body)
+            return
+        timer = asyncio.get_running_loop().call_later(
+            self.presence_grace, self._removed_for_good, key)
+        self._leaving[key] = (body, timer)
+
+    def _returned(self, key: tuple[str, str | None]) -> bool:
+        """Back within the grace: its leaving is taken back, and its return not told."""
+        leaving = self._leaving.pop(key, None)
+        if leaving is None:
+            return False
+        leaving[1].cancel()
+        return True
+
+    def _removed_for_good(self, key: tuple[str, str | None]) -> None:
+        if key[1] is None:  # a channel goes after its members
+            for member in [k for k in self._leaving if k[0] == key[0] and k[1] is not None]:
+                self._removed_for_good(member)
+        leaving = self._leaving.pop(key, None)
+        if leaving is not None:
+            leaving[1].cancel()
+            self._add(leaving[0]["name"], key[0], leaving[0])
 
     def _client_event(self, event: ClientEvent) -> None:
         body: dict[str, Any] = {"name": "client_event", "channel": event.channel,

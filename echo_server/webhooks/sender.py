@@ -21,6 +21,8 @@ from .settings import DeliverySettings, Endpoint
 log = logging.getLogger("echo_server.webhooks")
 
 USER_AGENT = "echo-server webhooks"
+RESERVED_HEADERS = frozenset({"content-type", "user-agent", "x-pusher-key", "x-pusher-signature",
+                              "x-webhook-id", "content-length", "host"})
 
 
 @dataclass(slots=True)
@@ -106,11 +108,12 @@ class Sender:
     async def _post(self, batch: Batch) -> str | None:
         """None when the receiver took it; else why not."""
         endpoint = self.endpoint
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                   **dict(endpoint.headers),
-                   "X-Pusher-Key": endpoint.key,
-                   "X-Pusher-Signature": signature(endpoint.secret, batch.body),
-                   "X-Webhook-Id": batch.id}
+        headers = {name: value for name, value in endpoint.headers
+                   if name.lower() not in RESERVED_HEADERS}  # ours win, whatever the case
+        headers.update({"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                        "X-Pusher-Key": endpoint.key,
+                        "X-Pusher-Signature": signature(endpoint.secret, batch.body),
+                        "X-Webhook-Id": batch.id})
         try:
             async with self.session.post(
                     endpoint.url, data=batch.body, headers=headers, allow_redirects=False,
