@@ -424,7 +424,10 @@ class Demo:
                                        "filter": {"channel_name_starts_with": "presence-"}}]}],
             "webhooks": {"batchMs": 100, "pollMs": 20},
             # A page whose connection drops comes back with what it missed.
+            # A reload within the grace tells the backend nothing; a closed page shows
+            # offline in its "online per Laravel" list two seconds later.
             "socketio": {"connectionStateRecovery": {"maxDisconnectionDuration": 120_000},
+                         "presenceGraceMs": 2000,
                          **self.socketio},
         }
         if self.redis_url:
