@@ -148,8 +148,9 @@ def _status_url(config: cfg.Config) -> str:
 
 def _status_credential(config: cfg.Config) -> str:
     for client in config.clients:
-        if client.get("key"):
-            return str(client["key"])
+        key = cfg.unsigned_api_key(client)
+        if key:
+            return key
     if config.metrics_token:
         return config.metrics_token
     raise CliError(

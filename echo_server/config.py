@@ -1098,6 +1098,28 @@ def _check_clients(clients: list[Any]) -> None:
                 f"`clients[{index}]` needs an `appId` and a `key` (a non-empty string); "
                 "an API client without a key can never be used: add its key "
                 "(`echo-server client:add <appId>` makes one), or remove the entry")
+        for name in ("secret", "apiKey"):
+            if name in item and not (isinstance(item[name], str) and item[name]):
+                raise ConfigError(f"`clients[{index}].{name}` must be a non-empty string")
+
+
+def pusher_secret(item: dict[str, Any]) -> str | None:
+    """The app secret of a `clients` entry that is a Pusher app (it has a `secret`): what its
+    HTTP API requests and its clients' channel signatures are signed with."""
+    secret = item.get("secret")
+    return secret if isinstance(secret, str) and secret else None
+
+
+def unsigned_api_key(item: Any) -> str | None:
+    """The key that opens laravel-echo-server's unsigned API (and the status page) for a
+    `clients` entry: its `key`; but a Pusher app's `key` is public (it ships in every page's
+    JavaScript), so for one only its own `apiKey`, if it sets one."""
+    if not valid_client(item):
+        return None
+    if "secret" not in item:
+        return str(item["key"])
+    api_key = item.get("apiKey")
+    return api_key if isinstance(api_key, str) and api_key else None
 
 
 def load_config(

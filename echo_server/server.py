@@ -32,7 +32,7 @@ from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 from .adapters.pusher.apps import pusher_apps
 from .adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from .adapters.socketio_echo import EchoSocketIo
-from .config import Config, ConfigError, ensure_dev_client, valid_client
+from .config import Config, ConfigError, ensure_dev_client, unsigned_api_key
 from .core.channels import ChannelCore
 from .core.cluster import Cluster
 from .core.events import PresenceChanged
@@ -52,6 +52,7 @@ from .web.bundle import ClientBundle
 from .web.demo_files import DemoFiles
 from .web.health import Health, Phase
 from .web.metrics import CONTENT_TYPE, Metrics, metrics_token_ok
+from .web.pusher_api import PusherApi
 from .web.status_page import StatusPage
 from .webhooks.dispatcher import Webhooks
 
@@ -105,6 +106,8 @@ class EchoServer:
         self.api = HttpApi(config.clients, self.memory.publish, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
+        self.pusher_api = PusherApi(lambda: self.config.clients, self.memory.publish, self.state,
+                                    max_channel_name=config.limits.max_channel_name)
         self.bundle = ClientBundle()
         self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)
         if config.metrics_enabled:
@@ -135,8 +138,8 @@ class EchoServer:
         )
 
     def _status_credentials(self) -> list[str]:
-        """What opens the status page: any app key, or the metrics token."""
-        accepted = [c["key"] for c in self.config.clients if valid_client(c)]
+        """What opens the status page: any key of the unsigned API, or the metrics token."""
+        accepted = [key for c in self.config.clients if (key := unsigned_api_key(c))]
         if self.config.metrics_token:
             accepted.append(self.config.metrics_token)
         return accepted
@@ -354,6 +357,8 @@ class EchoServer:
             return self.status_page.handle(request)
         if DemoFiles.matches(path):
             return self.demo_files.handle(request)
+        if PusherApi.wants(request):  # signed: Pusher's, else laravel-echo-server's own API
+            return self.pusher_api.handle(request)
         return self.api.handle(request)
 
     def _upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:

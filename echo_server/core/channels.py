@@ -40,7 +40,7 @@ from .fanout import Fanout
 from .history import Entry, History
 from .limits import ChannelLimits, SubscriptionCounter, channel_name_problem, valid_text
 from .names import is_client_event, is_presence, is_private
-from .presence import Member
+from .presence import Member, user_key
 from .presence_flow import PresenceFlow
 from .recovery import (
     RECOVERABLE_REASONS,
@@ -164,6 +164,15 @@ class ChannelCore:
             self._leave(channel, connection)
         if self.lifecycle.wants(ConnectionClosed):
             self.lifecycle.emit(ConnectionClosed(connection, reason, identities))
+
+    def connections_of_user(self, user_id: Any) -> list[Connection]:
+        """This instance's connections that are a presence member as ``user_id`` (loosely:
+        ``1`` and ``"1"`` are one user), for Pusher's terminate_connections."""
+        wanted = user_key(user_id)
+        return [connection for connection in self.connections.values()
+                if connection.state.presence and any(
+                    user_key(member.user_id) == wanted
+                    for member in connection.state.presence.values())]
 
     # -- recovery -----------------------------------------------------------------------
     def recoverable(self, connection: Connection) -> str | None:

@@ -98,6 +98,15 @@ class ServerState:
     async def presence_members(self, channel: str) -> list[Member]:
         return await self.core.presence.store.members(channel)
 
+    # -- the one action the HTTP side takes ------------------------------------------------
+    def terminate_user(self, user_id: str) -> int:
+        """Close this instance's connections of ``user_id`` (Pusher's terminate_connections);
+        how many. Each through its own wire, which tells its client it was closed."""
+        connections = self.core.connections_of_user(user_id)
+        for connection in connections:
+            connection.state.wire.disconnect(connection, "terminated")
+        return len(connections)
+
 
 def rss_bytes() -> int:
     try:

@@ -17,7 +17,7 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
-from ..config import valid_client
+from ..config import unsigned_api_key
 from ..core.state import ServerState, rss_bytes
 from ..transport.http import Request, Response
 
@@ -128,8 +128,12 @@ class HttpApi:
             key = request.query.get("auth_key")
         if not key:
             return False
-        return any(valid_client(c) and str(c["appId"]) == app_id and same_secret(key, c["key"])
-                   for c in self.clients)
+        for client in self.clients:
+            expected = unsigned_api_key(client)
+            if expected is not None and str(client["appId"]) == app_id \
+                    and same_secret(key, expected):
+                return True
+        return False
 
     def _post_event(self, request: Request) -> Response:
         try:

@@ -1,0 +1,305 @@
+"""Pusher's HTTP API, what Laravel's `reverb` / `pusher` broadcast driver (pusher-php-server)
+and the Python `pusher` package call, on the same port as laravel-echo-server's API.
+
+Every request is signed with a Pusher app's secret (a `clients` entry with a `secret`): the
+key is public, so the signature is the credential. Unlike Reverb and Soketi, the signature
+is compared in constant time, an `auth_timestamp` more than 600 s away from now is refused
+(a captured request cannot be replayed later), and so is a body whose `body_md5` differs.
+Errors answer with Pusher's status codes and a plain-text explanation, as Pusher does; the
+clients raise them with that text. Events go to the same bus as laravel-echo-server's API,
+so socket.io and Pusher subscribers alike get them; figures come from ``ServerState``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from broadcaster.event import BroadcastEvent
+from broadcaster.jsoncodec import dumps, loads
+
+from ..config import pusher_secret, valid_client
+from ..core.limits import channel_name_problem
+from ..core.state import ServerState
+from ..transport.http import Request, Response
+from .api import Publish, same_secret
+
+# Pusher's documented bounds.
+MAX_TIMESTAMP_SKEW = 600  # seconds, either way
+MAX_CHANNELS = 100  # per publish
+MAX_BATCH = 10  # events per batch_events
+MAX_DATA_BYTES = 10_240  # an event's data
+MAX_EVENT_NAME = 200
+MAX_USER_ID = 200
+
+_SIGNED = ("auth_key", "auth_timestamp", "auth_version", "auth_signature")
+_COUNTS = ("user_count", "subscription_count")
+
+
+@dataclass(frozen=True, slots=True)
+class _App:
+    app_id: str
+    secret: str
+
+
+class PusherError(Exception):
+    """A refusal: Pusher's status code and its plain-text explanation."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class PusherApi:
+    """``clients`` is read per request, so a reload's new apps and secrets apply at once."""
+
+    def __init__(self, clients: Callable[[], list[dict[str, Any]]], publish: Publish,
+                 state: ServerState, *, max_channel_name: int) -> None:
+        self.clients = clients
+        self.publish = publish
+        self.state = state
+        self.max_channel_name = max_channel_name
+
+    @staticmethod
+    def wants(request: Request) -> bool:
+        """A signed request to Pusher's paths. `/users/…` without `/apps/{id}` is where the
+        Python `pusher` package (3.3) sends terminate_connections; the key names the app."""
+        path = request.path
+        return (path.startswith(("/apps/", "/users/"))
+                and "auth_signature" in request.query)
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            route = _route(request.method, request.path)
+            app = self._verified(request)
+            if route.app_id is not None and route.app_id != app.app_id:
+                raise PusherError(401, f"auth_key does not belong to app {route.app_id}")
+            body = await route.run(self, request)
+        except PusherError as refusal:
+            return Response.text(f"{refusal}\n", refusal.status)
+        return Response(200, dumps(body).encode("utf-8"), [], "application/json")
+
+    # -- the signature -------------------------------------------------------------------
+    def _verified(self, request: Request) -> _App:
+        query = request.query
+        missing = [name for name in _SIGNED if not query.get(name)]
+        if missing:
+            raise PusherError(401, "Missing " + ", ".join(missing))
+        app = self._app(query["auth_key"])
+        if app is None:
+            raise PusherError(401, "Unknown auth_key")
+        signed = "&".join(f"{k}={v}" for k, v in sorted(query.items())
+                          if k != "auth_signature")
+        string_to_sign = f"{request.method}\n{request.path}\n{signed}"
+        expected = hmac.new(app.secret.encode(), string_to_sign.encode(),
+                            hashlib.sha256).hexdigest()
+        if not same_secret(query["auth_signature"], expected):
+            raise PusherError(401, "Invalid signature: expected the HMAC-SHA256 hex digest, "
+                                   f"with the app secret, of {string_to_sign!r}")
+        if query["auth_version"] != "1.0":
+            raise PusherError(401, "Unsupported auth_version (1.0 expected)")
+        now = time.time()
+        try:
+            stamp = int(query["auth_timestamp"])
+        except ValueError:
+            stamp = None
+        if stamp is None or abs(now - stamp) > MAX_TIMESTAMP_SKEW:
+            raise PusherError(401, f"Timestamp expired: given timestamp "
+                                   f"({query['auth_timestamp']}) not within "
+                                   f"{MAX_TIMESTAMP_SKEW}s of server time ({int(now)})")
+        given_md5 = query.get("body_md5")
+        if given_md5 is None and request.method == "POST":
+            raise PusherError(401, "Missing body_md5")
+        body_md5 = hashlib.md5(request.body, usedforsecurity=False).hexdigest()
+        if given_md5 is not None and given_md5 != body_md5:
+            raise PusherError(401, "Invalid body_md5: it is not the MD5 of the body received")
+        return app
+
+    def _app(self, key: str) -> _App | None:
+        for client in self.clients():
+            secret = pusher_secret(client) if valid_client(client) else None
+            if secret is not None and same_secret(key, client["key"]):
+                return _App(str(client["appId"]), secret)
+        return None
+
+    # -- routes --------------------------------------------------------------------------
+    async def trigger(self, request: Request, _: str | None) -> dict[str, Any]:
+        body = _json_object(request.body)
+        raw = body.get("channels") if "channels" in body else [body.get("channel")]
+        if not isinstance(raw, list) or not raw:
+            raise PusherError(400, "channels must be a non-empty list of channel names")
+        if len(raw) > MAX_CHANNELS:
+            raise PusherError(400, f"{len(raw)} channels: at most {MAX_CHANNELS} per event")
+        channels = [self._channel(name) for name in raw]
+        events = [self._event(channel, body) for channel in channels]
+        self._publish(events)
+        info = _attributes(body.get("info"))
+        if not info:
+            return {}
+        return {"channels": {channel: await self._info(channel, info) for channel in channels}}
+
+    async def trigger_batch(self, request: Request, _: str | None) -> dict[str, Any]:
+        batch = _json_object(request.body).get("batch")
+        if not isinstance(batch, list) or not batch:
+            raise PusherError(400, "batch must be a non-empty list of events")
+        if len(batch) > MAX_BATCH:
+            raise PusherError(400, f"{len(batch)} events: at most {MAX_BATCH} per batch")
+        if not all(isinstance(item, dict) for item in batch):
+            raise PusherError(400, "each batch item must be an object")
+        events = [self._event(self._channel(item.get("channel")), item) for item in batch]
+        self._publish(events)
+        infos = [_attributes(item.get("info")) for item in batch]
+        if not any(infos):
+            return {}
+        return {"batch": [await self._info(event.channel, info) if info else {}
+                          for event, info in zip(events, infos, strict=True)]}
+
+    async def channels(self, request: Request, _: str | None) -> dict[str, Any]:
+        prefix = request.query.get("filter_by_prefix", "")
+        info = _attributes(request.query.get("info"))
+        if "user_count" in info and not prefix.startswith("presence-"):
+            raise PusherError(400, "user_count may only be requested for presence channels: "
+                                   "add filter_by_prefix=presence-")
+        counts = await self.state.channel_counts(prefix)
+        return {"channels": {name: await self._info(name, info, count)
+                             for name, count in counts.items() if count > 0}}
+
+    async def channel(self, request: Request, name: str | None) -> dict[str, Any]:
+        channel = self._channel(name)
+        info = _attributes(request.query.get("info"))
+        if "user_count" in info and not channel.startswith("presence-"):
+            raise PusherError(400, "user_count may only be requested for presence channels")
+        count = await self.state.channel_count(channel)
+        return {"occupied": count > 0, **await self._info(channel, info, count)}
+
+    async def users(self, request: Request, name: str | None) -> dict[str, Any]:
+        channel = self._channel(name)
+        if not channel.startswith("presence-"):
+            raise PusherError(400, "Users can only be listed for presence channels")
+        members = await self.state.presence_members(channel)
+        return {"users": [{"id": _user_id_text(m.user_id)} for m in members]}
+
+    async def terminate(self, request: Request, user_id: str | None) -> dict[str, Any]:
+        if not user_id or len(user_id) > MAX_USER_ID:
+            raise PusherError(400, f"A user id is 1 to {MAX_USER_ID} characters")
+        self.state.terminate_user(user_id)
+        return {}
+
+    # -- helpers -------------------------------------------------------------------------
+    def _channel(self, name: Any) -> str:
+        problem = channel_name_problem(name, self.max_channel_name)
+        if problem is not None:
+            raise PusherError(400, f"Invalid channel: {problem}")
+        return str(name)
+
+    def _event(self, channel: str, fields: dict[str, Any]) -> BroadcastEvent:
+        """Pusher's `data` is a string: JSON text goes to clients as it is (socket.io clients
+        get the value, as from Laravel's Redis broadcaster), any other text as a JSON string."""
+        name, data, socket_id = fields.get("name"), fields.get("data"), fields.get("socket_id")
+        if not isinstance(name, str) or not name or len(name) > MAX_EVENT_NAME:
+            raise PusherError(400, f"name must be an event name of 1 to {MAX_EVENT_NAME} "
+                                   "characters")
+        if not isinstance(data, str):
+            raise PusherError(400, "data must be a string")
+        size = len(data.encode())
+        if size > MAX_DATA_BYTES:
+            raise PusherError(413, f"Payload too large: data of {size} bytes "
+                                   f"(at most {MAX_DATA_BYTES})")
+        if socket_id is not None and not isinstance(socket_id, str):
+            raise PusherError(400, "socket_id must be a string")
+        try:
+            loads(data)
+            data_json = data
+        except ValueError:
+            data_json = dumps(data)
+        return BroadcastEvent(channel, name, data_json, socket_id or None)
+
+    def _publish(self, events: list[BroadcastEvent]) -> None:
+        """Everything was checked before the first event goes out: a refused request
+        publishes nothing."""
+        for event in events:
+            if not self.publish(event):
+                raise PusherError(503, "Event queue is full: retry later")
+
+    async def _info(self, channel: str, info: set[str],
+                    count: int | None = None) -> dict[str, int]:
+        figures: dict[str, int] = {}
+        if "subscription_count" in info:
+            figures["subscription_count"] = (count if count is not None
+                                             else await self.state.channel_count(channel))
+        if "user_count" in info and channel.startswith("presence-"):
+            figures["user_count"] = len(await self.state.presence_members(channel))
+        return figures
+
+
+Handler = Callable[[PusherApi, Request, "str | None"], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    app_id: str | None  # None: the app is the signing key's
+    handler: Handler
+    name: str | None  # the channel or user id in the path
+
+    def run(self, api: PusherApi, request: Request) -> Awaitable[dict[str, Any]]:
+        return self.handler(api, request, self.name)
+
+
+def _route(method: str, path: str) -> _Route:
+    parts = path.strip("/").split("/")
+    if parts[0] == "users":
+        app_id, rest = None, parts
+    elif parts[0] == "apps" and len(parts) >= 3:
+        app_id, rest = parts[1], parts[2:]
+    else:
+        raise PusherError(404, "Not found")
+    found: tuple[str, Handler, str | None] | None = None
+    match rest:
+        case ["events"]:
+            found = ("POST", PusherApi.trigger, None)
+        case ["batch_events"]:
+            found = ("POST", PusherApi.trigger_batch, None)
+        case ["channels"]:
+            found = ("GET", PusherApi.channels, None)
+        case ["channels", name]:
+            found = ("GET", PusherApi.channel, name)
+        case ["channels", name, "users"]:
+            found = ("GET", PusherApi.users, name)
+        case ["users", user_id, "terminate_connections"]:
+            found = ("POST", PusherApi.terminate, user_id)
+    if found is None or (app_id is None and found[1] is not PusherApi.terminate):
+        raise PusherError(404, "Not found")
+    if method != found[0]:
+        raise PusherError(405, f"{method} not allowed here: use {found[0]}")
+    return _Route(app_id, found[1], found[2])
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = loads(body)
+    except ValueError:
+        raise PusherError(400, "The request body must be JSON") from None
+    if not isinstance(value, dict):
+        raise PusherError(400, "The request body must be a JSON object")
+    return value
+
+
+def _attributes(info: Any) -> set[str]:
+    """The `info` attributes asked for that this server counts (others are ignored)."""
+    if not isinstance(info, str):
+        return set()
+    return {part.strip() for part in info.split(",")} & set(_COUNTS)
+
+
+def _user_id_text(user_id: Any) -> str:
+    """Pusher's user ids are strings; a socket.io member's may be a number (`5` and `"5"`
+    are one user, as ``core.presence.user_key`` has it)."""
+    if isinstance(user_id, str):
+        return user_id
+    if isinstance(user_id, float) and user_id.is_integer():
+        return str(int(user_id))
+    return dumps(user_id)

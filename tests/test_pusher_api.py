@@ -1,0 +1,308 @@
+"""Pusher's HTTP API driven by the real Python ``pusher`` package (the same signed requests
+as pusher-php-server, Laravel's ``reverb``/``pusher`` driver), checked on socket.io clients
+connected to the server: what they receive, what the channel queries answer, a user's
+connections terminated; and every refusal with Pusher's status: a wrong signature, a stale
+timestamp, a body that is not the signed one, an unknown key, the app's public key on
+laravel-echo-server's unsigned API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, TypeVar
+
+import aiohttp
+import pusher
+import pusher.http
+import pytest
+
+from echo_server.config import ConfigError, load_config
+from echo_server.server import EchoServer
+from tests.conftest import ServerFactory, server_url
+from tests.support.auth_backend import AuthBackend, AuthCall
+from tests.support.raw import RawWebSocket
+from tests.support.waits import wait_gone, wait_member
+
+APP_ID, KEY, SECRET = "424242", "reverb-public-key", "reverb-secret"
+PRESENCE = "presence-leads-management"
+T = TypeVar("T")
+
+
+async def _server(make_server: ServerFactory, auth_backend: AuthBackend,
+                  **client: Any) -> EchoServer:
+    def member(call: AuthCall) -> dict[str, Any]:
+        user_id = json.loads(call.headers["X-User-Id"])
+        return {"channel_data": {"user_id": user_id, "user_info": {"name": f"admin {user_id}"}}}
+
+    auth_backend.rules[PRESENCE] = member
+    return await make_server({
+        "authHost": auth_backend.url, "database": "sqlite",
+        "clients": [{"appId": "test-app", "key": "test-key"},
+                    {"appId": APP_ID, "key": KEY, "secret": SECRET, **client}]}, redis=False)
+
+
+def _pusher(server: EchoServer, **overrides: str) -> pusher.Pusher:
+    settings = {"app_id": APP_ID, "key": KEY, "secret": SECRET, **overrides}
+    return pusher.Pusher(host="127.0.0.1", port=server.port, ssl=False, **settings)
+
+
+async def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """The package is blocking (requests): off the loop that runs the server."""
+    return await asyncio.to_thread(function, *args, **kwargs)
+
+
+def _send(client: pusher.Pusher, method: str, path: str, params: dict[str, Any], *,
+          body: bytes | None = None, forged: bool = False) -> Any:
+    """A request the package signs as it signs its own, for what its methods refuse to send
+    (too many channels, a body that is no JSON) or send elsewhere (pusher-php-server's
+    terminate path). ``body`` replaces the JSON of ``params``: signed, or ``forged`` (sent
+    in place of the signed one)."""
+    inner = client._pusher_client
+    request = pusher.http.Request(inner, method, path, params)
+    if body is not None:
+        request.body = body
+        if not forged:
+            request.query_params = {}
+            request._generate_auth()
+    return inner.http.send_request(request)
+
+
+async def _socket(server: EchoServer, *channels: str,
+                  user: int | None = None) -> tuple[RawWebSocket, str]:
+    """A socket.io 2 client (Engine.IO 3 websocket) subscribed to ``channels``."""
+    ws = await RawWebSocket.connect(server)
+    opened = await ws.recv_text()
+    assert await ws.recv_text() == "40"
+    socket_id = json.loads(opened[1:])["sid"]
+    auth = {"headers": {"X-User-Id": json.dumps(user)}} if user is not None else {}
+    for channel in channels:
+        ws.send_text("42" + json.dumps(["subscribe", {"channel": channel, "auth": auth}]))
+        await wait_member(server, channel, socket_id)
+    return ws, socket_id
+
+
+async def _disconnected(ws: RawWebSocket) -> None:
+    """Until the server's Socket.IO disconnect (`41`: socket.io-client does not reconnect)
+    and the end of the connection."""
+    while await ws.recv_text() != "41":
+        pass
+    await ws.wait_closed()
+
+
+async def _next_app_event(ws: RawWebSocket) -> list[Any]:
+    """The next event that is no presence announcement."""
+    while True:
+        event = await ws.next_event()
+        if not str(event[0]).startswith("presence:"):
+            return event
+
+
+# --------------------------------------------------------------------------- publishing
+
+async def test_trigger_reaches_socketio_clients(make_server: ServerFactory,
+                                                auth_backend: AuthBackend) -> None:
+    """JSON data arrives as the value (as from Laravel's Redis broadcaster), other text as a
+    string; to one channel or several at once."""
+    server = await _server(make_server, auth_backend)
+    client = _pusher(server)
+    auth_backend.allow_private("private-admins")
+    orders, _ = await _socket(server, "orders")
+    admins, _ = await _socket(server, "private-admins")
+    assert await _call(client.trigger, "orders", "order.shipped", {"order": {"id": 7}}) == {}
+    assert await orders.next_event() == ["order.shipped", "orders", {"order": {"id": 7}}]
+    await _call(client.trigger, "orders", "note", "not json, just text")
+    assert await orders.next_event() == ["note", "orders", "not json, just text"]
+    await _call(client.trigger, ["orders", "private-admins"], "lead.assigned", {"lead": 1})
+    assert await orders.next_event() == ["lead.assigned", "orders", {"lead": 1}]
+    assert await admins.next_event() == ["lead.assigned", "private-admins", {"lead": 1}]
+
+
+async def test_trigger_batch(make_server: ServerFactory, auth_backend: AuthBackend) -> None:
+    server = await _server(make_server, auth_backend)
+    client = _pusher(server)
+    ws, _ = await _socket(server, "orders", "invoices")
+    result = await _call(client.trigger_batch, [
+        {"channel": "orders", "name": "order.created", "data": {"id": 1}},
+        {"channel": "invoices", "name": "invoice.paid", "data": "42"},
+    ])
+    assert result == {}
+    assert await ws.next_event() == ["order.created", "orders", {"id": 1}]
+    assert await ws.next_event() == ["invoice.paid", "invoices", 42]
+
+
+async def test_socket_id_excludes_the_sender(make_server: ServerFactory,
+                                             auth_backend: AuthBackend) -> None:
+    """Laravel's toOthers(): the socket.io client whose id is sent does not get the event."""
+    server = await _server(make_server, auth_backend)
+    client = _pusher(server)
+    sender, sender_id = await _socket(server, "orders")
+    other, _ = await _socket(server, "orders")
+    await _call(client.trigger, "orders", "order.updated", {"id": 1}, socket_id=sender_id)
+    await _call(client.trigger, "orders", "order.closed", {"id": 1})
+    assert await other.next_event() == ["order.updated", "orders", {"id": 1}]
+    assert await other.next_event() == ["order.closed", "orders", {"id": 1}]
+    assert await sender.next_event() == ["order.closed", "orders", {"id": 1}]
+
+
+# --------------------------------------------------------------------------- queries
+
+async def test_channels_channel_and_users(make_server: ServerFactory,
+                                          auth_backend: AuthBackend) -> None:
+    server = await _server(make_server, auth_backend)
+    client = _pusher(server)
+    sockets = [await _socket(server, PRESENCE, "orders", user=1),
+               await _socket(server, PRESENCE, user=1), await _socket(server, PRESENCE, user=2)]
+
+    assert await _call(client.channels_info) == {"channels": {PRESENCE: {}, "orders": {}}}
+    assert await _call(client.channels_info, "presence-", ["user_count"]) == {
+        "channels": {PRESENCE: {"user_count": 2}}}
+    assert await _call(client.channel_info, PRESENCE,
+                       ["user_count", "subscription_count"]) == {
+        "occupied": True, "user_count": 2, "subscription_count": 3}
+    assert await _call(client.channel_info, "orders", ["subscription_count"]) == {
+        "occupied": True, "subscription_count": 1}
+    assert await _call(client.channel_info, "nobody-here") == {"occupied": False}
+    users = await _call(client.users_info, PRESENCE)
+    assert sorted(u["id"] for u in users["users"]) == ["1", "2"]
+
+    with pytest.raises(pusher.errors.PusherBadRequest, match="presence channels"):
+        await _call(client.users_info, "orders")
+    with pytest.raises(pusher.errors.PusherBadRequest, match="filter_by_prefix=presence-"):
+        await _call(client.channels_info, None, ["user_count"])
+    with pytest.raises(pusher.errors.PusherBadRequest, match="presence channels"):
+        await _call(client.channel_info, "orders", ["user_count"])
+    assert len(sockets) == 3  # open until here
+
+
+async def test_terminate_connections(make_server: ServerFactory,
+                                     auth_backend: AuthBackend) -> None:
+    """Every connection of the user closes (socket.io clients are told the server
+    disconnected them, so they do not reconnect); other users stay. The Python package's
+    path (`/users/{id}/…`) and pusher-php-server's (`/apps/{id}/users/{id}/…`) both work."""
+    server = await _server(make_server, auth_backend)
+    client = _pusher(server)
+    first, first_id = await _socket(server, PRESENCE, user=1)
+    second, second_id = await _socket(server, PRESENCE, user=1)
+    stays, stays_id = await _socket(server, PRESENCE, "orders", user=2)
+
+    assert await _call(client.terminate_user_connections, "1") == {}
+    for ws, socket_id in ((first, first_id), (second, second_id)):
+        await _disconnected(ws)
+        await wait_gone(server, socket_id)
+    users = await _call(client.users_info, PRESENCE)
+    assert users == {"users": [{"id": "2"}]}
+
+    await _call(client.trigger, "orders", "still.here", {})
+    assert await _next_app_event(stays) == ["still.here", "orders", {}]
+    path = f"/apps/{APP_ID}/users/2/terminate_connections"
+    assert await _call(_send, client, "POST", path, {}) == {}
+    await _disconnected(stays)
+    await wait_gone(server, stays_id)
+    assert await _call(client.channels_info) == {"channels": {}}
+
+
+# --------------------------------------------------------------------------- refusals
+
+async def test_bad_credentials_are_refused_and_publish_nothing(
+        make_server: ServerFactory, auth_backend: AuthBackend,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    server = await _server(make_server, auth_backend)
+    ws, _ = await _socket(server, "orders")
+    refusals: list[tuple[type[Exception], str, Callable[[], Any]]] = [
+        (pusher.errors.PusherBadAuth, "Invalid signature",
+         lambda: _pusher(server, secret="not-the-secret").trigger("orders", "x", {})),
+        (pusher.errors.PusherBadAuth, "Unknown auth_key",
+         lambda: _pusher(server, key="no-such-key").trigger("orders", "x", {})),
+        (pusher.errors.PusherBadAuth, "does not belong to app 999",
+         lambda: _pusher(server, app_id="999").trigger("orders", "x", {})),
+        (pusher.errors.PusherBadAuth, "Invalid body_md5",
+         lambda: _send(_pusher(server), "POST", f"/apps/{APP_ID}/events",
+                       {"name": "x", "channel": "orders", "data": "{}"},
+                       body=b'{"name":"x","channel":"orders","data":"{\\"forged\\":1}"}',
+                       forged=True)),
+    ]
+    for error, message, call in refusals:
+        with pytest.raises(error, match=message):
+            await _call(call)
+    # The package signs with time.time(); its clock alone goes 601 s back, then ahead.
+    for skew in (-601, 601):
+        monkeypatch.setattr(pusher.http, "time",
+                            SimpleNamespace(time=lambda skew=skew: time.time() + skew))
+        with pytest.raises(pusher.errors.PusherBadAuth, match="Timestamp expired"):
+            await _call(_pusher(server).trigger, "orders", "x", {})
+    monkeypatch.undo()
+    await _call(_pusher(server).trigger, "orders", "after", {})
+    assert await ws.next_event() == ["after", "orders", {}]  # nothing refused got through
+
+
+async def test_pusher_bounds(make_server: ServerFactory, auth_backend: AuthBackend) -> None:
+    """Pusher's limits, with its answers: at most 100 channels per event, 10 events per
+    batch, 10 KB of data; a channel name the core would refuse; a request body that is not
+    a publish."""
+    server = await _server(make_server, auth_backend)
+    client = _pusher(server)
+    ws, _ = await _socket(server, "orders")
+    events = f"/apps/{APP_ID}/events"
+    refused: list[tuple[type[Exception], str, Callable[[], Any]]] = [
+        (pusher.errors.PusherBadRequest, "at most 100",
+         lambda: _send(client, "POST", events, {
+             "name": "x", "data": "{}", "channels": [f"c{i}" for i in range(101)]})),
+        (pusher.errors.PusherBadRequest, "at most 10 per batch",
+         lambda: client.trigger_batch([{"channel": "orders", "name": "x", "data": {}}] * 11)),
+        (pusher.errors.PusherBadStatus, "413: Payload too large",
+         lambda: client.trigger("orders", "x", "y" * 10_241)),
+        (pusher.errors.PusherBadRequest, "Invalid channel",
+         lambda: _send(client, "POST", events, {"name": "x", "data": "{}",
+                                                "channel": "c" * 201})),
+        (pusher.errors.PusherBadRequest, "data must be a string",
+         lambda: _send(client, "POST", events, {"name": "x", "data": {"id": 1},
+                                                "channel": "orders"})),
+        (pusher.errors.PusherBadRequest, "name must be",
+         lambda: _send(client, "POST", events, {"data": "{}", "channel": "orders"})),
+        (pusher.errors.PusherBadRequest, "must be JSON",
+         lambda: _send(client, "POST", events, {}, body=b"{not json")),
+    ]
+    for error, message, call in refused:
+        with pytest.raises(error, match=message):
+            await _call(call)
+    await _call(client.trigger, "orders", "within", "y" * 10_240)
+    assert await ws.next_event() == ["within", "orders", "y" * 10_240]
+
+
+async def test_the_public_key_no_longer_opens_the_unsigned_api(
+        make_server: ServerFactory, auth_backend: AuthBackend) -> None:
+    """A Pusher app's key ships in every page's JavaScript: laravel-echo-server's own API
+    (and the status page) take only the app's separate `apiKey`; other apps' keys as ever."""
+    server = await _server(make_server, auth_backend, apiKey="private-api-key")
+    base = server_url(server)
+    event = {"channel": "orders", "name": "order.shipped", "data": {"id": 1}}
+    async with aiohttp.ClientSession() as http:
+        for key, status in ((KEY, 403), ("private-api-key", 200)):
+            async with http.post(f"{base}/apps/{APP_ID}/events?auth_key={key}",
+                                 json=event) as response:
+                assert response.status == status, key
+            async with http.get(f"{base}/apps/{APP_ID}/channels",
+                                headers={"Authorization": f"Bearer {key}"}) as response:
+                assert response.status == status, key
+            async with http.get(f"{base}/status.json?auth_key={key}") as response:
+                assert response.status == status, key
+        async with http.get(f"{base}/apps/test-app/status?auth_key=test-key") as response:
+            assert response.status == 200
+
+
+@pytest.mark.parametrize(("entry", "name"), [
+    ({"secret": ""}, "secret"), ({"secret": 42}, "secret"),
+    ({"secret": "s", "apiKey": None}, "apiKey"),
+])
+def test_a_secret_or_api_key_that_is_no_string_stops_the_start(
+        tmp_path: Path, entry: dict[str, Any], name: str) -> None:
+    """A secret that signs nothing, or an apiKey nobody can send, is a mistake to stop at,
+    not an app that silently refuses every request."""
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps(
+        {"clients": [{"appId": APP_ID, "key": KEY, **entry}]}))
+    with pytest.raises(ConfigError, match=rf"`clients\[0\]\.{name}` must be a non-empty"):
+        load_config(directory=str(tmp_path), environ={}, cwd=str(tmp_path))
