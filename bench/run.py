@@ -394,12 +394,23 @@ def check_clock() -> str:
             f"({(after - before) / 1e6:.0f} ms wide)")
 
 
+async def start_hanging_receiver() -> asyncio.AbstractServer:
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing, close nothing
+
+    return await asyncio.start_server(hold, "127.0.0.1", 0)
+
+
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
 # -- servers -------------------------------------------------------------------------------------
-def server_config(port: int, redis_port: int, recovery: bool = False) -> dict[str, Any]:
+def server_config(port: int, redis_port: int, extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra``: echo-server options the run adds (--recovery, --webhooks-hang); the
+    reference ignores keys it does not know."""
     return {
         "authHost": "http://127.0.0.1",
         "authEndpoint": "/broadcasting/auth",
@@ -413,9 +424,7 @@ def server_config(port: int, redis_port: int, recovery: bool = False) -> dict[st
         "host": "127.0.0.1",
         "port": port,
         "protocol": "http",
-        # echo-server's connection-state recovery (--recovery): history kept for every
-        # channel, offsets on every Engine.IO 4 frame. The reference ignores the key.
-        "socketio": {"connectionStateRecovery": {}} if recovery else {},
+        "socketio": {},
         "sslCertPath": "",
         "sslKeyPath": "",
         "sslCertChainPath": "",
@@ -426,18 +435,19 @@ def server_config(port: int, redis_port: int, recovery: bool = False) -> dict[st
         # Every load-generator client comes from 127.0.0.1: one address holding 15,000
         # subscriptions is the benchmark, not an attack (the reference ignores the key).
         "limits": {"maxSubscriptionsPerAddress": 0},
+        **extra,
     }
 
 
 class ServerProcess:
     def __init__(self, kind: str, redis_port: int, cpu: int | None, reference_entry: Path | None,
-                 workdir: Path, recovery: bool = False) -> None:
+                 workdir: Path, extra: dict[str, Any] | None = None) -> None:
         self.kind = kind
         self.port = free_port()
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "laravel-echo-server.json").write_text(
-            json.dumps(server_config(self.port, redis_port, recovery), indent=2))
+            json.dumps(server_config(self.port, redis_port, extra or {}), indent=2))
         if kind == "echo-server":
             command = [sys.executable, "-m", "echo_server", "start", "--dir", str(self.dir)]
         else:
@@ -718,7 +728,8 @@ class Options:
     loadgen_cpu: int | None
     workers: int | None
     nofile: int
-    recovery: bool = False
+    # echo-server options of this run (--recovery, --webhooks-hang)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -911,7 +922,7 @@ async def scenario_fanout2(ctx: Context) -> None:
     this shows is that the cost per delivered message does not grow with instances."""
     s = ctx.scale
     second = ServerProcess(ctx.server.kind, ctx.redis_port, ctx.opts.server_cpu,
-                           ctx.reference_entry, ctx.logdir / "instance2", ctx.opts.recovery)
+                           ctx.reference_entry, ctx.logdir / "instance2", ctx.opts.extra)
     halves = [s.fanout_clients - s.fanout_clients // 2, s.fanout_clients // 2]
     lgs: list[LoadGen] = []
     try:
@@ -1362,7 +1373,7 @@ async def run_one(server_kind: str, version: str, name: str, opts: Options,
     rundir = workdir / tag
     rundir.mkdir(parents=True)
     server = ServerProcess(server_kind, redis_server.port, opts.server_cpu, reference_entry,
-                           rundir, opts.recovery)
+                           rundir, opts.extra)
     client = redis.Redis.from_url(redis_server.url)
     ctx = Context(server, client, version, opts, rundir, redis_port=redis_server.port,
                   reference_entry=reference_entry)
@@ -1439,7 +1450,17 @@ async def main_async(args: argparse.Namespace) -> int:
     soak_clients = scale.soak.clients if "soak" in names else 0
     nofile_note = raise_nofile(max(4096, idle_max + 2000, soak_clients + 3000))
     opts = Options(args.quick, scale, server_cpu, loadgen_cpu, args.workers,
-                   resource.getrlimit(resource.RLIMIT_NOFILE)[0], args.recovery)
+                   resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    if args.recovery:
+        # History kept for every channel, offsets on every Engine.IO 4 frame.
+        opts.extra["socketio"] = {"connectionStateRecovery": {}}
+    hanging = await start_hanging_receiver() if args.webhooks_hang else None
+    if hanging is not None:
+        # A webhook receiver that accepts and never answers: what it must not cost is the
+        # fan-out (the senders wait on it, the clients never do).
+        opts.extra["clients"] = [{
+            "appId": "1001", "key": "bench-key", "secret": "bench-secret",
+            "webhooks": [{"url": f"http://127.0.0.1:{hanging.sockets[0].getsockname()[1]}/"}]}]
 
     ensure_loadgen_modules()
     reference_entry = ensure_reference() if "reference" in servers else None
@@ -1456,7 +1477,8 @@ async def main_async(args: argparse.Namespace) -> int:
             info = machine_info(opts, redis_server.version(), nstat, clock, nofile_note)
             print("machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
             print(f"mode: {'quick' if args.quick else 'full'}; scenarios: {', '.join(names)}"
-                  + ("; echo-server with connection-state recovery" if args.recovery else ""),
+                  + ("; echo-server with connection-state recovery" if args.recovery else "")
+                  + ("; a webhook receiver that never answers" if hanging else ""),
                   flush=True)
             for name in names:
                 for server_kind, version in columns:
@@ -1544,6 +1566,8 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true", help="no taskset")
     parser.add_argument("--recovery", action="store_true",
                         help="run echo-server with socketio.connectionStateRecovery on")
+    parser.add_argument("--webhooks-hang", action="store_true",
+                        help="give echo-server a webhook endpoint that accepts and never answers")
     parser.add_argument("--workers", type=int, help="load-generator processes (default: "
                         "one per 500 clients, 1..8)")
     parser.add_argument("--json", help="where to write every figure (default "

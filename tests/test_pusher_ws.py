@@ -171,3 +171,8 @@ async def test_a_signed_in_user_gets_its_own_channel_and_nobody_else_does(
     server.publish(BroadcastEvent("#server-to-user-7", "lead.assigned", '{"lead":{"id":1}}'))
     got = await _next(me)
     assert (got["event"], json.loads(got["data"])) == ("lead.assigned", {"lead": {"id": 1}})
+
+    # terminate_connections (Pusher's HTTP API) finds a signed-in user's connections too.
+    assert server.state.terminate_user("7") == 1
+    assert (await _next(me))["data"]["code"] == 4009
+    assert await me.wait_closed() == 4009

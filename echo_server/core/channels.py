@@ -166,13 +166,15 @@ class ChannelCore:
             self.lifecycle.emit(ConnectionClosed(connection, reason, identities))
 
     def connections_of_user(self, user_id: Any) -> list[Connection]:
-        """This instance's connections that are a presence member as ``user_id`` (loosely:
-        ``1`` and ``"1"`` are one user), for Pusher's terminate_connections."""
+        """This instance's connections signed in as ``user_id`` or a presence member as that
+        user (loosely: ``1`` and ``"1"`` are one user), for Pusher's terminate_connections."""
         wanted = user_key(user_id)
         return [connection for connection in self.connections.values()
-                if connection.state.presence and any(
+                if (connection.state.user is not None
+                    and user_key(connection.state.user) == wanted)
+                or (connection.state.presence and any(
                     user_key(member.user_id) == wanted
-                    for member in connection.state.presence.values())]
+                    for member in connection.state.presence.values()))]
 
     # -- recovery -----------------------------------------------------------------------
     def recoverable(self, connection: Connection) -> str | None:
