@@ -176,3 +176,35 @@ async def test_a_signed_in_user_gets_its_own_channel_and_nobody_else_does(
     assert server.state.terminate_user("7") == 1
     assert (await _next(me))["data"]["code"] == 4009
     assert await me.wait_closed() == 4009
+
+
+async def test_one_presence_channel_across_kinds_and_instances(
+        make_server: ServerFactory, node_client: ClientFactory, redis: aioredis.Redis,
+        auth_backend: AuthBackend, prefix: str) -> None:
+    """A socket.io Echo page on one instance, a pusher-js Echo page on the other: each lists
+    and hears the other, and Laravel's events reach both."""
+    auth_backend.rules[PRESENCE] = _signed()
+    options = {"authHost": auth_backend.url, "database": "redis",
+               "databaseConfig": {"redis": {"keyPrefix": prefix}},
+               "clients": [{"appId": "1001", "key": KEY, "secret": SECRET}],
+               "cluster": {"heartbeatInterval": 200, "livenessTtl": 1000}}
+    first, second = await make_server(options), await make_server(options)
+    sio = await node_client("echo2-sio4", server_url(first), transports="websocket",
+                            auth_headers={"X-User-Id": "1", "X-Socket-Io": "1"})
+    await sio.expect("connected")
+    await sio.command({"cmd": "join", "channel": "leads-management",
+                       "listen": [".lead.assigned"]})
+    await sio.expect("presence_here")
+    page = await _pusher_page(node_client, second, auth_backend, "echo2-reverb", 2)
+    await page.command({"cmd": "join", "channel": "leads-management",
+                        "listen": [".lead.assigned"]})
+    here = await page.expect("presence_here")
+    assert sorted(u["name"] for u in here["users"]) == ["admin 1", "admin 2"]
+    assert (await sio.expect("presence_joining"))["user"] == {"name": "admin 2"}
+
+    await redis.publish(prefix + PRESENCE, laravel_message("lead.assigned", {"lead": 7}))
+    for client in (sio, page):
+        assert (await client.expect("event", channel=PRESENCE))["data"]["lead"] == 7
+
+    await sio.close()
+    assert (await page.expect("presence_leaving"))["user"] == {"name": "admin 1"}
