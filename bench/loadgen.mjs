@@ -29,7 +29,7 @@
 
 import { createInterface } from 'node:readline';
 
-const USAGE = 'usage: node loadgen.mjs --url URL --version 2|4 --clients N ' +
+const USAGE = 'usage: node loadgen.mjs --url URL --version 2|4|pusher [--key K] --clients N ' +
     '[--transport websocket|polling|polling-upgrade] [--channel NAME | --channel-template T] ' +
     '[--offset I] [--event lead.assigned] [--ready-event bench.ready]';
 
@@ -52,10 +52,11 @@ function parseArgs(argv) {
             case '--offset': opts.offset = Number(value); break;
             case '--event': opts.event = value; break;
             case '--ready-event': opts.readyEvent = value; break;
+            case '--key': opts.key = value; break;
             default: fail(`unknown option ${key}`);
         }
     }
-    if (!opts.url || !['2', '4'].includes(opts.version) || !(opts.clients >= 0) ||
+    if (!opts.url || !['2', '4', 'pusher'].includes(opts.version) || !(opts.clients >= 0) ||
         !['websocket', 'polling', 'polling-upgrade'].includes(opts.transport)) {
         fail('bad arguments');
     }
@@ -72,9 +73,15 @@ function out(obj) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const mod = await import(opts.version === '2' ? 'socket.io-client-2' : 'socket.io-client-4');
-const io = mod.io ?? mod.default?.io ?? mod.default;
-if (typeof io !== 'function') fail('cannot find io() in socket.io-client');
+// --version pusher: pusher-js 8 (Echo's reverb/pusher broadcasters) with --key, else
+// socket.io-client 2 or 4.
+const PUSHER = opts.version === 'pusher';
+const mod = await import(PUSHER ? 'pusher-js'
+    : opts.version === '2' ? 'socket.io-client-2' : 'socket.io-client-4');
+const io = PUSHER ? null : (mod.io ?? mod.default?.io ?? mod.default);
+const Pusher = PUSHER ? (mod.default?.default ?? mod.default ?? mod.Pusher) : null;
+if (!PUSHER && typeof io !== 'function') fail('cannot find io() in socket.io-client');
+if (PUSHER && !opts.key) fail('--version pusher needs --key');
 
 const TRANSPORTS = {
     websocket: ['websocket'],
@@ -142,7 +149,55 @@ function settle(i, to) {
     }
 }
 
+function onEvent(i, data) {
+    const now = Number(process.hrtime.bigint());
+    counts[i]++;
+    received++;
+    if (data && typeof data.sent_ns === 'number') recordLatency(now - data.sent_ns);
+}
+
+function onReady(i) {
+    if (!ready[i]) {
+        ready[i] = 1;
+        readyCount++;
+    }
+}
+
+// A pusher-js client: connected once its channel's subscription succeeded.
+function openPusherClient(i) {
+    const url = new URL(opts.url);
+    const client = new Pusher(opts.key, {
+        wsHost: url.hostname, wsPort: Number(url.port), forceTLS: false, cluster: '',
+        enabledTransports: ['ws'], disableStats: true,
+    });
+    sockets[i] = { close: () => client.disconnect(), connected: true, client };
+    const channel = client.subscribe(channels[i]);
+    channel.bind('pusher:subscription_succeeded', () => {
+        connectedCount++;
+        settle(i, 2);
+    });
+    channel.bind('pusher:subscription_error', (err) => {
+        errors[String(err?.error ?? 'subscription_error')] = (errors[String(err?.error)] || 0) + 1;
+        settle(i, 3);
+    });
+    client.connection.bind('error', (err) => {
+        const msg = String(err?.error?.data?.message ?? err?.type ?? 'error');
+        errors[msg] = (errors[msg] || 0) + 1;
+        settle(i, 3);
+    });
+    client.connection.bind('disconnected', () => {
+        disconnects++;
+        disconnectReasons.disconnected = (disconnectReasons.disconnected || 0) + 1;
+    });
+    channel.bind(opts.event, (data) => onEvent(i, data));
+    channel.bind(opts.readyEvent, () => onReady(i));
+}
+
 function openClient(i) {
+    if (PUSHER) {
+        openPusherClient(i);
+        return;
+    }
     const wantUpgrade = opts.transport === 'polling-upgrade';
     const socket = io(opts.url, {
         transports: TRANSPORTS[opts.transport],
@@ -183,18 +238,8 @@ function openClient(i) {
         disconnectReasons[reason] = (disconnectReasons[reason] || 0) + 1;
         settle(i, 3);
     });
-    socket.on(opts.event, (_channel, data) => {
-        const now = Number(process.hrtime.bigint());
-        counts[i]++;
-        received++;
-        if (data && typeof data.sent_ns === 'number') recordLatency(now - data.sent_ns);
-    });
-    socket.on(opts.readyEvent, () => {
-        if (!ready[i]) {
-            ready[i] = 1;
-            readyCount++;
-        }
-    });
+    socket.on(opts.event, (_channel, data) => onEvent(i, data));
+    socket.on(opts.readyEvent, () => onReady(i));
 }
 
 async function connectAll(rate, timeoutMs) {
@@ -371,7 +416,10 @@ rl.on('line', (line) => {
         case 'stats': out(stats()); break;
         case 'reset': reset(); out({ type: 'ok' }); break;
         case 'report': out(report(msg.expected, msg.expected_all)); break;
-        case 'churn': out(setChurn(msg.subscribes || 0, msg.connections || 0)); break;
+        case 'churn':
+            if (PUSHER) out({ type: 'error', message: 'churn drives socket.io clients only' });
+            else out(setChurn(msg.subscribes || 0, msg.connections || 0));
+            break;
         case 'exit': shutdown(0); break;
         default: out({ type: 'error', message: `unknown command ${msg.cmd}` });
     }

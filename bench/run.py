@@ -58,6 +58,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVERS = ("echo-server", "reference")
 # laravel-echo-server 1.6.3 is socket.io 2 (Engine.IO 3): socket.io-client 3/4 get connect_error.
 REFERENCE_VERSIONS = ("2",)
+# --client-versions: socket.io-client majors, and "pusher" for pusher-js (echo-server only).
+CLIENT_KINDS = ("2", "4", "pusher")
+PUSHER_APP = {"appId": "1001", "key": "bench-key", "secret": "bench-secret"}
+
+
+def client_label(version: str) -> str:
+    return "pusher-js" if version == "pusher" else f"sio{version}"
 
 
 class BenchError(Exception):
@@ -591,6 +598,8 @@ class LoadGen:
                 command = [node, str(BENCH / "loadgen.mjs"), "--url", url, "--version",
                            spec.version, "--clients", str(share), "--transport", spec.transport,
                            "--offset", str(offset)]
+                if spec.version == "pusher":
+                    command += ["--key", PUSHER_APP["key"]]
                 if spec.channel_template:
                     command += ["--channel-template", spec.channel_template]
                 else:
@@ -1282,9 +1291,9 @@ def render_table(names: list[str], results: dict[str, dict[str, dict[str, Any]]]
     """Markdown: one column per (server, client version), ratios against reference sio2."""
     ours = [c for c in columns if c[0] == "echo-server"]
     ref = ("reference", "2") if ("reference", "2") in columns else None
-    head = ["scenario", "figure"] + [f"{s} sio{v}" for s, v in columns]
+    head = ["scenario", "figure"] + [f"{s} {client_label(v)}" for s, v in columns]
     if ref:
-        head += [f"ratio sio{v}" for _, v in ours]
+        head += [f"ratio {client_label(v)}" for _, v in ours]
     head += ["target", "met"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for metric in metrics(names):
@@ -1369,7 +1378,7 @@ def machine_info(opts: Options, redis_version: str, nstat: str, clock: str,
 async def run_one(server_kind: str, version: str, name: str, opts: Options,
                   redis_server: RedisServer, reference_entry: Path | None,
                   workdir: Path) -> dict[str, Any]:
-    tag = f"{name}-{server_kind}-sio{version}"
+    tag = f"{name}-{server_kind}-{client_label(version)}"
     rundir = workdir / tag
     rundir.mkdir(parents=True)
     server = ServerProcess(server_kind, redis_server.port, opts.server_cpu, reference_entry,
@@ -1438,7 +1447,7 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"--servers takes {', '.join(SERVERS)}", file=sys.stderr)
         return 2
     versions = [v.strip() for v in args.client_versions.split(",") if v.strip()]
-    if any(v not in ("2", "4") for v in versions):
+    if any(v not in CLIENT_KINDS for v in versions):
         print("--client-versions takes 2 and/or 4", file=sys.stderr)
         return 2
 
@@ -1455,12 +1464,14 @@ async def main_async(args: argparse.Namespace) -> int:
         # History kept for every channel, offsets on every Engine.IO 4 frame.
         opts.extra["socketio"] = {"connectionStateRecovery": {}}
     hanging = await start_hanging_receiver() if args.webhooks_hang else None
+    if hanging is not None or "pusher" in versions:
+        # A Pusher app: what pusher-js clients connect with (and what signs webhooks).
+        opts.extra["clients"] = [dict(PUSHER_APP)]
     if hanging is not None:
         # A webhook receiver that accepts and never answers: what it must not cost is the
         # fan-out (the senders wait on it, the clients never do).
-        opts.extra["clients"] = [{
-            "appId": "1001", "key": "bench-key", "secret": "bench-secret",
-            "webhooks": [{"url": f"http://127.0.0.1:{hanging.sockets[0].getsockname()[1]}/"}]}]
+        opts.extra["clients"][0]["webhooks"] = [
+            {"url": f"http://127.0.0.1:{hanging.sockets[0].getsockname()[1]}/"}]
 
     ensure_loadgen_modules()
     reference_entry = ensure_reference() if "reference" in servers else None
@@ -1486,11 +1497,12 @@ async def main_async(args: argparse.Namespace) -> int:
                     figures = await run_one(server_kind, version, name, opts, redis_server,
                                             reference_entry, workdir)
                     results.setdefault(name, {})[key] = figures
-                    print(summary_line(name, f"{server_kind} sio{version}", figures),
+                    print(summary_line(name, f"{server_kind} {client_label(version)}", figures),
                           flush=True)
                     if args.keep_logs and "error" in figures:
-                        kept = CACHE / "logs" / f"{name}-{server_kind}-sio{version}"
-                        shutil.copytree(workdir / f"{name}-{server_kind}-sio{version}", kept,
+                        tag = f"{name}-{server_kind}-{client_label(version)}"
+                        kept = CACHE / "logs" / tag
+                        shutil.copytree(workdir / tag, kept,
                                         dirs_exist_ok=True)
         finally:
             redis_server.stop()
@@ -1560,7 +1572,8 @@ def main() -> int:
                         "only when named)")
     parser.add_argument("--servers", default="echo-server,reference")
     parser.add_argument("--client-versions", default="2,4",
-                        help="socket.io-client majors for echo-server (the reference: 2 only)")
+                        help="socket.io-client majors for echo-server, and pusher for pusher-js "
+                        "(the reference: 2 only)")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--loadgen-cpu", type=int, default=1)
     parser.add_argument("--no-pin", action="store_true", help="no taskset")

@@ -70,6 +70,17 @@ def dumps(obj: Any) -> str:
     return _std_dumps(obj)
 
 
+def dumps_bytes(obj: Any) -> bytes:
+    """``dumps`` as UTF-8, without the round trip through ``str`` where orjson is there
+    (frames are bytes)."""
+    if _orjson is not None:
+        try:
+            return _orjson.dumps(obj)
+        except TypeError:
+            pass
+    return _std_dumps(obj).encode("utf-8")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 

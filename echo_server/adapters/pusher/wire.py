@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from broadcaster.jsoncodec import dumps, loads
+from broadcaster.jsoncodec import dumps, dumps_bytes, loads
 
 from ...core.connection import Item
 from ...core.fanout import MEMBER_ADDED, MEMBER_REMOVED
 from ...transport.websocket import CLOSE_NORMAL, encode_frame
+from ...transport.wsconn import WebSocketConnection
+from ..socketio_echo import COALESCE_LIMIT
 from .connection import PusherConnection, message
 
 
@@ -22,6 +24,22 @@ def user_id_text(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value) if isinstance(value, int) and not isinstance(value, bool) else dumps(value)
+
+
+_heads: dict[tuple[str, str], bytes] = {}
+HEADS_MAX = 4096
+
+
+def _head(event: str, channel: str) -> bytes:
+    """``{"event":…,"channel":…,"data":`` repeats from event to event: built once."""
+    key = (event, channel)
+    head = _heads.get(key)
+    if head is None:
+        if len(_heads) >= HEADS_MAX:
+            _heads.clear()
+        head = _heads[key] = (b'{"event":' + dumps_bytes(event) + b',"channel":'
+                              + dumps_bytes(channel) + b',"data":')
+    return head
 
 
 def _member(member_json: str, added: bool) -> str:
@@ -54,7 +72,8 @@ class PusherWire:
                                 else data_json.decode("utf-8"), added)
         elif type(data_json) is bytes:
             data_json = data_json.decode("utf-8")
-        return encode_frame(message(event, channel, data_json))
+        # The event's data as a JSON string: what pusher-js parses, and Laravel sends.
+        return encode_frame(b"".join((_head(event, channel), dumps_bytes(data_json), b"}")))
 
     def send(self, members: Collection[PusherConnection], channel: str,  # type: ignore[override]
              event: str, data_json: str | bytes, offset: int,
@@ -68,8 +87,32 @@ class PusherWire:
         return sent
 
     def send_batch(self, batch: list[Item]) -> int:  # type: ignore[override]
-        return sum(self.send(members, channel, event, data_json, offset, exclude)  # type: ignore[arg-type]
-                   for members, channel, event, data_json, offset, exclude in batch)
+        """As the Socket.IO wire does: each connection gets its frames of the batch in one
+        write (bounded by COALESCE_LIMIT), in publish order."""
+        pending: dict[WebSocketConnection, list[bytes]] = {}
+        sizes: dict[WebSocketConnection, int] = {}
+        count = 0
+        for members, channel, event, data_json, _offset, exclude in batch:
+            frame = self._frame(channel, event, data_json, exclude)
+            for connection in members:
+                if connection is exclude:
+                    continue
+                count += 1
+                ws = connection.ws  # type: ignore[attr-defined]
+                frames = pending.get(ws)
+                if frames is None:
+                    pending[ws] = [frame]
+                    continue
+                frames.append(frame)
+                total = (sizes.get(ws) or len(frames[0])) + len(frame)
+                if total >= COALESCE_LIMIT:
+                    ws.write(b"".join(frames))
+                    del pending[ws]
+                    total = 0
+                sizes[ws] = total
+        for ws, frames in pending.items():
+            ws.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        return count
 
     def subscribed(self, connection: PusherConnection, channel: str,  # type: ignore[override]
                    members: list[dict[str, Any]] | None) -> None:
