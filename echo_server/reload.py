@@ -1,9 +1,10 @@
 """SIGHUP (and `echo-server reload`): read the configuration again and apply what can change
 without closing a connection.
 
-Applied live: API clients and keys, JWT settings and keys, local channel rules, the auth host
-and everything about the `/broadcasting/auth` callback and its cache, the origin allow-list,
-the metrics token, `health`, and the log level (`devMode`) and format. Connections that are
+Applied live: API clients and keys (Pusher apps and their secrets too), the webhook endpoints
+of the clients, JWT settings and keys, local channel rules, the auth host and everything
+about the `/broadcasting/auth` callback and its cache, the origin allow-list, the metrics
+token, `health`, and the log level (`devMode`) and format. Connections that are
 open stay open under what admitted them (a socket verified with the old JWT key keeps its
 session until it reconnects); what is asked from now on meets the new settings.
 
@@ -25,11 +26,14 @@ from channel_auth import ChannelAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 
 from . import logformat
+from .adapters.pusher.apps import pusher_apps
+from .adapters.pusher.endpoint import PusherEndpoint
 from .config import Config, ConfigError, ensure_dev_client, load_config
 from .core.channels import ChannelCore
 from .transport.engine import EngineServer
 from .web.api import HttpApi
 from .web.health import Health, Phase
+from .webhooks.dispatcher import Webhooks
 
 log = logging.getLogger("echo_server.reload")
 
@@ -53,6 +57,8 @@ class Reloadable(Protocol):
     authenticator: JwtAuthenticator | None
     core: ChannelCore
     engine: EngineServer
+    pusher: PusherEndpoint
+    webhooks: Webhooks
     api: HttpApi
     health: Health
 
@@ -123,6 +129,7 @@ class Reloader:
                 authenticator = server.authenticator
                 if new.jwt != old.jwt:
                     authenticator = JwtAuthenticator(new.jwt) if new.jwt is not None else None
+                endpoints = new.webhook_endpoints  # a malformed one refuses the whole file
             except (ConfigError, ValueError, OSError) as error:
                 log.error("configuration reload refused, the running configuration stays: "
                           "%s", error)
@@ -138,6 +145,7 @@ class Reloader:
                 # A JWKS fetch in flight finishes first.
                 replaced.append((server.authenticator, old.jwt.jwks_timeout if old.jwt else 0))
             self._apply(new, authorizer, authenticator)
+            server.webhooks.reconfigure(endpoints)
             for closable, grace in replaced:
                 self._keep(asyncio.ensure_future(_close_later(closable, grace)))
             applied = [key for key in changed if is_live(key)]
@@ -159,6 +167,7 @@ class Reloader:
         server.authenticator = server.core.authenticator = authenticator
         server.engine.options.origin_allowed = new.origin_allowed
         server.api.clients = new.clients
+        server.pusher.reconfigure(pusher_apps(new.clients))
         server.health.check_timeout = new.health_check_timeout
         if (new.log_format, new.dev_mode) != (old.log_format, old.dev_mode):
             logformat.configure(new.log_format, logging.DEBUG if new.dev_mode else logging.INFO)

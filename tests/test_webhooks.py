@@ -325,3 +325,28 @@ async def test_a_reload_within_the_grace_tells_neither_leaving_nor_joining(
     events = await receiver.wait_events(2)
     assert _names(events) == [("member_added", "presence-admins", "1"),
                               ("member_removed", "presence-admins", "1")]
+
+
+async def test_a_reload_moves_the_webhooks_to_a_new_endpoint_and_secret(
+        make_server: ServerFactory, receiver: WebhookReceiver) -> None:
+    moved = WebhookReceiver()
+    await moved.start()
+    try:
+        server = await make_server(_app(receiver, event_types=["channel_occupied"]),
+                                   redis=False)
+        first = await _subscriber(server, "before")
+        assert _names(await receiver.wait_events(1)) == [("channel_occupied", "before")]
+        path = Path(server.config.config_file)
+        options = json.loads(path.read_text())
+        options["clients"][0].update(secret="rotated-secret", webhooks=[
+            {"url": moved.url, "event_types": ["channel_occupied"]}])
+        path.write_text(json.dumps(options))
+        assert await server.reloader.reload()
+        second = await _subscriber(server, "after")
+        assert _names(await moved.wait_events(1)) == [("channel_occupied", "after")]
+        assert moved.deliveries[0].signed_with("rotated-secret")
+        assert len(receiver.events()) == 1  # the old endpoint hears nothing more
+        for ws in (first, second):
+            await ws.close()
+    finally:
+        await moved.stop()

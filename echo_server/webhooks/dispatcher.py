@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -45,67 +46,113 @@ def _user_id(value: Any) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
+@dataclass(slots=True)
+class _Target:
+    endpoint: Endpoint
+    queue: MemoryQueue | RedisQueue
+    sender: Sender
+
+
 class Webhooks:
     def __init__(self, endpoints: list[Endpoint], settings: DeliverySettings,
                  lifecycle: Lifecycle, presence_grace: float = 0.0) -> None:
         self.endpoints = endpoints
         self.settings = settings
+        self.lifecycle = lifecycle
         self.presence_grace = presence_grace
         # (channel, user) -> a member_removed waiting out the grace, and its timer; (channel,
         # None) -> a channel_vacated
         self._leaving: dict[tuple[str, str | None],
                             tuple[dict[str, Any], asyncio.TimerHandle]] = {}
         self.stats = WebhookStats()
-        self._targets: list[tuple[Endpoint, MemoryQueue | RedisQueue]] = []
-        self._senders: list[Sender] = []
+        self._targets: dict[str, _Target] = {}  # by endpoint ident
         self._session: aiohttp.ClientSession | None = None
-        wanted = {name for endpoint in endpoints for name in endpoint.event_types}
+        self._shared: tuple[Any, str, str] | None = None  # Redis client, tag, instance id
+        self._closing: set[asyncio.Future[None]] = set()
+        self._listening: set[str] = set()
+        self._listen(endpoints)
+
+    def _listen(self, endpoints: list[Endpoint]) -> None:
+        """Hear the event kinds some endpoint wants (nobody asked: the core does not even
+        build the event)."""
         listeners = {"channel_occupied": (ChannelOccupied, self._occupied),
                      "channel_vacated": (ChannelVacated, self._vacated),
                      "member_added": (MemberAdded, self._member_added),
                      "member_removed": (MemberRemoved, self._member_removed),
                      "client_event": (ClientEvent, self._client_event)}
-        for name, (kind, listener) in listeners.items():
-            if name in wanted:  # nobody asked: the core does not even build the event
-                lifecycle.on(kind, listener)
+        wanted = {name for endpoint in endpoints for name in endpoint.event_types}
+        for name in sorted(wanted - self._listening):
+            kind, listener = listeners[name]
+            self.lifecycle.on(kind, listener)
+            self._listening.add(name)
 
     def start(self, redis: Any = None, tag: str = "", instance_id: str = "") -> None:
         """Queues in Redis when a client is given (every instance delivers any instance's
         batches), in memory otherwise."""
-        if not self.endpoints:
-            return
-        self._session = aiohttp.ClientSession()
+        self._shared = (redis, tag, instance_id)
         for endpoint in self.endpoints:
-            queue: MemoryQueue | RedisQueue = (
-                MemoryQueue(self.settings) if redis is None else
-                RedisQueue(self.settings, redis, f"{tag}:webhooks:{endpoint.ident}",
-                           instance_id))
-            self._targets.append((endpoint, queue))
-            sender = Sender(endpoint, queue, self.settings, self._session, self.stats)
-            sender.start()
-            self._senders.append(sender)
+            self._open(endpoint)
+
+    def _open(self, endpoint: Endpoint) -> None:
+        assert self._shared is not None
+        redis, tag, instance_id = self._shared
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        queue: MemoryQueue | RedisQueue = (
+            MemoryQueue(self.settings) if redis is None else
+            RedisQueue(self.settings, redis, f"{tag}:webhooks:{endpoint.ident}", instance_id))
+        sender = Sender(endpoint, queue, self.settings, self._session, self.stats)
+        sender.start()
+        self._targets[endpoint.ident] = _Target(endpoint, queue, sender)
+
+    def reconfigure(self, endpoints: list[Endpoint]) -> None:
+        """A configuration reload: new endpoints start, removed ones stop (what their memory
+        queue still held is counted as dropped; a Redis queue waits there for a restart that
+        names the endpoint again), and a changed secret, filter or header set takes effect
+        for the next batch. No await: the swap is whole."""
+        self.endpoints = endpoints
+        self._listen(endpoints)
+        if self._shared is None:
+            return  # not started: start() opens them
+        wanted = {endpoint.ident: endpoint for endpoint in endpoints}
+        for ident, target in list(self._targets.items()):
+            endpoint = wanted.pop(ident, None)
+            if endpoint is None:
+                del self._targets[ident]
+                task = asyncio.ensure_future(self._close(target))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+            else:
+                target.endpoint = target.sender.endpoint = endpoint
+        for endpoint in wanted.values():
+            self._open(endpoint)
+
+    async def _close(self, target: _Target) -> None:
+        await target.sender.stop()
+        await target.queue.close()
+        if isinstance(target.queue, MemoryQueue):
+            left = await target.queue.length()
+            if left:
+                self.stats.dropped_events += left
+                log.warning("webhooks for %s: %d events not delivered (the endpoint is gone "
+                            "from the configuration, or the server stops, with no Redis to "
+                            "keep them for another instance)", target.endpoint.url, left)
 
     async def stop(self) -> None:
         for key in list(self._leaving):  # the process ends: nobody comes back to it
             self._removed_for_good(key)
-        for sender in self._senders:
-            await sender.stop()
-        for endpoint, queue in self._targets:
-            await queue.close()
-            if isinstance(queue, MemoryQueue):
-                left = await queue.length()
-                if left:
-                    self.stats.dropped_events += left
-                    log.warning("webhooks for %s: %d events not delivered at shutdown (no "
-                                "Redis to keep them for another instance)", endpoint.url, left)
+        for target in self._targets.values():
+            await self._close(target)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
-        self._senders, self._targets, self._session = [], [], None
+        self._targets, self._session = {}, None
 
     def figures(self) -> dict[str, float]:
         """For /metrics: counters since start."""
         stats = self.stats
-        refused = sum(queue.dropped for _, queue in self._targets)  # by a full queue
+        refused = sum(t.queue.dropped for t in self._targets.values())  # by a full queue
         return {"sent": stats.sent, "failed": stats.failed, "retried": stats.retried,
                 "dropped_batches": stats.dropped_batches,
                 "dropped_events": stats.dropped_events + refused,
@@ -114,12 +161,13 @@ class Webhooks:
     # -- lifecycle events -> Pusher's ------------------------------------------------------
     def _add(self, name: str, channel: str, event: dict[str, Any]) -> None:
         encoded: str | None = None
-        for endpoint, queue in self._targets:
+        for target in self._targets.values():
+            endpoint = target.endpoint
             if not endpoint.wants(name, channel):
                 continue
             if encoded is None:
                 encoded = dumps(event)
-            if not queue.append(encoded):
+            if not target.queue.append(encoded):
                 log.warning("webhooks for %s: queue full (%d events), %s for %r dropped",
                             endpoint.url, self.settings.max_queue, name, channel)
 

@@ -48,13 +48,18 @@ class PusherEndpoint:
     def __init__(self, core: ChannelCore, apps: dict[str, PusherApp], options: PusherOptions,
                  report_error: ErrorReporter) -> None:
         self.core = core
-        self.apps = apps
-        numeric_ids(bool(apps))  # socket ids pusher-php-server accepts, for every client
+        self.apps: dict[str, PusherApp] = {}
+        self.reconfigure(apps)
         self.options = options
         self._report = report_error
         self.wire = PusherWire()
         self.connections: set[PusherConnection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+
+    def reconfigure(self, apps: dict[str, PusherApp]) -> None:
+        """At start and on reload. Open connections keep the app they connected with."""
+        self.apps = apps
+        numeric_ids(bool(apps))  # socket ids pusher-php-server accepts, for every client
 
     @staticmethod
     def matches(path: str) -> bool:
