@@ -129,6 +129,7 @@ async def test_a_receiver_down_then_failing_gets_everything_once_in_order(
     await receiver.down()
     sockets = [await _subscriber(server, f"c{n}") for n in range(3)]
     await wait_until(lambda: server.webhooks.stats.failed >= 2, "refused twice")
+    assert server.webhooks.figures()["queued"] >= 1  # waiting, as /metrics shows
     receiver.status = 500
     await receiver.up()
     await wait_until(lambda: len(receiver.deliveries) >= 2, "failing deliveries")
@@ -144,7 +145,9 @@ async def test_a_receiver_down_then_failing_gets_everything_once_in_order(
                               if t.headers["X-Webhook-Id"] == d.headers["X-Webhook-Id"])
                for d in failed)
     assert server.metrics is not None
-    assert b"echo_webhooks_retried_total" in server.metrics.render()
+    scrape = server.metrics.render()
+    assert b"echo_webhooks_retried_total" in scrape
+    assert b"echo_webhooks_queued 0.0" in scrape
     for ws in sockets:
         await ws.close()
 

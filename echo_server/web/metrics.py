@@ -187,6 +187,9 @@ class _StateCollector:
                     ("delivery_seconds", "Time of the successful webhook POSTs, summed")):
                 yield CounterMetricFamily(f"echo_webhooks_{name}", help_text,
                                           value=figures[name])
+            yield GaugeMetricFamily("echo_webhooks_queued", "Webhook events waiting for their "
+                                    "endpoint (this instance's view of each queue)",
+                                    value=figures["queued"])
         errors = CounterMetricFamily("echo_errors", "Bad input and failures by kind",
                                      labels=["kind"])
         for kind, count in sorted(state.errors.counts.items()):

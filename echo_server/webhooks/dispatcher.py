@@ -156,6 +156,7 @@ class Webhooks:
         return {"sent": stats.sent, "failed": stats.failed, "retried": stats.retried,
                 "dropped_batches": stats.dropped_batches,
                 "dropped_events": stats.dropped_events + refused,
+                "queued": sum(t.queue.waiting for t in self._targets.values()),
                 "delivery_seconds": stats.delivery_seconds}
 
     # -- lifecycle events -> Pusher's ------------------------------------------------------

@@ -63,6 +63,11 @@ class MemoryQueue:
         return True
 
     async def length(self) -> int:
+        return self.waiting
+
+    @property
+    def waiting(self) -> int:
+        """Events not yet taken by the endpoint."""
         return len(self._events) + (self._inflight.events if self._inflight else 0)
 
     async def claim(self) -> Batch | None:
@@ -106,24 +111,24 @@ return refused
 
 # KEYS: events list, batch hash, lease. ARGV: instance, lease ms, now ms, batch ms, batch size,
 # new batch id. Returns {id, body, count, first_try, next, attempts} of the batch to send, or
-# false when another instance holds the lease or nothing is due. Events are stored as
-# "<at ms> <json>".
+# {'', events waiting} when another instance holds the lease or nothing is due. Events are
+# stored as "<at ms> <json>".
 _CLAIM = """
+local n = redis.call('LLEN', KEYS[1])
 local holder = redis.call('GET', KEYS[3])
-if holder and holder ~= ARGV[1] then return false end
+if holder and holder ~= ARGV[1] then return {'', n} end
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 local b = redis.call('HMGET', KEYS[2], 'id', 'body', 'count', 'first', 'next', 'attempts')
 if b[1] then
-  if tonumber(ARGV[3]) < tonumber(b[5]) then return false end
+  if tonumber(ARGV[3]) < tonumber(b[5]) then return {'', n + tonumber(b[3])} end
   return b
 end
-local n = redis.call('LLEN', KEYS[1])
-if n == 0 then return false end
+if n == 0 then return {'', 0} end
 local size = tonumber(ARGV[5])
 if n < size then
   local head = redis.call('LINDEX', KEYS[1], 0)
   local at = tonumber(string.match(head, '^(%d+) '))
-  if tonumber(ARGV[3]) - at < tonumber(ARGV[4]) then return false end
+  if tonumber(ARGV[3]) - at < tonumber(ARGV[4]) then return {'', n} end
 end
 local items = redis.call('LRANGE', KEYS[1], 0, size - 1)
 redis.call('LTRIM', KEYS[1], #items, -1)
@@ -167,6 +172,7 @@ class RedisQueue:
         self._ack = LuaScript(client, _ACK)
         self._defer = LuaScript(client, _DEFER)
         self._pending: list[str] = []
+        self.waiting = 0  # events not yet taken, as the last claim saw them (for /metrics)
         self._ready = asyncio.Event()
         self._writer = asyncio.ensure_future(self._write())
         self.dropped = 0
@@ -209,10 +215,12 @@ class RedisQueue:
             [self.events_key, self.batch_key, self.lease_key],
             [self.instance_id, lease_ms, _now_ms(), int(s.batch_ms), s.batch_size,
              secrets.token_hex(12)])
-        if not found:
+        values = [v.decode() if isinstance(v, bytes) else v for v in found]
+        if not values[0]:
+            self.waiting = int(values[1]) + len(self._pending)
             return None
-        ident, body, count, first, _next, attempts = (
-            v.decode() if isinstance(v, bytes) else v for v in found)
+        ident, body, count, first, _next, attempts = values
+        self.waiting = int(count) + len(self._pending)
         return Batch(ident, body.encode(), int(count), int(first), int(attempts))
 
     async def ack(self, batch: Batch) -> None:
