@@ -77,7 +77,7 @@ OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCache
                            "authMaxConnections", "authMaxConnectionsPerAddress",
                            "authMaxPendingPerAddress", "authQueueTimeout", "jwt",
                            "channels", "instanceId", "metrics", "sources", "cluster", "limits",
-                           "trustedProxies", "log", "health", "workers", "webhooks"})
+                           "trustedProxies", "log", "health", "pusher", "workers", "webhooks"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -633,7 +633,51 @@ class Config:
     @property
     def clients(self) -> list[dict[str, Any]]:
         value = self.raw.get("clients")
-        return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+        found = [item for item in value if isinstance(item, dict)] \
+            if isinstance(value, list) else []
+        reverb = self.reverb_client
+        if reverb is not None and not any(c.get("key") == reverb["key"] for c in found):
+            found.append(reverb)
+        return found
+
+    @property
+    def pusher_timeouts(self) -> tuple[float, float]:
+        """Ours: `"pusher": {"activityTimeoutMs", "signinTimeoutMs"}` — the silence after
+        which the server pings a Pusher client (default 30 s, what pusher-js is told), and,
+        with `jwt.required`, the time a Pusher connection has to `pusher:signin` (default
+        30 s)."""
+        section = self.raw.get("pusher") or {}
+        if not isinstance(section, dict):
+            raise ValueError("`pusher` must be an object")
+        activity = _milliseconds(section.get("activityTimeoutMs", 30_000),
+                                 "pusher.activityTimeoutMs")
+        signin = _milliseconds(section.get("signinTimeoutMs", 30_000), "pusher.signinTimeoutMs")
+        if activity <= 0:
+            raise ValueError("pusher.activityTimeoutMs must be positive")
+        return activity, signin if self.jwt is not None and self.jwt.required else 0.0
+
+    @property
+    def reverb_client(self) -> dict[str, Any] | None:
+        """Reverb's `.env` (`REVERB_APP_ID`, `REVERB_APP_KEY`, `REVERB_APP_SECRET`): the app
+        `php artisan reverb:start` served, so an app switches to echo-server by running it
+        with that `.env`, changing neither `config/reverb.php` nor the frontend."""
+        env = self.environ
+        key, secret = env.get("REVERB_APP_KEY"), env.get("REVERB_APP_SECRET")
+        if not key or not secret:
+            return None
+        return {"appId": env.get("REVERB_APP_ID") or "reverb", "key": key, "secret": secret}
+
+    @property
+    def reverb_listen(self) -> tuple[str | None, int] | None:
+        """Where Reverb listened (`REVERB_SERVER_HOST`, `REVERB_SERVER_PORT`, default 8080),
+        which the frontend's `VITE_REVERB_PORT` points at: served too, with every route,
+        when a Reverb app is configured and the port is not the main one."""
+        if self.reverb_client is None:
+            return None
+        port = parse_port(self.environ.get("REVERB_SERVER_PORT") or "8080")
+        if port == self.port:
+            return None
+        return self.environ.get("REVERB_SERVER_HOST") or self.host or None, port
 
     @cached_property
     def webhook_endpoints(self) -> list[Endpoint]:
@@ -1038,6 +1082,7 @@ def _validate(config: Config) -> None:
         "max_http_buffer_size", "write_buffer_high_water", "max_channels_per_socket",
         "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
         "presence_grace", "recovery", "webhook_endpoints", "webhook_delivery",
+        "pusher_timeouts", "reverb_listen",
         "drain_delay", "health_check_timeout",
         "workers",
         "allowed_origins", "limits", "log_format",

@@ -88,6 +88,7 @@ class EchoServer:
         self.pusher = PusherEndpoint(self.core, pusher_apps(config.clients), PusherOptions(
             max_payload=config.max_http_buffer_size,
             write_high_water=config.write_buffer_high_water,
+            activity_timeout=config.pusher_timeouts[0], signin_timeout=config.pusher_timeouts[1],
             origin_allowed=config.origin_allowed), self.errors.report)
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
@@ -118,6 +119,7 @@ class EchoServer:
         self.health = Health(self.state, check_timeout=config.health_check_timeout)
         self.reloader = Reloader(self, build_authorizer)  # SIGHUP, `echo-server reload`
         self._server: asyncio.AbstractServer | None = None
+        self._reverb_server: asyncio.AbstractServer | None = None  # REVERB_SERVER_PORT
         prefix = config.socketio_path.rstrip("/")
         self._engine_path = prefix
         self._engine_prefix = prefix + "/"
@@ -170,6 +172,7 @@ class EchoServer:
             ssl=self._ssl_context(),
             **where,
         )
+        await self._listen_as_reverb(self.listen_socket is None)
         self.engine.start()
         self.pusher.start()
         guard.start()
@@ -183,9 +186,27 @@ class EchoServer:
         self.health.phase = Phase.SERVING
         self._announce()
 
+    async def _listen_as_reverb(self, alone: bool) -> None:
+        """Reverb's port too (its `.env` says where), so a frontend built for Reverb connects
+        unchanged. One process only: workers share one port, not two."""
+        reverb = self.config.reverb_listen
+        if reverb is None:
+            return
+        if not alone:
+            log.warning("REVERB_SERVER_PORT %d is not served under --workers: point the "
+                        "frontend (VITE_REVERB_PORT) at port %d", reverb[1], self.config.port)
+            return
+        guard = self.http_guard
+        self._reverb_server = await asyncio.get_running_loop().create_server(
+            lambda: HttpConnection(self._route, self._upgrade, guard), host=reverb[0],
+            port=reverb[1], backlog=LISTEN_BACKLOG, ssl=self._ssl_context(), reuse_address=True)
+        log.info("also serving Reverb's port %d (REVERB_SERVER_PORT)", reverb[1])
+
     async def stop(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
         """Stop accepting, close every client cleanly, stop the sources."""
         self.health.phase = Phase.DRAINING
+        if self._reverb_server is not None:
+            self._reverb_server.close()
         if self._server is not None:
             self._server.close()
         self.engine.stop()

@@ -5,19 +5,29 @@ signature pusher-js brings from the app is checked, and an unknown app key is to
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import re
 import secrets
+from pathlib import Path
 from typing import Any
 
+import pusher
 import pytest
 import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
+from echo_server.config import load_config
 from echo_server.server import EchoServer
-from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
+from tests.conftest import (
+    ServerFactory,
+    free_port,
+    laravel_message,
+    requires_node,
+    server_url,
+)
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient
 from tests.support.raw import RawWebSocket
@@ -208,3 +218,57 @@ async def test_one_presence_channel_across_kinds_and_instances(
 
     await sio.close()
     assert (await page.expect("presence_leaving"))["user"] == {"name": "admin 1"}
+
+
+class _At:
+    """What RawWebSocket.connect needs of a server: its port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+async def test_reverbs_env_is_served_on_its_port(tmp_path: Path) -> None:
+    """`php artisan reverb:start`'s `.env`, unchanged: the app's key, its secret for the
+    HTTP API, and REVERB_SERVER_PORT, where the frontend connects."""
+    reverb_port = free_port()
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps(
+        {"host": "127.0.0.1", "port": 0, "subscribers": {"http": True, "redis": False}}))
+    (tmp_path / ".env").write_text(
+        "REVERB_APP_ID=1001\nREVERB_APP_KEY=reverb-key\nREVERB_APP_SECRET=reverb-secret\n"
+        f"REVERB_SERVER_HOST=127.0.0.1\nREVERB_SERVER_PORT={reverb_port}\n")
+    server = EchoServer(load_config("laravel-echo-server.json", str(tmp_path), environ={},
+                                    cwd=str(tmp_path)))
+    await server.start()
+    try:
+        ws = await RawWebSocket.connect(_At(reverb_port), "protocol=7", path="/app/reverb-key")
+        assert json.loads(await ws.recv_text())["event"] == "pusher:connection_established"
+        ws.send_text('{"event":"pusher:subscribe","data":{"channel":"leads-management"}}')
+        assert (await _next(ws))["event"] == "pusher_internal:subscription_succeeded"
+        laravel = pusher.Pusher(app_id="1001", key="reverb-key", secret="reverb-secret",
+                                host="127.0.0.1", port=reverb_port, ssl=False)
+        await asyncio.to_thread(laravel.trigger, "leads-management", "lead.assigned",
+                                {"lead": {"id": 5}})
+        got = await _next(ws)
+        assert (got["event"], json.loads(got["data"])) == ("lead.assigned", {"lead": {"id": 5}})
+    finally:
+        await server.stop()
+
+
+async def test_with_jwt_required_a_pusher_connection_must_sign_in(
+        make_server: ServerFactory) -> None:
+    server = await make_server({
+        "clients": [{"appId": "1001", "key": KEY, "secret": SECRET}],
+        "jwt": {"secret": "x" * 32, "algorithms": ["HS256"], "required": True},
+        "pusher": {"signinTimeoutMs": 200}}, redis=False)
+    anonymous, _ = await _raw_pusher(server)
+    member, socket_id = await _raw_pusher(server)
+    user_data = json.dumps({"id": "7"})
+    signature = hmac.new(SECRET.encode(), f"{socket_id}::user::{user_data}".encode(),
+                         hashlib.sha256).hexdigest()
+    member.send_text(json.dumps({"event": "pusher:signin", "data": {
+        "auth": f"{KEY}:{signature}", "user_data": user_data}}))
+    assert (await _next(member))["event"] == "pusher:signin_success"
+    assert (await _next(anonymous))["data"]["code"] == 4009
+    assert await anonymous.wait_closed() == 4009
+    member.send_text('{"event":"pusher:ping","data":{}}')
+    assert (await _next(member))["event"] == "pusher:pong"  # still connected

@@ -26,14 +26,14 @@ def message(event: str, channel: str | None, data: Any) -> bytes:
 
 
 class PusherConnection:
-    __slots__ = ("__weakref__", "app", "id", "last_seen", "pinged", "state", "ws")
+    __slots__ = ("__weakref__", "app", "id", "last_seen", "opened", "pinged", "state", "ws")
 
     def __init__(self, ws: WebSocketConnection, app: PusherApp) -> None:
         self.ws = ws
         self.app = app
         self.id = new_id()  # <digits>.<digits> while a Pusher app is configured
         self.state: ClientState = None  # type: ignore[assignment]  # set by the endpoint
-        self.last_seen = time.monotonic()
+        self.opened = self.last_seen = time.monotonic()
         self.pinged = False  # a pusher:ping is out, unanswered
 
     def send(self, event: str, channel: str | None = None, data: Any = None) -> None:

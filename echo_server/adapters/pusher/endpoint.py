@@ -39,6 +39,9 @@ ErrorReporter = Callable[[str, str], None]
 class PusherOptions:
     activity_timeout: float = 30.0  # seconds of silence before the server pings
     pong_timeout: float = 30.0  # then this long for any answer, else 4201
+    # With `jwt.required`, a Pusher connection must pusher:signin within this (seconds),
+    # else 4009; 0: signing in is the client's choice.
+    signin_timeout: float = 0.0
     max_payload: int = 1_000_000
     write_high_water: int = 4 * 1024 * 1024
     origin_allowed: Callable[[str | None], bool] = lambda origin: True
@@ -197,6 +200,11 @@ class PusherEndpoint:
         options = self.options
         now = time.monotonic()
         for connection in list(self.connections):
+            if (options.signin_timeout and connection.state.user is None
+                    and now - connection.opened > options.signin_timeout):
+                connection.error(4009, "Connection is unauthorized: sign in first")
+                connection.ws.close(4009)
+                continue
             idle = now - connection.last_seen
             if connection.pinged and idle > options.activity_timeout + options.pong_timeout:
                 connection.error(4201, "Pong reply not received in time")
@@ -204,7 +212,8 @@ class PusherEndpoint:
             elif not connection.pinged and idle > options.activity_timeout:
                 connection.pinged = True
                 connection.send("pusher:ping", None, {})
-        period = max(0.05, min(options.activity_timeout, options.pong_timeout) / 4)
+        period = max(0.05, min(options.activity_timeout, options.pong_timeout,
+                               options.signin_timeout or options.activity_timeout) / 4)
         self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep)
 
 
