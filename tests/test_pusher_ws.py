@@ -272,3 +272,21 @@ async def test_with_jwt_required_a_pusher_connection_must_sign_in(
     assert await anonymous.wait_closed() == 4009
     member.send_text('{"event":"pusher:ping","data":{}}')
     assert (await _next(member))["event"] == "pusher:pong"  # still connected
+
+
+async def test_a_cache_channel_gives_its_last_event_or_says_there_is_none(
+        make_server: ServerFactory, auth_backend: AuthBackend, prefix: str) -> None:
+    server = await _server(make_server, auth_backend, prefix)
+    first, _ = await _raw_pusher(server)
+    first.send_text('{"event":"pusher:subscribe","data":{"channel":"cache-capacity"}}')
+    assert (await _next(first))["event"] == "pusher_internal:subscription_succeeded"
+    assert await _next(first) == {"event": "pusher:cache_miss", "channel": "cache-capacity"}
+    server.publish(BroadcastEvent("cache-capacity", "admin.capacity.updated", '{"current":5}'))
+    assert (await _next(first))["event"] == "admin.capacity.updated"
+
+    later, _ = await _raw_pusher(server)
+    later.send_text('{"event":"pusher:subscribe","data":{"channel":"cache-capacity"}}')
+    assert (await _next(later))["event"] == "pusher_internal:subscription_succeeded"
+    cached = await _next(later)
+    assert (cached["event"], json.loads(cached["data"])) == ("admin.capacity.updated",
+                                                             {"current": 5})

@@ -353,3 +353,11 @@ async def test_a_reload_moves_the_webhooks_to_a_new_endpoint_and_secret(
             await ws.close()
     finally:
         await moved.stop()
+
+
+async def test_a_cache_channel_without_a_last_event_tells_cache_miss(
+        make_server: ServerFactory, receiver: WebhookReceiver) -> None:
+    server = await make_server(_app(receiver, event_types=["cache_miss"]), redis=False)
+    ws = await _subscriber(server, "cache-capacity")
+    assert _names(await receiver.wait_events(1)) == [("cache_miss", "cache-capacity")]
+    await ws.close()

@@ -115,6 +115,9 @@ class SocketIoWire:
         if members is not None:  # Echo hears of public and private joins by silence
             connection.emit("presence:subscribed", channel, members)
 
+    def cache_miss(self, connection: Socket, channel: str) -> None:  # type: ignore[override]
+        pass  # Echo's socket.io side has no such event: the first broadcast just comes later
+
     def refused(self, connection: Socket, channel: str,  # type: ignore[override]
                 status: int) -> None:
         connection.emit("subscription_error", channel, status)

@@ -21,6 +21,7 @@ from broadcaster.jsoncodec import dumps
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 from channel_auth.jwt_auth import AuthenticationError, JwtAuthenticator, TokenSources
 
+from .cache import LastEvents
 from .connection import ClientState, Connection
 from .events import (
     Authorized,
@@ -85,8 +86,9 @@ class ChannelCore:
         self.rooms = Rooms()
         self.history = History(recovery.history) if recovery is not None else None
         self.sessions = Sessions(recovery) if recovery is not None else None
-        self.fanout = Fanout(self.rooms, self.connections, self.history)
         self.lifecycle = Lifecycle()
+        self.last_events = LastEvents(self.lifecycle)  # cache channels
+        self.fanout = Fanout(self.rooms, self.connections, self.last_events, self.history)
         self.presence = PresenceFlow(self.rooms, self.fanout, self.lifecycle, report_error)
         self.subscriptions = SubscriptionCounter(self.limits)
         # Client events: local by default; with several instances, also relayed.
@@ -308,6 +310,7 @@ class ChannelCore:
         if not is_private(channel):
             if self._join(channel, connection):
                 state.wire.subscribed(connection, channel, None)
+                self.last_events.give(connection, channel)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s joined %s", connection.id, channel)
             return
@@ -390,6 +393,7 @@ class ChannelCore:
                       connection.id, channel)
         if joined:
             connection.state.wire.subscribed(connection, channel, None)
+            self.last_events.give(connection, channel)
 
     def unsubscribe(self, connection: Connection, channel: Any) -> None:
         if not isinstance(channel, str) or not channel:

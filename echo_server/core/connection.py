@@ -38,6 +38,9 @@ class Wire(Protocol):
                    members: list[dict[str, Any]] | None) -> None:
         """A subscription took effect (``members``: a presence channel's list)."""
 
+    def cache_miss(self, connection: Connection, channel: str) -> None:
+        """A cache channel had no last event to give (a wire may say nothing)."""
+
     def refused(self, connection: Connection, channel: str, status: int) -> None:
         """A subscription was refused, with an HTTP-like status (0: no answer)."""
 

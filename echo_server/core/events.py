@@ -124,6 +124,12 @@ class PresenceChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheMiss:
+    """A subscriber of a cache channel that had no last event to give."""
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
 class ClientEvent:
     connection: Connection
     channel: str

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 
 from broadcaster.event import BroadcastEvent
 
+from .cache import LastEvents
 from .connection import Connection, Item, Wire
 from .history import History
 from .rooms import Groups, Rooms
@@ -26,9 +27,10 @@ MEMBER_ADDED, MEMBER_REMOVED = ":member_added", ":member_removed"
 
 class Fanout:
     def __init__(self, rooms: Rooms, connections: Mapping[str, Connection],
-                 history: History | None = None) -> None:
+                 last_events: LastEvents, history: History | None = None) -> None:
         self.rooms = rooms
         self.connections = connections
+        self.last_events = last_events
         self.history = history
         # (events, messages delivered, seconds spent) once per batch, for metrics.
         self.observer: DeliveryObserver = lambda events, delivered, seconds: None
@@ -36,6 +38,7 @@ class Fanout:
 
     def deliver(self, events: list[BroadcastEvent]) -> int:
         started = time.perf_counter()
+        self.last_events.record(events)
         if len(events) == 1:
             event = events[0]
             delivered = self.emit_to_room(event.channel, event.event, event.data, event.socket)

@@ -162,6 +162,7 @@ class PresenceFlow:
         if here and joined.get(channel) is member:
             connection.state.wire.subscribed(connection, channel,
                                              [m.public() for m in result.members])
+            self.fanout.last_events.give(connection, channel)
         await self._changed(channel, result.members)
         return True
 

@@ -22,6 +22,7 @@ import aiohttp
 from broadcaster.jsoncodec import dumps
 
 from ..core.events import (
+    CacheMiss,
     ChannelOccupied,
     ChannelVacated,
     ClientEvent,
@@ -79,7 +80,8 @@ class Webhooks:
                      "channel_vacated": (ChannelVacated, self._vacated),
                      "member_added": (MemberAdded, self._member_added),
                      "member_removed": (MemberRemoved, self._member_removed),
-                     "client_event": (ClientEvent, self._client_event)}
+                     "client_event": (ClientEvent, self._client_event),
+                     "cache_miss": (CacheMiss, self._cache_miss)}
         wanted = {name for endpoint in endpoints for name in endpoint.event_types}
         for name in sorted(wanted - self._listening):
             kind, listener = listeners[name]
@@ -216,6 +218,9 @@ class Webhooks:
         if leaving is not None:
             leaving[1].cancel()
             self._add(leaving[0]["name"], key[0], leaving[0])
+
+    def _cache_miss(self, event: CacheMiss) -> None:
+        self._add("cache_miss", event.channel, {"name": "cache_miss", "channel": event.channel})
 
     def _client_event(self, event: ClientEvent) -> None:
         body: dict[str, Any] = {"name": "client_event", "channel": event.channel,

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 EVENT_TYPES = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
-               "client_event")
+               "client_event", "cache_miss")
 MAX_HEADERS = 32
 
 

@@ -123,6 +123,10 @@ class PusherWire:
         connection.send("pusher_internal:subscription_succeeded", channel, dumps(
             {"presence": {"count": len(users), "ids": list(users), "hash": users}}))
 
+    def cache_miss(self, connection: PusherConnection,  # type: ignore[override]
+                   channel: str) -> None:
+        connection.send("pusher:cache_miss", channel)
+
     def refused(self, connection: PusherConnection, channel: str,  # type: ignore[override]
                 status: int) -> None:
         # With the channel, so pusher-js routes it to that channel and Echo's .error() fires.
