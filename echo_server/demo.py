@@ -9,7 +9,10 @@ Two parts in one process and one event loop:
 - :class:`DemoBackend`, an aiohttp app playing the Laravel app: a login by ``?admin=<id>``
   (no passwords: it is a demo) that hands out a short-lived JWT, ``/broadcasting/auth``
   (private ``admin-dashboard.{id}`` for that admin only, ``presence-leads-management`` for
-  every admin), the leads, and an assignment endpoint that broadcasts ``lead.assigned`` and
+  every admin; signed with the app's secret, as Laravel's ``reverb`` driver answers, so one
+  answer serves the page on either client stack: pusher-js sends the signature on, and
+  echo-server, asking for a socket.io page, takes any 200 and the ``channel_data``), the
+  leads, and an assignment endpoint that broadcasts ``lead.assigned`` and
   ``admin.capacity.updated`` exactly as the PHP events would, through ``broadcaster``, leaving
   out the acting tab (its ``X-Socket-ID``, Laravel's ``toOthers()``);
 - the Laravel side of webhooks: echo-server posts the presence channels' webhooks to
@@ -17,6 +20,9 @@ Two parts in one process and one event loop:
   from ``presence-leads-management``'s ``member_added`` / ``member_removed``
   (``demo_webhooks``) and broadcasts the list as ``admins.online.updated`` when it changes:
   the page shows it next to the list it gets from presence itself.
+
+The page runs on socket.io Echo by default; ``?stack=echo2-reverb`` (``Demo.page_url`` adds
+the app's public key) runs it on Echo's ``reverb`` broadcaster over pusher-js instead.
 
 Events reach the server in-process (``memory://``) by default, so the demo works on a fresh
 machine without Redis; ``--redis URL`` makes the backend publish to Redis as Laravel does and
@@ -27,6 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -54,8 +62,10 @@ log = logging.getLogger("echo_server.demo")
 PRESENCE_CHANNEL = "presence-leads-management"
 WEBHOOK_PATH = "/echo/webhooks"
 DEMO_APP_ID = "lead-panel"
+REVERB_STACK = "echo2-reverb"  # clients/js/src/stacks.js: Echo's reverb over pusher-js
 DASHBOARD = re.compile(r"^private-admin-dashboard\.(\d+)$")
 SOCKET_ID = re.compile(r"^[A-Za-z0-9_\-.#]{1,128}$")
+PUSHER_SOCKET_ID = re.compile(r"[0-9]+\.[0-9]+")  # the only ids pusher-php-server signs for
 DEFAULT_BACKEND_PORT = 8080
 RENEWAL_GRACE = 86400  # seconds after expiry a token may still be renewed (a page that slept)
 
@@ -134,6 +144,8 @@ class DemoBackend:
         self.host = host
         self.port = port
         self.token_ttl = token_ttl
+        self.app_key = app_key
+        self.app_secret = app_secret
         self.state = DemoState.seed()
         self.webhooks = WebhookInbox(app_key, app_secret)
         self.online = OnlineAdmins(PRESENCE_CHANNEL, self.state.admins.keys())
@@ -284,23 +296,30 @@ class DemoBackend:
 
     async def _broadcasting_auth(self, request: web.Request) -> web.StreamResponse:
         """``Broadcast::channel()`` rules of routes/channels.php, answered as Laravel's
-        RedisBroadcaster does (JSON ``true``, or ``channel_data`` for presence)."""
+        ``reverb`` / ``pusher`` driver (PusherBroadcaster) does: ``auth``, the app's
+        signature of ``socket_id:channel[:channel_data]``, and for presence ``channel_data``
+        as the JSON text signed."""
         form = await request.post()
         channel = str(form.get("channel_name", ""))
+        socket_id = str(form.get("socket_id", ""))
         admin_id = self._admin_from(request)
-        answer: Any = None
-        if admin_id is not None:
+        signed: str | None = None
+        answer: dict[str, str] = {}
+        # Laravel's driver refuses any other socket id too ("Invalid socket ID").
+        if admin_id is not None and PUSHER_SOCKET_ID.fullmatch(socket_id):
             match = DASHBOARD.match(channel)
             if match and int(match.group(1)) == admin_id:
-                answer = True
+                signed = f"{socket_id}:{channel}"
             elif channel == PRESENCE_CHANNEL:
                 admin = self.state.admins[admin_id]
-                answer = {"channel_data": {"user_id": admin_id,
-                                           "user_info": {"id": admin_id, "name": admin["name"]}}}
-        self.auth_calls.append((channel, admin_id, 200 if answer is not None else 403))
-        if answer is None:
+                answer["channel_data"] = json.dumps(
+                    {"user_id": admin_id, "user_info": {"id": admin_id, "name": admin["name"]}})
+                signed = f"{socket_id}:{channel}:{answer['channel_data']}"
+        self.auth_calls.append((channel, admin_id, 200 if signed is not None else 403))
+        if signed is None:
             return _error(403, "This action is unauthorized.")
-        return _json(answer)
+        signature = hmac.new(self.app_secret.encode(), signed.encode(), hashlib.sha256)
+        return _json({"auth": f"{self.app_key}:{signature.hexdigest()}", **answer})
 
     async def _webhook(self, request: web.Request) -> web.StreamResponse:
         """echo-server's webhooks (``EchoWebhookController`` in the README): the admins
@@ -476,9 +495,13 @@ class Demo:
         return f"http://{_url_host(self.host)}:{self.port}"
 
     def page_url(self, admin_id: int = 1, **params: str) -> str:
+        """The page for an admin; ``stack=echo2-reverb`` also gets the app's key, which
+        pusher-js connects with (a public value: every Reverb page ships it)."""
         query = f"admin={admin_id}"
         if self.backend.port != DEFAULT_BACKEND_PORT or _url_host(self.host) != "127.0.0.1":
             query += "&api=" + quote(self.backend.url, safe=":/")
+        if params.get("stack") == REVERB_STACK:
+            params = {"key": self.app_key, **params}
         for key, value in params.items():
             query += f"&{quote(key)}={quote(str(value), safe='')}"
         return f"{self.url}/demo/?{query}"
@@ -504,8 +527,10 @@ async def run_demo(*, host: str, port: int, backend_port: int, redis_url: str | 
     admins = sorted(demo.backend.state.admins.values(), key=lambda a: a["id"])
     lines = ["", "echo-server demo: lead management, live", ""]
     lines += [f"  {a['name']:<14} {demo.page_url(a['id'])}" for a in admins[:2]]
-    lines += ["", "  Open both (two windows) and reassign a lead in one of them.",
-              f"  echo-server   {demo.url}  (Socket.IO, /demo, /status)",
+    lines += ["", "  The same on Echo's reverb broadcaster over pusher-js (the Pusher protocol):",
+              f"  {admins[1]['name']:<14} {demo.page_url(admins[1]['id'], stack=REVERB_STACK)}"]
+    lines += ["", "  Open two of them (two windows) and reassign a lead in one.",
+              f"  echo-server   {demo.url}  (Socket.IO, Pusher /app/<key>, /demo, /status)",
               f"  demo backend  {demo.backend.url}  (the Laravel app's part: "
               "/broadcasting/auth, /api/...)",
               f"  events        {demo.publish_route}"]

@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from echo_server.demo import PRESENCE_CHANNEL, WEBHOOK_PATH, Demo, DemoBackend
+from echo_server.demo import PRESENCE_CHANNEL, REVERB_STACK, WEBHOOK_PATH, Demo, DemoBackend
 from echo_server.web.demo_files import DEMO_DIR, DemoFiles
 from tests.conftest import ROOT, free_port, server_url
 from tests.support.drivers import NODE_DIR, browser_missing, stop_driver
@@ -304,6 +304,72 @@ async def test_the_backend_hears_an_admin_leave_through_webhooks(demo: Demo,
     await browser.screenshot("A", "9-B-offline-per-laravel-A")
     problems = (await browser.command("problems"))["pages"]
     assert all(not found for found in problems.values()), problems
+
+
+@requires_browser
+async def test_lead_assignment_between_a_socket_io_page_and_a_reverb_page(
+        demo: Demo, browser: DemoBrowser) -> None:
+    """A on socket.io Echo (laravel-echo 2 + socket.io-client 4), B on Echo's ``reverb``
+    broadcaster over pusher-js (the Pusher protocol at ``/app/{key}``, signatures from the
+    backend's ``/broadcasting/auth``): one presence list holds both, each page shows what the
+    other assigns, neither hears its own action (toOthers with either kind of socket id), both
+    come back through a server restart, and the pusher-js page sees the socket.io one leave."""
+    await browser.open("A", demo.page_url(A, stack="echo2-sio4", **FAST_RETRY))
+    opened = await browser.open("B", demo.page_url(B, stack=REVERB_STACK, **FAST_RETRY))
+    assert opened["stack"] == REVERB_STACK
+    for page in ("A", "B"):
+        await browser.see(page, status="connected", statusText="Canlı", online=[A, B],
+                          onlineLaravel=[A, B])
+    assert demo.server is not None
+    on_pusher = {connection.id for connection in demo.server.pusher.connections}
+    assert (await browser.view("B"))["socketId"] in on_pusher
+    assert (await browser.view("A"))["socketId"] not in on_pusher
+    await browser.screenshot("B", "10-reverb-online-B")
+
+    # A (socket.io) gives Zeynep Kaya (lead 101) to B (pusher-js).
+    await browser.command("select", page="A", lead=101, admin=str(B))
+    await browser.see("B", leads={"101": {"assignee": "Mehmet Demir", "notice": True}},
+                      capacity={"1": 5, "2": 6}, toastsInclude=["Yeni lead atandı: Zeynep Kaya"])
+    await browser.screenshot("B", "11-reverb-assigned-B")
+
+    # B (pusher-js) gives Selin Arslan (lead 103, unassigned) to A (socket.io).
+    await browser.command("select", page="B", lead=103, admin=str(A))
+    seen_a = await browser.see(
+        "A", leads={"103": {"assignee": "Ayşe Yılmaz", "notice": True}},
+        capacity={"1": 6, "2": 6}, toastsInclude=["Yeni lead atandı: Selin Arslan"])
+    # A page gets its events in order: had A's own assignment come back, it would show by now.
+    assert seen_a["leads"]["101"] == {"assignee": "Mehmet Demir", "selected": str(B),
+                                      "notice": False}
+    assert not any("Zeynep Kaya" in toast for toast in seen_a["toasts"])
+    await browser.screenshot("A", "12-socketio-assigned-by-reverb-A")
+
+    # A gives B lead 105 (unassigned): by then B's own assignment would have come back to B
+    # too; it did not (toOthers with a pusher-js socket id).
+    await browser.command("select", page="A", lead=105, admin=str(B))
+    seen_b = await browser.see("B", leads={"105": {"assignee": "Mehmet Demir", "notice": True}},
+                               capacity={"1": 6, "2": 7})
+    assert seen_b["leads"]["103"] == {"assignee": "Ayşe Yılmaz", "selected": str(A),
+                                      "notice": False}
+    assert not any("Selin Arslan" in toast for toast in seen_b["toasts"])
+
+    # The server restarts under both: both say so, and come back into one presence list.
+    await demo.stop_server()
+    for page in ("A", "B"):
+        await browser.see(page, within=2.5, status="disconnected", online=[])
+    await demo.start_server()
+    # pusher-js reports an attempt refused while the server was down only when its
+    # unavailableTimeout (5 s in the kit) ends it: then the next retry connects.
+    for page in ("A", "B"):
+        await browser.see(page, within=8, status="connected", online=[A, B], reconnects=1)
+
+    # A leaves: the pusher-js page loses a socket.io member, in presence and per Laravel.
+    await browser.command("close", page="A")
+    await browser.see("B", within=3, online=[B], onlineLaravel=[B])
+    problems = (await browser.command("problems"))["pages"]
+    assert all(not found for found in problems.values()), problems
+    granted = {(channel, admin) for channel, admin, status in demo.backend.auth_calls
+               if status == 200}
+    assert {("private-admin-dashboard.2", B), ("presence-leads-management", B)} <= granted
 
 
 @requires_browser

@@ -2,7 +2,9 @@
 //   admin=<id>        who is logged in (the demo has no passwords)
 //   api=<url>         the demo backend (default: this host, port 8080)
 //   echo=<url>        echo-server (default: the server that served this page)
-//   stack=echo2-sio4|echo1-sio2   which laravel-echo + socket.io-client generation to use
+//   stack=echo2-sio4|echo1-sio2|echo2-reverb   which client stack to use: laravel-echo 2 or 1
+//                     over socket.io-client 4 or 2, or laravel-echo 2's `reverb` over pusher-js
+//   key=<app key>     the Pusher app's public key (echo2-reverb only)
 //   retryBase, retryMax (ms)      the reconnection backoff (tests use short ones)
 import { createApp, reactive } from 'vue';
 import { createEcho } from '../src/echo.js';
@@ -17,6 +19,7 @@ const adminId = params.get('admin') || '1';
 const apiBase = params.get('api') || `${location.protocol}//${location.hostname}:8080`;
 const echoHost = params.get('echo') || location.origin;
 const stackName = params.get('stack') || DEFAULT_STACK;
+const appKey = params.get('key');
 const number = (name, fallback) => {
     const value = Number(params.get(name));
     return Number.isFinite(value) && value > 0 ? value : fallback;
@@ -24,7 +27,7 @@ const number = (name, fallback) => {
 
 async function main() {
     const stack = STACKS[stackName];
-    if (!stack) throw new Error(`unknown stack ${stackName}: use ${Object.keys(STACKS).join(' or ')}`);
+    if (!stack) throw new Error(`unknown stack ${stackName}: use ${Object.keys(STACKS).join(', ')}`);
     const api = new DemoApi(apiBase);
     const session = await api.login(adminId);
     const data = await api.leads();
@@ -41,7 +44,10 @@ async function main() {
             token: session.token,
             refreshToken: () => api.refreshToken(),
             onTokenRefreshed: () => { store.tokenRefreshes += 1; },
-            echoOptions: { transports: ['websocket', 'polling'] },
+            key: appKey,
+            // socket.io: echo-server asks the backend; pusher-js asks it itself.
+            echoOptions: stack.Pusher ? { authEndpoint: `${api.base}/broadcasting/auth` }
+                : { transports: ['websocket', 'polling'] },
         },
         backoff: { base: number('retryBase', 1000), max: number('retryMax', 30000) },
         createEcho,

@@ -2,7 +2,8 @@
 //
 // What the seed's WebSocketService got wrong, and what this one does instead:
 // - it said "connected" before any connection existed: here the status changes only on the
-//   socket's own events (`connect`, `disconnect`, `connect_error`, `error`);
+//   socket's own events (`connect`, `disconnect`, `connect_error`, `error`; a pusher-js
+//   connection gets the same from src/pusherSocket.js);
 // - every retry built a new Echo on top of the old one (leaking sockets and listeners): here
 //   there is one Echo instance for the service's whole life; a retry re-opens its socket;
 // - its "exponential" backoff was linear and stopped for good after five tries: here the

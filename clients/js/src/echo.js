@@ -1,6 +1,7 @@
-// One Laravel Echo instance for echo-server, for either client stack:
-//   laravel-echo 1.x + socket.io-client 2.x (Engine.IO 3), or
-//   laravel-echo 2.x + socket.io-client 3.x/4.x (Engine.IO 4).
+// One Laravel Echo instance for echo-server, for any of its client stacks:
+//   laravel-echo 1.x + socket.io-client 2.x (Engine.IO 3),
+//   laravel-echo 2.x + socket.io-client 3.x/4.x (Engine.IO 4), or
+//   laravel-echo 2.x with `broadcaster: 'reverb'` over pusher-js (the Pusher protocol).
 //
 // It sends the handshake token where each stack can carry it (socket.io-client 2 has no
 // connect payload and browsers cannot set websocket headers, so there it travels in the query
@@ -9,6 +10,10 @@
 // sees), and renews it before it expires: `refreshToken()` supplies a new one, which the next
 // (re)connect and the next subscribe use. A live connection keeps the token it was opened
 // with; echo-server closes it when that token expires, and the reconnect carries the new one.
+// The Pusher protocol has no handshake token: there the token is only the Bearer pusher-js
+// sends to the app's /broadcasting/auth, which signs the subscriptions.
+
+import { pusherSocket } from './pusherSocket.js';
 
 const MAX_TIMER = 2 ** 31 - 1;  // setTimeout fires at once for longer delays
 const AUTH_ERROR = /token|jwt|unauthori[sz]ed|not authorized|forbidden|expired/i;
@@ -43,12 +48,28 @@ export function tokenExpiry(token) {
     }
 }
 
+/** Echo's options for pusher-js to reach echo-server's `/app/{key}` at `host` (a URL). */
+function pusherOptions(host, key) {
+    if (!key) throw new Error('createEcho: the Pusher stack needs the app `key`');
+    const url = new URL(host);
+    const tls = url.protocol === 'https:';
+    const port = Number(url.port) || (tls ? 443 : 80);
+    return {
+        broadcaster: 'reverb', key, wsHost: url.hostname, wsPort: port, wssPort: port,
+        forceTLS: tls, enabledTransports: ['ws', 'wss'],
+        // How long an attempt may take before it counts as failed (see pusherSocket.js).
+        unavailableTimeout: 5000,
+    };
+}
+
 /**
  * Create the Echo instance and the token machinery around it.
  *
  * options:
- *   Echo, io         the stack (laravel-echo's default export, socket.io-client's `io`)
+ *   Echo             laravel-echo's default export
+ *   io | Pusher      the transport: socket.io-client's `io`, or pusher-js's `Pusher` class
  *   host             echo-server's URL, e.g. 'http://127.0.0.1:6001'
+ *   key              the Pusher app's key (Pusher stack only; it is public)
  *   token            handshake token (JWT) or null
  *   refreshToken     async (oldToken) => newToken; called `refreshBefore` ms before `exp`
  *                    (or half-way through a shorter life), and before a reconnect when the
@@ -57,18 +78,19 @@ export function tokenExpiry(token) {
  *   refreshRetry     ms between failed refresh attempts (5000)
  *   bearer           also send the token as `Authorization: Bearer` on channel auth (true)
  *   authHeaders      more headers for /broadcasting/auth (e.g. X-CSRF-TOKEN)
- *   echoOptions      anything else for Echo and socket.io (transports, reconnection, ...)
+ *   echoOptions      anything else for Echo and socket.io or pusher-js (transports,
+ *                    reconnection; `authEndpoint`, the app's URL, for pusher-js)
  *   onTokenRefreshed (token) => void, onTokenError (error) => void
  *   timers, now      injectable clock for tests
  */
 export function createEcho(options) {
     const {
-        Echo, io, host, token = null, refreshToken = null, refreshBefore = 30000,
+        Echo, io, Pusher, host, key, token = null, refreshToken = null, refreshBefore = 30000,
         refreshRetry = 5000, bearer = true, authHeaders = {}, echoOptions = {},
         onTokenRefreshed = null, onTokenError = null, timers = globalThis, now = () => Date.now(),
     } = options;
     if (typeof Echo !== 'function') throw new Error('createEcho: `Echo` (laravel-echo) is required');
-    const protocol = socketIoProtocol(io);
+    const protocol = Pusher ? null : socketIoProtocol(io);
 
     let current = token;
     let refreshTimer = null;
@@ -81,7 +103,8 @@ export function createEcho(options) {
     const auth = { ...(echoOptions.auth || {}) };
     auth.headers = { ...((echoOptions.auth && echoOptions.auth.headers) || {}), ...authHeaders };
     const query = { ...(echoOptions.query || {}) };
-    const settings = {
+    // pusher-js keeps this same `auth.headers` object for its /broadcasting/auth requests.
+    const settings = Pusher ? { ...pusherOptions(host, key), ...echoOptions, Pusher, auth } : {
         broadcaster: 'socket.io',
         // One Manager per Echo: socket.io-client would otherwise share a cached connection
         // between instances on the same URL.
@@ -97,7 +120,7 @@ export function createEcho(options) {
         if (protocol === 5) {
             if (value) auth.token = value;
             else delete auth.token;
-        } else {
+        } else if (protocol === 4) {
             if (value) query.token = value;
             else delete query.token;
         }
@@ -109,7 +132,7 @@ export function createEcho(options) {
     applyToken(current);
 
     const echo = new Echo(settings);
-    const socket = echo.connector.socket;
+    const socket = Pusher ? pusherSocket(echo.connector.pusher) : echo.connector.socket;
 
     function syncManagerQuery() {
         // socket.io-client 2 reads the query from the Manager's options at each new engine.

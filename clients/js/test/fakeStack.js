@@ -108,3 +108,111 @@ export function jwt(exp, extra = {}) {
     const encode = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
     return `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode({ exp, ...extra })}.sig`;
 }
+
+/**
+ * A pusher-js stand-in that laravel-echo 2's `reverb` connector drives (`Pusher` option), in
+ * pusher-js's order: a state change fires `state_change`, then the state's own event;
+ * `connect()` announces `connecting` before it arms the attempt; Pusher's own `connected`
+ * handler (bound first) resubscribes every channel; `connecting`/`disconnected` mark them
+ * unsubscribed. The test plays the server: `accept(id)`, `drop(code)` (the connection is
+ * lost and pusher-js plans a retry of its own), `retryAtOnce()` (pusher-js's answer to a
+ * 4200 close), `refuse(code, message)` (during the handshake),
+ * `unavailable()` (pusher-js gives the attempt up, and would go on trying), `succeed(channel)`.
+ */
+export class FakePusher {
+    constructor(key, options) {
+        this.key = key;
+        this.options = options;
+        this.connection = new Emitter();
+        this.connection.state = 'initialized';
+        this.connection.socket_id = undefined;
+        this.connection.bind = this.connection.on;
+        this.connection.unbind = this.connection.off;
+        this.channels = { channels: {} };
+        this.sent = [];            // messages that reached the "server"
+        this.attempting = false;   // a connection attempt of pusher-js's is running
+        this.ownRetry = false;     // pusher-js planned a retry of its own
+        this.connectCalls = 0;
+        this.connection.bind('connected', () => {
+            for (const name of Object.keys(this.channels.channels)) this.subscribe(name);
+        });
+        for (const state of ['connecting', 'disconnected']) {
+            this.connection.bind(state, () => {
+                for (const channel of Object.values(this.channels.channels)) channel.subscribed = channel.pending = false;
+            });
+        }
+        this.connect();  // pusher-js connects on construction
+    }
+    _update(state, data) {
+        const previous = this.connection.state;
+        this.connection.state = state;
+        if (previous === state) return;
+        this.connection.fire('state_change', { previous, current: state });
+        this.connection.fire(state, data);
+    }
+    connect() {
+        if (this.attempting || this.connection.state === 'connected') return;
+        this.connectCalls += 1;
+        this._update('connecting');
+        this.attempting = true;  // after the announcement, as pusher-js does
+    }
+    disconnect() {
+        this.attempting = false;
+        this.ownRetry = false;
+        this._update('disconnected');
+    }
+    subscribe(name) {
+        if (!this.channels.channels[name]) {
+            const channel = new Emitter();
+            Object.assign(channel, { name, subscribed: false, pending: false });
+            channel.bind = channel.on;
+            channel.unbind = channel.off;
+            channel.bind_global = () => channel;
+            channel.trigger = (event, data) => this.sent.push({ event, channel: name, data });
+            this.channels.channels[name] = channel;
+        }
+        const channel = this.channels.channels[name];
+        if (this.connection.state === 'connected' && !channel.subscribed && !channel.pending) {
+            channel.pending = true;
+            this.sent.push({ event: 'pusher:subscribe', channel: name });
+        }
+        return channel;
+    }
+    unsubscribe(name) {
+        delete this.channels.channels[name];
+        if (this.connection.state === 'connected') this.sent.push({ event: 'pusher:unsubscribe', channel: name });
+    }
+    signin() {}
+    // --- the server's side
+    accept(id = '1234.5678') {
+        this.attempting = false;
+        this.connection.socket_id = id;
+        this._update('connected', { socket_id: id });
+    }
+    drop(code = 1006) {
+        this.connection.fire('error', { type: 'PusherError', data: { code } });
+        this.connection.fire('connecting_in', 1);
+        this.ownRetry = true;
+    }
+    retryAtOnce() {
+        this.attempting = false;
+        this._update('connecting');
+        this.attempting = true;
+    }
+    refuse(code, message) {
+        this.connection.fire('error', { type: 'WebSocketError', error: { type: 'PusherError', data: { code, message } } });
+        this.disconnect();
+    }
+    unavailable() {
+        this._update('unavailable');
+    }
+    succeed(name) {
+        const channel = this.channels.channels[name];
+        channel.pending = false;
+        channel.subscribed = true;
+        channel.fire('pusher:subscription_succeeded', { members: {} });
+    }
+    subscribes() {
+        return this.sent.filter((m) => m.event === 'pusher:subscribe').map((m) => m.channel);
+    }
+}
