@@ -82,6 +82,14 @@ def cmd_start(args: argparse.Namespace) -> int:
         workers = cfg.parse_workers(args.workers) if args.workers else config.workers
     except ValueError as error:
         raise CliError(f"--workers: {error}") from None
+    ports_setting = args.worker_ports or config.worker_ports
+    try:
+        worker_ports = cfg.parse_worker_ports(ports_setting, workers) if ports_setting else None
+    except ValueError as error:
+        raise CliError(f"--worker-ports: {error}") from None
+    if worker_ports and workers == 1:
+        logger.warning("workerPorts is ignored with one worker: list port %d itself in the "
+                       "proxy's upstream", config.port)
     lock = lockfile.lock_path_for(config.config_file)
     lockfile.acquire(lock, force=args.force)
     _install_exit_signals()
@@ -98,8 +106,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         if workers > 1:
             from echo_server.workers import run_workers
 
-            return run_workers(config, workers, lambda worker_config, sock, instance: run(
-                worker_config, load, listen_socket=sock, instance_id=instance))
+            return run_workers(config, workers, lambda worker_config, worker: run(
+                worker_config, load, worker=worker), worker_ports)
         return run(config, load=load)
     except KeyboardInterrupt:
         return 130
@@ -670,6 +678,10 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--workers", default=None, metavar="N",
                        help="processes serving the port, or auto (one per core); over "
                        "ECHO_WORKERS and the config's `workers` (1)")
+    start.add_argument("--worker-ports", default=None, metavar="PORT[,PORT...]",
+                       help="a port of each worker's own besides the shared one, for a proxy's "
+                       "upstream: the first of N consecutive ports, or one per worker; over "
+                       "ECHO_WORKER_PORTS and the config's `workerPorts`")
     start.set_defaults(handler=cmd_start)
 
     stop = subparsers.add_parser("stop", help="stop the server named in the lock file")

@@ -77,7 +77,8 @@ OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCache
                            "authMaxConnections", "authMaxConnectionsPerAddress",
                            "authMaxPendingPerAddress", "authQueueTimeout", "jwt",
                            "channels", "instanceId", "metrics", "sources", "cluster", "limits",
-                           "trustedProxies", "log", "health", "pusher", "workers", "webhooks"})
+                           "trustedProxies", "log", "health", "pusher", "workers", "webhooks",
+                           "workerPorts"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -438,6 +439,28 @@ def parse_workers(value: Any) -> int:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)
     return _positive_int(value, "workers (a number, or \"auto\")")
+
+
+def parse_worker_ports(value: Any, workers: int) -> list[int]:
+    """`workerPorts`: each worker's own port besides the shared one, for a proxy in front (it
+    connects from one address, which the shared port's hashing would put on one worker): the
+    first of ``workers`` consecutive ports, or one per worker (`6002`, `"6002,6003"`,
+    `[6002, 6003]`)."""
+    name = "workerPorts (the first port, or one port per worker)"
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, list):
+        ports = [_positive_int(port, name) for port in value]
+        if len(ports) != workers:
+            raise ValueError(f"workerPorts lists {len(ports)} ports for {workers} workers")
+    else:
+        first = _positive_int(value, name)
+        ports = list(range(first, first + workers))
+    if max(ports) > 65535:
+        raise ValueError(f"workerPorts: {max(ports)} is not a port")
+    return ports
 
 
 def _optional_str(value: Any) -> str | None:
@@ -805,6 +828,12 @@ class Config:
     def workers(self) -> int:
         """Ours: processes serving the port (`ECHO_WORKERS` over `workers`; default 1)."""
         return parse_workers(self.environ.get("ECHO_WORKERS") or self.raw.get("workers", 1))
+
+    @property
+    def worker_ports(self) -> Any:
+        """Ours: `ECHO_WORKER_PORTS` over `workerPorts`, as given (None when unset): which
+        ports depends on the number of workers (`parse_worker_ports`)."""
+        return self.environ.get("ECHO_WORKER_PORTS") or self.raw.get("workerPorts")
 
     @property
     def instance_id(self) -> str | None:

@@ -13,11 +13,10 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import ssl
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
@@ -43,6 +42,7 @@ from .core.state import ServerState
 from .errors import ErrorLog
 from .ingest import SourceRunner
 from .reload import Reloader
+from .siblings import SiblingLink, WorkerSlot
 from .transport.engine import EngineOptions, EngineServer
 from .transport.guard import ConnectionGuard
 from .transport.http import HttpConnection, Request, Response, RouteResult, encode_response
@@ -64,13 +64,13 @@ SHUTDOWN_TIMEOUT = 10.0
 
 class EchoServer:
     def __init__(self, config: Config, *, authorizer: ChannelAuthorizer | None = None,
-                 instance_id: str | None = None,
-                 listen_socket: socket.socket | None = None) -> None:
+                 instance_id: str | None = None, worker: WorkerSlot | None = None) -> None:
         self.config = config
-        self.listen_socket = listen_socket  # a worker's slot (workers.py); else host and port
+        self.worker = worker  # under --workers N, its slot's sockets (workers.py)
         self.errors = ErrorLog()
         self.memory = MemorySource()
-        self.instance_id = instance_id or config.instance_id or secrets.token_hex(6)
+        self.instance_id = (instance_id or (worker.instance_id if worker else None)
+                            or config.instance_id or secrets.token_hex(6))
         self._redis: Any = None  # client for presence and publishPresence, when used
         self.cluster: Cluster | None = None
         self.metrics: Metrics | None = None
@@ -117,9 +117,18 @@ class EchoServer:
         self.status_page = StatusPage(self.state, self._status_credentials,
                                       sample_interval=config.status_sample_interval)
         self.health = Health(self.state, check_timeout=config.health_check_timeout)
+        self.link: SiblingLink | None = None
+        if worker is not None:  # the other workers ask this one for its figures, and it them
+            self.link = SiblingLink(worker)
+            self.link.answers["status"] = self.status_page.figures_json
+            if self.metrics is not None:
+                self.link.answers["metrics"] = self.metrics.render
+            self.state.worker = worker.slot
+            self.state.siblings = self.link.ask
         self.reloader = Reloader(self, build_authorizer)  # SIGHUP, `echo-server reload`
         self._server: asyncio.AbstractServer | None = None
         self._reverb_server: asyncio.AbstractServer | None = None  # REVERB_SERVER_PORT
+        self._own_port_server: asyncio.AbstractServer | None = None
         prefix = config.socketio_path.rstrip("/")
         self._engine_path = prefix
         self._engine_prefix = prefix + "/"
@@ -146,12 +155,15 @@ class EchoServer:
             accepted.append(self.config.metrics_token)
         return accepted
 
-    def _metrics_response(self, request: Request) -> Response:
+    def _metrics_response(self, request: Request) -> Response | Awaitable[Response]:
         if self.metrics is None:
             return self.api.not_found(request)
         if not metrics_token_ok(self.config.metrics_token, request.headers, request.query):
             return Response(403, b'{"error":"Unauthorized"}', [], "application/json")
-        return Response(200, self.metrics.render(), [], CONTENT_TYPE)
+        return self._server_metrics(self.metrics)
+
+    async def _server_metrics(self, metrics: Metrics) -> Response:
+        return Response(200, await metrics.render_server(), [], CONTENT_TYPE)
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -163,16 +175,25 @@ class EchoServer:
         loop = asyncio.get_running_loop()
         raise_fd_limit()
         guard = self.http_guard
+        worker = self.worker
         where: dict[str, Any] = (
-            {"sock": self.listen_socket} if self.listen_socket is not None else
+            {"sock": worker.listen} if worker is not None else
             {"host": self.config.host or None, "port": self.config.port, "reuse_address": True})
-        self._server = await loop.create_server(
-            lambda: HttpConnection(self._route, self._upgrade, guard),
-            backlog=LISTEN_BACKLOG,
-            ssl=self._ssl_context(),
-            **where,
-        )
-        await self._listen_as_reverb(self.listen_socket is None)
+        context = self._ssl_context()
+
+        def connection() -> HttpConnection:
+            return HttpConnection(self._route, self._upgrade, guard)
+
+        self._server = await loop.create_server(connection, backlog=LISTEN_BACKLOG, ssl=context,
+                                                **where)
+        if worker is not None and worker.own_port is not None:  # workerPorts: behind a proxy
+            self._own_port_server = await loop.create_server(connection, sock=worker.own_port,
+                                                             ssl=context)
+            log.info("worker %d also serves port %d, its own (workerPorts)", worker.slot,
+                     worker.own_port.getsockname()[1])
+        if self.link is not None:
+            await self.link.start()
+        await self._listen_as_reverb(self.worker is None)
         self.engine.start()
         self.pusher.start()
         guard.start()
@@ -209,6 +230,11 @@ class EchoServer:
             self._reverb_server.close()
         if self._server is not None:
             self._server.close()
+        if self._own_port_server is not None:
+            self._own_port_server.close()
+            self._own_port_server = None
+        if self.link is not None:
+            await self.link.stop()
         self.engine.stop()
         self.http_guard.stop()
         self.status_page.stop()
@@ -526,11 +552,10 @@ def tune_gc() -> None:
 
 
 async def serve(config: Config, load: Callable[[], Config] | None = None, *,
-                listen_socket: socket.socket | None = None,
-                instance_id: str | None = None) -> int:
+                worker: WorkerSlot | None = None) -> int:
     """``load`` reads the configuration again on SIGHUP (the CLI's, with its options); a
-    worker gets its slot's socket and instance id."""
-    server = EchoServer(config, instance_id=instance_id, listen_socket=listen_socket)
+    worker gets its slot's sockets and instance id."""
+    server = EchoServer(config, worker=worker)
     reloader = server.reloader
     if load is not None:
         reloader.load = load
@@ -550,9 +575,8 @@ async def serve(config: Config, load: Callable[[], Config] | None = None, *,
 
 
 def run(config: Config, load: Callable[[], Config] | None = None, *,
-        listen_socket: socket.socket | None = None, instance_id: str | None = None) -> int:
+        worker: WorkerSlot | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the CLI's ``start`` (and each worker of it)."""
     factory = _loop_factory()
     with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(serve(config, load, listen_socket=listen_socket,
-                                instance_id=instance_id))
+        return runner.run(serve(config, load, worker=worker))

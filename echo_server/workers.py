@@ -9,6 +9,14 @@ per-connection cost in a Python process). The parent keeps all N sockets open: a
 dies is forked again into its slot, on the same socket, and its clients' new connections wait
 in that socket's backlog meanwhile rather than landing on a worker that has not their session.
 
+Behind a proxy every connection comes from the proxy's address, so the hash would put every
+client on one worker: `workerPorts` gives each worker a port of its own besides the shared
+one (a plain socket the parent also keeps across restarts), for the proxy's upstream to list
+with its own address hashing over the real client addresses.
+
+The workers answer each other's questions over Unix sockets the parent binds, in a directory
+of its own (`siblings.py`), so `/metrics` and the status page show the whole server.
+
 Each worker is an ordinary `EchoServer`, and an instance of the cluster layer with an id of its
 own (`<instanceId>-w<slot>`, kept across restarts, so a restarted worker removes the presence
 members of its previous life and they are announced leaving): presence, whispers and the HTTP
@@ -26,10 +34,12 @@ import ctypes
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -37,10 +47,12 @@ from typing import NoReturn
 
 from .config import Config, ConfigError
 from .server import SHUTDOWN_TIMEOUT
+from .siblings import WorkerSlot
 
 log = logging.getLogger("echo_server.workers")
 
 SO_ATTACH_REUSEPORT_CBPF = 51  # linux/asm-generic/socket.h
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LISTEN_BACKLOG = 4096
 RESTART_BACKOFF = (0.1, 5.0)  # a worker that keeps dying at start is restarted ever later
 STOP_MARGIN = 5.0  # seconds beyond drainDelay + the drain timeout before SIGKILL
@@ -90,6 +102,33 @@ def listening_sockets(config: Config, workers: int) -> list[socket.socket]:
     return sockets
 
 
+def own_ports(config: Config, ports: list[int]) -> list[socket.socket]:
+    """`workerPorts`: one plain listening socket per worker, on the configured host."""
+    host = config.host or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets = []
+    for port in ports:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.set_inheritable(True)
+        sockets.append(sock)
+    return sockets
+
+
+def link_sockets(directory: str, workers: int) -> list[socket.socket]:
+    """One Unix socket per slot, in a directory only this user may enter (mkdtemp: 0700)."""
+    sockets = []
+    for slot in range(workers):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(os.path.join(directory, f"w{slot}.sock"))
+        sock.listen(64)
+        sock.set_inheritable(True)
+        sockets.append(sock)
+    return sockets
+
+
 def check_cluster(config: Config, workers: int) -> None:
     """N > 1 only as instances of one cluster: presence and whispers must cross workers."""
     if config.presence_backend != "redis" or not config.cluster_enabled:
@@ -117,17 +156,16 @@ def check_cluster(config: Config, workers: int) -> None:
             "worker") from None
 
 
-Serve = Callable[[Config, socket.socket, str], int]
+Serve = Callable[[Config, WorkerSlot], int]
 
 
 class Supervisor:
     """Forks the workers, restarts one that dies into its slot, forwards signals."""
 
-    def __init__(self, config: Config, sockets: list[socket.socket], serve: Serve) -> None:
+    def __init__(self, config: Config, workers: list[WorkerSlot], serve: Serve) -> None:
         self.config = config
-        self.sockets = sockets
+        self.workers = workers
         self.serve = serve
-        self.base_id = config.instance_id or secrets.token_hex(6)
         self.slots: dict[int, int] = {}  # pid -> slot
         self.started: dict[int, float] = {}  # slot -> when its worker was last forked
         self.backoff: dict[int, float] = {}
@@ -138,10 +176,10 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGHUP, self._forward)
         signal.signal(signal.SIGALRM, self._kill)
-        for slot in range(len(self.sockets)):
+        for slot in range(len(self.workers)):
             self._spawn(slot)
-        log.info("%d workers serving port %d (client address -> worker)", len(self.sockets),
-                 self.sockets[0].getsockname()[1])
+        log.info("%d workers serving port %d (client address -> worker)", len(self.workers),
+                 self.workers[0].listen.getsockname()[1])
         failed = False
         while self.slots:
             try:
@@ -173,8 +211,10 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> None:
         self.started[slot] = time.monotonic()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
+            _die_with(parent)
             self._worker(slot)
         self.slots[pid] = slot
         log.info("worker %d started (process %d)", slot, pid, extra={"worker": slot})
@@ -184,12 +224,13 @@ class Supervisor:
         try:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM):
                 signal.signal(signum, signal.SIG_DFL)
-            for index, sock in enumerate(self.sockets):
-                if index != slot:
-                    sock.close()
+            for other in self.workers:
+                if other.slot != slot:
+                    for sock in other.sockets():
+                        sock.close()
             for handler in logging.getLogger().handlers:
                 handler.addFilter(_WorkerContext(slot))
-            code = self.serve(self.config, self.sockets[slot], f"{self.base_id}-w{slot}")
+            code = self.serve(self.config, self.workers[slot])
         except BaseException:
             log.exception("worker %d failed", slot, extra={"worker": slot})
         finally:
@@ -218,6 +259,15 @@ class Supervisor:
                 os.kill(pid, signum)
 
 
+def _die_with(parent: int) -> None:
+    """A worker whose parent was killed (SIGKILL: no SIGTERM forwarded) drains and stops
+    rather than serving on as an orphan under its slot's instance id, beside the workers of
+    the next start."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(1)
+
+
 class _WorkerContext(logging.Filter):
     """Every record of a worker names it (a field of the JSON format)."""
 
@@ -230,15 +280,31 @@ class _WorkerContext(logging.Filter):
         return True
 
 
-def run_workers(config: Config, workers: int, serve: Serve) -> int:
+def run_workers(config: Config, workers: int, serve: Serve,
+                worker_ports: list[int] | None = None) -> int:
     """The parent of ``workers`` processes; returns when all of them have stopped."""
     if not hasattr(socket, "SO_REUSEPORT") or not sys.platform.startswith("linux"):
         raise ConfigError("workers > 1 needs Linux (SO_REUSEPORT with a BPF program); run "
                           "one worker per port here instead")
     check_cluster(config, workers)
+    host = config.host or "0.0.0.0"
     try:
-        sockets = listening_sockets(config, workers)
+        shared = listening_sockets(config, workers)
     except OSError as exc:
-        raise ConfigError(f"cannot listen on {config.host or '0.0.0.0'}:{config.port} with "
-                          f"{workers} workers: {exc}") from None
-    return Supervisor(config, sockets, serve).run()
+        raise ConfigError(f"cannot listen on {host}:{config.port} with {workers} workers: "
+                          f"{exc}") from None
+    try:
+        own: list[socket.socket | None] = (list(own_ports(config, worker_ports)) if worker_ports
+                                           else [None] * workers)
+    except OSError as exc:
+        raise ConfigError(f"workerPorts: cannot listen on {host}:{worker_ports}: {exc}") from None
+    directory = tempfile.mkdtemp(prefix="echo-server-workers-")
+    try:
+        links = link_sockets(directory, workers)
+        base_id = config.instance_id or secrets.token_hex(6)
+        paths = tuple(str(sock.getsockname()) for sock in links)
+        slots = [WorkerSlot(slot, f"{base_id}-w{slot}", shared[slot], own[slot], links[slot],
+                            paths) for slot in range(workers)]
+        return Supervisor(config, slots, serve).run()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -16,10 +17,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from broadcaster import Broadcaster
 from tests.conftest import free_port, redis_config
 from tests.support.logged_process import LoggedProcess
 from tests.support.raw import Polling, http_request, wait_until
+from tests.test_redis_topologies import readme_nginx_config
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="workers need SO_REUSEPORT with a BPF program (Linux)")
@@ -46,6 +50,13 @@ async def instance_of(http: aiohttp.ClientSession, base: str) -> str:
     reply = await http_request(http, "GET", f"{base}/readyz")
     assert reply.status == 200
     return str(reply.json()["instance"])
+
+
+async def subscribers(http: aiohttp.ClientSession, base: str, channel: str) -> int:
+    """The channel's subscribers as the HTTP API reports them (the whole cluster's)."""
+    reply = await http_request(http, "GET", f"{base}/apps/app/channels/{channel}",
+                               params={"auth_key": "key"})
+    return int(reply.json()["subscription_count"])
 
 
 async def eventually(read: Callable[[], Awaitable[int]], expected: int,
@@ -91,13 +102,8 @@ async def test_two_workers_sticky_by_address_one_cluster(tmp_path: Path, redis_u
             clients.append(client)
 
         # The workers are one cluster: either one reports every subscriber.
-        async def subscribers(http: aiohttp.ClientSession) -> int:
-            reply = await http_request(http, "GET", f"{base}/apps/app/channels/news",
-                                       params={"auth_key": "key"})
-            return int(reply.json()["subscription_count"])
-
         for http in (sessions["127.0.0.1"], sessions["127.0.0.2"]):
-            await eventually(lambda http=http: subscribers(http), len(ADDRESSES))
+            await eventually(lambda http=http: subscribers(http, base, "news"), len(ADDRESSES))
         for client in clients:  # still their sessions: no "Session ID unknown"
             await client.post('42["subscribe",{"channel":"more-news"}]')
 
@@ -134,3 +140,149 @@ async def test_more_than_one_worker_needs_redis(tmp_path: Path, database: str) -
     output = "\n".join(server.lines)
     assert "workers: 2 needs" in output and "run one worker" in output
     assert not (tmp_path / "laravel-echo-server.lock").exists()
+
+
+async def started_workers(tmp_path: Path, redis_url: str, prefix: str, *args: str,
+                          **options: Any) -> tuple[LoggedProcess, int]:
+    """``--workers 2`` on a free port, both workers listening, Laravel's prefix ``prefix``."""
+    port = free_port()
+    server = start(tmp_path, {
+        "host": "127.0.0.1", "port": port, "clients": [{"appId": "app", "key": "key"}],
+        "instanceId": "echo", "cluster": {"heartbeatInterval": 100, "livenessTtl": 1000},
+        **redis_config(redis_url, keyPrefix=prefix), **options}, "--workers", "2", *args)
+    await server.start()
+    await server.wait_for_line(r"2 workers serving port")
+    await wait_until(lambda: sum("listening on" in line for line in server.lines) == 2,
+                     15, "both workers listening")
+    return server, port
+
+
+async def addresses_by_worker(base: str) -> dict[str, list[str]]:
+    """The client addresses of ``ADDRESSES`` each worker gets (asked of the server)."""
+    found: dict[str, list[str]] = {}
+    for address in ADDRESSES:
+        async with session_from(address) as http:
+            found.setdefault(await instance_of(http, base), []).append(address)
+    assert set(found) == {"echo-w0", "echo-w1"}, found
+    return found
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """``name``'s samples by worker (summed over the other labels), from one exposition that
+    must hold each family once."""
+    families = [f for f in text_string_to_metric_families(text) if f.name == name]
+    assert len(families) == 1, f"{name}: {len(families)} families"
+    by_worker: dict[str, float] = {}
+    for sample in families[0].samples:
+        by_worker[sample.labels["worker"]] = (by_worker.get(sample.labels["worker"], 0)
+                                              + sample.value)
+    return by_worker
+
+
+async def test_metrics_and_status_page_show_every_worker(tmp_path: Path,
+                                                         redis_url: str) -> None:
+    prefix = f"figures_{secrets.token_hex(3)}_"
+    server, port = await started_workers(tmp_path, redis_url, prefix)
+    base = f"http://127.0.0.1:{port}"
+    http_of = {address: session_from(address) for address in ADDRESSES}
+    try:
+        by_worker = await addresses_by_worker(base)
+        clients = {}
+        for address, http in http_of.items():  # one polling client per address, on "news"
+            client = Polling(http, base, eio=4)
+            await client.handshake()
+            await client.post("40")
+            await client.get_until(lambda p: p.startswith("40"))
+            await client.post('42["subscribe",{"channel":"news"}]')
+            clients[address] = client
+        api = http_of[ADDRESSES[0]]
+        await eventually(lambda: subscribers(api, base, "news"), len(ADDRESSES))
+        async with Broadcaster(f"{redis_url}?prefix={prefix}") as laravel:
+            await laravel.publish("news", "posted", {"n": 1})
+        for client in clients.values():
+            await client.get_until(lambda p: '"posted"' in p)
+
+        # Scraped through either worker: both workers' figures, each labelled with its own.
+        per_worker = {f"{slot}": len(by_worker[f"echo-w{slot}"]) for slot in (0, 1)}
+        for worker, addresses in sorted(by_worker.items()):
+            reply = await http_request(http_of[addresses[0]], "GET", f"{base}/metrics")
+            text = reply.text
+            assert samples(text, "echo_worker_up") == {"0": 1.0, "1": 1.0}, worker
+            assert samples(text, "echo_connections") == per_worker
+            assert samples(text, "echo_subscriptions") == per_worker
+            assert samples(text, "echo_messages_delivered") == per_worker
+            assert set(samples(text, "process_cpu_seconds")) == {"0", "1"}
+
+            # The status page: the whole server's figures, and the workers listed.
+            reply = await http_request(http_of[addresses[0]], "GET", f"{base}/status.json",
+                                       params={"auth_key": "key"})
+            status = reply.json()
+            assert status["instance"] == worker
+            assert status["connections"]["total"] == len(ADDRESSES)
+            assert status["totals"]["delivered"] == len(ADDRESSES)
+            assert status["channels"]["top"] == [{"name": "news",
+                                                  "subscribers": len(ADDRESSES)}]
+            assert [(w["worker"], w["up"], w["connections"]) for w in status["workers"]] == [
+                (0, True, per_worker["0"]), (1, True, per_worker["1"])]
+            assert sorted({s["worker"] for s in status["sources"]}) == [0, 1]
+
+        # A worker that does not answer is reported, and the scrape still answers.
+        assert server.proc is not None
+        stuck = int((await server.wait_for_line(r"worker 1 started \(process \d+\)"))
+                    .rsplit("process ", 1)[1].rstrip(")"))
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            reply = await http_request(http_of[by_worker["echo-w0"][0]], "GET",
+                                       f"{base}/metrics")
+            assert samples(reply.text, "echo_worker_up") == {"0": 1.0, "1": 0.0}
+            assert set(samples(reply.text, "echo_connections")) == {"0"}
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        assert await server.stop(20) == 0
+    finally:
+        for http in http_of.values():
+            await http.close()
+        await server.kill()
+
+
+async def test_behind_nginx_worker_ports_spread_clients(tmp_path: Path, redis_url: str,
+                                                        nginx: Any) -> None:
+    """nginx connects from one address, which the shared port would put on one worker: the
+    README's upstream lists the workers' own ports (`--worker-ports`) and hashes the client
+    address it reports, so clients spread over the workers and each stays on one."""
+    prefix = f"proxied_{secrets.token_hex(3)}_"
+    ports = [free_port(), free_port()]
+    server, _ = await started_workers(tmp_path, redis_url, prefix, "--worker-ports",
+                                      ",".join(map(str, ports)), trustedProxies=["127.0.0.1"])
+    listen = free_port()
+    nginx(readme_nginx_config(ports, listen, tmp_path / "access.log"), listen)
+    base = f"http://127.0.0.1:{listen}"
+    browsers = {address: aiohttp.ClientSession(headers={"X-Forwarded-For": address})
+                for address in (f"198.51.100.{n}" for n in range(1, 9))}
+    try:
+        for slot, port in enumerate(ports):
+            await server.wait_for_line(rf"worker {slot} also serves port {port}")
+        worker_of: dict[str, str] = {}
+        for address, http in browsers.items():
+            seen = {await instance_of(http, base) for _ in range(4)}
+            assert len(seen) == 1, (address, seen)
+            worker_of[address] = seen.pop()
+        assert set(worker_of.values()) == {"echo-w0", "echo-w1"}
+
+        clients = []
+        for http in browsers.values():  # polling through nginx: each poll on its worker
+            client = Polling(http, base, eio=3)
+            await client.handshake()
+            await client.post('42["subscribe",{"channel":"news"}]')
+            clients.append(client)
+        await eventually(lambda: subscribers(next(iter(browsers.values())), base, "news"),
+                         len(browsers))
+        async with Broadcaster(f"{redis_url}?prefix={prefix}") as laravel:
+            await laravel.publish("news", "posted", {"n": 1})
+        for client in clients:
+            await client.get_until(lambda p: '"posted"' in p)
+        assert await server.stop(20) == 0
+    finally:
+        for http in browsers.values():
+            await http.close()
+        await server.kill()

@@ -19,6 +19,9 @@ from .channels import ChannelCore
 from .presence import Member
 
 Peers = Callable[[], Awaitable[list[dict[str, Any]]]]
+# Under `--workers N`: the other workers' answers to a question (`metrics`, `status`) by slot,
+# None from one that did not answer in time.
+Siblings = Callable[[str], Awaitable[dict[int, bytes | None]]]
 
 
 class SourceStatus(Protocol):
@@ -49,6 +52,8 @@ class ServerState:
         self.errors = errors
         self.webhooks = webhooks  # the webhook senders' counters, when any are configured
         self.peers: Peers | None = None  # set when the cluster layer runs
+        self.worker: int | None = None  # this process's slot under `--workers N`
+        self.siblings: Siblings | None = None  # the other workers, under `--workers N`
         self.started = time.monotonic()
 
     # -- this instance ------------------------------------------------------------------

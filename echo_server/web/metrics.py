@@ -6,6 +6,12 @@ scrape time from figures the server keeps anyway (the state layer, the error
 log, each source's health, the hub's running total); histograms observe once
 per batch, connection or auth request. Each server has its own registry, so
 several servers in one process (tests, embedding) never mix their figures.
+
+Under `--workers N` a scrape, whichever worker it reaches, returns every worker's figures,
+each sample labelled with its ``worker`` (asked of the others at scrape time: `siblings.py`),
+plus ``echo_worker_up``. Labelled rather than summed: each worker's counters are monotonic
+while the sum would drop when one restarts, which Prometheus would read as a counter reset
+of the whole server. ``sum(rate(echo_messages_delivered_total[1m]))`` is the server's.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 
 from ..core.events import (
@@ -47,6 +54,7 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.0
 
 class Metrics:
     def __init__(self, state: ServerState, lifecycle: Lifecycle) -> None:
+        self.state = state
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(ProcessCollector(registry=None))
         self.registry.register(_StateCollector(state))
@@ -128,7 +136,17 @@ class Metrics:
             recent.popitem(last=False)
 
     def render(self) -> bytes:
+        """This process's figures alone (what a sibling worker asks for)."""
         return generate_latest(self.registry)
+
+    async def render_server(self) -> bytes:
+        """The whole server's: this process's, or every worker's under `--workers N`."""
+        local = self.render()
+        state = self.state
+        if state.siblings is None or state.worker is None:
+            return local
+        answers = {state.worker: local, **await state.siblings("metrics")}
+        return generate_latest(_WorkersCollector(answers))
 
 
 class _StateCollector:
@@ -195,6 +213,28 @@ class _StateCollector:
         for kind, count in sorted(state.errors.counts.items()):
             errors.add_metric([kind], count)
         yield errors
+
+
+class _WorkersCollector:
+    """Every worker's exposition as one: each sample labelled with its worker's slot, the
+    families of the same name merged (a family may appear once in a scrape)."""
+
+    def __init__(self, answers: dict[int, bytes | None]) -> None:
+        self.answers = answers
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("echo_worker_up", "1 when the worker answered this scrape",
+                               labels=["worker"])
+        families: dict[str, Metric] = {}
+        for slot, text in sorted(self.answers.items()):
+            up.add_metric([str(slot)], 0 if text is None else 1)
+            for family in text_string_to_metric_families((text or b"").decode()):
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type))
+                merged.samples += [sample._replace(labels={**sample.labels, "worker": str(slot)})
+                                   for sample in family.samples]
+        yield up
+        yield from families.values()
 
 
 def metrics_token_ok(token: str | None, headers: dict[str, str], query: dict[str, str]) -> bool:

@@ -21,12 +21,12 @@ import heapq
 import math
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-from broadcaster.jsoncodec import dumps
+from broadcaster.jsoncodec import dumps, loads
 
 from ..core.state import ServerState
 from ..transport.http import Request, Response
@@ -149,45 +149,24 @@ class StatusPage:
                         "application/json; charset=utf-8")
 
     # -- figures --------------------------------------------------------------------
-    async def snapshot(self) -> dict[str, Any]:
-        """Everything the page and ``echo-server status`` show, as plain JSON."""
+    def figures(self) -> dict[str, Any]:
+        """This process's own figures, as plain JSON: under `--workers N` each worker's are
+        added up into the page (a sibling asks for them through `figures_json`)."""
         state = self.state
         now = asyncio.get_running_loop().time()
         live = self._sample(now)
-        kinds = state.connections_by_kind()
-        counts = state.local_channel_counts()
-        # Only the top rows are shown: no full sort of what may be 100k channels, every second.
-        ranked = heapq.nsmallest(TOP_CHANNELS, counts.items(), key=_busiest_first)
-        presence_counts = [(n, c) for n, c in counts.items() if n.startswith("presence-")]
-        presence = []
-        for name, _ in heapq.nsmallest(TOP_PRESENCE, presence_counts, key=_busiest_first):
-            members = await state.presence_members(name)
-            presence.append({"name": name, "members": len(members),
-                             "subscribers": counts.get(name, 0)})
-        msgs, events = self._rates(live)
         return {
-            "time": time.time(),
-            "uptime": round(state.uptime(), 3),
+            "worker": state.worker,
             "instance": state.instance_id,
-            "sampleInterval": self.sample_interval,
-            "connections": {
-                "total": live.connections,
-                "byKind": [{"protocol": protocol, "transport": transport, "count": count}
-                           for (protocol, transport), count in sorted(kinds.items())],
-            },
-            "rates": {"messagesPerSecond": msgs, "eventsPerSecond": events},
-            "totals": {"delivered": live.delivered, "events": live.events},
-            "channels": {
-                "total": len(counts),
-                "subscriptions": sum(counts.values()),
-                "top": [{"name": name, "subscribers": count} for name, count in ranked],
-            },
-            "presence": {
-                "channels": len(presence_counts),
-                "memberships": state.presence_memberships(),
-                "top": presence,
-            },
-            "errors": dict(sorted(state.errors.counts.items())),
+            "uptime": round(state.uptime(), 3),
+            "connections": live.connections,
+            "byKind": [[protocol, transport, count] for (protocol, transport), count
+                       in sorted(state.connections_by_kind().items())],
+            "rates": self._rates(live),
+            "totals": [live.delivered, live.events],
+            "channels": state.local_channel_counts(),
+            "memberships": state.presence_memberships(),
+            "errors": dict(state.errors.counts),
             "sources": [{
                 "kind": source.kind,
                 "url": source.url,  # display_url: never the password
@@ -196,15 +175,86 @@ class StatusPage:
                 "lastError": source.last_error,
                 "events": source.events,
                 "since": round(now - source.since, 3) if source.since else None,
+                **({} if state.worker is None else {"worker": state.worker}),
             } for source in state.sources()],
-            "history": {"window": HISTORY_SECONDS, "points": self._points(now)},
+            "points": self._points(now),
         }
 
-    def _rates(self, live: Sample) -> tuple[float, float]:
+    def figures_json(self) -> bytes:
+        return dumps(self.figures()).encode("utf-8")
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Everything the page and ``echo-server status`` show, as plain JSON: the whole
+        server's, every worker's figures added up under `--workers N`."""
+        state = self.state
+        own = self.figures()
+        workers = [own]
+        missing: list[int] = []
+        if state.siblings is not None:
+            for slot, answer in sorted((await state.siblings("status")).items()):
+                if answer is None:
+                    missing.append(slot)
+                else:
+                    workers.append(loads(answer))
+        kinds: Counter[tuple[str, str]] = Counter()
+        counts: Counter[str] = Counter()
+        errors: Counter[str] = Counter()
+        for figures in workers:
+            kinds.update({(protocol, transport): count
+                          for protocol, transport, count in figures["byKind"]})
+            counts.update(figures["channels"])
+            errors.update(figures["errors"])
+        # Only the top rows are shown: no full sort of what may be 100k channels, every second.
+        ranked = heapq.nsmallest(TOP_CHANNELS, counts.items(), key=_busiest_first)
+        presence_counts = [(n, c) for n, c in counts.items() if n.startswith("presence-")]
+        presence = []
+        for name, _ in heapq.nsmallest(TOP_PRESENCE, presence_counts, key=_busiest_first):
+            members = await state.presence_members(name)
+            presence.append({"name": name, "members": len(members),
+                             "subscribers": counts.get(name, 0)})
+        snapshot: dict[str, Any] = {
+            "time": time.time(),
+            "uptime": own["uptime"],
+            "instance": state.instance_id,
+            "sampleInterval": self.sample_interval,
+            "connections": {
+                "total": sum(f["connections"] for f in workers),
+                "byKind": [{"protocol": protocol, "transport": transport, "count": count}
+                           for (protocol, transport), count in sorted(kinds.items())],
+            },
+            "rates": {"messagesPerSecond": round(sum(f["rates"][0] for f in workers), 2),
+                      "eventsPerSecond": round(sum(f["rates"][1] for f in workers), 2)},
+            "totals": {"delivered": sum(f["totals"][0] for f in workers),
+                       "events": sum(f["totals"][1] for f in workers)},
+            "channels": {
+                "total": len(counts),
+                "subscriptions": sum(counts.values()),
+                "top": [{"name": name, "subscribers": count} for name, count in ranked],
+            },
+            "presence": {
+                "channels": len(presence_counts),
+                "memberships": sum(f["memberships"] for f in workers),
+                "top": presence,
+            },
+            "errors": dict(sorted(errors.items())),
+            "sources": [source for f in workers for source in f["sources"]],
+            "history": {"window": HISTORY_SECONDS,
+                        "points": _add_up([f["points"] for f in workers])},
+        }
+        if state.worker is not None:
+            snapshot["workers"] = sorted(
+                [{"worker": f["worker"], "instance": f["instance"], "up": True,
+                  "uptime": f["uptime"], "connections": f["connections"],
+                  "messagesPerSecond": f["rates"][0], "eventsPerSecond": f["rates"][1]}
+                 for f in workers] + [{"worker": slot, "up": False} for slot in missing],
+                key=lambda row: row["worker"])
+        return snapshot
+
+    def _rates(self, live: Sample) -> list[float]:
         """Per second over the newest ``RATE_WINDOW`` of samples (live figures at the end)."""
         history = self.history
         if not history:
-            return 0.0, 0.0
+            return [0.0, 0.0]
         base = history[0]
         for sample in reversed(history):
             if live.at - sample.at >= RATE_WINDOW:
@@ -212,9 +262,9 @@ class StatusPage:
                 break
         span = live.at - base.at
         if span <= 0:
-            return 0.0, 0.0
-        return (round((live.delivered - base.delivered) / span, 2),
-                round((live.events - base.events) / span, 2))
+            return [0.0, 0.0]
+        return [round((live.delivered - base.delivered) / span, 2),
+                round((live.events - base.events) / span, 2)]
 
     def _points(self, now: float) -> list[list[float]]:
         """``[seconds ago, connections, messages/s, events/s]``, oldest first, at most
@@ -233,6 +283,20 @@ class StatusPage:
                            round((after.delivered - before.delivered) / span, 2),
                            round((after.events - before.events) / span, 2)])
         return points
+
+
+def _add_up(histories: list[list[list[float]]]) -> list[list[float]]:
+    """The workers' charts as one: they sample on the same interval, so their points are
+    paired from the newest back; a restarted worker's shorter history adds to the recent end."""
+    longest = max(histories, key=len)
+    total = [list(point) for point in longest]
+    for history in histories:
+        if history is longest:
+            continue
+        for point, other in zip(reversed(total), reversed(history), strict=False):
+            for field in (1, 2, 3):
+                point[field] = round(point[field] + other[field], 2)
+    return total
 
 
 __all__ = ["StatusPage"]
