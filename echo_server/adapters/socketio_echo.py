@@ -23,9 +23,8 @@ from ..core.recovery import RecoveryRefused
 from ..transport.packets import event_message
 from ..transport.sockets import Socket
 from ..transport.websocket import encode_frame
-from ..transport.wsconn import WebSocketConnection
+from .coalesce import write_coalesced
 
-COALESCE_LIMIT = 64 * 1024  # bytes of frames gathered per client before a write
 PRESENCE_EVENTS = {MEMBER_ADDED: "presence:joining", MEMBER_REMOVED: "presence:leaving"}
 
 
@@ -62,47 +61,14 @@ class SocketIoWire:
         return len(members) - (exclude is not None and exclude in members)
 
     def send_batch(self, batch: list[Item]) -> int:  # type: ignore[override]
-        """Each websocket client gets its frames of the batch in one write (one syscall
-        instead of one per event), in publish order. Polling clients queue them anyway and
-        get them in one response."""
-        pending: dict[WebSocketConnection, list[bytes]] = {}
-        # Bytes gathered per client, kept only once a client has a second frame: with
-        # one recipient per event (private channels) most clients never do.
-        sizes: dict[WebSocketConnection, int] = {}
-        count = 0
+        """Polling clients queue them anyway and get them in one response."""
         offsets = self.offsets
+        framed = []
         # Source events only (presence changes come one at a time, through ``send``).
         for members, channel, event, data_json, offset, exclude in batch:
             message = event_message(event, channel, data_json, offset if offsets else 0)
-            frame = encode_frame(message)
-            packet: str | None = None
-            for socket in members:
-                if socket is exclude:
-                    continue
-                count += 1
-                session = socket.session
-                ws = session.ws
-                if ws is None:
-                    if packet is None:
-                        packet = message.decode("utf-8")
-                    session.send_prebuilt(packet, frame)
-                    continue
-                frames = pending.get(ws)
-                if frames is None:
-                    pending[ws] = [frame]
-                    continue
-                frames.append(frame)
-                total = (sizes.get(ws) or len(frames[0])) + len(frame)
-                if total >= COALESCE_LIMIT:
-                    # Bounded: a huge burst goes out in pieces, keeping each write
-                    # small enough not to stall the client's TCP window for long.
-                    ws.write(b"".join(frames))
-                    del pending[ws]
-                    total = 0
-                sizes[ws] = total
-        for ws, frames in pending.items():
-            ws.write(frames[0] if len(frames) == 1 else b"".join(frames))
-        return count
+            framed.append((members, encode_frame(message), message, exclude))
+        return write_coalesced(framed)
 
     def replay(self, connection: Socket, entries: list[Entry]) -> None:
         """What a recovered socket missed, in order, as it would have got it."""

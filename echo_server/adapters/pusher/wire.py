@@ -12,8 +12,7 @@ from broadcaster.jsoncodec import dumps, dumps_bytes, loads
 from ...core.connection import Item
 from ...core.fanout import MEMBER_ADDED, MEMBER_REMOVED
 from ...transport.websocket import CLOSE_NORMAL, encode_frame
-from ...transport.wsconn import WebSocketConnection
-from ..socketio_echo import COALESCE_LIMIT
+from ..coalesce import write_coalesced
 from .connection import PusherConnection, message
 
 
@@ -87,32 +86,9 @@ class PusherWire:
         return sent
 
     def send_batch(self, batch: list[Item]) -> int:  # type: ignore[override]
-        """As the Socket.IO wire does: each connection gets its frames of the batch in one
-        write (bounded by COALESCE_LIMIT), in publish order."""
-        pending: dict[WebSocketConnection, list[bytes]] = {}
-        sizes: dict[WebSocketConnection, int] = {}
-        count = 0
-        for members, channel, event, data_json, _offset, exclude in batch:
-            frame = self._frame(channel, event, data_json, exclude)
-            for connection in members:
-                if connection is exclude:
-                    continue
-                count += 1
-                ws = connection.ws  # type: ignore[attr-defined]
-                frames = pending.get(ws)
-                if frames is None:
-                    pending[ws] = [frame]
-                    continue
-                frames.append(frame)
-                total = (sizes.get(ws) or len(frames[0])) + len(frame)
-                if total >= COALESCE_LIMIT:
-                    ws.write(b"".join(frames))
-                    del pending[ws]
-                    total = 0
-                sizes[ws] = total
-        for ws, frames in pending.items():
-            ws.write(frames[0] if len(frames) == 1 else b"".join(frames))
-        return count
+        return write_coalesced([
+            (members, self._frame(channel, event, data_json, exclude), b"", exclude)
+            for members, channel, event, data_json, _offset, exclude in batch])
 
     def subscribed(self, connection: PusherConnection, channel: str,  # type: ignore[override]
                    members: list[dict[str, Any]] | None) -> None:
