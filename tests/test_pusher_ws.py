@@ -6,6 +6,7 @@ signature pusher-js brings from the app is checked, and an unknown app key is to
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
@@ -290,3 +291,64 @@ async def test_a_cache_channel_gives_its_last_event_or_says_there_is_none(
     cached = await _next(later)
     assert (cached["event"], json.loads(cached["data"])) == ("admin.capacity.updated",
                                                              {"current": 5})
+
+
+async def test_an_encrypted_channel_is_relayed_to_pusher_js_which_decrypts_it(
+        make_server: ServerFactory, node_client: ClientFactory, auth_backend: AuthBackend,
+        prefix: str) -> None:
+    """Laravel encrypts (the Python pusher package here, as pusher-php-server does with an
+    encryption master key); the server relays what it cannot read; pusher-js decrypts with
+    the shared secret the app's /broadcasting/auth gave it."""
+    master_key = base64.b64encode(b"m" * 32).decode()
+    channel = "private-encrypted-admin-dashboard.1"
+    signed = _signed()
+
+    def answer(call: AuthCall) -> dict[str, Any]:
+        body = signed(call)
+        body["shared_secret"] = base64.b64encode(hashlib.sha256(
+            channel.encode() + base64.b64decode(master_key)).digest()).decode()
+        return body
+
+    auth_backend.rules[channel] = answer
+    server = await _server(make_server, auth_backend, prefix)
+    laravel = pusher.Pusher(app_id="1001", key=KEY, secret=SECRET, host="127.0.0.1",
+                            port=server.port, ssl=False,
+                            encryption_master_key_base64=master_key)
+    page = await _pusher_page(node_client, server, auth_backend, "echo2-reverb", 1)
+    await page.command({"cmd": "encrypted", "channel": "admin-dashboard.1",
+                        "listen": [".lead.assigned"]})
+    await _wait_joined(server, channel, 1)
+    await asyncio.to_thread(laravel.trigger, channel, "lead.assigned", {"lead": {"id": 9}})
+    got = await page.expect("event", channel=channel)
+    assert got["data"] == {"lead": {"id": 9}}
+
+
+async def _wait_joined(server: EchoServer, channel: str, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while server.core.rooms.count(channel) < count:
+        assert loop.time() < deadline, f"nobody joined {channel}"
+        await asyncio.sleep(0.02)
+
+
+async def test_pusher_js_with_an_unknown_key_stops_at_4001(
+        make_server: ServerFactory, node_client: ClientFactory, auth_backend: AuthBackend,
+        prefix: str) -> None:
+    server = await _server(make_server, auth_backend, prefix)
+    page = await node_client("echo2-reverb", server_url(server),
+                             extra_args=["--key", "not-an-app", "--auth-endpoint",
+                                         f"{auth_backend.url}/broadcasting/auth"])
+    await page.expect("connect_error")
+    await _wait_refused(server, 1)
+    # pusher-js does not reconnect after 4001: nothing more arrives within a few of its
+    # fastest retry delays.
+    await asyncio.sleep(1.0)
+    assert server.errors.counts["bad_request"] == 1
+
+
+async def _wait_refused(server: EchoServer, count: int) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while server.errors.counts.get("bad_request", 0) < count:
+        assert loop.time() < deadline, "the unknown key was never refused"
+        await asyncio.sleep(0.02)

@@ -9,6 +9,7 @@
 // trace. See README.md for the command and message reference.
 
 import { readFileSync } from 'node:fs';
+import { Agent } from 'node:http';
 import { createInterface } from 'node:readline';
 
 const STACKS = {
@@ -51,7 +52,7 @@ function usage(msg) {
             '[--csrf-token T] [--auth-header K=V]... [--extra-header K=V]... ' +
             '[--reconnection true|false] [--reconnection-delay MS] [--reconnection-delay-max MS] ' +
             '[--randomization-factor F] [--timeout MS] [--namespace NS] [--echo-option K=JSON]... ' +
-            '[--raw]\n',
+            '[--local-address ADDR] [--raw]\n',
     );
     process.exit(2);
 }
@@ -99,6 +100,7 @@ function parseArgs(argv) {
             case '--reconnection-delay-max': opts.reconnectionDelayMax = num(needValue(i)); i++; break;
             case '--randomization-factor': opts.randomizationFactor = num(needValue(i)); i++; break;
             case '--timeout': opts.timeout = num(needValue(i)); i++; break;
+            case '--local-address': opts.localAddress = needValue(i); i++; break;
             case '--namespace': opts.namespace = needValue(i); i++; break;
             case '--echo-option': {
                 const [k, v] = kv(needValue(i)); i++;
@@ -162,6 +164,9 @@ function buildEchoOptions(opts, io) {
     if (opts.reconnectionDelayMax !== undefined) o.reconnectionDelayMax = opts.reconnectionDelayMax;
     if (opts.randomizationFactor !== undefined) o.randomizationFactor = opts.randomizationFactor;
     if (opts.timeout !== undefined) o.timeout = opts.timeout;
+    // Every request (each poll, the upgrade) from this address: what a browser's machine is
+    // to a server that picks the worker by the client's address.
+    if (opts.localAddress !== undefined) o.agent = new Agent({ localAddress: opts.localAddress });
     if (opts.namespace !== undefined) o.namespace = opts.namespace;
     if (opts.bearerToken !== undefined) o.bearerToken = opts.bearerToken;
     if (opts.csrfToken !== undefined) o.csrfToken = opts.csrfToken;
@@ -297,6 +302,11 @@ async function main() {
         },
         private(cmd) {
             listenAll(echo.private(cmd.channel), cmd);
+        },
+        encrypted(cmd) {
+            // Echo's encryptedPrivate (Pusher stacks): pusher-js decrypts with the shared
+            // secret the app's /broadcasting/auth hands it; the server only relays.
+            listenAll(echo.encryptedPrivate(cmd.channel), cmd);
         },
         join(cmd) {
             const ch = echo.join(cmd.channel);
