@@ -191,7 +191,10 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
-                failed |= code != 0
+                if code != 0:
+                    failed = True
+                    log.warning("worker %d (process %d) exited with %d while stopping", slot,
+                                pid, code, extra={"worker": slot})
                 continue
             self._restart(slot, pid, code)
         signal.setitimer(signal.ITIMER_REAL, 0)

@@ -20,10 +20,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster import Broadcaster
-from tests.conftest import free_port, redis_config
+from tests.conftest import FAST_SOCKETIO, free_port, redis_config, requires_node
+from tests.support.auth_backend import AuthBackend
 from tests.support.logged_process import LoggedProcess
 from tests.support.raw import Polling, http_request, wait_until
-from tests.test_redis_topologies import readme_nginx_config
+from tests.support.waits import ClientFactory
+from tests.test_redis_topologies import _all_get, _as_member, _member, readme_nginx_config
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="workers need SO_REUSEPORT with a BPF program (Linux)")
@@ -285,4 +287,103 @@ async def test_behind_nginx_worker_ports_spread_clients(tmp_path: Path, redis_ur
     finally:
         for http in browsers.values():
             await http.close()
+        await server.kill()
+
+
+async def figure(http: aiohttp.ClientSession, base: str, read: Callable[[Any], int]) -> int:
+    reply = await http_request(http, "GET", f"{base}/status.json", params={"auth_key": "key"})
+    return read(reply.json())
+
+
+def transports(status: Any, transport: str) -> int:
+    return sum(k["count"] for k in status["connections"]["byKind"]
+               if k["transport"] == transport)
+
+
+@requires_node
+async def test_both_client_generations_from_several_addresses(
+        tmp_path: Path, redis_url: str, node_client: ClientFactory,
+        auth_backend: AuthBackend) -> None:
+    """Echo 1 and 2 on socket.io-client 2 and 4, polling, polling upgraded to websocket and
+    websocket, from addresses on both workers: every poll and upgrade reaches the session's
+    worker (nobody disconnected, so nobody got `Session ID unknown`), and presence,
+    broadcasts and whispers span the workers."""
+    auth_backend.rules["presence-room"] = _as_member
+    prefix = f"clients_{secrets.token_hex(3)}_"
+    server, port = await started_workers(tmp_path, redis_url, prefix,
+                                         authHost=auth_backend.url, socketio=FAST_SOCKETIO)
+    base = f"http://127.0.0.1:{port}"
+    http = aiohttp.ClientSession()
+    try:
+        by_worker = await addresses_by_worker(base)
+        w0, w1 = by_worker["echo-w0"], by_worker["echo-w1"]
+        assert len(w0) >= 2 and len(w1) >= 3, by_worker
+        plan = [("echo1-sio2", "polling", w0[0]), ("echo2-sio4", "polling,websocket", w1[0]),
+                ("echo2-sio2", "polling,websocket", w0[1]), ("echo2-sio4", "websocket", w1[1]),
+                ("echo2-sio4", "polling", w1[2])]
+        clients = []
+        for user, (stack, transport, address) in enumerate(plan, start=1):
+            client, _, here = await _member(node_client, base, stack, user,
+                                            transports=transport, local_address=address)
+            clients.append(client)
+        assert here == [f"user {n}" for n in range(1, len(plan) + 1)]  # across both workers
+
+        # The upgrades went through: 3 websockets (2 upgraded), 2 polling, on the two workers.
+        await eventually(lambda: figure(http, base, lambda s: transports(s, "websocket")), 3)
+        assert await figure(http, base, lambda s: transports(s, "polling")) == 2
+        async with Broadcaster(f"{redis_url}?prefix={prefix}") as laravel:
+            await laravel.publish("news", "news.posted", {"n": 1})
+            await _all_get(clients, 1)
+            await clients[1].command({"cmd": "whisper", "channel": "room", "event": "typing",
+                                      "data": {"b": 1}})
+            assert (await clients[0].expect("whisper", event="typing"))["data"] == {"b": 1}
+            await laravel.publish("news", "news.posted", {"n": 2})  # after more polls
+            await _all_get(clients, 2)
+        for client in clients:
+            assert not [m for m in client.history
+                        if m.get("type") in ("disconnected", "connect_error")], client.stack
+        assert await server.stop(20) == 0
+    finally:
+        await http.close()
+        await server.kill()
+
+
+@requires_node
+async def test_a_killed_workers_members_are_announced_leaving(
+        tmp_path: Path, redis_url: str, node_client: ClientFactory,
+        auth_backend: AuthBackend) -> None:
+    """kill -9 of a worker: the other worker's clients hear its presence members leave (here
+    they do not come back: the tabs were closed with it), and the API lists them no more."""
+    auth_backend.rules["presence-room"] = _as_member
+    prefix = f"killed_{secrets.token_hex(3)}_"
+    server, port = await started_workers(tmp_path, redis_url, prefix,
+                                         authHost=auth_backend.url, socketio=FAST_SOCKETIO)
+    base = f"http://127.0.0.1:{port}"
+    http = aiohttp.ClientSession()
+    try:
+        by_worker = await addresses_by_worker(base)
+        observer, _, _ = await _member(node_client, base, "echo2-sio4", 1,
+                                       local_address=by_worker["echo-w0"][0])
+        for user, (stack, transport) in enumerate((("echo1-sio2", "polling"),
+                                                   ("echo2-sio4", "websocket")), start=2):
+            await _member(node_client, base, stack, user, transports=transport,
+                          local_address=by_worker["echo-w1"][user - 2], reconnection=False)
+        for user in (2, 3):
+            await observer.expect("presence_joining", user={"name": f"user {user}"})
+
+        started = await server.wait_for_line(r"worker 1 started \(process \d+\)")
+        os.kill(int(started.rsplit("process ", 1)[1].rstrip(")")), signal.SIGKILL)
+        for user in (2, 3):
+            await observer.expect("presence_leaving", timeout=10,
+                                  user={"name": f"user {user}"})
+
+        async def members() -> int:
+            reply = await http_request(http, "GET", f"{base}/apps/app/channels/presence-room/"
+                                       "users", params={"auth_key": "key"})
+            return len(reply.json()["users"])
+
+        await eventually(members, 1)
+        assert await server.stop(20) == 0
+    finally:
+        await http.close()
         await server.kill()

@@ -78,6 +78,7 @@ class NodeEchoClient:
         reconnection_delay_max: int | None = None,
         randomization_factor: float | None = None,
         raw: bool = False,
+        local_address: str | None = None,
         echo_options: Mapping[str, Any] | None = None,
         extra_args: Iterable[str] = (),
         node: str = "node",
@@ -111,6 +112,8 @@ class NodeEchoClient:
             args += ["--randomization-factor", str(randomization_factor)]
         if raw:
             args.append("--raw")
+        if local_address is not None:
+            args += ["--local-address", local_address]
         for key, value in (echo_options or {}).items():
             args += ["--echo-option", f"{key}={json.dumps(value)}"]
         args += list(extra_args)
