@@ -89,7 +89,8 @@ class EchoServer:
             max_payload=config.max_http_buffer_size,
             write_high_water=config.write_buffer_high_water,
             activity_timeout=config.pusher_timeouts[0], signin_timeout=config.pusher_timeouts[1],
-            origin_allowed=config.origin_allowed), self.errors.report)
+            origin_allowed=config.origin_allowed), self.errors.report,
+            rules=parse_rules(config.raw.get("channels")))
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,

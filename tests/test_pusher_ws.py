@@ -352,3 +352,25 @@ async def _wait_refused(server: EchoServer, count: int) -> None:
     while server.errors.counts.get("bad_request", 0) < count:
         assert loop.time() < deadline, "the unknown key was never refused"
         await asyncio.sleep(0.02)
+
+
+async def test_local_channel_rules_decide_for_signed_in_pusher_users(
+        make_server: ServerFactory, auth_backend: AuthBackend, prefix: str) -> None:
+    """`channels` rules read the signed-in user as they read a JWT user's claims: no
+    signature needed where a rule decides, and a rule's refusal stands."""
+    server = await make_server({
+        "clients": [{"appId": "1001", "key": KEY, "secret": SECRET}],
+        "channels": {"private-admin-dashboard.{id}": {"require": {"sub": "{id}"}}}},
+        redis=False)
+    ws, socket_id = await _raw_pusher(server)
+    user_data = json.dumps({"id": "5", "name": "Mehmet"})
+    signature = hmac.new(SECRET.encode(), f"{socket_id}::user::{user_data}".encode(),
+                         hashlib.sha256).hexdigest()
+    ws.send_text(json.dumps({"event": "pusher:signin", "data": {
+        "auth": f"{KEY}:{signature}", "user_data": user_data}}))
+    assert (await _next(ws))["event"] == "pusher:signin_success"
+    for channel, answer in (("private-admin-dashboard.5", "pusher_internal:subscription_succeeded"),
+                            ("private-admin-dashboard.6", "pusher:subscription_error")):
+        ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}))
+        got = await _next(ws)
+        assert (got["event"], got["channel"]) == (answer, channel)

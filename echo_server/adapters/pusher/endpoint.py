@@ -18,6 +18,7 @@ from typing import Any
 
 from broadcaster.jsoncodec import dumps, loads
 from channel_auth import ChannelAuthorizer
+from channel_auth.rules import ChannelRule, RuleAuthorizer
 
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState
@@ -49,19 +50,23 @@ class PusherOptions:
 
 class PusherEndpoint:
     def __init__(self, core: ChannelCore, apps: dict[str, PusherApp], options: PusherOptions,
-                 report_error: ErrorReporter) -> None:
+                 report_error: ErrorReporter, rules: list[ChannelRule] | None = None) -> None:
         self.core = core
         self.apps: dict[str, PusherApp] = {}
-        self.reconfigure(apps)
+        self.rules: list[ChannelRule] = []
+        self.reconfigure(apps, rules or [])
         self.options = options
         self._report = report_error
         self.wire = PusherWire()
         self.connections: set[PusherConnection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
 
-    def reconfigure(self, apps: dict[str, PusherApp]) -> None:
-        """At start and on reload. Open connections keep the app they connected with."""
+    def reconfigure(self, apps: dict[str, PusherApp], rules: list[ChannelRule]) -> None:
+        """At start and on reload. Open connections keep the app they connected with. The
+        local channel rules (`channels`) decide for signed-in users before any signature,
+        as they do for JWT users on the socket.io side."""
         self.apps = apps
+        self.rules = rules
         numeric_ids(bool(apps))  # socket ids pusher-php-server accepts, for every client
 
     @staticmethod
@@ -183,6 +188,8 @@ class PusherEndpoint:
         elif isinstance(channel, str) and is_private(channel):
             authorizer = SignatureAuthorizer(connection.app, data.get("auth"),
                                              data.get("channel_data"))
+            if self.rules:
+                authorizer = RuleAuthorizer(self.rules, authorizer)
         self.core.subscribe(connection, channel, {}, authorizer)
 
     def _signin(self, connection: PusherConnection, data: dict[str, Any]) -> None:
@@ -193,6 +200,8 @@ class PusherEndpoint:
             connection.error(4009, "Invalid user authentication signature")
             return
         connection.state.user = user
+        if connection.state.claims is None:  # what the local channel rules read
+            connection.state.claims = {**_object(user_data), "sub": user}
         connection.send("pusher:signin_success", None, {"user_data": user_data})
 
     # -- keep-alive -------------------------------------------------------------------------------
