@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from channel_auth.jwt_auth import JwtConfigError, JwtSettings
 from echo_server import dotenv, logformat
+from echo_server.adapters.pusher.apps import PusherApp, pusher_apps
 from echo_server.core.history import HistoryLimits
 from echo_server.core.recovery import RecoveryOptions
 from echo_server.limits import LimitSettings, parse_limits
@@ -664,6 +665,14 @@ class Config:
         return found
 
     @property
+    def pusher_apps(self) -> dict[str, PusherApp]:
+        """The entries with a `secret`, with their Pusher app options, validated."""
+        try:
+            return pusher_apps(self.clients)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+    @property
     def pusher_timeouts(self) -> tuple[float, float]:
         """Ours: `"pusher": {"activityTimeoutMs", "signinTimeoutMs"}` — the silence after
         which the server pings a Pusher client (default 30 s, what pusher-js is told), and,
@@ -1111,7 +1120,7 @@ def _validate(config: Config) -> None:
         "max_http_buffer_size", "write_buffer_high_water", "max_channels_per_socket",
         "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
         "presence_grace", "recovery", "webhook_endpoints", "webhook_delivery",
-        "pusher_timeouts", "reverb_listen",
+        "pusher_timeouts", "reverb_listen", "pusher_apps",
         "drain_delay", "health_check_timeout",
         "workers",
         "allowed_origins", "limits", "log_format",

@@ -27,7 +27,7 @@ from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import ChannelRule, parse_rules
 
 from . import logformat
-from .adapters.pusher.apps import pusher_apps
+from .adapters.pusher.apps import PusherApp
 from .adapters.pusher.endpoint import PusherEndpoint
 from .config import Config, ConfigError, ensure_dev_client, load_config
 from .core.channels import ChannelCore
@@ -132,6 +132,7 @@ class Reloader:
                     authenticator = JwtAuthenticator(new.jwt) if new.jwt is not None else None
                 endpoints = new.webhook_endpoints  # a malformed one refuses the whole file
                 rules = parse_rules(new.raw.get("channels"))
+                apps = new.pusher_apps
             except (ConfigError, ValueError, OSError) as error:  # RuleConfigError too
                 log.error("configuration reload refused, the running configuration stays: "
                           "%s", error)
@@ -146,7 +147,7 @@ class Reloader:
             if server.authenticator not in (None, authenticator):
                 # A JWKS fetch in flight finishes first.
                 replaced.append((server.authenticator, old.jwt.jwks_timeout if old.jwt else 0))
-            self._apply(new, authorizer, authenticator, rules)
+            self._apply(new, authorizer, authenticator, rules, apps)
             server.webhooks.reconfigure(endpoints)
             for closable, grace in replaced:
                 self._keep(asyncio.ensure_future(_close_later(closable, grace)))
@@ -160,7 +161,8 @@ class Reloader:
             return True
 
     def _apply(self, new: Config, authorizer: ChannelAuthorizer | None,
-               authenticator: JwtAuthenticator | None, rules: list[ChannelRule]) -> None:
+               authenticator: JwtAuthenticator | None, rules: list[ChannelRule],
+               apps: dict[str, PusherApp]) -> None:
         """Only attribute swaps, after everything that could fail is built: nothing awaits
         between the first and the last, so no request sees half of the new settings."""
         server, old = self.server, self.server.config
@@ -169,7 +171,7 @@ class Reloader:
         server.authenticator = server.core.authenticator = authenticator
         server.engine.options.origin_allowed = new.origin_allowed
         server.api.clients = new.clients
-        server.pusher.reconfigure(pusher_apps(new.clients), rules)
+        server.pusher.reconfigure(apps, rules)
         server.health.check_timeout = new.health_check_timeout
         if (new.log_format, new.dev_mode) != (old.log_format, old.dev_mode):
             logformat.configure(new.log_format, logging.DEBUG if new.dev_mode else logging.INFO)

@@ -28,7 +28,6 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
-from .adapters.pusher.apps import pusher_apps
 from .adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from .adapters.socketio_echo import EchoSocketIo
 from .config import Config, ConfigError, ensure_dev_client, unsigned_api_key
@@ -85,7 +84,7 @@ class EchoServer:
                                  self.core.lifecycle, presence_grace=config.presence_grace)
         self.sockets = SocketServer(EchoSocketIo(self.core))
         # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
-        self.pusher = PusherEndpoint(self.core, pusher_apps(config.clients), PusherOptions(
+        self.pusher = PusherEndpoint(self.core, config.pusher_apps, PusherOptions(
             max_payload=config.max_http_buffer_size,
             write_high_water=config.write_buffer_high_water,
             activity_timeout=config.pusher_timeouts[0], signin_timeout=config.pusher_timeouts[1],

@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
-from echo_server.config import load_config
+from echo_server.config import ConfigError, load_config
 from echo_server.server import EchoServer
 from tests.conftest import (
     ServerFactory,
@@ -374,3 +374,28 @@ async def test_local_channel_rules_decide_for_signed_in_pusher_users(
         ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}))
         got = await _next(ws)
         assert (got["event"], got["channel"]) == (answer, channel)
+
+
+async def test_an_apps_own_origins_quota_and_activity_timeout(
+        make_server: ServerFactory) -> None:
+    server = await make_server({"clients": [{
+        "appId": "1001", "key": KEY, "secret": SECRET, "maxConnections": 1,
+        "allowedOrigins": ["https://panel.example"], "activityTimeoutMs": 7000}]},
+        redis=False)
+    ws = await RawWebSocket.connect(server, "protocol=7", path=f"/app/{KEY}",
+                                    headers={"Origin": "https://panel.example"})
+    hello = json.loads(await ws.recv_text())
+    assert json.loads(hello["data"])["activity_timeout"] == 7
+    for origin, code in (("https://elsewhere.example", 4009), ("https://panel.example", 4004)):
+        refused = await RawWebSocket.connect(server, "protocol=7", path=f"/app/{KEY}",
+                                             headers={"Origin": origin})
+        assert json.loads(await refused.recv_text())["data"]["code"] == code
+        assert await refused.wait_closed() == code
+    await ws.close()
+
+
+def test_bad_pusher_app_options_stop_the_start(tmp_path: Path) -> None:
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps({"clients": [{
+        "appId": "1001", "key": KEY, "secret": SECRET, "maxConnections": "lots"}]}))
+    with pytest.raises(ConfigError, match="maxConnections"):
+        load_config("laravel-echo-server.json", str(tmp_path), environ={}, cwd=str(tmp_path))

@@ -22,18 +22,41 @@ class PusherApp:
     key: str
     secret: str
     client_events: bool = True  # Pusher's enableClientMessages
+    max_connections: int = 0  # 0: no bound of its own (4004 beyond it)
+    allowed_origins: tuple[str, ...] = ()  # empty: the server's socketio.origins decide
+    activity_timeout: float = 0.0  # seconds; 0: the server's pusher.activityTimeoutMs
 
 
 def pusher_apps(clients: list[dict[str, Any]]) -> dict[str, PusherApp]:
-    """key -> app, for the entries that have a secret."""
+    """key -> app, for the entries that have a secret, with the Pusher app options Soketi's
+    users know: `enableClientMessages`, `maxConnections`, `allowedOrigins`,
+    `activityTimeoutMs` (ours in milliseconds, as every interval of the file)."""
     apps: dict[str, PusherApp] = {}
     for client in clients:
         secret = client.get("secret")
         key = client.get("key")
-        if isinstance(secret, str) and secret and isinstance(key, str) and key:
-            apps[key] = PusherApp(str(client.get("appId")), key, secret,
-                                  client.get("enableClientMessages", True) is not False)
+        if not (isinstance(secret, str) and secret and isinstance(key, str) and key):
+            continue
+        origins = client.get("allowedOrigins") or []
+        limit = client.get("maxConnections") or 0
+        timeout = client.get("activityTimeoutMs") or 0
+        if not (isinstance(origins, list) and all(isinstance(o, str) for o in origins)):
+            raise ValueError(f"clients[{key}].allowedOrigins must be a list of origins")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"clients[{key}].maxConnections must be a positive integer")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise ValueError(f"clients[{key}].activityTimeoutMs must be milliseconds")
+        apps[key] = PusherApp(str(client.get("appId")), key, secret,
+                              client.get("enableClientMessages", True) is not False,
+                              limit, tuple(o.rstrip("/") for o in origins), timeout / 1000)
     return apps
+
+
+def origin_allowed(app: PusherApp, origin: str | None) -> bool:
+    """Exact origins (`https://app.test`), or `*`."""
+    allowed = app.allowed_origins
+    return not allowed or "*" in allowed or (origin is not None
+                                             and origin.rstrip("/") in allowed)
 
 
 def sign(secret: str, text: str) -> str:

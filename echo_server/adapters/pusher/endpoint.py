@@ -28,7 +28,13 @@ from ...transport.http import HttpConnection, Request, Response, encode_response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
-from .apps import PusherApp, SignatureAuthorizer, UserChannelAuthorizer, signed_in_user
+from .apps import (
+    PusherApp,
+    SignatureAuthorizer,
+    UserChannelAuthorizer,
+    origin_allowed,
+    signed_in_user,
+)
 from .connection import PusherConnection, message
 from .wire import PusherWire
 
@@ -59,6 +65,7 @@ class PusherEndpoint:
         self._report = report_error
         self.wire = PusherWire()
         self.connections: set[PusherConnection] = set()
+        self.per_app: Counter[str] = Counter()  # open connections by app key
         self._sweeper: asyncio.TimerHandle | None = None
 
     def reconfigure(self, apps: dict[str, PusherApp], rules: list[ChannelRule]) -> None:
@@ -108,12 +115,15 @@ class PusherEndpoint:
         ws.on_lost = conn.upgraded_release()
         transport.write(switching_protocols(key))
         app = self.apps.get(request.path[len(PREFIX):])
-        if app is None:
-            self.report_error("bad_request", "pusher: unknown app key")
-            ws.write(_error_frame(4001, "App key does not exist"))
-            ws.close(4001)  # pusher-js does not reconnect after 4001
+        refusal = self._refusal(app, headers.get("origin"))
+        if refusal is not None:
+            self.report_error("bad_request", f"pusher: {refusal[1]}")
+            ws.write(_error_frame(*refusal))
+            ws.close(refusal[0])  # 4000-4099: pusher-js does not reconnect
             return
+        assert app is not None
         connection = PusherConnection(ws, app)
+        self.per_app[app.key] += 1
         connection.state = ClientState(self.wire, conn.client_address(request),
                                        {k: headers[k] for k in KEPT_HEADERS if k in headers})
         ws.session = connection
@@ -121,9 +131,21 @@ class PusherEndpoint:
         self.core.open(connection, time.monotonic(), None)
         connection.send("pusher:connection_established", None, dumps({
             "socket_id": connection.id,
-            "activity_timeout": int(self.options.activity_timeout)}))
+            "activity_timeout": int(self._activity_timeout(app))}))
         if rest:
             ws.data_received(rest)
+
+    def _refusal(self, app: PusherApp | None, origin: str | None) -> tuple[int, str] | None:
+        if app is None:
+            return 4001, "App key does not exist"
+        if not origin_allowed(app, origin):
+            return 4009, "Origin not allowed"
+        if app.max_connections and self.per_app[app.key] >= app.max_connections:
+            return 4004, "App is over its connection quota"
+        return None
+
+    def _activity_timeout(self, app: PusherApp) -> float:
+        return app.activity_timeout or self.options.activity_timeout
 
     # -- WebSocketListener --------------------------------------------------------------------
     def report_error(self, kind: str, message: str, *args: object) -> None:
@@ -139,6 +161,7 @@ class PusherEndpoint:
         if isinstance(connection, PusherConnection):
             ws.session = None
             self.connections.discard(connection)
+            self.per_app[connection.app.key] -= 1
             self.core.close(connection, reason)
 
     def on_ws_text(self, ws: WebSocketConnection, text: str) -> None:
@@ -215,14 +238,18 @@ class PusherEndpoint:
                 connection.ws.close(4009)
                 continue
             idle = now - connection.last_seen
-            if connection.pinged and idle > options.activity_timeout + options.pong_timeout:
+            activity = self._activity_timeout(connection.app)
+            if connection.pinged and idle > activity + options.pong_timeout:
                 connection.error(4201, "Pong reply not received in time")
                 connection.ws.close(4201)
-            elif not connection.pinged and idle > options.activity_timeout:
+            elif not connection.pinged and idle > activity:
                 connection.pinged = True
                 connection.send("pusher:ping", None, {})
-        period = max(0.05, min(options.activity_timeout, options.pong_timeout,
-                               options.signin_timeout or options.activity_timeout) / 4)
+        shortest = min(options.activity_timeout, options.pong_timeout,
+                       options.signin_timeout or options.activity_timeout,
+                       *(app.activity_timeout for app in self.apps.values()
+                         if app.activity_timeout))
+        period = max(0.05, shortest / 4)
         self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep)
 
 
