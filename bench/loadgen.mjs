@@ -27,11 +27,12 @@
 // clock_gettime(CLOCK_MONOTONIC), so on one machine they share a clock (run.py checks it).
 // The figure is Redis PUBLISH -> this client's handler, including this worker's own queueing.
 
+import { Agent } from 'node:http';
 import { createInterface } from 'node:readline';
 
 const USAGE = 'usage: node loadgen.mjs --url URL --version 2|4|pusher [--key K] --clients N ' +
     '[--transport websocket|polling|polling-upgrade] [--channel NAME | --channel-template T] ' +
-    '[--offset I] [--event lead.assigned] [--ready-event bench.ready]';
+    '[--offset I] [--event lead.assigned] [--ready-event bench.ready] [--local-address ADDR]';
 
 function parseArgs(argv) {
     const opts = {
@@ -53,6 +54,7 @@ function parseArgs(argv) {
             case '--event': opts.event = value; break;
             case '--ready-event': opts.readyEvent = value; break;
             case '--key': opts.key = value; break;
+            case '--local-address': opts.localAddress = value; break;
             default: fail(`unknown option ${key}`);
         }
     }
@@ -73,6 +75,8 @@ function out(obj) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
+// Every connection from this address (`--workers N` picks the worker by it).
+const AGENT = opts.localAddress ? { agent: new Agent({ localAddress: opts.localAddress }) } : {};
 // --version pusher: pusher-js 8 (Echo's reverb/pusher broadcasters) with --key, else
 // socket.io-client 2 or 4.
 const PUSHER = opts.version === 'pusher';
@@ -204,6 +208,7 @@ function openClient(i) {
         forceNew: true,
         reconnection: false,
         timeout: 60_000,
+        ...AGENT,
     });
     sockets[i] = socket;
     const manager = socket.io;
@@ -295,6 +300,7 @@ function churnTick(subscribesPerTick, connectionsPerTick) {
     for (let k = 0; k < connectionsPerTick; k++) {
         const socket = io(opts.url, {
             transports: TRANSPORTS[opts.transport], forceNew: true, reconnection: false,
+            ...AGENT,
         });
         churn.connections++;
         socket.on('connect', () => {

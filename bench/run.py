@@ -34,6 +34,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import client as http_client
 from pathlib import Path
 from typing import Any
 
@@ -110,18 +111,33 @@ QUICK = Scale(fanout_clients=200, fanout_events=300, channels=300, channel_event
               polling_clients=100, polling_rate=10, polling_seconds=4,
               soak=Soak(1000, 60, event_rate=100, subscribes=50, connections=5,
                         sample_s=2.0))
+# `fanout` against `echo-server start --workers N` (echo-server only): N by scenario.
+WORKER_SCENARIOS = {"fanout-w1": 1, "fanout-w2": 2}
 # Scenarios run only when named in --only (the soak takes ten minutes per column).
 OPT_IN = ("soak",)
 
 
 def scenario_names(scale: Scale) -> list[str]:
-    names = ["fanout", "fanout2", "channels", "rate10", "rate100"]
+    names = ["fanout", "fanout2", *WORKER_SCENARIOS, "channels", "rate10", "rate100"]
     names += [f"idle-{n}" for n in scale.idle]
     names += ["storm-ws", "storm-upgrade", "polling"]
     return names
 
 
 # -- /proc ---------------------------------------------------------------------------------------
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants: a `--workers N` server is a parent and N workers,
+    and what it costs is what they cost together."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        with contextlib.suppress(OSError, ValueError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 def cpu_times(pid: int) -> tuple[float, float]:
     """(utime, stime) of the whole process (every thread), in seconds (clock-tick resolution)."""
     text = Path(f"/proc/{pid}/stat").read_text()
@@ -242,11 +258,19 @@ def snapshot(server_pid: int, loadgen_pids: list[int], server_cpu: int | None = 
         with contextlib.suppress(OSError):
             loadgen += cpu_seconds(pid)
     overflows = listen_overflows()
-    user, kernel = cpu_times(server_pid)
+    user = kernel = 0.0
+    writes: int | None = 0
+    precise: float | None = 0.0
+    rss = 0
+    for pid in process_tree(server_pid):  # the parent and every worker under --workers N
+        with contextlib.suppress(OSError):  # a process that just ended
+            pid_user, pid_kernel = cpu_times(pid)
+            pid_writes, pid_precise = write_syscalls(pid), cpu_seconds_precise(pid)
+            user, kernel, rss = user + pid_user, kernel + pid_kernel, rss + rss_kb(pid)
+            writes = None if writes is None or pid_writes is None else writes + pid_writes
+            precise = None if precise is None or pid_precise is None else precise + pid_precise
     return Snapshot(time.monotonic(), user + kernel, kernel, softirq_seconds(server_cpu),
-                    write_syscalls(server_pid),
-                    cpu_seconds_precise(server_pid),
-                    rss_kb(server_pid), overflows, loadgen)
+                    writes, precise, rss, overflows, loadgen)
 
 
 @dataclass
@@ -575,6 +599,9 @@ class LoadGenSpec:
     transport: str = "websocket"
     channel: str | None = "bench"
     channel_template: str | None = None
+    # Client addresses (127.0.0.x), one per load-generator process in turn: `--workers N`
+    # picks the worker by the client's address.
+    local_addresses: tuple[str, ...] = ()
 
 
 class LoadGen:
@@ -600,6 +627,9 @@ class LoadGen:
                            "--offset", str(offset)]
                 if spec.version == "pusher":
                     command += ["--key", PUSHER_APP["key"]]
+                if spec.local_addresses:
+                    command += ["--local-address",
+                                spec.local_addresses[index % len(spec.local_addresses)]]
                 if spec.channel_template:
                     command += ["--channel-template", spec.channel_template]
                 else:
@@ -838,8 +868,9 @@ def broadcast_histogram(server: ServerProcess) -> dict[float, float] | None:
     buckets: dict[float, float] = {}
     for line in text.splitlines():
         if line.startswith("echo_broadcast_seconds_bucket{"):
-            bound = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
+            bound = float(line.split('le="', 1)[1].split('"', 1)[0])
+            # Under --workers N one line per worker (label `worker`): the server's is the sum.
+            buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
     return buckets
 
 
@@ -973,6 +1004,56 @@ async def scenario_fanout2(ctx: Context) -> None:
         await asyncio.gather(*(lg.close() for lg in lgs), return_exceptions=True)
         ctx.figures["instance2_rss_end_kb"] = rss_kb(second.pid) if second.alive() else None
         second.stop()
+
+
+def worker_addresses(server: ServerProcess, workers: int, per_worker: int) -> list[str]:
+    """``per_worker`` client addresses for each worker, interleaved (w0, w1, w0, w1, ...): the
+    server's own answer to which worker an address lands on (``/readyz`` names it)."""
+    found: dict[str, list[str]] = {}
+    for n in range(1, 255):
+        address = f"127.0.0.{n}"
+        connection = http_client.HTTPConnection("127.0.0.1", server.port, timeout=10,
+                                                source_address=(address, 0))
+        try:
+            connection.request("GET", "/readyz")
+            instance = json.loads(connection.getresponse().read())["instance"]
+        finally:
+            connection.close()
+        if len(found.setdefault(instance, [])) < per_worker:
+            found[instance].append(address)
+        if len(found) == workers and all(len(a) == per_worker for a in found.values()):
+            return [address for row in zip(*found.values(), strict=True) for address in row]
+    raise BenchError(f"found no {per_worker} addresses for each of {workers} workers: {found}")
+
+
+def scenario_fanout_workers(workers: int) -> Callable[[Context], Awaitable[None]]:
+    """``fanout`` against ``echo-server start --workers N`` (`run_one` puts ``workers`` in
+    the config), each load-generator process on a client address of its own, spread evenly
+    over the workers (as many processes at every N: only the server differs). The CPU is the
+    parent's and every worker's, summed. With every worker pinned to the server core, what
+    this shows is what the workers cost on top of one process: each worker's own read and
+    decode of every event, the cluster between them, the parent; see bench/README.md."""
+    async def run(ctx: Context) -> None:
+        await _fanout_workers(ctx, workers)
+    return run
+
+
+async def _fanout_workers(ctx: Context, workers: int) -> None:
+    s = ctx.scale
+    count = ctx.opts.workers or max(1, min(8, math.ceil(s.fanout_clients / 500)))
+    per_worker = math.ceil(count / workers)
+    addresses = await asyncio.to_thread(worker_addresses, ctx.server, workers, per_worker)
+    lg = await ctx.loadgen(LoadGenSpec(s.fanout_clients, ctx.version,
+                                       local_addresses=tuple(addresses)))
+    try:
+        await connected_or_fail(lg, 1000)
+        await await_ready(ctx, lg, ["bench"])
+        published, d, report = await publish_and_measure(ctx, lg, ["bench"], s.fanout_events, 0)
+        delivery_figures(ctx, published, d, report)
+        ctx.figures.update({"clients": s.fanout_clients, "workers": workers,
+                            "processes": len(process_tree(ctx.server.pid))})
+    finally:
+        await lg.close()
 
 
 async def scenario_channels(ctx: Context) -> None:
@@ -1146,6 +1227,7 @@ async def scenario_soak(ctx: Context) -> None:
 SCENARIOS: dict[str, Callable[[Scale], Callable[[Context], Awaitable[None]]]] = {
     "fanout": lambda s: scenario_fanout,
     "fanout2": lambda s: scenario_fanout2,
+    **{name: (lambda s, n=n: scenario_fanout_workers(n)) for name, n in WORKER_SCENARIOS.items()},
     "channels": lambda s: scenario_channels,
     "rate10": lambda s: scenario_rate(10),
     "rate100": lambda s: scenario_rate(100),
@@ -1207,6 +1289,13 @@ def metrics(names: list[str]) -> list[Metric]:
                 Metric(name, "CPU / msg vs one instance (fanout)", _get("vs_fanout"), 2,
                        ratio=False),
             ]
+        elif name in WORKER_SCENARIOS:
+            rows.append(Metric(name, "server CPU µs / delivered msg (parent + workers)",
+                               _get("cpu_us_per_msg"), 2))
+            if name == "fanout-w2":
+                rows.append(Metric(name, "CPU / msg vs 1 worker (fanout-w1)",
+                                   _get("vs_one_worker"), 2, "≤ 1.15", ratio=False,
+                                   abs_max=1.15))
         elif name == "channels":
             rows += [
                 Metric(name, "server CPU µs / event (1 recipient)", _get("cpu_us_per_msg"), 2,
@@ -1381,8 +1470,11 @@ async def run_one(server_kind: str, version: str, name: str, opts: Options,
     tag = f"{name}-{server_kind}-{client_label(version)}"
     rundir = workdir / tag
     rundir.mkdir(parents=True)
+    extra = opts.extra
+    if name in WORKER_SCENARIOS:
+        extra = {**extra, "workers": WORKER_SCENARIOS[name]}
     server = ServerProcess(server_kind, redis_server.port, opts.server_cpu, reference_entry,
-                           rundir, opts.extra)
+                           rundir, extra)
     client = redis.Redis.from_url(redis_server.url)
     ctx = Context(server, client, version, opts, rundir, redis_port=redis_server.port,
                   reference_entry=reference_entry)
@@ -1493,6 +1585,11 @@ async def main_async(args: argparse.Namespace) -> int:
                   flush=True)
             for name in names:
                 for server_kind, version in columns:
+                    if name in WORKER_SCENARIOS and (server_kind != "echo-server"
+                                                     or version == "pusher"):
+                        # The reference has one process; the load generator's pusher-js
+                        # clients take no client address, which spreads them over workers.
+                        continue
                     key = f"{server_kind}/{version}"
                     figures = await run_one(server_kind, version, name, opts, redis_server,
                                             reference_entry, workdir)
@@ -1513,6 +1610,11 @@ async def main_async(args: argparse.Namespace) -> int:
         two = [v for v in (_get(f"instance{i}.cpu_us_per_msg")(figures) for i in (1, 2)) if v]
         if one and len(two) == 2:
             figures["vs_fanout"] = max(two) / one
+    for key, figures in results.get("fanout-w2", {}).items():
+        one = _get("cpu_us_per_msg")(results.get("fanout-w1", {}).get(key, {}))
+        two = _get("cpu_us_per_msg")(figures)
+        if one and two:
+            figures["vs_one_worker"] = two / one
     table = render_table(names, results, columns)
     command = "python bench/run.py " + " ".join(sys.argv[1:])
     notes = []
@@ -1567,9 +1669,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description="echo-server vs laravel-echo-server 1.6.3 (see bench/README.md)")
     parser.add_argument("--quick", action="store_true", help="small counts, under 3 minutes")
-    parser.add_argument("--only", help="comma-separated scenarios (fanout, fanout2, channels, "
-                        "rate10, rate100, idle-N, storm-ws, storm-upgrade, polling; soak runs "
-                        "only when named)")
+    parser.add_argument("--only", help="comma-separated scenarios (fanout, fanout2, fanout-w1, "
+                        "fanout-w2, channels, rate10, rate100, idle-N, storm-ws, storm-upgrade, "
+                        "polling; soak runs only when named)")
     parser.add_argument("--servers", default="echo-server,reference")
     parser.add_argument("--client-versions", default="2,4",
                         help="socket.io-client majors for echo-server, and pusher for pusher-js "
