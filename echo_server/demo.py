@@ -14,7 +14,9 @@ Two parts in one process and one event loop:
   echo-server, asking for a socket.io page, takes any 200 and the ``channel_data``), the
   leads, and an assignment endpoint that broadcasts ``lead.assigned`` and
   ``admin.capacity.updated`` exactly as the PHP events would, through ``broadcaster``, leaving
-  out the acting tab (its ``X-Socket-ID``, Laravel's ``toOthers()``);
+  out the acting tab (its ``X-Socket-ID``, Laravel's ``toOthers()``), and
+  ``/broadcasting/user-auth``, the user authentication a pusher-js page signs in with (the
+  server runs with ``jwt.required``, so it closes a Pusher connection that does not);
 - the Laravel side of webhooks: echo-server posts the presence channels' webhooks to
   ``/echo/webhooks`` (signed with the demo app's secret), the backend keeps the admins online
   from ``presence-leads-management``'s ``member_added`` / ``member_removed``
@@ -170,6 +172,7 @@ class DemoBackend:
         app.router.add_get("/api/leads", self._leads)
         app.router.add_post("/api/leads/{lead_id}/assign", self._assign)
         app.router.add_post("/broadcasting/auth", self._broadcasting_auth)
+        app.router.add_post("/broadcasting/user-auth", self._user_auth)
         app.router.add_post(WEBHOOK_PATH, self._webhook)
         app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
         self._runner = web.AppRunner(app, access_log=None)
@@ -218,7 +221,8 @@ class DemoBackend:
         return _json({"demo": "echo-server lead management backend",
                                   "routes": ["/api/session?admin=<id>", "/api/token",
                                              "/api/leads", "/api/leads/{id}/assign",
-                                             "/broadcasting/auth", WEBHOOK_PATH]})
+                                             "/broadcasting/auth", "/broadcasting/user-auth",
+                                             WEBHOOK_PATH]})
 
     async def _preflight(self, request: web.Request) -> web.StreamResponse:
         from aiohttp import web
@@ -318,8 +322,27 @@ class DemoBackend:
         self.auth_calls.append((channel, admin_id, 200 if signed is not None else 403))
         if signed is None:
             return _error(403, "This action is unauthorized.")
-        signature = hmac.new(self.app_secret.encode(), signed.encode(), hashlib.sha256)
-        return _json({"auth": f"{self.app_key}:{signature.hexdigest()}", **answer})
+        return _json({"auth": self._signature(signed), **answer})
+
+    async def _user_auth(self, request: web.Request) -> web.StreamResponse:
+        """``BroadcastController@authenticateUser`` with the ``reverb`` / ``pusher`` driver
+        and ``Broadcast::resolveAuthenticatedUserUsing()`` giving the logged-in admin:
+        ``user_data``, the user as JSON text, and ``auth``, the app's signature of
+        ``socket_id::user::user_data``, which pusher-js sends on in ``pusher:signin``."""
+        form = await request.post()
+        socket_id = str(form.get("socket_id", ""))
+        admin_id = self._admin_from(request)
+        if admin_id is None or not PUSHER_SOCKET_ID.fullmatch(socket_id):
+            return _error(403, "This action is unauthorized.")
+        # The id as a string: pusher-js drops a sign-in whose user_data id is not one.
+        user_data = json.dumps({"id": str(admin_id), "name": self.state.admins[admin_id]["name"]})
+        return _json({"auth": self._signature(f"{socket_id}::user::{user_data}"),
+                      "user_data": user_data})
+
+    def _signature(self, text: str) -> str:
+        """``<key>:<hex HMAC-SHA256 with the app's secret>``, as pusher-php-server signs."""
+        digest = hmac.new(self.app_secret.encode(), text.encode(), hashlib.sha256).hexdigest()
+        return f"{self.app_key}:{digest}"
 
     async def _webhook(self, request: web.Request) -> web.StreamResponse:
         """echo-server's webhooks (``EchoWebhookController`` in the README): the admins
@@ -401,11 +424,14 @@ class Demo:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = 6001,
                  backend_port: int = DEFAULT_BACKEND_PORT,
-                 socketio: Mapping[str, Any] | None = None, token_ttl: float = 600.0,
+                 socketio: Mapping[str, Any] | None = None,
+                 pusher: Mapping[str, Any] | None = None, token_ttl: float = 600.0,
                  redis_url: str | None = None, demo_dir: Path | None = None) -> None:
         self.host = host
         self.port = port
+        # Into the config's `socketio` and `pusher` sections (tests shorten their timeouts).
         self.socketio = dict(socketio or {})
+        self.pusher = dict(pusher or {})
         self.redis_url = redis_url
         self.demo_dir = demo_dir
         self.secret = secrets.token_urlsafe(48)  # the JWTs'
@@ -448,6 +474,7 @@ class Demo:
             "socketio": {"connectionStateRecovery": {"maxDisconnectionDuration": 120_000},
                          "presenceGraceMs": 2000,
                          **self.socketio},
+            "pusher": self.pusher,
         }
         if self.redis_url:
             options["sources"] = [self.redis_url]

@@ -26,10 +26,12 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from echo_server.adapters.pusher.apps import PusherApp, signed_in_user
 from echo_server.demo import PRESENCE_CHANNEL, REVERB_STACK, WEBHOOK_PATH, Demo, DemoBackend
 from echo_server.web.demo_files import DEMO_DIR, DemoFiles
 from tests.conftest import ROOT, free_port, server_url
 from tests.support.drivers import NODE_DIR, browser_missing, stop_driver
+from tests.support.raw import RawWebSocket
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import wait_until
 
@@ -39,6 +41,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 FAST_HEARTBEAT = {"pingInterval": 500, "pingTimeout": 500, "upgradeTimeout": 2000}
 # The pages' own backoff, short for the test (the page default is 1 s doubling to 30 s).
 FAST_RETRY = {"retryBase": "150", "retryMax": "500"}
+# The demo runs with jwt.required: a Pusher connection that has not signed in by then is
+# closed (default 30 s; short here, so a reverb page that did not would be closed in the test).
+FAST_SIGNIN = {"signinTimeoutMs": 500}
 A, B = 1, 2  # the demo's first two admins
 
 
@@ -138,7 +143,8 @@ async def browser() -> AsyncIterator[DemoBrowser]:
 
 @pytest.fixture
 async def demo() -> AsyncIterator[Demo]:
-    running = Demo(port=0, backend_port=0, socketio=FAST_HEARTBEAT, token_ttl=300)
+    running = Demo(port=0, backend_port=0, socketio=FAST_HEARTBEAT, pusher=FAST_SIGNIN,
+                   token_ttl=300)
     await running.start()
     try:
         yield running
@@ -155,6 +161,22 @@ def connected_tokens(demo: Demo) -> dict[int, set[str]]:
         if socket.connected and claims:
             tokens.setdefault(int(claims["sub"]), set()).add(claims["jti"])
     return tokens
+
+
+async def outlast_the_signin_timeout(demo: Demo) -> None:
+    """Until a Pusher connection opened now, which never signs in, is told 4009 and closed:
+    then the sign-in timeout has passed for every connection opened before it too (the
+    server checks them all in one sweep), and is in force."""
+    assert demo.server is not None
+    ws = await RawWebSocket.connect(demo.server, "protocol=7&client=js&version=8.4.0",
+                                    path=f"/app/{demo.app_key}")
+    try:
+        assert json.loads(await ws.recv_text())["event"] == "pusher:connection_established"
+        refusal = json.loads(await ws.recv_text())
+        assert refusal["event"] == "pusher:error" and refusal["data"]["code"] == 4009, refusal
+        assert await ws.wait_closed() == 4009
+    finally:
+        await ws.close()
 
 
 # --------------------------------------------------------------------------- in the browser
@@ -313,7 +335,9 @@ async def test_lead_assignment_between_a_socket_io_page_and_a_reverb_page(
     broadcaster over pusher-js (the Pusher protocol at ``/app/{key}``, signatures from the
     backend's ``/broadcasting/auth``): one presence list holds both, each page shows what the
     other assigns, neither hears its own action (toOthers with either kind of socket id), both
-    come back through a server restart, and the pusher-js page sees the socket.io one leave."""
+    come back through a server restart, and the pusher-js page sees the socket.io one leave.
+    B signs in (``/broadcasting/user-auth``) on each connection, so it outlasts the server's
+    sign-in timeout on the first and on the one after the restart."""
     await browser.open("A", demo.page_url(A, stack="echo2-sio4", **FAST_RETRY))
     opened = await browser.open("B", demo.page_url(B, stack=REVERB_STACK, **FAST_RETRY))
     assert opened["stack"] == REVERB_STACK
@@ -322,14 +346,20 @@ async def test_lead_assignment_between_a_socket_io_page_and_a_reverb_page(
                           onlineLaravel=[A, B])
     assert demo.server is not None
     on_pusher = {connection.id for connection in demo.server.pusher.connections}
-    assert (await browser.view("B"))["socketId"] in on_pusher
+    socket_b = (await browser.view("B"))["socketId"]
+    assert socket_b in on_pusher
     assert (await browser.view("A"))["socketId"] not in on_pusher
     await browser.screenshot("B", "10-reverb-online-B")
 
-    # A (socket.io) gives Zeynep Kaya (lead 101) to B (pusher-js).
+    # B signed in as B, so the sign-in timeout passes and B's connection stays.
+    await outlast_the_signin_timeout(demo)
+    assert {c.state.user for c in demo.server.pusher.connections} == {str(B)}
+
+    # A (socket.io) gives Zeynep Kaya (lead 101) to B (pusher-js), on that same connection.
     await browser.command("select", page="A", lead=101, admin=str(B))
     await browser.see("B", leads={"101": {"assignee": "Mehmet Demir", "notice": True}},
-                      capacity={"1": 5, "2": 6}, toastsInclude=["Yeni lead atandı: Zeynep Kaya"])
+                      capacity={"1": 5, "2": 6}, toastsInclude=["Yeni lead atandı: Zeynep Kaya"],
+                      status="connected", socketId=socket_b, reconnects=0)
     await browser.screenshot("B", "11-reverb-assigned-B")
 
     # B (pusher-js) gives Selin Arslan (lead 103, unassigned) to A (socket.io).
@@ -361,6 +391,15 @@ async def test_lead_assignment_between_a_socket_io_page_and_a_reverb_page(
     # unavailableTimeout (5 s in the kit) ends it: then the next retry connects.
     for page in ("A", "B"):
         await browser.see(page, within=8, status="connected", online=[A, B], reconnects=1)
+
+    # B signed in again on its new connection: it outlasts the timeout and hears A give it
+    # Can Koç (lead 106).
+    socket_b = (await browser.view("B"))["socketId"]
+    await outlast_the_signin_timeout(demo)
+    await browser.command("select", page="A", lead=106, admin=str(B))
+    await browser.see("B", leads={"106": {"assignee": "Mehmet Demir", "notice": True}},
+                      toastsInclude=["Yeni lead atandı: Can Koç"], status="connected",
+                      socketId=socket_b, reconnects=1)
 
     # A leaves: the pusher-js page loses a socket.io member, in presence and per Laravel.
     await browser.command("close", page="A")
@@ -508,6 +547,33 @@ async def test_demo_backend_takes_only_signed_webhooks_once() -> None:
             assert await online(http) == [3]
     finally:
         await backend.stop()
+
+
+async def test_demo_backend_signs_a_pusher_user_in() -> None:
+    """``/broadcasting/user-auth`` as pusher-js calls it: for the admin of the Bearer token,
+    the user as JSON text and the app's signature, which echo-server's check of
+    ``pusher:signin`` accepts for that socket id only; refused without a token and for a socket
+    id Laravel's driver would refuse."""
+    backend = DemoBackend(secret="a JWT secret of 32 bytes or more.", app_key="key",
+                          app_secret="app-secret", port=0)
+    await backend.start()
+    url = f"{backend.url}/broadcasting/user-auth"
+    bearer = {"Authorization": f"Bearer {backend.issue_token(B)}"}
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data={"socket_id": "123.456"}, headers=bearer) as response:
+                assert response.status == 200
+                answer = await response.json()
+            for socket_id, headers in (("123.456", {}), ("abc", bearer), ("123.456.7", bearer)):
+                async with http.post(url, data={"socket_id": socket_id},
+                                     headers=headers) as response:
+                    assert response.status == 403, (socket_id, headers)
+    finally:
+        await backend.stop()
+    assert json.loads(answer["user_data"]) == {"id": str(B), "name": "Mehmet Demir"}
+    app = PusherApp("lead-panel", "key", "app-secret")
+    assert signed_in_user(app, "123.456", answer["auth"], answer["user_data"]) == str(B)
+    assert signed_in_user(app, "123.457", answer["auth"], answer["user_data"]) is None
 
 
 async def test_demo_backend_plays_laravel_through_redis(redis_url: str) -> None:

@@ -45,9 +45,11 @@ async function main() {
             refreshToken: () => api.refreshToken(),
             onTokenRefreshed: () => { store.tokenRefreshes += 1; },
             key: appKey,
-            // socket.io: echo-server asks the backend; pusher-js asks it itself.
-            echoOptions: stack.Pusher ? { authEndpoint: `${api.base}/broadcasting/auth` }
-                : { transports: ['websocket', 'polling'] },
+            // socket.io: echo-server asks the backend; pusher-js asks it itself, and signs in.
+            echoOptions: stack.Pusher ? {
+                authEndpoint: `${api.base}/broadcasting/auth`,
+                userAuthentication: { endpoint: `${api.base}/broadcasting/user-auth` },
+            } : { transports: ['websocket', 'polling'] },
         },
         backoff: { base: number('retryBase', 1000), max: number('retryMax', 30000) },
         createEcho,

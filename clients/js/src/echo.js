@@ -11,11 +11,14 @@
 // (re)connect and the next subscribe use. A live connection keeps the token it was opened
 // with; echo-server closes it when that token expires, and the reconnect carries the new one.
 // The Pusher protocol has no handshake token: there the token is only the Bearer pusher-js
-// sends to the app's /broadcasting/auth, which signs the subscriptions.
+// sends to the app's /broadcasting/auth, which signs the subscriptions, and to its
+// /broadcasting/user-auth, which signs the user in (`pusher:signin`) on every connection:
+// echo-server with `jwt.required` closes a Pusher connection that has not signed in in time.
 
 import { pusherSocket } from './pusherSocket.js';
 
 const MAX_TIMER = 2 ** 31 - 1;  // setTimeout fires at once for longer delays
+const USER_AUTH_ENDPOINT = '/broadcasting/user-auth';  // Laravel's route, Echo's default
 const AUTH_ERROR = /token|jwt|unauthori[sz]ed|not authorized|forbidden|expired/i;
 
 /**
@@ -76,10 +79,14 @@ function pusherOptions(host, key) {
  *                    token has expired or the server refused it
  *   refreshBefore    ms (30000)
  *   refreshRetry     ms between failed refresh attempts (5000)
- *   bearer           also send the token as `Authorization: Bearer` on channel auth (true)
- *   authHeaders      more headers for /broadcasting/auth (e.g. X-CSRF-TOKEN)
+ *   bearer           also send the token as `Authorization: Bearer` on channel auth (and
+ *                    user auth on the Pusher stack) (true)
+ *   authHeaders      more headers for /broadcasting/auth (and /broadcasting/user-auth)
+ *                    (e.g. X-CSRF-TOKEN)
  *   echoOptions      anything else for Echo and socket.io or pusher-js (transports,
- *                    reconnection; `authEndpoint`, the app's URL, for pusher-js)
+ *                    reconnection; for pusher-js `authEndpoint` and
+ *                    `userAuthentication.endpoint`, the app's routes, which get the same
+ *                    headers)
  *   onTokenRefreshed (token) => void, onTokenError (error) => void
  *   timers, now      injectable clock for tests
  */
@@ -103,8 +110,14 @@ export function createEcho(options) {
     const auth = { ...(echoOptions.auth || {}) };
     auth.headers = { ...((echoOptions.auth && echoOptions.auth.headers) || {}), ...authHeaders };
     const query = { ...(echoOptions.query || {}) };
-    // pusher-js keeps this same `auth.headers` object for its /broadcasting/auth requests.
-    const settings = Pusher ? { ...pusherOptions(host, key), ...echoOptions, Pusher, auth } : {
+    // pusher-js keeps this same `auth.headers` object for its /broadcasting/auth and
+    // /broadcasting/user-auth requests.
+    const settings = Pusher ? {
+        ...pusherOptions(host, key), ...echoOptions, Pusher, auth,
+        userAuthentication: {
+            endpoint: USER_AUTH_ENDPOINT, ...echoOptions.userAuthentication, headers: auth.headers,
+        },
+    } : {
         broadcaster: 'socket.io',
         // One Manager per Echo: socket.io-client would otherwise share a cached connection
         // between instances on the same URL.
@@ -132,6 +145,8 @@ export function createEcho(options) {
     applyToken(current);
 
     const echo = new Echo(settings);
+    // Once is enough: pusher-js signs in when connected, and again after every reconnection.
+    if (Pusher) echo.connector.signin();
     const socket = Pusher ? pusherSocket(echo.connector.pusher) : echo.connector.socket;
 
     function syncManagerQuery() {

@@ -114,7 +114,9 @@ export function jwt(exp, extra = {}) {
  * pusher-js's order: a state change fires `state_change`, then the state's own event;
  * `connect()` announces `connecting` before it arms the attempt; Pusher's own `connected`
  * handler (bound first) resubscribes every channel; `connecting`/`disconnected` mark them
- * unsubscribed. The test plays the server: `accept(id)`, `drop(code)` (the connection is
+ * unsubscribed. Once `signin()` was called, every transition to `connected` asks the
+ * user-auth endpoint (recorded in `signins`), as pusher-js's UserFacade does.
+ * The test plays the server: `accept(id)`, `drop(code)` (the connection is
  * lost and pusher-js plans a retry of its own), `retryAtOnce()` (pusher-js's answer to a
  * 4200 close), `refuse(code, message)` (during the handshake),
  * `unavailable()` (pusher-js gives the attempt up, and would go on trying), `succeed(channel)`.
@@ -133,6 +135,11 @@ export class FakePusher {
         this.attempting = false;   // a connection attempt of pusher-js's is running
         this.ownRetry = false;     // pusher-js planned a retry of its own
         this.connectCalls = 0;
+        this.signinRequested = false;
+        this.signins = [];         // {socketId, endpoint, headers} of each user-auth request
+        this.connection.bind('state_change', ({ previous, current }) => {
+            if (previous !== 'connected' && current === 'connected') this._signin();
+        });
         this.connection.bind('connected', () => {
             for (const name of Object.keys(this.channels.channels)) this.subscribe(name);
         });
@@ -182,7 +189,16 @@ export class FakePusher {
         delete this.channels.channels[name];
         if (this.connection.state === 'connected') this.sent.push({ event: 'pusher:unsubscribe', channel: name });
     }
-    signin() {}
+    signin() {
+        if (this.signinRequested) return;
+        this.signinRequested = true;
+        this._signin();
+    }
+    _signin() {
+        if (!this.signinRequested || this.connection.state !== 'connected') return;
+        const { endpoint, headers } = this.options.userAuthentication;
+        this.signins.push({ socketId: this.connection.socket_id, endpoint, headers: { ...headers } });
+    }
     // --- the server's side
     accept(id = '1234.5678') {
         this.attempting = false;

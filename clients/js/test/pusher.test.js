@@ -10,6 +10,7 @@ import { FakePusher, jwt } from './fakeStack.js';
 const HOST = 'http://127.0.0.1:6001';
 const KEY = 'app-key';
 const AUTH = 'http://127.0.0.1:8080/broadcasting/auth';
+const USER_AUTH = 'http://127.0.0.1:8080/broadcasting/user-auth';
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 beforeEach(() => vi.useFakeTimers({ now: new Date('2026-11-25T10:00:00Z') }));
@@ -36,10 +37,35 @@ describe('createEcho (Pusher stack)', () => {
         expect(pusher.connection.state).toBe('disconnected');
     });
 
+    it('signs in at every connection, at the app\'s user-auth route with the current Bearer', async () => {
+        const token = jwt(nowSeconds() + 120);
+        const fresh = jwt(nowSeconds() + 600);
+        const conn = createEcho({ Echo: Echo2, Pusher: FakePusher, host: HOST, key: KEY, token,
+                                  refreshToken: async () => fresh,
+                                  echoOptions: { authEndpoint: AUTH,
+                                                 userAuthentication: { endpoint: USER_AUTH } } });
+        const pusher = conn.echo.connector.pusher;
+        expect(pusher.signins).toEqual([]);  // not before there is a socket id to sign
+        pusher.accept('111.222');
+        expect(pusher.signins).toEqual([
+            { socketId: '111.222', endpoint: USER_AUTH, headers: { Authorization: `Bearer ${token}` } }]);
+
+        await conn.refresh();
+        pusher.drop(1006);
+        await vi.advanceTimersByTimeAsync(0);  // pusherSocket stops pusher-js's own retry
+        conn.socket.connect();
+        pusher.accept('333.444');
+        expect(pusher.signins.slice(1)).toEqual([
+            { socketId: '333.444', endpoint: USER_AUTH, headers: { Authorization: `Bearer ${fresh}` } }]);
+        conn.dispose();
+    });
+
     it('takes TLS and the port from an https URL, and needs the key', () => {
         const conn = createEcho({ Echo: Echo2, Pusher: FakePusher, host: 'https://ws.example.com', key: KEY });
         expect(conn.echo.connector.pusher.options).toMatchObject({
-            wsHost: 'ws.example.com', wssPort: 443, forceTLS: true });
+            wsHost: 'ws.example.com', wssPort: 443, forceTLS: true,
+            // Laravel's route, on the page's own origin, when the app names none.
+            userAuthentication: { endpoint: '/broadcasting/user-auth' } });
         conn.dispose();
         expect(() => createEcho({ Echo: Echo2, Pusher: FakePusher, host: HOST }))
             .toThrow(/needs the app `key`/);
