@@ -14,11 +14,13 @@ import pytest
 import socketio
 
 from broadcaster import Broadcaster
+from broadcaster.event import BroadcastEvent
 from broadcaster.events import lead_assigned
 from echo_client import EchoClient, format_event
 from echo_server.server import EchoServer
 from tests.conftest import free_port, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import wait_until
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256!"
@@ -235,3 +237,34 @@ async def test_handshake_token_and_its_renewal(make_server, clients) -> None:
     subs = {s.state.claims["sub"] for s in server.core.connections.values() if s.connected}
     assert subs == {"1-renewed"}
     await wait_until(subscribed(server, "leads-management", 1), "resubscribed")
+
+
+async def test_recovers_what_it_missed_while_away(make_server, clients) -> None:
+    """With connection-state recovery on, a dropped connection comes back as the same
+    session (``recovered``, the same socket id) and the events published meanwhile arrive,
+    in order; Echo's callbacks never see the offset."""
+    server = await make_server({"socketio": {"connectionStateRecovery": {}}}, redis=False)
+    proxy = TcpProxy(server.port)
+    await proxy.start()
+    try:
+        echo = await clients(proxy.url)
+        events = Inbox()
+        echo.channel("leads-management").listen(".lead.assigned", events)
+        await wait_until(subscribed(server, "leads-management", 1), "subscribed")
+        server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"n":0}'))
+        assert await events.get() == {"n": 0}
+        first_id = echo.socket_id
+
+        proxy.cut()
+        sessions = server.core.sessions
+        assert sessions is not None
+        await wait_until(lambda: bool(sessions.parked), "the drop noticed")
+        for n in (1, 2):
+            server.publish(BroadcastEvent("leads-management", "lead.assigned",
+                                          f'{{"n":{n}}}'))
+        proxy.release()
+        assert [await events.get(timeout=10), await events.get()] == [{"n": 1}, {"n": 2}]
+        assert echo.recovered and echo.socket_id == first_id
+        await events.nothing()
+    finally:
+        await proxy.stop()

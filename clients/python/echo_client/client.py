@@ -176,6 +176,20 @@ class PresenceChannel(PrivateChannel):
             await super()._dispatch(event, args)
 
 
+class _RecoveringClient(socketio.AsyncClient):
+    """python-socketio keeps only ``sid`` of the CONNECT reply; socket.io 4.6's recovery also
+    needs ``pid`` (its own client has no such support yet), so the reply goes to the owner
+    too."""
+
+    def __init__(self, on_connect_data: Callable[[Any], None], **options: Any) -> None:
+        super().__init__(**options)
+        self._on_connect_data = on_connect_data
+
+    async def _handle_connect(self, namespace: Any, data: Any) -> None:
+        self._on_connect_data(data)
+        await super()._handle_connect(namespace, data)
+
+
 class EchoClient:
     """One connection to echo-server and the channels on it.
 
@@ -209,10 +223,15 @@ class EchoClient:
         self._retry: asyncio.Task[None] | None = None
         self._connection_callbacks: dict[str, list[Callback]] = {}
         self.connections = 0  # successful connections so far (reconnections included)
-        self.sio = socketio.AsyncClient(
-            reconnection=reconnection, reconnection_delay=reconnection_delay,
-            reconnection_delay_max=reconnection_delay_max, randomization_factor=0.5,
-            logger=False, engineio_logger=False)
+        # Connection-state recovery (echo-server with socketio.connectionStateRecovery):
+        # the private id and the last offset the next handshake brings back.
+        self._pid: str | None = None
+        self._offset: str | None = None
+        self.recovered = False  # the last connection came back as the same session
+        self.sio = _RecoveringClient(
+            self._connected_with, reconnection=reconnection,
+            reconnection_delay=reconnection_delay, reconnection_delay_max=reconnection_delay_max,
+            randomization_factor=0.5, logger=False, engineio_logger=False)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("*", self._on_any)
@@ -245,7 +264,18 @@ class EchoClient:
         payload: dict[str, Any] = {"headers": self._subscribe_headers()}
         if self._token:
             payload["token"] = self._token
+        if self._pid is not None:  # come back as the same session, with what was missed
+            payload["pid"] = self._pid
+            if self._offset is not None:
+                payload["offset"] = self._offset
         return payload
+
+    def _connected_with(self, data: Any) -> None:
+        pid = data.get("pid") if isinstance(data, dict) else None
+        self.recovered = pid is not None and pid == self._pid
+        if not self.recovered:
+            self._offset = None  # a new session: offsets start over
+        self._pid = pid if isinstance(pid, str) else None
 
     def _subscribe_headers(self) -> dict[str, str]:
         headers = dict(self._auth_headers)
@@ -324,6 +354,10 @@ class EchoClient:
     async def _on_any(self, event: str, *args: Any) -> None:
         if not args or not isinstance(args[0], str):
             return
+        if self._pid is not None and len(args) == 3 and isinstance(args[2], str):
+            # With recovery, a broadcast's last argument is its offset, not Echo's data.
+            self._offset = args[2]
+            args = args[:2]
         channel = self._channels.get(args[0])
         if channel is not None:
             await channel._dispatch(event, list(args[1:]))
