@@ -104,10 +104,10 @@ class EchoServer:
                                  errors=self.errors,
                                  webhooks=self.webhooks.figures if config.webhook_endpoints
                                  else None)
-        self.api = HttpApi(config.clients, self.memory.publish, self.state,
+        self.api = HttpApi(config.clients, self.publish, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
-        self.pusher_api = PusherApi(lambda: self.config.clients, self.memory.publish, self.state,
+        self.pusher_api = PusherApi(lambda: self.config.clients, self.publish, self.state,
                                     max_channel_name=config.limits.max_channel_name)
         self.bundle = ClientBundle()
         self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)
@@ -281,7 +281,14 @@ class EchoServer:
 
     def publish(self, event: BroadcastEvent) -> bool:
         """Feed the in-memory bus (what the HTTP API does)."""
-        return self.memory.publish(event)
+        if not self.memory.publish(event):
+            return False
+        if self.cluster is not None:
+            # The API answered here; the other instances' (and workers') clients hear it
+            # through the relay, as they hear whispers.
+            data = event.data if isinstance(event.data, str) else event.data.decode("utf-8")
+            self.cluster.relay(event.channel, event.event, data, event.socket)
+        return True
 
     # -- presence -------------------------------------------------------------------
     async def _start_presence(self) -> None:

@@ -86,6 +86,33 @@ async def test_broadcasts_and_to_others_across_instances(make_server, node_clien
         await client.expect_none("event", within=0.2, event=".lead.assigned")
 
 
+async def test_an_api_publish_reaches_every_instance(make_server, node_client,
+                                                    auth_backend: AuthBackend,
+                                                    prefix: str) -> None:
+    """laravel-echo-server's HTTP API (and Pusher's) answer on one instance; the clients
+    of all of them get the event, once, toOthers kept."""
+    servers = await _three(make_server, auth_backend, prefix)
+    clients = []
+    for server, stack in zip(servers, STACKS, strict=True):
+        client, socket_id = await _client(node_client, server, stack)
+        await client.command({"cmd": "channel", "channel": "leads-management",
+                              "listen": [".lead.assigned"]})
+        await wait_member(server, "leads-management", socket_id)
+        clients.append((client, socket_id))
+    async with aiohttp.ClientSession() as http:
+        for n, sender in ((1, clients[2][1]), (2, None)):
+            body = {"channel": "leads-management", "name": "lead.assigned", "data": {"n": n},
+                    "socket_id": sender}
+            async with http.post(f"{server_url(servers[0])}/apps/test-app/events"
+                                 "?auth_key=test-key", json=body) as response:
+                assert response.status == 200
+    for index, (client, _) in enumerate(clients):
+        got = [(await client.expect("event", event=".lead.assigned"))["data"]["n"]
+               for _ in range(1 if index == 2 else 2)]
+        assert got == ([2] if index == 2 else [1, 2])
+        await client.expect_none("event", within=0.2, event=".lead.assigned")
+
+
 async def test_whispers_and_presence_across_instances(make_server, node_client,
                                                       auth_backend: AuthBackend,
                                                       prefix: str) -> None:
