@@ -285,9 +285,8 @@ class EchoServer:
             return False
         if self.cluster is not None:
             # The API answered here; the other instances' (and workers') clients hear it
-            # through the relay, as they hear whispers.
-            data = event.data if isinstance(event.data, str) else event.data.decode("utf-8")
-            self.cluster.relay(event.channel, event.event, data, event.socket)
+            # through the relay.
+            self.cluster.relay_broadcast(event)
         return True
 
     # -- presence -------------------------------------------------------------------
@@ -332,7 +331,8 @@ class EchoServer:
         self.cluster = Cluster(
             client, c.redis_url, self.instance_id, key_prefix=c.key_prefix,
             heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
-            emit_local=self.core.fanout.emit_to_room, snapshot=self.state.snapshot,
+            emit_local=self.core.fanout.emit_to_room, deliver=self.core.fanout.deliver,
+            snapshot=self.state.snapshot,
             announce_presence=presence.announced, purged=presence.purged,
             presence=store, restore_presence=presence.restore, occupancy=self.occupancy)
         await self.cluster.start()

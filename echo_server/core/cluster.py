@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 from broadcaster.sources.redis import INTERNAL_PREFIX, subscriber_endpoint
 from broadcaster.sources.redis_wire import RedisSubscriber
@@ -71,7 +72,8 @@ RELAY_CONNECT_TIMEOUT = 2.0
 class Cluster:
     def __init__(self, client: Any, redis_url: str, instance_id: str, *, key_prefix: str = "",
                  heartbeat_interval: float = 5.0, liveness_ttl: float = 15.0,
-                 emit_local: RoomEmitter, snapshot: Callable[[], dict[str, Any]],
+                 emit_local: RoomEmitter, deliver: Callable[[list[BroadcastEvent]], int],
+                 snapshot: Callable[[], dict[str, Any]],
                  announce_presence: PresenceAnnouncer, purged: PresencePurged,
                  presence: RedisPresenceStore | None = None,
                  restore_presence: PresenceRestorer | None = None,
@@ -83,6 +85,7 @@ class Cluster:
         self.heartbeat_interval = heartbeat_interval
         self.liveness_ttl = liveness_ttl
         self.emit_local = emit_local
+        self.deliver = deliver
         self.snapshot = snapshot
         self.announce_presence = announce_presence
         self.purged = purged
@@ -156,6 +159,13 @@ class Cluster:
         the oldest are dropped rather than memory growing."""
         self._send_later({"i": self.instance_id, "r": room, "e": event, "d": data_json,
                           "x": except_id})
+
+    def relay_broadcast(self, event: BroadcastEvent) -> None:
+        """An event published through this instance's HTTP API: the others deliver it as
+        if their own sources had read it (cache channels, history, delivery figures)."""
+        data = event.data if isinstance(event.data, str) else event.data.decode("utf-8")
+        self._send_later({"i": self.instance_id, "r": event.channel, "e": event.event,
+                          "d": data, "x": event.socket, "b": 1})
 
     def relay_presence(self, room: str, added: bool, data_json: str, version: int) -> None:
         """A presence announcement, with the version of the write it reports: the others
@@ -235,7 +245,10 @@ class Cluster:
                 return
             self.relayed_in += 1
             version = message.get("v")
-            if version is None:
+            if message.get("b"):  # a broadcast that came in through another's HTTP API
+                self.deliver([BroadcastEvent(message["r"], message["e"], message["d"],
+                                             message.get("x"))])
+            elif version is None:
                 self.emit_local(message["r"], message["e"], message["d"], message.get("x"))
             else:
                 self.announce_presence(message["r"], message["e"] == _JOINING, message["d"],
