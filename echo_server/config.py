@@ -606,7 +606,9 @@ class Config:
 
     @property
     def health_check_timeout(self) -> float:
-        """Ours: how long `/readyz` waits for the cluster's Redis to answer (ms, default 500)."""
+        """Ours: how long `/readyz`, and the start's presence probe, wait for Redis to
+        answer (ms, default 500); at start, a Redis slower than that leaves presence in
+        memory for this run, with a warning."""
         return self._health("checkTimeout", 500)
 
     @property

@@ -305,7 +305,9 @@ class EchoServer:
 
         probe = make_client(c.redis_url, max_connections=1, retries=0)
         try:
-            await probe.ping()
+            # A Redis that accepts and never answers must not hold the start for ever: as
+            # long as /readyz waits for it (health.checkTimeout).
+            await asyncio.wait_for(probe.ping(), c.health_check_timeout)
         except Exception as exc:
             log.warning("presence is kept in memory for this instance: Redis at %s did not "
                         "answer (%s)", display_url(c.redis_url), exc)

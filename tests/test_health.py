@@ -177,3 +177,30 @@ async def test_draining_process_answers_503_then_closes(tmp_path: Path, http,
         assert not (tmp_path / "laravel-echo-server.lock").exists()
     finally:
         await process.kill()
+
+
+async def test_a_redis_that_never_answers_does_not_hold_the_start(tmp_path: Path,
+                                                                  http) -> None:
+    """After health.checkTimeout the server serves with presence in memory."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent_redis = await asyncio.start_server(silent, "127.0.0.1", 0)
+    redis_port = silent_redis.sockets[0].getsockname()[1]
+    (tmp_path / "laravel-echo-server.json").write_text(json.dumps({
+        "host": "127.0.0.1", "port": 0, "clients": [{"appId": "a", "key": "k"}],
+        "subscribers": {"http": True, "redis": False}, "health": {"checkTimeout": 200},
+        **redis_config(f"redis://127.0.0.1:{redis_port}/0")}))
+    server = EchoServer(load_config("laravel-echo-server.json", str(tmp_path), environ={},
+                                    cwd=str(tmp_path)))
+    try:
+        await asyncio.wait_for(server.start(), 5)
+        ready = await probe(http, server_url(server), "/readyz")
+        assert (ready.status, ready.json()["presence"]) == (200, "memory")
+    finally:
+        await server.stop(timeout=2)
+        for writer in held:
+            writer.close()
+        silent_redis.close()
