@@ -17,6 +17,7 @@ from channel_auth.jwt_auth import TokenSources
 
 from ..core.channels import ChannelCore
 from ..core.connection import ClientState, Item
+from ..core.events import ConnectionClosed, ConnectionOpened
 from ..core.fanout import MEMBER_ADDED, MEMBER_REMOVED
 from ..core.history import Entry
 from ..core.recovery import RecoveryRefused
@@ -156,7 +157,11 @@ class EchoSocketIo:
         then = None
         if socket.state.wire is self.offsets_wire:
             then = self._resume(socket, auth)
-        self.core.open(socket, socket.handshake.issued, returning_identity(socket))
+        core = self.core
+        # Who it is matters only to a listener (metrics' reconnection count): the cookie is
+        # not parsed for nobody.
+        identity = returning_identity(socket) if core.lifecycle.wants(ConnectionOpened) else None
+        core.open(socket, socket.handshake.issued, identity)
         return then
 
     def _resume(self, socket: Socket, auth: Any) -> Callable[[], None] | None:
@@ -205,4 +210,6 @@ class EchoSocketIo:
                                    payload.get("data"))
 
     def on_disconnect(self, socket: Socket, reason: str) -> None:
-        self.core.close(socket, reason, leaving_identities(socket))
+        core = self.core
+        core.close(socket, reason, leaving_identities(socket)
+                   if core.lifecycle.wants(ConnectionClosed) else ())
