@@ -399,3 +399,37 @@ def test_bad_pusher_app_options_stop_the_start(tmp_path: Path) -> None:
         "appId": "1001", "key": KEY, "secret": SECRET, "maxConnections": "lots"}]}))
     with pytest.raises(ConfigError, match="maxConnections"):
         load_config("laravel-echo-server.json", str(tmp_path), environ={}, cwd=str(tmp_path))
+
+
+HOSTILE = [
+    "not json", "[]", "null", '{"event": 5}', '{"event":"pusher:subscribe","data":7}',
+    '{"event":"pusher:subscribe","data":"{broken"}',
+    '{"event":"pusher:subscribe","data":{"channel":["x"]}}',
+    '{"event":"pusher:subscribe","data":{"channel":"\\ud800"}}',
+    '{"event":"pusher:subscribe","data":{"channel":"private-x","auth":5}}',
+    '{"event":"pusher:subscribe","data":{"channel":"presence-x","auth":"k:s","channel_data":9}}',
+    '{"event":"pusher:signin","data":{"auth":["a"],"user_data":{}}}',
+    '{"event":"pusher:unsubscribe","data":null}',
+    '{"event":"client-x","channel":"private-nowhere","data":{"a":1}}',
+    '{"event":"client-x","channel":7,"data":"\\udc00"}',
+    '{"event":"pusher:nonsense"}',
+    "[" * 2000 + "]" * 2000,
+]
+
+
+async def test_hostile_pusher_messages_get_errors_and_nobody_else_notices(
+        make_server: ServerFactory, auth_backend: AuthBackend, prefix: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    server = await _server(make_server, auth_backend, prefix)
+    healthy, _ = await _raw_pusher(server)
+    healthy.send_text('{"event":"pusher:subscribe","data":{"channel":"leads-management"}}')
+    assert (await _next(healthy))["event"] == "pusher_internal:subscription_succeeded"
+    attacker, _ = await _raw_pusher(server)
+    for text in HOSTILE:
+        attacker.send_text(text)
+    attacker.send_text('{"event":"pusher:ping","data":{}}')
+    while (await _next(attacker))["event"] != "pusher:pong":
+        pass  # each hostile message got its error (or its refusal), then the pong
+    server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"n":1}'))
+    assert (await _next(healthy))["event"] == "lead.assigned"
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere
