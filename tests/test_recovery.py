@@ -25,7 +25,7 @@ from echo_server.server import EchoServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient
-from tests.support.raw import RawWebSocket
+from tests.support.raw import OP_CLOSE, RawWebSocket
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import ClientFactory, wait_until
 
@@ -307,3 +307,78 @@ async def test_the_wire_replays_in_order_with_offsets(make_server: ServerFactory
     server.publish(BroadcastEvent("b", "e", '{"n":5}'))
     assert (await back.next_event())[1:3] == ["b", {"n": 5}]  # still subscribed
     await back.close()
+
+
+async def _raw_eio3(server: EchoServer, query: str) -> tuple[RawWebSocket, str, dict]:
+    ws = await RawWebSocket.connect(server, f"EIO=3&transport=websocket&{query}")
+    sid = json.loads((await ws.recv_text())[1:])["sid"]
+    assert await ws.recv_text() == "40"
+    recovery = json.loads((await ws.recv_text())[2:])
+    assert recovery[0] == "echo:recovery"
+    return ws, sid, recovery[1]
+
+
+async def test_socket_io_client_2_recovers_through_our_extension(
+        make_server: ServerFactory) -> None:
+    """Engine.IO 3 has no CONNECT data: our kit opts in and comes back through the handshake's
+    query. The socket id is the new engine session's (it is what the client reports as
+    X-Socket-ID); its channels and missed events come back."""
+    server = await make_server({"socketio": {"connectionStateRecovery": {}}}, redis=False)
+    ws, sid, hello = await _raw_eio3(server, "echoRecovery=1")
+    assert hello["recovered"] is False and hello["pid"]
+    ws.send_text('42["subscribe",{"channel":"leads-management"}]')
+    await wait_until(lambda: server.core.rooms.count("leads-management") == 1, "subscribed")
+    server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"n":0}'))
+    offset = (await ws.next_event())[3]
+    ws.writer.transport.abort()
+    sessions = server.core.sessions
+    assert sessions is not None
+    await wait_until(lambda: len(sessions.parked) == 1, "parked")
+    for n in (1, 2):
+        server.publish(BroadcastEvent("leads-management", "lead.assigned", f'{{"n":{n}}}'))
+
+    back, new_sid, again = await _raw_eio3(
+        server, f"echoRecovery={hello['pid']}&echoOffset={offset}")
+    assert again == {"pid": hello["pid"], "recovered": True} and new_sid != sid
+    assert [(await back.next_event())[2]["n"] for _ in range(2)] == [1, 2]
+    server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"n":3}'))
+    assert (await back.next_event())[2]["n"] == 3  # still subscribed, under the new id
+    assert server.core.connections[new_sid] is not None
+    await back.close()
+
+
+async def test_a_socket_io_client_2_member_comes_back_under_its_new_id_unannounced(
+        make_server: ServerFactory, auth_backend: AuthBackend) -> None:
+    auth_backend.rules[PRESENCE] = _as_member
+    # Raw EIO3 clients do not ping: the default heartbeat, so nobody times out meanwhile.
+    server = await make_server({"authHost": auth_backend.url, "socketio": {
+        "connectionStateRecovery": {}, "pingInterval": 25000, "pingTimeout": 20000}},
+        redis=False)
+    join = ('42["subscribe",{"channel":"presence-leads-management","auth":{"headers":'
+            '{"X-User-Id":"%d"}}}]')
+    observer = await RawWebSocket.connect(server, "EIO=3&transport=websocket")
+    observer.send_text(join % 2)
+    assert (await observer.next_event())[0] == "presence:subscribed"
+    ws, sid, hello = await _raw_eio3(server, "echoRecovery=1")
+    ws.send_text(join % 1)
+    assert (await ws.next_event())[0] == "presence:subscribed"
+    assert (await observer.next_event())[0] == "presence:joining"
+    ws.writer.transport.abort()
+    sessions = server.core.sessions
+    assert sessions is not None
+    await wait_until(lambda: len(sessions.parked) == 1, "parked")
+    back, new_sid, again = await _raw_eio3(server, f"echoRecovery={hello['pid']}")
+    assert again["recovered"] is True
+    await server.core.drain()
+    members = await server.core.presence.store.members(PRESENCE)
+    assert sorted(m.user_id for m in members) == [1, 2]
+    # Nobody heard the member leave or join again: the next thing the observer gets is this.
+    server.publish(BroadcastEvent(PRESENCE, "lead.assigned", '{"n":1}'))
+    assert (await observer.next_event())[:1] == ["lead.assigned"]
+    # Its membership moved to the new id: when this socket says goodbye (a close frame,
+    # 1000, ends membership at once), the user goes with it.
+    back.send_frame(OP_CLOSE, (1000).to_bytes(2, "big"))
+    left = await observer.next_event()
+    assert left[0] == "presence:leaving" and left[2]["user_id"] == 1
+    await server.core.drain()
+    assert [m.user_id for m in await server.core.presence.store.members(PRESENCE)] == [2]

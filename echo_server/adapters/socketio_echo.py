@@ -27,6 +27,12 @@ from ..transport.websocket import encode_frame
 from .coalesce import write_coalesced
 
 PRESENCE_EVENTS = {MEMBER_ADDED: "presence:joining", MEMBER_REMOVED: "presence:leaving"}
+# Recovery for socket.io-client 2 (Engine.IO 3 has no CONNECT data), an extension only our
+# kit (clients/js) speaks: the handshake's query opts in with `echoRecovery=1`, or brings the
+# pid back (`echoRecovery=<pid>`, `echoOffset=<last offset>`); after `40` the server tells
+# `42["echo:recovery",{"pid","recovered"}]`. The socket id is then the new engine session's.
+EIO3_PID, EIO3_OFFSET, EIO3_OPT_IN, EIO3_EVENT = ("echoRecovery", "echoOffset", "1",
+                                                  "echo:recovery")
 
 
 class SocketIoWire:
@@ -148,7 +154,9 @@ class EchoSocketIo:
 
     def on_connect(self, socket: Socket, auth: Any) -> Any:
         handshake = socket.handshake
-        wire = self.offsets_wire if socket.eio == 4 and self.offsets_wire else self.wire
+        recovers = self.offsets_wire is not None and (
+            socket.eio == 4 or EIO3_PID in handshake.query)
+        wire = self.offsets_wire if recovers else self.wire
         socket.state = ClientState(wire, handshake.address, handshake.headers)
         return self.core.authenticate(socket, lambda: TokenSources(
             connect_payload=auth, query=handshake.query, headers=handshake.headers))
@@ -166,22 +174,36 @@ class EchoSocketIo:
 
     def _resume(self, socket: Socket, auth: Any) -> Callable[[], None] | None:
         """Recover the session the CONNECT names, if it can be whole; the socket's pid."""
-        pid = auth.get("pid") if isinstance(auth, dict) else None
-        missed = None
-        if isinstance(pid, str) and pid:
+        eio3 = socket.eio == 3
+        if eio3:  # our extension: the handshake's query, as the protocol has no CONNECT data
+            query = socket.handshake.query
+            pid, offset = query.get(EIO3_PID), query.get(EIO3_OFFSET)
+        else:
+            pid = auth.get("pid") if isinstance(auth, dict) else None
+            offset = auth.get("offset") if isinstance(auth, dict) else None
+        missed: list[Entry] = []
+        recovered = False
+        if isinstance(pid, str) and pid and pid != EIO3_OPT_IN:
             try:
-                parked = self.core.recover(socket, pid, auth.get("offset"))
+                parked = self.core.recover(socket, pid, offset)
             except RecoveryRefused:
                 pass  # counted by the core; the client gets a new socket
             else:
-                socket.id = parked.connection.id  # Laravel's X-Socket-ID stays right
+                if not eio3:
+                    socket.id = parked.connection.id  # Laravel's X-Socket-ID stays right
                 missed = self.core.restore(socket, parked)
-        socket.pid = self.core.recoverable(socket)
-        if not missed:
-            return None
+                recovered = True
+        token = self.core.recoverable(socket)
         wire = self.offsets_wire
         assert wire is not None
-        return lambda: wire.replay(socket, missed)
+        if eio3:
+            def tell_and_replay() -> None:
+                # After its `40`: the session's pid, and whether it came back, for our kit.
+                socket.emit(EIO3_EVENT, {"pid": token, "recovered": recovered})
+                wire.replay(socket, missed)
+            return tell_and_replay
+        socket.pid = token
+        return (lambda: wire.replay(socket, missed)) if missed else None
 
     def on_refused(self, socket: Socket, message: str) -> None:
         self.core.refused(socket, message)

@@ -259,9 +259,11 @@ class ChannelCore:
         return parked
 
     def restore(self, connection: Connection, parked: Parked) -> list[Entry]:
-        """``connection`` (already known by the parked one's id) takes its place: the same
-        token, channels (no new authorization: Echo's repeated ``subscribe`` is answered
-        from here), and presence; what it missed is returned, in order, to be sent."""
+        """``connection`` takes the parked one's place: the same token, channels (no new
+        authorization: Echo's repeated ``subscribe`` is answered from here), and presence;
+        what it missed is returned, in order, to be sent. Its id is the parked one's where
+        the protocol lets the server choose it (Engine.IO 4), else its own (Engine.IO 3,
+        whose socket id is the new engine session's)."""
         sessions, history = self.sessions, self.history
         assert sessions is not None and history is not None
         old, state = parked.state, connection.state
@@ -276,6 +278,8 @@ class ChannelCore:
             history.release(channel)  # the session's hold; the live connection holds it now
         if old.presence:  # within the grace: still a member, nobody was told otherwise
             state.presence, old.presence = old.presence, None
+            if connection.id != parked.connection.id:
+                self.presence.move(parked.connection.id, connection)
         elif parked.members:  # its leaving was announced: so is its return
             for channel, member in parked.members.items():
                 if channel in state.channels:

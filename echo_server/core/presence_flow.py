@@ -166,6 +166,21 @@ class PresenceFlow:
         await self._changed(channel, result.members)
         return True
 
+    def move(self, old_id: str, connection: Connection) -> None:
+        """A recovered connection under a new id: its memberships are written under the new
+        id before the old ones go, so its user never leaves and nobody is told anything."""
+        for channel, member in (connection.state.presence or {}).items():
+            self._in_turn(channel, lambda ch=channel, m=member: self._move(
+                old_id, connection, ch, m))
+
+    async def _move(self, old_id: str, connection: Connection, channel: str,
+                    member: Member) -> None:
+        try:
+            await self.store.join(channel, connection.id, member)
+            await self.store.leave(channel, old_id)
+        except Exception as exc:
+            self.report_error("presence", f"presence move in {channel!r} failed: {exc}")
+
     def list_to(self, connection: Connection, channel: str) -> None:
         """Give a member the channel's list again (a repeated subscribe), in its turn."""
         self._in_turn(channel, lambda: self._list_to(connection, channel))

@@ -128,6 +128,8 @@ export class WebSocketService {
             disconnect: (reason) => this._onDisconnect(reason),
             connect_error: (error) => this._onFailure(error),
             error: (error) => this._onFailure(error),
+            // socket.io-client 2 hears it just after `connect` (echo-server's extension).
+            'echo:recovery': (info) => this._set({ recovered: Boolean(info && info.recovered) }),
             subscription_error: (channel, status) => this._log(
                 'warn', `realtime: subscription to ${channel} refused (${status})`),
         };

@@ -14,12 +14,48 @@
 // sends to the app's /broadcasting/auth, which signs the subscriptions, and to its
 // /broadcasting/user-auth, which signs the user in (`pusher:signin`) on every connection:
 // echo-server with `jwt.required` closes a Pusher connection that has not signed in in time.
+//
+// Connection-state recovery: socket.io-client >= 4.6 does it by itself. For socket.io-client 2,
+// whose protocol has none, the kit speaks echo-server's extension: the handshake's query opts
+// in (`echoRecovery=1`), the server then tells the session's pid (`echo:recovery`), every event
+// carries its offset as a last argument, and each reconnect brings both back in the query
+// (`echoRecovery=<pid>`, `echoOffset=<offset>`). The socket then reports `recovered`.
 
 import { pusherSocket } from './pusherSocket.js';
 
 const MAX_TIMER = 2 ** 31 - 1;  // setTimeout fires at once for longer delays
 const USER_AUTH_ENDPOINT = '/broadcasting/user-auth';  // Laravel's route, Echo's default
 const AUTH_ERROR = /token|jwt|unauthori[sz]ed|not authorized|forbidden|expired/i;
+
+/**
+ * socket.io-client 2 and echo-server's recovery extension: keep the pid the server tells and
+ * the last event's offset, in the query the next engine handshake sends (`query` is Echo's,
+ * which socket.io-client 2 copies into its Manager: both are kept), and mark the socket
+ * `recovered` as the server says.
+ */
+function followRecovery(socket, query) {
+    const queries = () => [query, socket.io && socket.io.opts && socket.io.opts.query]
+        .filter((q) => q && typeof q === 'object');
+    const set = (name, value) => {
+        for (const q of queries()) {
+            if (value === null) delete q[name];
+            else q[name] = value;
+        }
+    };
+    socket.on('echo:recovery', (info) => {
+        socket.recovered = Boolean(info && info.recovered);
+        if (info && typeof info.pid === 'string') set('echoRecovery', info.pid);
+        if (!socket.recovered) set('echoOffset', null);  // a new session: offsets start over
+    });
+    const onevent = socket.onevent;
+    if (typeof onevent !== 'function') return;  // not socket.io-client 2's Socket
+    socket.onevent = function onEvent(packet) {
+        const args = (packet && packet.data) || [];
+        // ["event", channel, data, offset]: Echo's listeners take (channel, data) only.
+        if (args.length === 4 && typeof args[3] === 'string') set('echoOffset', args[3]);
+        return onevent.call(this, packet);
+    };
+}
 
 /**
  * The socket.io protocol revision of an `io` function: 4 for socket.io-client 2.x (which
@@ -110,6 +146,7 @@ export function createEcho(options) {
     const auth = { ...(echoOptions.auth || {}) };
     auth.headers = { ...((echoOptions.auth && echoOptions.auth.headers) || {}), ...authHeaders };
     const query = { ...(echoOptions.query || {}) };
+    if (protocol === 4) query.echoRecovery = '1';  // echo-server's recovery extension
     // pusher-js keeps this same `auth.headers` object for its /broadcasting/auth and
     // /broadcasting/user-auth requests.
     const settings = Pusher ? {
@@ -159,6 +196,7 @@ export function createEcho(options) {
         }
     }
     syncManagerQuery();
+    if (protocol === 4) followRecovery(socket, query);
 
     function clearTimer() {
         if (refreshTimer !== null) timers.clearTimeout(refreshTimer);

@@ -137,6 +137,13 @@ for (const [stack, Echo, protocol] of [['echo2-sio4', Echo2, 5], ['echo1-sio2', 
             expect(service.state.recovered).toBe(false);
         });
 
+        it('on socket.io-client 2, says recovered when echo-server says so after connect', () => {
+            const { service, socket } = setup({ Echo, protocol, random: () => 0 });
+            socket().accept('111.222');
+            socket().fire('echo:recovery', { pid: 'p1', recovered: true });
+            expect(service.state.recovered).toBe(true);
+        });
+
         it('a server-side disconnect (token expired) is retried too', async () => {
             const { service, socket } = setup({ Echo, protocol, random: () => 0 });
             socket().accept();

@@ -51,6 +51,26 @@ describe('createEcho', () => {
         conn.dispose();
     });
 
+    it('socket.io 2: the recovery extension carries the pid and the last offset back', () => {
+        const io = fakeIo(4);
+        const conn = createEcho({ Echo: Echo1, io, host: HOST });
+        const socket = io.sockets[0];
+        const query = socket.io.opts.query;
+        const seen = [];
+        socket.on('lead.assigned', (channel, data) => seen.push([channel, data]));
+        socket.accept('111.222');
+        socket.fire('echo:recovery', { pid: 'p1', recovered: false });
+        expect(query.echoRecovery).toBe('p1');
+        socket.onevent({ data: ['lead.assigned', 'leads-management', { n: 1 }, '17'] });
+        expect(query.echoOffset).toBe('17');
+        expect(seen).toEqual([['leads-management', { n: 1 }]]);  // the offset is not data
+        socket.fire('echo:recovery', { pid: 'p1', recovered: true });
+        expect(socket.recovered).toBe(true);
+        socket.fire('echo:recovery', { pid: 'p2', recovered: false });  // a new session
+        expect([query.echoRecovery, query.echoOffset]).toEqual(['p2', undefined]);
+        conn.dispose();
+    });
+
     it('laravel-echo 1 + socket.io 2: token in the query string', () => {
         const io = fakeIo(4);
         const token = jwt(nowSeconds() + 3600);
@@ -58,7 +78,8 @@ describe('createEcho', () => {
                                   echoOptions: { query: { lang: 'tr' } } });
         const socket = io.sockets[0];
         expect(conn.protocol).toBe(4);
-        expect(socket.opts.query).toEqual({ lang: 'tr', token });
+        // echoRecovery: echo-server's recovery extension, opted into on socket.io-client 2.
+        expect(socket.opts.query).toEqual({ lang: 'tr', token, echoRecovery: '1' });
         expect(socket.opts.auth.token).toBeUndefined();
         expect(socket.opts.auth.headers.Authorization).toBeUndefined();
         conn.dispose();

@@ -62,6 +62,10 @@ export class FakeSocket extends Emitter {
         }
         return this;
     }
+    // socket.io-client 2's dispatch of an event packet (the kit wraps it to read offsets)
+    onevent(packet) {
+        this.fire(...packet.data);
+    }
     // --- the server's side
     accept(id = `sock${this._nextId++}`, { recovered = false } = {}) {
         this.connected = true;
@@ -198,6 +202,10 @@ export class FakePusher {
         if (!this.signinRequested || this.connection.state !== 'connected') return;
         const { endpoint, headers } = this.options.userAuthentication;
         this.signins.push({ socketId: this.connection.socket_id, endpoint, headers: { ...headers } });
+    }
+    // socket.io-client 2's dispatch of an event packet (the kit wraps it to read offsets)
+    onevent(packet) {
+        this.fire(...packet.data);
     }
     // --- the server's side
     accept(id = '1234.5678') {
