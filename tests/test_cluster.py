@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from echo_server.server import EchoServer
-from tests.conftest import free_port, laravel_message, requires_node, server_url
+from tests.conftest import laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
+from tests.support.instance import instance_process
 from tests.support.waits import wait_member, wait_until
 
 pytestmark = requires_node
@@ -196,39 +195,13 @@ async def test_members_of_a_killed_instance_leave(tmp_path: Path, make_server, n
     announced on the survivors within the liveness TTL plus a heartbeat."""
     auth_backend.rules["presence-room"] = _as_member
     survivor = await make_server(_options(auth_backend, prefix))
-    port = free_port()
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(redis_url)
-    options = _options(auth_backend, prefix)
-    options["databaseConfig"]["redis"].update({"host": parts.hostname, "port": parts.port})
-    (tmp_path / "laravel-echo-server.json").write_text(json.dumps(
-        {"host": "127.0.0.1", "port": port, "clients": [{"appId": "a", "key": "k"}],
-         **options}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LARAVEL_ECHO_SERVER_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "echo_server", "start", "--dir", str(tmp_path),
-        cwd=str(tmp_path), env=env, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL)
-    try:
-        async with aiohttp.ClientSession() as http:
-            async def up() -> bool:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-            deadline = time.monotonic() + 15
-            while not await up():
-                assert time.monotonic() < deadline, "the second instance did not start"
-                await asyncio.sleep(0.05)
-
+    options = {"clients": [{"appId": "a", "key": "k"}], **_options(auth_backend, prefix)}
+    async with instance_process(tmp_path, redis_url, options) as (proc, other):
         watcher, _ = await _client(node_client, survivor, "echo2-sio4", user=1)
         await watcher.command({"cmd": "join", "channel": "room"})
         await watcher.expect("presence_here")
-        doomed = await node_client("echo1-sio2", f"http://127.0.0.1:{port}",
-                                   transports="websocket", reconnection=False,
-                                   auth_headers={"X-User-Id": "2"})
+        doomed = await node_client("echo1-sio2", server_url(other), transports="websocket",
+                                   reconnection=False, auth_headers={"X-User-Id": "2"})
         await doomed.expect("connected")
         await doomed.command({"cmd": "join", "channel": "room"})
         await watcher.expect("presence_joining")
@@ -241,10 +214,6 @@ async def test_members_of_a_killed_instance_leave(tmp_path: Path, make_server, n
         assert time.monotonic() - killed_at < 0.4 + 0.1 + 2.0
         members = await survivor.core.presence.store.members("presence-room")
         assert [m.user_id for m in members] == [1]
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
 
 
 async def _two_members(make_server, node_client, auth_backend: AuthBackend, prefix: str,

@@ -359,7 +359,7 @@ async def test_a_socket_io_client_2_member_comes_back_under_its_new_id_unannounc
     observer = await RawWebSocket.connect(server, "EIO=3&transport=websocket")
     observer.send_text(join % 2)
     assert (await observer.next_event())[0] == "presence:subscribed"
-    ws, sid, hello = await _raw_eio3(server, "echoRecovery=1")
+    ws, _sid, hello = await _raw_eio3(server, "echoRecovery=1")
     ws.send_text(join % 1)
     assert (await ws.next_event())[0] == "presence:subscribed"
     assert (await observer.next_event())[0] == "presence:joining"
@@ -367,7 +367,7 @@ async def test_a_socket_io_client_2_member_comes_back_under_its_new_id_unannounc
     sessions = server.core.sessions
     assert sessions is not None
     await wait_until(lambda: len(sessions.parked) == 1, "parked")
-    back, new_sid, again = await _raw_eio3(server, f"echoRecovery={hello['pid']}")
+    back, _new_sid, again = await _raw_eio3(server, f"echoRecovery={hello['pid']}")
     assert again["recovered"] is True
     await server.core.drain()
     members = await server.core.presence.store.members(PRESENCE)

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import signal
-import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -23,13 +19,11 @@ from echo_server.core.presence import key_tag
 from echo_server.server import EchoServer
 from tests.conftest import (
     ServerFactory,
-    _deep_update,
-    free_port,
-    redis_config,
     requires_node,
     server_url,
 )
 from tests.support.auth_backend import AuthBackend, AuthCall
+from tests.support.instance import instance_process
 from tests.support.raw import RawWebSocket
 from tests.support.waits import ClientFactory, wait_until
 from tests.support.webhook_receiver import WebhookReceiver
@@ -190,43 +184,6 @@ async def test_batches_queued_by_a_stopped_instance_are_delivered_by_another(
 
 
 # --------------------------------------------------------------------------- kill -9
-class _Port:
-    """What RawWebSocket.connect needs of a server: its port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-
-@asynccontextmanager
-async def _process(tmp_path: Path, redis_url: str, options: dict[str, Any]) -> AsyncIterator[
-        tuple[asyncio.subprocess.Process, _Port]]:
-    """An instance as a real process (so it can be killed with SIGKILL), same Redis."""
-    port = free_port()
-    config = {"host": "127.0.0.1", "port": port, **options}
-    _deep_update(config, redis_config(redis_url))
-    (tmp_path / "laravel-echo-server.json").write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LARAVEL_ECHO_SERVER_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "echo_server", "start", "--dir", str(tmp_path), cwd=str(tmp_path),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        async with aiohttp.ClientSession() as http:
-            async def up() -> bool:
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-            while not await up():
-                assert proc.returncode is None, "the instance did not start"
-                await asyncio.sleep(0.05)
-        yield proc, _Port(port)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-
-
 def _shared(receiver: WebhookReceiver, prefix: str, event_types: list[str]) -> dict[str, Any]:
     return {"database": "redis", "databaseConfig": {"redis": {"keyPrefix": prefix}},
             "cluster": {"heartbeatInterval": 100, "livenessTtl": 400},
@@ -246,7 +203,7 @@ async def test_a_killed_instances_channels_and_members_are_told_once(
     options = {"authHost": auth_backend.url,
                **_shared(receiver, prefix, ["channel_vacated", "member_removed"])}
     survivor = await make_server(options)
-    async with _process(tmp_path, redis_url, options) as (proc, doomed):
+    async with instance_process(tmp_path, redis_url, options) as (proc, doomed):
         watcher = await _subscriber(survivor)
         watcher.send_text('42["subscribe",{"channel":"presence-admins","auth":{"headers":'
                           '{"X-User-Id":"1"}}}]')
@@ -271,7 +228,7 @@ async def test_batches_queued_by_a_killed_instance_are_delivered_by_another(
     options = _shared(receiver, prefix, ["channel_occupied"])
     await receiver.down()
     survivor = await make_server(options)
-    async with _process(tmp_path, redis_url, options) as (proc, doomed):
+    async with instance_process(tmp_path, redis_url, options) as (proc, doomed):
         sockets = [await _subscriber(doomed, f"c{n}") for n in range(3)]
         endpoint = survivor.config.webhook_endpoints[0]
         key = f"{key_tag(prefix)}:webhooks:{endpoint.ident}"
