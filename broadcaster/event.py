@@ -26,6 +26,9 @@ class BroadcastEvent:
     event: str
     data: str | bytes = "null"
     socket: str | None = None
+    # Its place in a log every reader sees alike (a Redis stream entry's id, ``~k`` for the
+    # entry's k-th channel after the first): connection-state recovery on another instance.
+    id: str | None = None
 
 
 class BadMessage(ValueError):

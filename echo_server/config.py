@@ -108,6 +108,9 @@ RECOVERY_DEFAULTS: dict[str, Any] = {
     "maxDisconnectionDuration": 120_000,
     "maxPacketsPerChannel": 1000,
     "maxBytes": 64 * 1024 * 1024,
+    # Recovery on another instance: how long a reconnect may wait for that instance's stream
+    # delivery to reach the client's place (a restarted instance reads its backlog first).
+    "catchUpMs": 10_000,
 }
 KNOWN_TRANSPORTS = ("polling", "websocket")
 
@@ -958,6 +961,8 @@ class Config:
         return RecoveryOptions(
             window=window,
             presence_grace=min(window, self.presence_grace),
+            catch_up=_milliseconds(options["catchUpMs"],
+                                   "socketio.connectionStateRecovery.catchUpMs"),
             history=HistoryLimits(
                 window=window,
                 max_per_channel=_positive_int(

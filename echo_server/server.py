@@ -22,6 +22,7 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from broadcaster.sources import source_from_url, url_scheme
 from broadcaster.sources.memory import MemorySource
+from broadcaster.sources.redis_stream import RedisStreamSource
 from channel_auth import ChannelAuthorizer
 from channel_auth.cache import CachingAuthorizer
 from channel_auth.http_callback import HttpCallbackAuthorizer
@@ -36,7 +37,9 @@ from .core.cluster import Cluster
 from .core.events import PresenceChanged
 from .core.limits import ChannelLimits
 from .core.occupancy import Occupancy
+from .core.positions import Positions
 from .core.presence import RedisPresenceStore, key_tag
+from .core.shared_sessions import SharedSessions
 from .core.state import ServerState
 from .errors import ErrorLog
 from .ingest import SourceRunner
@@ -241,6 +244,8 @@ class EchoServer:
         self.engine.close_all()
         self.pusher.stop()
         self.core.end_sessions()
+        if self.core.shared is not None:  # the sessions just parked, for other instances
+            await self.core.shared.stop(timeout / 4)
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(runner.stop(), timeout / 2)
@@ -377,8 +382,36 @@ class EchoServer:
                             "behind", source.display_url, self.instance_id)
             source.on_bad_message = self.errors.report
             self.runners.append(SourceRunner(source, deliver, on_down=self._source_down))
+        self._share_sessions()
         for runner in self.runners:
             runner.start()
+
+    def _share_sessions(self) -> None:
+        """Recovery on any instance (core.shared_sessions): with recovery on, the cluster,
+        and one Redis stream as the only source of events, every packet a client can miss
+        on a public or private channel is in the stream, under one id everywhere."""
+        recovery, cluster = self.config.recovery, self.cluster
+        if recovery is None or cluster is None:
+            return
+        sources = [runner.source for runner in self.runners if runner.source is not self.memory]
+        if len(sources) != 1 or not isinstance(sources[0], RedisStreamSource):
+            log.info("connection-state recovery works on the instance a client was connected "
+                     "to; for recovery on any instance, make one redis-stream:// URL the only "
+                     "source (README: Recovery)")
+            return
+        positions = Positions()
+        shared = SharedSessions(self._redis, cluster.tag, self.instance_id, positions,
+                                sources[0].entries_from, window=recovery.window,
+                                catch_up=recovery.catch_up,
+                                max_packets=recovery.history.max_per_channel)
+        cluster.positions = positions
+        # A mark must outlive any session that could still ask about it.
+        cluster.marker_ttl_ms = int(recovery.window * 3000) + 60_000
+        self.core.fanout.positions = positions
+        assert self.core.history is not None
+        self.core.history.positions = positions
+        self.core.shared = shared
+        shared.start()
 
     def _source_down(self, runner: SourceRunner, exc: BaseException) -> None:
         url = runner.health.url

@@ -82,6 +82,13 @@ def parse_entry(fields: Mapping[bytes, bytes]) -> list[BroadcastEvent]:
                                  "socket": socket})
 
 
+def number_events(events: list[BroadcastEvent], entry_id: str) -> None:
+    """The entry's id on its first event, ``<id>~k`` on the k-th after it: one place per
+    packet, the same on every instance, for recovery on another instance."""
+    for k, event in enumerate(events):
+        event.id = f"{entry_id}~{k}" if k else entry_id
+
+
 class RedisStreamSource(EventSource):
     kind = "redis-stream"
 
@@ -192,14 +199,35 @@ class RedisStreamSource(EventSource):
                                     f"{_text(entry_id)} was trimmed before it was delivered")
                 continue
             try:
-                events.extend(parse_entry(fields))
+                parsed = parse_entry(fields)
             except BadMessage as exc:
                 self.on_bad_message(exc.kind, f"stream {self.stream!r} entry "
                                     f"{_text(entry_id)}: {exc}")
+                continue
+            number_events(parsed, _text(entry_id))
+            events.extend(parsed)
         if ids and (self._last_id is None or _id(ids[-1]) > _id(self._last_id)):
             self._last_id = ids[-1]
         self._unacked = ids
         return events
+
+    async def entries_from(self, start: str, count: int
+                           ) -> list[tuple[str, list[BroadcastEvent]]]:
+        """Up to ``count`` entries from id ``start`` on (inclusive), each with its events as
+        ``next_batch`` gives them (numbered alike): what a client missed, read again for a
+        recovery on an instance that did not send it. An entry that does not parse has no
+        events (it was counted when it was first read)."""
+        entries = []
+        for entry_id, fields in await self._require().xrange(self.stream, min=start, max="+",
+                                                             count=count):
+            text = _text(entry_id)
+            try:
+                events = parse_entry(fields)
+            except BadMessage:
+                events = []
+            number_events(events, text)
+            entries.append((text, events))
+        return entries
 
     async def ack(self, batch: list[BroadcastEvent]) -> None:
         ids = self._unacked

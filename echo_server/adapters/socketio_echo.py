@@ -9,7 +9,7 @@ poll is answered), so one wire covers both generations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from broadcaster.jsoncodec import loads
@@ -45,12 +45,13 @@ class SocketIoWire:
     def __init__(self, offsets: bool = False) -> None:
         self.offsets = offsets
 
-    def _message(self, channel: str, event: str, data_json: str | bytes, offset: int) -> bytes:
+    def _message(self, channel: str, event: str, data_json: str | bytes,
+                 offset: int | str) -> bytes:
         return event_message(PRESENCE_EVENTS.get(event, event), channel, data_json,
                              offset if self.offsets else 0)
 
     def send(self, members: Collection[Socket], channel: str,  # type: ignore[override]
-             event: str, data_json: str | bytes, offset: int, exclude: Socket | None) -> int:
+             event: str, data_json: str | bytes, offset: int | str, exclude: Socket | None) -> int:
         message = self._message(channel, event, data_json, offset)
         frame = encode_frame(message)
         packet: str | None = None  # the text, for polling clients only
@@ -81,7 +82,7 @@ class SocketIoWire:
         """What a recovered socket missed, in order, as it would have got it."""
         for entry in entries:
             connection.send_packet(self._message(entry.channel, entry.event, entry.data_json,
-                                                 entry.seq).decode("utf-8"))
+                                                 entry.offset).decode("utf-8"))
 
     def subscribed(self, connection: Socket, channel: str,  # type: ignore[override]
                    members: list[dict[str, Any]] | None) -> None:
@@ -100,6 +101,19 @@ class SocketIoWire:
 
     def gone(self, connection: Socket) -> bool:  # type: ignore[override]
         return connection.session.closed
+
+
+def _recovery_request(socket: Socket, auth: Any) -> tuple[str | None, object]:
+    """The pid (None: a new session) and last offset a connecting client brings back."""
+    if socket.eio == 3:  # our extension: the handshake's query, as EIO3 has no CONNECT data
+        query = socket.handshake.query
+        pid, offset = query.get(EIO3_PID), query.get(EIO3_OFFSET)
+    else:
+        pid = auth.get("pid") if isinstance(auth, dict) else None
+        offset = auth.get("offset") if isinstance(auth, dict) else None
+    if isinstance(pid, str) and pid and pid != EIO3_OPT_IN:
+        return pid, offset
+    return None, None
 
 
 def _forwarded_headers(payload: dict[str, Any]) -> dict[str, str]:
@@ -158,8 +172,22 @@ class EchoSocketIo:
             socket.eio == 4 or EIO3_PID in handshake.query)
         wire = self.offsets_wire if recovers else self.wire
         socket.state = ClientState(wire, handshake.address, handshake.headers)
-        return self.core.authenticate(socket, lambda: TokenSources(
+        authenticating = self.core.authenticate(socket, lambda: TokenSources(
             connect_payload=auth, query=handshake.query, headers=handshake.headers))
+        if recovers and self.core.shared is not None:
+            pid, offset = _recovery_request(socket, auth)
+            if pid is not None:  # its session may be another instance's
+                return self._prepare(socket, authenticating, pid, offset)
+        return authenticating
+
+    async def _prepare(self, socket: Socket, authenticating: Awaitable[str | None] | None,
+                       pid: str, offset: object) -> str | None:
+        if authenticating is not None:
+            refusal = await authenticating
+            if refusal is not None:
+                return refusal
+        await self.core.prepare_recovery(socket, pid, offset)  # the last await
+        return None
 
     def on_connected(self, socket: Socket, auth: Any) -> Callable[[], None] | None:
         then = None
@@ -175,22 +203,17 @@ class EchoSocketIo:
     def _resume(self, socket: Socket, auth: Any) -> Callable[[], None] | None:
         """Recover the session the CONNECT names, if it can be whole; the socket's pid."""
         eio3 = socket.eio == 3
-        if eio3:  # our extension: the handshake's query, as the protocol has no CONNECT data
-            query = socket.handshake.query
-            pid, offset = query.get(EIO3_PID), query.get(EIO3_OFFSET)
-        else:
-            pid = auth.get("pid") if isinstance(auth, dict) else None
-            offset = auth.get("offset") if isinstance(auth, dict) else None
+        pid, offset = _recovery_request(socket, auth)
         missed: list[Entry] = []
         recovered = False
-        if isinstance(pid, str) and pid and pid != EIO3_OPT_IN:
+        if pid is not None:
             try:
                 parked = self.core.recover(socket, pid, offset)
             except RecoveryRefused:
                 pass  # counted by the core; the client gets a new socket
             else:
                 if not eio3:
-                    socket.id = parked.connection.id  # Laravel's X-Socket-ID stays right
+                    socket.id = parked.connection_id  # Laravel's X-Socket-ID stays right
                 missed = self.core.restore(socket, parked)
                 recovered = True
         token = self.core.recoverable(socket)

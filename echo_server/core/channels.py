@@ -58,6 +58,7 @@ from .recovery import (
     parse_offset,
 )
 from .rooms import Rooms
+from .shared_sessions import Handover, SharedSessions
 
 log = logging.getLogger("echo_server.channels")
 
@@ -98,6 +99,8 @@ class ChannelCore:
         self.subscriptions = SubscriptionCounter(self.limits)
         # Client events: local by default; with several instances, also relayed.
         self.emit_room: RoomEmitter = self.fanout.emit_to_room
+        # Recovery on other instances too (set up with the cluster and the stream source).
+        self.shared: SharedSessions | None = None
 
     # -- connections -------------------------------------------------------------
     def authenticate(self, connection: Connection,
@@ -165,6 +168,8 @@ class ChannelCore:
                 self._park(connection, sessions)
             else:
                 sessions.forget(connection)
+                if self.shared is not None:
+                    self.shared.ended(state.recovery_token)
         if sessions is None or state.recovery_token not in sessions.parked:
             self.presence.leave_all(connection)  # before the rooms: members leave, then it empties
         for channel in list(state.channels):
@@ -204,6 +209,8 @@ class ChannelCore:
         for channel in joined:
             history.retain(channel)
         sessions.park(connection, self._grace_over, self._session_over).joined = joined
+        if self.shared is not None and connection.state.recovery_token is not None:
+            self.shared.parked(connection.state.recovery_token)
 
     def _grace_over(self, parked: Parked) -> None:
         """The dropped connection did not come back within the presence grace: its members
@@ -211,17 +218,49 @@ class ChannelCore:
         parked.members = dict(parked.state.presence or {})
         self.presence.leave_all(parked.connection)
 
-    def _session_over(self, parked: Parked) -> None:
+    def _session_over(self, parked: Parked, stopping: bool = False) -> None:
         history = self.history
         assert history is not None
         for channel in parked.joined:
             history.release(channel)
         self.presence.leave_all(parked.connection)
+        token = parked.state.recovery_token
+        if self.shared is not None and token is not None:
+            if stopping:  # another instance may still take it over
+                self.shared.forget(token)
+            else:
+                self.shared.ended(token)
 
-    def recover(self, connection: Connection, token: str, offset: object) -> Parked:
-        """The parked session ``token`` names, for ``connection`` to take over with
-        ``restore``, or RecoveryRefused (then the client gets a new session)."""
+    async def prepare_recovery(self, connection: Connection, token: object,
+                               offset: object) -> None:
+        """Before a recovering connection opens: when another instance owns its session,
+        what it missed is gathered here (``recover`` then finds it). The last await; the
+        connection must open in the step in which this returns."""
+        shared = self.shared
+        if shared is None or not isinstance(token, str) or not 0 < len(token) <= 64:
+            return
+        found = await shared.owner(token)
+        if found is None or found[0] == shared.instance_id:
+            return  # this instance's own, or nobody's: its memory decides
+        assert self.sessions is not None
+        stale = self.sessions.take(token)  # held here once; the client went elsewhere since
+        if stale is not None:
+            self._session_over(stale)
         try:
+            connection.state.handover = await shared.take_over(
+                token, found[1], offset, _subject(connection.state))
+        except RecoveryRefused as refused:
+            connection.state.handover = refused
+
+    def recover(self, connection: Connection, token: str, offset: object) -> Parked | Handover:
+        """The session ``token`` names, for ``connection`` to take over with ``restore``, or
+        RecoveryRefused (then the client gets a new session)."""
+        try:
+            handover, connection.state.handover = connection.state.handover, None
+            if isinstance(handover, RecoveryRefused):
+                raise handover
+            if isinstance(handover, Handover):
+                return handover
             return self._recover(connection, token, offset)
         except RecoveryRefused as refused:
             if self.lifecycle.wants(RecoveryFailed):
@@ -258,12 +297,14 @@ class ChannelCore:
             raise
         return parked
 
-    def restore(self, connection: Connection, parked: Parked) -> list[Entry]:
+    def restore(self, connection: Connection, parked: Parked | Handover) -> list[Entry]:
         """``connection`` takes the parked one's place: the same token, channels (no new
         authorization: Echo's repeated ``subscribe`` is answered from here), and presence;
         what it missed is returned, in order, to be sent. Its id is the parked one's where
         the protocol lets the server choose it (Engine.IO 4), else its own (Engine.IO 3,
         whose socket id is the new engine session's)."""
+        if isinstance(parked, Handover):
+            return self._take_over(connection, parked)
         sessions, history = self.sessions, self.history
         assert sessions is not None and history is not None
         old, state = parked.state, connection.state
@@ -287,6 +328,26 @@ class ChannelCore:
         if self.lifecycle.wants(Recovered):
             self.lifecycle.emit(Recovered(connection, len(parked.missed)))
         return parked.missed
+
+    def _take_over(self, connection: Connection, handover: Handover) -> list[Entry]:
+        """A session another instance held: its channels are joined here (no authorization,
+        as for a local recovery), and the stream's entries it missed are to be sent."""
+        sessions, history, shared = self.sessions, self.history, self.shared
+        assert sessions is not None and history is not None and shared is not None
+        state = connection.state
+        state.recovery_token = handover.token
+        sessions.issue(connection)
+        shared.claim(handover.token, connection.id, _subject(state), handover.channels)
+        state.joined = {}
+        state.restored = set(handover.channels)
+        for channel in handover.channels:
+            self._join(channel, connection)
+        seq, relay, now = history.seq, shared.positions.relay, time.monotonic()
+        missed = [Entry(seq, e.channel, e.event, e.data, e.socket, now,
+                        f"{seq}.{e.id}.{relay}") for e in handover.missed]
+        if self.lifecycle.wants(Recovered):
+            self.lifecycle.emit(Recovered(connection, len(missed)))
+        return missed
 
     # -- subscriptions ---------------------------------------------------------------
     def subscribe(self, connection: Connection, channel: Any, auth_headers: dict[str, str],
@@ -470,6 +531,9 @@ class ChannelCore:
         if state.joined is not None and self.history is not None:
             self.history.retain(channel)
             state.joined[channel] = self.history.seq
+            if self.shared is not None and state.recovery_token is not None:
+                self.shared.joined(state.recovery_token, connection.id, _subject(state),
+                                   channel)
         lifecycle = self.lifecycle
         if occupied and lifecycle.wants(LocalChannelOccupied):
             lifecycle.emit(LocalChannelOccupied(channel))
@@ -485,6 +549,10 @@ class ChannelCore:
         if state.joined is not None and self.history is not None:
             state.joined.pop(channel, None)
             self.history.release(channel)
+            if (self.shared is not None and state.recovery_token is not None
+                    and self.connections.get(connection.id) is connection):
+                # Left while connected (a close keeps the record, for a recovery).
+                self.shared.left(state.recovery_token, connection.id, _subject(state), channel)
         if channel not in self.rooms and self.lifecycle.wants(LocalChannelVacated):
             vacated = LocalChannelVacated(channel)
             if is_presence(channel):  # after its members' leaving, written in their turn
@@ -502,7 +570,7 @@ class ChannelCore:
         for token in list(sessions.parked):
             parked = sessions.take(token)
             if parked is not None:
-                self._session_over(parked)
+                self._session_over(parked, stopping=True)
 
     async def drain(self) -> None:
         """Wait for presence writes in flight (shutdown, tests)."""

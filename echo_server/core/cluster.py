@@ -32,9 +32,15 @@ from broadcaster.sources.redis import INTERNAL_PREFIX, subscriber_endpoint
 from broadcaster.sources.redis_wire import RedisSubscriber
 
 from .occupancy import Occupancy
+from .positions import Positions
 from .presence import LuaScript, Member, RedisPresenceStore, key_tag
 
 log = logging.getLogger("echo_server.cluster")
+
+def unrecorded_key(tag: str, room: str) -> str:
+    """The number of the last relay message to ``room`` (a packet no stream records)."""
+    return f"{tag}:unrecorded:{room}"
+
 
 def relay_channel(key_prefix: str) -> str:
     """Not under keyPrefix, so Laravel's `PSUBSCRIBE <keyPrefix>*` never sees it (with an
@@ -65,6 +71,18 @@ _PUBLISH_BATCH = """for i = 2, #ARGV do
   redis.call('publish', ARGV[1], ARGV[i])
 end
 return #ARGV - 1"""
+# With recovery on other instances, each message is also numbered (in publish order) and its
+# room marked with the number, for as long as a recovery may ask (core.positions): KEYS[1]
+# is the counter; ARGV: relay channel, marker key prefix, marker lifetime (ms), then pairs of
+# room and message. The number goes into the message's JSON, which instances that predate it
+# ignore.
+_PUBLISH_NUMBERED = """local n = 0
+for i = 4, #ARGV, 2 do
+  n = redis.call('incr', KEYS[1])
+  redis.call('set', ARGV[2] .. ARGV[i], n, 'px', ARGV[3])
+  redis.call('publish', ARGV[1], '{"n":' .. n .. ',' .. string.sub(ARGV[i + 1], 2))
+end
+return n"""
 MAX_RELAY_BATCH = 500
 RELAY_CONNECT_TIMEOUT = 2.0
 
@@ -94,12 +112,17 @@ class Cluster:
         self.occupancy = occupancy
         self._beaten = False  # a first beat landed: from then on a missing key means a loss
         self.restored = 0  # presence memberships written again after a loss (logged; tests)
-        self._outbox: list[str] = []
+        self._outbox: list[tuple[str, str]] = []  # (room, message)
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.channel = relay_channel(key_prefix)
         self.tag = key_tag(key_prefix)
         self._publish_batch = LuaScript(client, _PUBLISH_BATCH)
+        self._publish_numbered = LuaScript(client, _PUBLISH_NUMBERED)
+        # Set (with recovery on other instances): relay messages are numbered, and this
+        # instance's place in their order is kept here (core.positions).
+        self.positions: Positions | None = None
+        self.marker_ttl_ms = 0
         # Where the relay subscriber is connected (a server URL), None while it is not.
         self.relay_server: str | None = None
         self.relayed_in = 0
@@ -179,7 +202,7 @@ class Cluster:
             self.dropped += 1
             log.warning("cluster relay: Redis is not keeping up; dropped the oldest half of "
                         "%d queued messages", MAX_OUTBOX)
-        self._outbox.append(dumps(message))
+        self._outbox.append((message["r"], dumps(message)))
         self._outbox_ready.set()
 
     async def publish(self, channel: str, message: str) -> None:
@@ -200,8 +223,14 @@ class Cluster:
             for start in range(0, len(pending), MAX_RELAY_BATCH):
                 batch = pending[start:start + MAX_RELAY_BATCH]
                 try:
-                    await self._publish_batch(keys=[self._key("relay")],
-                                              args=[self.channel, *batch])
+                    if self.positions is None:
+                        await self._publish_batch(keys=[self._key("relay")],
+                                                  args=[self.channel, *(m for _, m in batch)])
+                    else:
+                        await self._publish_numbered(
+                            keys=[self._key("relay", "number")],
+                            args=[self.channel, unrecorded_key(self.tag, ""),
+                                  self.marker_ttl_ms, *(x for pair in batch for x in pair)])
                     self.relayed_out += len(batch)
                 except Exception as exc:
                     log.warning("cluster relay: could not publish %d messages: %s",
@@ -241,6 +270,9 @@ class Cluster:
     def _deliver(self, raw: bytes) -> None:
         try:
             message = loads(raw)
+            number = message.get("n")
+            if type(number) is int and self.positions is not None:
+                self.positions.relay = number  # in order, our own messages included
             if message["i"] == self.instance_id:
                 return
             self.relayed_in += 1

@@ -17,14 +17,15 @@ from typing import Any, Protocol
 from .presence import Member
 
 # One event for one wire: (members, channel, event, data JSON, offset, excluded connection).
-Item = tuple["Collection[Connection]", str, str, "str | bytes", int, "Connection | None"]
+Item = tuple["Collection[Connection]", str, str, "str | bytes", "int | str",
+             "Connection | None"]
 
 
 class Wire(Protocol):
     """One wire format (an adapter, and a generation of it when frames differ)."""
 
     def send(self, members: Collection[Connection], channel: str, event: str,
-             data_json: str | bytes, offset: int, exclude: Connection | None) -> int:
+             data_json: str | bytes, offset: int | str, exclude: Connection | None) -> int:
         """Build the event's frame once and write it to each of ``members`` but
         ``exclude``; how many got it. ``offset`` is its place in the history (0: not
         recorded), for wires that carry it; the events ``fanout.MEMBER_ADDED`` and
@@ -54,8 +55,8 @@ class ClientState:
     """The core's per-connection state: one typed object instead of a dict of keys that
     several modules read."""
 
-    __slots__ = ("address", "channels", "claims", "expiry", "headers", "joined", "pending",
-                 "presence", "recovery_token", "restored", "user", "whisper_at",
+    __slots__ = ("address", "channels", "claims", "expiry", "handover", "headers", "joined",
+                 "pending", "presence", "recovery_token", "restored", "user", "whisper_at",
                  "whisper_tokens", "wire")
 
     def __init__(self, wire: Wire, address: str, headers: dict[str, str]) -> None:
@@ -77,6 +78,9 @@ class ClientState:
         self.recovery_token: str | None = None
         self.joined: dict[str, int] | None = None
         self.restored: set[str] | None = None
+        # What a recovery from another instance found before the connection opened
+        # (core.shared_sessions): a Handover, or the RecoveryRefused to report.
+        self.handover: Any = None
 
 
 class Connection(Protocol):

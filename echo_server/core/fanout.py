@@ -18,6 +18,7 @@ from broadcaster.event import BroadcastEvent
 from .cache import LastEvents
 from .connection import Connection, Item, Wire
 from .history import History
+from .positions import Positions
 from .rooms import Groups, Rooms
 
 DeliveryObserver = Callable[[int, int, float], None]
@@ -35,13 +36,22 @@ class Fanout:
         # (events, messages delivered, seconds spent) once per batch, for metrics.
         self.observer: DeliveryObserver = lambda events, delivered, seconds: None
         self.delivered = 0  # running total, read by metrics at scrape time
+        # With recovery on other instances: where this instance is in the stream, moved as
+        # each stream event goes out (the history puts it into the offsets).
+        self.positions: Positions | None = None
 
     def deliver(self, events: list[BroadcastEvent]) -> int:
         started = time.perf_counter()
         self.last_events.record(events)
         if len(events) == 1:
             event = events[0]
-            delivered = self.emit_to_room(event.channel, event.event, event.data, event.socket)
+            positions = self.positions
+            if positions is not None:
+                if event.id is not None:
+                    positions.stream = event.id
+                elif positions.watches:
+                    positions.unrecorded(event.channel)
+            delivered = self._emit(event.channel, event.event, event.data, event.socket)
         else:
             delivered = self._deliver_batch(events)
         self.delivered += delivered
@@ -55,8 +65,14 @@ class Fanout:
         connections = self.connections
         groups_of = self.rooms.groups
         history = self.history
+        positions = self.positions
         for event in events:
             channel = event.channel
+            if positions is not None:
+                if event.id is not None:
+                    positions.stream = event.id
+                elif positions.watches:
+                    positions.unrecorded(channel)
             own = connections.get(channel)
             groups = groups_of(channel) if own is None else self._own(own)
             # Recorded even with nobody here: a dropped connection may come back for it.
@@ -86,6 +102,14 @@ class Fanout:
 
     def emit_to_room(self, room: str, event: str, data_json: str | bytes,
                      except_id: str | None = None) -> int:
+        """A packet no source recorded (a whisper, an event relayed from another instance)."""
+        positions = self.positions
+        if positions is not None and positions.watches:
+            positions.unrecorded(room)
+        return self._emit(room, event, data_json, except_id)
+
+    def _emit(self, room: str, event: str, data_json: str | bytes,
+              except_id: str | None = None) -> int:
         own = self.connections.get(room)
         groups = self.rooms.groups(room) if own is None else self._own(own)
         history = self.history
@@ -109,6 +133,9 @@ class Fanout:
         """A presence member joined or left: each wire says it its own way."""
         groups = self.rooms.groups(channel)
         history = self.history
+        positions = self.positions
+        if positions is not None and positions.watches:
+            positions.unrecorded(channel)
         offset = 0 if history is None else history.record(
             channel, MEMBER_ADDED if added else MEMBER_REMOVED, member_json, except_id)
         if groups is None:

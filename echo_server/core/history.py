@@ -17,6 +17,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from .positions import Positions
+
 ENTRY_OVERHEAD = 120  # bytes an entry costs besides its data, roughly (the object, deques)
 
 
@@ -28,11 +30,12 @@ class HistoryLimits:
 
 
 class Entry:
-    __slots__ = ("at", "channel", "data_json", "event", "exclude", "seq", "size")
+    __slots__ = ("at", "channel", "data_json", "event", "exclude", "offset", "seq", "size")
 
     def __init__(self, seq: int, channel: str, event: str, data_json: str | bytes,
-                 exclude: str | None, at: float) -> None:
+                 exclude: str | None, at: float, offset: int | str = 0) -> None:
         self.seq = seq
+        self.offset = offset or seq  # what the client was sent (core.positions)
         self.channel = channel
         self.event = event
         self.data_json = data_json
@@ -62,6 +65,9 @@ class History:
         # channel (skipped when they reach the front; compacted when they pile up).
         self._order: deque[tuple[ChannelHistory, Entry]] = deque()
         self.evictions = 0  # entries dropped before their window ended (bounds hit)
+        # With recovery on other instances: offsets also say where this instance was in the
+        # stream and the relay.
+        self.positions: Positions | None = None
 
     # -- which channels are recorded ---------------------------------------------------
     def retain(self, channel: str) -> None:
@@ -84,14 +90,16 @@ class History:
 
     # -- recording ---------------------------------------------------------------------
     def record(self, channel: str, event: str, data_json: str | bytes,
-               exclude: str | None) -> int:
+               exclude: str | None) -> int | str:
         """The packet's offset; 0 when the channel is not recorded (nobody could recover
         on it, and no offset is sent)."""
         record = self.channels.get(channel)
         if record is None:
             return 0
         self.seq = seq = self.seq + 1
-        entry = Entry(seq, channel, event, data_json, exclude, time.monotonic())
+        positions = self.positions
+        offset = seq if positions is None else positions.offset(seq)
+        entry = Entry(seq, channel, event, data_json, exclude, time.monotonic(), offset)
         record.entries.append(entry)
         self._order.append((record, entry))
         self.bytes += entry.size
@@ -101,7 +109,7 @@ class History:
             self._drop(record.entries.popleft(), record)
             self.evictions += 1
         self._trim(entry.at)
-        return seq
+        return offset
 
     def _trim(self, now: float) -> None:
         limits = self.limits

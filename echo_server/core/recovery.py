@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from .connection import ClientState, Connection
 from .history import Entry, HistoryLimits
+from .positions import offset_parts
 from .presence import Member
 
 # Why a connection ended, as the transports say it, for the ends that a reconnect may follow
@@ -30,13 +31,13 @@ from .presence import Member
 # disconnect, not a protocol error.
 RECOVERABLE_REASONS = frozenset({"transport close", "transport error", "ping timeout",
                                  "server shutting down", "forced close"})
-MAX_OFFSET_DIGITS = 20
 
 
 @dataclass(frozen=True, slots=True)
 class RecoveryOptions:
     window: float = 120.0  # maxDisconnectionDuration
     presence_grace: float = 5.0
+    catch_up: float = 10.0  # recovery on another instance: see core.shared_sessions
     history: HistoryLimits = field(default_factory=HistoryLimits)
 
 
@@ -53,6 +54,10 @@ class Parked:
         self.missed: list[Entry] = []  # found by a recovery, to be sent
         self.grace: asyncio.TimerHandle | None = None  # ends its presence
         self.expiry: asyncio.TimerHandle | None = None  # ends the session
+
+    @property
+    def connection_id(self) -> str:
+        return self.connection.id
 
 
 class RecoveryRefused(Exception):
@@ -116,10 +121,12 @@ def parse_offset(text: object, newest: int) -> int | None:
     """The client's last offset; None when it sent none (it never got a packet)."""
     if text is None:
         return None
-    if not (isinstance(text, str) and 0 < len(text) <= MAX_OFFSET_DIGITS and text.isascii()
-            and text.isdigit()):
+    if not isinstance(text, str):
         raise RecoveryRefused("bad_offset")
-    offset = int(text)
+    try:
+        offset, _ = offset_parts(text)
+    except ValueError:
+        raise RecoveryRefused("bad_offset") from None
     if offset > newest:
         raise RecoveryRefused("bad_offset")  # from another server's life, or made up
     return offset

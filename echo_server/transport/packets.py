@@ -211,7 +211,8 @@ _event_heads: dict[tuple[str, str], bytes] = {}
 EVENT_HEADS_MAX = 4096
 
 
-def event_message(event: str, channel: str, data_json: str | bytes, offset: int = 0) -> bytes:
+def event_message(event: str, channel: str, data_json: str | bytes,
+                  offset: int | str = 0) -> bytes:
     """The Engine.IO message for ``emit(event, channel, data)``, as UTF-8, with ``data``
     already encoded: the event's data is encoded once, never per recipient, and stays
     bytes from the source's parser to the frame (polling decodes it only when a polling
@@ -227,7 +228,9 @@ def event_message(event: str, channel: str, data_json: str | bytes, offset: int 
     if type(data_json) is str:
         data_json = data_json.encode("utf-8")
     if offset:
-        return b"".join((head, data_json, b',"%d"]' % offset))
+        if type(offset) is int:
+            return b"".join((head, data_json, b',"%d"]' % offset))
+        return b"".join((head, data_json, b',"', offset.encode(), b'"]'))  # type: ignore[union-attr]
     return b"".join((head, data_json, b"]"))
 
 

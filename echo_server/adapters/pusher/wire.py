@@ -75,7 +75,7 @@ class PusherWire:
         return encode_frame(b"".join((_head(event, channel), dumps_bytes(data_json), b"}")))
 
     def send(self, members: Collection[PusherConnection], channel: str,  # type: ignore[override]
-             event: str, data_json: str | bytes, offset: int,
+             event: str, data_json: str | bytes, offset: int | str,
              exclude: PusherConnection | None) -> int:
         frame = self._frame(channel, event, data_json, exclude)
         sent = 0

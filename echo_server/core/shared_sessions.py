@@ -1,0 +1,342 @@
+"""Recovery on another instance: a client whose instance died or restarted comes back to
+another one and still gets every packet it missed, or a clean refusal.
+
+That can only be whole when every packet of the gap was recorded where the new instance can
+read it: the events of the Redis stream source are (every instance reads the same entries,
+under the same ids); whispers, presence changes and API publishes travel the cluster relay,
+which records nothing. So:
+
+- each recoverable session that is in a channel has a record in Redis (its socket id, JWT
+  subject, channels and where it joined them, and the instance that owns it), kept while it
+  is connected and for the recovery window after its connection drops (half a window more
+  when its instance died and could not say when);
+- offsets carry the sender's place in the stream and in the relay's numbering
+  (``core.positions``), and every relay message marks its channel with its number;
+- the new instance recovers only when no relay message went to one of the session's
+  channels after the client's place (the marks say), and replays the stream's entries from
+  that place up to where its own delivery stands, so that what it sends live next follows
+  without a gap or a repeat.
+
+A presence channel always changes with a drop (members leave when their instance dies), so a
+session in one is not recovered elsewhere (the reason says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from broadcaster.event import BroadcastEvent
+from broadcaster.jsoncodec import dumps, loads
+
+from .cluster import unrecorded_key
+from .names import is_presence
+from .positions import Positions, StreamPlace, offset_parts, split_place, stream_place
+from .presence import LuaScript
+from .recovery import RecoveryRefused
+
+log = logging.getLogger("echo_server.shared_sessions")
+
+# Entries of the stream from an entry id (inclusive), at most ``count``: (id, its events,
+# numbered as the source numbers them). Raises when the stream cannot be read.
+LogReader = Callable[[str, int], Awaitable[list[tuple[str, list[BroadcastEvent]]]]]
+
+# KEYS[1] the session; ARGV: owner, record ('' keeps the one there), lifetime (ms), force.
+# Only the owner (or nobody yet) writes, so a late write of an instance the client has left
+# never overwrites the record of the one it went to; a take-over forces.
+_PUT = """local owner = redis.call('hget', KEYS[1], 'o')
+if owner and owner ~= ARGV[1] and ARGV[4] ~= '1' then return 0 end
+if ARGV[2] ~= '' then
+  redis.call('hset', KEYS[1], 'o', ARGV[1], 'r', ARGV[2])
+elseif not owner then
+  return 0
+end
+redis.call('pexpire', KEYS[1], ARGV[3])
+return 1"""
+_DROP = """if redis.call('hget', KEYS[1], 'o') == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0"""
+READ_CHUNK = 500
+MAX_READS = 50  # chunks of the stream one recovery may read
+POLL = 0.02  # how often a recovery looks whether this instance's stream delivery caught up
+
+
+@dataclass(slots=True)
+class Handover:
+    """A session taken over from another instance, ready to be restored here."""
+
+    token: str
+    connection_id: str
+    channels: list[str]
+    missed: list[BroadcastEvent]
+
+
+class _Write:
+    __slots__ = ("force", "lifetime", "record")
+
+    def __init__(self, record: str, lifetime: int, force: bool) -> None:
+        self.record = record  # '' keeps the record in Redis; None: drop it
+        self.lifetime = lifetime
+        self.force = force
+
+
+class SharedSessions:
+    def __init__(self, client: Any, tag: str, instance_id: str, positions: Positions,
+                 read_log: LogReader, *, window: float, catch_up: float,
+                 max_packets: int) -> None:
+        self.client = client
+        self.tag = tag
+        self.instance_id = instance_id
+        self.positions = positions
+        self.read_log = read_log
+        self.window_ms = max(1, int(window * 1000))
+        self.live_ms = self.window_ms * 3 // 2  # refreshed every half window while connected
+        self.catch_up = catch_up
+        self.max_packets = max_packets
+        self.places: dict[str, dict[str, str]] = {}  # token -> channel -> where it joined
+        self._live: set[str] = set()  # tokens of connected sessions with a record
+        self._pending: dict[str, _Write | None] = {}  # token -> latest write (None: drop)
+        self._ready = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._put = LuaScript(client, _PUT)
+        self._drop = LuaScript(client, _DROP)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.failed_writes = 0
+
+    def key(self, token: str) -> str:
+        return f"{self.tag}:session:{token}"
+
+    # -- the owner's side -----------------------------------------------------------------
+    def joined(self, token: str, connection_id: str, subject: object, channel: str) -> None:
+        places = self.places.setdefault(token, {})
+        places[channel] = self.positions.here()
+        self._write(token, connection_id, subject)
+
+    def left(self, token: str, connection_id: str, subject: object, channel: str) -> None:
+        places = self.places.get(token)
+        if places is None or places.pop(channel, None) is None:
+            return
+        if places:
+            self._write(token, connection_id, subject)
+        else:
+            self.ended(token)
+
+    def _write(self, token: str, connection_id: str, subject: object,
+               force: bool = False) -> None:
+        record = dumps({"id": connection_id, "sub": subject, "ch": self.places[token]})
+        self._live.add(token)
+        self._queue(token, _Write(record, self.live_ms, force))
+
+    def parked(self, token: str) -> None:
+        """Its connection dropped: the window starts now."""
+        if token in self._live:
+            self._live.discard(token)
+            self._queue(token, _Write("", self.window_ms, False))
+
+    def ended(self, token: str) -> None:
+        """Closed by its client, or over: nobody may recover it any more."""
+        self._live.discard(token)
+        if self.places.pop(token, None) is not None:
+            self._queue(token, None)
+
+    def forget(self, token: str) -> None:
+        """This process stops (its sessions stay in Redis, for other instances)."""
+        self._live.discard(token)
+        self.places.pop(token, None)
+
+    def _queue(self, token: str, write: _Write | None) -> None:
+        previous = self._pending.pop(token, None)
+        if write is not None and previous is not None and previous.force:
+            write.force = True  # a take-over still to land must land first
+        self._pending[token] = write
+        self._idle.clear()
+        self._ready.set()
+
+    # -- tasks ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._writer(), name="session records"),
+                       asyncio.create_task(self._refresher(), name="session refresh")]
+
+    async def stop(self, timeout: float) -> None:
+        """What is still to be written (the sessions a shutdown just parked) goes first."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+
+    async def _writer(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._pending:
+                token = next(iter(self._pending))
+                write = self._pending.pop(token)
+                try:
+                    if write is None:
+                        await self._drop(keys=[self.key(token)], args=[self.instance_id])
+                    else:
+                        await self._put(keys=[self.key(token)],
+                                        args=[self.instance_id, write.record, write.lifetime,
+                                              "1" if write.force else "0"])
+                except Exception as exc:
+                    self.failed_writes += 1
+                    log.warning("session record of a recoverable connection not written (%s):"
+                                " it recovers on this instance only", exc)
+            self._idle.set()
+
+    async def _refresher(self) -> None:
+        """Connected sessions' records outlive the window only by this: a crash then leaves
+        them for one window and a half at most."""
+        while True:
+            await asyncio.sleep(self.window_ms / 2000)
+            tokens = list(self._live)
+            for start in range(0, len(tokens), 1000):
+                try:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for token in tokens[start:start + 1000]:
+                            pipe.pexpire(self.key(token), self.live_ms)
+                        await pipe.execute()
+                except Exception as exc:
+                    log.warning("session records not refreshed: %s", exc)
+                    break
+
+    # -- the new instance's side ----------------------------------------------------------
+    async def owner(self, token: str) -> tuple[str, dict[str, Any]] | None:
+        """Who holds ``token``'s session, and its record; None when no record is there (or
+        Redis cannot say: then only this instance's own memory can recover it)."""
+        try:
+            owner, record = await self.client.hmget(self.key(token), ["o", "r"])
+        except Exception as exc:
+            log.warning("session record not read (%s)", exc)
+            return None
+        if owner is None or record is None:
+            return None
+        try:
+            parsed = loads(record)
+        except ValueError:
+            return None
+        owner = owner.decode() if isinstance(owner, bytes) else str(owner)
+        return (owner, parsed) if isinstance(parsed, dict) else None
+
+    async def take_over(self, token: str, record: dict[str, Any], offset: object,
+                        subject: object) -> Handover:
+        """What the session missed since ``offset`` (or since it joined), from the stream;
+        RecoveryRefused when that cannot be whole. Finishes (without awaiting anything
+        more) where this instance's own delivery stands: the caller joins the connection in
+        the same step, so the next stream event reaches it live."""
+        channels = record.get("ch")
+        if not isinstance(channels, dict) or not all(isinstance(c, str) for c in channels):
+            raise RecoveryRefused("unknown_session")
+        if record.get("sub") != subject:
+            raise RecoveryRefused("other_user")
+        if any(is_presence(channel) for channel in channels):
+            raise RecoveryRefused("presence")
+        after = self._places(channels, offset)
+        watch = self.positions.watch(frozenset(after))
+        try:
+            marks = await self.client.mget([unrecorded_key(self.tag, c) for c in after])
+            for channel, mark in zip(after, marks, strict=True):
+                if mark is not None and int(mark) > after[channel][1]:
+                    raise RecoveryRefused("unrecorded")  # a whisper or publish went by
+            await self._caught_up(max(place for place, _ in after.values()))
+            missed = await self._gap(after, str(record.get("id")),
+                                     self.max_packets * len(after))
+            if watch.touched:
+                raise RecoveryRefused("unrecorded")
+        finally:
+            self.positions.unwatch(watch)
+        connection_id = record.get("id")
+        if not isinstance(connection_id, str):
+            raise RecoveryRefused("unknown_session")
+        return Handover(token, connection_id, list(after), missed)
+
+    def claim(self, token: str, connection_id: str, subject: object,
+              channels: Iterable[str]) -> None:
+        """This instance owns the session now (its joins then write as usual)."""
+        self.places[token] = dict.fromkeys(channels, self.positions.here())
+        self._write(token, connection_id, subject, force=True)
+
+    def _places(self, channels: dict[str, Any], offset: object
+                ) -> dict[str, tuple[StreamPlace, int]]:
+        """Per channel, the place after which the client misses packets."""
+        client = None
+        if offset is not None:
+            try:
+                _, rest = offset_parts(offset) if isinstance(offset, str) else (0, "")
+            except ValueError:
+                rest = ""
+            client = split_place(rest)
+            if client is None:
+                raise RecoveryRefused("bad_offset")
+        after: dict[str, tuple[StreamPlace, int]] = {}
+        for channel, joined in channels.items():
+            place = split_place(joined) if isinstance(joined, str) else None
+            if place is None:  # joined before this cluster delivered any stream event
+                if client is None:
+                    raise RecoveryRefused("no_position")
+                place = client
+            elif client is not None:
+                place = (max(place[0], client[0]), max(place[1], client[1]))
+            after[channel] = place
+        return after
+
+    async def _caught_up(self, target: StreamPlace) -> None:
+        """This instance's stream delivery must have passed the client's place, or what
+        it delivers next would repeat what the client has (a restarted instance reads its
+        backlog after a warm-up)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.catch_up
+        while (stream_place(self.positions.stream) or (0, 0, 0)) < target:
+            if loop.time() >= deadline:
+                raise RecoveryRefused("behind")
+            await asyncio.sleep(POLL)
+
+    async def _gap(self, after: dict[str, tuple[StreamPlace, int]], connection_id: str,
+                   most: int) -> list[BroadcastEvent]:
+        start = min(place for place, _ in after.values())
+        cursor = f"{start[0]}-{start[1]}"
+        missed: list[BroadcastEvent] = []
+        first = True
+        last: StreamPlace = start
+        for _ in range(MAX_READS):
+            try:
+                entries = await self.read_log(cursor, READ_CHUNK)
+            except Exception as exc:
+                log.warning("stream not read for a recovery (%s)", exc)
+                raise RecoveryRefused("unavailable") from None
+            if first and (not entries or stream_place(entries[0][0]) != (*start[:2], 0)):
+                raise RecoveryRefused("history_evicted")  # trimmed from the stream
+            first = False
+            for _entry_id, events in entries:
+                for event in events:
+                    channel_after = after.get(event.channel)
+                    if (channel_after is not None and event.socket != connection_id
+                            and event.id is not None
+                            and (stream_place(event.id) or start) > channel_after[0]):
+                        missed.append(event)
+            if len(missed) > most:
+                raise RecoveryRefused("history_evicted")
+            if entries:
+                last = stream_place(entries[-1][0]) or last
+                cursor = _next_id(entries[-1][0])
+            here = stream_place(self.positions.stream) or (0, 0, 0)
+            if (last[0], last[1]) >= (here[0], here[1]):
+                # What this instance delivered is all in: the rest comes live.
+                return [event for event in missed
+                        if (stream_place(event.id or "") or here) <= here]
+        raise RecoveryRefused("behind")
+
+
+def _next_id(entry_id: str) -> str:
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq) + 1}"
