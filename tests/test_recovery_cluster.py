@@ -5,18 +5,27 @@ no stream recorded (a relayed publish, a whisper, a presence change)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
+import signal
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import redis.asyncio as aioredis
 
 from broadcaster import Broadcaster
 from broadcaster.event import BroadcastEvent
 from echo_server.server import EchoServer
-from tests.conftest import ServerFactory
+from tests.conftest import FAST_SOCKETIO, ServerFactory, free_port, requires_node
+from tests.support.auth_backend import AuthBackend
+from tests.support.instance import instance_process
+from tests.support.many_pages import NodePages
 from tests.support.raw import RawWebSocket
-from tests.support.waits import wait_until
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waits import ClientFactory, wait_until
 
 CHANNEL, OTHER = "leads-management", "admin-capacity"
 
@@ -138,3 +147,147 @@ async def test_a_gap_with_a_packet_no_stream_recorded_is_refused(
         assert hello2["sid"] != hello["sid"]  # a new socket: it must subscribe again
         assert _recoveries(b, "unrecorded") == 1
         await fresh.close()
+
+
+# --------------------------------------------------------------- real processes, npm clients
+def _options(prefix: str, name: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {"database": "redis", "databaseConfig": {"redis": {"keyPrefix": prefix}},
+            "sources": [url], "instanceId": f"{prefix}{name}",
+            "clients": [{"appId": "app", "key": "api-key"}],
+            "health": {"drainDelay": 0},
+            "socketio": {**FAST_SOCKETIO,
+                         "connectionStateRecovery": {"maxDisconnectionDuration": 30_000}},
+            **extra}
+
+
+async def _subscribed_on(port: int, count: int) -> None:
+    """Until ``count`` sockets are in CHANNEL, as the HTTP API of the instance on ``port``
+    says (Echo's subscribe has no answer)."""
+    async with aiohttp.ClientSession() as http:
+        for _ in range(400):
+            async with http.get(f"http://127.0.0.1:{port}/apps/app/channels/{CHANNEL}",
+                                params={"auth_key": "api-key"}) as response:
+                if (await response.json())["subscription_count"] >= count:
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{count} sockets never subscribed")
+
+
+@requires_node
+async def test_a_page_whose_instance_is_killed_recovers_on_the_other(
+        tmp_path: Path, make_server: ServerFactory, node_client: ClientFactory,
+        auth_backend: AuthBackend, redis_url: str) -> None:
+    """kill -9 of the page's instance: the page reconnects (through the load balancer) to
+    the other instance as the same socket, with every stream event published meanwhile, on
+    its public and its private channel, and the app's auth endpoint is not asked again."""
+    url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
+    prefix = f"rc{secrets.token_hex(3)}_"
+    auth_backend.allow_private("private-admin-dashboard.1")
+    extra = {"authHost": auth_backend.url}
+    async with instance_process(tmp_path, redis_url, _options(prefix, "a", url, **extra)) \
+            as (a_process, a):
+        b = await make_server(_options(prefix, "b", url, **extra))
+        proxy = TcpProxy(a.port, b.port)  # to a while it accepts, else to b
+        await proxy.start()
+        try:
+            page = await node_client("echo2-sio4", proxy.url, transports="websocket",
+                                     reconnection_delay=100)
+            connected = await page.expect("connected")
+            await page.command({"cmd": "channel", "channel": CHANNEL,
+                                "listen": [".lead.assigned"]})
+            await page.command({"cmd": "private", "channel": "admin-dashboard.1",
+                                "listen": [".lead.assigned"]})
+            await wait_until(lambda: len(auth_backend.calls) == 1, "authorized")
+            async with Broadcaster(url) as publisher:
+                sent = [(CHANNEL, 0)]
+                await publisher.publish(CHANNEL, "lead.assigned", {"n": 0})
+                # Until the private subscription shows, each probe is a first event.
+                got = await page.expect("event")
+                assert (got["channel"], got["data"]["n"]) == (CHANNEL, 0)
+                await publisher.publish("private-admin-dashboard.1", "lead.assigned",
+                                        {"n": 1})
+                sent.append(("private-admin-dashboard.1", 1))
+                got = await page.expect("event")
+                assert (got["channel"], got["data"]["n"]) == sent[-1]
+
+                proxy.cut()  # held away while its instance dies
+                a_process.kill()
+                await a_process.wait()
+                for n, channel in enumerate([CHANNEL, "private-admin-dashboard.1", CHANNEL],
+                                            2):
+                    await publisher.publish(channel, "lead.assigned", {"n": n})
+                    sent.append((channel, n))
+                proxy.release()
+                back = await page.expect("connected", timeout=15)
+                assert back["recovered"] is True
+                assert back["socketId"] == connected["socketId"]
+                got = [await page.expect("event") for _ in range(3)]
+                assert [(m["channel"], m["data"]["n"]) for m in got] == sent[2:]
+                await publisher.publish(CHANNEL, "lead.assigned", {"n": 5})
+                got = await page.expect("event")
+                assert got["data"]["n"] == 5  # still in its channels, nothing twice
+            assert len(auth_backend.calls) == 1  # no second authorization
+            assert _recoveries(b, "recovered") == 1
+        finally:
+            await proxy.stop()
+
+
+@requires_node
+async def test_a_rolling_restart_loses_nothing_and_repeats_nothing(
+        tmp_path: Path, redis_url: str) -> None:
+    """Both instances restarted with SIGTERM, one after the other, while fifty pages on a
+    public channel receive a stream event every 50 ms: every page ends with every event,
+    once, in order, having recovered at each move."""
+    url = stream_url(redis_url, f"s{secrets.token_hex(3)}").replace("warmup=0", "warmup=0.3")
+    prefix = f"rc{secrets.token_hex(3)}_"
+    ports = free_port(), free_port()
+    directories = [tmp_path / "a", tmp_path / "b"]
+    for directory in directories:
+        directory.mkdir()
+
+    def start(index: int) -> Any:
+        return instance_process(directories[index], redis_url,
+                                _options(prefix, "ab"[index], url), port=ports[index])
+
+    stack = contextlib.AsyncExitStack()
+    async with stack:
+        a_process, _ = await stack.enter_async_context(start(0))
+        b_process, _ = await stack.enter_async_context(start(1))
+        proxy = TcpProxy(*ports)
+        await proxy.start()
+        stack.push_async_callback(proxy.stop)
+        pages = await stack.enter_async_context(NodePages(proxy.url, 50, CHANNEL, "tick"))
+        await _subscribed_on(ports[0], 50)
+
+        published = 0
+        stop = asyncio.Event()
+
+        async def publish() -> None:
+            nonlocal published
+            async with Broadcaster(url) as publisher:
+                while not stop.is_set():
+                    await publisher.publish(CHANNEL, "tick", {"n": published})
+                    published += 1
+                    await asyncio.sleep(0.05)
+
+        publishing = asyncio.create_task(publish())
+        try:
+            await asyncio.sleep(0.5)
+            for index, process in ((0, a_process), (1, b_process)):
+                process.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(process.wait(), 20) == 0
+                await pages.until(lambda report, moves=index + 2: all(
+                    page["connects"] >= moves for page in report), "every page moved")
+                await stack.enter_async_context(start(index))  # back, on the same port
+                await asyncio.sleep(0.5)  # events flow to the pages meanwhile
+        finally:
+            stop.set()
+            await publishing
+        expected = list(range(published))
+
+        await pages.until(lambda report: all(page["received"][-1:] == [published - 1]
+                                             for page in report), "every page has the last")
+        for page in await pages.report():
+            assert page["received"] == expected  # all, once, in order
+            assert page["connects"] == 3 and page["recovered"] == 2
+            assert len(page["ids"]) == 1  # the same socket id throughout

@@ -25,11 +25,12 @@ class At:
 
 
 @asynccontextmanager
-async def instance_process(tmp_path: Path, redis_url: str, options: dict[str, Any]
+async def instance_process(tmp_path: Path, redis_url: str, options: dict[str, Any],
+                           port: int | None = None
                            ) -> AsyncIterator[tuple[asyncio.subprocess.Process, At]]:
     """Started from a laravel-echo-server.json in ``tmp_path``; yielded once /readyz says it
     serves (its cluster, presence and webhooks started); killed at the end if still alive."""
-    port = free_port()
+    port = port or free_port()
     config = {"host": "127.0.0.1", "port": port, **options}
     _deep_update(config, redis_config(redis_url))
     (tmp_path / "laravel-echo-server.json").write_text(json.dumps(config))

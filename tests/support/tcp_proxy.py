@@ -15,8 +15,11 @@ import contextlib
 
 
 class TcpProxy:
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
+    """With several upstream ports, each connection goes to the first that accepts (a load
+    balancer with one instance down)."""
+
+    def __init__(self, *upstream_ports: int) -> None:
+        self.upstream_ports = upstream_ports
         self.port = 0
         self.accepted = 0
         self._server: asyncio.AbstractServer | None = None
@@ -56,9 +59,13 @@ class TcpProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
         await self._open.wait()
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
+        for port in self.upstream_ports:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                continue
+        else:
             writer.transport.abort()
             return
         pair = (writer, up_writer)
