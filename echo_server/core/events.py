@@ -51,7 +51,9 @@ class Recovered:
 @dataclass(frozen=True, slots=True)
 class RecoveryFailed:
     connection: Connection
-    reason: str  # unknown_session, history_evicted, other_user, bad_offset, off
+    # unknown_session, history_evicted, other_user, bad_offset, off; from another instance
+    # also unrecorded, presence, behind, no_position, unavailable (core.shared_sessions)
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,6 +175,7 @@ class SharedSessions:
         self._tasks = []
 
     async def _writer(self) -> None:
+        failing = False
         while True:
             await self._ready.wait()
             self._ready.clear()
@@ -190,8 +191,14 @@ class SharedSessions:
                                               "1" if write.force else "0"])
                 except Exception as exc:
                     self.failed_writes += 1
-                    log.warning("session record of a recoverable connection not written (%s):"
-                                " it recovers on this instance only", exc)
+                    if not failing:  # once per outage
+                        log.warning("session records of recoverable connections not written "
+                                    "(%s): they recover on this instance only", exc)
+                    failing = True
+                else:
+                    if failing:
+                        log.info("session records are written again")
+                    failing = False
             self._idle.set()
 
     async def _refresher(self) -> None:
