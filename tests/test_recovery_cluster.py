@@ -10,6 +10,7 @@ import contextlib
 import json
 import secrets
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -237,27 +238,39 @@ async def test_a_rolling_restart_loses_nothing_and_repeats_nothing(
         tmp_path: Path, redis_url: str) -> None:
     """Both instances restarted with SIGTERM, one after the other, while fifty pages on a
     public channel receive a stream event every 50 ms: every page ends with every event,
-    once, in order, having recovered at each move."""
+    once, in order, having recovered at each move (to the other instance)."""
+    await _restarted_under_pages(tmp_path, redis_url, instances=2, count=50)
+
+
+@requires_node
+async def test_a_lone_instance_restarted_gives_its_pages_what_they_missed(
+        tmp_path: Path, redis_url: str) -> None:
+    """One instance, redeployed (SIGTERM, started again under its instance id): its pages
+    wait for it and come back as the same sockets with what was published meanwhile; it
+    knows its previous life's sessions only from Redis."""
+    await _restarted_under_pages(tmp_path, redis_url, instances=1, count=5)
+
+
+async def _restarted_under_pages(tmp_path: Path, redis_url: str, *, instances: int,
+                                 count: int) -> None:
     url = stream_url(redis_url, f"s{secrets.token_hex(3)}").replace("warmup=0", "warmup=0.3")
     prefix = f"rc{secrets.token_hex(3)}_"
-    ports = free_port(), free_port()
-    directories = [tmp_path / "a", tmp_path / "b"]
-    for directory in directories:
-        directory.mkdir()
+    ports = [free_port() for _ in range(instances)]
+    for index in range(instances):
+        (tmp_path / str(index)).mkdir()
 
     def start(index: int) -> Any:
-        return instance_process(directories[index], redis_url,
-                                _options(prefix, "ab"[index], url), port=ports[index])
+        return instance_process(tmp_path / str(index), redis_url,
+                                _options(prefix, str(index), url), port=ports[index])
 
     stack = contextlib.AsyncExitStack()
     async with stack:
-        a_process, _ = await stack.enter_async_context(start(0))
-        b_process, _ = await stack.enter_async_context(start(1))
-        proxy = TcpProxy(*ports)
+        processes = [(await stack.enter_async_context(start(i)))[0] for i in range(instances)]
+        proxy = TcpProxy(*ports)  # to the first instance that accepts
         await proxy.start()
         stack.push_async_callback(proxy.stop)
-        pages = await stack.enter_async_context(NodePages(proxy.url, 50, CHANNEL, "tick"))
-        await _subscribed_on(ports[0], 50)
+        pages = await stack.enter_async_context(NodePages(proxy.url, count, CHANNEL, "tick"))
+        await _subscribed_on(ports[0], count)
 
         published = 0
         stop = asyncio.Event()
@@ -270,24 +283,28 @@ async def test_a_rolling_restart_loses_nothing_and_repeats_nothing(
                     published += 1
                     await asyncio.sleep(0.05)
 
+        def moved(times: int) -> Callable[[list[dict[str, Any]]], bool]:
+            return lambda report: all(page["connects"] > times for page in report)
+
         publishing = asyncio.create_task(publish())
         try:
             await asyncio.sleep(0.5)
-            for index, process in ((0, a_process), (1, b_process)):
+            for index, process in enumerate(processes):
                 process.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(process.wait(), 20) == 0
-                await pages.until(lambda report, moves=index + 2: all(
-                    page["connects"] >= moves for page in report), "every page moved")
+                if instances > 1:  # to the other instance, before this one is back
+                    await pages.until(moved(index + 1), "every page moved")
                 await stack.enter_async_context(start(index))  # back, on the same port
+                if instances == 1:
+                    await pages.until(moved(index + 1), "every page came back")
                 await asyncio.sleep(0.5)  # events flow to the pages meanwhile
         finally:
             stop.set()
             await publishing
-        expected = list(range(published))
 
         await pages.until(lambda report: all(page["received"][-1:] == [published - 1]
                                              for page in report), "every page has the last")
         for page in await pages.report():
-            assert page["received"] == expected  # all, once, in order
-            assert page["connects"] == 3 and page["recovered"] == 2
+            assert page["received"] == list(range(published))  # all, once, in order
+            assert page["connects"] == 1 + instances and page["recovered"] == instances
             assert len(page["ids"]) == 1  # the same socket id throughout

@@ -240,7 +240,7 @@ class ChannelCore:
         if shared is None or not isinstance(token, str) or not 0 < len(token) <= 64:
             return
         found = await shared.owner(token)
-        if found is None or found[0] == shared.instance_id:
+        if found is None or found[0] == shared.owner_id:
             return  # this instance's own, or nobody's: its memory decides
         assert self.sessions is not None
         stale = self.sessions.take(token)  # held here once; the client went elsewhere since

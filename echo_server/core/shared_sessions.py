@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -91,7 +92,9 @@ class SharedSessions:
                  max_packets: int) -> None:
         self.client = client
         self.tag = tag
-        self.instance_id = instance_id
+        # This process, not just its instance id: an instance restarted under the same id has
+        # lost its memory of the sessions its previous life owned, and takes them over.
+        self.owner_id = f"{instance_id}/{secrets.token_hex(4)}"
         self.positions = positions
         self.read_log = read_log
         self.window_ms = max(1, int(window * 1000))
@@ -184,10 +187,10 @@ class SharedSessions:
                 write = self._pending.pop(token)
                 try:
                     if write is None:
-                        await self._drop(keys=[self.key(token)], args=[self.instance_id])
+                        await self._drop(keys=[self.key(token)], args=[self.owner_id])
                     else:
                         await self._put(keys=[self.key(token)],
-                                        args=[self.instance_id, write.record, write.lifetime,
+                                        args=[self.owner_id, write.record, write.lifetime,
                                               "1" if write.force else "0"])
                 except Exception as exc:
                     self.failed_writes += 1
