@@ -36,7 +36,7 @@ def stream_url(redis_url: str, stream: str) -> str:
         f"?stream={stream}&warmup=0&block=0.2"
 
 
-async def _pair(make_server: ServerFactory, url: str, **recovery: Any
+async def _pair(make_server: ServerFactory, url: str, **options: Any
                 ) -> tuple[EchoServer, EchoServer]:
     prefix = f"rc{secrets.token_hex(3)}_"
     servers = []
@@ -44,8 +44,8 @@ async def _pair(make_server: ServerFactory, url: str, **recovery: Any
         server = await make_server({
             "database": "redis", "databaseConfig": {"redis": {"keyPrefix": prefix}},
             "sources": [url], "instanceId": f"{prefix}{name}",
-            "socketio": {"connectionStateRecovery": {"maxDisconnectionDuration": 10_000,
-                                                     **recovery}}})
+            "socketio": {"connectionStateRecovery": {"maxDisconnectionDuration": 10_000}},
+            **options})
         assert server.core.shared is not None, "recovery on any instance is set up"
         servers.append(server)
     return servers[0], servers[1]
@@ -148,6 +148,27 @@ async def test_a_gap_with_a_packet_no_stream_recorded_is_refused(
         assert hello2["sid"] != hello["sid"]  # a new socket: it must subscribe again
         assert _recoveries(b, "unrecorded") == 1
         await fresh.close()
+
+
+async def test_a_socket_in_a_presence_channel_is_not_recovered_elsewhere(
+        make_server: ServerFactory, redis_url: str, auth_backend: AuthBackend) -> None:
+    """Its members change when an instance goes (they leave, announced): no stream holds
+    that, so the socket starts over on the other instance, and says why in the metrics."""
+    auth_backend.presence("presence-leads-management", 1, {"name": "admin 1"})
+    url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
+    a, b = await _pair(make_server, url, authHost=auth_backend.url)
+    ws, hello = await _client(a)
+    ws.send_text('42["subscribe",{"channel":"presence-leads-management","auth":{}}]')
+    assert (await ws.next_event())[0] == "presence:subscribed"
+    await _subscribed(a, ws, CHANNEL)
+    async with Broadcaster(url) as publisher:
+        await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
+        offset = (await ws.next_event())[3]
+    await _dropped(a, ws)
+    fresh, hello2 = await _client(b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
+    assert hello2["sid"] != hello["sid"]
+    assert _recoveries(b, "presence") == 1
+    await fresh.close()
 
 
 # --------------------------------------------------------------- real processes, npm clients
