@@ -25,7 +25,7 @@ from echo_server.server import EchoServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient
-from tests.support.raw import OP_CLOSE, RawWebSocket
+from tests.support.raw import OP_CLOSE, RawWebSocket, socketio_client
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import ClientFactory, wait_until
 
@@ -241,21 +241,12 @@ async def test_a_gap_the_history_no_longer_holds_is_not_recovered_in_part(
 
 
 # --------------------------------------------------------------------------- the wire
-async def _raw_client(server: EchoServer, connect: str = "40") -> tuple[RawWebSocket, dict]:
-    ws = await RawWebSocket.connect(server, "EIO=4&transport=websocket")
-    assert (await ws.recv_text()).startswith("0")
-    ws.send_text(connect)
-    reply = await ws.recv_text()
-    assert reply.startswith("40{"), reply
-    return ws, json.loads(reply[2:])
-
-
 async def test_the_wire_offsets_pid_and_a_bad_offset(make_server: ServerFactory) -> None:
     """socket.io's recovery protocol as the bytes say it: ``40{sid, pid}``; a broadcast's
     last argument is its offset (a string); Engine.IO 3 sockets never see one; a made-up
     offset gets a new session, not a partial one."""
     server = await make_server({"socketio": {"connectionStateRecovery": {}}}, redis=False)
-    ws, hello = await _raw_client(server)
+    ws, hello = await socketio_client(server)
     assert set(hello) == {"sid", "pid"}
     ws.send_text('42["subscribe",{"channel":"leads-management"}]')
     old = await RawWebSocket.connect(server, "EIO=3&transport=websocket")
@@ -272,7 +263,7 @@ async def test_the_wire_offsets_pid_and_a_bad_offset(make_server: ServerFactory)
     assert sessions is not None
     await wait_until(lambda: len(sessions.parked) == 1, "parked")
     server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"lead":{"id":2}}'))
-    refused, fresh = await _raw_client(
+    refused, fresh = await socketio_client(
         server, "40" + json.dumps({"pid": hello["pid"], "offset": "12x"}))
     assert fresh["sid"] != hello["sid"] and fresh["pid"] != hello["pid"]
     assert server.metrics is not None
@@ -282,7 +273,7 @@ async def test_the_wire_offsets_pid_and_a_bad_offset(make_server: ServerFactory)
 
 async def test_the_wire_replays_in_order_with_offsets(make_server: ServerFactory) -> None:
     server = await make_server({"socketio": {"connectionStateRecovery": {}}}, redis=False)
-    ws, hello = await _raw_client(server)
+    ws, hello = await socketio_client(server)
     ws.send_text('42["subscribe",{"channel":"a"}]')
     ws.send_text('42["subscribe",{"channel":"b"}]')
     await wait_until(lambda: server.core.rooms.count("b") == 1, "subscribed")
@@ -297,7 +288,7 @@ async def test_the_wire_replays_in_order_with_offsets(make_server: ServerFactory
     history = server.core.history
     assert history is not None
     await wait_until(lambda: history.seq >= 5, "recorded")
-    back, again = await _raw_client(
+    back, again = await socketio_client(
         server, "40" + json.dumps({"pid": hello["pid"], "offset": offset, "token": "x"}))
     assert again == hello  # the same socket and private id
     replayed = [await back.next_event() for _ in range(4)]

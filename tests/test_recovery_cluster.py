@@ -24,7 +24,7 @@ from tests.conftest import FAST_SOCKETIO, ServerFactory, free_port, requires_nod
 from tests.support.auth_backend import AuthBackend
 from tests.support.instance import instance_process
 from tests.support.many_pages import NodePages
-from tests.support.raw import RawWebSocket
+from tests.support.raw import RawWebSocket, socketio_client
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import ClientFactory, wait_until
 
@@ -49,15 +49,6 @@ async def _pair(make_server: ServerFactory, url: str, **options: Any
         assert server.core.shared is not None, "recovery on any instance is set up"
         servers.append(server)
     return servers[0], servers[1]
-
-
-async def _client(server: EchoServer, connect: str = "40") -> tuple[RawWebSocket, dict]:
-    ws = await RawWebSocket.connect(server, "EIO=4&transport=websocket")
-    assert (await ws.recv_text()).startswith("0")
-    ws.send_text(connect)
-    reply = await ws.recv_text()
-    assert reply.startswith("40{"), reply
-    return ws, json.loads(reply[2:])
 
 
 async def _dropped(server: EchoServer, ws: RawWebSocket) -> None:
@@ -86,7 +77,7 @@ async def test_a_client_dropped_from_one_instance_recovers_on_the_other(
         make_server: ServerFactory, redis_url: str) -> None:
     url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
     a, b = await _pair(make_server, url)
-    ws, hello = await _client(a)
+    ws, hello = await socketio_client(a)
     await _subscribed(a, ws, CHANNEL, OTHER)
     await wait_until(lambda: b.core.rooms.count(CHANNEL) == 0, "b has nobody")
     async with Broadcaster(url) as publisher:
@@ -107,7 +98,7 @@ async def test_a_client_dropped_from_one_instance_recovers_on_the_other(
         await wait_until(lambda: b.core.fanout.positions is not None
                          and b.core.fanout.positions.stream.startswith(
                              stream_ids[-1].decode()), "b delivered the gap")
-        back, again = await _client(
+        back, again = await socketio_client(
             b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
         assert again == hello  # the same socket (X-Socket-ID) and private id
         replayed = [await back.next_event() for _ in range(3)]
@@ -119,7 +110,7 @@ async def test_a_client_dropped_from_one_instance_recovers_on_the_other(
         # b owns the session now: a second drop comes back to b, as the same socket.
         await _dropped(b, back)
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 7})
-        third, again = await _client(
+        third, again = await socketio_client(
             b, "40" + json.dumps({"pid": hello["pid"], "offset": replayed[-1][3]}))
         assert again == hello
         assert [(p[1], p[2]["n"]) for p in [await third.next_event() for _ in range(2)]] \
@@ -131,7 +122,7 @@ async def test_a_gap_with_a_packet_no_stream_recorded_is_refused(
         make_server: ServerFactory, redis_url: str) -> None:
     url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
     a, b = await _pair(make_server, url)
-    ws, hello = await _client(a)
+    ws, hello = await socketio_client(a)
     await _subscribed(a, ws, CHANNEL)
     async with Broadcaster(url) as publisher:
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
@@ -143,7 +134,7 @@ async def test_a_gap_with_a_packet_no_stream_recorded_is_refused(
         assert cluster is not None
         relayed = cluster.relayed_in
         await wait_until(lambda: cluster.relayed_in > relayed, "relayed")
-        fresh, hello2 = await _client(
+        fresh, hello2 = await socketio_client(
             b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
         assert hello2["sid"] != hello["sid"]  # a new socket: it must subscribe again
         assert _recoveries(b, "unrecorded") == 1
@@ -157,7 +148,7 @@ async def test_a_socket_in_a_presence_channel_is_not_recovered_elsewhere(
     auth_backend.presence("presence-leads-management", 1, {"name": "admin 1"})
     url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
     a, b = await _pair(make_server, url, authHost=auth_backend.url)
-    ws, hello = await _client(a)
+    ws, hello = await socketio_client(a)
     ws.send_text('42["subscribe",{"channel":"presence-leads-management","auth":{}}]')
     assert (await ws.next_event())[0] == "presence:subscribed"
     await _subscribed(a, ws, CHANNEL)
@@ -165,7 +156,8 @@ async def test_a_socket_in_a_presence_channel_is_not_recovered_elsewhere(
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
         offset = (await ws.next_event())[3]
     await _dropped(a, ws)
-    fresh, hello2 = await _client(b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
+    fresh, hello2 = await socketio_client(
+        b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
     assert hello2["sid"] != hello["sid"]
     assert _recoveries(b, "presence") == 1
     await fresh.close()

@@ -37,6 +37,15 @@ from .presence import LuaScript, Member, RedisPresenceStore, key_tag
 
 log = logging.getLogger("echo_server.cluster")
 
+async def cancel_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background loops and wait until they are gone, whatever they raise."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
 def unrecorded_key(tag: str, room: str) -> str:
     """The number of the last relay message to ``room`` (a packet no stream records)."""
     return f"{tag}:unrecorded:{room}"
@@ -161,11 +170,7 @@ class Cluster:
                        asyncio.create_task(self._send(), name="cluster relay out")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_tasks(self._tasks)
         self._tasks = []
         if self.occupancy is not None:
             with contextlib.suppress(Exception):

@@ -34,7 +34,7 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
-from .cluster import unrecorded_key
+from .cluster import cancel_tasks, unrecorded_key
 from .names import is_presence
 from .positions import Positions, StreamPlace, offset_parts, split_place, stream_place
 from .presence import LuaScript
@@ -170,11 +170,7 @@ class SharedSessions:
         """What is still to be written (the sessions a shutdown just parked) goes first."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_tasks(self._tasks)
         self._tasks = []
 
     async def _writer(self) -> None:

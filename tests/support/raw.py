@@ -329,3 +329,14 @@ class RawWebSocket:
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
+
+
+async def socketio_client(server: Any, connect: str = "40") -> tuple[RawWebSocket, dict]:
+    """An Engine.IO 4 websocket that sent ``connect`` (``40``, or ``40{pid, offset}`` to
+    recover) and got its ``40{sid, pid}``: the socket and that reply."""
+    ws = await RawWebSocket.connect(server, "EIO=4&transport=websocket")
+    assert (await ws.recv_text()).startswith("0")
+    ws.send_text(connect)
+    reply = await ws.recv_text()
+    assert reply.startswith("40{"), reply
+    return ws, json.loads(reply[2:])
