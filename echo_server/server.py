@@ -61,6 +61,11 @@ from .webhooks.dispatcher import Webhooks
 log = logging.getLogger("echo_server")
 
 LISTEN_BACKLOG = 4096
+# Clients wait (their reconnect backoff) until start-up is done: a restarted instance or
+# worker purges its previous life's presence members as its cluster starts, and would take
+# the members its first clients wrote meanwhile with them. /healthz and /readyz answer.
+STARTING = Response(503, b'{"error":"starting"}',
+                    [("Retry-After", "1"), ("Cache-Control", "no-store")], "application/json")
 SHUTDOWN_TIMEOUT = 10.0
 
 
@@ -437,6 +442,8 @@ class EchoServer:
             name = path[len(self._engine_prefix):]
             if name in ("socket.io.js", "socket.io.js.map"):
                 return self.bundle.response(name, request.headers.get("if-none-match"))
+            if self.health.phase is Phase.STARTING:
+                return STARTING
             return self.engine.handle_request(request, conn)
         if path in Health.PATHS and request.method in ("GET", "HEAD"):
             return self.health.handle(request)
@@ -451,15 +458,22 @@ class EchoServer:
         return self.api.handle(request)
 
     def _upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
+        if self.health.phase is Phase.STARTING:
+            self._refuse_upgrade(conn, STARTING)
+            return
         if self._is_engine_path(request.path):
             self.engine.handle_upgrade(request, conn, rest)
             return
         if PusherEndpoint.matches(request.path):
             self.pusher.handle_upgrade(request, conn, rest)
             return
+        self._refuse_upgrade(conn, self.api.not_found(request))
+
+    @staticmethod
+    def _refuse_upgrade(conn: HttpConnection, response: Response) -> None:
         transport = conn.transport
         if transport is not None:
-            transport.write(encode_response(self.api.not_found(request), False))
+            transport.write(encode_response(response, False))
             transport.close()
 
     # -- set-up details -----------------------------------------------------------

@@ -126,6 +126,10 @@ async def test_not_ready_while_starting(tmp_path: Path, http) -> None:
         assert (ready.status, ready.json()["status"]) == (503, "starting")
         live = await probe(http, base, "/healthz")
         assert (live.status, live.json()["phase"]) == (200, "starting")
+        # No client in before presence is set up (a restarted instance purges its previous
+        # life's members then): socket.io-client retries on its reconnect backoff.
+        handshake = await http_request(http, "GET", base + "/socket.io/?EIO=4&transport=polling")
+        assert (handshake.status, handshake.json()) == (503, {"error": "starting"})
 
         for writer in held:
             writer.close()
@@ -133,6 +137,8 @@ async def test_not_ready_while_starting(tmp_path: Path, http) -> None:
         ready = await probe(http, base, "/readyz")
         assert ready.status == 200
         assert ready.json()["presence"] == "memory" and ready.json()["cluster"] is None
+        handshake = await http_request(http, "GET", base + "/socket.io/?EIO=4&transport=polling")
+        assert handshake.status == 200
     finally:
         if not starting.done():
             starting.cancel()
