@@ -141,6 +141,26 @@ async def test_a_gap_with_a_packet_no_stream_recorded_is_refused(
         await fresh.close()
 
 
+async def test_a_made_up_place_in_the_stream_is_refused_at_once(
+        make_server: ServerFactory, redis_url: str) -> None:
+    """An offset naming a stream entry that does not exist (from the future, say) gets a
+    new socket straight away, not a connection held for the catch-up wait."""
+    url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
+    a, b = await _pair(make_server, url)
+    ws, hello = await socketio_client(a)
+    await _subscribed(a, ws, CHANNEL)
+    async with Broadcaster(url) as publisher:
+        await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
+        seq, place, relay = (await ws.next_event())[3].split(".")
+    await _dropped(a, ws)
+    future = f"{seq}.{int(place.split('-')[0]) + 3_600_000}-0.{relay}"
+    fresh, again = await socketio_client(
+        b, "40" + json.dumps({"pid": hello["pid"], "offset": future}))
+    assert again["sid"] != hello["sid"]
+    assert _recoveries(b, "bad_offset") == 1
+    await fresh.close()
+
+
 async def test_a_socket_in_a_presence_channel_is_not_recovered_elsewhere(
         make_server: ServerFactory, redis_url: str, auth_backend: AuthBackend) -> None:
     """Its members change when an instance goes (they leave, announced): no stream holds

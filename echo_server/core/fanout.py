@@ -49,7 +49,7 @@ class Fanout:
             if positions is not None:
                 if event.id is not None:
                     positions.stream = event.id
-                elif positions.watches:
+                elif positions.watched:
                     positions.unrecorded(event.channel)
             delivered = self._emit(event.channel, event.event, event.data, event.socket)
         else:
@@ -71,7 +71,7 @@ class Fanout:
             if positions is not None:
                 if event.id is not None:
                     positions.stream = event.id
-                elif positions.watches:
+                elif positions.watched:
                     positions.unrecorded(channel)
             own = connections.get(channel)
             groups = groups_of(channel) if own is None else self._own(own)
@@ -104,7 +104,7 @@ class Fanout:
                      except_id: str | None = None) -> int:
         """A packet no source recorded (a whisper, an event relayed from another instance)."""
         positions = self.positions
-        if positions is not None and positions.watches:
+        if positions is not None and positions.watched:
             positions.unrecorded(room)
         return self._emit(room, event, data_json, except_id)
 
@@ -134,7 +134,7 @@ class Fanout:
         groups = self.rooms.groups(channel)
         history = self.history
         positions = self.positions
-        if positions is not None and positions.watches:
+        if positions is not None and positions.watched:
             positions.unrecorded(channel)
         offset = 0 if history is None else history.record(
             channel, MEMBER_ADDED if added else MEMBER_REMOVED, member_json, except_id)

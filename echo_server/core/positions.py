@@ -30,27 +30,33 @@ class Watch:
 
 
 class Positions:
-    __slots__ = ("relay", "stream", "watches")
+    __slots__ = ("relay", "stream", "watched")
 
     def __init__(self) -> None:
         self.stream = ""  # nothing delivered yet: no place another instance could start from
         self.relay = 0
-        self.watches: list[Watch] = []
+        # channel -> the watches on it (empty while no recovery from elsewhere is under way:
+        # fan-out tests only that).
+        self.watched: dict[str, list[Watch]] = {}
 
     def watch(self, channels: frozenset[str]) -> Watch:
         watch = Watch(channels)
-        self.watches.append(watch)
+        for channel in channels:
+            self.watched.setdefault(channel, []).append(watch)
         return watch
 
     def unwatch(self, watch: Watch) -> None:
-        self.watches.remove(watch)
+        for channel in watch.channels:
+            watches = self.watched[channel]
+            watches.remove(watch)
+            if not watches:
+                del self.watched[channel]
 
     def unrecorded(self, channel: str) -> None:
         """A packet no stream records goes to ``channel`` now (fan-out calls this only
         while a watch is on)."""
-        for watch in self.watches:
-            if channel in watch.channels:
-                watch.touched = True
+        for watch in self.watched.get(channel, ()):
+            watch.touched = True
 
     def offset(self, seq: int) -> str:
         return f"{seq}.{self.stream}.{self.relay}"

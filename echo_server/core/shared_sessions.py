@@ -299,7 +299,18 @@ class SharedSessions:
     async def _caught_up(self, target: StreamPlace) -> None:
         """This instance's stream delivery must have passed the client's place, or what
         it delivers next would repeat what the client has (a restarted instance reads its
-        backlog after a warm-up)."""
+        backlog after a warm-up). A place the stream does not hold is refused at once: a
+        made-up offset must not hold a connection (and a poll) for the whole wait."""
+        if (stream_place(self.positions.stream) or (0, 0, 0)) >= target:
+            return
+        entry = f"{target[0]}-{target[1]}"
+        try:
+            held = await self.read_log(entry, 1)
+        except Exception as exc:
+            log.warning("stream not read for a recovery (%s)", exc)
+            raise RecoveryRefused("unavailable") from None
+        if not held or held[0][0] != entry:
+            raise RecoveryRefused("bad_offset")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.catch_up
         while (stream_place(self.positions.stream) or (0, 0, 0)) < target:
