@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from broadcaster.sources import source_from_url, url_scheme
 from broadcaster.sources.memory import MemorySource
-from broadcaster.sources.redis_stream import RedisStreamSource
+from broadcaster.sources.redis_stream import RedisStreamSource, read_entries
 from channel_auth import ChannelAuthorizer
 from channel_auth.cache import CachingAuthorizer
 from channel_auth.http_callback import HttpCallbackAuthorizer
@@ -405,8 +406,11 @@ class EchoServer:
                      "source (README: Recovery)")
             return
         positions = Positions()
+        # Read through the shared client's blocking pool: a burst of recoveries (every client
+        # of a dead instance at once) waits for a connection rather than failing.
         shared = SharedSessions(self._redis, cluster.tag, self.instance_id, positions,
-                                sources[0].entries_from, window=recovery.window,
+                                functools.partial(read_entries, self._redis, sources[0].stream),
+                                window=recovery.window,
                                 catch_up=recovery.catch_up,
                                 max_packets=recovery.history.max_per_channel)
         cluster.positions = positions

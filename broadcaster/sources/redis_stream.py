@@ -82,6 +82,24 @@ def parse_entry(fields: Mapping[bytes, bytes]) -> list[BroadcastEvent]:
                                  "socket": socket})
 
 
+async def read_entries(client: Any, stream: str, start: str, count: int
+                       ) -> list[tuple[str, list[BroadcastEvent]]]:
+    """Up to ``count`` entries of ``stream`` from id ``start`` on (inclusive), each with its
+    events as the source gives them (numbered alike): what a client missed, read again for a
+    recovery on an instance that did not send it. An entry that does not parse has no
+    events (it was counted when the source first read it)."""
+    entries = []
+    for entry_id, fields in await client.xrange(stream, min=start, max="+", count=count):
+        text = _text(entry_id)
+        try:
+            events = parse_entry(fields)
+        except BadMessage:
+            events = []
+        number_events(events, text)
+        entries.append((text, events))
+    return entries
+
+
 def number_events(events: list[BroadcastEvent], entry_id: str) -> None:
     """The entry's id on its first event, ``<id>~k`` on the k-th after it: one place per
     packet, the same on every instance, for recovery on another instance."""
@@ -210,24 +228,6 @@ class RedisStreamSource(EventSource):
             self._last_id = ids[-1]
         self._unacked = ids
         return events
-
-    async def entries_from(self, start: str, count: int
-                           ) -> list[tuple[str, list[BroadcastEvent]]]:
-        """Up to ``count`` entries from id ``start`` on (inclusive), each with its events as
-        ``next_batch`` gives them (numbered alike): what a client missed, read again for a
-        recovery on an instance that did not send it. An entry that does not parse has no
-        events (it was counted when it was first read)."""
-        entries = []
-        for entry_id, fields in await self._require().xrange(self.stream, min=start, max="+",
-                                                             count=count):
-            text = _text(entry_id)
-            try:
-                events = parse_entry(fields)
-            except BadMessage:
-                events = []
-            number_events(events, text)
-            entries.append((text, events))
-        return entries
 
     async def ack(self, batch: list[BroadcastEvent]) -> None:
         ids = self._unacked

@@ -79,10 +79,17 @@ class SocketIoWire:
         return write_coalesced(framed)
 
     def replay(self, connection: Socket, entries: list[Entry]) -> None:
-        """What a recovered socket missed, in order, as it would have got it."""
-        for entry in entries:
-            connection.send_packet(self._message(entry.channel, entry.event, entry.data_json,
-                                                 entry.offset).decode("utf-8"))
+        """What a recovered socket missed, in order, as it would have got it: over a
+        websocket in one write (a wave of recoveries would otherwise be a system call per
+        missed packet per client)."""
+        messages = [self._message(entry.channel, entry.event, entry.data_json, entry.offset)
+                    for entry in entries]
+        ws = connection.session.ws
+        if ws is not None:
+            ws.write(b"".join([encode_frame(message) for message in messages]))
+        else:
+            for message in messages:
+                connection.send_packet(message.decode("utf-8"))
 
     def subscribed(self, connection: Socket, channel: str,  # type: ignore[override]
                    members: list[dict[str, Any]] | None) -> None:

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,6 @@ from broadcaster.jsoncodec import dumps, loads
 from .cluster import cancel_tasks, unrecorded_key
 from .names import is_presence
 from .positions import Positions, StreamPlace, offset_parts, split_place, stream_place
-from .presence import LuaScript
 from .recovery import RecoveryRefused
 
 log = logging.getLogger("echo_server.shared_sessions")
@@ -45,6 +45,8 @@ log = logging.getLogger("echo_server.shared_sessions")
 # Entries of the stream from an entry id (inclusive), at most ``count``: (id, its events,
 # numbered as the source numbers them). Raises when the stream cannot be read.
 LogReader = Callable[[str, int], Awaitable[list[tuple[str, list[BroadcastEvent]]]]]
+# The same, each entry and event with its place: [(entry place, [(event place, event)])].
+Chunk = list[tuple["StreamPlace", list[tuple["StreamPlace", BroadcastEvent]]]]
 
 # KEYS[1] the session; ARGV: owner, record ('' keeps the one there), lifetime (ms), force.
 # Only the owner (or nobody yet) writes, so a late write of an instance the client has left
@@ -63,6 +65,11 @@ _DROP = """if redis.call('hget', KEYS[1], 'o') == ARGV[1] then
 end
 return 0"""
 READ_CHUNK = 500
+WRITE_BATCH = 500
+KEPT_CHUNKS = 32  # full chunks of the stream kept for recoveries (it only grows at its end)
+# Redis calls of recoveries at a time: a wave of thousands waits here, in order, rather than
+# for a connection of the pool that presence and the cluster share (which gives up).
+MAX_READING = 16
 MAX_READS = 50  # chunks of the stream one recovery may read
 POLL = 0.02  # how often a recovery looks whether this instance's stream delivery caught up
 
@@ -107,8 +114,12 @@ class SharedSessions:
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._put = LuaScript(client, _PUT)
-        self._drop = LuaScript(client, _DROP)
+        # Stream reads under way or done, shared by the recoveries that need them: after an
+        # instance dies its clients come back at once, mostly from the same place.
+        self._reads: dict[tuple[str, int], asyncio.Future[Chunk]] = {}
+        self._chunks: OrderedDict[tuple[str, int], Chunk] = OrderedDict()
+        self._reading = asyncio.Semaphore(MAX_READING)
+        self._read_failing = False  # logged once per outage
         self._tasks: list[asyncio.Task[None]] = []
         self.failed_writes = 0
 
@@ -174,22 +185,28 @@ class SharedSessions:
         self._tasks = []
 
     async def _writer(self) -> None:
+        """Everything queued goes in pipelines (a reconnect wave writes thousands at once);
+        EVAL rather than EVALSHA, so a pipeline never meets NOSCRIPT."""
         failing = False
         while True:
             await self._ready.wait()
             self._ready.clear()
             while self._pending:
-                token = next(iter(self._pending))
-                write = self._pending.pop(token)
+                batch = []
+                while self._pending and len(batch) < WRITE_BATCH:
+                    token = next(iter(self._pending))
+                    batch.append((token, self._pending.pop(token)))
                 try:
-                    if write is None:
-                        await self._drop(keys=[self.key(token)], args=[self.owner_id])
-                    else:
-                        await self._put(keys=[self.key(token)],
-                                        args=[self.owner_id, write.record, write.lifetime,
-                                              "1" if write.force else "0"])
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for token, write in batch:
+                            if write is None:
+                                pipe.eval(_DROP, 1, self.key(token), self.owner_id)
+                            else:
+                                pipe.eval(_PUT, 1, self.key(token), self.owner_id, write.record,
+                                          write.lifetime, "1" if write.force else "0")
+                        await pipe.execute()
                 except Exception as exc:
-                    self.failed_writes += 1
+                    self.failed_writes += len(batch)
                     if not failing:  # once per outage
                         log.warning("session records of recoverable connections not written "
                                     "(%s): they recover on this instance only", exc)
@@ -221,10 +238,12 @@ class SharedSessions:
         """Who holds ``token``'s session, and its record; None when no record is there (or
         Redis cannot say: then only this instance's own memory can recover it)."""
         try:
-            owner, record = await self.client.hmget(self.key(token), ["o", "r"])
+            async with self._reading:
+                owner, record = await self.client.hmget(self.key(token), ["o", "r"])
         except Exception as exc:
-            log.warning("session record not read (%s)", exc)
+            self._read_failed(exc)
             return None
+        self._read_failing = False
         if owner is None or record is None:
             return None
         try:
@@ -250,7 +269,12 @@ class SharedSessions:
         after = self._places(channels, offset)
         watch = self.positions.watch(frozenset(after))
         try:
-            marks = await self.client.mget([unrecorded_key(self.tag, c) for c in after])
+            try:
+                async with self._reading:
+                    marks = await self.client.mget([unrecorded_key(self.tag, c) for c in after])
+            except Exception as exc:
+                self._read_failed(exc)
+                raise RecoveryRefused("unavailable") from None
             for channel, mark in zip(after, marks, strict=True):
                 if mark is not None and int(mark) > after[channel][1]:
                     raise RecoveryRefused("unrecorded")  # a whisper or publish went by
@@ -296,6 +320,51 @@ class SharedSessions:
             after[channel] = place
         return after
 
+    async def _read(self, start: str, count: int) -> Chunk:
+        """``read_log``, once for all the recoveries that ask the same at the same time; a
+        full chunk is kept (entries are only ever added after it), a short one is not."""
+        key = (start, count)
+        chunk = self._chunks.get(key)
+        if chunk is not None:
+            self._chunks.move_to_end(key)
+            return chunk
+        reading = self._reads.get(key)
+        if reading is None:
+            reading = self._reads[key] = asyncio.ensure_future(self._fetch(start, count))
+            reading.add_done_callback(lambda done: self._read_done(key, done))
+        try:
+            chunk = await asyncio.shield(reading)
+        except Exception as exc:
+            self._read_failed(exc)
+            raise RecoveryRefused("unavailable") from None
+        if len(chunk) == count:
+            self._chunks[key] = chunk
+            if len(self._chunks) > KEPT_CHUNKS:
+                self._chunks.popitem(last=False)
+        return chunk
+
+    def _read_done(self, key: tuple[str, int], done: asyncio.Future[Chunk]) -> None:
+        self._reads.pop(key, None)
+        if not done.cancelled():
+            done.exception()  # its waiters report it; retrieved even when they all left
+
+    def _read_failed(self, exc: Exception) -> None:
+        if not self._read_failing:
+            log.warning("Redis not read for a recovery from another instance (%s): such "
+                        "recoveries fail until it answers", exc)
+        self._read_failing = True
+
+    async def _fetch(self, start: str, count: int) -> Chunk:
+        chunk: Chunk = []
+        async with self._reading:
+            entries = await self.read_log(start, count)
+        for entry_id, events in entries:
+            place = stream_place(entry_id)
+            if place is not None:
+                chunk.append((place, [(stream_place(event.id or "") or place, event)
+                                      for event in events]))
+        return chunk
+
     async def _caught_up(self, target: StreamPlace) -> None:
         """This instance's stream delivery must have passed the client's place, or what
         it delivers next would repeat what the client has (a restarted instance reads its
@@ -303,13 +372,8 @@ class SharedSessions:
         made-up offset must not hold a connection (and a poll) for the whole wait."""
         if (stream_place(self.positions.stream) or (0, 0, 0)) >= target:
             return
-        entry = f"{target[0]}-{target[1]}"
-        try:
-            held = await self.read_log(entry, 1)
-        except Exception as exc:
-            log.warning("stream not read for a recovery (%s)", exc)
-            raise RecoveryRefused("unavailable") from None
-        if not held or held[0][0] != entry:
+        held = await self._read(f"{target[0]}-{target[1]}", 1)
+        if not held or held[0][0] != (target[0], target[1], 0):
             raise RecoveryRefused("bad_offset")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.catch_up
@@ -322,38 +386,25 @@ class SharedSessions:
                    most: int) -> list[BroadcastEvent]:
         start = min(place for place, _ in after.values())
         cursor = f"{start[0]}-{start[1]}"
-        missed: list[BroadcastEvent] = []
-        first = True
+        missed: list[tuple[StreamPlace, BroadcastEvent]] = []
         last: StreamPlace = start
-        for _ in range(MAX_READS):
-            try:
-                entries = await self.read_log(cursor, READ_CHUNK)
-            except Exception as exc:
-                log.warning("stream not read for a recovery (%s)", exc)
-                raise RecoveryRefused("unavailable") from None
-            if first and (not entries or stream_place(entries[0][0]) != (*start[:2], 0)):
+        for reads in range(MAX_READS):
+            chunk = await self._read(cursor, READ_CHUNK)
+            if reads == 0 and (not chunk or chunk[0][0] != (start[0], start[1], 0)):
                 raise RecoveryRefused("history_evicted")  # trimmed from the stream
-            first = False
-            for _entry_id, events in entries:
-                for event in events:
+            for _entry, events in chunk:
+                for place, event in events:
                     channel_after = after.get(event.channel)
-                    if (channel_after is not None and event.socket != connection_id
-                            and event.id is not None
-                            and (stream_place(event.id) or start) > channel_after[0]):
-                        missed.append(event)
+                    if (channel_after is not None and place > channel_after[0]
+                            and event.socket != connection_id):
+                        missed.append((place, event))
             if len(missed) > most:
                 raise RecoveryRefused("history_evicted")
-            if entries:
-                last = stream_place(entries[-1][0]) or last
-                cursor = _next_id(entries[-1][0])
+            if chunk:
+                last = chunk[-1][0]
+                cursor = f"{last[0]}-{last[1] + 1}"
             here = stream_place(self.positions.stream) or (0, 0, 0)
             if (last[0], last[1]) >= (here[0], here[1]):
                 # What this instance delivered is all in: the rest comes live.
-                return [event for event in missed
-                        if (stream_place(event.id or "") or here) <= here]
+                return [event for place, event in missed if place <= here]
         raise RecoveryRefused("behind")
-
-
-def _next_id(entry_id: str) -> str:
-    ms, _, seq = entry_id.partition("-")
-    return f"{ms}-{int(seq) + 1}"

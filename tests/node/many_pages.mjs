@@ -28,9 +28,11 @@ for (let i = 0; i < Number(count); i++) {
         transports: ['websocket'], reconnectionDelay: 50, reconnectionDelayMax: 250,
         auth: { headers: {} },
     });
-    const page = { received: [], connects: 0, recovered: 0, ids: [] };
+    const page = { received: [], connects: 0, recovered: 0, ids: [], log: [] };
     const socket = echo.connector.socket;
+    socket.on('disconnect', (reason) => page.log.push(`d:${reason}@${page.received.length}`));
     socket.on('connect', () => {
+        page.log.push(`c:${socket.recovered}@${page.received.length}:${socket._lastOffset ?? ''}`);
         page.connects++;
         if (socket.recovered) page.recovered++;
         if (!page.ids.includes(socket.id)) page.ids.push(socket.id);
