@@ -2,7 +2,8 @@
 // Many pages in one process: N laravel-echo 2 + socket.io-client 4 clients (websocket only,
 // quick reconnects) listening on one public channel, for tests where fifty Node processes
 // would cost more than the server under test. Each page keeps what it received (the `n` of
-// each event's data), how often it connected and how often that was a recovery.
+// each event's data), how often it connected and how often that was a recovery, and a log of
+// its disconnects (reason) and connects (recovered, events so far, last offset).
 //
 // usage: node many_pages.mjs URL COUNT CHANNEL EVENT
 // stdout: {"type":"ready"} once every page is connected; then one {"type":"report",...} per
