@@ -28,10 +28,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from broadcaster import Broadcaster  # noqa: E402
 from tests.conftest import RedisProcess, _redis_server_binary, free_port  # noqa: E402
 from tests.support.instance import instance_process  # noqa: E402
-from tests.support.many_pages import NodePages  # noqa: E402
+from tests.support.many_pages import NodePages, Ticker  # noqa: E402
 from tests.support.tcp_proxy import TcpProxy  # noqa: E402
 
 CHANNEL = "leads-management"
@@ -79,28 +78,16 @@ async def run(redis_url: str, work: Path, pages_count: int, rate: float,
         try:
             async with NodePages(proxy.url, pages_count, CHANNEL, "tick") as pages:
                 await subscribed(a.port, pages_count)
-                sent = 0
-                stop = asyncio.Event()
-
-                async def publish() -> None:
-                    nonlocal sent
-                    async with Broadcaster(url) as publisher:
-                        while not stop.is_set():
-                            await publisher.publish(CHANNEL, "tick", {"n": sent})
-                            sent += 1
-                            await asyncio.sleep(1 / rate)
-
-                publishing = asyncio.create_task(publish())
-                await asyncio.sleep(1.0)
-                before, started = cpu_seconds(survivor.pid), time.monotonic()
-                first.kill()
-                await pages.until(lambda report: all(p["connects"] >= 2 for p in report),
-                                  "every page is back", timeout=300)
-                spent = cpu_seconds(survivor.pid) - before
-                took = time.monotonic() - started
-                await asyncio.sleep(1.0)
-                stop.set()
-                await publishing
+                async with Ticker(url, CHANNEL, "tick", 1 / rate) as ticker:
+                    await asyncio.sleep(1.0)
+                    before, started = cpu_seconds(survivor.pid), time.monotonic()
+                    first.kill()
+                    await pages.until(lambda report: all(p["connects"] >= 2 for p in report),
+                                      "every page is back", timeout=300)
+                    spent = cpu_seconds(survivor.pid) - before
+                    took = time.monotonic() - started
+                    await asyncio.sleep(1.0)
+                sent = ticker.sent
                 # Pages that lost their channels never get it (recovery off): counted below.
                 with contextlib.suppress(AssertionError):
                     await pages.until(lambda report: all(

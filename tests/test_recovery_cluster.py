@@ -23,7 +23,7 @@ from echo_server.server import EchoServer
 from tests.conftest import FAST_SOCKETIO, ServerFactory, free_port, requires_node
 from tests.support.auth_backend import AuthBackend
 from tests.support.instance import instance_process
-from tests.support.many_pages import NodePages
+from tests.support.many_pages import NodePages, Ticker
 from tests.support.raw import RawWebSocket, socketio_client
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import ClientFactory, wait_until
@@ -118,8 +118,10 @@ async def test_a_client_dropped_from_one_instance_recovers_on_the_other(
         await third.close()
 
 
-async def test_a_gap_with_a_packet_no_stream_recorded_is_refused(
-        make_server: ServerFactory, redis_url: str) -> None:
+async def _dropped_after_one_event(make_server: ServerFactory, redis_url: str
+                                   ) -> tuple[EchoServer, EchoServer, dict, str]:
+    """Two instances; a socket on the first, in CHANNEL, that got one stream event and then
+    dropped: (the instances, its CONNECT reply, that event's offset)."""
     url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
     a, b = await _pair(make_server, url)
     ws, hello = await socketio_client(a)
@@ -127,32 +129,32 @@ async def test_a_gap_with_a_packet_no_stream_recorded_is_refused(
     async with Broadcaster(url) as publisher:
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
         offset = (await ws.next_event())[3]
-        await _dropped(a, ws)
-        # Through the HTTP API: relayed to the other instances, in no stream.
-        a.publish(BroadcastEvent(CHANNEL, "lead.assigned", '{"n":2}'))
-        cluster = b.cluster
-        assert cluster is not None
-        relayed = cluster.relayed_in
-        await wait_until(lambda: cluster.relayed_in > relayed, "relayed")
-        fresh, hello2 = await socketio_client(
-            b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
-        assert hello2["sid"] != hello["sid"]  # a new socket: it must subscribe again
-        assert _recoveries(b, "unrecorded") == 1
-        await fresh.close()
+    await _dropped(a, ws)
+    return a, b, hello, offset
+
+
+async def test_a_gap_with_a_packet_no_stream_recorded_is_refused(
+        make_server: ServerFactory, redis_url: str) -> None:
+    a, b, hello, offset = await _dropped_after_one_event(make_server, redis_url)
+    # Through the HTTP API: relayed to the other instances, in no stream.
+    a.publish(BroadcastEvent(CHANNEL, "lead.assigned", '{"n":2}'))
+    cluster = b.cluster
+    assert cluster is not None
+    relayed = cluster.relayed_in
+    await wait_until(lambda: cluster.relayed_in > relayed, "relayed")
+    fresh, hello2 = await socketio_client(
+        b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
+    assert hello2["sid"] != hello["sid"]  # a new socket: it must subscribe again
+    assert _recoveries(b, "unrecorded") == 1
+    await fresh.close()
 
 
 async def test_a_made_up_place_in_the_stream_is_refused_at_once(
         make_server: ServerFactory, redis_url: str) -> None:
     """An offset naming a stream entry that does not exist (from the future, say) gets a
     new socket straight away, not a connection held for the catch-up wait."""
-    url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
-    a, b = await _pair(make_server, url)
-    ws, hello = await socketio_client(a)
-    await _subscribed(a, ws, CHANNEL)
-    async with Broadcaster(url) as publisher:
-        await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
-        seq, place, relay = (await ws.next_event())[3].split(".")
-    await _dropped(a, ws)
+    _, b, hello, offset = await _dropped_after_one_event(make_server, redis_url)
+    seq, place, relay = offset.split(".")
     future = f"{seq}.{int(place.split('-')[0]) + 3_600_000}-0.{relay}"
     fresh, again = await socketio_client(
         b, "40" + json.dumps({"pid": hello["pid"], "offset": future}))
@@ -305,22 +307,10 @@ async def _restarted_under_pages(tmp_path: Path, redis_url: str, *, instances: i
         pages = await stack.enter_async_context(NodePages(proxy.url, count, CHANNEL, "tick"))
         await _subscribed_on(ports[0], count)
 
-        published = 0
-        stop = asyncio.Event()
-
-        async def publish() -> None:
-            nonlocal published
-            async with Broadcaster(url) as publisher:
-                while not stop.is_set():
-                    await publisher.publish(CHANNEL, "tick", {"n": published})
-                    published += 1
-                    await asyncio.sleep(0.05)
-
         def moved(times: int) -> Callable[[list[dict[str, Any]]], bool]:
             return lambda report: all(page["connects"] > times for page in report)
 
-        publishing = asyncio.create_task(publish())
-        try:
+        async with Ticker(url, CHANNEL, "tick", 0.05) as ticker:
             await asyncio.sleep(0.5)
             for index, process in enumerate(processes):
                 process.send_signal(signal.SIGTERM)
@@ -331,9 +321,7 @@ async def _restarted_under_pages(tmp_path: Path, redis_url: str, *, instances: i
                 if instances == 1:
                     await pages.until(moved(index + 1), "every page came back")
                 await asyncio.sleep(0.5)  # events flow to the pages meanwhile
-        finally:
-            stop.set()
-            await publishing
+        published = ticker.sent
 
         await pages.until(lambda report: all(page["received"][-1:] == [published - 1]
                                              for page in report), "every page has the last")

@@ -58,3 +58,33 @@ class NodePages:
             if loop.time() > deadline:
                 raise AssertionError(f"timed out after {timeout}s waiting until {what}")
             await asyncio.sleep(0.05)
+
+
+class Ticker:
+    """Publishes ``{"n": 0}``, ``{"n": 1}``... on ``channel`` every ``interval`` seconds
+    through ``url`` until the ``async with`` ends; ``sent`` says how many went out."""
+
+    def __init__(self, url: str, channel: str, event: str, interval: float) -> None:
+        self.url, self.channel, self.event, self.interval = url, channel, event, interval
+        self.sent = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        from broadcaster import Broadcaster
+
+        async with Broadcaster(self.url) as publisher:
+            while not self._stop.is_set():
+                await publisher.publish(self.channel, self.event, {"n": self.sent})
+                self.sent += 1
+                await asyncio.sleep(self.interval)
