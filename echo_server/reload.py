@@ -31,6 +31,7 @@ from .adapters.pusher.apps import PusherApp
 from .adapters.pusher.endpoint import PusherEndpoint
 from .config import Config, ConfigError, ensure_dev_client, load_config
 from .core.channels import ChannelCore
+from .core.tasks import cancel_tasks
 from .transport.engine import EngineServer
 from .web.api import HttpApi
 from .web.health import Health, Phase
@@ -197,11 +198,7 @@ class Reloader:
 
     async def close(self) -> None:
         """At shutdown: close whatever still waits to be closed, now."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_tasks(self._tasks)
 
 
 async def _close_later(closable: Any, grace: float) -> None:

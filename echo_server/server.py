@@ -263,15 +263,17 @@ class EchoServer:
             self.cluster = None
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.webhooks.stop(), timeout / 4)
-        await self.reloader.close()
+        # Each close bounded too: a peer that stopped answering must not hold the exit.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.reloader.close(), timeout / 4)
         for closable in (self.authorizer, self.authenticator):
             close = getattr(closable, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):
-                    await close()
+                    await asyncio.wait_for(close(), timeout / 4)
         if self._redis is not None:
             with contextlib.suppress(Exception):
-                await self._redis.aclose()
+                await asyncio.wait_for(self._redis.aclose(), timeout / 4)
             self._redis = None
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):

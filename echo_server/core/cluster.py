@@ -34,17 +34,9 @@ from broadcaster.sources.redis_wire import RedisSubscriber
 from .occupancy import Occupancy
 from .positions import Positions
 from .presence import LuaScript, Member, RedisPresenceStore, key_tag
+from .tasks import cancel_tasks
 
 log = logging.getLogger("echo_server.cluster")
-
-async def cancel_tasks(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel background loops and wait until they are gone, whatever they raise."""
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-
 
 def unrecorded_key(tag: str, room: str) -> str:
     """The number of the last relay message to ``room`` (a packet no stream records)."""

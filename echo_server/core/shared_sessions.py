@@ -35,10 +35,11 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
-from .cluster import cancel_tasks, unrecorded_key
+from .cluster import unrecorded_key
 from .names import is_presence
 from .positions import Positions, StreamPlace, offset_parts, split_place, stream_place
 from .recovery import RecoveryRefused
+from .tasks import cancel_tasks
 
 log = logging.getLogger("echo_server.shared_sessions")
 
