@@ -25,7 +25,7 @@ from echo_server.server import EchoServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient
-from tests.support.raw import OP_CLOSE, RawWebSocket, socketio_client
+from tests.support.raw import OP_CLOSE, RawWebSocket, eio3_recovering_client, socketio_client
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import ClientFactory, wait_until
 
@@ -300,22 +300,13 @@ async def test_the_wire_replays_in_order_with_offsets(make_server: ServerFactory
     await back.close()
 
 
-async def _raw_eio3(server: EchoServer, query: str) -> tuple[RawWebSocket, str, dict]:
-    ws = await RawWebSocket.connect(server, f"EIO=3&transport=websocket&{query}")
-    sid = json.loads((await ws.recv_text())[1:])["sid"]
-    assert await ws.recv_text() == "40"
-    recovery = json.loads((await ws.recv_text())[2:])
-    assert recovery[0] == "echo:recovery"
-    return ws, sid, recovery[1]
-
-
 async def test_socket_io_client_2_recovers_through_our_extension(
         make_server: ServerFactory) -> None:
     """Engine.IO 3 has no CONNECT data: our kit opts in and comes back through the handshake's
     query. The socket id is the new engine session's (it is what the client reports as
     X-Socket-ID); its channels and missed events come back."""
     server = await make_server({"socketio": {"connectionStateRecovery": {}}}, redis=False)
-    ws, sid, hello = await _raw_eio3(server, "echoRecovery=1")
+    ws, sid, hello = await eio3_recovering_client(server, "echoRecovery=1")
     assert hello["recovered"] is False and hello["pid"]
     ws.send_text('42["subscribe",{"channel":"leads-management"}]')
     await wait_until(lambda: server.core.rooms.count("leads-management") == 1, "subscribed")
@@ -328,7 +319,7 @@ async def test_socket_io_client_2_recovers_through_our_extension(
     for n in (1, 2):
         server.publish(BroadcastEvent("leads-management", "lead.assigned", f'{{"n":{n}}}'))
 
-    back, new_sid, again = await _raw_eio3(
+    back, new_sid, again = await eio3_recovering_client(
         server, f"echoRecovery={hello['pid']}&echoOffset={offset}")
     assert again == {"pid": hello["pid"], "recovered": True} and new_sid != sid
     assert [(await back.next_event())[2]["n"] for _ in range(2)] == [1, 2]
@@ -350,7 +341,7 @@ async def test_a_socket_io_client_2_member_comes_back_under_its_new_id_unannounc
     observer = await RawWebSocket.connect(server, "EIO=3&transport=websocket")
     observer.send_text(join % 2)
     assert (await observer.next_event())[0] == "presence:subscribed"
-    ws, _sid, hello = await _raw_eio3(server, "echoRecovery=1")
+    ws, _sid, hello = await eio3_recovering_client(server, "echoRecovery=1")
     ws.send_text(join % 1)
     assert (await ws.next_event())[0] == "presence:subscribed"
     assert (await observer.next_event())[0] == "presence:joining"
@@ -358,7 +349,7 @@ async def test_a_socket_io_client_2_member_comes_back_under_its_new_id_unannounc
     sessions = server.core.sessions
     assert sessions is not None
     await wait_until(lambda: len(sessions.parked) == 1, "parked")
-    back, _new_sid, again = await _raw_eio3(server, f"echoRecovery={hello['pid']}")
+    back, _new_sid, again = await eio3_recovering_client(server, f"echoRecovery={hello['pid']}")
     assert again["recovered"] is True
     await server.core.drain()
     members = await server.core.presence.store.members(PRESENCE)

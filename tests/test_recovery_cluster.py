@@ -24,7 +24,7 @@ from tests.conftest import FAST_SOCKETIO, ServerFactory, free_port, requires_nod
 from tests.support.auth_backend import AuthBackend
 from tests.support.instance import instance_process
 from tests.support.many_pages import NodePages, Ticker
-from tests.support.raw import RawWebSocket, socketio_client
+from tests.support.raw import RawWebSocket, eio3_recovering_client, socketio_client
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import ClientFactory, wait_until
 
@@ -116,6 +116,29 @@ async def test_a_client_dropped_from_one_instance_recovers_on_the_other(
         assert [(p[1], p[2]["n"]) for p in [await third.next_event() for _ in range(2)]] \
             == [(CHANNEL, 6), (CHANNEL, 7)]
         await third.close()
+
+
+async def test_our_socket_io_client_2_extension_recovers_on_the_other_instance(
+        make_server: ServerFactory, redis_url: str) -> None:
+    """The kit's Engine.IO 3 recovery (the pid and offset in the handshake's query) works
+    across instances too; the socket id is the new engine session's, as on one instance."""
+    url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
+    a, b = await _pair(make_server, url)
+    ws, sid, hello = await eio3_recovering_client(a, "echoRecovery=1")
+    await _subscribed(a, ws, CHANNEL)
+    async with Broadcaster(url) as publisher:
+        await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
+        offset = (await ws.next_event())[3]
+        await _dropped(a, ws)
+        for n in (2, 3):
+            await publisher.publish(CHANNEL, "lead.assigned", {"n": n})
+        back, new_sid, again = await eio3_recovering_client(
+            b, f"echoRecovery={hello['pid']}&echoOffset={offset}")
+        assert again == {"pid": hello["pid"], "recovered": True} and new_sid != sid
+        assert [(await back.next_event())[2]["n"] for _ in range(2)] == [2, 3]
+        await publisher.publish(CHANNEL, "lead.assigned", {"n": 4})
+        assert (await back.next_event())[2]["n"] == 4  # in its channel on b, once
+    await back.close()
 
 
 async def _dropped_after_one_event(make_server: ServerFactory, redis_url: str

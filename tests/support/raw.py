@@ -340,3 +340,15 @@ async def socketio_client(server: Any, connect: str = "40") -> tuple[RawWebSocke
     reply = await ws.recv_text()
     assert reply.startswith("40{"), reply
     return ws, json.loads(reply[2:])
+
+
+async def eio3_recovering_client(server: Any, query: str) -> tuple[RawWebSocket, str, dict]:
+    """socket.io-client 2 as our kit drives it (README: the extension): an Engine.IO 3
+    websocket whose handshake query opts in to recovery or brings a pid and offset back; the
+    socket, its engine sid, and the ``echo:recovery`` answer (``pid``, ``recovered``)."""
+    ws = await RawWebSocket.connect(server, f"EIO=3&transport=websocket&{query}")
+    sid = json.loads((await ws.recv_text())[1:])["sid"]
+    assert await ws.recv_text() == "40"
+    recovery = json.loads((await ws.recv_text())[2:])
+    assert recovery[0] == "echo:recovery"
+    return ws, sid, recovery[1]
