@@ -60,6 +60,7 @@ async def test_ready_with_redis_up_no_credential_needed(make_server, http, redis
     assert redis["url"].startswith(redis_url.rsplit("/", 1)[0])
     assert body["presence"] == "redis"
     assert body["cluster"]["reachable"] is True and body["cluster"]["instances"] >= 1
+    assert body["recovery"] == "off"  # connectionStateRecovery is not set
     # Only GET and HEAD: anything else is the API's 404, as for any unknown route.
     assert (await http_request(http, "POST", base + "/readyz")).status == 404
 

@@ -287,6 +287,9 @@ async def test_a_page_whose_instance_is_killed_recovers_on_the_other(
                 assert got["data"]["n"] == 5  # still in its channels, nothing twice
             assert len(auth_backend.calls) == 1  # no second authorization
             assert _recoveries(b, "recovered") == 1
+            async with aiohttp.ClientSession() as http, \
+                    http.get(f"http://127.0.0.1:{b.port}/readyz") as ready:
+                assert (await ready.json())["recovery"] == "any"  # what ops can check
         finally:
             await proxy.stop()
 

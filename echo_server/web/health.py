@@ -59,6 +59,10 @@ class Health:
             "presence": ("redis" if isinstance(state.core.presence.store, RedisPresenceStore)
                          else "memory"),
             "cluster": await self._cluster(),
+            # Where a dropped client can come back whole (README: Recovery): "off", "instance"
+            # (this one: sticky set-ups), "any" (a Redis stream as the only source).
+            "recovery": ("off" if state.core.sessions is None
+                         else "instance" if state.core.shared is None else "any"),
         }
         return _json(200 if self.phase is Phase.SERVING else 503, body)
 
