@@ -54,6 +54,9 @@ class Fanout:
             delivered = self._emit(event.channel, event.event, event.data, event.socket)
         else:
             delivered = self._deliver_batch(events)
+        positions = self.positions
+        if positions is not None and positions.waiting:
+            positions.wake()
         self.delivered += delivered
         self.observer(len(events), delivered, time.perf_counter() - started)
         return delivered

@@ -15,6 +15,8 @@ for recovery here, the two positions for recovery elsewhere.
 
 from __future__ import annotations
 
+import asyncio
+
 MAX_OFFSET_LENGTH = 80
 
 
@@ -30,7 +32,7 @@ class Watch:
 
 
 class Positions:
-    __slots__ = ("relay", "stream", "watched")
+    __slots__ = ("relay", "stream", "waiting", "watched")
 
     def __init__(self) -> None:
         self.stream = ""  # nothing delivered yet: no place another instance could start from
@@ -38,6 +40,15 @@ class Positions:
         # channel -> the watches on it (empty while no recovery from elsewhere is under way:
         # fan-out tests only that).
         self.watched: dict[str, list[Watch]] = {}
+        # Recoveries waiting for this instance's stream delivery to reach a client's place;
+        # fan-out wakes them after each batch it delivers (only while there are some).
+        self.waiting: list[asyncio.Future[None]] = []
+
+    def wake(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
 
     def watch(self, channels: frozenset[str]) -> Watch:
         watch = Watch(channels)

@@ -72,7 +72,6 @@ KEPT_CHUNKS = 32  # full chunks of the stream kept for recoveries (it only grows
 # for a connection of the pool that presence and the cluster share (which gives up).
 MAX_READING = 16
 MAX_READS = 50  # chunks of the stream one recovery may read
-POLL = 0.02  # how often a recovery looks whether this instance's stream delivery caught up
 
 
 @dataclass(slots=True)
@@ -370,7 +369,7 @@ class SharedSessions:
         """This instance's stream delivery must have passed the client's place, or what
         it delivers next would repeat what the client has (a restarted instance reads its
         backlog after a warm-up). A place the stream does not hold is refused at once: a
-        made-up offset must not hold a connection (and a poll) for the whole wait."""
+        made-up offset must not hold a connection for the whole wait."""
         if (stream_place(self.positions.stream) or (0, 0, 0)) >= target:
             return
         held = await self._read(f"{target[0]}-{target[1]}", 1)
@@ -379,9 +378,12 @@ class SharedSessions:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.catch_up
         while (stream_place(self.positions.stream) or (0, 0, 0)) < target:
-            if loop.time() >= deadline:
-                raise RecoveryRefused("behind")
-            await asyncio.sleep(POLL)
+            delivered = loop.create_future()
+            self.positions.waiting.append(delivered)
+            try:
+                await asyncio.wait_for(delivered, deadline - loop.time())
+            except TimeoutError:
+                raise RecoveryRefused("behind") from None
 
     async def _gap(self, after: dict[str, tuple[StreamPlace, int]], connection_id: str,
                    most: int) -> list[BroadcastEvent]:
