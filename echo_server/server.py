@@ -1,5 +1,9 @@
 """Wires the layers together and owns the listening socket: the one module that knows them all.
 
+About 650 lines because the start and stop orders live here, each step next to the reason it
+comes where it does (presence before clients, sources after the cluster, what a shutdown
+flushes first); the parts themselves are in their rooms.
+
 source -> SourceRunner -> core Fanout (rooms, one frame per wire) -> the adapter's transports;
 client messages -> transport (Engine.IO, Socket.IO) -> adapter (Echo) -> ChannelCore.
 """
@@ -42,6 +46,7 @@ from .core.positions import Positions
 from .core.presence import RedisPresenceStore, key_tag
 from .core.shared_sessions import SharedSessions
 from .core.state import ServerState
+from .core.stream_gap import StreamGap
 from .errors import ErrorLog
 from .ingest import SourceRunner
 from .reload import Reloader
@@ -410,10 +415,10 @@ class EchoServer:
         positions = Positions()
         # Read through the shared client's blocking pool: a burst of recoveries (every client
         # of a dead instance at once) waits for a connection rather than failing.
-        shared = SharedSessions(self._redis, cluster.tag, self.instance_id, positions,
-                                functools.partial(read_entries, self._redis, sources[0].stream),
+        gap = StreamGap(positions, functools.partial(read_entries, self._redis,
+                                                     sources[0].stream), recovery.catch_up)
+        shared = SharedSessions(self._redis, cluster.tag, self.instance_id, gap,
                                 window=recovery.window,
-                                catch_up=recovery.catch_up,
                                 max_packets=recovery.history.max_per_channel)
         cluster.positions = positions
         # A mark must outlive any session that could still ask about it.

@@ -27,8 +27,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,17 +36,12 @@ from broadcaster.jsoncodec import dumps, loads
 
 from .cluster import unrecorded_key
 from .names import is_presence
-from .positions import Positions, StreamPlace, offset_parts, split_place, stream_place
+from .positions import StreamPlace, offset_parts, split_place
 from .recovery import RecoveryRefused
+from .stream_gap import StreamGap
 from .tasks import cancel_tasks
 
 log = logging.getLogger("echo_server.shared_sessions")
-
-# Entries of the stream from an entry id (inclusive), at most ``count``: (id, its events,
-# numbered as the source numbers them). Raises when the stream cannot be read.
-LogReader = Callable[[str, int], Awaitable[list[tuple[str, list[BroadcastEvent]]]]]
-# The same, each entry and event with its place: [(entry place, [(event place, event)])].
-Chunk = list[tuple["StreamPlace", list[tuple["StreamPlace", BroadcastEvent]]]]
 
 # KEYS[1] the session; ARGV: owner, record ('' keeps the one there), lifetime (ms), force.
 # Only the owner (or nobody yet) writes, so a late write of an instance the client has left
@@ -65,13 +59,7 @@ _DROP = """if redis.call('hget', KEYS[1], 'o') == ARGV[1] then
   return redis.call('del', KEYS[1])
 end
 return 0"""
-READ_CHUNK = 500
 WRITE_BATCH = 500
-KEPT_CHUNKS = 32  # full chunks of the stream kept for recoveries (it only grows at its end)
-# Redis calls of recoveries at a time: a wave of thousands waits here, in order, rather than
-# for a connection of the pool that presence and the cluster share (which gives up).
-MAX_READING = 16
-MAX_READS = 50  # chunks of the stream one recovery may read
 
 
 @dataclass(slots=True)
@@ -94,19 +82,17 @@ class _Write:
 
 
 class SharedSessions:
-    def __init__(self, client: Any, tag: str, instance_id: str, positions: Positions,
-                 read_log: LogReader, *, window: float, catch_up: float,
-                 max_packets: int) -> None:
+    def __init__(self, client: Any, tag: str, instance_id: str, gap: StreamGap, *,
+                 window: float, max_packets: int) -> None:
         self.client = client
         self.tag = tag
         # This process, not just its instance id: an instance restarted under the same id has
         # lost its memory of the sessions its previous life owned, and takes them over.
         self.owner_id = f"{instance_id}/{secrets.token_hex(4)}"
-        self.positions = positions
-        self.read_log = read_log
+        self.gap = gap
+        self.positions = gap.positions
         self.window_ms = max(1, int(window * 1000))
         self.live_ms = self.window_ms * 3 // 2  # refreshed every half window while connected
-        self.catch_up = catch_up
         self.max_packets = max_packets
         self.places: dict[str, dict[str, str]] = {}  # token -> channel -> where it joined
         self._live: set[str] = set()  # tokens of connected sessions with a record
@@ -114,12 +100,6 @@ class SharedSessions:
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        # Stream reads under way or done, shared by the recoveries that need them: after an
-        # instance dies its clients come back at once, mostly from the same place.
-        self._reads: dict[tuple[str, int], asyncio.Future[Chunk]] = {}
-        self._chunks: OrderedDict[tuple[str, int], Chunk] = OrderedDict()
-        self._reading = asyncio.Semaphore(MAX_READING)
-        self._read_failing = False  # logged once per outage
         self._tasks: list[asyncio.Task[None]] = []
         self.failed_writes = 0
 
@@ -238,12 +218,12 @@ class SharedSessions:
         """Who holds ``token``'s session, and its record; None when no record is there (or
         Redis cannot say: then only this instance's own memory can recover it)."""
         try:
-            async with self._reading:
+            async with self.gap.reading:
                 owner, record = await self.client.hmget(self.key(token), ["o", "r"])
         except Exception as exc:
-            self._read_failed(exc)
+            self.gap.failed(exc)
             return None
-        self._read_failing = False
+        self.gap.failing = False
         if owner is None or record is None:
             return None
         try:
@@ -270,17 +250,17 @@ class SharedSessions:
         watch = self.positions.watch(frozenset(after))
         try:
             try:
-                async with self._reading:
+                async with self.gap.reading:
                     marks = await self.client.mget([unrecorded_key(self.tag, c) for c in after])
             except Exception as exc:
-                self._read_failed(exc)
+                self.gap.failed(exc)
                 raise RecoveryRefused("unavailable") from None
             for channel, mark in zip(after, marks, strict=True):
                 if mark is not None and int(mark) > after[channel][1]:
                     raise RecoveryRefused("unrecorded")  # a whisper or publish went by
-            await self._caught_up(max(place for place, _ in after.values()))
-            missed = await self._gap(after, str(record.get("id")),
-                                     self.max_packets * len(after))
+            await self.gap.caught_up(max(place for place, _ in after.values()))
+            missed = await self.gap.missed(after, str(record.get("id")),
+                                           self.max_packets * len(after))
             if watch.touched:
                 raise RecoveryRefused("unrecorded")
         finally:
@@ -319,95 +299,3 @@ class SharedSessions:
                 place = (max(place[0], client[0]), max(place[1], client[1]))
             after[channel] = place
         return after
-
-    async def _read(self, start: str, count: int) -> Chunk:
-        """``read_log``, once for all the recoveries that ask the same at the same time; a
-        full chunk is kept (entries are only ever added after it), a short one is not."""
-        key = (start, count)
-        chunk = self._chunks.get(key)
-        if chunk is not None:
-            self._chunks.move_to_end(key)
-            return chunk
-        reading = self._reads.get(key)
-        if reading is None:
-            reading = self._reads[key] = asyncio.ensure_future(self._fetch(start, count))
-            reading.add_done_callback(lambda done: self._read_done(key, done))
-        try:
-            chunk = await asyncio.shield(reading)
-        except Exception as exc:
-            self._read_failed(exc)
-            raise RecoveryRefused("unavailable") from None
-        if len(chunk) == count:
-            self._chunks[key] = chunk
-            if len(self._chunks) > KEPT_CHUNKS:
-                self._chunks.popitem(last=False)
-        return chunk
-
-    def _read_done(self, key: tuple[str, int], done: asyncio.Future[Chunk]) -> None:
-        self._reads.pop(key, None)
-        if not done.cancelled():
-            done.exception()  # its waiters report it; retrieved even when they all left
-
-    def _read_failed(self, exc: Exception) -> None:
-        if not self._read_failing:
-            log.warning("Redis not read for a recovery from another instance (%s): such "
-                        "recoveries fail until it answers", exc)
-        self._read_failing = True
-
-    async def _fetch(self, start: str, count: int) -> Chunk:
-        chunk: Chunk = []
-        async with self._reading:
-            entries = await self.read_log(start, count)
-        for entry_id, events in entries:
-            place = stream_place(entry_id)
-            if place is not None:
-                chunk.append((place, [(stream_place(event.id or "") or place, event)
-                                      for event in events]))
-        return chunk
-
-    async def _caught_up(self, target: StreamPlace) -> None:
-        """This instance's stream delivery must have passed the client's place, or what
-        it delivers next would repeat what the client has (a restarted instance reads its
-        backlog after a warm-up). A place the stream does not hold is refused at once: a
-        made-up offset must not hold a connection for the whole wait."""
-        if (stream_place(self.positions.stream) or (0, 0, 0)) >= target:
-            return
-        held = await self._read(f"{target[0]}-{target[1]}", 1)
-        if not held or held[0][0] != (target[0], target[1], 0):
-            raise RecoveryRefused("bad_offset")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.catch_up
-        while (stream_place(self.positions.stream) or (0, 0, 0)) < target:
-            delivered = loop.create_future()
-            self.positions.waiting.append(delivered)
-            try:
-                await asyncio.wait_for(delivered, deadline - loop.time())
-            except TimeoutError:
-                raise RecoveryRefused("behind") from None
-
-    async def _gap(self, after: dict[str, tuple[StreamPlace, int]], connection_id: str,
-                   most: int) -> list[BroadcastEvent]:
-        start = min(place for place, _ in after.values())
-        cursor = f"{start[0]}-{start[1]}"
-        missed: list[tuple[StreamPlace, BroadcastEvent]] = []
-        last: StreamPlace = start
-        for reads in range(MAX_READS):
-            chunk = await self._read(cursor, READ_CHUNK)
-            if reads == 0 and (not chunk or chunk[0][0] != (start[0], start[1], 0)):
-                raise RecoveryRefused("history_evicted")  # trimmed from the stream
-            for _entry, events in chunk:
-                for place, event in events:
-                    channel_after = after.get(event.channel)
-                    if (channel_after is not None and place > channel_after[0]
-                            and event.socket != connection_id):
-                        missed.append((place, event))
-            if len(missed) > most:
-                raise RecoveryRefused("history_evicted")
-            if chunk:
-                last = chunk[-1][0]
-                cursor = f"{last[0]}-{last[1] + 1}"
-            here = stream_place(self.positions.stream) or (0, 0, 0)
-            if (last[0], last[1]) >= (here[0], here[1]):
-                # What this instance delivered is all in: the rest comes live.
-                return [event for place, event in missed if place <= here]
-        raise RecoveryRefused("behind")
