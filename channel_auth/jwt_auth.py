@@ -9,6 +9,9 @@ possible are refused when they are loaded, not when the first token arrives.
 What to do with a refusal (the protocol's own error, a metric, a log line) is the transport's
 business: :class:`AuthenticationError` carries a short ``reason`` label for metrics and a
 message that is safe to send to the client. Neither ever contains the token.
+
+About 550 lines: the settings, the key loading and the verification stay together, because
+each check depends on another (an algorithm must fit its key, a key must fit its setting).
 """
 
 from __future__ import annotations

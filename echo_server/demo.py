@@ -29,6 +29,10 @@ the app's public key) runs it on Echo's ``reverb`` broadcaster over pusher-js in
 Events reach the server in-process (``memory://``) by default, so the demo works on a fresh
 machine without Redis; ``--redis URL`` makes the backend publish to Redis as Laravel does and
 the server subscribe to it.
+
+About 570 lines because the backend plays a whole small Laravel app: login, its leads,
+assignments, `/broadcasting/auth`, user sign-in, webhooks. The `Demo` that runs it next to the
+server is here too. Splitting the two would only move the seed data they share.
 """
 
 from __future__ import annotations

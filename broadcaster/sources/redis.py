@@ -16,6 +16,9 @@ Cluster has database 0 only). ``?prefix=`` sets the channel prefix in the URL (i
 On a Cluster, a plain ``PUBLISH`` (Laravel's, inside its ``EVAL``) reaches the subscribers of
 every node, so the source subscribes on any one node and moves to another when that one goes
 away.
+
+About 450 lines: the source and the publisher share URL parsing for plain, Sentinel and
+Cluster URLs, and the detection of the prefix gotcha.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ the open packet, the heartbeat direction (EIO3: the client pings; EIO4: the
 server pings), polling framing and the Socket.IO handshake; everything else is
 shared. Timers are not per session: one sweep, every quarter of the shortest
 heartbeat period, checks every session, so an idle connection owns no timer.
+
+About 600 lines: both generations' sessions, polling and websocket paths share one
+``Session`` type and one sweep. Split apart, each half would reach into the other's state.
 """
 
 from __future__ import annotations
