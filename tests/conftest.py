@@ -493,16 +493,23 @@ def _redis_binary_or_skip() -> str:
     return binary
 
 
-@pytest.fixture
-async def redis_sentinel() -> AsyncIterator[SentinelSetup]:
+@contextlib.asynccontextmanager
+async def _redis_setup(kind: Any) -> AsyncIterator[Any]:
+    """A Sentinel or Cluster set-up of private redis-servers, started, then stopped."""
     binary = _redis_binary_or_skip()
     with tempfile.TemporaryDirectory() as workdir:
-        setup = SentinelSetup(binary, workdir)
+        setup = kind(binary, workdir)
         try:
             await setup.start()
             yield setup
         finally:
             setup.stop()
+
+
+@pytest.fixture
+async def redis_sentinel() -> AsyncIterator[SentinelSetup]:
+    async with _redis_setup(SentinelSetup) as setup:
+        yield setup
 
 
 def free_cluster_port() -> int:
@@ -594,14 +601,8 @@ class ClusterSetup:
 
 @pytest.fixture
 async def redis_cluster() -> AsyncIterator[ClusterSetup]:
-    binary = _redis_binary_or_skip()
-    with tempfile.TemporaryDirectory() as workdir:
-        setup = ClusterSetup(binary, workdir)
-        try:
-            await setup.start()
-            yield setup
-        finally:
-            setup.stop()
+    async with _redis_setup(ClusterSetup) as setup:
+        yield setup
 
 
 # --------------------------------------------------------------------------- nginx

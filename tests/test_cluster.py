@@ -20,6 +20,7 @@ from echo_server.server import EchoServer
 from tests.conftest import laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.instance import instance_process
+from tests.support.node_client import NodeEchoClient
 from tests.support.waits import wait_member, wait_until
 
 pytestmark = requires_node
@@ -58,10 +59,10 @@ async def _client(node_client, server: EchoServer, stack: str, user: int | None 
     return client, connected["socketId"]
 
 
-async def test_broadcasts_and_to_others_across_instances(make_server, node_client,
-                                                         redis: aioredis.Redis,
-                                                         auth_backend: AuthBackend,
-                                                         prefix: str) -> None:
+async def _three_listening(make_server, node_client, auth_backend: AuthBackend, prefix: str
+                           ) -> tuple[list[EchoServer], list[tuple[NodeEchoClient, str]]]:
+    """Three instances, each with one client (a stack of each generation) listening on
+    leads-management: the servers, and (client, socket id) per server."""
     servers = await _three(make_server, auth_backend, prefix)
     clients = []
     for server, stack in zip(servers, STACKS, strict=True):
@@ -70,6 +71,14 @@ async def test_broadcasts_and_to_others_across_instances(make_server, node_clien
                               "listen": [".lead.assigned"]})
         await wait_member(server, "leads-management", socket_id)
         clients.append((client, socket_id))
+    return servers, clients
+
+
+async def test_broadcasts_and_to_others_across_instances(make_server, node_client,
+                                                         redis: aioredis.Redis,
+                                                         auth_backend: AuthBackend,
+                                                         prefix: str) -> None:
+    _, clients = await _three_listening(make_server, node_client, auth_backend, prefix)
 
     sender_id = clients[0][1]
     await redis.publish(prefix + "leads-management",
@@ -90,14 +99,7 @@ async def test_an_api_publish_reaches_every_instance(make_server, node_client,
                                                     prefix: str) -> None:
     """laravel-echo-server's HTTP API (and Pusher's) answer on one instance; the clients
     of all of them get the event, once, toOthers kept."""
-    servers = await _three(make_server, auth_backend, prefix)
-    clients = []
-    for server, stack in zip(servers, STACKS, strict=True):
-        client, socket_id = await _client(node_client, server, stack)
-        await client.command({"cmd": "channel", "channel": "leads-management",
-                              "listen": [".lead.assigned"]})
-        await wait_member(server, "leads-management", socket_id)
-        clients.append((client, socket_id))
+    servers, clients = await _three_listening(make_server, node_client, auth_backend, prefix)
     async with aiohttp.ClientSession() as http:
         for n, sender in ((1, clients[2][1]), (2, None)):
             body = {"channel": "leads-management", "name": "lead.assigned", "data": {"n": n},
