@@ -76,7 +76,7 @@ class _Write:
     __slots__ = ("force", "lifetime", "record")
 
     def __init__(self, record: str, lifetime: int, force: bool) -> None:
-        self.record = record  # '' keeps the record in Redis; None: drop it
+        self.record = record  # '' keeps the record in Redis (only its lifetime changes)
         self.lifetime = lifetime
         self.force = force
 
@@ -101,7 +101,6 @@ class SharedSessions:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self.failed_writes = 0
 
     def key(self, token: str) -> str:
         return f"{self.tag}:session:{token}"
@@ -186,7 +185,6 @@ class SharedSessions:
                                           write.lifetime, "1" if write.force else "0")
                         await pipe.execute()
                 except Exception as exc:
-                    self.failed_writes += len(batch)
                     if not failing:  # once per outage
                         log.warning("session records of recoverable connections not written "
                                     "(%s): they recover on this instance only", exc)

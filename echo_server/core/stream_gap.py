@@ -20,7 +20,7 @@ from broadcaster.event import BroadcastEvent
 from .positions import Positions, StreamPlace, stream_place
 from .recovery import RecoveryRefused
 
-log = logging.getLogger("echo_server.shared_sessions")
+log = logging.getLogger("echo_server.stream_gap")
 
 # Entries of the stream from an entry id (inclusive), at most ``count``: (id, its events,
 # numbered as the source numbers them). Raises when the stream cannot be read.
