@@ -45,6 +45,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.fixture(autouse=True)
+def _pending_tasks_shown_before_a_timeout(request: pytest.FixtureRequest) -> Iterator[None]:
+    """An async test that hangs until pytest-timeout fails it shows where its tasks wait
+    (tests/support/hang_report.py)."""
+    import inspect
+
+    from tests.support.hang_report import arm
+
+    if not inspect.iscoroutinefunction(getattr(request.node, "function", None)):
+        yield
+        return
+    marker = request.node.get_closest_marker("timeout")
+    timeout = float(marker.args[0]) if marker and marker.args else float(
+        request.config.getini("timeout") or 0)
+    timer = arm(timeout)
+    yield
+    if timer is not None:
+        timer.cancel()
+
+
 def _redis_server_binary() -> str | None:
     found = shutil.which("redis-server")
     if found:
