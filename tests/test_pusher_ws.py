@@ -32,7 +32,7 @@ from tests.conftest import (
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient
 from tests.support.raw import RawWebSocket
-from tests.support.waits import ClientFactory
+from tests.support.waits import ClientFactory, wait_until
 
 pytestmark = requires_node
 
@@ -317,18 +317,10 @@ async def test_an_encrypted_channel_is_relayed_to_pusher_js_which_decrypts_it(
     page = await _pusher_page(node_client, server, auth_backend, "echo2-reverb", 1)
     await page.command({"cmd": "encrypted", "channel": "admin-dashboard.1",
                         "listen": [".lead.assigned"]})
-    await _wait_joined(server, channel, 1)
+    await wait_until(lambda: server.core.rooms.count(channel) >= 1, f"somebody joined {channel}")
     await asyncio.to_thread(laravel.trigger, channel, "lead.assigned", {"lead": {"id": 9}})
     got = await page.expect("event", channel=channel)
     assert got["data"] == {"lead": {"id": 9}}
-
-
-async def _wait_joined(server: EchoServer, channel: str, count: int) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while server.core.rooms.count(channel) < count:
-        assert loop.time() < deadline, f"nobody joined {channel}"
-        await asyncio.sleep(0.02)
 
 
 async def test_pusher_js_with_an_unknown_key_stops_at_4001(
@@ -339,19 +331,12 @@ async def test_pusher_js_with_an_unknown_key_stops_at_4001(
                              extra_args=["--key", "not-an-app", "--auth-endpoint",
                                          f"{auth_backend.url}/broadcasting/auth"])
     await page.expect("connect_error")
-    await _wait_refused(server, 1)
-    # pusher-js does not reconnect after 4001: nothing more arrives within a few of its
-    # fastest retry delays.
-    await asyncio.sleep(1.0)
+    await wait_until(lambda: server.errors.counts.get("bad_request", 0) >= 1,
+                     "the unknown key refused")
+    # pusher-js does not reconnect after 4001: a retry would fail the same way, and the page
+    # would say so, within a few of its fastest retry delays.
+    await page.expect_none("connect_error", within=1.0)
     assert server.errors.counts["bad_request"] == 1
-
-
-async def _wait_refused(server: EchoServer, count: int) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while server.errors.counts.get("bad_request", 0) < count:
-        assert loop.time() < deadline, "the unknown key was never refused"
-        await asyncio.sleep(0.02)
 
 
 async def test_local_channel_rules_decide_for_signed_in_pusher_users(
