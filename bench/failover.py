@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT)]
 
 from tests.conftest import RedisProcess, _redis_server_binary, free_port  # noqa: E402
 from tests.support.instance import instance_process  # noqa: E402
-from tests.support.many_pages import NodePages, Ticker  # noqa: E402
+from tests.support.many_pages import NodePages, Ticker, subscribed_on  # noqa: E402
 from tests.support.tcp_proxy import TcpProxy  # noqa: E402
 
 CHANNEL = "leads-management"
@@ -50,18 +50,6 @@ def options(prefix: str, name: str, url: str, recovery: bool) -> dict[str, Any]:
             "limits": {"maxSubscriptionsPerAddress": 0}}
 
 
-async def subscribed(port: int, count: int) -> None:
-    import aiohttp
-
-    async with aiohttp.ClientSession() as http:
-        while True:
-            async with http.get(f"http://127.0.0.1:{port}/apps/app/channels/{CHANNEL}",
-                                params={"auth_key": "api-key"}) as response:
-                if (await response.json())["subscription_count"] >= count:
-                    return
-            await asyncio.sleep(0.1)
-
-
 async def run(redis_url: str, work: Path, pages_count: int, rate: float,
               recovery: bool) -> float:
     prefix = f"f{secrets.token_hex(3)}_"
@@ -77,16 +65,17 @@ async def run(redis_url: str, work: Path, pages_count: int, rate: float,
         await proxy.start()
         try:
             async with NodePages(proxy.url, pages_count, CHANNEL, "tick") as pages:
-                await subscribed(a.port, pages_count)
+                await subscribed_on(a.port, CHANNEL, pages_count, app="app", key="api-key",
+                                    timeout=300)
                 async with Ticker(url, CHANNEL, "tick", 1 / rate) as ticker:
-                    await asyncio.sleep(1.0)
+                    await pages.got(int(rate), timeout=300)  # a second of events everywhere
                     before, started = cpu_seconds(survivor.pid), time.monotonic()
                     first.kill()
                     await pages.until(lambda report: all(p["connects"] >= 2 for p in report),
                                       "every page is back", timeout=300)
                     spent = cpu_seconds(survivor.pid) - before
                     took = time.monotonic() - started
-                    await asyncio.sleep(1.0)
+                    await pages.got(ticker.sent + int(rate), timeout=300)
                 sent = ticker.sent
                 # Pages that lost their channels never get it (recovery off): counted below.
                 with contextlib.suppress(AssertionError):
@@ -115,7 +104,6 @@ async def main() -> None:
         redis = RedisProcess(binary, free_port(), work)
         redis.start()
         try:
-            await asyncio.sleep(0.3)
             off = await run(redis.url, Path(work), args.pages, args.rate, recovery=False)
             on = await run(redis.url, Path(work), args.pages, args.rate, recovery=True)
         finally:

@@ -23,7 +23,7 @@ from echo_server.server import EchoServer
 from tests.conftest import FAST_SOCKETIO, ServerFactory, free_port, requires_node
 from tests.support.auth_backend import AuthBackend
 from tests.support.instance import instance_process
-from tests.support.many_pages import NodePages, Ticker
+from tests.support.many_pages import NodePages, Ticker, subscribed_on
 from tests.support.raw import RawWebSocket, eio3_recovering_client, socketio_client
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import ClientFactory, wait_until
@@ -219,19 +219,6 @@ def _options(prefix: str, name: str, url: str, **extra: Any) -> dict[str, Any]:
             **extra}
 
 
-async def _subscribed_on(port: int, count: int) -> None:
-    """Until ``count`` sockets are in CHANNEL, as the HTTP API of the instance on ``port``
-    says (Echo's subscribe has no answer)."""
-    async with aiohttp.ClientSession() as http:
-        for _ in range(400):
-            async with http.get(f"http://127.0.0.1:{port}/apps/app/channels/{CHANNEL}",
-                                params={"auth_key": "api-key"}) as response:
-                if (await response.json())["subscription_count"] >= count:
-                    return
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{count} sockets never subscribed")
-
-
 @requires_node
 async def test_a_page_whose_instance_is_killed_recovers_on_the_other(
         tmp_path: Path, make_server: ServerFactory, node_client: ClientFactory,
@@ -331,13 +318,13 @@ async def _restarted_under_pages(tmp_path: Path, redis_url: str, *, instances: i
         await proxy.start()
         stack.push_async_callback(proxy.stop)
         pages = await stack.enter_async_context(NodePages(proxy.url, count, CHANNEL, "tick"))
-        await _subscribed_on(ports[0], count)
+        await subscribed_on(ports[0], CHANNEL, count, app="app", key="api-key")
 
         def moved(times: int) -> Callable[[list[dict[str, Any]]], bool]:
             return lambda report: all(page["connects"] > times for page in report)
 
         async with Ticker(url, CHANNEL, "tick", 0.05) as ticker:
-            await asyncio.sleep(0.5)
+            await pages.got(10)
             for index, process in enumerate(processes):
                 process.send_signal(signal.SIGTERM)
                 assert await asyncio.wait_for(process.wait(), 20) == 0
@@ -346,7 +333,7 @@ async def _restarted_under_pages(tmp_path: Path, redis_url: str, *, instances: i
                 await stack.enter_async_context(start(index))  # back, on the same port
                 if instances == 1:
                     await pages.until(moved(index + 1), "every page came back")
-                await asyncio.sleep(0.5)  # events flow to the pages meanwhile
+                await pages.got(ticker.sent + 10)  # ten more events reach every page
         published = ticker.sent
 
         await pages.until(lambda report: all(page["received"][-1:] == [published - 1]

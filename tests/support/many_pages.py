@@ -50,6 +50,12 @@ class NodePages:
         self.process.stdin.write(b"report\n")
         return list((await self._line(10))["pages"])
 
+    async def got(self, n: int, timeout: float = 20.0) -> None:
+        """Until every page has received the event numbered ``n`` (a ``Ticker``'s)."""
+        await self.until(lambda report: all(page["received"] and page["received"][-1] >= n
+                                             for page in report),
+                         f"every page got event {n}", timeout)
+
     async def until(self, predicate: Any, what: str, timeout: float = 20.0) -> None:
         """Until ``predicate(report)`` holds."""
         loop = asyncio.get_running_loop()
@@ -88,3 +94,22 @@ class Ticker:
                 await publisher.publish(self.channel, self.event, {"n": self.sent})
                 self.sent += 1
                 await asyncio.sleep(self.interval)
+
+
+async def subscribed_on(port: int, channel: str, count: int, *, app: str, key: str,
+                        timeout: float = 20.0) -> None:
+    """Until ``count`` sockets are in ``channel``, as the HTTP API of the server on ``port``
+    says (Echo's subscribe has no answer)."""
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"http://127.0.0.1:{port}/apps/{app}/channels/{channel}",
+                                params={"auth_key": key}) as response:
+                if (await response.json())["subscription_count"] >= count:
+                    return
+            if loop.time() > deadline:
+                raise AssertionError(f"{count} sockets never subscribed to {channel}")
+            await asyncio.sleep(0.05)
