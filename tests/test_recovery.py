@@ -27,7 +27,7 @@ from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient
 from tests.support.raw import OP_CLOSE, RawWebSocket, eio3_recovering_client, socketio_client
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.waits import ClientFactory, wait_until
+from tests.support.waits import ClientFactory, dropped, wait_until
 
 pytestmark = requires_node
 
@@ -258,10 +258,7 @@ async def test_the_wire_offsets_pid_and_a_bad_offset(make_server: ServerFactory)
     assert len(first) == 4 and isinstance(first[3], str) and first[3].isdigit()
     assert await old.next_event() == ["lead.assigned", "leads-management", {"lead": {"id": 1}}]
 
-    ws.writer.transport.abort()  # dropped, no close frame
-    sessions = server.core.sessions
-    assert sessions is not None
-    await wait_until(lambda: len(sessions.parked) == 1, "parked")
+    await dropped(server, ws)
     server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"lead":{"id":2}}'))
     refused, fresh = await socketio_client(
         server, "40" + json.dumps({"pid": hello["pid"], "offset": "12x"}))
@@ -279,10 +276,7 @@ async def test_the_wire_replays_in_order_with_offsets(make_server: ServerFactory
     await wait_until(lambda: server.core.rooms.count("b") == 1, "subscribed")
     server.publish(BroadcastEvent("a", "e", '{"n":0}'))
     offset = (await ws.next_event())[3]
-    ws.writer.transport.abort()
-    sessions = server.core.sessions
-    assert sessions is not None
-    await wait_until(lambda: len(sessions.parked) == 1, "parked")
+    await dropped(server, ws)
     for n, channel in enumerate("abab", 1):
         server.publish(BroadcastEvent(channel, "e", f'{{"n":{n}}}'))
     history = server.core.history
@@ -312,10 +306,7 @@ async def test_socket_io_client_2_recovers_through_our_extension(
     await wait_until(lambda: server.core.rooms.count("leads-management") == 1, "subscribed")
     server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"n":0}'))
     offset = (await ws.next_event())[3]
-    ws.writer.transport.abort()
-    sessions = server.core.sessions
-    assert sessions is not None
-    await wait_until(lambda: len(sessions.parked) == 1, "parked")
+    await dropped(server, ws)
     for n in (1, 2):
         server.publish(BroadcastEvent("leads-management", "lead.assigned", f'{{"n":{n}}}'))
 
@@ -345,10 +336,7 @@ async def test_a_socket_io_client_2_member_comes_back_under_its_new_id_unannounc
     ws.send_text(join % 1)
     assert (await ws.next_event())[0] == "presence:subscribed"
     assert (await observer.next_event())[0] == "presence:joining"
-    ws.writer.transport.abort()
-    sessions = server.core.sessions
-    assert sessions is not None
-    await wait_until(lambda: len(sessions.parked) == 1, "parked")
+    await dropped(server, ws)
     back, _new_sid, again = await eio3_recovering_client(server, f"echoRecovery={hello['pid']}")
     assert again["recovered"] is True
     await server.core.drain()

@@ -26,7 +26,7 @@ from tests.support.instance import instance_process
 from tests.support.many_pages import NodePages, Ticker, subscribed_on
 from tests.support.raw import RawWebSocket, eio3_recovering_client, socketio_client
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.waits import ClientFactory, wait_until
+from tests.support.waits import ClientFactory, dropped, wait_until
 
 CHANNEL, OTHER = "leads-management", "admin-capacity"
 
@@ -49,13 +49,6 @@ async def _pair(make_server: ServerFactory, url: str, **options: Any
         assert server.core.shared is not None, "recovery on any instance is set up"
         servers.append(server)
     return servers[0], servers[1]
-
-
-async def _dropped(server: EchoServer, ws: RawWebSocket) -> None:
-    ws.writer.transport.abort()  # no close frame: a network drop
-    sessions = server.core.sessions
-    assert sessions is not None
-    await wait_until(lambda: len(sessions.parked) == 1, "the drop noticed")
 
 
 async def _subscribed(server: EchoServer, ws: RawWebSocket, *channels: str) -> None:
@@ -87,7 +80,7 @@ async def test_a_client_dropped_from_one_instance_recovers_on_the_other(
         offset = first[3]
         seq, stream, relay = offset.split(".")  # here, the stream's place, the relay's
         assert int(seq) > 0 and "-" in stream and relay.isdigit()
-        await _dropped(a, ws)
+        await dropped(a, ws)
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 2})
         await publisher.publish([OTHER, CHANNEL], "admin.capacity.updated", {"n": 3})
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 4}, socket=hello["sid"])
@@ -108,7 +101,7 @@ async def test_a_client_dropped_from_one_instance_recovers_on_the_other(
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 6})
         assert (await back.next_event())[1:3] == [CHANNEL, {"n": 6, "socket": None}]
         # b owns the session now: a second drop comes back to b, as the same socket.
-        await _dropped(b, back)
+        await dropped(b, back)
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 7})
         third, again = await socketio_client(
             b, "40" + json.dumps({"pid": hello["pid"], "offset": replayed[-1][3]}))
@@ -129,7 +122,7 @@ async def test_our_socket_io_client_2_extension_recovers_on_the_other_instance(
     async with Broadcaster(url) as publisher:
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
         offset = (await ws.next_event())[3]
-        await _dropped(a, ws)
+        await dropped(a, ws)
         for n in (2, 3):
             await publisher.publish(CHANNEL, "lead.assigned", {"n": n})
         back, new_sid, again = await eio3_recovering_client(
@@ -152,7 +145,7 @@ async def _dropped_after_one_event(make_server: ServerFactory, redis_url: str
     async with Broadcaster(url) as publisher:
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
         offset = (await ws.next_event())[3]
-    await _dropped(a, ws)
+    await dropped(a, ws)
     return a, b, hello, offset
 
 
@@ -200,7 +193,7 @@ async def test_a_socket_in_a_presence_channel_is_not_recovered_elsewhere(
     async with Broadcaster(url) as publisher:
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
         offset = (await ws.next_event())[3]
-    await _dropped(a, ws)
+    await dropped(a, ws)
     fresh, hello2 = await socketio_client(
         b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
     assert hello2["sid"] != hello["sid"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from echo_server.ingest import SourceRunner
 from echo_server.server import EchoServer
@@ -61,3 +62,12 @@ def redis_runner(server: EchoServer) -> SourceRunner:
 def rooms_holding(server: EchoServer, socket: Socket) -> list[str]:
     """Every room whose member set still holds ``socket`` (should be none once it is gone)."""
     return [room for room in server.core.rooms if server.core.rooms.contains(room, socket)]
+
+
+async def dropped(server: EchoServer, ws: Any) -> None:
+    """Abort a raw websocket's TCP connection (no close frame: a network drop), and return
+    once ``server`` has parked its recoverable session."""
+    ws.writer.transport.abort()
+    sessions = server.core.sessions
+    assert sessions is not None
+    await wait_until(lambda: len(sessions.parked) == 1, "the drop noticed")
