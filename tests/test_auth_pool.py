@@ -23,6 +23,7 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from echo_server.server import EchoServer
 from tests.conftest import ServerFactory
 from tests.support.auth_backend import AuthBackend, AuthCall
+from tests.support.closing import closing_each
 from tests.support.waits import server_socket, wait_member, wait_until
 
 # Raw EIO3 sockets send no pings: the default heartbeat keeps them open for the test.
@@ -50,12 +51,8 @@ def _slow(seconds: float) -> Any:
 
 @pytest.fixture
 async def authorizers() -> AsyncIterator[list[HttpCallbackAuthorizer]]:
-    made: list[HttpCallbackAuthorizer] = []
-    try:
+    async with closing_each() as made:
         yield made
-    finally:
-        for authorizer in made:
-            await authorizer.close()
 
 
 # --------------------------------------------------------------------------- the authorizer
@@ -241,12 +238,8 @@ class RawSocket:
 
 @pytest.fixture
 async def sockets() -> AsyncIterator[list[RawSocket]]:
-    made: list[RawSocket] = []
-    try:
+    async with closing_each() as made:
         yield made
-    finally:
-        for socket in made:
-            await socket.close()
 
 
 def _pending(server: EchoServer, sid: str) -> int:

@@ -36,6 +36,7 @@ from channel_auth.jwt_auth import (
     TokenSources,
     find_token,
 )
+from tests.support.closing import closing_each
 
 ROOT = Path(__file__).resolve().parents[1]
 ISSUER = "https://id.example.test"
@@ -183,16 +184,13 @@ async def jwks_server() -> AsyncIterator[JwksServer]:
 @pytest.fixture
 async def make_auth() -> AsyncIterator[Callable[..., JwtAuthenticator]]:
     """Authenticators whose JWKS sessions are closed after the test."""
-    made: list[JwtAuthenticator] = []
+    async with closing_each() as made:
+        def make(settings: JwtSettings, **kwargs: Any) -> JwtAuthenticator:
+            auth = JwtAuthenticator(settings, **kwargs)
+            made.append(auth)
+            return auth
 
-    def make(settings: JwtSettings, **kwargs: Any) -> JwtAuthenticator:
-        auth = JwtAuthenticator(settings, **kwargs)
-        made.append(auth)
-        return auth
-
-    yield make
-    for auth in made:
-        await auth.close()
+        yield make
 
 
 def jwks_settings(url: str, **overrides: Any) -> JwtSettings:

@@ -54,6 +54,18 @@ async def instance_of(http: aiohttp.ClientSession, base: str) -> str:
     return str(reply.json()["instance"])
 
 
+async def workers_of(clients: dict[str, aiohttp.ClientSession], base: str) -> dict[str, str]:
+    """Which worker each client address lands on: always the same one (asked four times,
+    each on a new connection), and both workers are used."""
+    worker_of: dict[str, str] = {}
+    for address, http in clients.items():
+        seen = {await instance_of(http, base) for _ in range(4)}
+        assert len(seen) == 1, (address, seen)
+        worker_of[address] = seen.pop()
+    assert set(worker_of.values()) == {"echo-w0", "echo-w1"}
+    return worker_of
+
+
 async def subscribers(http: aiohttp.ClientSession, base: str, channel: str) -> int:
     """The channel's subscribers as the HTTP API reports them (the whole cluster's)."""
     reply = await http_request(http, "GET", f"{base}/apps/app/channels/{channel}",
@@ -86,12 +98,7 @@ async def test_two_workers_sticky_by_address_one_cluster(tmp_path: Path, redis_u
                          15, "both workers listening")
 
         # Each address lands on one worker, whatever the connection; both workers are used.
-        worker_of: dict[str, str] = {}
-        for address, http in sessions.items():
-            seen = {await instance_of(http, base) for _ in range(4)}
-            assert len(seen) == 1, (address, seen)
-            worker_of[address] = seen.pop()
-        assert set(worker_of.values()) == {"echo-w0", "echo-w1"}
+        worker_of = await workers_of(sessions, base)
 
         # Polling clients: every poll on a new connection reaches the session's worker.
         clients = []
@@ -264,12 +271,7 @@ async def test_behind_nginx_worker_ports_spread_clients(tmp_path: Path, redis_ur
     try:
         for slot, port in enumerate(ports):
             await server.wait_for_line(rf"worker {slot} also serves port {port}")
-        worker_of: dict[str, str] = {}
-        for address, http in browsers.items():
-            seen = {await instance_of(http, base) for _ in range(4)}
-            assert len(seen) == 1, (address, seen)
-            worker_of[address] = seen.pop()
-        assert set(worker_of.values()) == {"echo-w0", "echo-w1"}
+        await workers_of(browsers, base)  # sticky by the forwarded address, both used
 
         clients = []
         for http in browsers.values():  # polling through nginx: each poll on its worker
