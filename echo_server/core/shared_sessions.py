@@ -73,10 +73,16 @@ class Handover:
 
 
 class _Write:
-    __slots__ = ("force", "lifetime", "record")
+    """What to write for a session when the writer gets to it: its record as ``places``
+    holds it then (built once however many joins came before), or, with no
+    ``connection_id``, only a new lifetime for the record Redis has."""
 
-    def __init__(self, record: str, lifetime: int, force: bool) -> None:
-        self.record = record  # '' keeps the record in Redis (only its lifetime changes)
+    __slots__ = ("connection_id", "force", "lifetime", "subject")
+
+    def __init__(self, connection_id: str | None, subject: object, lifetime: int,
+                 force: bool) -> None:
+        self.connection_id = connection_id
+        self.subject = subject
         self.lifetime = lifetime
         self.force = force
 
@@ -122,15 +128,14 @@ class SharedSessions:
 
     def _write(self, token: str, connection_id: str, subject: object,
                force: bool = False) -> None:
-        record = dumps({"id": connection_id, "sub": subject, "ch": self.places[token]})
         self._live.add(token)
-        self._queue(token, _Write(record, self.live_ms, force))
+        self._queue(token, _Write(connection_id, subject, self.live_ms, force))
 
     def parked(self, token: str) -> None:
         """Its connection dropped: the window starts now."""
         if token in self._live:
             self._live.discard(token)
-            self._queue(token, _Write("", self.window_ms, False))
+            self._queue(token, _Write(None, None, self.window_ms, False))
 
     def ended(self, token: str) -> None:
         """Closed by its client, or over: nobody may recover it any more."""
@@ -145,8 +150,10 @@ class SharedSessions:
 
     def _queue(self, token: str, write: _Write | None) -> None:
         previous = self._pending.pop(token, None)
-        if write is not None and previous is not None and previous.force:
-            write.force = True  # a take-over still to land must land first
+        if write is not None and previous is not None:
+            write.force = write.force or previous.force  # a take-over still to land
+            if write.connection_id is None:  # a new lifetime: the record still to write stays
+                write.connection_id, write.subject = previous.connection_id, previous.subject
         self._pending[token] = write
         self._idle.clear()
         self._ready.set()
@@ -181,8 +188,9 @@ class SharedSessions:
                             if write is None:
                                 pipe.eval(_DROP, 1, self.key(token), self.owner_id)
                             else:
-                                pipe.eval(_PUT, 1, self.key(token), self.owner_id, write.record,
-                                          write.lifetime, "1" if write.force else "0")
+                                pipe.eval(_PUT, 1, self.key(token), self.owner_id,
+                                          self._record(token, write), write.lifetime,
+                                          "1" if write.force else "0")
                         await pipe.execute()
                 except Exception as exc:
                     if not failing:  # once per outage
@@ -194,6 +202,14 @@ class SharedSessions:
                         log.info("session records are written again")
                     failing = False
             self._idle.set()
+
+    def _record(self, token: str, write: _Write) -> str:
+        """The record's JSON; '' (the one in Redis stays) for a new lifetime only, or when
+        this process no longer holds the session's channels (it is stopping)."""
+        places = self.places.get(token)
+        if write.connection_id is None or places is None:
+            return ""
+        return dumps({"id": write.connection_id, "sub": write.subject, "ch": places})
 
     async def _refresher(self) -> None:
         """Connected sessions' records outlive the window only by this: a crash then leaves
