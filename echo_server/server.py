@@ -53,7 +53,7 @@ from .reload import Reloader
 from .siblings import SiblingLink, WorkerSlot
 from .transport.engine import EngineOptions, EngineServer
 from .transport.guard import ConnectionGuard
-from .transport.http import HttpConnection, Request, Response, RouteResult, encode_response
+from .transport.http import HttpConnection, Request, Response, RouteResult
 from .transport.sockets import SocketServer
 from .web.api import HttpApi
 from .web.bundle import ClientBundle
@@ -470,7 +470,7 @@ class EchoServer:
 
     def _upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
         if self.health.phase is Phase.STARTING:
-            self._refuse_upgrade(conn, STARTING)
+            conn.refuse_upgrade(STARTING)
             return
         if self._is_engine_path(request.path):
             self.engine.handle_upgrade(request, conn, rest)
@@ -478,14 +478,7 @@ class EchoServer:
         if PusherEndpoint.matches(request.path):
             self.pusher.handle_upgrade(request, conn, rest)
             return
-        self._refuse_upgrade(conn, self.api.not_found(request))
-
-    @staticmethod
-    def _refuse_upgrade(conn: HttpConnection, response: Response) -> None:
-        transport = conn.transport
-        if transport is not None:
-            transport.write(encode_response(response, False))
-            transport.close()
+        conn.refuse_upgrade(self.api.not_found(request))
 
     # -- set-up details -----------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext | None:

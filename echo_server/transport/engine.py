@@ -23,7 +23,7 @@ from typing import Protocol
 
 from broadcaster.jsoncodec import dumps
 
-from .http import HttpConnection, Request, Response, encode_response
+from .http import HttpConnection, Request, Response
 from .ids import new_id
 from .packets import (
     PacketError,
@@ -509,22 +509,22 @@ class EngineServer:
         query = request.query
 
         if query.get("transport") != "websocket" or "websocket" not in self.options.transports:
-            return _refuse(transport, self._reject(request, UNKNOWN_TRANSPORT))
+            return conn.refuse_upgrade(self._reject(request, UNKNOWN_TRANSPORT))
         key = headers.get("sec-websocket-key", "")
         if headers.get("upgrade", "").lower() != "websocket" or not valid_key(key):
-            return _refuse(transport, self._reject(request, BAD_REQUEST))
+            return conn.refuse_upgrade(self._reject(request, BAD_REQUEST))
         if not self.options.origin_allowed(_origin_of(request)):
-            return _refuse(transport, self._reject(request, FORBIDDEN, 403))
+            return conn.refuse_upgrade(self._reject(request, FORBIDDEN, 403))
         sid = query.get("sid")
         session = None
         if sid is not None:
             if not self.options.allow_upgrades:
-                return _refuse(transport, self._reject(request, BAD_REQUEST))
+                return conn.refuse_upgrade(self._reject(request, BAD_REQUEST))
             session = self.sessions.get(sid)
             if session is None or not self._same_client(session, request, conn):
-                return _refuse(transport, self._reject(request, UNKNOWN_SID))
+                return conn.refuse_upgrade(self._reject(request, UNKNOWN_SID))
             if session.ws is not None or session.probe is not None:
-                return _refuse(transport, self._reject(request, BAD_REQUEST))
+                return conn.refuse_upgrade(self._reject(request, BAD_REQUEST))
         handshake = switching_protocols(key)
         ws = WebSocketConnection(self, transport, self.options.max_payload,
                                  self.options.write_high_water)
@@ -579,11 +579,6 @@ class EngineServer:
         elif session.probe is ws:
             session.probe = None
             session.probe_ok = False
-
-
-def _refuse(transport: asyncio.Transport, response: Response) -> None:
-    transport.write(encode_response(response, False))
-    transport.close()
 
 
 def _origin_of(request: Request) -> str | None:

@@ -393,6 +393,11 @@ class HttpConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.upgrade_handler(request, self, rest)
 
+    def refuse_upgrade(self, response: Response) -> None:
+        """An upgrade handler's no (before it took the socket over): the answer, then the
+        connection closes."""
+        self._write_and_close(response)
+
     def upgraded_release(self) -> Callable[[], None] | None:
         """What the websocket that takes this socket over calls when it closes, so the
         address keeps its connection counted until then."""

@@ -24,7 +24,7 @@ from ...core.channels import ChannelCore
 from ...core.connection import ClientState
 from ...core.names import USER_CHANNEL, is_private
 from ...transport.engine import KEPT_HEADERS
-from ...transport.http import HttpConnection, Request, Response, encode_response
+from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
@@ -102,12 +102,10 @@ class PusherEndpoint:
         headers = request.headers
         key = headers.get("sec-websocket-key", "")
         if headers.get("upgrade", "").lower() != "websocket" or not valid_key(key):
-            transport.write(encode_response(Response.text("Bad Request", 400), False))
-            transport.close()
+            conn.refuse_upgrade(Response.text("Bad Request", 400))
             return
         if not self.options.origin_allowed(headers.get("origin")):
-            transport.write(encode_response(Response.text("Forbidden", 403), False))
-            transport.close()
+            conn.refuse_upgrade(Response.text("Forbidden", 403))
             return
         ws = WebSocketConnection(self, transport, self.options.max_payload,
                                  self.options.write_high_water)
