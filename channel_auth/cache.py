@@ -2,10 +2,15 @@
 
 Echo re-subscribes every channel on every reconnect, so a deploy or a network
 blip turns into a burst of identical ``/broadcasting/auth`` calls. The key is
-the channel *and* every credential that reaches the backend (forwarded
-headers, the Cookie fallback, the JWT subject), never the channel alone, so an
-answer given to one user is never reused for another. Only definite answers
-(200 and 403) are kept; failures and timeouts are always retried.
+the request *as it would be sent*: the URL (with several ``authHost`` entries the
+Referer picks one), the channel, and every header forwarded to the app under its
+lower-case name (``auth.headers``, the handshake's Cookie fallback), plus the
+JWT subject. Whatever the app may authenticate a user by is in the request, so
+an answer given to one user is never reused for another. The socket id is left
+out on purpose: what is kept (the status and presence data) never carries
+anything bound to it, and a reconnect, the burst this cache is for, brings a new
+one. Only definite answers (200 and 403) are kept; failures and timeouts are
+always retried.
 """
 
 from __future__ import annotations
@@ -13,24 +18,33 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
+from typing import Protocol
 
 from broadcaster.jsoncodec import dumps
 
-from .authorizer import AuthRequest, AuthResult, ChannelAuthorizer
+from .authorizer import AuthRequest, AuthResult
 
 CACHEABLE = frozenset({200, 403})
 
 
-def cache_key(request: AuthRequest) -> str:
-    cookie = request.headers.get("Cookie") or request.handshake_headers.get("cookie") or ""
+class Outgoing(Protocol):
+    """An authorizer that can say what it would send for a request."""
+
+    async def authorize(self, request: AuthRequest) -> AuthResult: ...
+
+    def outgoing(self, request: AuthRequest) -> tuple[str, dict[str, str]]: ...
+
+
+def cache_key(request: AuthRequest, url: str, headers: dict[str, str]) -> str:
+    sent = sorted((name.lower(), value) for name, value in headers.items())
     subject = (request.claims or {}).get("sub")
-    material = dumps([request.channel, sorted(request.headers.items()), cookie,
+    material = dumps([url, request.channel, sent,
                       str(subject) if subject is not None else None])
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 class CachingAuthorizer:
-    def __init__(self, inner: ChannelAuthorizer, ttl: float, max_entries: int = 10_000) -> None:
+    def __init__(self, inner: Outgoing, ttl: float, max_entries: int = 10_000) -> None:
         self.inner = inner
         self.ttl = ttl
         self.max_entries = max_entries
@@ -38,7 +52,7 @@ class CachingAuthorizer:
         self.hits = 0
 
     async def authorize(self, request: AuthRequest) -> AuthResult:
-        key = cache_key(request)
+        key = cache_key(request, *self.inner.outgoing(request))
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is not None:

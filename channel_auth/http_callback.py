@@ -93,12 +93,14 @@ class HttpCallbackAuthorizer:
                 if self._session is None:
                     import aiohttp
 
+                    from echo_common.http_client import outgoing_session
+
                     # No limit of aiohttp's own: the fair slots are the bound, and a
                     # queue inside aiohttp would count against the request's timeout.
                     connector = aiohttp.TCPConnector(limit=0,
                                                      ssl=None if self.verify_tls else False)
-                    self._session = aiohttp.ClientSession(
-                        connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout))
+                    self._session = outgoing_session(connector=connector,
+                                                     timeout=self.timeout)
         return self._session
 
     def headers_for(self, request: AuthRequest) -> dict[str, str]:
@@ -119,6 +121,11 @@ class HttpCallbackAuthorizer:
         host = choose_auth_host(self.auth_hosts, request.handshake_headers.get("referer"))
         return host + self.auth_endpoint
 
+    def outgoing(self, request: AuthRequest) -> tuple[str, dict[str, str]]:
+        """Where the request goes and the headers it carries: all the app can know the
+        user by, so also what an answer may be cached under (``channel_auth.cache``)."""
+        return self.url_for(request), self.headers_for(request)
+
     async def authorize(self, request: AuthRequest) -> AuthResult:
         # Without a ``who`` a request is a client of its own: bounded by the pool alone.
         who: Hashable = request.who if request.who is not None else object()
@@ -135,9 +142,9 @@ class HttpCallbackAuthorizer:
 
         session = await self._client()
         form = {"channel_name": request.channel, "socket_id": request.socket_id}
+        url, headers = self.outgoing(request)
         try:
-            async with session.post(self.url_for(request), data=form,
-                                    headers=self.headers_for(request),
+            async with session.post(url, data=form, headers=headers,
                                     allow_redirects=False) as response:
                 body_bytes = await response.read()
                 status = response.status

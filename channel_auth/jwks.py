@@ -157,10 +157,9 @@ class JwksCache:
 
     async def _client(self) -> Any:
         if self._session is None:
-            import aiohttp
+            from echo_common.http_client import outgoing_session
 
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._session = outgoing_session(timeout=self.timeout)
         return self._session
 
     async def _fetch(self) -> dict[tuple[str, str], CachedKey]:

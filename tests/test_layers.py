@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("echo_server", "broadcaster", "channel_auth")
+PACKAGES = ("echo_server", "echo_common", "broadcaster", "channel_auth")
 
 
 def _module_name(path: Path) -> str:
@@ -96,3 +96,17 @@ def test_no_import_cycles() -> None:
     for module in sorted(GRAPH):
         if module not in seen:
             visit(module)
+
+
+def test_the_neutral_room_imports_none_of_the_others() -> None:
+    for module in (m for m in GRAPH if m.startswith("echo_common")):
+        assert not _reaches(module, ("echo_server", "broadcaster", "channel_auth")), module
+
+
+def test_every_outgoing_http_client_is_made_in_one_place() -> None:
+    """``echo_common.http_client`` makes them without a cookie jar; a ``ClientSession`` made
+    anywhere else would keep one user's cookies for the next (issue 20)."""
+    makers = sorted(str(path.relative_to(ROOT)) for package in PACKAGES
+                    for path in (ROOT / package).rglob("*.py")
+                    if "ClientSession(" in path.read_text())
+    assert makers == ["echo_common/http_client.py"]

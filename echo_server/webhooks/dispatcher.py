@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from broadcaster.jsoncodec import dumps
+from echo_common.http_client import outgoing_session
 
 from ..core.events import (
     CacheMiss,
@@ -99,7 +100,7 @@ class Webhooks:
         assert self._shared is not None
         redis, tag, instance_id = self._shared
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = outgoing_session()
         queue: MemoryQueue | RedisQueue = (
             MemoryQueue(self.settings) if redis is None else
             RedisQueue(self.settings, redis, f"{tag}:webhooks:{endpoint.ident}", instance_id))

@@ -48,7 +48,9 @@ class AuthBackend:
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        # A host name, as deployments have: aiohttp's default cookie jar skipped IP hosts,
+        # so on 127.0.0.1 a client that kept cookies looked like one that did not.
+        self.url = f"http://localhost:{port}"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -71,6 +73,12 @@ class AuthBackend:
         return self.calls
 
     async def _auth(self, request: web.Request) -> web.StreamResponse:
+        response = await self._answer(request)
+        # Laravel's ``web`` middleware starts a session on every request and says so.
+        response.set_cookie("laravel_session", f"issued-{len(self.calls)}", httponly=True)
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         form = {k: str(v) for k, v in (await request.post()).items()}
         channel = form.get("channel_name", "")
         raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
