@@ -100,6 +100,56 @@ async def test_cache_reuses_answers_per_credentials_only(http: HttpCallbackAutho
     assert cache.hits == 2
 
 
+async def test_a_cookie_the_auth_host_set_never_reaches_another_client(
+        http: HttpCallbackAuthorizer, auth_backend: AuthBackend) -> None:
+    """Laravel answers every auth request with ``Set-Cookie: laravel_session``. A client
+    that kept it (aiohttp's default jar, for host names such as ``localhost``) sent user 1's
+    session with everybody's later requests: the guest got in as user 1 (issue 20)."""
+    channel = "private-admin-dashboard.1"
+    auth_backend.rules[channel] = lambda call: (
+        True if call.headers.get("Cookie") == "laravel_session=user-1" else 403)
+
+    def tab(cookie: str | None, **headers: str) -> AuthRequest:
+        return AuthRequest(channel=channel, socket_id="s1", headers=dict(headers),
+                           handshake_headers={"cookie": cookie} if cookie else {})
+
+    assert auth_backend.url.startswith("http://localhost:")
+    assert (await http.authorize(tab("laravel_session=user-1"))).status == 200
+    assert (await http.authorize(tab(None))).status == 403
+    assert (await http.authorize(tab("laravel_session=user-2"))).status == 403
+    assert (await http.authorize(tab(None, Authorization="Bearer token-3"))).status == 403
+    seen = [(call.headers.get("Cookie"), call.headers.get("Authorization"))
+            for call in auth_backend.calls]
+    assert seen == [("laravel_session=user-1", None), (None, None),
+                    ("laravel_session=user-2", None), (None, "Bearer token-3")]
+
+
+async def test_cache_keys_cover_the_auth_host_and_every_forwarded_credential(
+        auth_backend: AuthBackend) -> None:
+    """With several ``authHost`` entries the Referer picks one; an answer from one app is
+    never reused for another, and a credential sent under any case of its name counts."""
+    other = AuthBackend()
+    await other.start()
+    inner = HttpCallbackAuthorizer([auth_backend.url, other.url], "/broadcasting/auth")
+    cache = CachingAuthorizer(inner, ttl=60)
+    auth_backend.allow_private("private-orders")  # ``other`` refuses it
+    try:
+        def request(referer: str, **headers: str) -> AuthRequest:
+            return AuthRequest(channel="private-orders", socket_id="s1", headers=headers,
+                               handshake_headers={"referer": referer + "/page",
+                                                  "cookie": "laravel_session=same"})
+
+        assert (await cache.authorize(request(auth_backend.url))).status == 200
+        assert (await cache.authorize(request(other.url))).status == 403
+        assert (await cache.authorize(request(auth_backend.url, cookie="x=1"))).status == 200
+        assert (await cache.authorize(request(auth_backend.url, Cookie="x=1"))).status == 200
+        assert len(auth_backend.calls) + len(other.calls) == 3
+        assert cache.hits == 1
+    finally:
+        await cache.close()
+        await other.stop()
+
+
 async def test_cache_never_keeps_failures(auth_backend: AuthBackend) -> None:
     from tests.conftest import free_port
 

@@ -1,6 +1,8 @@
 """A Laravel-like webhook endpoint on loopback: it records each POST (headers and raw body)
 and answers as the test says: taking them (200), failing (500), or not listening at all
-(connection refused), to show retries."""
+(connection refused), to show retries. Like a Laravel route under the ``web`` middleware it
+sets a session cookie on every answer, and it is reached by a host name, where a client
+that kept cookies would send it back."""
 
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ class WebhookReceiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/echo/webhooks"
+        return f"http://localhost:{self.port}/echo/webhooks"
 
     async def start(self) -> None:
         app = web.Application()
@@ -72,7 +74,9 @@ class WebhookReceiver:
         async with self._changed:
             self.deliveries.append(delivery)
             self._changed.notify_all()
-        return web.Response(status=self.status)
+        response = web.Response(status=self.status)
+        response.set_cookie("laravel_session", f"webhook-{len(self.deliveries)}")
+        return response
 
     def taken(self) -> list[Delivery]:
         """What a receiver that drops repeats by X-Webhook-Id kept, in order."""
