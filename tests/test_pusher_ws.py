@@ -31,7 +31,8 @@ from tests.conftest import (
 )
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient
-from tests.support.raw import RawWebSocket
+from tests.support.raw import RawWebSocket, pusher_client
+from tests.support.raw import next_pusher_message as _next
 from tests.support.waits import ClientFactory, wait_until
 
 pytestmark = requires_node
@@ -141,19 +142,7 @@ async def test_an_unknown_app_key_is_told_4001(make_server: ServerFactory,
 
 
 async def _raw_pusher(server: EchoServer) -> tuple[RawWebSocket, str]:
-    ws = await RawWebSocket.connect(server, "protocol=7&client=js&version=8.4.0",
-                                    path=f"/app/{KEY}")
-    hello = json.loads(await ws.recv_text())
-    assert hello["event"] == "pusher:connection_established"
-    return ws, json.loads(hello["data"])["socket_id"]
-
-
-async def _next(ws: RawWebSocket) -> dict[str, Any]:
-    while True:
-        msg = json.loads(await ws.recv_text())
-        if msg["event"] != "pusher:ping":
-            return dict(msg)
-        ws.send_text('{"event":"pusher:pong","data":{}}')
+    return await pusher_client(server, KEY)
 
 
 async def test_a_signed_in_user_gets_its_own_channel_and_nobody_else_does(
