@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -17,9 +18,19 @@ import aiohttp
 import jwt
 import pytest
 
+from echo_server.config import Config
+from echo_server.reload import lost_settings
+from echo_server.server import EchoServer
 from tests.conftest import free_port, redis_config
 from tests.support.logged_process import LoggedProcess
-from tests.support.raw import Polling, http_request, open_ws, ws_recv
+from tests.support.raw import (
+    Polling,
+    http_request,
+    next_pusher_message,
+    open_ws,
+    pusher_client,
+    ws_recv,
+)
 from tests.support.waits import wait_member
 
 OLD_SECRET = "old-secret-0123456789-0123456789-0123"
@@ -150,6 +161,15 @@ async def test_reload_applies_clients_origins_and_jwt_without_dropping_anyone(
                                    r"stays: .*laravel-echo-server\.json is not valid JSON")
         assert await status_code(http, base, "new-key") == 200
         assert await status_code(http, base, "newest-key") == 403
+        # So is an empty one: the defaults would turn JWT off and open every origin.
+        config.write_text("{}")
+        server.proc.send_signal(signal.SIGHUP)
+        await server.wait_for_line(r"configuration reload refused, the running configuration "
+                                   r"stays: .* lacks what the running configuration sets: "
+                                   r"clients, databaseConfig, host, jwt, port, socketio")
+        assert await handshake_status(http, base, NEW_ORIGIN) == 200
+        assert await handshake_status(http, base, "https://elsewhere.example") == 403
+        assert await connect_with_token(http, base, token(OLD_SECRET)) == "44"
         await both_receive(3)
         assert not ws.closed
         await ws.close()
@@ -196,3 +216,102 @@ async def test_auth_host_and_metrics_token_change_live(make_server, auth_backend
                                    headers={"Authorization": f"Bearer {token}"})
         assert reply.status == expected
     await ws.close()
+
+
+PUSHER_KEY = "panel-key"
+
+
+def pusher_app(key: str = PUSHER_KEY, secret: str = OLD_SECRET, **options: Any) -> dict[str, Any]:
+    return {"appId": f"app-{key}", "key": key, "secret": secret, **options}
+
+
+def rewrite(path: Path, **changes: Any) -> None:
+    """The file with ``changes`` at the top level (None: the key removed)."""
+    options = {**json.loads(path.read_text()), **changes}
+    path.write_text(json.dumps({k: v for k, v in options.items() if v is not None}))
+
+
+async def reload_with(server: EchoServer, **changes: Any) -> bool:
+    rewrite(Path(server.config.config_file), **changes)
+    return await server.reloader.reload()
+
+
+async def test_a_reload_never_falls_back_to_the_defaults(
+        make_server, http, caplog: pytest.LogCaptureFixture) -> None:
+    """A missing file, `{}`, a section or a setting dropped, the last client gone: each is
+    refused whole, and JWT, the origins, the API key and the Pusher app stay as they were.
+    What is written on purpose (`"jwt": false`) is applied."""
+    server = await make_server({
+        "clients": [{"appId": "app", "key": "api-key"}, pusher_app()],
+        "socketio": {"origins": "app.example.com:443"},
+        "jwt": {"algorithms": ["HS256"], "secret": OLD_SECRET, "required": False}},
+        redis=False)
+    base = f"http://127.0.0.1:{server.port}"
+    path = Path(server.config.config_file)
+    running, text = server.config, path.read_text()
+    before, _ = await pusher_client(server, PUSHER_KEY)
+    socketio = {k: v for k, v in json.loads(text)["socketio"].items() if k != "origins"}
+    attempts = [
+        (lambda: path.unlink(), r"laravel-echo-server\.json does not exist, and a reload "
+                                r"never falls back to the defaults"),
+        (lambda: path.write_text("{}"), r"lacks what the running configuration sets: clients, "
+                                        r"host, jwt, port, socketio, subscribers;"),
+        (lambda: rewrite(path, jwt=None), r"sets: jwt;"),
+        (lambda: rewrite(path, socketio=socketio), r"sets: socketio\.origins;"),
+        (lambda: rewrite(path, clients=[]), r"sets: clients \(none left\);"),
+    ]
+    for change, refusal in attempts:
+        caplog.clear()
+        change()
+        assert not await server.reloader.reload()
+        assert server.config is running
+        assert [re.search(r"configuration reload refused, the running configuration stays: "
+                          + ".*" + refusal, r.getMessage()) is not None
+                for r in caplog.records if r.name == "echo_server.reload"] == [True]
+        path.write_text(text)
+    assert not any("development client" in r.getMessage() for r in caplog.records)
+    assert await handshake_status(http, base, NEW_ORIGIN) == 403
+    assert await status_code(http, base, "api-key") == 200
+    assert await connect_with_token(http, base, "not-a-token") == "44"
+    assert await connect_with_token(http, base, token(OLD_SECRET)) == "40"
+    after, _ = await pusher_client(server, PUSHER_KEY)
+    for ws in (before, after):
+        ws.send_text('{"event":"pusher:ping","data":{}}')
+        assert (await next_pusher_message(ws))["event"] == "pusher:pong"
+        await ws.close()
+
+    # Turning a section off, written down, is a change like any other.
+    assert await reload_with(server, jwt=False)
+    assert await connect_with_token(http, base, "not-a-token") == "40"
+
+
+RUNNING = {"clients": [{"appId": "app", "key": "api-key"}], "jwt": {"secret": OLD_SECRET},
+           "socketio": {"origins": "app.example.com:443", "pingInterval": 25000},
+           "channels": {"private-orders.{id}": {"require": {"sub": "{id}"}}},
+           "headers": {"X-Frame-Options": "DENY"}}
+
+
+@pytest.mark.parametrize(("options", "environ", "lost"), [
+    (RUNNING, {"ECHO_JWT_ISSUER": "x"}, []),
+    ({**RUNNING, "jwt": False, "channels": {}, "headers": {}}, {"ECHO_JWT_ISSUER": "x"}, []),
+    ({**RUNNING, "socketio": {"pingInterval": 25000}}, {"ECHO_JWT_ISSUER": "x"},
+     ["socketio.origins"]),
+    ({k: v for k, v in RUNNING.items() if k != "socketio"}, {"ECHO_JWT_ISSUER": "x"},
+     ["socketio"]),
+    ({**RUNNING, "clients": []}, {"ECHO_JWT_ISSUER": "x"}, ["clients (none left)"]),
+    (RUNNING, {"ECHO_JWT_ISSUER": " "}, ["ECHO_JWT_ISSUER"]),
+    (None, {"ECHO_JWT_ISSUER": "x"}, ["the file itself"]),
+])
+def test_what_a_reload_counts_as_lacking(options: dict[str, Any] | None, environ: dict[str, str],
+                                         lost: list[str]) -> None:
+    def config(options: dict[str, Any] | None, environ: dict[str, str]) -> Config:
+        return Config(raw={"clients": (options or {}).get("clients", [])},
+                      file_options=options, environ=environ)
+
+    running = config(RUNNING, {"ECHO_JWT_ISSUER": "x", "HOME": "/root"})
+    assert lost_settings(running, config(options, environ), None) == lost
+    # A run without a file, or with only the generated development client, may stay so.
+    dev_client = {"appId": "dev", "key": "dev-key"}
+    assert lost_settings(config(None, {}), config(None, {}), None) == []
+    with_dev_client = Config(raw={"clients": [dev_client]}, file_options={"clients": []})
+    assert lost_settings(with_dev_client, config({"clients": []}, {}), dev_client) == []
