@@ -3,10 +3,12 @@ without closing a connection.
 
 Applied live: API clients and keys (Pusher apps and their secrets too), the webhook endpoints
 of the clients, JWT settings and keys, local channel rules, the auth host and everything
-about the `/broadcasting/auth` callback and its cache, the origin allow-list, the metrics
-token, `health`, and the log level (`devMode`) and format. Connections that are
-open stay open under what admitted them (a socket verified with the old JWT key keeps its
-session until it reconnects); what is asked from now on meets the new settings.
+about the `/broadcasting/auth` callback and its cache, the origin allow-list (for Pusher's
+`/app/{key}` too), the metrics token, `health`, and the log level (`devMode`) and format.
+Connections that are open stay open under what admitted them (a socket verified with the old
+JWT key keeps its session until it reconnects); what is asked from now on meets the new
+settings: a Pusher connection's signatures meet its app's secret of now, and the connections
+of an app removed are closed with 4001.
 
 Everything else (port, host, TLS files, sources, Redis, limits, ...) needs a restart: it is
 named in the log and not applied at all, never half. A file that cannot be used is refused
@@ -22,6 +24,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from channel_auth import ChannelAuthorizer
@@ -222,6 +225,7 @@ class Reloader:
             server.authorizer = server.core.authorizer = authorizer
         server.authenticator = server.core.authenticator = authenticator
         server.engine.options.origin_allowed = new.origin_allowed
+        server.pusher.options = replace(server.pusher.options, origin_allowed=new.origin_allowed)
         server.api.clients = new.clients
         server.pusher.reconfigure(apps, rules)
         server.health.check_timeout = new.health_check_timeout

@@ -5,6 +5,8 @@ connected, over websocket and over polling, stay connected and keep receiving ev
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -12,12 +14,15 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
 
+from channel_auth import AuthRequest
+from echo_server.adapters.pusher.apps import PusherApp, SignatureAuthorizer
 from echo_server.config import Config
 from echo_server.reload import lost_settings
 from echo_server.server import EchoServer
@@ -25,6 +30,7 @@ from tests.conftest import free_port, redis_config
 from tests.support.logged_process import LoggedProcess
 from tests.support.raw import (
     Polling,
+    RawWebSocket,
     http_request,
     next_pusher_message,
     open_ws,
@@ -218,7 +224,7 @@ async def test_auth_host_and_metrics_token_change_live(make_server, auth_backend
     await ws.close()
 
 
-PUSHER_KEY = "panel-key"
+PUSHER_KEY, OTHER_KEY = "panel-key", "other-panel-key"
 
 
 def pusher_app(key: str = PUSHER_KEY, secret: str = OLD_SECRET, **options: Any) -> dict[str, Any]:
@@ -234,6 +240,10 @@ def rewrite(path: Path, **changes: Any) -> None:
 async def reload_with(server: EchoServer, **changes: Any) -> bool:
     rewrite(Path(server.config.config_file), **changes)
     return await server.reloader.reload()
+
+
+def signed(secret: str, text: str, key: str = PUSHER_KEY) -> str:
+    return f"{key}:" + hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
 async def test_a_reload_never_falls_back_to_the_defaults(
@@ -283,6 +293,90 @@ async def test_a_reload_never_falls_back_to_the_defaults(
     # Turning a section off, written down, is a change like any other.
     assert await reload_with(server, jwt=False)
     assert await connect_with_token(http, base, "not-a-token") == "40"
+
+
+async def test_reloaded_origins_reach_the_pusher_endpoint(make_server) -> None:
+    """`socketio.origins` and an app's `allowedOrigins`, both reloaded, decide who may open
+    `/app/{key}` (a browser's Origin header)."""
+    server = await make_server({"clients": [pusher_app()],
+                                "socketio": {"origins": "app.example.com:443"}}, redis=False)
+
+    async def opens(origin: str) -> int | str:
+        """101's connection_established, else the HTTP status or the pusher:error code."""
+        ws = await RawWebSocket.connect(server, "protocol=7", path=f"/app/{PUSHER_KEY}",
+                                        headers={"Origin": origin})
+        try:
+            if ws.status != 101:
+                return ws.status
+            msg = await next_pusher_message(ws)
+            return msg["event"] if msg["event"] != "pusher:error" else msg["data"]["code"]
+        finally:
+            await ws.close()
+
+    established = "pusher:connection_established"
+    assert await opens(NEW_ORIGIN) == 403
+    socketio = {**server.config.file_options["socketio"],
+                "origins": f"app.example.com:443 {NEW_ORIGIN}"}
+    assert await reload_with(server, socketio=socketio)
+    assert await opens(NEW_ORIGIN) == established
+    assert await opens("https://app.example.com") == established
+    assert await reload_with(server, clients=[pusher_app(allowedOrigins=[NEW_ORIGIN])])
+    assert await opens(NEW_ORIGIN) == established
+    assert await opens("https://app.example.com") == 4009
+
+
+async def test_a_rotated_secret_signs_for_connections_opened_before(make_server) -> None:
+    """After the reload, a connection of before is held to the new secret: the old one's
+    signatures are refused (private, presence, sign-in), the new one's accepted."""
+    server = await make_server({"clients": [pusher_app()]}, redis=False)
+    ws, socket_id = await pusher_client(server, PUSHER_KEY)
+    assert await reload_with(server, clients=[pusher_app(secret=NEW_SECRET)])
+
+    member = json.dumps({"user_id": 7, "user_info": {"name": "Ayşe"}})
+    user = json.dumps({"id": "7"})
+    for secret, subscribed, signed_in in ((OLD_SECRET, "pusher:subscription_error", 4009),
+                                          (NEW_SECRET, "pusher_internal:subscription_succeeded",
+                                           None)):
+        suffix = secret[:3]
+        for channel, data in ((f"private-orders.{suffix}", None),
+                              (f"presence-room.{suffix}", member)):
+            text = f"{socket_id}:{channel}" + (f":{data}" if data else "")
+            ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {
+                "channel": channel, "auth": signed(secret, text), "channel_data": data}}))
+            answer = await next_pusher_message(ws)
+            assert (answer["event"], answer["channel"]) == (subscribed, channel)
+        ws.send_text(json.dumps({"event": "pusher:signin", "data": {
+            "auth": signed(secret, f"{socket_id}::user::{user}"), "user_data": user}}))
+        answer = await next_pusher_message(ws)
+        assert answer["event"] == ("pusher:error" if signed_in else "pusher:signin_success")
+        assert answer["data"].get("code") == signed_in
+    await ws.close()
+
+
+async def test_a_removed_apps_connections_are_closed_with_4001(
+        make_server, caplog: pytest.LogCaptureFixture) -> None:
+    server = await make_server({"clients": [pusher_app(), pusher_app(OTHER_KEY)]}, redis=False)
+    kept, _ = await pusher_client(server, PUSHER_KEY)
+    removed = [(await pusher_client(server, OTHER_KEY))[0] for _ in range(2)]
+    assert await reload_with(server, clients=[pusher_app()])
+    for ws in removed:
+        assert await next_pusher_message(ws) == {"event": "pusher:error", "data": {
+            "code": 4001, "message": "App key does not exist"}}
+        assert await ws.wait_closed() == 4001
+    assert "2 Pusher connection(s) of a removed app closed with 4001" in caplog.text
+    assert server.pusher.per_app[OTHER_KEY] == 0
+    kept.send_text('{"event":"pusher:ping","data":{}}')
+    assert (await next_pusher_message(kept))["event"] == "pusher:pong"
+    await kept.close()
+
+
+async def test_a_signature_in_flight_is_checked_against_the_app_of_now() -> None:
+    """A subscribe read before a reload and checked after it meets the new secret."""
+    connection = SimpleNamespace(app=PusherApp("app", PUSHER_KEY, OLD_SECRET))
+    request = AuthRequest(channel="private-x", socket_id="1.2")
+    authorizer = SignatureAuthorizer(connection, signed(OLD_SECRET, "1.2:private-x"), None)
+    connection.app = PusherApp("app", PUSHER_KEY, NEW_SECRET)
+    assert (await authorizer.authorize(request)).status == 401
 
 
 RUNNING = {"clients": [{"appId": "app", "key": "api-key"}], "jwt": {"secret": OLD_SECRET},
