@@ -110,7 +110,8 @@ def lost_settings(old: Config, new: Config, dev_client: Mapping[str, str] | None
     otherwise replace by its default: the file itself; a key of the file (a section's key
     too, while the section is still an object: `"jwt": false` turns JWT off, `{}` does not);
     the last API client (the generated development client, `dev_client`, does not count);
-    a variable of `READ_ENVIRONMENT` (a `.env` that lost it)."""
+    a variable of `READ_ENVIRONMENT` (a `.env` that lost it; set empty, it was unset on
+    purpose)."""
     if old.from_file and not new.from_file:
         return ["the file itself"]
     new_options = new.file_options or {}
@@ -126,7 +127,7 @@ def lost_settings(old: Config, new: Config, dev_client: Mapping[str, str] | None
         lost.append("clients (none left)")
     lost += sorted(name for name, value in old.environ.items()
                    if name.startswith(READ_ENVIRONMENT) and value.strip()
-                   and not new.environ.get(name, "").strip())
+                   and name not in new.environ)
     return lost
 
 

@@ -393,7 +393,8 @@ RUNNING = {"clients": [{"appId": "app", "key": "api-key"}], "jwt": {"secret": OL
     ({k: v for k, v in RUNNING.items() if k != "socketio"}, {"ECHO_JWT_ISSUER": "x"},
      ["socketio"]),
     ({**RUNNING, "clients": []}, {"ECHO_JWT_ISSUER": "x"}, ["clients (none left)"]),
-    (RUNNING, {"ECHO_JWT_ISSUER": " "}, ["ECHO_JWT_ISSUER"]),
+    (RUNNING, {"ECHO_JWT_ISSUER": ""}, []),
+    (RUNNING, {}, ["ECHO_JWT_ISSUER"]),
     (None, {"ECHO_JWT_ISSUER": "x"}, ["the file itself"]),
 ])
 def test_what_a_reload_counts_as_lacking(options: dict[str, Any] | None, environ: dict[str, str],
