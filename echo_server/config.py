@@ -487,10 +487,15 @@ class Config:
     raw: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     config_file: str = DEFAULT_CONFIG_FILE
-    from_file: bool = False
+    # The file's own object, as read (None: there was no file): what a reload compares with.
+    file_options: dict[str, Any] | None = None
     # The environment the config was resolved with (real env over `.env`), for sections
     # such as `jwt` whose every field has an environment override.
     environ: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def from_file(self) -> bool:
+        return self.file_options is not None
 
     @cached_property
     def jwt(self) -> JwtSettings | None:
@@ -1241,7 +1246,7 @@ def load_config(
     warnings += apply_env_overrides(raw, env, file_options)
     raw["devMode"] = dev or js_string(raw.get("devMode")) == "true"
     config = Config(
-        raw=raw, warnings=warnings, config_file=path, from_file=file_options is not None,
+        raw=raw, warnings=warnings, config_file=path, file_options=file_options,
         environ=dict(env),
     )
     try:

@@ -3,15 +3,18 @@ without closing a connection.
 
 Applied live: API clients and keys (Pusher apps and their secrets too), the webhook endpoints
 of the clients, JWT settings and keys, local channel rules, the auth host and everything
-about the `/broadcasting/auth` callback and its cache, the origin allow-list, the metrics
-token, `health`, and the log level (`devMode`) and format. Connections that are
-open stay open under what admitted them (a socket verified with the old JWT key keeps its
-session until it reconnects); what is asked from now on meets the new settings.
+about the `/broadcasting/auth` callback and its cache, the origin allow-list (for Pusher's
+`/app/{key}` too), the metrics token, `health`, and the log level (`devMode`) and format.
+Connections that are open stay open under what admitted them (a socket verified with the old
+JWT key keeps its session until it reconnects); what is asked from now on meets the new
+settings: a Pusher connection's signatures meet its app's secret of now, and the connections
+of an app removed are closed with 4001.
 
 Everything else (port, host, TLS files, sources, Redis, limits, ...) needs a restart: it is
 named in the log and not applied at all, never half. A file that cannot be used is refused
-whole, with the error in the log, and the running configuration stays. Secrets never reach
-the log: changes are named by their keys, not their values.
+whole, with the error in the log, and the running configuration stays; so is one that lacks
+what the running configuration sets (`lost_settings`): a reload never falls back to a
+default. Secrets never reach the log: changes are named by their keys, not their values.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from channel_auth import ChannelAuthorizer
@@ -29,7 +34,7 @@ from channel_auth.rules import ChannelRule, parse_rules
 from . import logformat
 from .adapters.pusher.apps import PusherApp
 from .adapters.pusher.endpoint import PusherEndpoint
-from .config import Config, ConfigError, ensure_dev_client, load_config
+from .config import Config, ConfigError, load_config, valid_client
 from .core.channels import ChannelCore
 from .core.tasks import cancel_tasks
 from .transport.engine import EngineServer
@@ -48,6 +53,11 @@ LIVE_KEYS = frozenset({
     "health", "devMode", "log.format",
 })
 LIVE_ENVIRONMENT = ("ECHO_JWT_", "ECHO_LOG_FORMAT")
+# Objects of the file whose keys are names (channel patterns, header names), not settings:
+# one dropped there is an edit, not a lost setting.
+NAMED_ENTRIES = frozenset({"channels", "headers"})
+# The variables the configuration reads (a `.env` can lose them between two reloads).
+READ_ENVIRONMENT = ("ECHO_", "LARAVEL_ECHO_SERVER_", "REVERB_")
 _MISSING = object()
 
 
@@ -83,6 +93,42 @@ def changed_environment(old: Mapping[str, str], new: Mapping[str, str]) -> list[
     """`ECHO_*` variables that differ (the process environment is fixed, `.env` is not)."""
     return sorted(name for name in set(old) | set(new)
                   if name.startswith("ECHO_") and old.get(name) != new.get(name))
+
+
+def set_keys(options: Mapping[str, Any] | None) -> set[str]:
+    """What a file sets: its keys, and `section.key` inside the objects of settings."""
+    keys: set[str] = set()
+    for key, value in (options or {}).items():
+        keys.add(key)
+        if isinstance(value, dict) and key not in NAMED_ENTRIES:
+            keys.update(f"{key}.{inner}" for inner in value)
+    return keys
+
+
+def lost_settings(old: Config, new: Config, dev_client: Mapping[str, str] | None) -> list[str]:
+    """What the running configuration sets and the new one lacks, which a reload would
+    otherwise replace by its default: the file itself; a key of the file (a section's key
+    too, while the section is still an object: `"jwt": false` turns JWT off, `{}` does not);
+    the last API client (the generated development client, `dev_client`, does not count);
+    a variable of `READ_ENVIRONMENT` (a `.env` that lost it; set empty, it was unset on
+    purpose)."""
+    if old.from_file and not new.from_file:
+        return ["the file itself"]
+    new_options = new.file_options or {}
+    gone = set_keys(old.file_options) - set_keys(new_options)
+    lost: list[str] = []
+    for key in sorted(gone):
+        # A section gone is named alone; one now `false` or `null` was written on purpose.
+        section, dot, _ = key.partition(".")
+        if not dot or (section not in gone and isinstance(new_options.get(section), dict)):
+            lost.append(key)
+    if "clients" not in lost and not any(valid_client(c) for c in new.clients) and any(
+            valid_client(c) and c != dev_client for c in old.clients):
+        lost.append("clients (none left)")
+    lost += sorted(name for name, value in old.environ.items()
+                   if name.startswith(READ_ENVIRONMENT) and value.strip()
+                   and name not in new.environ)
+    return lost
 
 
 def is_live(key: str) -> bool:
@@ -125,7 +171,16 @@ class Reloader:
                 return False
             old = server.config
             try:
+                if old.from_file and not os.path.exists(old.config_file):
+                    raise ConfigError(f"{old.config_file} does not exist, and a reload never "
+                                      "falls back to the defaults")
                 new = self.load()
+                lost = lost_settings(old, new, server.dev_client)
+                if lost:
+                    raise ConfigError(
+                        f"{new.config_file} lacks what the running configuration sets: "
+                        f"{', '.join(lost)}; a reload never falls back to a default: to "
+                        "change a setting, write its new value")
                 authorizer = (self.build_authorizer(new)
                               if _auth_settings(new) != _auth_settings(old) else None)
                 authenticator = server.authenticator
@@ -171,6 +226,7 @@ class Reloader:
             server.authorizer = server.core.authorizer = authorizer
         server.authenticator = server.core.authenticator = authenticator
         server.engine.options.origin_allowed = new.origin_allowed
+        server.pusher.options = replace(server.pusher.options, origin_allowed=new.origin_allowed)
         server.api.clients = new.clients
         server.pusher.reconfigure(apps, rules)
         server.health.check_timeout = new.health_check_timeout
@@ -181,16 +237,10 @@ class Reloader:
 
     def _keep_dev_client(self, new: Config) -> None:
         """A file still without clients keeps this run's development client (its key may be
-        in use); one that loses its last client gets one, printed as at start."""
-        server = self.server
-        if server.dev_client is not None and not new.clients:
-            new.raw["clients"] = [dict(server.dev_client)]
-            return
-        made = ensure_dev_client(new)
-        if made is not None:
-            server.dev_client = made
-            log.warning("No API clients configured; generated a development client for this "
-                        "run: appId=%s key=%s", made["appId"], made["key"])
+        in use); one that lost its last client was refused (`lost_settings`)."""
+        dev_client = self.server.dev_client
+        if dev_client is not None and not new.clients:
+            new.raw["clients"] = [dict(dev_client)]
 
     def _keep(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)

@@ -31,7 +31,8 @@ from tests.conftest import (
 )
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient
-from tests.support.raw import RawWebSocket
+from tests.support.raw import RawWebSocket, pusher_client
+from tests.support.raw import next_pusher_message as _next
 from tests.support.waits import ClientFactory, wait_until
 
 pytestmark = requires_node
@@ -140,20 +141,41 @@ async def test_an_unknown_app_key_is_told_4001(make_server: ServerFactory,
     assert await ws.wait_closed() == 4001
 
 
+@pytest.mark.parametrize("stack", ["echo2-reverb", "echo2-pusher"])
+async def test_a_page_open_across_a_reload_meets_the_rotated_secret_then_the_removal(
+        make_server: ServerFactory, node_client: ClientFactory, auth_backend: AuthBackend,
+        prefix: str, stack: str) -> None:
+    """pusher-js opened under the old secret: after the reload, the app's signatures with
+    the new secret admit it, a stale one's are refused (Echo's .error() fires); when the app
+    is removed, it is told 4001 and does not come back."""
+    server = await _server(make_server, auth_backend, prefix)
+    page = await _pusher_page(node_client, server, auth_backend, stack, 2)
+    path = Path(server.config.config_file)
+    options = json.loads(path.read_text())
+    options["clients"] = [{"appId": "1001", "key": KEY, "secret": "rotated-secret"}]
+    path.write_text(json.dumps(options))
+    assert await server.reloader.reload()
+
+    auth_backend.rules[PRIVATE] = _signed("rotated-secret")
+    auth_backend.rules["private-stale"] = _signed()  # a Laravel node still on the old secret
+    await page.command({"cmd": "private", "channel": "admin-dashboard.1",
+                        "listen": [".lead.assigned"]})
+    await page.command({"cmd": "private", "channel": "stale", "listen": [".x"]})
+    assert (await page.expect("subscription_error", channel="private-stale"))["status"] == 401
+    await wait_until(lambda: bool(server.core.rooms.members(PRIVATE)), "the page is in")
+    server.publish(BroadcastEvent(PRIVATE, "lead.assigned", '{"lead":1}'))
+    assert (await page.expect("event", channel=PRIVATE))["data"] == {"lead": 1}
+
+    options["clients"] = [{"appId": "test-app", "key": "test-key"}]
+    path.write_text(json.dumps(options))
+    assert await server.reloader.reload()
+    await page.expect("disconnected")
+    await page.expect_none("connected", within=1.0)
+    assert not server.pusher.connections
+
+
 async def _raw_pusher(server: EchoServer) -> tuple[RawWebSocket, str]:
-    ws = await RawWebSocket.connect(server, "protocol=7&client=js&version=8.4.0",
-                                    path=f"/app/{KEY}")
-    hello = json.loads(await ws.recv_text())
-    assert hello["event"] == "pusher:connection_established"
-    return ws, json.loads(hello["data"])["socket_id"]
-
-
-async def _next(ws: RawWebSocket) -> dict[str, Any]:
-    while True:
-        msg = json.loads(await ws.recv_text())
-        if msg["event"] != "pusher:ping":
-            return dict(msg)
-        ws.send_text('{"event":"pusher:pong","data":{}}')
+    return await pusher_client(server, KEY)
 
 
 async def test_a_signed_in_user_gets_its_own_channel_and_nobody_else_does(

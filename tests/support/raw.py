@@ -331,6 +331,26 @@ class RawWebSocket:
             await self.writer.wait_closed()
 
 
+async def pusher_client(server: Any, key: str,
+                        headers: dict[str, str] | None = None) -> tuple[RawWebSocket, str]:
+    """A pusher-js-like websocket at ``/app/{key}``, its connection established: it and its
+    socket id."""
+    ws = await RawWebSocket.connect(server, "protocol=7&client=js&version=8.4.0",
+                                    path=f"/app/{key}", headers=headers)
+    hello = json.loads(await ws.recv_text())
+    assert hello["event"] == "pusher:connection_established", hello
+    return ws, json.loads(hello["data"])["socket_id"]
+
+
+async def next_pusher_message(ws: RawWebSocket) -> dict[str, Any]:
+    """The next Pusher message, answering the server's pings on the way."""
+    while True:
+        msg = json.loads(await ws.recv_text())
+        if msg["event"] != "pusher:ping":
+            return dict(msg)
+        ws.send_text('{"event":"pusher:pong","data":{}}')
+
+
 async def socketio_client(server: Any, connect: str = "40") -> tuple[RawWebSocket, dict]:
     """An Engine.IO 4 websocket that sent ``connect`` (``40``, or ``40{pid, offset}`` to
     recover) and got its ``40{sid, pid}``: the socket and that reply."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from broadcaster.jsoncodec import loads
 from channel_auth import AuthRequest, AuthResult
@@ -63,16 +63,25 @@ def sign(secret: str, text: str) -> str:
     return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
+class HasApp(Protocol):
+    app: PusherApp
+
+
 class SignatureAuthorizer:
     """One subscribe's ``auth`` (``"<key>:<hex>"``) checked in constant time; a presence
     channel's member is the ``channel_data`` the signature covers."""
 
-    __slots__ = ("app", "auth", "channel_data")
+    __slots__ = ("auth", "channel_data", "connection")
 
-    def __init__(self, app: PusherApp, auth: Any, channel_data: Any) -> None:
-        self.app = app
+    def __init__(self, connection: HasApp, auth: Any, channel_data: Any) -> None:
+        self.connection = connection
         self.auth = auth
         self.channel_data = channel_data
+
+    @property
+    def app(self) -> PusherApp:
+        """The connection's app when the check runs, a reload's if one came in between."""
+        return self.connection.app
 
     async def authorize(self, request: AuthRequest) -> AuthResult:
         presence = request.channel.startswith("presence-")

@@ -10,6 +10,7 @@ Pusher's: messages, not control frames; one sweep pings the quiet and closes the
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,7 +39,9 @@ from .apps import (
 from .connection import PusherConnection, message
 from .wire import PusherWire
 
+log = logging.getLogger("echo_server.pusher")
 PREFIX = "/app/"
+NO_SUCH_APP = 4001, "App key does not exist"  # 4000-4099: pusher-js does not reconnect
 ErrorReporter = Callable[[str, str], None]
 
 
@@ -60,21 +63,35 @@ class PusherEndpoint:
         self.core = core
         self.apps: dict[str, PusherApp] = {}
         self.rules: list[ChannelRule] = []
-        self.reconfigure(apps, rules or [])
         self.options = options
         self._report = report_error
         self.wire = PusherWire()
         self.connections: set[PusherConnection] = set()
         self.per_app: Counter[str] = Counter()  # open connections by app key
+        self.reconfigure(apps, rules or [])
         self._sweeper: asyncio.TimerHandle | None = None
 
     def reconfigure(self, apps: dict[str, PusherApp], rules: list[ChannelRule]) -> None:
-        """At start and on reload. Open connections keep the app they connected with. The
-        local channel rules (`channels`) decide for signed-in users before any signature,
-        as they do for JWT users on the socket.io side."""
+        """At start and on reload. An open connection goes on under its app as it is now
+        (its secret signs what it asks from now on: a rotated secret refuses the old one's
+        signatures), and is closed with 4001 when its app is gone. The local channel rules
+        (`channels`) decide for signed-in users before any signature, as they do for JWT
+        users on the socket.io side."""
         self.apps = apps
         self.rules = rules
         numeric_ids(bool(apps))  # socket ids pusher-php-server accepts, for every client
+        closed = 0
+        for connection in list(self.connections):
+            app = apps.get(connection.app.key)
+            if app is not None:
+                connection.app = app
+                continue
+            connection.error(*NO_SUCH_APP)
+            connection.ws.close(NO_SUCH_APP[0])
+            closed += 1
+        if closed:
+            log.warning("%d Pusher connection(s) of a removed app closed with %d", closed,
+                        NO_SUCH_APP[0])
 
     @staticmethod
     def matches(path: str) -> bool:
@@ -135,7 +152,7 @@ class PusherEndpoint:
 
     def _refusal(self, app: PusherApp | None, origin: str | None) -> tuple[int, str] | None:
         if app is None:
-            return 4001, "App key does not exist"
+            return NO_SUCH_APP
         if not origin_allowed(app, origin):
             return 4009, "Origin not allowed"
         if app.max_connections and self.per_app[app.key] >= app.max_connections:
@@ -207,7 +224,7 @@ class PusherEndpoint:
         if isinstance(channel, str) and channel.startswith(USER_CHANNEL):
             authorizer = UserChannelAuthorizer(connection.state.user)
         elif isinstance(channel, str) and is_private(channel):
-            authorizer = SignatureAuthorizer(connection.app, data.get("auth"),
+            authorizer = SignatureAuthorizer(connection, data.get("auth"),
                                              data.get("channel_data"))
             if self.rules:
                 authorizer = RuleAuthorizer(self.rules, authorizer)
