@@ -386,6 +386,16 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str,
     raise RuntimeError(f"{what} did not listen on {port} within {timeout:.0f} s")
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it is still there after 5 s."""
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 class RedisNode(RedisProcess):
     """A private redis-server with extra arguments (``--replicaof``, ``--cluster-enabled``)."""
 
@@ -666,12 +676,7 @@ class NginxProcess:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            stop_process(self.proc)
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
             self.proc = None
