@@ -209,6 +209,11 @@ async def test_credentials_never_cross(app: LaravelApp, pages: Any, node_client:
             "user 3": (3, None, page_3.session, 403),
         }
         assert not records["user 2 by token"]["had_session_cookie"]
+        # Each page's X-CSRF-TOKEN (Echo's csrfToken) arrived with the session it belongs to.
+        # (Broadcast::routes() exempts its route from VerifyCsrfToken, so Laravel would not
+        # have refused a mismatch: only this record tells.)
+        assert [records[name]["csrf_token_matches"] for name in ("guest", "user 2", "user 3")] \
+            == [True, True, True]
         assert token_session != page_1.session
 
         for tab, channel in ((guest_tab, DASHBOARD_1), (tab_2, DASHBOARD_1), (tab_3, ONLINE)):
