@@ -24,6 +24,7 @@ import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
 
+from broadcaster.phpjson import php_json_encode
 from tests.conftest import FAST_SOCKETIO, ServerFactory, free_port, requires_node, server_url
 from tests.support import laravel
 from tests.support.closing import closing_each
@@ -273,6 +274,9 @@ async def test_events_arrive_exactly_as_laravel_serialised(app: LaravelApp, page
         "adminId": 1, "message": "Hoş geldin 🎯 </script>",
         "meta": {"ratio": 0.30000000000000004, "tags": []}, "socket": None}}
     assert b"<\\/script>" in published[2][1]  # PHP's json_encode, slashes escaped
+    # What our own publisher (broadcaster.phpjson) writes for these is Laravel's very bytes.
+    for _, data in published:
+        assert php_json_encode(json.loads(data)).encode() == data
 
 
 async def test_presence_is_what_the_callback_returned(app: LaravelApp, pages: Any,
