@@ -386,14 +386,25 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str,
     raise RuntimeError(f"{what} did not listen on {port} within {timeout:.0f} s")
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, and SIGKILL if it is still there after 5 s."""
-    proc.terminate()
+def stop_process(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
+    """SIGTERM, and SIGKILL if it is still there after 5 s. With ``group`` (a process started
+    with ``start_new_session``), to its whole process group, and the group is SIGKILLed at
+    the end: children that outlive their parent (``php -S`` workers) go too."""
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+
+    send(signal.SIGTERM)
     try:
         proc.wait(5)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        send(signal.SIGKILL)
         proc.wait(5)
+    if group:
+        send(signal.SIGKILL)
 
 
 class RedisNode(RedisProcess):

@@ -86,7 +86,9 @@ class LaravelApp:
             self.proc = subprocess.Popen(
                 ["php", "-S", f"127.0.0.1:{self.port}", "-t", str(APP_DIR / "public"),
                  str(APP_DIR / "public" / "index.php")],
-                cwd=APP_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+                cwd=APP_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                # Its own process group: the workers it forks outlive a SIGTERM to it alone.
+                start_new_session=True)
         try:
             _wait_listening(self.proc, self.port, "php -S")
         except RuntimeError as exc:
@@ -95,7 +97,7 @@ class LaravelApp:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process(self.proc)
+            stop_process(self.proc, group=True)
             self.proc = None
 
     def records(self) -> list[dict[str, Any]]:
