@@ -386,6 +386,27 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, what: str,
     raise RuntimeError(f"{what} did not listen on {port} within {timeout:.0f} s")
 
 
+def stop_process(proc: subprocess.Popen[bytes], *, group: bool = False) -> None:
+    """SIGTERM, and SIGKILL if it is still there after 5 s. With ``group`` (a process started
+    with ``start_new_session``), to its whole process group, and the group is SIGKILLed at
+    the end: children that outlive their parent (``php -S`` workers) go too."""
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        proc.wait(5)
+    if group:
+        send(signal.SIGKILL)
+
+
 class RedisNode(RedisProcess):
     """A private redis-server with extra arguments (``--replicaof``, ``--cluster-enabled``)."""
 
@@ -666,12 +687,7 @@ class NginxProcess:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            stop_process(self.proc)
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
             self.proc = None

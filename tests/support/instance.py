@@ -26,18 +26,20 @@ class At:
 
 @asynccontextmanager
 async def instance_process(tmp_path: Path, redis_url: str, options: dict[str, Any],
-                           port: int | None = None
+                           port: int | None = None, env: dict[str, str] | None = None
                            ) -> AsyncIterator[tuple[asyncio.subprocess.Process, At]]:
     """Started from a laravel-echo-server.json in ``tmp_path``; yielded once /readyz says it
-    serves (its cluster, presence and webhooks started); killed at the end if still alive."""
+    serves (its cluster, presence and webhooks started); killed at the end if still alive.
+    ``env`` is added to the process's environment (e.g. ``SSL_CERT_FILE``)."""
     port = port or free_port()
     config = {"host": "127.0.0.1", "port": port, **options}
     _deep_update(config, redis_config(redis_url))
     (tmp_path / "laravel-echo-server.json").write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LARAVEL_ECHO_SERVER_")}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("LARAVEL_ECHO_SERVER_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "echo_server", "start", "--dir", str(tmp_path), cwd=str(tmp_path),
-        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        env={**environ, **(env or {})}, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as http:
             while True:

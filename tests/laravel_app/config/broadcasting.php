@@ -1,0 +1,9 @@
+<?php
+
+return [
+    'default' => env('BROADCAST_DRIVER', 'null'),
+    'connections' => [
+        'redis' => ['driver' => 'redis', 'connection' => 'default'],
+        'null' => ['driver' => 'null'],
+    ],
+];
