@@ -418,3 +418,29 @@ async def test_hostile_pusher_messages_get_errors_and_nobody_else_notices(
     server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"n":1}'))
     assert (await _next(healthy))["event"] == "lead.assigned"
     assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere
+
+
+async def test_a_non_ascii_key_in_a_signature_is_a_wrong_signature(
+        make_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    """``hmac.compare_digest`` raises TypeError on non-ASCII text: such a key must be refused
+    like any wrong one (the subscribe's error, sign-in's 4009), and the connection lives."""
+    server = await make_server({"clients": [{"appId": "1001", "key": KEY, "secret": SECRET}]},
+                               redis=False)
+    ws, _ = await _raw_pusher(server)
+    for n, auth in enumerate(["ключ:abc", f"{KEY}:подпись", "ключ:"] * 10):
+        channel = f"{PRIVATE}{n}"
+        ws.send_text(json.dumps({"event": "pusher:subscribe",
+                                 "data": {"channel": channel, "auth": auth}}))
+        refused = await _next(ws)
+        assert (refused["event"], refused["channel"], refused["data"]["status"]) == (
+            "pusher:subscription_error", channel, 401)
+    for auth in ("ключ:abc", f"{KEY}:подпись"):
+        ws.send_text(json.dumps({"event": "pusher:signin",
+                                 "data": {"auth": auth, "user_data": '{"id":"7"}'}}))
+        assert (await _next(ws))["data"]["code"] == 4009
+    ws.send_text('{"event":"pusher:ping","data":{}}')
+    assert (await _next(ws))["event"] == "pusher:pong"  # still connected
+    assert not [r for r in caplog.records if r.exc_info]
+    assert server.errors.counts["auth_failed"] == 32
+    # Counted every time, logged at a bounded rate.
+    assert len([r for r in caplog.records if "auth_failed" in r.getMessage()]) < 5

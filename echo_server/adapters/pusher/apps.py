@@ -12,6 +12,7 @@ from typing import Any
 
 from broadcaster.jsoncodec import loads
 from channel_auth import AuthRequest, AuthResult
+from echo_common.constant_time import same_secret
 
 from ...core.names import USER_CHANNEL
 
@@ -82,8 +83,9 @@ class SignatureAuthorizer:
                               else "bad auth")
         key, _, given = self.auth.partition(":")
         text = f"{request.socket_id}:{request.channel}" + (f":{data}" if presence else "")
-        if not (hmac.compare_digest(key, self.app.key)
-                and hmac.compare_digest(given, sign(self.app.secret, text))):
+        # Both compared, always (a wrong key takes as long as a wrong signature); on bytes,
+        # so a non-ASCII key is a wrong one and not a TypeError.
+        if not (same_secret(key, self.app.key) & same_secret(given, sign(self.app.secret, text))):
             return AuthResult(401, reason="invalid signature")
         if not presence:
             return AuthResult(200)
@@ -117,7 +119,7 @@ def signed_in_user(app: PusherApp, socket_id: str, auth: Any, user_data: Any) ->
         return None
     key, _, given = auth.partition(":")
     expected = sign(app.secret, f"{socket_id}::user::{user_data}")
-    if not (hmac.compare_digest(key, app.key) and hmac.compare_digest(given, expected)):
+    if not (same_secret(key, app.key) & same_secret(given, expected)):
         return None
     try:
         user = loads(user_data)
