@@ -444,3 +444,22 @@ async def test_a_non_ascii_key_in_a_signature_is_a_wrong_signature(
     assert server.errors.counts["auth_failed"] == 32
     # Counted every time, logged at a bounded rate.
     assert len([r for r in caplog.records if "auth_failed" in r.getMessage()]) < 5
+
+
+async def test_pusher_subscribes_follow_pushers_channel_names(make_server: ServerFactory) -> None:
+    """Pusher's rule (`[A-Za-z0-9_\\-=@,.;]`, at most 200): anything else, a control
+    character above all, is refused with the subscription's own error, named by the channel."""
+    server = await make_server({"clients": [{"appId": "1001", "key": KEY, "secret": SECRET}]},
+                               redis=False)
+    ws, _ = await _raw_pusher(server)
+    for channel in ("leads\nmanagement", "leads\x00", "leads management", "lead\u2028s",
+                    "заявки", "user:5", "orders/7", "#orders", "c" * 201):
+        ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}))
+        refused = await _next(ws)
+        assert (refused["event"], refused["channel"], refused["data"]["status"]) == (
+            "pusher:subscription_error", channel, 400), channel
+    for channel in ("App.Models.User.5;x=y@z,w-_", "c" * 200):
+        ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}))
+        assert await _next(ws) == {"event": "pusher_internal:subscription_succeeded",
+                                   "channel": channel, "data": "{}"}
+    assert server.errors.counts["bad_subscribe"] == 9

@@ -211,7 +211,7 @@ class PusherEndpoint:
                                              data.get("channel_data"))
             if self.rules:
                 authorizer = RuleAuthorizer(self.rules, authorizer)
-        self.core.subscribe(connection, channel, {}, authorizer)
+        self.core.subscribe(connection, channel, {}, authorizer, pusher_names=True)
 
     def _signin(self, connection: PusherConnection, data: dict[str, Any]) -> None:
         user_data = data.get("user_data")
