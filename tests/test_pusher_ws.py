@@ -463,3 +463,59 @@ async def test_pusher_subscribes_follow_pushers_channel_names(make_server: Serve
         assert await _next(ws) == {"event": "pusher_internal:subscription_succeeded",
                                    "channel": channel, "data": "{}"}
     assert server.errors.counts["bad_subscribe"] == 9
+
+
+async def test_with_jwt_required_nothing_reaches_a_pusher_connection_before_sign_in(
+        make_server: ServerFactory) -> None:
+    """Its subscribes wait for the sign-in (pusher-js subscribes before it signs in, and
+    never repeats a refused subscribe), then are made in order; until then no event of any
+    channel reaches it."""
+    server = await make_server({
+        "clients": [{"appId": "1001", "key": KEY, "secret": SECRET}],
+        "jwt": {"secret": "x" * 32, "algorithms": ["HS256"], "required": True},
+        "pusher": {"signinTimeoutMs": 5000}}, redis=False)
+
+    async def signed_in(ws: RawWebSocket, socket_id: str, user: str) -> None:
+        user_data = json.dumps({"id": user})
+        signature = hmac.new(SECRET.encode(), f"{socket_id}::user::{user_data}".encode(),
+                             hashlib.sha256).hexdigest()
+        ws.send_text(json.dumps({"event": "pusher:signin", "data": {
+            "auth": f"{KEY}:{signature}", "user_data": user_data}}))
+        assert (await _next(ws))["event"] == "pusher:signin_success"
+
+    member, member_id = await _raw_pusher(server)
+    await signed_in(member, member_id, "1")
+    member.send_text('{"event":"pusher:subscribe","data":{"channel":"leads-management"}}')
+    assert (await _next(member))["event"] == "pusher_internal:subscription_succeeded"
+
+    anonymous, socket_id = await _raw_pusher(server)
+    private_auth = f"{KEY}:" + hmac.new(SECRET.encode(), f"{socket_id}:{PRIVATE}".encode(),
+                                        hashlib.sha256).hexdigest()
+    for data in ({"channel": "leads-management"}, {"channel": "cache-capacity"},
+                 {"channel": PRIVATE, "auth": private_auth}, {"channel": "dropped"}):
+        anonymous.send_text(json.dumps({"event": "pusher:subscribe", "data": data}))
+    anonymous.send_text('{"event":"pusher:unsubscribe","data":{"channel":"dropped"}}')
+    anonymous.send_text('{"event":"pusher:ping","data":{}}')
+    assert await _next(anonymous) == {"event": "pusher:pong", "data": {}}  # nothing before
+
+    server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"lead":1}'))
+    assert (await _next(member))["event"] == "lead.assigned"
+    anonymous.send_text('{"event":"pusher:ping","data":{}}')
+    assert await _next(anonymous) == {"event": "pusher:pong", "data": {}}  # and nothing else
+
+    await signed_in(anonymous, socket_id, "2")
+    for channel in ("leads-management", "cache-capacity"):
+        assert (await _next(anonymous))["channel"] == channel
+    assert (await _next(anonymous))["event"] == "pusher:cache_miss"
+    assert (await _next(anonymous))["channel"] == PRIVATE
+    server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"lead":2}'))
+    assert json.loads((await _next(anonymous))["data"]) == {"lead": 2}
+    assert "dropped" not in server.core.rooms
+
+    # What waits is bounded: as many subscribes as authorizations may be in flight.
+    greedy, _ = await _raw_pusher(server)
+    for n in range(101):
+        greedy.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": f"c{n}"}}))
+    refused = await _next(greedy)
+    assert (refused["event"], refused["channel"], refused["data"]["status"]) == (
+        "pusher:subscription_error", "c100", 429)

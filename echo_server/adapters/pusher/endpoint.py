@@ -22,6 +22,7 @@ from channel_auth.rules import ChannelRule, RuleAuthorizer
 
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState
+from ...core.limits import channel_name_problem
 from ...core.names import USER_CHANNEL, is_private
 from ...transport.engine import KEPT_HEADERS
 from ...transport.http import HttpConnection, Request, Response
@@ -39,6 +40,7 @@ from .connection import PusherConnection, message
 from .wire import PusherWire
 
 PREFIX = "/app/"
+HELD_BYTES = 64 * 1024  # subscribes held for a sign-in, in all, per connection
 ErrorReporter = Callable[[str, str], None]
 
 
@@ -183,9 +185,15 @@ class PusherEndpoint:
         elif event == "pusher:pong":
             pass
         elif event == "pusher:subscribe":
-            self._subscribe(connection, _object(data))
+            if self.options.signin_timeout and connection.state.user is None:
+                self._hold(connection, _object(data))
+            else:
+                self._subscribe(connection, _object(data))
         elif event == "pusher:unsubscribe":
-            self.core.unsubscribe(connection, _object(data).get("channel"))
+            channel = _object(data).get("channel")
+            if connection.waiting:
+                connection.waiting = [d for d in connection.waiting if d["channel"] != channel]
+            self.core.unsubscribe(connection, channel)
         elif event == "pusher:signin":
             self._signin(connection, _object(data))
         elif event.startswith("client-"):
@@ -213,6 +221,32 @@ class PusherEndpoint:
                 authorizer = RuleAuthorizer(self.rules, authorizer)
         self.core.subscribe(connection, channel, {}, authorizer, pusher_names=True)
 
+    def _hold(self, connection: PusherConnection, data: dict[str, Any]) -> None:
+        """With `jwt.required`, nothing reaches a connection before it signs in: a subscribe
+        waits for the sign-in (then it is made, in order), or for the sign-in timeout (then
+        the connection closes with it). Not refused: pusher-js subscribes as soon as it is
+        connected, and signs in only after its round trip to /broadcasting/user-auth, so a
+        page's subscribes nearly always come first, and pusher-js never repeats a refused
+        one. Bounded: a few subscribes' worth of text, as many as authorizations may be in
+        flight."""
+        channel = data.get("channel")
+        limits = self.core.limits
+        if channel_name_problem(channel, limits.max_channel_name, pusher=True) is not None:
+            self._subscribe(connection, data)  # refused at once, as always
+            return
+        held = {"channel": channel, "auth": data.get("auth"),
+                "channel_data": data.get("channel_data")}
+        waiting = connection.waiting
+        if waiting is None:
+            waiting = connection.waiting = []
+        size = len(dumps(held)) + sum(len(dumps(item)) for item in waiting)
+        if len(waiting) >= limits.max_pending_auth or size > HELD_BYTES:
+            self.report_error("rate_limited", f"pusher: {connection.id} has subscribes "
+                              "waiting for its sign-in already")
+            self.wire.refused(connection, channel, 429)
+            return
+        waiting.append(held)
+
     def _signin(self, connection: PusherConnection, data: dict[str, Any]) -> None:
         user_data = data.get("user_data")
         user = signed_in_user(connection.app, connection.id, data.get("auth"), user_data)
@@ -224,6 +258,9 @@ class PusherEndpoint:
         if connection.state.claims is None:  # what the local channel rules read
             connection.state.claims = {**_object(user_data), "sub": user}
         connection.send("pusher:signin_success", None, {"user_data": user_data})
+        waiting, connection.waiting = connection.waiting, None
+        for held in waiting or ():
+            self._subscribe(connection, held)
 
     # -- keep-alive -------------------------------------------------------------------------------
     def _sweep(self) -> None:
