@@ -26,12 +26,14 @@ class PusherApp:
     max_connections: int = 0  # 0: no bound of its own (4004 beyond it)
     allowed_origins: tuple[str, ...] = ()  # empty: the server's socketio.origins decide
     activity_timeout: float = 0.0  # seconds; 0: the server's pusher.activityTimeoutMs
+    max_connections_per_address: int = 0  # 0: a quarter of max_connections (4100 beyond)
 
 
 def pusher_apps(clients: list[dict[str, Any]]) -> dict[str, PusherApp]:
     """key -> app, for the entries that have a secret, with the Pusher app options Soketi's
     users know: `enableClientMessages`, `maxConnections`, `allowedOrigins`,
-    `activityTimeoutMs` (ours in milliseconds, as every interval of the file)."""
+    `activityTimeoutMs` (ours in milliseconds, as every interval of the file), and ours,
+    `maxConnectionsPerAddress` (one client address's share of `maxConnections`)."""
     apps: dict[str, PusherApp] = {}
     for client in clients:
         secret = client.get("secret")
@@ -40,16 +42,19 @@ def pusher_apps(clients: list[dict[str, Any]]) -> dict[str, PusherApp]:
             continue
         origins = client.get("allowedOrigins") or []
         limit = client.get("maxConnections") or 0
+        share = client.get("maxConnectionsPerAddress") or 0
         timeout = client.get("activityTimeoutMs") or 0
         if not (isinstance(origins, list) and all(isinstance(o, str) for o in origins)):
             raise ValueError(f"clients[{key}].allowedOrigins must be a list of origins")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"clients[{key}].maxConnections must be a positive integer")
+        for name, value in (("maxConnections", limit), ("maxConnectionsPerAddress", share)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"clients[{key}].{name} must be a positive integer")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
             raise ValueError(f"clients[{key}].activityTimeoutMs must be milliseconds")
         apps[key] = PusherApp(str(client.get("appId")), key, secret,
                               client.get("enableClientMessages", True) is not False,
-                              limit, tuple(o.rstrip("/") for o in origins), timeout / 1000)
+                              limit, tuple(o.rstrip("/") for o in origins), timeout / 1000,
+                              share)
     return apps
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +20,12 @@ from broadcaster.jsoncodec import dumps, loads
 from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
 
+from ...app_quota import AppQuota, SharedAppQuota
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState
 from ...core.limits import channel_name_problem
 from ...core.names import USER_CHANNEL, is_private
+from ...counts import AddressCounts
 from ...transport.engine import KEPT_HEADERS
 from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
@@ -40,6 +42,7 @@ from .connection import PusherConnection, message
 from .wire import PusherWire
 
 PREFIX = "/app/"
+ADDRESS_SHARE = 4  # without maxConnectionsPerAddress, an address may hold a quarter of an app's
 HELD_BYTES = 64 * 1024  # subscribes held for a sign-in, in all, per connection
 ErrorReporter = Callable[[str, str], None]
 
@@ -58,7 +61,8 @@ class PusherOptions:
 
 class PusherEndpoint:
     def __init__(self, core: ChannelCore, apps: dict[str, PusherApp], options: PusherOptions,
-                 report_error: ErrorReporter, rules: list[ChannelRule] | None = None) -> None:
+                 report_error: ErrorReporter, rules: list[ChannelRule] | None = None,
+                 quota: AppQuota | SharedAppQuota | None = None) -> None:
         self.core = core
         self.apps: dict[str, PusherApp] = {}
         self.rules: list[ChannelRule] = []
@@ -67,7 +71,9 @@ class PusherEndpoint:
         self._report = report_error
         self.wire = PusherWire()
         self.connections: set[PusherConnection] = set()
-        self.per_app: Counter[str] = Counter()  # open connections by app key
+        # Open connections by app key (with the other workers'), and by app and address.
+        self.quota = quota or AppQuota()
+        self.per_address: defaultdict[str, AddressCounts] = defaultdict(AddressCounts)
         self._sweeper: asyncio.TimerHandle | None = None
 
     def reconfigure(self, apps: dict[str, PusherApp], rules: list[ChannelRule]) -> None:
@@ -115,7 +121,8 @@ class PusherEndpoint:
         ws.on_lost = conn.upgraded_release()
         transport.write(switching_protocols(key))
         app = self.apps.get(request.path[len(PREFIX):])
-        refusal = self._refusal(app, headers.get("origin"))
+        address = conn.client_address(request)
+        refusal = self._refusal(app, headers.get("origin"), address)
         if refusal is not None:
             self.report_error("bad_request", f"pusher: {refusal[1]}")
             ws.write(_error_frame(*refusal))
@@ -123,8 +130,8 @@ class PusherEndpoint:
             return
         assert app is not None
         connection = PusherConnection(ws, app)
-        self.per_app[app.key] += 1
-        connection.state = ClientState(self.wire, conn.client_address(request),
+        self.per_address[app.key].add(address)
+        connection.state = ClientState(self.wire, address,
                                        {k: headers[k] for k in KEPT_HEADERS if k in headers})
         ws.session = connection
         self.connections.add(connection)
@@ -135,13 +142,24 @@ class PusherEndpoint:
         if rest:
             ws.data_received(rest)
 
-    def _refusal(self, app: PusherApp | None, origin: str | None) -> tuple[int, str] | None:
+    def _refusal(self, app: PusherApp | None, origin: str | None,
+                 address: str) -> tuple[int, str] | None:
+        """Why the connection is refused, or None: then it holds one of its app's slots."""
         if app is None:
             return 4001, "App key does not exist"
         if not origin_allowed(app, origin):
             return 4009, "Origin not allowed"
-        if app.max_connections and self.per_app[app.key] >= app.max_connections:
+        if not app.max_connections:
+            self.quota.add(app.key)
+            return None
+        if not self.quota.take(app.key, app.max_connections):
             return 4004, "App is over its connection quota"
+        # No one address takes every slot: at most its share (4100: pusher-js retries later).
+        share = app.max_connections_per_address or -(-app.max_connections // ADDRESS_SHARE)
+        if (self.per_address[app.key].get(address, 0) >= share
+                and not self.core.limits.trusted(address)):
+            self.quota.give(app.key)
+            return 4100, "Over capacity: this address holds its share of the app's connections"
         return None
 
     def _activity_timeout(self, app: PusherApp) -> float:
@@ -161,7 +179,8 @@ class PusherEndpoint:
         if isinstance(connection, PusherConnection):
             ws.session = None
             self.connections.discard(connection)
-            self.per_app[connection.app.key] -= 1
+            self.quota.give(connection.app.key)
+            self.per_address[connection.app.key].remove(connection.state.address)
             self.core.close(connection, reason)
 
     def on_ws_text(self, ws: WebSocketConnection, text: str) -> None:
