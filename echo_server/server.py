@@ -123,8 +123,7 @@ class EchoServer:
                                  else None)
         self.api = HttpApi(config.clients, self.publish, self.state,
                            http_publish=config.subscribers_http,
-                           cors=config.api_origin_allow, extra_headers=config.extra_headers,
-                           max_channel_name=config.limits.max_channel_name)
+                           cors=config.api_origin_allow, extra_headers=config.extra_headers)
         self.pusher_api = PusherApi(lambda: self.config.clients, self.publish, self.state,
                                     max_channel_name=config.limits.max_channel_name)
         self.bundle = ClientBundle()

@@ -18,7 +18,6 @@ from broadcaster.jsoncodec import dumps, loads
 from echo_common.constant_time import same_secret
 
 from ..config import unsigned_api_key
-from ..core.limits import channel_name_problem
 from ..core.state import ServerState, rss_bytes
 from ..transport.http import Request, Response
 
@@ -39,10 +38,8 @@ def _json(status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
 class HttpApi:
     def __init__(self, clients: list[dict[str, Any]], publish: Publish, state: ServerState, *,
                  http_publish: bool = True, cors: dict[str, Any] | None = None,
-                 extra_headers: dict[str, str] | None = None,
-                 max_channel_name: int = 200) -> None:
+                 extra_headers: dict[str, str] | None = None) -> None:
         self.clients = clients
-        self.max_channel_name = max_channel_name
         self.publish = publish
         self.state = state
         self.http_publish = http_publish
@@ -75,9 +72,6 @@ class HttpApi:
             return self.not_found(request)
         if not self._authorized(app_id, request):
             return _json(403, {"error": "Unauthorized"}, self.headers)
-        refused = self._bad_channel(name) if name is not None else None
-        if refused is not None:
-            return refused
         if kind == "events":
             return self._post_event(request)
         if kind == "status":
@@ -150,10 +144,6 @@ class HttpApi:
                 or not isinstance(name, str) or not all(isinstance(c, str) and c
                                                         for c in channels)):
             return _json(400, {"error": EVENT_INCOMPLETE}, self.headers)
-        for channel in channels:
-            refused = self._bad_channel(channel)
-            if refused is not None:
-                return refused
         if isinstance(data, str):
             with contextlib.suppress(ValueError):
                 data = loads(data)
@@ -165,13 +155,6 @@ class HttpApi:
             if not self.publish(event):
                 return _json(503, {"error": "Event queue is full"}, self.headers)
         return _json(200, {"message": "ok"}, self.headers)
-
-    def _bad_channel(self, name: str) -> Response | None:
-        """The same rule for a name published to or asked about as for a subscribe."""
-        problem = channel_name_problem(name, self.max_channel_name)
-        if problem is None:
-            return None
-        return _json(400, {"error": f"Invalid channel name: {problem}"}, self.headers)
 
     def not_found(self, request: Request) -> Response:
         method = request.method
