@@ -26,6 +26,7 @@ from tests.support.auth_backend import AuthBackend
 from tests.support.logged_process import LoggedProcess
 from tests.support.raw import Polling, RawWebSocket, http_request, wait_until
 from tests.support.waits import ClientFactory
+from tests.test_pusher_ws import _At
 from tests.test_redis_topologies import _all_get, _as_member, _member, readme_nginx_config
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -392,17 +393,10 @@ async def test_a_killed_workers_members_are_announced_leaving(
         await server.kill()
 
 
-class _Port:
-    """What RawWebSocket.connect needs of a server: its port."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-
 async def _pusher_connect(port: int, address: str) -> tuple[RawWebSocket, int | None]:
     """A Pusher connection to the app ``pusher-key`` from ``address``: the socket and None
     when established, else the code of its refusal."""
-    ws = await RawWebSocket.connect(_Port(port), "protocol=7", path="/app/pusher-key",
+    ws = await RawWebSocket.connect(_At(port), "protocol=7", path="/app/pusher-key",
                                     local_addr=(address, 0))
     first = json.loads(await ws.recv_text())
     if first["event"] == "pusher:connection_established":
