@@ -141,9 +141,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
 STATUS_TIMEOUT = 5.0
 
 
-def _printable(value: Any) -> str:
-    """Channel names and errors come from users: never let them drive the terminal."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(value))
+# Channel names and errors come from users: never let them drive the terminal.
+_printable = logformat.printable
 
 
 def _status_url(config: cfg.Config) -> str:

@@ -12,6 +12,11 @@ password) is written as ``"[redacted]"``, however deep in a mapping, and so is t
 people, and kept longer, than the secrets they would leak. (The text format is for a person
 at a terminal and keeps them: the development API key printed when no client is configured
 is only useful there.)
+
+In the text format every character of a message that is not printable (a newline, a carriage
+return, a terminal escape, a Unicode line separator) is written escaped, as Python writes it in
+a string literal: a value from a client (a channel name, a header) cannot start a line of its
+own that would pass for a record, nor drive the terminal. A traceback keeps its lines.
 """
 
 from __future__ import annotations
@@ -76,10 +81,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+def printable(value: object) -> str:
+    """``value`` as text with each character that is not printable escaped (``\\n``,
+    ``\\x1b``, ``\\u2028``): what the client sent stays on one line and is still legible."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, its message escaped by ``printable``: done here, once, so that no
+    call site can forget it."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT, datefmt=TEXT_DATE_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 def formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
-    return logging.Formatter(TEXT_FORMAT, datefmt=TEXT_DATE_FORMAT)
+    return TextFormatter()
 
 
 def configure(log_format: str = "text", level: int = logging.INFO) -> None:

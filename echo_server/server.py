@@ -36,6 +36,7 @@ from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
 from .adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from .adapters.socketio_echo import EchoSocketIo
+from .app_quota import SharedAppQuota
 from .config import Config, ConfigError, ensure_dev_client, unsigned_api_key
 from .core.channels import ChannelCore
 from .core.cluster import Cluster
@@ -103,7 +104,9 @@ class EchoServer:
             write_high_water=config.write_buffer_high_water,
             activity_timeout=config.pusher_timeouts[0], signin_timeout=config.pusher_timeouts[1],
             origin_allowed=config.origin_allowed), self.errors.report,
-            rules=parse_rules(config.raw.get("channels")))
+            rules=parse_rules(config.raw.get("channels")),
+            quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
+            if worker is not None else None)
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,

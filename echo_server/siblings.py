@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -40,6 +41,11 @@ class WorkerSlot:
     own_port: socket.socket | None  # `workerPorts`: a port only this worker serves
     link: socket.socket  # the Unix socket it answers its siblings on
     link_paths: tuple[str, ...]  # every slot's, in slot order
+
+    @property
+    def directory(self) -> str:
+        """The parent's directory for the workers (only the server's user may enter it)."""
+        return os.path.dirname(self.link_paths[self.slot])
 
     def sockets(self) -> list[socket.socket]:
         return [s for s in (self.listen, self.own_port, self.link) if s is not None]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from echo_server.logformat import REDACTED, JsonFormatter
+from echo_server.logformat import REDACTED, JsonFormatter, formatter
 from tests.conftest import free_port
 from tests.support.logged_process import LoggedProcess
 
@@ -182,3 +182,33 @@ def test_context_fields_and_credentials() -> None:
                                 "path": f"/broadcasting/auth?token={REDACTED}"}
     assert second["level"] == "ERROR" and "ValueError" in second["exception"]
     assert "hunter2" not in second["exception"]
+
+
+def test_text_lines_cannot_be_forged() -> None:
+    """A value from a client with a newline (a refused channel name) must not start a line
+    of its own that reads as a record; nor may a carriage return or a terminal escape
+    rewrite what is on screen. Escaped in the formatter, whatever the call site wrote."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter("text"))
+    logger = logging.getLogger("tests.log_format.text")
+    logger.addHandler(handler)
+    logger.propagate = False
+    forged = "2026-12-07 12:00:00 WARNING echo_server.api: admin key accepted"
+    try:
+        logger.warning("auth_failed: %s: status 401", f"private-x\n{forged}")
+        logger.warning(f"subscribe to private-y\r{forged}\x1b[2K\u2028{forged}\x85 refused")
+        try:
+            raise ValueError("a reason")
+        except ValueError:
+            logger.exception("callback for %s failed", "private-z\nsecond")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()  # splits at \r, \u2028 and \x85 too
+    assert lines[0].endswith("auth_failed: private-x\\n" + forged + ": status 401")
+    assert lines[1].endswith("subscribe to private-y\\r" + forged + "\\x1b[2K\\u2028"
+                             + forged + "\\x85 refused")
+    assert lines[2].endswith("callback for private-z\\nsecond failed")
+    assert lines[3] == "Traceback (most recent call last):"  # a traceback keeps its lines
+    assert lines[-1] == "ValueError: a reason"
+    assert not [line for line in lines if line.startswith(forged)]

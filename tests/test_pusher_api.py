@@ -273,6 +273,32 @@ async def test_pusher_bounds(make_server: ServerFactory, auth_backend: AuthBacke
     assert await ws.next_event() == ["within", "orders", "y" * 10_240]
 
 
+async def test_channel_names_follow_pushers_rules(make_server: ServerFactory,
+                                                  auth_backend: AuthBackend) -> None:
+    """Pusher's rule for a name (`[A-Za-z0-9_\\-=@,.;]`, at most 200) on every route that
+    takes one, as on a subscribe: a control character never reaches a client, a key or a
+    log; refused with Pusher's 400, and nothing of the request is published."""
+    server = await _server(make_server, auth_backend)
+    client = _pusher(server)
+    ws, _ = await _socket(server, "orders")
+    apps = f"/apps/{APP_ID}"
+    for bad in ("orders\nforged", "orders\x00", "or ders", "orders\u2028", "заказы", "a:b"):
+        for method, path, params in (
+                ("POST", f"{apps}/events", {"name": "x", "data": "{}",
+                                            "channels": ["orders", bad]}),
+                ("POST", f"{apps}/batch_events", {"batch": [
+                    {"channel": "orders", "name": "x", "data": "{}"},
+                    {"channel": bad, "name": "x", "data": "{}"}]}),
+                ("GET", f"{apps}/channels/{bad}", {}),
+                ("GET", f"{apps}/channels/{bad}/users", {}),
+                ("GET", f"{apps}/channels", {"filter_by_prefix": bad})):
+            with pytest.raises(pusher.errors.PusherBadRequest, match="Invalid channel"):
+                await _call(_send, client, method, path, params)
+    await _call(client.trigger, ["orders", "#server-to-user-7", "private-App.Models.User.5"],
+                "after", {})
+    assert await ws.next_event() == ["after", "orders", {}]  # the first to arrive
+
+
 async def test_the_public_key_no_longer_opens_the_unsigned_api(
         make_server: ServerFactory, auth_backend: AuthBackend) -> None:
     """A Pusher app's key ships in every page's JavaScript: laravel-echo-server's own API

@@ -440,3 +440,104 @@ async def test_hostile_pusher_messages_get_errors_and_nobody_else_notices(
     server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"n":1}'))
     assert (await _next(healthy))["event"] == "lead.assigned"
     assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere
+
+
+async def test_a_non_ascii_key_in_a_signature_is_a_wrong_signature(
+        make_server: ServerFactory, caplog: pytest.LogCaptureFixture) -> None:
+    """``hmac.compare_digest`` raises TypeError on non-ASCII text: such a key must be refused
+    like any wrong one (the subscribe's error, sign-in's 4009), and the connection lives."""
+    server = await make_server({"clients": [{"appId": "1001", "key": KEY, "secret": SECRET}]},
+                               redis=False)
+    ws, _ = await _raw_pusher(server)
+    for n, auth in enumerate(["ключ:abc", f"{KEY}:подпись", "ключ:"] * 10):
+        channel = f"{PRIVATE}{n}"
+        ws.send_text(json.dumps({"event": "pusher:subscribe",
+                                 "data": {"channel": channel, "auth": auth}}))
+        refused = await _next(ws)
+        assert (refused["event"], refused["channel"], refused["data"]["status"]) == (
+            "pusher:subscription_error", channel, 401)
+    for auth in ("ключ:abc", f"{KEY}:подпись"):
+        ws.send_text(json.dumps({"event": "pusher:signin",
+                                 "data": {"auth": auth, "user_data": '{"id":"7"}'}}))
+        assert (await _next(ws))["data"]["code"] == 4009
+    ws.send_text('{"event":"pusher:ping","data":{}}')
+    assert (await _next(ws))["event"] == "pusher:pong"  # still connected
+    assert not [r for r in caplog.records if r.exc_info]
+    assert server.errors.counts["auth_failed"] == 32
+    # Counted every time, logged at a bounded rate.
+    assert len([r for r in caplog.records if "auth_failed" in r.getMessage()]) < 5
+
+
+async def test_pusher_subscribes_follow_pushers_channel_names(make_server: ServerFactory) -> None:
+    """Pusher's rule (`[A-Za-z0-9_\\-=@,.;]`, at most 200): anything else, a control
+    character above all, is refused with the subscription's own error, named by the channel."""
+    server = await make_server({"clients": [{"appId": "1001", "key": KEY, "secret": SECRET}]},
+                               redis=False)
+    ws, _ = await _raw_pusher(server)
+    for channel in ("leads\nmanagement", "leads\x00", "leads management", "lead\u2028s",
+                    "заявки", "user:5", "orders/7", "#orders", "c" * 201):
+        ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}))
+        refused = await _next(ws)
+        assert (refused["event"], refused["channel"], refused["data"]["status"]) == (
+            "pusher:subscription_error", channel, 400), channel
+    for channel in ("App.Models.User.5;x=y@z,w-_", "c" * 200):
+        ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": channel}}))
+        assert await _next(ws) == {"event": "pusher_internal:subscription_succeeded",
+                                   "channel": channel, "data": "{}"}
+    assert server.errors.counts["bad_subscribe"] == 9
+
+
+async def test_with_jwt_required_nothing_reaches_a_pusher_connection_before_sign_in(
+        make_server: ServerFactory) -> None:
+    """Its subscribes wait for the sign-in (pusher-js subscribes before it signs in, and
+    never repeats a refused subscribe), then are made in order; until then no event of any
+    channel reaches it."""
+    server = await make_server({
+        "clients": [{"appId": "1001", "key": KEY, "secret": SECRET}],
+        "jwt": {"secret": "x" * 32, "algorithms": ["HS256"], "required": True},
+        "pusher": {"signinTimeoutMs": 5000}}, redis=False)
+
+    async def signed_in(ws: RawWebSocket, socket_id: str, user: str) -> None:
+        user_data = json.dumps({"id": user})
+        signature = hmac.new(SECRET.encode(), f"{socket_id}::user::{user_data}".encode(),
+                             hashlib.sha256).hexdigest()
+        ws.send_text(json.dumps({"event": "pusher:signin", "data": {
+            "auth": f"{KEY}:{signature}", "user_data": user_data}}))
+        assert (await _next(ws))["event"] == "pusher:signin_success"
+
+    member, member_id = await _raw_pusher(server)
+    await signed_in(member, member_id, "1")
+    member.send_text('{"event":"pusher:subscribe","data":{"channel":"leads-management"}}')
+    assert (await _next(member))["event"] == "pusher_internal:subscription_succeeded"
+
+    anonymous, socket_id = await _raw_pusher(server)
+    private_auth = f"{KEY}:" + hmac.new(SECRET.encode(), f"{socket_id}:{PRIVATE}".encode(),
+                                        hashlib.sha256).hexdigest()
+    for data in ({"channel": "leads-management"}, {"channel": "cache-capacity"},
+                 {"channel": PRIVATE, "auth": private_auth}, {"channel": "dropped"}):
+        anonymous.send_text(json.dumps({"event": "pusher:subscribe", "data": data}))
+    anonymous.send_text('{"event":"pusher:unsubscribe","data":{"channel":"dropped"}}')
+    anonymous.send_text('{"event":"pusher:ping","data":{}}')
+    assert await _next(anonymous) == {"event": "pusher:pong", "data": {}}  # nothing before
+
+    server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"lead":1}'))
+    assert (await _next(member))["event"] == "lead.assigned"
+    anonymous.send_text('{"event":"pusher:ping","data":{}}')
+    assert await _next(anonymous) == {"event": "pusher:pong", "data": {}}  # and nothing else
+
+    await signed_in(anonymous, socket_id, "2")
+    for channel in ("leads-management", "cache-capacity"):
+        assert (await _next(anonymous))["channel"] == channel
+    assert (await _next(anonymous))["event"] == "pusher:cache_miss"
+    assert (await _next(anonymous))["channel"] == PRIVATE
+    server.publish(BroadcastEvent("leads-management", "lead.assigned", '{"lead":2}'))
+    assert json.loads((await _next(anonymous))["data"]) == {"lead": 2}
+    assert "dropped" not in server.core.rooms
+
+    # What waits is bounded: as many subscribes as authorizations may be in flight.
+    greedy, _ = await _raw_pusher(server)
+    for n in range(101):
+        greedy.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": f"c{n}"}}))
+    refused = await _next(greedy)
+    assert (refused["event"], refused["channel"], refused["data"]["status"]) == (
+        "pusher:subscription_error", "c100", 429)

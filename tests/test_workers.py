@@ -20,11 +20,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster import Broadcaster
+from echo_server.app_quota import SharedAppQuota
 from tests.conftest import FAST_SOCKETIO, free_port, redis_config, requires_node
 from tests.support.auth_backend import AuthBackend
 from tests.support.logged_process import LoggedProcess
-from tests.support.raw import Polling, http_request, wait_until
+from tests.support.raw import Polling, RawWebSocket, http_request, wait_until
 from tests.support.waits import ClientFactory
+from tests.test_pusher_ws import _At
 from tests.test_redis_topologies import _all_get, _as_member, _member, readme_nginx_config
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -389,3 +391,70 @@ async def test_a_killed_workers_members_are_announced_leaving(
     finally:
         await http.close()
         await server.kill()
+
+
+async def _pusher_connect(port: int, address: str) -> tuple[RawWebSocket, int | None]:
+    """A Pusher connection to the app ``pusher-key`` from ``address``: the socket and None
+    when established, else the code of its refusal."""
+    ws = await RawWebSocket.connect(_At(port), "protocol=7", path="/app/pusher-key",
+                                    local_addr=(address, 0))
+    first = json.loads(await ws.recv_text())
+    if first["event"] == "pusher:connection_established":
+        return ws, None
+    await ws.close()
+    return ws, int(first["data"]["code"])
+
+
+async def test_an_apps_max_connections_hold_across_workers(tmp_path: Path,
+                                                           redis_url: str) -> None:
+    """maxConnections 30 is 30 over both workers (it was 30 per worker), and no address takes
+    more than its share: a quarter, here 8 (4100, which pusher-js retries later)."""
+    prefix = f"quota_{secrets.token_hex(3)}_"
+    server, port = await started_workers(tmp_path, redis_url, prefix, clients=[
+        {"appId": "app", "key": "key"},
+        {"appId": "1001", "key": "pusher-key", "secret": "pusher-secret",
+         "maxConnections": 30}])
+    opened: list[RawWebSocket] = []
+    try:
+        by_worker = await addresses_by_worker(f"http://127.0.0.1:{port}")
+        refusals: dict[str, list[int]] = {}
+        for address in ADDRESSES:  # 8 addresses, 10 attempts each, on both workers
+            for _ in range(10):
+                ws, refused = await _pusher_connect(port, address)
+                if refused is None:
+                    opened.append(ws)
+                else:
+                    refusals.setdefault(address, []).append(refused)
+        assert len(opened) == 30
+        assert refusals[ADDRESSES[0]] == [4100, 4100]  # its share taken: 8 of 30
+        assert sum(map(len, refusals.values())) == 80 - 30
+        assert all(code == 4004 for address in ADDRESSES[4:] for code in refusals[address])
+        # The slots one worker gives back are free for the other's clients.
+        worker_of = {a: w for w, addresses in by_worker.items() for a in addresses}
+        held = {a: 10 - len(refusals.get(a, [])) for a in ADDRESSES}
+        other = next(a for a in ADDRESSES
+                     if worker_of[a] != worker_of[ADDRESSES[0]] and held[a] < 8)
+        for ws in opened[:8]:  # ADDRESSES[0]'s
+            await ws.close()
+        deadline = time.monotonic() + 10
+        while (attempt := await _pusher_connect(port, other))[1] is not None:
+            assert time.monotonic() < deadline, "the slots never came back"
+            await asyncio.sleep(0.05)  # until its worker saw the closes
+        opened.append(attempt[0])
+        assert await server.stop(20) == 0
+    finally:
+        for ws in opened:
+            await ws.close()
+        await server.kill()
+
+
+def test_a_restarted_worker_gives_back_what_its_previous_life_held(tmp_path: Path) -> None:
+    """The counts of one bound over two worker slots; a worker started again into its slot
+    holds nothing (its connections died with it), the other keeps what it holds."""
+    first, second = SharedAppQuota(str(tmp_path), 0, 2), SharedAppQuota(str(tmp_path), 1, 2)
+    assert [first.take("app", 3), second.take("app", 3), first.take("app", 3)] == [True] * 3
+    assert not second.take("app", 3) and not first.take("app", 3)
+    first.give("app")
+    assert second.take("app", 3) and not first.take("app", 3)  # one bound: 1 + 2
+    restarted = SharedAppQuota(str(tmp_path), 0, 2)  # slot 0 killed and forked again
+    assert restarted.take("app", 3) and not restarted.take("app", 3)  # second's 2 stay

@@ -352,11 +352,13 @@ class ChannelCore:
 
     # -- subscriptions ---------------------------------------------------------------
     def subscribe(self, connection: Connection, channel: Any, auth_headers: dict[str, str],
-                  authorizer: ChannelAuthorizer | None = None) -> None:
+                  authorizer: ChannelAuthorizer | None = None, *,
+                  pusher_names: bool = False) -> None:
         """``authorizer``: the adapter's own, for this subscribe (Pusher clients bring a
-        signature to check); laravel-echo-server's callback to the app otherwise."""
+        signature to check); laravel-echo-server's callback to the app otherwise.
+        ``pusher_names``: the name must be one Pusher's protocol allows."""
         limits = self.limits
-        problem = channel_name_problem(channel, limits.max_channel_name)
+        problem = channel_name_problem(channel, limits.max_channel_name, pusher=pusher_names)
         state = connection.state
         if problem is not None:
             self.report_error("bad_subscribe", f"subscribe refused: {problem}")

@@ -8,10 +8,12 @@ reported under its kind, which ``/metrics`` counts; docs/limits.md lists the def
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..counts import AddressCounts
+from .names import USER_CHANNEL
 
 
 def _nobody(address: str) -> bool:
@@ -31,14 +33,26 @@ class ChannelLimits:
     trusted: Callable[[str], bool] = _nobody
 
 
-def channel_name_problem(name: object, max_length: int) -> str | None:
-    """Why ``name`` cannot be a channel, or None. Names go on to Redis keys, JSON, log
-    lines and metric labels: a lone surrogate (valid in JSON's ``\\ud800``, not in UTF-8)
-    would fail every one of them later, far from the client that sent it."""
+# Pusher's channel names (its SDKs' and Soketi's rule), and its users' own channels.
+_PUSHER_NAME = re.compile(re.escape(USER_CHANNEL) + r"[-A-Za-z0-9_=@,.;]+|[-A-Za-z0-9_=@,.;]+")
+
+
+def channel_name_problem(name: object, max_length: int, *, pusher: bool = False) -> str | None:
+    """Why ``name`` cannot be a channel, or None: the one check of every name that enters,
+    from a client's subscribe or an API's publish or query. Names go on to Redis keys, JSON,
+    log lines and metric labels: a lone surrogate (valid in JSON's ``\\ud800``, not in
+    UTF-8) would fail every one of them later, far from the client that sent it. ``pusher``:
+    Pusher's own rule, ``[A-Za-z0-9_-=@,.;]`` only (``#server-to-user-`` may lead), for what
+    comes in through Pusher's protocol or its HTTP API, where a control character or a space
+    is no name; laravel-echo-server's clients keep the reference's names, any text."""
     if not isinstance(name, str) or not name:
         return "no channel name"
     if len(name) > max_length:
         return f"channel name of {len(name)} characters (at most {max_length})"
+    if pusher:
+        if _PUSHER_NAME.fullmatch(name) is None:
+            return "channel name with characters other than Pusher's A-Z a-z 0-9 _-=@,.;"
+        return None
     if not valid_text(name):
         return "channel name is not valid UTF-8 text"
     return None

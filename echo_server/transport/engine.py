@@ -17,13 +17,13 @@ import base64
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from broadcaster.jsoncodec import dumps
 
-from .http import HttpConnection, Request, Response
+from .http import HttpConnection, Request, Response, RouteResult
 from .ids import new_id
 from .packets import (
     PacketError,
@@ -36,7 +36,7 @@ from .packets import (
     jsonp_script,
 )
 from .websocket import switching_protocols, text_frame, valid_key
-from .wsconn import WebSocketConnection
+from .wsconn import SLICE, WebSocketConnection
 
 log = logging.getLogger("echo_server.engine")
 
@@ -372,7 +372,7 @@ class EngineServer:
             response.headers.extend(self.cors_headers(request))
         return response
 
-    def handle_request(self, request: Request, conn: HttpConnection) -> Response | None:
+    def handle_request(self, request: Request, conn: HttpConnection) -> RouteResult:
         """An HTTP request to the Engine.IO path (polling, or a bad upgrade)."""
         query = request.query
         transport = query.get("transport")
@@ -475,7 +475,7 @@ class EngineServer:
         conn.on_close = dropped
         return None
 
-    def _post(self, session: Session, request: Request) -> Response:
+    def _post(self, session: Session, request: Request) -> Response | Awaitable[Response]:
         body = request.body
         if len(body) > self.options.max_payload:
             self.report_error("oversized", "engine: polling payload of %d bytes", len(body))
@@ -495,11 +495,14 @@ class EngineServer:
             self.report_error("bad_frame", "engine: bad polling payload: %s", exc)
             session.close("parse error")
             return self._reject(request, BAD_REQUEST)
+        ok = Response(200, b"ok", self.cors_headers(request), "text/html; charset=UTF-8")
+        if len(packets) > SLICE:
+            return _in_slices(session, packets, ok)
         for packet in packets:
             if session.closed:
                 break
             session.on_packet(packet)
-        return Response(200, b"ok", self.cors_headers(request), "text/html; charset=UTF-8")
+        return ok
 
     # -- websocket ---------------------------------------------------------------
     def handle_upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
@@ -579,6 +582,18 @@ class EngineServer:
         elif session.probe is ws:
             session.probe = None
             session.probe_ok = False
+
+
+async def _in_slices(session: Session, packets: list[str], answer: Response) -> Response:
+    """A polling payload of many packets, handled as a websocket's messages are: a slice per
+    turn of the event loop, serving the other clients in between; answered after the last."""
+    for start in range(0, len(packets), SLICE):
+        for packet in packets[start:start + SLICE]:
+            if session.closed:
+                return answer
+            session.on_packet(packet)
+        await asyncio.sleep(0)
+    return answer
 
 
 def _origin_of(request: Request) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -46,8 +47,15 @@ def _discard(frame: bytes) -> None:
     """``write`` of a closed connection: a fan-out in progress may still hold it."""
 
 
+# Messages of one connection handled before the loop serves the others: a read can bring
+# megabytes (uvloop reads until the socket is empty), 100,000 subscribes of one client would
+# otherwise hold every other client for seconds.
+SLICE = 64
+
+
 class WebSocketConnection(asyncio.Protocol):
-    __slots__ = ("closed", "engine", "on_lost", "parser", "session", "transport", "write")
+    __slots__ = ("backlog", "closed", "engine", "on_lost", "parser", "session", "transport",
+                 "write")
 
     # The transport's own (C, under uvloop) write while open, _discard once closed:
     # the fan-out calls it once per recipient, so no Python frame sits in between.
@@ -61,6 +69,8 @@ class WebSocketConnection(asyncio.Protocol):
         self.session: Any = None  # the engine's session this socket carries
         self.closed = False
         self.on_lost: Callable[[], None] | None = None  # the HTTP side's per-address count
+        # Messages read but not handled yet (reading is paused meanwhile), or None.
+        self.backlog: deque[tuple[int, bytes]] | None = None
         self.write = transport.write
         transport.set_write_buffer_limits(high=high_water)
 
@@ -72,28 +82,56 @@ class WebSocketConnection(asyncio.Protocol):
             self.engine.report_error(kind, "websocket: %s", exc)
             self.close(exc.code)
             return
+        if self.backlog is not None:  # read before the pause took effect: after the rest
+            self.backlog.extend(messages)
+            return
+        if len(messages) > SLICE:
+            # The rest after the loop served the others, a slice at a time; nothing more is
+            # read until then (the client's own sends wait in the socket's buffers).
+            self.backlog = deque(messages)
+            self.transport.pause_reading()
+            self._next_slice()
+            return
         for opcode, payload in messages:
-            if self.closed:
+            self._message(opcode, payload)
+
+    def _next_slice(self) -> None:
+        backlog = self.backlog
+        if backlog is None:
+            return
+        for _ in range(min(SLICE, len(backlog))):
+            opcode, payload = backlog.popleft()
+            self._message(opcode, payload)
+        if self.closed:
+            self.backlog = None
+        elif backlog:
+            asyncio.get_running_loop().call_soon(self._next_slice)
+        else:
+            self.backlog = None
+            self.transport.resume_reading()
+
+    def _message(self, opcode: int, payload: bytes) -> None:
+        if self.closed:
+            return
+        if opcode == OP_TEXT:
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                self.engine.report_error("bad_frame", "websocket: invalid UTF-8")
+                self.close(CLOSE_INVALID_DATA)
                 return
-            if opcode == OP_TEXT:
-                try:
-                    text = payload.decode("utf-8")
-                except UnicodeDecodeError:
-                    self.engine.report_error("bad_frame", "websocket: invalid UTF-8")
-                    self.close(CLOSE_INVALID_DATA)
-                    return
-                self.engine.on_ws_text(self, text)
-            elif opcode == OP_BINARY:
-                self.engine.on_ws_binary(self, payload)
-            elif opcode == OP_PING:
-                self.transport.write(encode_frame(payload, OP_PONG))
-            elif opcode == OP_CLOSE:
+            self.engine.on_ws_text(self, text)
+        elif opcode == OP_BINARY:
+            self.engine.on_ws_binary(self, payload)
+        elif opcode == OP_PING:
+            self.transport.write(encode_frame(payload, OP_PONG))
+        elif opcode == OP_CLOSE:
+            code = CLOSE_NORMAL
+            if len(payload) >= 2:
+                code = int.from_bytes(payload[:2], "big")
+            if not 1000 <= code < 5000 or code in RESERVED_CLOSE_CODES:
                 code = CLOSE_NORMAL
-                if len(payload) >= 2:
-                    code = int.from_bytes(payload[:2], "big")
-                if not 1000 <= code < 5000 or code in RESERVED_CLOSE_CODES:
-                    code = CLOSE_NORMAL
-                self.close(code, reason="client close")
+            self.close(code, reason="client close")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing()

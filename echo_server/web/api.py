@@ -8,7 +8,6 @@ Unlike the reference, a malformed body is a 400, never a crash.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,7 @@ from typing import Any
 
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
+from echo_common.constant_time import same_secret
 
 from ..config import unsigned_api_key
 from ..core.state import ServerState, rss_bytes
@@ -28,14 +28,6 @@ EVENT_INCOMPLETE = "Event must include channel, event name and data"
 USERS_PRESENCE_ONLY = "User list is only possible for Presence Channels"
 
 Publish = Callable[[BroadcastEvent], bool]
-
-
-def same_secret(given: str, expected: str) -> bool:
-    """In constant time, so the time a wrong guess takes tells nothing about the secret.
-    On UTF-8 bytes: compare_digest refuses non-ASCII text, and ``given`` comes from the
-    network (surrogatepass: no text it can hold makes this raise)."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
-                               expected.encode("utf-8", "surrogatepass"))
 
 
 def _json(status: int, body: Any, headers: list[tuple[str, str]]) -> Response:

@@ -160,6 +160,8 @@ class PusherApi:
 
     async def channels(self, request: Request, _: str | None) -> dict[str, Any]:
         prefix = request.query.get("filter_by_prefix", "")
+        if prefix:
+            self._channel(prefix + "x")  # a prefix some channel name can have
         info = _attributes(request.query.get("info"))
         if "user_count" in info and not prefix.startswith("presence-"):
             raise PusherError(400, "user_count may only be requested for presence channels: "
@@ -191,7 +193,7 @@ class PusherApi:
 
     # -- helpers -------------------------------------------------------------------------
     def _channel(self, name: Any) -> str:
-        problem = channel_name_problem(name, self.max_channel_name)
+        problem = channel_name_problem(name, self.max_channel_name, pusher=True)
         if problem is not None:
             raise PusherError(400, f"Invalid channel: {problem}")
         return str(name)

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from broadcaster.jsoncodec import loads
 from channel_auth import AuthRequest, AuthResult
+from echo_common.constant_time import same_secret
 
 from ...core.names import USER_CHANNEL
 
@@ -25,12 +26,14 @@ class PusherApp:
     max_connections: int = 0  # 0: no bound of its own (4004 beyond it)
     allowed_origins: tuple[str, ...] = ()  # empty: the server's socketio.origins decide
     activity_timeout: float = 0.0  # seconds; 0: the server's pusher.activityTimeoutMs
+    max_connections_per_address: int = 0  # 0: a quarter of max_connections (4100 beyond)
 
 
 def pusher_apps(clients: list[dict[str, Any]]) -> dict[str, PusherApp]:
     """key -> app, for the entries that have a secret, with the Pusher app options Soketi's
     users know: `enableClientMessages`, `maxConnections`, `allowedOrigins`,
-    `activityTimeoutMs` (ours in milliseconds, as every interval of the file)."""
+    `activityTimeoutMs` (ours in milliseconds, as every interval of the file), and ours,
+    `maxConnectionsPerAddress` (one client address's share of `maxConnections`)."""
     apps: dict[str, PusherApp] = {}
     for client in clients:
         secret = client.get("secret")
@@ -39,16 +42,19 @@ def pusher_apps(clients: list[dict[str, Any]]) -> dict[str, PusherApp]:
             continue
         origins = client.get("allowedOrigins") or []
         limit = client.get("maxConnections") or 0
+        share = client.get("maxConnectionsPerAddress") or 0
         timeout = client.get("activityTimeoutMs") or 0
         if not (isinstance(origins, list) and all(isinstance(o, str) for o in origins)):
             raise ValueError(f"clients[{key}].allowedOrigins must be a list of origins")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"clients[{key}].maxConnections must be a positive integer")
+        for name, value in (("maxConnections", limit), ("maxConnectionsPerAddress", share)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"clients[{key}].{name} must be a positive integer")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
             raise ValueError(f"clients[{key}].activityTimeoutMs must be milliseconds")
         apps[key] = PusherApp(str(client.get("appId")), key, secret,
                               client.get("enableClientMessages", True) is not False,
-                              limit, tuple(o.rstrip("/") for o in origins), timeout / 1000)
+                              limit, tuple(o.rstrip("/") for o in origins), timeout / 1000,
+                              share)
     return apps
 
 
@@ -91,8 +97,9 @@ class SignatureAuthorizer:
                               else "bad auth")
         key, _, given = self.auth.partition(":")
         text = f"{request.socket_id}:{request.channel}" + (f":{data}" if presence else "")
-        if not (hmac.compare_digest(key, self.app.key)
-                and hmac.compare_digest(given, sign(self.app.secret, text))):
+        # Both compared, always (a wrong key takes as long as a wrong signature); on bytes,
+        # so a non-ASCII key is a wrong one and not a TypeError.
+        if not (same_secret(key, self.app.key) & same_secret(given, sign(self.app.secret, text))):
             return AuthResult(401, reason="invalid signature")
         if not presence:
             return AuthResult(200)
@@ -126,7 +133,7 @@ def signed_in_user(app: PusherApp, socket_id: str, auth: Any, user_data: Any) ->
         return None
     key, _, given = auth.partition(":")
     expected = sign(app.secret, f"{socket_id}::user::{user_data}")
-    if not (hmac.compare_digest(key, app.key) and hmac.compare_digest(given, expected)):
+    if not (same_secret(key, app.key) & same_secret(given, expected)):
         return None
     try:
         user = loads(user_data)

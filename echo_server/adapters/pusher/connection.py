@@ -27,7 +27,7 @@ def message(event: str, channel: str | None, data: Any) -> bytes:
 
 class PusherConnection:
     __slots__ = ("__weakref__", "app", "id", "last_seen", "opened", "pinged", "session", "state",
-                 "ws")
+                 "waiting", "ws")
 
     def __init__(self, ws: WebSocketConnection, app: PusherApp) -> None:
         self.ws = ws
@@ -37,6 +37,8 @@ class PusherConnection:
         self.state: ClientState = None  # type: ignore[assignment]  # set by the endpoint
         self.opened = self.last_seen = time.monotonic()
         self.pinged = False  # a pusher:ping is out, unanswered
+        # With `jwt.required`: the subscribes that came before pusher:signin, held until it.
+        self.waiting: list[dict[str, Any]] | None = None
 
     def send(self, event: str, channel: str | None = None, data: Any = None) -> None:
         self.ws.write(encode_frame(message(event, channel, data)))

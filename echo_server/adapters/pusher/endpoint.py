@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +21,12 @@ from broadcaster.jsoncodec import dumps, loads
 from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
 
+from ...app_quota import AppQuota, SharedAppQuota
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState
+from ...core.limits import channel_name_problem
 from ...core.names import USER_CHANNEL, is_private
+from ...counts import AddressCounts
 from ...transport.engine import KEPT_HEADERS
 from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
@@ -42,6 +45,8 @@ from .wire import PusherWire
 log = logging.getLogger("echo_server.pusher")
 PREFIX = "/app/"
 NO_SUCH_APP = 4001, "App key does not exist"  # 4000-4099: pusher-js does not reconnect
+ADDRESS_SHARE = 4  # without maxConnectionsPerAddress, an address may hold a quarter of an app's
+HELD_BYTES = 64 * 1024  # subscribes held for a sign-in, in all, per connection
 ErrorReporter = Callable[[str, str], None]
 
 
@@ -59,7 +64,8 @@ class PusherOptions:
 
 class PusherEndpoint:
     def __init__(self, core: ChannelCore, apps: dict[str, PusherApp], options: PusherOptions,
-                 report_error: ErrorReporter, rules: list[ChannelRule] | None = None) -> None:
+                 report_error: ErrorReporter, rules: list[ChannelRule] | None = None,
+                 quota: AppQuota | SharedAppQuota | None = None) -> None:
         self.core = core
         self.apps: dict[str, PusherApp] = {}
         self.rules: list[ChannelRule] = []
@@ -67,7 +73,9 @@ class PusherEndpoint:
         self._report = report_error
         self.wire = PusherWire()
         self.connections: set[PusherConnection] = set()
-        self.per_app: Counter[str] = Counter()  # open connections by app key
+        # Open connections by app key (with the other workers'), and by app and address.
+        self.quota = quota or AppQuota()
+        self.per_address: defaultdict[str, AddressCounts] = defaultdict(AddressCounts)
         self.reconfigure(apps, rules or [])
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -130,7 +138,8 @@ class PusherEndpoint:
         ws.on_lost = conn.upgraded_release()
         transport.write(switching_protocols(key))
         app = self.apps.get(request.path[len(PREFIX):])
-        refusal = self._refusal(app, headers.get("origin"))
+        address = conn.client_address(request)
+        refusal = self._refusal(app, headers.get("origin"), address)
         if refusal is not None:
             self.report_error("bad_request", f"pusher: {refusal[1]}")
             ws.write(_error_frame(*refusal))
@@ -138,8 +147,8 @@ class PusherEndpoint:
             return
         assert app is not None
         connection = PusherConnection(ws, app)
-        self.per_app[app.key] += 1
-        connection.state = ClientState(self.wire, conn.client_address(request),
+        self.per_address[app.key].add(address)
+        connection.state = ClientState(self.wire, address,
                                        {k: headers[k] for k in KEPT_HEADERS if k in headers})
         ws.session = connection
         self.connections.add(connection)
@@ -150,13 +159,24 @@ class PusherEndpoint:
         if rest:
             ws.data_received(rest)
 
-    def _refusal(self, app: PusherApp | None, origin: str | None) -> tuple[int, str] | None:
+    def _refusal(self, app: PusherApp | None, origin: str | None,
+                 address: str) -> tuple[int, str] | None:
+        """Why the connection is refused, or None: then it holds one of its app's slots."""
         if app is None:
             return NO_SUCH_APP
         if not origin_allowed(app, origin):
             return 4009, "Origin not allowed"
-        if app.max_connections and self.per_app[app.key] >= app.max_connections:
+        if not app.max_connections:
+            self.quota.add(app.key)
+            return None
+        if not self.quota.take(app.key, app.max_connections):
             return 4004, "App is over its connection quota"
+        # No one address takes every slot: at most its share (4100: pusher-js retries later).
+        share = app.max_connections_per_address or -(-app.max_connections // ADDRESS_SHARE)
+        if (self.per_address[app.key].get(address, 0) >= share
+                and not self.core.limits.trusted(address)):
+            self.quota.give(app.key)
+            return 4100, "Over capacity: this address holds its share of the app's connections"
         return None
 
     def _activity_timeout(self, app: PusherApp) -> float:
@@ -176,7 +196,8 @@ class PusherEndpoint:
         if isinstance(connection, PusherConnection):
             ws.session = None
             self.connections.discard(connection)
-            self.per_app[connection.app.key] -= 1
+            self.quota.give(connection.app.key)
+            self.per_address[connection.app.key].remove(connection.state.address)
             self.core.close(connection, reason)
 
     def on_ws_text(self, ws: WebSocketConnection, text: str) -> None:
@@ -200,9 +221,15 @@ class PusherEndpoint:
         elif event == "pusher:pong":
             pass
         elif event == "pusher:subscribe":
-            self._subscribe(connection, _object(data))
+            if self.options.signin_timeout and connection.state.user is None:
+                self._hold(connection, _object(data))
+            else:
+                self._subscribe(connection, _object(data))
         elif event == "pusher:unsubscribe":
-            self.core.unsubscribe(connection, _object(data).get("channel"))
+            channel = _object(data).get("channel")
+            if connection.waiting:
+                connection.waiting = [d for d in connection.waiting if d["channel"] != channel]
+            self.core.unsubscribe(connection, channel)
         elif event == "pusher:signin":
             self._signin(connection, _object(data))
         elif event.startswith("client-"):
@@ -228,7 +255,33 @@ class PusherEndpoint:
                                              data.get("channel_data"))
             if self.rules:
                 authorizer = RuleAuthorizer(self.rules, authorizer)
-        self.core.subscribe(connection, channel, {}, authorizer)
+        self.core.subscribe(connection, channel, {}, authorizer, pusher_names=True)
+
+    def _hold(self, connection: PusherConnection, data: dict[str, Any]) -> None:
+        """With `jwt.required`, nothing reaches a connection before it signs in: a subscribe
+        waits for the sign-in (then it is made, in order), or for the sign-in timeout (then
+        the connection closes with it). Not refused: pusher-js subscribes as soon as it is
+        connected, and signs in only after its round trip to /broadcasting/user-auth, so a
+        page's subscribes nearly always come first, and pusher-js never repeats a refused
+        one. Bounded: a few subscribes' worth of text, as many as authorizations may be in
+        flight."""
+        channel = data.get("channel")
+        limits = self.core.limits
+        if channel_name_problem(channel, limits.max_channel_name, pusher=True) is not None:
+            self._subscribe(connection, data)  # refused at once, as always
+            return
+        held = {"channel": channel, "auth": data.get("auth"),
+                "channel_data": data.get("channel_data")}
+        waiting = connection.waiting
+        if waiting is None:
+            waiting = connection.waiting = []
+        size = len(dumps(held)) + sum(len(dumps(item)) for item in waiting)
+        if len(waiting) >= limits.max_pending_auth or size > HELD_BYTES:
+            self.report_error("rate_limited", f"pusher: {connection.id} has subscribes "
+                              "waiting for its sign-in already")
+            self.wire.refused(connection, channel, 429)
+            return
+        waiting.append(held)
 
     def _signin(self, connection: PusherConnection, data: dict[str, Any]) -> None:
         user_data = data.get("user_data")
@@ -241,6 +294,9 @@ class PusherEndpoint:
         if connection.state.claims is None:  # what the local channel rules read
             connection.state.claims = {**_object(user_data), "sub": user}
         connection.send("pusher:signin_success", None, {"user_data": user_data})
+        waiting, connection.waiting = connection.waiting, None
+        for held in waiting or ():
+            self._subscribe(connection, held)
 
     # -- keep-alive -------------------------------------------------------------------------------
     def _sweep(self) -> None:
