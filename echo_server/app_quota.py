@@ -44,6 +44,9 @@ class AppQuota:
     def give(self, key: str) -> None:
         self._counts[key] -= 1
 
+    def count(self, key: str) -> int:
+        return self._counts[key]
+
 
 class SharedAppQuota:
     """The same, counted with the other workers of this server."""
@@ -89,3 +92,7 @@ class SharedAppQuota:
 
     def give(self, key: str) -> None:
         self._of(key)[1][self.slot] -= 1
+
+    def count(self, key: str) -> int:
+        """Every worker's, without the lock: a figure, not a decision."""
+        return sum(self._of(key)[1])
