@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 import stat
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -346,13 +347,14 @@ async def test_a_flood_of_unknown_keys_reaches_the_database_a_bounded_number_of_
     answers += [await store.by_key("nobody") for _ in range(1000)]
     assert answers == [None] * 2000 and store.stats.queries == 1
     # 1,000 different random keys: the budget, not the attacker, decides the queries.
-    refused = 0
+    refused, began = 0, time.monotonic()
     for _ in range(1000):
         try:
             assert await store.by_key(secrets.token_hex(10)) is None
         except AppsUnavailable:
             refused += 1
-    assert store.stats.queries <= 1 + 20 + 10 * 2  # the burst, and the rate's refill
+    # The burst, and what the rate refilled meanwhile.
+    assert store.stats.queries <= 1 + 20 + 10 * (time.monotonic() - began) + 1
     assert refused >= 950 and store.stats.over_budget == refused
     # A known key already remembered answers whatever the flood.
     store.by_keys.budget._tokens = 1  # one query left for it
@@ -397,7 +399,7 @@ async def test_the_store_reconnects_and_forgets_what_it_may_have_missed(
     assert (await store.by_key("seven")).secret == SECRET  # type: ignore[union-attr]
     killed = await database.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE application_name = $1 AND query LIKE 'LISTEN%'", APPLICATION_NAME)
+        "WHERE application_name = $1", APPLICATION_NAME)
     assert killed >= 1
     await wait_until(lambda: store.reconnects >= 1 and store.listening.is_set(),
                      "the store listens again", timeout=5)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .model import App
+from .store import AppsUnavailable
 
 T = TypeVar("T")
 _UNKNOWN = object()
@@ -101,13 +102,11 @@ class LookupCache:
     """Apps by one attribute (key or id): ``lookup`` answers from memory or runs ``fetch``
     once, under the budget."""
 
-    def __init__(self, settings: CacheSettings, budget: MissBudget, stats: CacheStats,
-                 over_budget: Callable[[], Exception]) -> None:
+    def __init__(self, settings: CacheSettings, budget: MissBudget, stats: CacheStats) -> None:
         self.found: Lru[App] = Lru(settings.size, settings.ttl)
         self.unknown: Lru[object] = Lru(settings.negative_size, settings.negative_ttl)
         self.budget = budget
         self.stats = stats
-        self.over_budget = over_budget
         self._flights: dict[str, asyncio.Future[App | None]] = {}
         self.generation = 0  # bumped by clear(): a query begun before it is not kept
 
@@ -126,7 +125,7 @@ class LookupCache:
             return await asyncio.shield(flight)
         if not self.budget.take():
             self.stats.over_budget += 1
-            raise self.over_budget()
+            raise AppsUnavailable("too many lookups of unknown app keys: try again later")
         flight = asyncio.get_running_loop().create_future()
         self._flights[name] = flight
         generation = self.generation
@@ -134,7 +133,11 @@ class LookupCache:
             self.stats.queries += 1
             app = await fetch(name)
         except BaseException as error:
-            flight.set_exception(error)
+            # Those waiting for this query learn that it failed; a cancelled query is the
+            # asker's own cancellation, not theirs.
+            shared = error if isinstance(error, Exception) else AppsUnavailable(
+                "the lookup was cancelled")
+            flight.set_exception(shared)
             flight.exception()  # retrieved: nobody else may be waiting
             raise
         else:

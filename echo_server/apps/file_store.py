@@ -34,7 +34,7 @@ def file_apps(clients: Any, apps: Any, environ: Mapping[str, str]) -> list[App]:
     found = legacy
     if apps is not None:
         own = parse_apps(apps, "apps")
-        check_unique(own + [app for app in {a.key: a for a in legacy}.values()])
+        check_unique(own, legacy)
         found = legacy + own
     reverb = reverb_app(environ)
     if reverb is not None and all(app.key != reverb.key for app in found):

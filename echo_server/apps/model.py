@@ -13,7 +13,7 @@ as it is. A bound of 0 means "no bound of the app's own": the server-wide settin
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,8 +88,8 @@ class App:
     allowed_origins: tuple[str, ...] = ()  # empty: the server's socketio.origins decide
     activity_timeout: float = 0.0  # seconds; 0: the server's pusher.activityTimeoutMs
     webhooks: tuple[Webhook, ...] = ()
-    # Compiled patterns: equal apps are compared by what the rest says, not by regex objects.
-    channel_rules: tuple[ChannelRule, ...] = field(default=(), compare=False, hash=False)
+    # Compared (patterns compare by their text), but not hashed: a rule holds dicts.
+    channel_rules: tuple[ChannelRule, ...] = field(default=(), hash=False)
 
     @property
     def signs(self) -> bool:
@@ -291,10 +291,12 @@ def parse_apps(entries: Any, section: str, *, legacy: bool = False) -> list[App]
             for index, entry in enumerate(entries)]
 
 
-def check_unique(apps: list[App]) -> None:
-    """Two apps with one key (or one id) would make a lookup pick either: refused."""
+def check_unique(apps: Sequence[App], others: Sequence[App] = ()) -> None:
+    """Two apps with one key (or one id) would make a lookup pick either: refused, among
+    ``apps`` and between them and ``others`` (which may repeat themselves, as the legacy
+    ``clients`` may)."""
     for attribute in ("key", "id"):
-        seen: set[str] = set()
+        seen = {getattr(app, attribute) for app in others}
         for app in apps:
             value = getattr(app, attribute)
             if value in seen:

@@ -91,10 +91,6 @@ CREATE TRIGGER "{name}_truncate" AFTER TRUNCATE ON {quoted}
 """
 
 
-def _unavailable() -> AppsUnavailable:
-    return AppsUnavailable("too many lookups of unknown app keys: try again later")
-
-
 class PostgresStore(AppStore):
     kind = "postgres"
     writable = True
@@ -105,8 +101,8 @@ class PostgresStore(AppStore):
         self._table_sql = quote_table(settings.table)
         self.stats = CacheStats()
         budget = MissBudget(settings.cache.misses_per_second, settings.cache.miss_burst)
-        self.by_keys = LookupCache(settings.cache, budget, self.stats, _unavailable)
-        self.by_ids = LookupCache(settings.cache, budget, self.stats, _unavailable)
+        self.by_keys = LookupCache(settings.cache, budget, self.stats)
+        self.by_ids = LookupCache(settings.cache, budget, self.stats)
         self.listening = asyncio.Event()
         self.reconnects = 0
         self._pool: Any = None
