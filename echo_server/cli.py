@@ -1,9 +1,10 @@
 """`echo-server`: the reference's command line (`start`, `stop`, `init`, `client:add`,
 `client:remove`) so existing supervisor units, Dockerfiles and scripts keep working, plus
-`install-client` to fetch the socket.io-client bundle the server hands to browsers, and `demo`
-to run the lead-management demo page with its backend.
+`install-client` to fetch the socket.io-client bundle the server hands to browsers, `demo`
+to run the lead-management demo page with its backend, and `apps:*` on the apps store
+(docs/apps.md; the work is the store's, here only arguments and output).
 
-About 770 lines because every command keeps the reference's flags, prompts and messages, each
+About 900 lines because every command keeps the reference's flags, prompts and messages, each
 in one function beside the lock file and config handling they share.
 """
 
@@ -26,6 +27,7 @@ from typing import Any, NoReturn
 
 from echo_server import config as cfg
 from echo_server import lockfile, logformat
+from echo_server.apps.file_store import indent_of
 from echo_server.web import PACKAGE_STATIC
 
 logger = logging.getLogger("echo_server.cli")
@@ -287,14 +289,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- config files
 
 
-def _detect_indent(text: str) -> str | int:
-    """Keep the file's own indentation when editing it (the reference writes tabs)."""
-    match = re.search(r"\n([ \t]+)\S", text)
-    if match is None or "\t" in match.group(1):
-        return "\t"
-    return len(match.group(1))
-
-
 def _read_raw(path: str) -> tuple[dict[str, Any], str | int]:
     """The file as written (no defaults, no env), so an edit changes only what it must.
 
@@ -305,7 +299,7 @@ def _read_raw(path: str) -> tuple[dict[str, Any], str | int]:
     if data is None:
         raise CliError(f"config file {path} not found; create one with `echo-server init`")
     with open(path, encoding="utf-8-sig") as handle:
-        return data, _detect_indent(handle.read())
+        return data, indent_of(handle.read())
 
 
 def _write_json(path: str, data: dict[str, Any], indent: str | int = "\t") -> None:
@@ -360,6 +354,125 @@ def cmd_client_remove(args: argparse.Namespace) -> int:
     data["clients"] = kept
     _write_json(path, data, indent)
     print(f"Client removed: {args.app_id}")
+    return 0
+
+
+# --------------------------------------------------------------------------- apps
+
+
+def _apps_config(args: argparse.Namespace) -> cfg.Config:
+    # Only the apps matter here: the config's notices are for `start`.
+    logging.getLogger(cfg.logger.name).setLevel(logging.ERROR)
+    return cfg.load_config(args.config, args.dir)
+
+
+def _run_on_store(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
+    """``work(store)`` on the store that holds the apps (the database when configured, else
+    the file), closed afterwards; a database's errors become one line for the operator."""
+    import asyncio
+
+    from echo_server.apps.manager import editing_store
+    from echo_server.apps.model import AppConfigError
+    from echo_server.apps.store import AppStoreError
+
+    config = _apps_config(args)
+    store = editing_store(config.config_file, config.environ, config.app_manager)
+
+    async def run() -> Any:
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except (AppStoreError, AppConfigError) as error:
+        raise CliError(str(error)) from None
+    except Exception as error:  # the driver's own (asyncpg), or the database unreachable
+        if type(error).__name__ == "UndefinedTableError":
+            raise CliError(f"no apps table in the database: run `echo-server apps:migrate` "
+                           f"first ({error})") from None
+        raise CliError(f"the {store.kind} store failed: {type(error).__name__}: "
+                       f"{error}") from None
+
+
+def cmd_apps_migrate(args: argparse.Namespace) -> int:
+    """Create (or bring up to date) the apps table and its NOTIFY trigger."""
+    if _apps_config(args).app_manager is None:
+        raise CliError("no database holds the apps (set appManager.driver to postgres, or "
+                       "ECHO_APPS_DATABASE_URL); apps in laravel-echo-server.json need no "
+                       "migration")
+
+    async def migrate(store: Any) -> str:
+        await store.migrate()
+        return str(store.table)
+
+    print(f"Apps table {_run_on_store(args, migrate)} is ready.")
+    return 0
+
+
+def cmd_apps_add(args: argparse.Namespace) -> int:
+    """Add an app; what is not given is generated, and the secret is shown this once."""
+    import secrets
+
+    try:
+        entry = json.loads(args.options) if args.options else {}
+    except ValueError as error:
+        raise CliError(f"--options is not JSON: {error}") from None
+    if not isinstance(entry, dict):
+        raise CliError("--options must be a JSON object of app options (docs/apps.md)")
+    entry.update({
+        # The Python `pusher` package accepts only numeric app ids.
+        "appId": args.id or str(100_000_000 + secrets.randbelow(900_000_000)),
+        "key": args.key or secrets.token_hex(10),
+        "secret": args.secret or secrets.token_hex(20),
+    })
+    if args.name:
+        entry["name"] = args.name
+    if args.disabled:
+        entry["enabled"] = False
+
+    async def add(store: Any) -> Any:
+        return await store.add(entry)
+
+    app = _run_on_store(args, add)
+    print("App added.")
+    print(f"appId: {app.id}\nkey: {app.key}\nsecret: {app.secret}")
+    print("Keep the secret now: apps:list never shows it.")
+    return 0
+
+
+def cmd_apps_list(args: argparse.Namespace) -> int:
+    """The apps of the store, without their secrets."""
+
+    async def listing(store: Any) -> list[Any]:
+        return list(await store.all())
+
+    apps = _run_on_store(args, listing)
+    if args.json:
+        print(json.dumps([{"appId": a.id, "key": a.key, "name": a.name, "enabled": a.enabled}
+                          for a in apps], indent=2, ensure_ascii=False))
+        return 0
+    if not apps:
+        print("No apps.")
+        return 0
+    width = max(len(_printable(a.id)) for a in apps)
+    key_width = max(len(_printable(a.key)) for a in apps)
+    for app in apps:
+        state = "" if app.enabled else "  (disabled)"
+        print(f"{_printable(app.id):<{width}}  {_printable(app.key):<{key_width}}  "
+              f"{_printable(app.name)}{state}")
+    return 0
+
+
+def cmd_apps_remove(args: argparse.Namespace) -> int:
+    async def remove(store: Any) -> bool:
+        return bool(await store.remove(args.app_id))
+
+    if not _run_on_store(args, remove):
+        raise CliError(f"no app {args.app_id} in the apps store (a `clients` entry is "
+                       "removed with client:remove)")
+    print(f"App removed: {args.app_id}")
     return 0
 
 
@@ -666,6 +779,31 @@ def _add_init_parser(subparsers: Any) -> None:
     init.set_defaults(handler=cmd_init)
 
 
+def _add_apps_parsers(subparsers: Any) -> None:
+    migrate = subparsers.add_parser(
+        "apps:migrate", help="create the apps table of the configured database")
+    _add_location(migrate)
+    migrate.set_defaults(handler=cmd_apps_migrate)
+    add = subparsers.add_parser("apps:add", help="add an app (generates what is not given)")
+    add.add_argument("--id", default=None, help="app id (default: 9 random digits)")
+    add.add_argument("--key", default=None, help="public key (default: random)")
+    add.add_argument("--secret", default=None, help="secret (default: random)")
+    add.add_argument("--name", default=None)
+    add.add_argument("--disabled", action="store_true", help="add it disabled")
+    add.add_argument("--options", default=None, metavar="JSON",
+                     help='other options, e.g. \'{"maxConnections": 100}\' (docs/apps.md)')
+    _add_location(add)
+    add.set_defaults(handler=cmd_apps_add)
+    listing = subparsers.add_parser("apps:list", help="list the apps (never their secrets)")
+    listing.add_argument("--json", action="store_true")
+    _add_location(listing)
+    listing.set_defaults(handler=cmd_apps_list)
+    remove = subparsers.add_parser("apps:remove", help="remove an app by id")
+    remove.add_argument("app_id", metavar="id")
+    _add_location(remove)
+    remove.set_defaults(handler=cmd_apps_remove)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echo-server", description="Laravel Echo server (laravel-echo-server compatible)."
@@ -711,6 +849,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("app_id", nargs="?", default=None, metavar="id")
         _add_location(sub)
         sub.set_defaults(handler=handler)
+
+    _add_apps_parsers(subparsers)
 
     publish = subparsers.add_parser(
         "publish", help="publish an event (as Laravel's broadcaster would) to the config's source"

@@ -29,7 +29,12 @@ from urllib.parse import quote
 
 from channel_auth.jwt_auth import JwtConfigError, JwtSettings
 from echo_server import dotenv, logformat
-from echo_server.adapters.pusher.apps import PusherApp, pusher_apps
+from echo_server.adapters.pusher.apps import PusherApp
+from echo_server.apps.file_store import file_apps
+from echo_server.apps.manager import parse_app_manager
+from echo_server.apps.model import App, AppConfigError, parse_apps
+from echo_server.apps.postgres import PostgresSettings
+from echo_server.apps.reverb import reverb_entry, reverb_listen_address
 from echo_server.core.history import HistoryLimits
 from echo_server.core.recovery import RecoveryOptions
 from echo_server.limits import LimitSettings, parse_limits
@@ -83,7 +88,7 @@ OPTIONAL_KEYS = frozenset({"headers", "authVerifyTls", "authTimeout", "authCache
                            "authMaxPendingPerAddress", "authQueueTimeout", "jwt",
                            "channels", "instanceId", "metrics", "sources", "cluster", "limits",
                            "trustedProxies", "log", "health", "pusher", "workers", "webhooks",
-                           "workerPorts"})
+                           "workerPorts", "apps", "appManager"})
 KNOWN_KEYS = frozenset(DEFAULTS) | OPTIONAL_KEYS
 
 # Our own settings live inside `socketio`, which the reference hands to socket.io unchanged, so
@@ -679,12 +684,38 @@ class Config:
         return found
 
     @property
+    def client_apps(self) -> list[App]:
+        """The `clients` entries (and Reverb's `.env`) as apps, through the apps room."""
+        try:
+            return file_apps(self.clients, None, {})
+        except AppConfigError as error:
+            raise ConfigError(str(error)) from None
+
+    @property
+    def apps(self) -> list[App]:
+        """Every app of the file: `clients`, our `apps` (`[{appId, key, secret, ...}]`, names
+        in docs/apps.md), Reverb's `.env`."""
+        try:
+            return file_apps(self.clients, self.raw.get("apps"), self.environ)
+        except AppConfigError as error:
+            raise ConfigError(str(error)) from None
+
+    @cached_property
+    def app_manager(self) -> PostgresSettings | None:
+        """Ours: `appManager` (and `ECHO_APPS_DATABASE_URL`): None for the file's apps only,
+        else the PostgreSQL store's settings (docs/apps.md)."""
+        try:
+            return parse_app_manager(self.raw.get("appManager"), self.environ)
+        except AppConfigError as error:
+            raise ConfigError(str(error)) from None
+
+    @property
     def pusher_apps(self) -> dict[str, PusherApp]:
         """The entries with a `secret`, with their Pusher app options, validated."""
-        try:
-            return pusher_apps(self.clients)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
+        return {app.key: PusherApp(app.id, app.key, app.secret, app.limits.client_events,
+                                   app.limits.max_connections, app.allowed_origins,
+                                   app.activity_timeout)
+                for app in self.client_apps if app.signs}
 
     @property
     def pusher_timeouts(self) -> tuple[float, float]:
@@ -707,11 +738,7 @@ class Config:
         """Reverb's `.env` (`REVERB_APP_ID`, `REVERB_APP_KEY`, `REVERB_APP_SECRET`): the app
         `php artisan reverb:start` served, so an app switches to echo-server by running it
         with that `.env`, changing neither `config/reverb.php` nor the frontend."""
-        env = self.environ
-        key, secret = env.get("REVERB_APP_KEY"), env.get("REVERB_APP_SECRET")
-        if not key or not secret:
-            return None
-        return {"appId": env.get("REVERB_APP_ID") or "reverb", "key": key, "secret": secret}
+        return reverb_entry(self.environ)
 
     @property
     def reverb_listen(self) -> tuple[str | None, int] | None:
@@ -720,19 +747,17 @@ class Config:
         when a Reverb app is configured and the port is not the main one."""
         if self.reverb_client is None:
             return None
-        port = parse_port(self.environ.get("REVERB_SERVER_PORT") or "8080")
+        host, port_text = reverb_listen_address(self.environ)
+        port = parse_port(port_text)
         if port == self.port:
             return None
-        return self.environ.get("REVERB_SERVER_HOST") or self.host or None, port
+        return host or self.host or None, port
 
     @cached_property
     def webhook_endpoints(self) -> list[Endpoint]:
         """Ours (Soketi's names): the `webhooks` of each `clients` entry, signed with its
         `secret`."""
-        try:
-            return webhook_endpoints(self.clients)
-        except WebhookConfigError as error:
-            raise ConfigError(str(error)) from None
+        return webhook_endpoints(self.client_apps)
 
     @cached_property
     def webhook_delivery(self) -> DeliverySettings:
@@ -1136,7 +1161,7 @@ def _validate(config: Config) -> None:
         "max_http_buffer_size", "write_buffer_high_water", "max_channels_per_socket",
         "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
         "presence_grace", "recovery", "webhook_endpoints", "webhook_delivery",
-        "pusher_timeouts", "reverb_listen", "pusher_apps",
+        "pusher_timeouts", "reverb_listen", "pusher_apps", "apps", "app_manager",
         "drain_delay", "health_check_timeout",
         "workers",
         "allowed_origins", "limits", "log_format",
@@ -1173,6 +1198,11 @@ def _notices(config: Config, file_options: Mapping[str, Any]) -> list[str]:
         )
     elif config.database != "redis":
         notes.append(f"database {config.database!r} is not one the reference knows")
+    if file_options.get("apps") or config.app_manager is not None:
+        notes.append(
+            "`apps` and `appManager` are read and checked, but this build serves only the "
+            "`clients` apps, which share one channel namespace; per-app isolation comes next "
+            "(docs/apps.md)")
     if config.protocol not in ("http", "https"):
         notes.append(f"protocol {config.protocol!r} is neither http nor https")
     if config.allowed_origins is None:
@@ -1191,15 +1221,10 @@ def valid_client(item: Any) -> bool:
 
 
 def _check_clients(clients: list[Any]) -> None:
-    for index, item in enumerate(clients):
-        if not valid_client(item):
-            raise ConfigError(
-                f"`clients[{index}]` needs an `appId` and a `key` (a non-empty string); "
-                "an API client without a key can never be used: add its key "
-                "(`echo-server client:add <appId>` makes one), or remove the entry")
-        for name in ("secret", "apiKey"):
-            if name in item and not (isinstance(item[name], str) and item[name]):
-                raise ConfigError(f"`clients[{index}].{name}` must be a non-empty string")
+    try:
+        parse_apps(clients, "clients", legacy=True)
+    except AppConfigError as error:
+        raise ConfigError(str(error)) from None
 
 
 def pusher_secret(item: dict[str, Any]) -> str | None:

@@ -76,6 +76,17 @@ def test_libraries_never_import_the_server_package() -> None:
         assert not _reaches(module, ("echo_server",)), module
 
 
+def test_the_apps_room_knows_no_wire_and_no_server() -> None:
+    """Every consumer takes an ``App`` from here; the room takes nothing from them."""
+    apps = [m for m in GRAPH if m.startswith("echo_server.apps")]
+    assert len(apps) >= 7
+    for module in apps:
+        assert not _reaches(module, ("echo_server.transport", "echo_server.adapters",
+                                     "echo_server.web", "echo_server.core",
+                                     "echo_server.server", "echo_server.config",
+                                     "echo_server.cli", "echo_server.webhooks")), module
+
+
 def test_no_import_cycles() -> None:
     seen: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []

@@ -6,8 +6,6 @@ endpoint's queue; nothing here runs on the fan-out's path."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import random
 import time
@@ -15,6 +13,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from ..apps.signing import sign
 from .queue import Batch, MemoryQueue, RedisQueue
 from .settings import DeliverySettings, Endpoint
 
@@ -33,11 +32,6 @@ class WebhookStats:
     dropped_batches: int = 0  # given up after retryForMs
     dropped_events: int = 0  # in those batches, and refused by a full queue
     delivery_seconds: float = 0.0  # summed over the batches sent (their last attempt)
-
-
-def signature(secret: str, body: bytes) -> str:
-    """Pusher's: the hex HMAC-SHA256 of the raw body with the app's secret."""
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 class Sender:
@@ -112,7 +106,8 @@ class Sender:
                    if name.lower() not in RESERVED_HEADERS}  # ours win, whatever the case
         headers.update({"Content-Type": "application/json", "User-Agent": USER_AGENT,
                         "X-Pusher-Key": endpoint.key,
-                        "X-Pusher-Signature": signature(endpoint.secret, batch.body),
+                        # Pusher's: the HMAC of the raw body with the app's secret.
+                        "X-Pusher-Signature": sign(endpoint.secret, batch.body),
                         "X-Webhook-Id": batch.id})
         try:
             async with self.session.post(

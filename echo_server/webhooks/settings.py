@@ -1,18 +1,16 @@
-"""Webhook endpoints, from the ``clients`` entries of laravel-echo-server.json (Soketi's
-names: ``secret`` next to ``key``, ``webhooks: [{url, event_types, filter, headers}]``),
-and the delivery settings (the ``webhooks`` object: batching, timeout, retries, bounds)."""
+"""Webhook endpoints, one per app and URL (each app's ``webhooks``, parsed by the app model
+with Soketi's names: ``[{url, event_types, filter, headers}]``, signed with its ``secret``),
+and the delivery settings (the top-level ``webhooks`` object: batching, timeout, retries,
+bounds)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-EVENT_TYPES = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
-               "client_event", "cache_miss")
-MAX_HEADERS = 32
+from ..apps.model import App
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +50,6 @@ class WebhookConfigError(ValueError):
     pass
 
 
-def _text(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise WebhookConfigError(f"{where} must be a string")
-    return value
-
-
 def _number(section: Mapping[str, Any], key: str, default: float, *, integer: bool = False,
             scale: float = 1.0) -> float:
     value = section.get(key, default)
@@ -90,54 +82,9 @@ def delivery_settings(section: Any) -> DeliverySettings:
     )
 
 
-def endpoints(clients: list[Any]) -> list[Endpoint]:
-    """Every endpoint of every app entry; a clear error for anything malformed."""
-    found: list[Endpoint] = []
-    for index, client in enumerate(clients):
-        hooks = client.get("webhooks") if isinstance(client, dict) else None
-        if hooks is None:
-            continue
-        where = f"clients[{index}].webhooks"
-        if not isinstance(hooks, list):
-            raise WebhookConfigError(f"{where} must be a list")
-        secret = client.get("secret")
-        if not isinstance(secret, str) or not secret:
-            raise WebhookConfigError(f"clients[{index}] has webhooks but no `secret` to sign "
-                                     "them with (Pusher's app secret)")
-        for number, hook in enumerate(hooks):
-            found.append(_endpoint(client, secret, hook, f"{where}[{number}]"))
-    return found
-
-
-def _endpoint(client: dict[str, Any], secret: str, hook: Any, where: str) -> Endpoint:
-    if not isinstance(hook, dict):
-        raise WebhookConfigError(f"{where} must be an object")
-    unknown = sorted(set(hook) - {"url", "event_types", "filter", "headers"})
-    if unknown:
-        raise WebhookConfigError(f"{where}: unknown key(s) {unknown}")
-    url = _text(hook.get("url"), f"{where}.url")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookConfigError(f"{where}.url must be an http(s) URL, not {url!r}")
-    types = hook.get("event_types", list(EVENT_TYPES))
-    if not isinstance(types, list) or not types or any(t not in EVENT_TYPES for t in types):
-        raise WebhookConfigError(f"{where}.event_types must be a list of {list(EVENT_TYPES)}")
-    flt = hook.get("filter") or {}
-    if not isinstance(flt, dict) or set(flt) - {"channel_name_starts_with",
-                                                 "channel_name_ends_with"}:
-        raise WebhookConfigError(f"{where}.filter takes channel_name_starts_with and "
-                                 "channel_name_ends_with")
-    headers = hook.get("headers") or {}
-    if not isinstance(headers, dict) or len(headers) > MAX_HEADERS or not all(
-            isinstance(k, str) and isinstance(v, str) and "\n" not in k + v and "\r" not in k + v
-            for k, v in headers.items()):
-        raise WebhookConfigError(f"{where}.headers must be an object of at most {MAX_HEADERS} "
-                                 "string values without line breaks")
-    return Endpoint(
-        app_id=str(client.get("appId")), key=str(client.get("key")), secret=secret, url=url,
-        event_types=frozenset(types),
-        starts_with=_text(flt.get("channel_name_starts_with", ""),
-                          f"{where}.filter.channel_name_starts_with"),
-        ends_with=_text(flt.get("channel_name_ends_with", ""),
-                        f"{where}.filter.channel_name_ends_with"),
-        headers=tuple(headers.items()))
+def endpoints(apps: Iterable[App]) -> list[Endpoint]:
+    """Every endpoint of every app, in order; the app model validated them already."""
+    return [Endpoint(app_id=app.id, key=app.key, secret=app.secret, url=hook.url,
+                     event_types=hook.event_types, starts_with=hook.starts_with,
+                     ends_with=hook.ends_with, headers=hook.headers)
+            for app in apps for hook in app.webhooks]

@@ -1,0 +1,120 @@
+"""Where apps come from, behind one small interface, in the style of ``broadcaster``'s
+sources: a store is started, answers lookups by key (what a Pusher client and a signed
+request bring) and by id (what an HTTP API path names), lists its apps, and is closed.
+
+A lookup answers an ``App`` (enabled or not: the protocol decides how to refuse a disabled
+one), ``None`` for a key the store does not have, or raises ``AppsUnavailable`` when it
+cannot tell right now (the database is away, or its lookup budget is spent): a protocol
+answers that with its "try again later" error, never with "unknown app", since pusher-js
+stops reconnecting on 4001.
+
+The writing side (``add`` an ``apps`` entry, ``remove`` by id) is what the ``apps:*``
+commands use; a read-only store refuses it with ``AppStoreError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .model import App
+
+
+class AppStoreError(Exception):
+    """An operation the store cannot do; the message is for the operator."""
+
+
+class AppsUnavailable(Exception):
+    """The store cannot tell now whether the app exists: refuse with "try again later"."""
+
+
+class AppStore:
+    kind = "static"
+    writable = False
+
+    async def start(self) -> None:
+        """Connect and load; an unreachable backend raises here only if nothing can work."""
+
+    async def close(self) -> None:
+        """Release connections and tasks."""
+
+    async def by_key(self, key: str) -> App | None:
+        raise NotImplementedError
+
+    async def by_id(self, app_id: str) -> App | None:
+        raise NotImplementedError
+
+    async def all(self) -> list[App]:
+        raise NotImplementedError
+
+    async def add(self, entry: Mapping[str, Any]) -> App:
+        """An ``apps`` entry (the file's names), validated by the model, then stored."""
+        raise AppStoreError(f"the {self.kind} store is read-only")
+
+    async def remove(self, app_id: str) -> bool:
+        raise AppStoreError(f"the {self.kind} store is read-only")
+
+
+class StaticStore(AppStore):
+    """Apps known at start (the file, Reverb's ``.env``): two dicts."""
+
+    def __init__(self, apps: Iterable[App] = ()) -> None:
+        self.replace(apps)
+
+    def replace(self, apps: Iterable[App]) -> None:
+        """A reload's apps, at once: a lookup sees the old set or the new one."""
+        listed = list(apps)
+        self._by_key = {app.key: app for app in listed}
+        self._by_id = {app.id: app for app in listed}
+
+    async def by_key(self, key: str) -> App | None:
+        return self._by_key.get(key)
+
+    async def by_id(self, app_id: str) -> App | None:
+        return self._by_id.get(app_id)
+
+    async def all(self) -> list[App]:
+        return list(self._by_key.values())
+
+
+class ChainStore(AppStore):
+    """The file's apps first (the default app's ``clients`` must keep working whatever else
+    is configured), then a database's: the first store that knows the key answers."""
+
+    def __init__(self, *stores: AppStore) -> None:
+        self.stores = stores
+        self.kind = "+".join(store.kind for store in stores)
+        self.writable = stores[-1].writable
+
+    async def start(self) -> None:
+        for store in self.stores:
+            await store.start()
+
+    async def close(self) -> None:
+        for store in reversed(self.stores):
+            await store.close()
+
+    async def by_key(self, key: str) -> App | None:
+        return await self._first("by_key", key)
+
+    async def by_id(self, app_id: str) -> App | None:
+        return await self._first("by_id", app_id)
+
+    async def _first(self, lookup: str, name: str) -> App | None:
+        for store in self.stores:
+            app = await getattr(store, lookup)(name)
+            if app is not None:
+                return app
+        return None
+
+    async def all(self) -> list[App]:
+        return [app for store in self.stores for app in await store.all()]
+
+    async def add(self, entry: Mapping[str, Any]) -> App:
+        known = await self.by_key(str(entry.get("key")))
+        if known is not None:
+            raise AppStoreError(f"the key {known.key!r} is app {known.id!r}'s already")
+        return await self.stores[-1].add(entry)
+
+    async def remove(self, app_id: str) -> bool:
+        return await self.stores[-1].remove(app_id)
