@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -41,15 +42,26 @@ class RecoveryOptions:
     history: HistoryLimits = field(default_factory=HistoryLimits)
 
 
+_NO_HEADERS: dict[str, str] = {}
+
+
 class Parked:
-    """A dropped connection that may come back."""
+    """A dropped connection that may come back: only what a recovery needs (its id, a small
+    state with its token, claims and presence, its channels and the offsets it joined them
+    at), never the connection object, its buffers, handshake headers or live
+    per-subscription objects. For presence it stands in for the connection (``id``,
+    ``state``)."""
 
-    __slots__ = ("connection", "expiry", "grace", "joined", "members", "missed", "state")
+    __slots__ = ("channels", "expiry", "grace", "id", "members", "missed", "offsets", "state")
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.state: ClientState = connection.state
-        self.joined: dict[str, int] = {}  # its channels, with the offset it joined each at
+    def __init__(self, connection: Connection, channels: dict[str, int]) -> None:
+        self.id = connection.id
+        old = connection.state
+        state = self.state = ClientState(old.wire, old.address, _NO_HEADERS)
+        state.claims, state.presence = old.claims, old.presence
+        state.recovery_token = old.recovery_token
+        self.channels = tuple(channels)  # the channels, and the offset it joined each at
+        self.offsets = array("q", channels.values())
         self.members: dict[str, Member] = {}  # its presence, once the grace made it leave
         self.missed: list[Entry] = []  # found by a recovery, to be sent
         self.grace: asyncio.TimerHandle | None = None  # ends its presence
@@ -57,7 +69,10 @@ class Parked:
 
     @property
     def connection_id(self) -> str:
-        return self.connection.id
+        return self.id
+
+    def joined(self) -> zip[tuple[str, int]]:
+        return zip(self.channels, self.offsets, strict=True)
 
 
 class RecoveryRefused(Exception):
@@ -69,12 +84,14 @@ class RecoveryRefused(Exception):
 
 
 class Sessions:
-    """Tokens of live recoverable connections, and the parked ones."""
+    """Tokens of live recoverable connections, and the parked ones (also by client, oldest
+    first, for the per-address bound)."""
 
     def __init__(self, options: RecoveryOptions) -> None:
         self.options = options
         self.live: dict[str, Connection] = {}
         self.parked: dict[str, Parked] = {}
+        self.by_client: dict[str, dict[str, None]] = {}  # client -> its parked tokens, in order
 
     def issue(self, connection: Connection) -> str:
         state = connection.state
@@ -84,23 +101,23 @@ class Sessions:
         self.live[token] = connection
         return token
 
-    def park(self, connection: Connection, on_grace: Callable[[Parked], None],
+    def park(self, connection: Connection, channels: dict[str, int],
+             on_grace: Callable[[Parked], None],
              on_expiry: Callable[[Parked], None]) -> Parked:
         token = connection.state.recovery_token
         assert token is not None
         self.live.pop(token, None)
-        parked = self.parked[token] = Parked(connection)
+        parked = self.parked[token] = Parked(connection, channels)
+        self.by_client.setdefault(parked.state.client, {})[token] = None
         loop = asyncio.get_running_loop()
-        if connection.state.presence:
+        if parked.state.presence:
             parked.grace = loop.call_later(self.options.presence_grace, on_grace, parked)
         parked.expiry = loop.call_later(self.options.window, self._expire, token, on_expiry)
         return parked
 
     def _expire(self, token: str, on_expiry: Callable[[Parked], None]) -> None:
-        parked = self.parked.pop(token, None)
+        parked = self.take(token)
         if parked is not None:
-            if parked.grace is not None:
-                parked.grace.cancel()
             on_expiry(parked)
 
     def take(self, token: str) -> Parked | None:
@@ -109,7 +126,22 @@ class Sessions:
             for timer in (parked.grace, parked.expiry):
                 if timer is not None:
                     timer.cancel()
+            client = parked.state.client
+            tokens = self.by_client.get(client)
+            if tokens is not None:
+                tokens.pop(token, None)
+                if not tokens:
+                    del self.by_client[client]
         return parked
+
+    def oldest(self, client: str) -> str | None:
+        """The token of ``client``'s longest-parked session, or None."""
+        tokens = self.by_client.get(client)
+        return next(iter(tokens)) if tokens else None
+
+    def held_by(self, client: str) -> int:
+        tokens = self.by_client.get(client)
+        return len(tokens) if tokens else 0
 
     def forget(self, connection: Connection) -> None:
         token = connection.state.recovery_token
