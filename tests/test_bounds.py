@@ -7,15 +7,22 @@ process of its own (RSS) or from tracemalloc around one step."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
+import secrets
 import tracemalloc
+from pathlib import Path
 from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
 
 from echo_server.core.recovery import Sessions
 from echo_server.server import EchoServer
 from echo_server.transport.guard import ConnectionGuard, HttpLimits
 from tests.conftest import ServerFactory
+from tests.support.instance import At, instance_process
 from tests.support.raw import RawWebSocket, wait_until
 
 # Raw clients answer no ping while a test waits: the default heartbeat, not FAST_SOCKETIO's.
@@ -195,3 +202,154 @@ def test_ipv6_connections_are_bounded_per_64() -> None:
     assert guard.admit("2001:db8::abcd")
     assert guard.per_address == {"2001:db8::/64": 2, "2001:db8:0:1::/64": 1, "10.0.0.1": 2}
 
+
+
+async def test_a_parked_session_gives_everything_back_after_the_window(
+        make_server: ServerFactory) -> None:
+    server = await make_server({"socketio": {**SLOW_PINGS, "connectionStateRecovery": {
+        "maxDisconnectionDuration": 300}}}, redis=False)
+    sessions, history = sessions_of(server), server.core.history
+    page, _ = await client(server)
+    subscribe(page, *(f"page.{n}" for n in range(100)))
+    await wait_until(lambda: server.core.subscriptions.total == 100, message="subscribed")
+    drop(page)
+    await wait_until(lambda: len(sessions.parked) == 1, message="parked")
+    await wait_until(lambda: not sessions.parked, message="the window over")
+    assert server.core.subscriptions.total == 0 and not server.core.subscriptions.per_address
+    assert not history.channels and not sessions.by_client and not sessions.live
+
+
+# -- occupancy under churn -----------------------------------------------------------------------
+async def test_churn_keeps_the_occupancy_backlog_to_the_channels_held(
+        make_server: ServerFactory, redis: aioredis.Redis) -> None:
+    """Subscribe/unsubscribe churn on channels of their own, from 20 sockets: what waits to be
+    counted in Redis is at most one change per channel (a channel occupied and left again
+    before its turn is nothing to write), and the counts end right."""
+    prefix = f"churn{secrets.token_hex(3)}_"
+    server = await make_server({"database": "redis", "socketio": SLOW_PINGS,
+                                "databaseConfig": {"redis": {"keyPrefix": prefix}}})
+    occupancy = server.occupancy
+    assert occupancy.pending is not None  # counted in Redis
+    sockets = [(await client(server, f"127.0.0.{n}"))[0] for n in range(1, 21)]
+    most = 0
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal most
+        while sampling:
+            most = max(most, len(occupancy.pending or ()))
+            await asyncio.sleep(0)
+
+    sampler = asyncio.ensure_future(sample())
+    # Redis answers nobody for a while: the writer waits, the churn goes on.
+    await redis.execute_command("CLIENT", "PAUSE", 1000, "ALL")
+    for round_ in range(40):
+        for action in ("subscribe", "unsubscribe"):
+            for n, ws in enumerate(sockets):
+                ws.send_text(f'42["{action}",{{"channel":"churn.{n}.{round_}"}}]')
+            await wait_until(lambda n=round_, a=action: (f"churn.0.{n}" in server.core.rooms)
+                             == (a == "subscribe"), message=action)
+    subscribe(sockets[0], "stays")
+    await wait_until(lambda: server.core.rooms.count("stays") == 1, timeout=20,
+                     message="the churn processed")
+    await wait_until(lambda: not occupancy.pending, message="the backlog written")
+    sampling = False
+    await sampler
+    # One entry per channel held or just left, never one per change (1,600 of them).
+    assert len(sockets) <= most <= 2 * len(sockets), most
+    assert occupancy.counts_key.startswith("{" + prefix)
+    assert await redis.hgetall(occupancy.counts_key) == {b"stays": b"1"}
+    for ws in sockets:
+        await ws.close()
+    await wait_until(lambda: not len(server.core.rooms), message="everyone gone")
+    await wait_until(lambda: not occupancy.pending)
+    assert await redis.hgetall(occupancy.counts_key) == {}
+    assert not await redis.exists(occupancy.instance_key(occupancy.instance_id))
+
+
+# -- memory over waves, in a server process of its own ---------------------------------------
+WAVES = 2
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+async def gauge(http: aiohttp.ClientSession, at: At, name: str) -> float:
+    async with http.get(f"http://127.0.0.1:{at.port}/metrics") as response:
+        text = await response.text()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+async def gauge_is(http: aiohttp.ClientSession, at: At, name: str, value: float,
+                   timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (seen := await gauge(http, at, name)) != value:
+        assert asyncio.get_running_loop().time() < deadline, (name, seen, value)
+        await asyncio.sleep(0.05)
+
+
+async def test_waves_of_parked_sessions_do_not_grow_memory(
+        tmp_path: Path, redis_url: str) -> None:
+    """The park attack in waves from one address, within one recovery window: 20 sockets
+    subscribe to 2,000 channels of their own each, and drop. The second wave's subscriptions
+    end the first wave's parked sessions (the address's bound counts them), so RSS after the
+    second wave is that after the first, within 10 %."""
+    options = {"database": "redis", "devMode": False,
+               "socketio": {**RECOVERY, "maxChannelsPerSocket": 2000},
+               "limits": {"maxSubscriptionsPerAddress": 20_000}}
+    async with instance_process(tmp_path, redis_url, options) as (proc, at), \
+            aiohttp.ClientSession() as http:
+        after = []
+        for wave in range(WAVES):
+            sockets = [(await client(at))[0] for _ in range(10)]
+            for n, ws in enumerate(sockets):
+                subscribe(ws, *(f"wave.{wave}.{n}.{k}" for k in range(2000)))
+            await gauge_is(http, at, "echo_subscriptions", 20_000)
+            for ws in sockets:
+                drop(ws)
+            await gauge_is(http, at, "echo_parked_subscriptions", 20_000)
+            await gauge_is(http, at, "echo_parked_sessions", 10)
+            after.append(rss_mb(proc.pid))
+        print(f"RSS MB after each wave: {after}")
+        assert after[1] < after[0] * 1.10, after
+
+
+async def test_waves_of_churn_do_not_grow_memory(tmp_path: Path, redis_url: str,
+                                                 redis: aioredis.Redis) -> None:
+    """The churn attack in waves (recovery off, occupancy counted in Redis): 20 sockets
+    subscribe to and leave 4,000 channels of their own each, 160,000 occupancy changes a
+    wave, faster than Redis takes them one by one. RSS after the second wave is that after
+    the first, within 10 %, and the counts in Redis end right soon after."""
+    prefix = f"churn{secrets.token_hex(3)}_"
+    options = {"database": "redis", "devMode": False, "socketio": SLOW_PINGS,
+               "databaseConfig": {"redis": {"keyPrefix": prefix}}}
+    async with instance_process(tmp_path, redis_url, options) as (proc, at), \
+            aiohttp.ClientSession() as http:
+        sockets = [(await client(at, f"127.0.0.{n}"))[0] for n in range(1, 21)]
+        after = []
+        for wave in range(WAVES):
+            for k in range(4000):
+                for n, ws in enumerate(sockets):
+                    channel = json.dumps(f"churn.{wave}.{n}.{k}")
+                    ws.send_text(f'42["subscribe",{{"channel":{channel}}}]')
+                    ws.send_text(f'42["unsubscribe",{{"channel":{channel}}}]')
+                if k % 100 == 0:
+                    await asyncio.sleep(0)
+            subscribe(sockets[0], f"wave.{wave}")
+            await gauge_is(http, at, "echo_subscriptions", wave + 1)
+            after.append(rss_mb(proc.pid))
+        print(f"RSS MB after each wave: {after}")
+        assert after[1] < after[0] * 1.10, after
+        counts_key = "{" + prefix + "echo}:occupancy"
+        deadline = asyncio.get_running_loop().time() + 5
+        while set(await redis.hkeys(counts_key)) != {b"wave.0", b"wave.1"}:
+            assert asyncio.get_running_loop().time() < deadline, "occupancy not written"
+            await asyncio.sleep(0.05)
