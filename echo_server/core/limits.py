@@ -67,22 +67,22 @@ class SubscriptionCounter:
     in all, live or parked for a recovery; the core asks before each new subscription and
     tells when one ends."""
 
-    __slots__ = ("_pressure", "per_address", "settings", "total")
+    __slots__ = ("_bound", "_pressure", "per_address", "settings", "total")
 
     def __init__(self, settings: ChannelLimits) -> None:
         self.settings = settings
         self.total = 0
         self.per_address = AddressCounts()
         self._pressure = int(settings.max_subscriptions * PRESSURE)
+        self._bound = settings.max_subscriptions_per_address
 
     def refusal(self, client: str, address: str) -> str | None:
         """Why one more subscription from ``client`` (at ``address``, for the trusted
         proxies) is refused, or None."""
         total = self.total
         if total < self._pressure:
-            per_address = self.settings.max_subscriptions_per_address
-            if not per_address or self.per_address.get(client, 0) < per_address or \
-                    not client:
+            per_address = self._bound
+            if not per_address or not client or self.per_address.get(client, 0) < per_address:
                 return None
             if self.settings.trusted(address):
                 return None
