@@ -11,6 +11,7 @@ import asyncio
 import gc
 import json
 import secrets
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,10 @@ async def test_a_parked_session_costs_a_fraction_of_a_live_one(
     finally:
         tracemalloc.stop()
     per_live, per_parked = live / len(channels), parked / len(channels)
-    # The names themselves (about 70 bytes each here) stay: they are what recovery needs.
-    assert per_parked < per_live / 2.5, (per_live, per_parked)
+    # The names themselves (71 bytes each here) stay: they are what recovery needs. What
+    # else a live subscription costs, its parked form saves at least 60 % of.
+    name = sys.getsizeof(channels[0])
+    assert per_parked - name < (per_live - name) * 0.4, (per_live, per_parked)
     assert per_parked < 300, per_parked
 
 
