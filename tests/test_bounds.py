@@ -356,3 +356,17 @@ async def test_waves_of_churn_do_not_grow_memory(tmp_path: Path, redis_url: str,
         while set(await redis.hkeys(counts_key)) != {b"wave.0", b"wave.1"}:
             assert asyncio.get_running_loop().time() < deadline, "occupancy not written"
             await asyncio.sleep(0.05)
+
+
+async def test_a_stopping_server_parks_every_session_whatever_the_bound(
+        make_server: ServerFactory) -> None:
+    """At a stop, every session is parked for another instance to take over (its record
+    stays in Redis): the per-address bound ends none of them first."""
+    server = await make_server({"socketio": RECOVERY,
+                                "limits": {"maxParkedSessionsPerAddress": 1}}, redis=False)
+    pages = [(await client(server))[0] for _ in range(3)]
+    for n, ws in enumerate(pages):
+        subscribe(ws, f"page.{n}")
+    await wait_until(lambda: server.core.subscriptions.total == 3, message="subscribed")
+    await server.stop(timeout=2)
+    assert "recovery_evicted" not in server.errors.counts

@@ -51,6 +51,7 @@ from .presence import Member, user_key
 from .presence_flow import PresenceFlow
 from .recovery import (
     RECOVERABLE_REASONS,
+    SHUTTING_DOWN,
     Parked,
     RecoveryOptions,
     RecoveryRefused,
@@ -166,7 +167,7 @@ class ChannelCore:
         sessions = self.sessions
         if sessions is not None and state.recovery_token is not None:
             if reason in RECOVERABLE_REASONS:
-                self._park(connection, sessions)
+                self._park(connection, sessions, reason == SHUTTING_DOWN)
             else:
                 sessions.forget(connection)
                 if self.shared is not None:
@@ -200,12 +201,14 @@ class ChannelCore:
             state.joined = {}
         return self.sessions.issue(connection)
 
-    def _park(self, connection: Connection, sessions: Sessions) -> None:
+    def _park(self, connection: Connection, sessions: Sessions, stopping: bool) -> None:
         """Keep what a dropped connection had, for the window: its channels' history
         (retained before it leaves them, so no record is dropped in between) and, for
         the grace, its presence. Its subscriptions stay counted against its client's and
         the server's bounds, and a client keeps at most ``max_parked_per_address``
-        sessions: its oldest one ends to make room."""
+        sessions: its oldest one ends to make room. Not while this process stops: then
+        every session is parked for another instance to take over (``end_sessions``
+        follows, and leaves their records in Redis), and none may end before."""
         history = self.history
         assert history is not None
         state = connection.state
@@ -213,7 +216,7 @@ class ChannelCore:
         for channel in joined:
             history.retain(channel)
         client, most = state.client, self.limits.max_parked_per_address
-        if most and client and not self.limits.trusted(state.address):
+        if most and client and not stopping and not self.limits.trusted(state.address):
             while sessions.held_by(client) >= most:
                 self._end_parked(sessions, client)
         parked = sessions.park(connection, joined, self._grace_over, self._session_over)

@@ -30,8 +30,9 @@ from .presence import Member
 # Why a connection ended, as the transports say it, for the ends that a reconnect may follow
 # (socket.io's RECOVERABLE_DISCONNECT_REASONS): not the client's own close or namespace
 # disconnect, not a protocol error.
+SHUTTING_DOWN = "server shutting down"
 RECOVERABLE_REASONS = frozenset({"transport close", "transport error", "ping timeout",
-                                 "server shutting down", "forced close"})
+                                 SHUTTING_DOWN, "forced close"})
 
 
 @dataclass(frozen=True, slots=True)
