@@ -44,6 +44,7 @@ class RecoveryOptions:
 
 
 _NO_HEADERS: dict[str, str] = {}
+_NO_CHANNELS: frozenset[str] = frozenset()
 
 
 class Parked:
@@ -59,11 +60,13 @@ class Parked:
         self.id = connection.id
         old = connection.state
         state = self.state = ClientState(old.wire, old.address, _NO_HEADERS)
+        state.channels = _NO_CHANNELS  # type: ignore[assignment]  # never joins (216 bytes)
         state.claims, state.presence = old.claims, old.presence
         state.recovery_token = old.recovery_token
         self.channels = tuple(channels)  # the channels, and the offset it joined each at
         self.offsets = array("q", channels.values())
-        self.members: dict[str, Member] = {}  # its presence, once the grace made it leave
+        # Its presence, once the grace made it leave.
+        self.members: dict[str, Member] | None = None
         self.missed: list[Entry] = []  # found by a recovery, to be sent
         self.grace: asyncio.TimerHandle | None = None  # ends its presence
         self.expiry: asyncio.TimerHandle | None = None  # ends the session
