@@ -3,6 +3,8 @@ for changes that the side-by-side benchmark's ±20 % run-to-run spread would hid
 
     .venv/bin/python bench/inprocess.py connect [--eio 4] [--count 5000]
     .venv/bin/python bench/inprocess.py events  [--channels 2000] [--batches 200]
+    .venv/bin/python bench/inprocess.py subscriptions [--connections 20] [--channels 5000]
+                                                      [--recovery]
 
 ``connect``: a real EchoServer (no Redis) is handed websocket upgrades, the client's ``40``
 (EIO4) and Echo's ``subscribe`` as the bytes a client sends, through transports that only
@@ -10,6 +12,9 @@ count what is written. ``events``: clients connected that way, one per channel, 
 benchmark's 584-byte Laravel messages as Redis replies, 100 per read, through the Redis
 source's reply reader and parser and the server's hub. Both print CPU µs per unit. What they
 leave out is the kernel (system calls, loopback TCP): that is what ``bench/run.py`` measures.
+``subscriptions``: what one subscription costs in memory (tracemalloc, Python's own
+allocations), each connection in channels of its own, as an attacker's would be, and with
+``--recovery`` what the same connections cost once dropped and parked for a recovery.
 """
 
 from __future__ import annotations
@@ -73,11 +78,11 @@ class CountingTransport:
         return self.closed
 
 
-async def start_server() -> EchoServer:
+async def start_server(**options: Any) -> EchoServer:
     directory = tempfile.mkdtemp(prefix="echo-inprocess-")
     Path(directory, "laravel-echo-server.json").write_text(json.dumps({
         "host": "127.0.0.1", "port": 0, "clients": [{"appId": "a", "key": "k"}],
-        "subscribers": {"http": True, "redis": False}}))
+        "subscribers": {"http": True, "redis": False}, **options}))
     server = EchoServer(load_config("laravel-echo-server.json", directory, environ={},
                                     cwd=directory))
     await server.start()
@@ -95,7 +100,7 @@ class Connector:
                         "Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n").encode()
         self.connect = client_frame(OP_TEXT, b"40")
 
-    def open(self, channel: str) -> CountingTransport:
+    def open(self, channel: str, *more: str) -> CountingTransport:
         transport = CountingTransport()
         http = HttpConnection(self.server._route, self.server._upgrade, self.server.http_guard)
         http.connection_made(transport)  # type: ignore[arg-type]
@@ -103,9 +108,9 @@ class Connector:
         ws = transport.protocol
         if self.eio == 4:
             ws.data_received(self.connect)
-        ws.data_received(client_frame(OP_TEXT, (
-            f'42["subscribe",{{"channel":{json.dumps(channel)},"auth":{{"headers":{{}}}}}}]'
-        ).encode()))
+        ws.data_received(b"".join(client_frame(OP_TEXT, (
+            f'42["subscribe",{{"channel":{json.dumps(name)},"auth":{{"headers":{{}}}}}}]'
+        ).encode()) for name in (channel, *more)))
         return transport
 
 
@@ -158,6 +163,37 @@ async def measure_events(channels: int, batches: int, per_read: int = 100) -> No
     await server.stop()
 
 
+async def measure_subscriptions(connections: int, channels: int, recovery: bool) -> None:
+    import gc
+    import tracemalloc
+
+    options: dict[str, Any] = {"limits": {"maxSubscriptionsPerAddress": 0}}
+    if recovery:
+        options["socketio"] = {"connectionStateRecovery": {}}
+    server = await start_server(**options)
+    connector = Connector(server, 4)
+    connector.open("warm-up")
+    total = connections * channels
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept = [connector.open(*(f"App.Models.Lead.{c:04d}-{n:06d}.updates"
+                             for n in range(channels))) for c in range(connections)]
+    gc.collect()
+    live = tracemalloc.get_traced_memory()[0] - before
+    assert server.core.subscriptions.total == total + 1, "subscribes did not land"
+    print(f"subscriptions: {live / total:.0f} bytes each, live ({connections} connections "
+          f"x {channels} channels of their own, recovery {'on' if recovery else 'off'})")
+    if recovery:
+        for transport in kept:
+            transport.protocol.connection_lost(None)  # a drop: parked
+        gc.collect()
+        parked = tracemalloc.get_traced_memory()[0] - before
+        print(f"subscriptions: {parked / total:.0f} bytes each, parked")
+    tracemalloc.stop()
+    await server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -167,10 +203,16 @@ def main() -> None:
     events = sub.add_parser("events")
     events.add_argument("--channels", type=int, default=2000)
     events.add_argument("--batches", type=int, default=200)
+    subscriptions = sub.add_parser("subscriptions")
+    subscriptions.add_argument("--connections", type=int, default=20)
+    subscriptions.add_argument("--channels", type=int, default=5000)
+    subscriptions.add_argument("--recovery", action="store_true")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the no-Redis and open-origins notices, every run
     if args.what == "connect":
         asyncio.run(measure_connect(args.eio, args.count))
+    elif args.what == "subscriptions":
+        asyncio.run(measure_subscriptions(args.connections, args.channels, args.recovery))
     else:
         asyncio.run(measure_events(args.channels, args.batches))
 

@@ -13,11 +13,14 @@
 //   {"cmd":"reset"}   -> zero the event counters and the latency histogram
 //   {"cmd":"report","expected":{"channel":n,...}} or {"cmd":"report","expected_all":n}
 //        -> {"type":"report", ...}: per-client loss against what was published, latency histogram
-//   {"cmd":"churn","subscribes":N,"connections":M}
+//   {"cmd":"churn","subscribes":N,"connections":M,"drops":D}
 //        from now on, N times a second one client leaves its extra channel and joins a new one
-//        (a name never used before), and M times a second a short-lived client connects,
-//        subscribes and closes a second later; zeros stop it. Answers {"type":"churn", ...}
-//        with what was done so far. The clients' own channels and counters are untouched.
+//        (a name never used before), M times a second a short-lived client connects,
+//        subscribes and closes a second later, and D times a second one does the same but
+//        drops instead of closing (its transport closed without a goodbye, as a network drop
+//        ends it: with recovery on, the server parks it); zeros stop it. Answers
+//        {"type":"churn", ...} with what was done so far. The clients' own channels and
+//        counters are untouched.
 //   {"cmd":"exit"}    -> close everything and exit (EOF on stdin and SIGTERM do the same)
 //
 // SIGUSR2 writes a `stats` line without being asked.
@@ -283,10 +286,33 @@ async function connectAll(rate, timeoutMs) {
 }
 
 // -- churn (bench/run.py's soak) ---------------------------------------------------------------
-const churn = { timer: null, subscribes: 0, connections: 0, transientFailed: 0, next: 0, seq: 0 };
+const churn = {
+    timer: null, subscribes: 0, connections: 0, drops: 0, transientFailed: 0, next: 0, seq: 0,
+};
 const extra = new Array(n).fill(null);
 
-function churnTick(subscribesPerTick, connectionsPerTick) {
+// A network drop: the TCP connection destroyed, no close frame and no goodbye (`41`). (A
+// websocket close frame is a goodbye to echo-server: nothing to recover.)
+function dropConnection(socket) {
+    const transport = socket.io.engine && socket.io.engine.transport;
+    const ws = transport && transport.ws;
+    if (ws && typeof ws.terminate === 'function') ws.terminate();
+    else socket.io.engine.close();
+}
+
+function transient(drop) {
+    const socket = io(opts.url, {
+        transports: TRANSPORTS[opts.transport], forceNew: true, reconnection: false,
+        ...AGENT,
+    });
+    socket.on('connect', () => {
+        socket.emit('subscribe', { channel: `transient.${churn.seq++}`, auth: { headers: {} } });
+        setTimeout(() => (drop ? dropConnection(socket) : socket.close()), 1000);
+    });
+    socket.on('connect_error', () => { churn.transientFailed++; socket.close(); });
+}
+
+function churnTick(subscribesPerTick, connectionsPerTick, dropsPerTick) {
     for (let k = 0; k < subscribesPerTick && n > 0; k++) {
         const i = churn.next;
         churn.next = (i + 1) % n;
@@ -298,39 +324,35 @@ function churnTick(subscribesPerTick, connectionsPerTick) {
         churn.subscribes++;
     }
     for (let k = 0; k < connectionsPerTick; k++) {
-        const socket = io(opts.url, {
-            transports: TRANSPORTS[opts.transport], forceNew: true, reconnection: false,
-            ...AGENT,
-        });
         churn.connections++;
-        socket.on('connect', () => {
-            socket.emit('subscribe', { channel: `transient.${churn.seq++}`, auth: { headers: {} } });
-            setTimeout(() => socket.close(), 1000);
-        });
-        socket.on('connect_error', () => { churn.transientFailed++; socket.close(); });
+        transient(false);
+    }
+    for (let k = 0; k < dropsPerTick; k++) {
+        churn.drops++;
+        transient(true);
     }
 }
 
-function setChurn(subscribesPerSecond, connectionsPerSecond) {
+function setChurn(subscribesPerSecond, connectionsPerSecond, dropsPerSecond) {
     if (churn.timer) clearInterval(churn.timer);
     churn.timer = null;
-    if (subscribesPerSecond > 0 || connectionsPerSecond > 0) {
+    if (subscribesPerSecond > 0 || connectionsPerSecond > 0 || dropsPerSecond > 0) {
         // Ten ticks a second; fractional rates accumulate so that low rates still happen.
-        let owedSubs = 0;
-        let owedConns = 0;
+        const owed = [0, 0, 0];
+        const rates = [subscribesPerSecond, connectionsPerSecond, dropsPerSecond];
         churn.timer = setInterval(() => {
-            owedSubs += subscribesPerSecond / 10;
-            owedConns += connectionsPerSecond / 10;
-            const subs = Math.floor(owedSubs);
-            const conns = Math.floor(owedConns);
-            owedSubs -= subs;
-            owedConns -= conns;
-            churnTick(subs, conns);
+            const now = rates.map((rate, k) => {
+                owed[k] += rate / 10;
+                const whole = Math.floor(owed[k]);
+                owed[k] -= whole;
+                return whole;
+            });
+            churnTick(...now);
         }, 100);
     }
     return {
         type: 'churn', subscribes: churn.subscribes, connections: churn.connections,
-        transient_failed: churn.transientFailed,
+        drops: churn.drops, transient_failed: churn.transientFailed,
     };
 }
 
@@ -424,7 +446,7 @@ rl.on('line', (line) => {
         case 'report': out(report(msg.expected, msg.expected_all)); break;
         case 'churn':
             if (PUSHER) out({ type: 'error', message: 'churn drives socket.io clients only' });
-            else out(setChurn(msg.subscribes || 0, msg.connections || 0));
+            else out(setChurn(msg.subscribes || 0, msg.connections || 0, msg.drops || 0));
             break;
         case 'exit': shutdown(0); break;
         default: out({ type: 'error', message: `unknown command ${msg.cmd}` });

@@ -93,28 +93,40 @@ class Scale:
 class Soak:
     """The soak: many clients for long under subscribe and connection churn with events
     flowing; what it watches is whether memory settles: RSS at the end against RSS at 30 %
-    of the run (minute 3 of 10), once the allocator has reached its working size."""
+    of the run (minute 3 of 10), once the allocator has reached its working size.
+
+    echo-server runs it as a server exposed to all of it would: connection-state recovery
+    on (short-lived clients that drop without a goodbye are parked for the window), Redis
+    for presence, the cluster and channel occupancy, and Pusher clients (pusher-js, a share
+    of the clients, on channels of their own) next to the column's Socket.IO ones."""
     clients: int
     seconds: float
     event_rate: float  # events/s, round-robin over the clients' own channels
     subscribes: float  # leave one channel and join a new one, per second
     connections: float  # short-lived extra clients, per second
+    drops: float = 0.0  # short-lived extra clients that drop instead of closing, per second
+    pusher_share: float = 0.1  # of the clients, pusher-js ones (echo-server only)
     sample_s: float = 10.0
 
 
 FULL = Scale(fanout_clients=1000, fanout_events=2000, channels=2000, channel_events=20_000,
              rate_clients=1000, rate_seconds=30, idle=(5000, 15_000), storm_clients=2000,
              polling_clients=500, polling_rate=20, polling_seconds=20,
-             soak=Soak(15_000, 600, event_rate=200, subscribes=100, connections=10))
+             soak=Soak(15_000, 600, event_rate=200, subscribes=100, connections=10, drops=5))
 QUICK = Scale(fanout_clients=200, fanout_events=300, channels=300, channel_events=3000,
               rate_clients=200, rate_seconds=5, idle=(1000,), storm_clients=300,
               polling_clients=100, polling_rate=10, polling_seconds=4,
-              soak=Soak(1000, 60, event_rate=100, subscribes=50, connections=5,
+              soak=Soak(1000, 60, event_rate=100, subscribes=50, connections=5, drops=3,
                         sample_s=2.0))
 # `fanout` against `echo-server start --workers N` (echo-server only): N by scenario.
 WORKER_SCENARIOS = {"fanout-w1": 1, "fanout-w2": 2}
 # Scenarios run only when named in --only (the soak takes ten minutes per column).
 OPT_IN = ("soak",)
+# What echo-server runs the soak with, besides the run's own options (Soak's docstring):
+# recovery, and the Pusher app its pusher-js clients connect with. Redis (presence, cluster,
+# occupancy) is every scenario's `database`.
+SOAK_OPTIONS: dict[str, Any] = {"socketio": {"connectionStateRecovery": {}},
+                                "clients": [PUSHER_APP]}
 
 
 def scenario_names(scale: Scale) -> list[str]:
@@ -685,15 +697,16 @@ class LoadGen:
             for w in self.workers))
         return merge_reports(replies)
 
-    async def churn(self, subscribes: float, connections: float) -> dict[str, int]:
+    async def churn(self, subscribes: float, connections: float,
+                    drops: float = 0.0) -> dict[str, int]:
         """Start (or, with zeros, stop) the churn of loadgen.mjs; what was done so far."""
         count = len(self.workers)
         replies = await asyncio.gather(*(
             w.request({"cmd": "churn", "subscribes": subscribes / count,
-                       "connections": connections / count}, "churn")
+                       "connections": connections / count, "drops": drops / count}, "churn")
             for w in self.workers))
         return {key: sum(int(r[key]) for r in replies)
-                for key in ("subscribes", "connections", "transient_failed")}
+                for key in ("subscribes", "connections", "drops", "transient_failed")}
 
     async def close(self) -> None:
         await asyncio.gather(*(w.close() for w in self.workers), return_exceptions=True)
@@ -854,16 +867,33 @@ async def publish_and_measure(ctx: Context, lg: LoadGen, channels: list[str], co
     return published, delta(before, after), report
 
 
-def broadcast_histogram(server: ServerProcess) -> dict[float, float] | None:
-    """echo-server's own ``echo_broadcast_seconds`` (a source batch received to its last
-    frame written), cumulative bucket counts; None for the reference, which has none.
-    Read outside the measured phase: a scrape costs the server CPU."""
+def scrape(server: ServerProcess) -> str | None:
+    """echo-server's /metrics; None for the reference, which has none. Read outside the
+    measured phase: a scrape costs the server CPU."""
     if server.kind != "echo-server":
         return None
     try:
         with urllib.request.urlopen(f"{server.url}/metrics", timeout=5) as response:
-            text = response.read().decode()
+            return str(response.read().decode())
     except OSError:
+        return None
+
+
+def gauges(server: ServerProcess, *names: str) -> dict[str, float]:
+    """echo-server's gauges of those names (summed over workers), from /metrics."""
+    found: dict[str, float] = {}
+    for line in (scrape(server) or "").splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in names:
+            found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def broadcast_histogram(server: ServerProcess) -> dict[float, float] | None:
+    """echo-server's own ``echo_broadcast_seconds`` (a source batch received to its last
+    frame written), cumulative bucket counts; None for the reference, which has none."""
+    text = scrape(server)
+    if text is None:
         return None
     buckets: dict[float, float] = {}
     for line in text.splitlines():
@@ -1170,35 +1200,57 @@ async def scenario_soak(ctx: Context) -> None:
     if ctx.opts.nofile < soak.clients + 1000:
         raise BenchError(f"open-file limit {ctx.opts.nofile} is too low for {soak.clients} "
                          "connections (raise ulimit -n)")
-    template = "soak.{i}"
-    channels = channel_names(None, template, soak.clients)
-    lg = await ctx.loadgen(LoadGenSpec(soak.clients, ctx.version, channel=None,
+    # echo-server: a share of the clients are pusher-js ones, on channels of their own.
+    pushers = 0
+    if ctx.server.kind == "echo-server" and ctx.version != "pusher":
+        pushers = max(1, int(soak.clients * soak.pusher_share))
+    template, pusher_template = "soak.{i}", "soak-pusher.{i}"
+    channels = channel_names(None, template, soak.clients - pushers)
+    pusher_channels = channel_names(None, pusher_template, pushers) if pushers else []
+    lg = await ctx.loadgen(LoadGenSpec(soak.clients - pushers, ctx.version, channel=None,
                                        channel_template=template))
+    lgs = [(lg, channels)]
     try:
-        connect = await connected_or_fail(lg, 2000)
-        await await_ready(ctx, lg, channels, timeout=120)
-        await lg_reset(lg)
-        before = ctx.snap(lg)
+        if pushers:
+            lgs.append((await ctx.loadgen(LoadGenSpec(pushers, "pusher", channel=None,
+                                                      channel_template=pusher_template)),
+                        pusher_channels))
+        connects = [await connected_or_fail(each, 2000) for each, _ in lgs]
+        for each, names in lgs:
+            await await_ready(ctx, each, names, timeout=120)
+            await lg_reset(each)
+        before = snapshot(ctx.server.pid, [p for each, _ in lgs for p in each.pids],
+                          ctx.opts.server_cpu)
         started = time.monotonic()
-        await lg.churn(soak.subscribes, soak.connections)
+        if ctx.version != "pusher":  # loadgen.mjs churns socket.io clients only
+            await lg.churn(soak.subscribes, soak.connections, soak.drops)
         publishing = asyncio.ensure_future(asyncio.to_thread(
-            publish, ctx.redis, KEY_PREFIX, channels, int(soak.event_rate * soak.seconds),
-            soak.event_rate))
+            publish, ctx.redis, KEY_PREFIX, channels + pusher_channels,
+            int(soak.event_rate * soak.seconds), soak.event_rate))
         samples: list[tuple[float, int]] = []
         while not publishing.done():
             samples.append((time.monotonic() - started, rss_kb(ctx.server.pid)))
             await asyncio.wait({publishing}, timeout=soak.sample_s)
-        churned = await lg.churn(0, 0)
+        churned = await lg.churn(0, 0, 0) if ctx.version != "pusher" else {}
         published = publishing.result()
         samples.append((time.monotonic() - started, rss_kb(ctx.server.pid)))
-        await wait_delivery(lg, published["published"])
-        after = ctx.snap(lg)
-        report = await lg.report(published["per_channel"])
+        # What recovery held at the end (the drops of the last window), and all it holds.
+        ctx.figures["held_at_end"] = gauges(ctx.server, "echo_parked_sessions",
+                                            "echo_parked_subscriptions", "echo_subscriptions")
+        per_channel = published["per_channel"]
+        for each, names in lgs:
+            await wait_delivery(each, sum(per_channel.get(name, 0) for name in names))
+        after = snapshot(ctx.server.pid, [p for each, _ in lgs for p in each.pids],
+                         ctx.opts.server_cpu)
+        reports = [await each.report(per_channel) for each, _ in lgs]
+        report = reports[0]
         baseline = min(samples, key=lambda sample: abs(sample[0] - 0.3 * soak.seconds))
         d = delta(before, after)
         ctx.figures.update({
             "clients": soak.clients,
-            "connect_s": connect["ms"] / 1000,
+            "pusher_clients": pushers,
+            "recovery": ctx.server.kind == "echo-server",
+            "connect_s": max(connect["ms"] for connect in connects) / 1000,
             "seconds": samples[-1][0],
             "rss_baseline_kb": baseline[1],
             "rss_baseline_at_s": baseline[0],
@@ -1209,19 +1261,23 @@ async def scenario_soak(ctx: Context) -> None:
             "churn": churned,
             "events": published["published"],
             "publish_rate": published["rate"],
-            "delivered": report["received"],
-            "lost": report["lost"],
-            "extra": report["extra"],
-            "disconnects": report["disconnects"],
+            "delivered": sum(r["received"] for r in reports),
+            "lost": sum(r["lost"] for r in reports),
+            "extra": sum(r["extra"] for r in reports),
+            "disconnects": sum(r["disconnects"] for r in reports),
             "cpu_s": d.cpu,
             "cpu_pct": d.cpu / d.wall * 100 if d.wall > 0 else None,
             "latency_ms": report["latency_ms"],
         })
-        if report["disconnects"]:
-            raise BenchError(f"{report['disconnects']} clients were disconnected during the "
-                             f"soak: {report['disconnect_reasons']}")
+        if len(reports) > 1:
+            ctx.figures["pusher_latency_ms"] = reports[1]["latency_ms"]
+        for each_report in reports:
+            if each_report["disconnects"]:
+                raise BenchError(f"{each_report['disconnects']} clients were disconnected "
+                                 f"during the soak: {each_report['disconnect_reasons']}")
     finally:
-        await lg.close()
+        for each, _ in lgs:
+            await each.close()
 
 
 SCENARIOS: dict[str, Callable[[Scale], Callable[[Context], Awaitable[None]]]] = {
@@ -1473,6 +1529,9 @@ async def run_one(server_kind: str, version: str, name: str, opts: Options,
     extra = opts.extra
     if name in WORKER_SCENARIOS:
         extra = {**extra, "workers": WORKER_SCENARIOS[name]}
+    if name == "soak" and server_kind == "echo-server":
+        extra = {**extra, "clients": extra.get("clients") or SOAK_OPTIONS["clients"],
+                 "socketio": {**extra.get("socketio", {}), **SOAK_OPTIONS["socketio"]}}
     server = ServerProcess(server_kind, redis_server.port, opts.server_cpu, reference_entry,
                            rundir, extra)
     client = redis.Redis.from_url(redis_server.url)
@@ -1525,6 +1584,11 @@ def summary_line(name: str, key: str, figures: dict[str, Any]) -> str:
 
 async def main_async(args: argparse.Namespace) -> int:
     scale = QUICK if args.quick else FULL
+    if args.soak_seconds:
+        # A shorter soak (a smoke run of it): samples as often, relative to its length.
+        scale = dataclasses.replace(scale, soak=dataclasses.replace(
+            scale.soak, seconds=args.soak_seconds,
+            sample_s=min(scale.soak.sample_s, args.soak_seconds / 10)))
     names = scenario_names(scale)
     if args.only:
         wanted = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -1683,6 +1747,9 @@ def main() -> int:
                         help="run echo-server with socketio.connectionStateRecovery on")
     parser.add_argument("--webhooks-hang", action="store_true",
                         help="give echo-server a webhook endpoint that accepts and never answers")
+    parser.add_argument("--soak-seconds", type=float,
+                        help="how long the soak publishes (default 600, 60 with --quick); "
+                        "a short one is a smoke run, its RSS figure means little")
     parser.add_argument("--workers", type=int, help="load-generator processes (default: "
                         "one per 500 clients, 1..8)")
     parser.add_argument("--json", help="where to write every figure (default "

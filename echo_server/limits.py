@@ -18,6 +18,7 @@ class LimitSettings:
     max_channel_name: int = 200
     max_subscriptions: int = 1_000_000
     max_subscriptions_per_address: int = 10_000
+    max_parked_sessions_per_address: int = 1000
     http: HttpLimits = field(default_factory=HttpLimits)
     trusted_proxies: TrustedProxies = field(default_factory=lambda: TrustedProxies(()))
 
@@ -66,6 +67,8 @@ def parse_limits(section: Any, trusted: Any, max_body: int) -> LimitSettings:
         max_subscriptions=_count(section, "maxSubscriptions", 1_000_000),
         max_subscriptions_per_address=_count(section, "maxSubscriptionsPerAddress", 10_000,
                                              zero_ok=True),
+        max_parked_sessions_per_address=_count(section, "maxParkedSessionsPerAddress", 1000,
+                                               zero_ok=True),
         http=http,
         trusted_proxies=TrustedProxies(parse_networks(trusted)),
     )

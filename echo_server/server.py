@@ -535,6 +535,7 @@ def channel_limits(config: Config) -> ChannelLimits:
         max_channel_name=limits.max_channel_name,
         max_subscriptions=limits.max_subscriptions,
         max_subscriptions_per_address=limits.max_subscriptions_per_address,
+        max_parked_per_address=limits.max_parked_sessions_per_address,
         max_channels=config.max_channels_per_socket,
         max_pending_auth=config.max_pending_auth_per_socket,
         whisper_max_bytes=config.whisper_max_bytes,

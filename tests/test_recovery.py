@@ -99,7 +99,7 @@ async def _cut(server: EchoServer, proxy: TcpProxy, socket_id: str) -> None:
     proxy.cut()
     sessions = server.core.sessions
     assert sessions is not None
-    await wait_until(lambda: any(p.connection.id == socket_id
+    await wait_until(lambda: any(p.id == socket_id
                                  for p in sessions.parked.values()), "the drop noticed")
 
 

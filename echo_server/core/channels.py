@@ -51,6 +51,7 @@ from .presence import Member, user_key
 from .presence_flow import PresenceFlow
 from .recovery import (
     RECOVERABLE_REASONS,
+    SHUTTING_DOWN,
     Parked,
     RecoveryOptions,
     RecoveryRefused,
@@ -166,7 +167,7 @@ class ChannelCore:
         sessions = self.sessions
         if sessions is not None and state.recovery_token is not None:
             if reason in RECOVERABLE_REASONS:
-                self._park(connection, sessions)
+                self._park(connection, sessions, reason == SHUTTING_DOWN)
             else:
                 sessions.forget(connection)
                 if self.shared is not None:
@@ -200,31 +201,55 @@ class ChannelCore:
             state.joined = {}
         return self.sessions.issue(connection)
 
-    def _park(self, connection: Connection, sessions: Sessions) -> None:
+    def _park(self, connection: Connection, sessions: Sessions, stopping: bool) -> None:
         """Keep what a dropped connection had, for the window: its channels' history
         (retained before it leaves them, so no record is dropped in between) and, for
-        the grace, its presence."""
+        the grace, its presence. Its subscriptions stay counted against its client's and
+        the server's bounds, and a client keeps at most ``max_parked_per_address``
+        sessions: its oldest one ends to make room. Not while this process stops: then
+        every session is parked for another instance to take over (``end_sessions``
+        follows, and leaves their records in Redis), and none may end before."""
         history = self.history
         assert history is not None
-        joined = dict(connection.state.joined or {})
+        state = connection.state
+        joined = state.joined or {}
         for channel in joined:
             history.retain(channel)
-        sessions.park(connection, self._grace_over, self._session_over).joined = joined
-        if self.shared is not None and connection.state.recovery_token is not None:
-            self.shared.parked(connection.state.recovery_token)
+        client, most = state.client, self.limits.max_parked_per_address
+        if most and client and not stopping and not self.limits.trusted(state.address):
+            while sessions.held_by(client) >= most:
+                self._end_parked(sessions, client)
+        parked = sessions.park(connection, joined, self._grace_over, self._session_over)
+        self.subscriptions.add(client, len(parked.channels))
+        if self.shared is not None and state.recovery_token is not None:
+            self.shared.parked(state.recovery_token)
+
+    def _end_parked(self, sessions: Sessions, client: str) -> bool:
+        """End ``client``'s longest-parked session before its window (to make room for its
+        newer ones); False when it has none."""
+        token = sessions.oldest(client)
+        parked = sessions.take(token) if token is not None else None
+        if parked is None:
+            return False
+        self.report_error("recovery_evicted", f"a parked session of {client} ended early: "
+                          "it holds too many (limits.maxParkedSessionsPerAddress or its "
+                          "subscription bounds)")
+        self._session_over(parked)
+        return True
 
     def _grace_over(self, parked: Parked) -> None:
         """The dropped connection did not come back within the presence grace: its members
         leave, announced; a later recovery joins them again."""
         parked.members = dict(parked.state.presence or {})
-        self.presence.leave_all(parked.connection)
+        self.presence.leave_all(parked)
 
     def _session_over(self, parked: Parked, stopping: bool = False) -> None:
         history = self.history
         assert history is not None
-        for channel in parked.joined:
+        for channel in parked.channels:
             history.release(channel)
-        self.presence.leave_all(parked.connection)
+        self.subscriptions.remove(parked.state.client, len(parked.channels))
+        self.presence.leave_all(parked)
         token = parked.state.recovery_token
         if self.shared is not None and token is not None:
             if stopping:  # another instance may still take it over
@@ -285,9 +310,9 @@ class ChannelCore:
         try:
             after = parse_offset(offset, history.seq)
             parts = []
-            for channel, joined in parked.joined.items():
+            for channel, joined in parked.joined():
                 entries = history.since(channel, joined if after is None else max(after, joined),
-                                        parked.connection.id)
+                                        parked.id)
                 if entries is None:
                     raise RecoveryRefused("history_evicted")
                 if entries:
@@ -313,15 +338,16 @@ class ChannelCore:
         sessions.issue(connection)
         state.joined = {}
         state.restored = set()
-        for channel, joined in parked.joined.items():
+        self.subscriptions.remove(old.client, len(parked.channels))  # live again, below
+        for channel, joined in parked.joined():
             self._join(channel, connection)
             state.joined[channel] = joined
             state.restored.add(channel)
             history.release(channel)  # the session's hold; the live connection holds it now
         if old.presence:  # within the grace: still a member, nobody was told otherwise
             state.presence, old.presence = old.presence, None
-            if connection.id != parked.connection.id:
-                self.presence.move(parked.connection.id, connection)
+            if connection.id != parked.id:
+                self.presence.move(parked.id, connection)
         elif parked.members:  # its leaving was announced: so is its return
             for channel, member in parked.members.items():
                 if channel in state.channels:
@@ -376,7 +402,9 @@ class ChannelCore:
                 self._refuse(connection, channel, "too_many_channels",
                              f"{connection.id} is in {limits.max_channels} channels already")
                 return
-            refusal = self.subscriptions.refusal(state.address)
+            refusal = self.subscriptions.refusal(state.client, state.address)
+            if refusal is not None and self.sessions is not None:
+                refusal = self._make_room(state, self.sessions, refusal)
             if refusal is not None:
                 self._refuse(connection, channel, "too_many_subscriptions", refusal)
                 return
@@ -405,13 +433,21 @@ class ChannelCore:
             claims=state.claims,
             # One client address shares one fair part of the auth host, however many
             # connections it opens.
-            who=state.address or connection.id,
+            who=state.client or connection.id,
         )
         task = asyncio.ensure_future(self._authorize(connection, request,
                                                      authorizer or self.authorizer))
         pending[channel] = task
         task.add_done_callback(lambda t: pending.pop(channel, None) if pending.get(channel) is t
                                else None)
+
+    def _make_room(self, state: ClientState, sessions: Sessions, refusal: str) -> str | None:
+        """Over a bound: the client's own parked sessions, oldest first, give way to its
+        live subscriptions (a page that came back without recovering holds its old
+        channels twice until then). Still refused when that is not enough."""
+        while refusal is not None and self._end_parked(sessions, state.client):
+            refusal = self.subscriptions.refusal(state.client, state.address)
+        return refusal
 
     def _answer_again(self, connection: Connection, channel: str) -> None:
         """What the subscribe would have answered, without joining or authorizing again."""
@@ -530,7 +566,7 @@ class ChannelCore:
         if not self.rooms.join(channel, connection):
             return False
         state = connection.state
-        self.subscriptions.add(state.address)
+        self.subscriptions.add(state.client)
         if state.joined is not None and self.history is not None:
             self.history.retain(channel)
             state.joined[channel] = self.history.seq
@@ -548,7 +584,7 @@ class ChannelCore:
         if not self.rooms.leave(channel, connection):
             return False
         state = connection.state
-        self.subscriptions.remove(state.address)
+        self.subscriptions.remove(state.client)
         if state.joined is not None and self.history is not None:
             state.joined.pop(channel, None)
             self.history.release(channel)

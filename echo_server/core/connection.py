@@ -14,6 +14,7 @@ import asyncio
 from collections.abc import Collection
 from typing import Any, Protocol
 
+from ..counts import client_key
 from .presence import Member
 
 # One event for one wire: (members, channel, event, data JSON, offset, excluded connection).
@@ -55,13 +56,14 @@ class ClientState:
     """The core's per-connection state: one typed object instead of a dict of keys that
     several modules read."""
 
-    __slots__ = ("address", "channels", "claims", "expiry", "handover", "headers", "joined",
-                 "pending", "presence", "recovery_token", "restored", "user", "whisper_at",
-                 "whisper_tokens", "wire")
+    __slots__ = ("address", "channels", "claims", "client", "expiry", "handover", "headers",
+                 "joined", "pending", "presence", "recovery_token", "restored", "user",
+                 "whisper_at", "whisper_tokens", "wire")
 
     def __init__(self, wire: Wire, address: str, headers: dict[str, str]) -> None:
         self.wire = wire
-        self.address = address  # the client's, through trusted proxies: per-address bounds
+        self.address = address  # the client's, through trusted proxies
+        self.client = client_key(address)  # what per-address bounds count it under (/64)
         self.headers = headers  # the handshake's, forwarded to the auth host
         self.channels: set[str] = set()
         self.claims: dict[str, Any] | None = None  # a verified JWT's

@@ -101,7 +101,7 @@ class Fanout:
         # socket.io 2 puts every socket in a room named after its id, so a publish to that
         # id reaches it; laravel-echo-server users rely on it. The id wins over a channel of
         # the same name: subscribing to "<someone's id>" must not take their events.
-        return {connection.state.wire: {connection}}
+        return {connection.state.wire: (connection,)}
 
     def emit_to_room(self, room: str, event: str, data_json: str | bytes,
                      except_id: str | None = None) -> int:

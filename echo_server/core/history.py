@@ -45,10 +45,14 @@ class Entry:
 
 
 class ChannelHistory:
+    """One recorded channel. Most of them never get a packet while they are recorded (an
+    attacker's channels, or those a parked session holds), so the deque (624 bytes empty)
+    comes with the first one."""
+
     __slots__ = ("entries", "evicted", "refs")
 
     def __init__(self, floor: int) -> None:
-        self.entries: deque[Entry] = deque()
+        self.entries: deque[Entry] | None = None
         # Every packet up to this offset is gone from here (or came before the record).
         self.evicted = floor
         self.refs = 0
@@ -83,10 +87,12 @@ class History:
         record.refs -= 1
         if record.refs <= 0:
             del self.channels[channel]
-            for entry in record.entries:
-                self.bytes -= entry.size
-            self.count -= len(record.entries)
-            record.entries.clear()
+            entries = record.entries
+            if entries:
+                for entry in entries:
+                    self.bytes -= entry.size
+                self.count -= len(entries)
+                entries.clear()
 
     # -- recording ---------------------------------------------------------------------
     def record(self, channel: str, event: str, data_json: str | bytes,
@@ -100,13 +106,16 @@ class History:
         positions = self.positions
         offset = seq if positions is None else positions.offset(seq)
         entry = Entry(seq, channel, event, data_json, exclude, time.monotonic(), offset)
-        record.entries.append(entry)
+        entries = record.entries
+        if entries is None:
+            entries = record.entries = deque()
+        entries.append(entry)
         self._order.append((record, entry))
         self.bytes += entry.size
         self.count += 1
         limits = self.limits
-        if len(record.entries) > limits.max_per_channel:
-            self._drop(record.entries.popleft(), record)
+        if len(entries) > limits.max_per_channel:
+            self._drop(entries.popleft(), record)
             self.evictions += 1
         self._trim(entry.at)
         return offset
@@ -129,7 +138,7 @@ class History:
         if len(queue) > 2 * self.count + 1024:
             self._order = deque(sorted(
                 ((record, entry) for record in self.channels.values()
-                 for entry in record.entries), key=lambda item: item[1].seq))
+                 for entry in record.entries or ()), key=lambda item: item[1].seq))
 
     def _drop(self, entry: Entry, record: ChannelHistory) -> None:
         self.bytes -= entry.size
@@ -147,4 +156,4 @@ class History:
         self._trim(time.monotonic())
         if record.evicted > after:
             return None
-        return [e for e in record.entries if e.seq > after and e.exclude != exclude]
+        return [e for e in record.entries or () if e.seq > after and e.exclude != exclude]

@@ -25,6 +25,7 @@ class ChannelLimits:
     max_channel_name: int = 200
     max_subscriptions: int = 1_000_000  # in all
     max_subscriptions_per_address: int = 10_000  # 0: no bound
+    max_parked_per_address: int = 1000  # recoverable sessions held after a drop; 0: no bound
     max_channels: int = 10_000  # per connection
     max_pending_auth: int = 100  # authorizations in flight per connection
     whisper_max_bytes: int = 10_000
@@ -69,36 +70,80 @@ def valid_text(value: str) -> bool:
     return True
 
 
-class SubscriptionCounter:
-    """Subscriptions held per client address and in all; the core asks before each new
-    subscription and tells when one ends."""
+# Past this share of ``max_subscriptions`` the server is under pressure: each client may hold
+# a bound that shrinks with what is left, so that those holding the most are refused first and
+# a client holding few still gets in until the last subscription (docs/limits.md).
+PRESSURE = 0.9
 
-    __slots__ = ("per_address", "settings", "total")
+
+class SubscriptionCounter:
+    """Subscriptions held per client (``ClientState.client``: an address, an IPv6 /64) and
+    in all, live or parked for a recovery; the core asks before each new subscription and
+    tells when one ends."""
+
+    __slots__ = ("_bound", "_pressure", "_settings", "per_address", "total")
 
     def __init__(self, settings: ChannelLimits) -> None:
         self.settings = settings
         self.total = 0
         self.per_address = AddressCounts()
 
-    def refusal(self, address: str) -> str | None:
-        """Why one more subscription from ``address`` is refused, or None."""
-        settings = self.settings
-        if self.total >= settings.max_subscriptions:
-            return f"the server holds {self.total} subscriptions (limits.maxSubscriptions)"
-        per_address = settings.max_subscriptions_per_address
-        if per_address and address and self.per_address.get(address, 0) >= per_address and \
-                not settings.trusted(address):
-            return (f"{address} holds {per_address} subscriptions "
+    @property
+    def settings(self) -> ChannelLimits:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: ChannelLimits) -> None:
+        self._settings = settings
+        self._pressure = int(settings.max_subscriptions * PRESSURE)
+        self._bound = settings.max_subscriptions_per_address  # read on every subscribe
+
+    def refusal(self, client: str, address: str) -> str | None:
+        """Why one more subscription from ``client`` (at ``address``, for the trusted
+        proxies) is refused, or None."""
+        total = self.total
+        if total < self._pressure:
+            per_address = self._bound
+            if not per_address or not client or self.per_address.get(client, 0) < per_address:
+                return None
+            if self.settings.trusted(address):
+                return None
+            return (f"{client} holds {per_address} subscriptions "
                     "(limits.maxSubscriptionsPerAddress; if that is your proxy, list it in "
                     "trustedProxies)")
-        return None
+        return self._under_pressure(client, address, total)
 
-    def add(self, address: str) -> None:
-        self.total += 1
-        if address:
-            self.per_address.add(address)
+    def _under_pressure(self, client: str, address: str, total: int) -> str | None:
+        settings = self.settings
+        most = settings.max_subscriptions
+        if total >= most:
+            return f"the server holds {total} subscriptions (limits.maxSubscriptions)"
+        if not client or settings.trusted(address):
+            return None
+        held = self.per_address.get(client, 0)
+        share = self.share(total)
+        if held < share:
+            return None
+        return (f"the server holds {total} of limits.maxSubscriptions ({most}) and {client} "
+                f"holds {held}: clients that hold the most are refused first")
 
-    def remove(self, address: str) -> None:
-        self.total -= 1
-        if address:
-            self.per_address.remove(address)
+    def share(self, total: int) -> int:
+        """What one client may hold while the server holds ``total``: its bound, shrinking
+        in proportion to what is left once the server is past ``PRESSURE``."""
+        settings = self.settings
+        most = settings.max_subscriptions
+        bound = settings.max_subscriptions_per_address or most
+        if total < self._pressure:
+            return bound
+        reserve = max(1, most - self._pressure)
+        return bound * max(0, most - total) // reserve
+
+    def add(self, client: str, count: int = 1) -> None:
+        self.total += count
+        if client:
+            self.per_address.add(client, count)
+
+    def remove(self, client: str, count: int = 1) -> None:
+        self.total -= count
+        if client:
+            self.per_address.remove(client, count)

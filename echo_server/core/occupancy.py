@@ -3,11 +3,16 @@
 An instance knows when a channel gets its first and loses its last subscriber *here*
 (``LocalChannelOccupied``/``Vacated``). With one instance that is the server's fact. With
 several, each instance counts in Redis the channels it holds (one hash of counts, and a set
-per instance of what it counted), one Lua script per change: the change that takes a count
+per instance of what it counted), in Lua scripts: the change that takes a count
 from 0 to 1 is the channel's ``ChannelOccupied``, from 1 to 0 its ``ChannelVacated``, whichever
 instance makes it, so each fact is told once. When an instance dies, the one that purges it
 takes its channels back out of the counts and tells the vacated ones (webhooks'
 ``channel_vacated`` after a ``kill -9``).
+
+What waits to be counted is the net change per channel, never a queue of changes: a channel
+occupied and vacated again before its change was written has nothing to write (and nothing to
+tell), so subscribe/unsubscribe churn makes the counting lag, never the memory grow. At most
+one entry per channel this instance holds or has just left; one Lua call writes a batch.
 """
 
 from __future__ import annotations
@@ -27,18 +32,26 @@ from .presence import LuaScript
 
 log = logging.getLogger("echo_server.core.occupancy")
 
-# KEYS[1] = the counts hash, KEYS[2] = this instance's set; ARGV = channel, +1 or -1.
-# Returns the channel's new count, or -1 when this instance had already counted that change.
-_CHANGE = """
-if ARGV[2] == '1' then
-  if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return -1 end
-  return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+# KEYS[1] = the counts hash, KEYS[2] = this instance's set; ARGV = channel, 1 or -1, channel,
+# 1 or -1, ... Returns each channel's new count, or -1 when this instance had already counted
+# that change.
+_CHANGES = """
+local counts = {}
+for i = 1, #ARGV, 2 do
+  local channel, n = ARGV[i], -1
+  if ARGV[i + 1] == '1' then
+    if redis.call('SADD', KEYS[2], channel) == 1 then
+      n = redis.call('HINCRBY', KEYS[1], channel, 1)
+    end
+  elseif redis.call('SREM', KEYS[2], channel) == 1 then
+    n = redis.call('HINCRBY', KEYS[1], channel, -1)
+    if n <= 0 then redis.call('HDEL', KEYS[1], channel); n = 0 end
+  end
+  counts[#counts + 1] = n
 end
-if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return -1 end
-local n = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
-if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]); return 0 end
-return n
+return counts
 """
+BATCH = 500  # channel changes per Lua call
 
 # KEYS[1] = the counts hash, KEYS[2] = the dead instance's set. Returns the channels vacated.
 _PURGE = """
@@ -63,19 +76,25 @@ class Occupancy:
         self.lifecycle = lifecycle
         lifecycle.on(LocalChannelOccupied, self._local)
         lifecycle.on(LocalChannelVacated, self._local)
-        self._queue: asyncio.Queue[tuple[str, int]] | None = None
+        # channel -> its change not yet written (+1 or -1; a change undone is no entry)
+        self.pending: dict[str, int] | None = None
+        self._ready = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._change: LuaScript | None = None
+        self._changes: LuaScript | None = None
         self._purge: LuaScript | None = None
         self.counts_key = self.tag = self.instance_id = ""
         self.failures = 0
 
     def _local(self, event: LocalChannelOccupied | LocalChannelVacated) -> None:
         delta = 1 if isinstance(event, LocalChannelOccupied) else -1
-        if self._queue is not None:
-            self._queue.put_nowait((event.channel, delta))
-        else:
+        pending = self.pending
+        if pending is None:
             self._tell(event.channel, delta)
+            return
+        net = pending.pop(event.channel, 0) + delta
+        if net:
+            pending[event.channel] = net
+            self._ready.set()
 
     def _tell(self, channel: str, delta: int) -> None:
         kind = ChannelOccupied if delta > 0 else ChannelVacated
@@ -91,10 +110,10 @@ class Occupancy:
         come); a previous life of this instance id is purged first: its channels are not
         held any more."""
         self.counts_key, self.tag, self.instance_id = f"{tag}:occupancy", tag, instance_id
-        self._change = LuaScript(client, _CHANGE)
+        self._changes = LuaScript(client, _CHANGES)
         self._purge = LuaScript(client, _PURGE)
         await self.purge(instance_id)
-        self._queue = asyncio.Queue()
+        self.pending = {}
         self._writer = asyncio.ensure_future(self._write())
 
     async def stop(self) -> None:
@@ -108,19 +127,36 @@ class Occupancy:
         await self.purge(self.instance_id)
 
     async def _write(self) -> None:
-        assert self._queue is not None and self._change is not None
+        assert self.pending is not None
         keys = [self.counts_key, self.instance_key(self.instance_id)]
+        pending = self.pending
         while True:
-            channel, delta = await self._queue.get()
-            try:
-                count = int(await self._change(keys, [channel, delta]))
-            except Exception as exc:
-                # Counted; the purge of this instance (its death, or its next clean stop)
-                # puts the counts right again.
-                self.failures += 1
-                log.warning("occupancy of %r not counted in Redis: %s", channel, exc)
-                continue
-            if count == (1 if delta > 0 else 0):
+            await self._ready.wait()
+            self._ready.clear()
+            while pending:
+                # What is pending now, in order; what changes meanwhile waits its turn.
+                # (Popping a large dict from the front would scan its dead entries again
+                # for every batch.)
+                changes = list(pending.items())
+                pending.clear()
+                for start in range(0, len(changes), BATCH):
+                    await self._count(keys, changes[start:start + BATCH])
+
+    async def _count(self, keys: list[str], batch: list[tuple[str, int]]) -> None:
+        assert self._changes is not None
+        args: list[str | int] = []
+        for channel, delta in batch:
+            args += (channel, delta)
+        try:
+            counts = await self._changes(keys, args)
+        except Exception as exc:
+            # Counted; the purge of this instance (its death, or its next clean stop) puts
+            # the counts right again.
+            self.failures += 1
+            log.warning("occupancy of %d channels not counted in Redis: %s", len(batch), exc)
+            return
+        for (channel, delta), count in zip(batch, counts, strict=True):
+            if int(count) == (1 if delta > 0 else 0):
                 self._tell(channel, delta)
 
     async def purge(self, instance_id: str) -> None:

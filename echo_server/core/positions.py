@@ -32,11 +32,13 @@ class Watch:
 
 
 class Positions:
-    __slots__ = ("relay", "stream", "waiting", "watched")
+    __slots__ = ("_here", "_here_at", "relay", "stream", "waiting", "watched")
 
     def __init__(self) -> None:
         self.stream = ""  # nothing delivered yet: no place another instance could start from
         self.relay = 0
+        self._here = ""  # the last place ``here`` made, and the positions it was made at
+        self._here_at: tuple[str, int] = ("", -1)
         # channel -> the watches on it (empty while no recovery from elsewhere is under way:
         # fan-out tests only that).
         self.watched: dict[str, list[Watch]] = {}
@@ -73,8 +75,15 @@ class Positions:
         return f"{seq}.{self.stream}.{self.relay}"
 
     def here(self) -> str:
-        """The place of a join: what the connection got so far is what came before it."""
-        return f"{self.stream}.{self.relay}"
+        """The place of a join: what the connection got so far is what came before it. The
+        same string for every join at one place (a session's record holds one per channel:
+        10,000 channels joined at once share it)."""
+        stream, relay = self.stream, self.relay
+        at = self._here_at
+        if at[0] is not stream or at[1] != relay:
+            self._here_at = (stream, relay)
+            self._here = f"{stream}.{relay}"
+        return self._here
 
 
 StreamPlace = tuple[int, int, int]  # (ms, seq, k)

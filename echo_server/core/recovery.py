@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,8 +30,9 @@ from .presence import Member
 # Why a connection ended, as the transports say it, for the ends that a reconnect may follow
 # (socket.io's RECOVERABLE_DISCONNECT_REASONS): not the client's own close or namespace
 # disconnect, not a protocol error.
+SHUTTING_DOWN = "server shutting down"
 RECOVERABLE_REASONS = frozenset({"transport close", "transport error", "ping timeout",
-                                 "server shutting down", "forced close"})
+                                 SHUTTING_DOWN, "forced close"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,23 +43,40 @@ class RecoveryOptions:
     history: HistoryLimits = field(default_factory=HistoryLimits)
 
 
+_NO_HEADERS: dict[str, str] = {}
+_NO_CHANNELS: frozenset[str] = frozenset()
+
+
 class Parked:
-    """A dropped connection that may come back."""
+    """A dropped connection that may come back: only what a recovery needs (its id, a small
+    state with its token, claims and presence, its channels and the offsets it joined them
+    at), never the connection object, its buffers, handshake headers or live
+    per-subscription objects. For presence it stands in for the connection (``id``,
+    ``state``)."""
 
-    __slots__ = ("connection", "expiry", "grace", "joined", "members", "missed", "state")
+    __slots__ = ("channels", "expiry", "grace", "id", "members", "missed", "offsets", "state")
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.state: ClientState = connection.state
-        self.joined: dict[str, int] = {}  # its channels, with the offset it joined each at
-        self.members: dict[str, Member] = {}  # its presence, once the grace made it leave
+    def __init__(self, connection: Connection, channels: dict[str, int]) -> None:
+        self.id = connection.id
+        old = connection.state
+        state = self.state = ClientState(old.wire, old.address, _NO_HEADERS)
+        state.channels = _NO_CHANNELS  # type: ignore[assignment]  # never joins (216 bytes)
+        state.claims, state.presence = old.claims, old.presence
+        state.recovery_token = old.recovery_token
+        self.channels = tuple(channels)  # the channels, and the offset it joined each at
+        self.offsets = array("q", channels.values())
+        # Its presence, once the grace made it leave.
+        self.members: dict[str, Member] | None = None
         self.missed: list[Entry] = []  # found by a recovery, to be sent
         self.grace: asyncio.TimerHandle | None = None  # ends its presence
         self.expiry: asyncio.TimerHandle | None = None  # ends the session
 
     @property
     def connection_id(self) -> str:
-        return self.connection.id
+        return self.id
+
+    def joined(self) -> zip[tuple[str, int]]:
+        return zip(self.channels, self.offsets, strict=True)
 
 
 class RecoveryRefused(Exception):
@@ -69,12 +88,14 @@ class RecoveryRefused(Exception):
 
 
 class Sessions:
-    """Tokens of live recoverable connections, and the parked ones."""
+    """Tokens of live recoverable connections, and the parked ones (also by client, oldest
+    first, for the per-address bound)."""
 
     def __init__(self, options: RecoveryOptions) -> None:
         self.options = options
         self.live: dict[str, Connection] = {}
         self.parked: dict[str, Parked] = {}
+        self.by_client: dict[str, dict[str, None]] = {}  # client -> its parked tokens, in order
 
     def issue(self, connection: Connection) -> str:
         state = connection.state
@@ -84,23 +105,23 @@ class Sessions:
         self.live[token] = connection
         return token
 
-    def park(self, connection: Connection, on_grace: Callable[[Parked], None],
+    def park(self, connection: Connection, channels: dict[str, int],
+             on_grace: Callable[[Parked], None],
              on_expiry: Callable[[Parked], None]) -> Parked:
         token = connection.state.recovery_token
         assert token is not None
         self.live.pop(token, None)
-        parked = self.parked[token] = Parked(connection)
+        parked = self.parked[token] = Parked(connection, channels)
+        self.by_client.setdefault(parked.state.client, {})[token] = None
         loop = asyncio.get_running_loop()
-        if connection.state.presence:
+        if parked.state.presence:
             parked.grace = loop.call_later(self.options.presence_grace, on_grace, parked)
         parked.expiry = loop.call_later(self.options.window, self._expire, token, on_expiry)
         return parked
 
     def _expire(self, token: str, on_expiry: Callable[[Parked], None]) -> None:
-        parked = self.parked.pop(token, None)
+        parked = self.take(token)
         if parked is not None:
-            if parked.grace is not None:
-                parked.grace.cancel()
             on_expiry(parked)
 
     def take(self, token: str) -> Parked | None:
@@ -109,7 +130,22 @@ class Sessions:
             for timer in (parked.grace, parked.expiry):
                 if timer is not None:
                     timer.cancel()
+            client = parked.state.client
+            tokens = self.by_client.get(client)
+            if tokens is not None:
+                tokens.pop(token, None)
+                if not tokens:
+                    del self.by_client[client]
         return parked
+
+    def oldest(self, client: str) -> str | None:
+        """The token of ``client``'s longest-parked session, or None."""
+        tokens = self.by_client.get(client)
+        return next(iter(tokens)) if tokens else None
+
+    def held_by(self, client: str) -> int:
+        tokens = self.by_client.get(client)
+        return len(tokens) if tokens else 0
 
     def forget(self, connection: Connection) -> None:
         token = connection.state.recovery_token

@@ -67,6 +67,13 @@ class ServerState:
         """Presence memberships of local connections (joined or joining)."""
         return self.core.presence.members
 
+    def parked(self) -> tuple[int, int]:
+        """Dropped connections held for a recovery, and their subscriptions."""
+        sessions = self.core.sessions
+        if sessions is None:
+            return 0, 0
+        return len(sessions.parked), sum(len(p.channels) for p in sessions.parked.values())
+
     def delivered(self) -> int:
         """Messages written to clients so far (one per recipient)."""
         return self.core.fanout.delivered

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..counts import AddressCounts
+from ..counts import AddressCounts, client_key
 from .addresses import TrustedProxies
 
 LimitReporter = Callable[[str, str], None]
@@ -63,16 +63,17 @@ class ConnectionGuard:
         bound. A trusted proxy carries many clients and is never bounded here."""
         if self.proxies.trusts(peer):
             return True
-        count = self.per_address.get(peer, 0)
+        key = client_key(peer)  # an IPv6 client is its /64
+        count = self.per_address.get(key, 0)
         if count >= self.max_per_address:
             self.report("too_many_connections",
-                        f"connection from {peer} refused: it holds {count} already")
+                        f"connection from {peer} refused: {key} holds {count} already")
             return False
-        self.per_address.add(peer)
+        self.per_address.add(key)
         return True
 
     def release(self, peer: str) -> None:
-        self.per_address.remove(peer)
+        self.per_address.remove(client_key(peer))
 
     # -- deadlines ------------------------------------------------------------------
     @property

@@ -172,6 +172,13 @@ class _StateCollector:
                                 value=len(counts))
         yield GaugeMetricFamily("echo_subscriptions", "Socket-channel subscriptions",
                                 value=sum(counts.values()))
+        sessions, subscriptions = state.parked()
+        yield GaugeMetricFamily("echo_parked_sessions",
+                                "Dropped connections held for a recovery",
+                                value=sessions)
+        yield GaugeMetricFamily("echo_parked_subscriptions",
+                                "Subscriptions of dropped connections held for a recovery",
+                                value=subscriptions)
         yield GaugeMetricFamily("echo_presence_members",
                                 "Presence memberships of local sockets",
                                 value=state.presence_memberships())
