@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -52,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+from echo_common.signing import sign
 
 from .demo_webhooks import OnlineAdmins, WebhookInbox, WebhookRefused
 from .web.demo_files import BUILD_HINT, DEMO_DIR, DemoFiles
@@ -345,8 +345,7 @@ class DemoBackend:
 
     def _signature(self, text: str) -> str:
         """``<key>:<hex HMAC-SHA256 with the app's secret>``, as pusher-php-server signs."""
-        digest = hmac.new(self.app_secret.encode(), text.encode(), hashlib.sha256).hexdigest()
-        return f"{self.app_key}:{digest}"
+        return f"{self.app_key}:{sign(self.app_secret, text)}"
 
     async def _webhook(self, request: web.Request) -> web.StreamResponse:
         """echo-server's webhooks (``EchoWebhookController`` in the README): the admins

@@ -1,6 +1,7 @@
-"""The apps room: one typed ``App`` (``model``), signing with its secret (``signing``), and
-where apps come from (``store``: the interface; ``file_store``: laravel-echo-server.json;
-``reverb``: Reverb's ``.env``; ``postgres``: a table seen live through LISTEN/NOTIFY, behind
-``cache``; ``manager``: which of them the configuration asks for). It imports no transport,
+"""The apps room: one typed ``App`` (``model``; its secret signs through
+``echo_common.signing``), and where apps come from (``store``: the interface;
+``file_store``: laravel-echo-server.json; ``reverb``: Reverb's ``.env``; ``postgres``: a
+table seen live through LISTEN/NOTIFY, behind ``cache``; ``manager``: which of them the
+configuration asks for). It imports no transport,
 adapter or web module: those take an ``App`` from here.
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
-from echo_common.constant_time import same_secret
+from echo_common.signing import same_secret
 
 from ..config import unsigned_api_key
 from ..core.state import ServerState, rss_bytes

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from ..apps.signing import sign
+from echo_common.signing import sign
+
 from .queue import Batch, MemoryQueue, RedisQueue
 from .settings import DeliverySettings, Endpoint
 

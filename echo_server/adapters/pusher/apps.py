@@ -5,14 +5,12 @@ asks the app itself)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broadcaster.jsoncodec import loads
 from channel_auth import AuthRequest, AuthResult
-from echo_common.constant_time import same_secret
+from echo_common.signing import same_secret, sign
 
 from ...core.names import USER_CHANNEL
 
@@ -63,10 +61,6 @@ def origin_allowed(app: PusherApp, origin: str | None) -> bool:
     allowed = app.allowed_origins
     return not allowed or "*" in allowed or (origin is not None
                                              and origin.rstrip("/") in allowed)
-
-
-def sign(secret: str, text: str) -> str:
-    return hmac.new(secret.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
 class HasApp(Protocol):

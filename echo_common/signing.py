@@ -1,4 +1,4 @@
-"""HMAC-SHA256 with an app's secret, and constant-time comparison, in one place.
+"""HMAC-SHA256 with an app's secret, and constant-time comparison of secrets, in one place.
 
 Everything Pusher signs is the hex HMAC-SHA256 of some text with the app secret: a private
 channel's ``socket_id:channel``, a sign-in's ``socket_id::user::data``, an HTTP API request's
@@ -22,11 +22,12 @@ def sign(secret: str | bytes, message: str | bytes) -> str:
     return hmac.new(_bytes(secret), _bytes(message), hashlib.sha256).hexdigest()
 
 
-def same(given: str | bytes, expected: str | bytes) -> bool:
-    """In constant time, so the time a wrong guess takes tells nothing about the secret."""
+def same_secret(given: str | bytes, expected: str | bytes) -> bool:
+    """In constant time, so the time a wrong guess takes tells nothing about the secret
+    (an API key, a metrics token, a signature)."""
     return hmac.compare_digest(_bytes(given), _bytes(expected))
 
 
 def verify(secret: str | bytes, message: str | bytes, given: str | bytes) -> bool:
     """Whether ``given`` is ``message``'s signature with ``secret``."""
-    return same(given, sign(secret, message))
+    return same_secret(given, sign(secret, message))
