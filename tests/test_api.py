@@ -13,6 +13,7 @@ import pytest
 
 from echo_server.web import static_dir
 from tests.conftest import server_url
+from tests.support.http import http_client
 
 EVENT = {"channel": "leads-management", "name": "lead.assigned", "data": {"lead": {"id": 1}}}
 
@@ -54,7 +55,7 @@ async def _wait_members(server, channel: str, count: int) -> None:
 
 async def test_root_answers_ok(make_server) -> None:
     server = await make_server(redis=False)
-    async with aiohttp.ClientSession() as http, http.get(server_url(server) + "/") as response:
+    async with http_client() as http, http.get(server_url(server) + "/") as response:
         assert response.status == 200
         assert await response.text() == "OK"
 
@@ -62,7 +63,7 @@ async def test_root_answers_ok(make_server) -> None:
 async def test_event_post_reaches_subscribers(make_server) -> None:
     server = await make_server(redis=False)
     base = server_url(server)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         client = await RawWebsocketClient.connect(http, base, "leads-management")
         await _wait_members(server, "leads-management", 1)
         async with http.post(f"{base}/apps/test-app/events?auth_key=test-key",
@@ -87,7 +88,7 @@ async def test_socket_id_excludes_the_sender(make_server) -> None:
     server = await make_server(redis=False)
     base = server_url(server)
     url = f"{base}/apps/test-app/events?auth_key=test-key"
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         sender = await RawWebsocketClient.connect(http, base, "c")
         other = await RawWebsocketClient.connect(http, base, "c")
         await _wait_members(server, "c", 2)
@@ -108,7 +109,7 @@ async def test_socket_id_excludes_the_sender(make_server) -> None:
 ])
 async def test_key_check(make_server, headers: dict[str, str], query: str, status: int) -> None:
     server = await make_server(redis=False)
-    async with aiohttp.ClientSession() as http, http.post(
+    async with http_client() as http, http.post(
             f"{server_url(server)}/apps/test-app/events{query}", headers=headers,
             json=EVENT) as response:
         assert response.status == status
@@ -127,7 +128,7 @@ async def test_bad_bodies_are_400_and_the_server_lives(make_server, body: bytes)
     """A non-JSON, empty or null body kills the reference; here it is a 400."""
     server = await make_server(redis=False)
     base = server_url(server)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.post(f"{base}/apps/test-app/events?auth_key=test-key", data=body,
                              headers={"Content-Type": "application/json"}) as response:
             assert response.status == 400
@@ -140,7 +141,7 @@ async def test_bad_bodies_are_400_and_the_server_lives(make_server, body: bytes)
 
 async def test_incomplete_event_uses_the_reference_message(make_server) -> None:
     server = await make_server(redis=False)
-    async with aiohttp.ClientSession() as http, http.post(
+    async with http_client() as http, http.post(
             f"{server_url(server)}/apps/test-app/events?auth_key=test-key",
             json={"channel": "c", "name": "n"}) as response:
         assert await response.json() == {"error": "Event must include channel, event name "
@@ -149,7 +150,7 @@ async def test_incomplete_event_uses_the_reference_message(make_server) -> None:
 
 async def test_http_subscriber_off_removes_the_route(make_server) -> None:
     server = await make_server({"subscribers": {"http": False}}, redis=False)
-    async with aiohttp.ClientSession() as http, http.post(
+    async with http_client() as http, http.post(
             f"{server_url(server)}/apps/test-app/events?auth_key=test-key",
             json=EVENT) as response:
         assert response.status == 404
@@ -162,7 +163,7 @@ async def test_unknown_route_options_and_cors(make_server) -> None:
         "allowMethods": "GET, POST", "allowHeaders": "Authorization"},
         "headers": {"X-Served-By": "echo"}}, redis=False)
     base = server_url(server)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.get(f"{base}/nope") as response:
             assert response.status == 404
             assert "Cannot GET /nope" in await response.text()
@@ -180,7 +181,7 @@ async def test_oversized_body_is_refused(make_server) -> None:
     server = await make_server({"socketio": {"maxHttpBufferSize": 10_000}}, redis=False)
     base = server_url(server)
     body = {**EVENT, "data": {"blob": "x" * 200_000}}
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         try:
             async with http.post(f"{base}/apps/test-app/events?auth_key=test-key",
                                  json=body) as response:
@@ -199,7 +200,7 @@ async def test_client_bundle_route(make_server, tmp_path: Path, monkeypatch,
     monkeypatch.setenv("ECHO_SERVER_STATIC_DIR", str(static))
     server = await make_server(redis=False)
     url = f"{server_url(server)}/socket.io/socket.io.js"
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         with caplog.at_level("WARNING", logger="echo_server.bundle"):
             async with http.get(url) as response:
                 assert response.status == 404
@@ -210,7 +211,7 @@ async def test_client_bundle_route(make_server, tmp_path: Path, monkeypatch,
 
     (static / "socket.io.js").write_text("/*! socket.io-client v2.5.0 */ var io;")
     server2 = await make_server(redis=False)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.get(f"{server_url(server2)}/socket.io/socket.io.js") as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("application/javascript")
@@ -236,7 +237,7 @@ async def test_read_routes(make_server, auth_backend) -> None:
     server = await make_server({"authHost": auth_backend.url}, redis=False)
     base = server_url(server)
     key = "?auth_key=test-key"
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         a = await RawWebsocketClient.connect(http, base, "leads-management", "orders")
         b = await RawWebsocketClient.connect(http, base, "leads-management")
         await a.ws.send_str("42" + json.dumps(

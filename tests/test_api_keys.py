@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from echo_server.config import ConfigError, load_config
 from tests.conftest import ServerFactory, server_url
+from tests.support.http import http_client
 from tests.test_cli import run_cli
 
 EVENT = {"channel": "orders", "name": "order.shipped", "data": {"id": 1}}
@@ -47,7 +47,7 @@ async def test_an_entry_without_a_key_authorizes_nothing(make_server: ServerFact
     server = await make_server(redis=False)
     server.api.clients.append({"appId": "keyless"})
     base = server_url(server) + "/apps/keyless"
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         for key in ("None", "null", "undefined"):
             async with http.get(f"{base}/status?auth_key={key}") as response:
                 assert response.status == 403
@@ -59,7 +59,7 @@ async def test_an_entry_without_a_key_authorizes_nothing(make_server: ServerFact
 async def test_a_non_ascii_secret_is_a_403(make_server: ServerFactory) -> None:
     server = await make_server({"metrics": {"token": "metrics-token"}}, redis=False)
     base = server_url(server)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         for url in (f"{base}/apps/test-app/status?auth_key=%C3%BCber",
                     f"{base}/metrics?token=%C3%BCber"):
             async with http.get(url) as response:
@@ -89,7 +89,7 @@ async def test_secrets_are_compared_in_constant_time(make_server: ServerFactory,
     monkeypatch.setattr(hmac, "compare_digest", recording)
     server = await make_server({"metrics": {"token": "metrics-token"}}, redis=False)
     base = server_url(server)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.get(f"{base}/apps/test-app/status?auth_key=test-kez") as response:
             assert response.status == 403
         async with http.get(f"{base}/metrics?token=metrics-tokem") as response:

@@ -24,6 +24,7 @@ from echo_server.server import EchoServer
 from tests.conftest import ServerFactory
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.closing import closing_each
+from tests.support.http import http_client
 from tests.support.waits import server_socket, wait_member, wait_until
 
 # Raw EIO3 sockets send no pings: the default heartbeat keeps them open for the test.
@@ -212,7 +213,7 @@ class RawSocket:
 
     @classmethod
     async def connect(cls, server: EchoServer, local_address: str) -> RawSocket:
-        http = aiohttp.ClientSession(
+        http = http_client(
             connector=aiohttp.TCPConnector(local_addr=(local_address, 0)))
         ws = await http.ws_connect(
             f"ws://127.0.0.1:{server.port}/socket.io/?EIO=3&transport=websocket",

@@ -23,6 +23,7 @@ from echo_server.core.recovery import Sessions
 from echo_server.server import EchoServer
 from echo_server.transport.guard import ConnectionGuard, HttpLimits
 from tests.conftest import ServerFactory
+from tests.support.http import http_client
 from tests.support.instance import At, instance_process
 from tests.support.raw import RawWebSocket, wait_until
 
@@ -309,7 +310,7 @@ async def test_waves_of_parked_sessions_do_not_grow_memory(
                "socketio": {**RECOVERY, "maxChannelsPerSocket": 2000},
                "limits": {"maxSubscriptionsPerAddress": 20_000}}
     async with instance_process(tmp_path, redis_url, options) as (proc, at), \
-            aiohttp.ClientSession() as http:
+            http_client() as http:
         after = []
         for wave in range(WAVES):
             sockets = [(await client(at))[0] for _ in range(10)]
@@ -335,7 +336,7 @@ async def test_waves_of_churn_do_not_grow_memory(tmp_path: Path, redis_url: str,
     options = {"database": "redis", "devMode": False, "socketio": SLOW_PINGS,
                "databaseConfig": {"redis": {"keyPrefix": prefix}}}
     async with instance_process(tmp_path, redis_url, options) as (proc, at), \
-            aiohttp.ClientSession() as http:
+            http_client() as http:
         sockets = [(await client(at, f"127.0.0.{n}"))[0] for n in range(1, 21)]
         after = []
         for wave in range(WAVES):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-import aiohttp
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
@@ -22,6 +21,7 @@ from broadcaster.jsoncodec import MAX_DEPTH
 from echo_server.ingest import SourceRunner
 from echo_server.server import EchoServer
 from tests.conftest import ServerFactory, _until, laravel_message, server_url
+from tests.support.http import http_client
 from tests.support.waits import redis_runner, wait_until
 from tests.test_sources import pending, pg_source, started, stream_url
 
@@ -130,7 +130,7 @@ async def test_http_api_refuses_a_deeply_nested_body_and_keeps_serving(
     server = await make_server(redis=False)
     url = f"{server_url(server)}/apps/test-app/events?auth_key=test-key"
     deep = '{"channel":"' + CHANNEL + '","name":"e","data":' + nested(POISON_DEPTH, "1") + "}"
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.post(url, data=deep,
                              headers={"Content-Type": "application/json"}) as response:
             assert response.status == 400

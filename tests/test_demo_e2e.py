@@ -31,6 +31,7 @@ from echo_server.demo import PRESENCE_CHANNEL, REVERB_STACK, WEBHOOK_PATH, Demo,
 from echo_server.web.demo_files import DEMO_DIR, DemoFiles
 from tests.conftest import ROOT, free_port, server_url
 from tests.support.drivers import NODE_DIR, browser_missing, stop_driver
+from tests.support.http import http_client
 from tests.support.raw import RawWebSocket
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.waits import wait_until
@@ -437,7 +438,7 @@ async def test_echo_server_demo_command(browser: DemoBrowser) -> None:
             url = match.group(1) if match else None
         assert url.startswith(f"http://127.0.0.1:{port}/demo/?admin=1&api=")
         assert f"127.0.0.1:{backend_port}" in url
-        async with aiohttp.ClientSession() as http, http.get(url) as response:
+        async with http_client() as http, http.get(url) as response:
             assert response.status == 200
             assert "<title>Lead Yönetimi" in await response.text()
         view = await browser.open("page", url)
@@ -468,7 +469,7 @@ async def test_demo_route_serves_files_and_nothing_else(make_server, tmp_path: P
     (built / "assets" / "app-1a2b.js").write_text("console.log(1)")
     (tmp_path / "secret.txt").write_text("not for you")
     server.demo_files = DemoFiles(built)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.get(f"{base}/demo", params={"admin": "2"},
                             allow_redirects=False) as response:
             assert response.status == 301
@@ -494,7 +495,7 @@ async def test_demo_route_serves_files_and_nothing_else(make_server, tmp_path: P
     # Not built: 404 and one log line that says how to build it.
     server.demo_files = DemoFiles(tmp_path / "missing")
     with caplog.at_level(logging.WARNING, logger="echo_server.demo"):
-        async with aiohttp.ClientSession() as http:
+        async with http_client() as http:
             for _ in range(2):
                 async with http.get(f"{base}/demo/") as response:
                     assert response.status == 404
@@ -536,7 +537,7 @@ async def test_demo_backend_takes_only_signed_webhooks_once() -> None:
 
     joined = batch("b1", "channel_occupied", "member_added:1", "member_added:2")
     try:
-        async with aiohttp.ClientSession() as http:
+        async with http_client() as http:
             url = backend.url + WEBHOOK_PATH
             for request, status in ((joined, 200),
                                     (batch("b2", "member_removed:2"), 200),
@@ -564,7 +565,7 @@ async def test_demo_backend_signs_a_pusher_user_in() -> None:
     url = f"{backend.url}/broadcasting/user-auth"
     bearer = {"Authorization": f"Bearer {backend.issue_token(B)}"}
     try:
-        async with aiohttp.ClientSession() as http:
+        async with http_client() as http:
             async with http.post(url, data={"socket_id": "123.456"}, headers=bearer) as response:
                 assert response.status == 200
                 answer = await response.json()
@@ -594,7 +595,7 @@ async def test_demo_backend_plays_laravel_through_redis(redis_url: str) -> None:
     api = running.backend.url
     clients: list[EchoClient] = []
     try:
-        async with aiohttp.ClientSession() as http:
+        async with http_client() as http:
             async with http.get(f"{api}/api/session", params={"admin": "9"}) as response:
                 assert response.status == 404
             tokens = {}

@@ -12,10 +12,10 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.conftest import free_port
+from tests.support.http import http_client
 from tests.support.logged_process import LoggedProcess
 from tests.support.raw import OP_TEXT, RawWebSocket, client_frame
 from tests.test_pusher_ws import _At
@@ -79,7 +79,7 @@ async def _websocket_flood(port: int) -> None:
 async def _polling_flood(port: int) -> None:
     """In one polling payload (Engine.IO 4), answered once every subscribe is handled."""
     base = f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling"
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.get(base) as reply:
             sid = json.loads((await reply.text())[1:])["sid"]
         async with http.post(f"{base}&sid={sid}", data="40") as reply:

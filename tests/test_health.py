@@ -19,13 +19,14 @@ import pytest
 from echo_server.config import load_config
 from echo_server.server import EchoServer
 from tests.conftest import free_port, private_redis, redis_config, server_url
+from tests.support.http import http_client
 from tests.support.logged_process import LoggedProcess
 from tests.support.raw import Reply, http_request, open_ws, wait_until, ws_closed, ws_recv
 
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+    async with http_client() as session:
         yield session
 
 

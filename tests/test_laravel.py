@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import redis as sync_redis
 import redis.asyncio as aioredis
@@ -28,6 +27,7 @@ from broadcaster.phpjson import php_json_encode
 from tests.conftest import FAST_SOCKETIO, ServerFactory, free_port, requires_node, server_url
 from tests.support import laravel
 from tests.support.closing import closing_each
+from tests.support.http import http_client
 from tests.support.instance import instance_process
 from tests.support.laravel import REDIS_PREFIX, TOKENS, USERS, LaravelApp, LaravelPage
 from tests.support.node_client import NodeEchoClient
@@ -98,7 +98,7 @@ async def _subscribers(url: str, channel: str, count: int, timeout: float = 5.0)
     answer to await)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         while True:
             async with http.get(f"{url}/apps/test-app/channels/{channel}",
                                 params={"auth_key": "test-key"}) as response:
@@ -137,7 +137,7 @@ async def test_every_answer_of_the_app_sets_its_session_cookie(app: LaravelApp,
     with ``Set-Cookie: laravel_session`` every time, granted or not."""
     user_1, guest = await pages(1), await pages(None)
     for page, status in ((user_1, 200), (guest, 403)):
-        async with aiohttp.ClientSession() as http, http.post(
+        async with http_client() as http, http.post(
                 app.url + "/broadcasting/auth",
                 data={"channel_name": DASHBOARD_1, "socket_id": "1.1"},
                 headers={"Cookie": page.cookie, "X-Requested-With": "XMLHttpRequest"}

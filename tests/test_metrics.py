@@ -10,6 +10,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from tests.conftest import laravel_message, server_url
+from tests.support.http import http_client
 from tests.support.waits import wait_until
 
 PREFIX = "laravel_database_"
@@ -42,7 +43,7 @@ async def test_counts_after_traffic(make_server, redis: aioredis.Redis, auth_bac
                                 "authHost": auth_backend.url})
     base = server_url(server)
     clients, events = 4, 5
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         sockets = []
         for i in range(clients):
             eio = 3 if i % 2 == 0 else 4
@@ -98,7 +99,7 @@ async def test_counts_after_traffic(make_server, redis: aioredis.Redis, auth_bac
 async def test_reconnection_is_recognised_by_the_io_cookie(make_server) -> None:
     server = await make_server(redis=False)
     base = server_url(server)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.get(f"{base}/socket.io/?EIO=3&transport=polling") as response:
             sid = json.loads((await response.text()).split(":", 1)[1].split("2:40")[0][1:])["sid"]
         server.engine.sessions[sid].close("transport close")
@@ -114,7 +115,7 @@ async def test_reconnection_is_recognised_by_the_io_cookie(make_server) -> None:
 async def test_token_protects_metrics(make_server) -> None:
     server = await make_server({"metrics": {"token": "s3cret"}}, redis=False)
     base = server_url(server)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.get(f"{base}/metrics") as response:
             assert response.status == 403
         await _scrape(http, base, headers={"Authorization": "Bearer s3cret"})
@@ -123,6 +124,6 @@ async def test_token_protects_metrics(make_server) -> None:
 
 async def test_metrics_can_be_turned_off(make_server) -> None:
     server = await make_server({"metrics": {"enabled": False}}, redis=False)
-    async with aiohttp.ClientSession() as http, \
+    async with http_client() as http, \
             http.get(f"{server_url(server)}/metrics") as response:
         assert response.status == 404

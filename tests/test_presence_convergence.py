@@ -31,6 +31,7 @@ import pytest
 from channel_auth import AuthRequest, AuthResult
 from echo_server.server import EchoServer
 from tests.conftest import server_url
+from tests.support.http import http_client
 from tests.support.raw import OP_TEXT, RawWebSocket
 from tests.support.waits import member_ids, wait_until
 from tests.test_channel_auth import HeldStore
@@ -196,7 +197,7 @@ async def _churn(tabs: list[PresenceTab], servers: list[EchoServer], seed: int) 
 
 
 async def _converges(servers: list[EchoServer], seed: int) -> None:
-    http = aiohttp.ClientSession()
+    http = http_client()
     observer = PresenceTab(OBSERVER, servers[0])
     markers = [PresenceTab(MARKER, server) for server in servers]
     users = [*range(100, 100 + SOCKETS // 2)] + [200 + n % 10 for n in range(SOCKETS // 2)]

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import redis.asyncio as aioredis
 
 from broadcaster import Broadcaster
@@ -22,6 +21,7 @@ from broadcaster.event import BroadcastEvent
 from echo_server.server import EchoServer
 from tests.conftest import FAST_SOCKETIO, ServerFactory, free_port, requires_node
 from tests.support.auth_backend import AuthBackend
+from tests.support.http import http_client
 from tests.support.instance import instance_process
 from tests.support.many_pages import NodePages, Ticker, subscribed_on
 from tests.support.raw import RawWebSocket, eio3_recovering_client, socketio_client
@@ -267,7 +267,7 @@ async def test_a_page_whose_instance_is_killed_recovers_on_the_other(
                 assert got["data"]["n"] == 5  # still in its channels, nothing twice
             assert len(auth_backend.calls) == 1  # no second authorization
             assert _recoveries(b, "recovered") == 1
-            async with aiohttp.ClientSession() as http, \
+            async with http_client() as http, \
                     http.get(f"http://127.0.0.1:{b.port}/readyz") as ready:
                 assert (await ready.json())["recovery"] == "any"  # what ops can check
         finally:

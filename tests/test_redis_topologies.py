@@ -20,7 +20,6 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
@@ -37,6 +36,7 @@ from tests.conftest import (
     server_url,
 )
 from tests.support.auth_backend import AuthBackend, AuthCall
+from tests.support.http import http_client
 from tests.support.node_client import NodeEchoClient
 from tests.support.waits import ClientFactory, redis_runner, wait_member, wait_until
 
@@ -262,7 +262,7 @@ def readme_nginx_config(ports: list[int], listen: int, access_log: Path) -> str:
 
 async def _landing(base: str, servers: list[EchoServer], address: str) -> int:
     """Which instance a client at ``address`` lands on: one handshake through nginx."""
-    async with aiohttp.ClientSession() as http, http.get(
+    async with http_client() as http, http.get(
             f"{base}/socket.io/?EIO=4&transport=polling",
             headers={"X-Forwarded-For": address}) as response:
         body = await response.text()

@@ -27,6 +27,7 @@ from echo_server.config import Config
 from echo_server.reload import lost_settings
 from echo_server.server import EchoServer
 from tests.conftest import free_port, redis_config
+from tests.support.http import http_client
 from tests.support.logged_process import LoggedProcess
 from tests.support.raw import (
     Polling,
@@ -64,7 +65,7 @@ def echo(*args: str) -> list[str]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+    async with http_client() as session:
         yield session
 
 

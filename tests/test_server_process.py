@@ -20,6 +20,7 @@ import pytest
 import socketio
 
 from tests.conftest import RedisProcess, _redis_server_binary, free_port, laravel_message
+from tests.support.http import http_client
 from tests.support.logged_process import LoggedProcess
 
 
@@ -87,7 +88,7 @@ async def test_embedded_defaults_memory_bus_then_redis(tmp_path: Path, processes
     url = f"http://127.0.0.1:{port}"
     client, received = await _connected_client(url, "leads-management")
     try:
-        async with aiohttp.ClientSession() as http:
+        async with http_client() as http:
             body = {"channel": "leads-management", "name": "lead.assigned",
                     "data": {"lead": {"id": 7}}}
             async def post_until_received() -> tuple:
@@ -142,7 +143,7 @@ async def test_sigterm_closes_clients_and_releases_lock(tmp_path: Path, processe
     lock = tmp_path / "laravel-echo-server.lock"
     assert json.loads(lock.read_text()) == {"process": server.proc.pid}
 
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         ws = await http.ws_connect(f"ws://127.0.0.1:{port}/socket.io/?EIO=3&transport=websocket",
                                    autoping=False)
         assert (await ws.receive_str()).startswith("0{")
@@ -170,7 +171,7 @@ async def test_https(tmp_path: Path, processes) -> None:
     processes.append(server)
     await server.start()
     context = ssl.create_default_context(cafile=str(cert))
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.get(f"https://127.0.0.1:{port}/socket.io/?EIO=3&transport=polling",
                             ssl=context) as response:
             assert response.status == 200
@@ -257,7 +258,7 @@ async def test_unchanged_reference_config_with_dotenv(tmp_path: Path, processes,
                         laravel_message("lead.assigned", {"lead": {"id": 3}}))
     got = await client.expect("event", event=".lead.assigned")
     assert got["data"] == {"lead": {"id": 3}, "socket": None}
-    async with aiohttp.ClientSession() as http, http.post(
+    async with http_client() as http, http.post(
             f"http://127.0.0.1:{port}/apps/5b0e1c2d/events?auth_key=e3f1a9",
             json={"channel": "leads-management", "name": "lead.assigned",
                   "data": {"lead": {"id": 4}}}) as response:

@@ -23,6 +23,7 @@ from echo_server.server import EchoServer
 from tests.conftest import ROOT, free_port, laravel_message, server_url
 from tests.support.auth_backend import AuthCall
 from tests.support.drivers import CHROMIUM, NODE_DIR, browser_missing, stop_driver
+from tests.support.http import http_client
 from tests.support.raw import Polling, open_ws, ws_recv
 from tests.support.seed_events import lead_assigned
 from tests.support.waits import wait_until
@@ -165,7 +166,7 @@ async def open_status_page() -> AsyncIterator[Any]:
 async def test_access_needs_an_app_key_or_the_metrics_token(make_server) -> None:
     server = await make_server({"metrics": {"token": "s3cret"}}, redis=False)
     base = server_url(server)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         for path in ("/status", "/status.json"):
             for params, headers in (({}, {}), ({"auth_key": "wrong"}, {}),
                                     ({"token": ""}, {}), ({"auth_key": "test-app"}, {}),
@@ -203,7 +204,7 @@ async def test_access_needs_an_app_key_or_the_metrics_token(make_server) -> None
 
 async def test_without_a_metrics_token_only_app_keys_open_it(make_server) -> None:
     server = await make_server(redis=False)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         async with http.get(f"{server_url(server)}/status.json",
                             params={"token": "anything"}) as response:
             assert response.status == 403
@@ -221,7 +222,7 @@ async def test_json_follows_real_traffic_exactly(make_server, redis: aioredis.Re
                                 "metrics": {"sampleInterval": 100}})
     base = server_url(server)
     memory_events, redis_events = 4, 3
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         empty = await get_json(http, server)
         assert empty["connections"]["total"] == 0
         assert empty["channels"] == {"total": 0, "subscriptions": 0, "top": []}
@@ -304,7 +305,7 @@ async def test_source_health_hides_the_redis_password(make_server) -> None:
     port = free_port()  # nothing listens there: the source stays down
     server = await make_server({"databaseConfig": {"redis": {
         "host": "127.0.0.1", "port": port, "password": "hunter2"}}}, wait_for_redis=False)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         await wait_until(lambda: server.runners[-1].health.outages >= 1, "redis marked down")
         async with http.get(f"{server_url(server)}/status.json",
                             headers={"Authorization": "Bearer test-key"}) as response:
@@ -331,7 +332,7 @@ async def test_page_in_headless_chromium(make_server, auth_backend, open_status_
     assert view["channels"] == {}
 
     n_clients = 4
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         clients = [
             await ws_client(http, base, 3, ["leads-management", "presence-admins"]),
             await ws_client(http, base, 4, ["leads-management", "presence-admins", HOSTILE]),
@@ -425,7 +426,7 @@ async def test_cli_status_prints_the_running_servers_figures(make_server, tmp_pa
     server = await make_server({"port": free_port(), "socketio": SLOW_PINGS}, redis=False)
     directory = Path(server.config.config_file).parent
     base = server_url(server)
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         clients = [await ws_client(http, base, 3, ["leads-management"]),
                    await ws_client(http, base, 4, ["leads-management", "bad\x1b[31mname"])]
         await wait_until(lambda: server.core.rooms.count("leads-management") == 2

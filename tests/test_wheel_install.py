@@ -14,11 +14,11 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-import aiohttp
 import pytest
 from packaging.requirements import Requirement
 
 from tests.conftest import ROOT, free_port
+from tests.support.http import http_client
 from tests.support.logged_process import LoggedProcess
 
 STATIC = ROOT / "echo_server" / "static"
@@ -114,7 +114,7 @@ async def test_wheel_installed_with_pip_serves_demo_and_bundle(tmp_path: Path) -
         assert f"JSON: {json_library}; event loop: {loop}" in "\n".join(server.lines)
 
         base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as http:
+        async with http_client() as http:
             async with http.get(f"{base}/demo/?admin=1") as response:
                 assert response.status == 200
                 assert await response.read() == (STATIC / "demo" / "index.html").read_bytes()
@@ -155,7 +155,7 @@ async def test_missing_files_say_how_to_get_them(tmp_path: Path) -> None:
     try:
         await server.wait_for_line("listening on")
         url = f"http://127.0.0.1:{port}/socket.io/socket.io.js"
-        async with aiohttp.ClientSession() as http, http.get(url) as response:
+        async with http_client() as http, http.get(url) as response:
             assert response.status == 404
             said = await response.text()
         assert "socket.io.js is not installed" in said

@@ -23,6 +23,7 @@ from broadcaster import Broadcaster
 from echo_server.app_quota import SharedAppQuota
 from tests.conftest import FAST_SOCKETIO, free_port, redis_config, requires_node
 from tests.support.auth_backend import AuthBackend
+from tests.support.http import http_client
 from tests.support.logged_process import LoggedProcess
 from tests.support.raw import Polling, RawWebSocket, http_request, wait_until
 from tests.support.waits import ClientFactory
@@ -46,7 +47,7 @@ def start(directory: Path, options: dict[str, Any], *args: str) -> LoggedProcess
 def session_from(address: str) -> aiohttp.ClientSession:
     """Every request on a new connection from ``address``: stickiness must not depend on
     keep-alive."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0),
+    return http_client(connector=aiohttp.TCPConnector(local_addr=(address, 0),
                                                                 force_close=True))
 
 
@@ -268,7 +269,7 @@ async def test_behind_nginx_worker_ports_spread_clients(tmp_path: Path, redis_ur
     listen = free_port()
     nginx(readme_nginx_config(ports, listen, tmp_path / "access.log"), listen)
     base = f"http://127.0.0.1:{listen}"
-    browsers = {address: aiohttp.ClientSession(headers={"X-Forwarded-For": address})
+    browsers = {address: http_client(headers={"X-Forwarded-For": address})
                 for address in (f"198.51.100.{n}" for n in range(1, 9))}
     try:
         for slot, port in enumerate(ports):
@@ -317,7 +318,7 @@ async def test_both_client_generations_from_several_addresses(
     server, port = await started_workers(tmp_path, redis_url, prefix,
                                          authHost=auth_backend.url, socketio=FAST_SOCKETIO)
     base = f"http://127.0.0.1:{port}"
-    http = aiohttp.ClientSession()
+    http = http_client()
     try:
         by_worker = await addresses_by_worker(base)
         w0, w1 = by_worker["echo-w0"], by_worker["echo-w1"]
@@ -363,7 +364,7 @@ async def test_a_killed_workers_members_are_announced_leaving(
     server, port = await started_workers(tmp_path, redis_url, prefix,
                                          authHost=auth_backend.url, socketio=FAST_SOCKETIO)
     base = f"http://127.0.0.1:{port}"
-    http = aiohttp.ClientSession()
+    http = http_client()
     try:
         by_worker = await addresses_by_worker(base)
         observer, _, _ = await _member(node_client, base, "echo2-sio4", 1,

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import _deep_update, free_port, redis_config
+from tests.support.http import http_client
 
 
 class At:
@@ -41,7 +42,7 @@ async def instance_process(tmp_path: Path, redis_url: str, options: dict[str, An
         env={**environ, **(env or {})}, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL)
     try:
-        async with aiohttp.ClientSession() as http:
+        async with http_client() as http:
             while True:
                 try:
                     async with http.get(f"http://127.0.0.1:{port}/readyz") as response:

@@ -128,7 +128,8 @@ class LaravelPage:
 
     def __init__(self, app: LaravelApp) -> None:
         self.app = app
-        # unsafe=True: keep cookies of an IP host too, whichever address the app is reached at.
+        # A browser keeps its own cookies (this page's alone); unsafe=True: of an IP host too,
+        # whichever address the app is reached at.
         self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         self.csrf = ""
         self.session = ""

@@ -9,6 +9,7 @@ import json
 from types import TracebackType
 from typing import Any, Self
 
+from tests.support.http import http_client
 from tests.support.node_client import NODE_DIR
 
 
@@ -100,11 +101,10 @@ async def subscribed_on(port: int, channel: str, count: int, *, app: str, key: s
                         timeout: float = 20.0) -> None:
     """Until ``count`` sockets are in ``channel``, as the HTTP API of the server on ``port``
     says (Echo's subscribe has no answer)."""
-    import aiohttp
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with aiohttp.ClientSession() as http:
+    async with http_client() as http:
         while True:
             async with http.get(f"http://127.0.0.1:{port}/apps/{app}/channels/{channel}",
                                 params={"auth_key": key}) as response:
