@@ -177,6 +177,25 @@ async def test_b64_polling_keeps_text_framing(make_server: ServerFactory, http: 
     assert reply.text == encode_v3(['42["ev","b",{"s":"😀"}]'])
 
 
+async def test_base64_binary_packets_in_a_polling_payload(
+    make_server: ServerFactory, http: Http
+) -> None:
+    """socket.io-client 2 sends a binary emit over polling (without XHR2) as its event
+    header and then `b4<base64>`, the message type and the data. That ended the session
+    with "parse error"; now the text packets around it are delivered (the binary event is
+    dropped: Echo never sends one) and the session lives on."""
+    server = await make_server(redis=False)
+    client = Polling(http, server_url(server), query={"b64": "1"})
+    await client.handshake()
+    await client.post('451-["client-bin",{"_placeholder":true,"num":0}]', "b4AQID",
+                      '42["subscribe",{"channel":"mixed"}]')
+    await subscribed(server, "mixed")
+    assert client.sid in server.engine.sessions
+    assert server.errors.counts["bad_frame"] == 0
+    server.publish(BroadcastEvent("mixed", "ev", "1"))
+    assert await client.get() == ['42["ev","mixed",1]']
+
+
 def jsonp_payload(body: str, index: str = "0") -> str:
     match = re.fullmatch(rf"___eio\[{index}\]\((.*)\);", body, re.S)
     assert match, body

@@ -196,10 +196,11 @@ class Session:
             pass
         elif kind == "5":
             pass  # an upgrade packet on the current transport: harmless, ignore
-        elif kind == "b" and self.eio == 4:
-            # A binary message over EIO4 polling travels base64-encoded.
+        elif kind == "b" and (self.eio == 4 or packet[1:2] == "4"):
+            # A binary message over polling travels base64-encoded: `b<base64>` in EIO4,
+            # `b4<base64>` in EIO3 (the message's packet type, then its data).
             try:
-                data = base64.b64decode(packet[1:], validate=True)
+                data = base64.b64decode(packet[1 if self.eio == 4 else 2:], validate=True)
             except ValueError:
                 self.engine.report_error("bad_frame", "engine: bad base64 binary packet")
                 return
