@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
 from echo_server.server import EchoServer
-from tests.conftest import ServerFactory, laravel_message, server_url
+from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
+from tests.support.drivers import NODE_DIR
 from tests.support.raw import (
     OP_CLOSE,
     OP_CONTINUATION,
@@ -318,6 +319,40 @@ async def test_websocket_open_then_connect_then_pong(
     await ws.send_str("2")
     assert await ws_recv(ws) == "3"
     await ws.close()
+
+
+# A raw Node `ws` client that listens for messages only once `open` has fired (a promise
+# later): it opens 20 sockets one after another and prints the first message of each.
+LATE_LISTENER = """
+const WebSocket = require('ws');
+const { once } = require('events');
+(async () => {
+  for (let i = 0; i < 20; i++) {
+    const ws = new WebSocket(process.argv[1]);
+    await once(ws, 'open');
+    const timer = new Promise((_, no) => setTimeout(() => no(new Error('nothing')), 3000));
+    const [data] = await Promise.race([once(ws, 'message'), timer]);
+    console.log(String(data).slice(0, 2));
+    ws.terminate();
+  }
+})().catch((e) => { console.log('error: ' + e.message); process.exit(1); });
+"""
+
+
+@requires_node
+@pytest.mark.parametrize("eio", [3, 4])
+async def test_raw_ws_client_listening_after_open_gets_the_open_packet(
+    make_server: ServerFactory, eio: int
+) -> None:
+    """The 101 and the open packet went out in one write: `ws` then emits the message in
+    the same tick as `open`, and a listener attached after `open` missed the handshake
+    (closed by ping timeout). The open packet now goes out in a write of its own."""
+    server = await make_server(redis=False)
+    url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO={eio}&transport=websocket"
+    proc = await asyncio.create_subprocess_exec(
+        "node", "-e", LATE_LISTENER, url, cwd=str(NODE_DIR), stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert out.decode().split() == ["0{"] * 20
 
 
 async def test_upgrade_from_polling(make_server: ServerFactory, http: Http) -> None:
