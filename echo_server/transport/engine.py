@@ -3,11 +3,12 @@
 One ``Session`` per client whatever its transport. The generations differ in
 the open packet, the heartbeat direction (EIO3: the client pings; EIO4: the
 server pings), polling framing and the Socket.IO handshake; everything else is
-shared. Timers are not per session: one sweep, every quarter of the shortest
-heartbeat period, checks every session, so an idle connection owns no timer.
+shared. Timers are not per session: each session waits in the bucket of its next
+deadline (``deadlines.Deadlines``), one loop timer for them all, so an idle connection
+owns no timer and is looked at when its deadline comes, not up to a period later.
 
 About 600 lines: both generations' sessions, polling and websocket paths share one
-``Session`` type and one sweep. Split apart, each half would reach into the other's state.
+``Session`` type and one schedule. Split apart, each half would reach into the other's state.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Protocol
 
 from broadcaster.jsoncodec import dumps
 
+from .deadlines import Deadlines
 from .http import HttpConnection, Request, Response
 from .ids import new_id
 from .packets import (
@@ -102,10 +104,9 @@ class Session:
     """One Engine.IO client: its transport, heartbeat state and outgoing queue."""
 
     __slots__ = (
-        "awaiting_pong", "closed", "eio", "ending", "engine", "flush_pending", "handshake",
-        "last_ping",
-        "last_seen", "poll", "poll_request", "probe", "probe_ok", "probe_since", "queue", "sid",
-        "socket", "ws",
+        "awaiting_pong", "closed", "due", "due_slot", "eio", "ending", "engine",
+        "flush_pending", "handshake", "last_ping", "last_seen", "poll", "poll_request",
+        "probe", "probe_ok", "probe_since", "queue", "sid", "socket", "ws",
     )
 
     def __init__(self, engine: EngineServer, sid: str, eio: int, handshake: Handshake) -> None:
@@ -128,6 +129,8 @@ class Session:
         self.closed = False
         self.ending: str | None = None  # close after the next GET (see end())
         self.socket: object = None  # set by the Socket.IO layer
+        self.due = None  # where the engine's Deadlines hold it
+        self.due_slot = 0
 
     @property
     def transport_name(self) -> str:
@@ -192,6 +195,10 @@ class Session:
                 self.close("transport error")
         elif kind == "3":
             self.awaiting_pong = False
+            engine = self.engine
+            # Due no later than pingInterval after the ping (sooner than the pong's
+            # timeout when pingInterval is the shorter; otherwise this is a no-op).
+            engine.deadlines.schedule(self, self.last_ping + engine.options.ping_interval)
         elif kind == "1":
             # The client is leaving: end its pending GET with a noop, as engine.io
             # does, rather than a close packet it did not ask for.
@@ -251,6 +258,7 @@ class Session:
             return
         self.closed = True
         self.engine.sessions.pop(self.sid, None)
+        self.engine.deadlines.cancel(self)
         ws, self.ws = self.ws, None
         probe, self.probe = self.probe, None
         if ws is not None:
@@ -286,17 +294,15 @@ class EngineServer:
         self.options = options
         self.listener = listener
         self.sessions: dict[str, Session] = {}
-        self._sweeper: asyncio.TimerHandle | None = None
+        self.deadlines = Deadlines(self._check)
         self._error_reporter = error_reporter
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
-        self._schedule_sweep()
+        pass  # the schedule's timer is armed by the first session
 
     def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        self.deadlines.stop()
 
     def sessions_by_kind(self) -> Counter[tuple[str, str]]:
         """(protocol, transport) -> sessions, e.g. ("eio3", "websocket")."""
@@ -309,42 +315,42 @@ class EngineServer:
                 ws.going_away()  # 1001: clients reconnect elsewhere; closes the session too
             session.close(reason)
 
-    @property
-    def sweep_interval(self) -> float:
-        period = min(self.options.ping_interval, self.options.ping_timeout,
-                     self.options.upgrade_timeout)
-        return max(0.005, min(period / 4, 5.0))
-
-    def _schedule_sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._sweeper = loop.call_later(self.sweep_interval, self._sweep)
-
-    def _sweep(self) -> None:
-        try:
-            self.sweep(time.monotonic())
-        finally:
-            self._schedule_sweep()
-
-    def sweep(self, now: float) -> None:
+    def _check(self, session: Session, now: float) -> None:
+        """Whatever is due for ``session`` at ``now`` (a ping, a timeout, the end of an
+        upgrade probe), then when to look again: its earliest deadline."""
+        if session.closed:
+            return
         opts = self.options
-        silent_limit = opts.ping_interval + opts.ping_timeout
-        for session in list(self.sessions.values()):
-            if session.probe is not None and now - session.probe_since > opts.upgrade_timeout:
-                session.drop_probe()
-            if session.eio == 3:
-                if now - session.last_seen > silent_limit:
-                    session.close("ping timeout")
-                continue
+        probe_end = session.probe_since + opts.upgrade_timeout
+        if session.probe is not None and now >= probe_end:
+            session.drop_probe()
+        if session.eio == 3:
+            due = session.last_seen + opts.ping_interval + opts.ping_timeout
+            if now >= due:
+                session.close("ping timeout")
+                return
+        else:
             if session.awaiting_pong:
-                if now - session.last_ping > opts.ping_timeout:
+                due = session.last_ping + opts.ping_timeout
+                if now >= due:
                     session.close("ping timeout")
-            elif now - session.last_ping >= opts.ping_interval:
-                session.last_ping = now
-                session.awaiting_pong = True
-                session.send("2")
-            if not getattr(session.socket, "connected", True) and \
-                    now - session.handshake.issued > opts.connect_timeout:
-                session.close("connect timeout")
+                    return
+            else:
+                due = session.last_ping + opts.ping_interval
+                if now >= due:
+                    session.last_ping = now
+                    session.awaiting_pong = True
+                    session.send("2")
+                    due = now + opts.ping_timeout
+            if not getattr(session.socket, "connected", False):  # None: not yet made
+                connect_end = session.handshake.issued + opts.connect_timeout
+                if now >= connect_end:
+                    session.close("connect timeout")
+                    return
+                due = min(due, connect_end)
+        if session.probe is not None:
+            due = min(due, probe_end)
+        self.deadlines.schedule(session, due)
 
     # -- errors ---------------------------------------------------------------
     def report_error(self, kind: str, message: str, *args: object) -> None:
@@ -428,6 +434,7 @@ class EngineServer:
         session = Session(self, sid, eio, Handshake(kept, query, time.monotonic(),
                                                     conn.client_address(request)))
         self.sessions[sid] = session
+        self._check(session, session.last_seen)  # schedules its first deadline
         return session
 
     def _open_packet(self, session: Session, upgrades: list[str]) -> str:
@@ -562,6 +569,7 @@ class EngineServer:
             session.probe = ws
             session.probe_ok = False
             session.probe_since = time.monotonic()
+            self.deadlines.schedule(session, session.probe_since + self.options.upgrade_timeout)
         if rest:
             ws.data_received(rest)
 
