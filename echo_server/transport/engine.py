@@ -108,6 +108,8 @@ class Session:
         "flush_pending", "handshake", "last_ping", "last_seen", "poll", "poll_request",
         "probe", "probe_ok", "probe_since", "queue", "sid", "socket", "ws",
     )
+    # last_ping: when the current ping cycle began (EIO4): the last ping sent, or the pong
+    # that answered it (the next ping goes pingInterval after that).
 
     def __init__(self, engine: EngineServer, sid: str, eio: int, handshake: Handshake) -> None:
         self.engine = engine
@@ -194,11 +196,13 @@ class Session:
                 self.engine.report_error("bad_frame", "engine: ping from an EIO4 client")
                 self.close("transport error")
         elif kind == "3":
+            # The next ping goes pingInterval after this pong, as engine.io's does. Its
+            # check is moved only when that is sooner than the pong's timeout (a
+            # pingInterval shorter than pingTimeout); otherwise this is a no-op.
             self.awaiting_pong = False
+            self.last_ping = now = self.last_seen
             engine = self.engine
-            # Due no later than pingInterval after the ping (sooner than the pong's
-            # timeout when pingInterval is the shorter; otherwise this is a no-op).
-            engine.deadlines.schedule(self, self.last_ping + engine.options.ping_interval)
+            engine.deadlines.schedule(self, now + engine.options.ping_interval)
         elif kind == "1":
             # The client is leaving: end its pending GET with a noop, as engine.io
             # does, rather than a close packet it did not ask for.
