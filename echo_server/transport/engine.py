@@ -196,13 +196,14 @@ class Session:
                 self.engine.report_error("bad_frame", "engine: ping from an EIO4 client")
                 self.close("transport error")
         elif kind == "3":
-            # The next ping goes pingInterval after this pong, as engine.io's does. Its
-            # check is moved only when that is sooner than the pong's timeout (a
-            # pingInterval shorter than pingTimeout); otherwise this is a no-op.
-            self.awaiting_pong = False
-            self.last_ping = now = self.last_seen
-            engine = self.engine
-            engine.deadlines.schedule(self, now + engine.options.ping_interval)
+            if self.eio == 4:
+                # The next ping goes pingInterval after this pong, as engine.io's does. Its
+                # check is moved only when that is sooner than the pong's timeout (a
+                # pingInterval shorter than pingTimeout); otherwise this is a no-op.
+                self.awaiting_pong = False
+                self.last_ping = now = self.last_seen
+                engine = self.engine
+                engine.deadlines.schedule(self, now + engine.options.ping_interval)
         elif kind == "1":
             # The client is leaving: end its pending GET with a noop, as engine.io
             # does, rather than a close packet it did not ask for.
