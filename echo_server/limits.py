@@ -61,6 +61,8 @@ def parse_limits(section: Any, trusted: Any, max_body: int) -> LimitSettings:
         write_high_water=_count(section, "httpWriteHighWater", TRANSPORT_HIGH_WATER),
         max_connections_per_address=_count(section, "maxConnectionsPerAddress", 0,
                                            zero_ok=True),
+        linger_timeout=_seconds(section, "lingerTimeout", 5_000),
+        linger_bytes=_count(section, "lingerMaxBytes", 16 * 1024 * 1024),
     )
     return LimitSettings(
         max_channel_name=_count(section, "maxChannelNameLength", 200),

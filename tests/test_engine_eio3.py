@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
 from echo_server.server import EchoServer
-from tests.conftest import ServerFactory, laravel_message, server_url
+from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
+from tests.support.drivers import NODE_DIR
 from tests.support.raw import (
     OP_CLOSE,
     OP_CONTINUATION,
@@ -177,6 +178,25 @@ async def test_b64_polling_keeps_text_framing(make_server: ServerFactory, http: 
     assert reply.text == encode_v3(['42["ev","b",{"s":"😀"}]'])
 
 
+async def test_base64_binary_packets_in_a_polling_payload(
+    make_server: ServerFactory, http: Http
+) -> None:
+    """socket.io-client 2 sends a binary emit over polling (without XHR2) as its event
+    header and then `b4<base64>`, the message type and the data. That ended the session
+    with "parse error"; now the text packets around it are delivered (the binary event is
+    dropped: Echo never sends one) and the session lives on."""
+    server = await make_server(redis=False)
+    client = Polling(http, server_url(server), query={"b64": "1"})
+    await client.handshake()
+    await client.post('451-["client-bin",{"_placeholder":true,"num":0}]', "b4AQID",
+                      '42["subscribe",{"channel":"mixed"}]')
+    await subscribed(server, "mixed")
+    assert client.sid in server.engine.sessions
+    assert server.errors.counts["bad_frame"] == 0
+    server.publish(BroadcastEvent("mixed", "ev", "1"))
+    assert await client.get() == ['42["ev","mixed",1]']
+
+
 def jsonp_payload(body: str, index: str = "0") -> str:
     match = re.fullmatch(rf"___eio\[{index}\]\((.*)\);", body, re.S)
     assert match, body
@@ -299,6 +319,45 @@ async def test_websocket_open_then_connect_then_pong(
     await ws.send_str("2")
     assert await ws_recv(ws) == "3"
     await ws.close()
+
+
+# A raw Node `ws` client that listens for messages only once `open` has fired (a promise
+# later): it opens 20 sockets one after another and prints the first message each listener
+# got, `-` for none within 3 s (and what a listener attached from the start got first).
+LATE_LISTENER = """
+const WebSocket = require('ws');
+const { once } = require('events');
+(async () => {
+  for (let i = 0; i < 20; i++) {
+    const ws = new WebSocket(process.argv[1]);
+    let early = '-';
+    ws.once('message', (data) => { early = String(data).slice(0, 2); });
+    await once(ws, 'open');
+    const late = await new Promise((resolve) => {
+      const timer = setTimeout(() => resolve('-'), 3000);
+      ws.once('message', (data) => { clearTimeout(timer); resolve(String(data).slice(0, 2)); });
+    });
+    console.log(late === '0{' ? late : `${late}(${early})`);
+    ws.terminate();
+  }
+})();
+"""
+
+
+@requires_node
+@pytest.mark.parametrize("eio", [3, 4])
+async def test_raw_ws_client_listening_after_open_gets_the_open_packet(
+    make_server: ServerFactory, eio: int
+) -> None:
+    """The 101 and the open packet went out in one write: `ws` then emits the message in
+    the same tick as `open`, and a listener attached after `open` missed the handshake
+    (closed by ping timeout). The open packet now goes out in a write of its own."""
+    server = await make_server(redis=False)
+    url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO={eio}&transport=websocket"
+    proc = await asyncio.create_subprocess_exec(
+        "node", "-e", LATE_LISTENER, url, cwd=str(NODE_DIR), stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert out.decode().split() == ["0{"] * 20
 
 
 async def test_upgrade_from_polling(make_server: ServerFactory, http: Http) -> None:

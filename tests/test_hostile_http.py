@@ -5,7 +5,9 @@ protocol's error, holds no more than its bounds allow, and lets go of what it he
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import json
 import resource
 import socket
 from collections.abc import AsyncIterator
@@ -15,10 +17,11 @@ import pytest
 
 from echo_server.server import EchoServer
 from echo_server.transport.http import HttpConnection
-from tests.conftest import ServerFactory, server_url
+from tests.conftest import ServerFactory, requires_node, server_url
 from tests.support.raw import Polling, http_request, wait_until
 
-FAST_HTTP = {"headerTimeout": 300, "bodyTimeout": 300, "keepAliveTimeout": 300}
+FAST_HTTP = {"headerTimeout": 300, "bodyTimeout": 300, "keepAliveTimeout": 300,
+             "lingerTimeout": 300}
 
 
 @pytest.fixture
@@ -181,3 +184,169 @@ async def test_jsonp_index_keeps_only_digits(make_server: ServerFactory,
     assert reply.status == 200
     assert reply.text.startswith("___eio[0](")
     assert "alert" not in reply.text
+
+
+# --------------------------------------------------------------------------- lingering close
+
+OVERSIZED = 1_100_000  # over the default body bound (1,064,000)
+CHUNK = 64 * 1024
+
+
+async def send_slowly(writer: asyncio.StreamWriter, data: bytes, pause: float) -> None:
+    """``data`` in 64 KB chunks, ``pause`` apart, whatever the server answers meanwhile;
+    stops quietly where the server cuts the connection."""
+    with contextlib.suppress(ConnectionError):
+        for start in range(0, len(data), CHUNK):
+            writer.write(data[start:start + CHUNK])
+            await writer.drain()
+            await asyncio.sleep(pause)
+
+
+async def refused_while_sending(server: EchoServer, head: bytes, rest: bytes,
+                                pause: float = 0.005) -> tuple[int | None, bytes]:
+    """The status a client reads while it goes on sending ``rest`` after ``head``, and
+    everything it reads (None when the connection is reset before the answer is read)."""
+    reader, writer = await raw(server)
+    writer.write(head)
+    sending = asyncio.ensure_future(send_slowly(writer, rest, pause))
+    try:
+        async with asyncio.timeout(20):
+            answer = await reader.read()
+    except ConnectionError:
+        return None, b""
+    finally:
+        await sending
+        await closed(writer)
+    return (int(answer.split()[1]) if answer else None), answer
+
+
+async def closed(writer: asyncio.StreamWriter) -> None:
+    """Closed, and its end read: a reset the server sent ends the wait, not a test."""
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+def post_head(length: int) -> bytes:
+    return (b"POST /apps/test-app/events HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length)
+
+
+async def test_an_oversized_body_sent_slowly_reads_the_413(make_server: ServerFactory) -> None:
+    """40 clients sending 1.1 MB in 64 KB chunks: the server answers 413 once the bound is
+    passed, shuts down its sending side and reads on, so every client reads the 413 and then
+    finishes sending. (Closed at once, 14 of 40 clients got a reset in the issue's probe; on
+    loopback the answer mostly wins that race, so the tests below send faster.)"""
+    server = await make_server(redis=False)
+    answers = await asyncio.gather(*(
+        refused_while_sending(server, post_head(OVERSIZED), b"x" * OVERSIZED)
+        for _ in range(40)))
+    assert [status for status, _ in answers] == [413] * 40
+    assert all(body.endswith(b"Request Entity Too Large") for _, body in answers)
+    await wait_until(lambda: not http_connections(server), message="the lingering to end")
+
+
+async def test_a_pipelined_request_behind_an_oversized_one(make_server: ServerFactory) -> None:
+    """A 3 MB body and a request pipelined behind it, all sent as fast as the connection
+    takes them: the 413 is read every time, and the request behind it is never answered.
+    (Closed at once, the server left the rest unread, and its kernel reset the connection:
+    none of 40 clients read the 413.)"""
+    server = await make_server(redis=False)
+    rest = b"x" * 3_000_000 + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers = await asyncio.gather(*(
+        refused_while_sending(server, post_head(3_000_000), rest, pause=0) for _ in range(40)))
+    assert [status for status, _ in answers] == [413] * 40
+    assert all(body.count(b"HTTP/1.1") == 1 for _, body in answers)
+
+
+NODE_FETCH = """
+const [url, count, total, pause] = process.argv.slice(1).map((a, i) => i ? +a : a);
+const chunk = new Uint8Array(64 * 1024).fill(120);
+async function one() {
+  let sent = 0;
+  const body = new ReadableStream({
+    async pull(controller) {
+      if (sent >= total) { controller.close(); return; }
+      if (pause) await new Promise((r) => setTimeout(r, pause));
+      controller.enqueue(chunk.subarray(0, Math.min(chunk.length, total - sent)));
+      sent += chunk.length;
+    },
+  });
+  try {
+    const res = await fetch(url, { method: 'POST', body, duplex: 'half' });
+    await res.text();
+    return res.status;
+  } catch (e) {
+    return String((e.cause && e.cause.code) || e.message);
+  }
+}
+Promise.all(Array.from({ length: count }, one)).then((r) => console.log(JSON.stringify(r)));
+"""
+
+
+@requires_node
+@pytest.mark.parametrize(("size", "pause"), [(OVERSIZED, 5), (4_000_000, 0)])
+async def test_node_fetch_reads_the_413(make_server: ServerFactory, size: int,
+                                        pause: int) -> None:
+    """Node's fetch streaming a body in 64 KB chunks, 40 at once: slowly (1.1 MB, 5 ms
+    apart), and as fast as it can (4 MB; closed at once, every one of 40 reported
+    ECONNRESET and none saw the 413)."""
+    server = await make_server(redis=False)
+    proc = await asyncio.create_subprocess_exec(
+        "node", "-e", NODE_FETCH, f"{server_url(server)}/apps/test-app/events", "40",
+        str(size), str(pause), stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert json.loads(out) == [413] * 40
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    # A bad chunk size in the body, and more of it: 400.
+    (b"POST /apps/test-app/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"zz\r\n" + b"x" * 200_000, 400),
+    # Headers over the bound, and the body they announce: 431.
+    (b"POST /apps/test-app/events HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n"
+     + b"X-Pad: " + b"p" * 70_000 + b"\r\n\r\n", 431),
+    # A websocket upgrade refused (an unknown sid), the client sending frames already: 400.
+    (b"GET /socket.io/?EIO=4&transport=websocket&sid=nobody HTTP/1.1\r\nHost: x\r\n"
+     b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n" + b"\x82\x7f" * 100_000, 400),
+])
+async def test_every_refusal_lingers(make_server: ServerFactory, head: bytes,
+                                     status: int) -> None:
+    server = await make_server(redis=False)
+    answers = await asyncio.gather(*(
+        refused_while_sending(server, head, b"x" * 300_000) for _ in range(10)))
+    assert [answer for answer, _ in answers] == [status] * 10
+
+
+@pytest.mark.parametrize("bound", ["time", "bytes"])
+async def test_a_client_that_never_stops_sending_is_cut_off(make_server: ServerFactory,
+                                                           bound: str) -> None:
+    """The linger is bounded: by time (a client trickling forever) and by bytes (one
+    sending as fast as it can); either way the connection is aborted, and is gone."""
+    limits = ({"lingerTimeout": 300, "lingerMaxBytes": 1 << 30} if bound == "time"
+              else {"lingerTimeout": 60_000, "lingerMaxBytes": 256 * 1024})
+    server = await make_server({"limits": limits}, redis=False)
+    reader, writer = await raw(server)
+    writer.write(post_head(1 << 40))
+    async def forever() -> None:
+        chunk = b"x" * CHUNK
+        with contextlib.suppress(ConnectionError):
+            while True:
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0.01 if bound == "time" else 0)
+
+    sending = asyncio.ensure_future(forever())
+    assert await status_of(reader) == 413
+    refused = asyncio.get_running_loop().time()
+    async with asyncio.timeout(10):
+        await sending  # ends when the server cuts the connection
+    lingered = asyncio.get_running_loop().time() - refused
+    if bound == "time":
+        # lingerTimeout, plus at most one sweep (a quarter of it), plus a busy machine's lag.
+        assert 0.25 <= lingered <= 0.3 + 0.075 + 1.0, lingered
+    else:
+        assert lingered < 5, lingered
+    await wait_until(lambda: not http_connections(server), message="the connection to go")
+    await closed(writer)

@@ -3,11 +3,12 @@
 One ``Session`` per client whatever its transport. The generations differ in
 the open packet, the heartbeat direction (EIO3: the client pings; EIO4: the
 server pings), polling framing and the Socket.IO handshake; everything else is
-shared. Timers are not per session: one sweep, every quarter of the shortest
-heartbeat period, checks every session, so an idle connection owns no timer.
+shared. Timers are not per session: each session waits in the bucket of its next
+deadline (``deadlines.Deadlines``), one loop timer for them all, so an idle connection
+owns no timer and is looked at when its deadline comes, not up to a period later.
 
 About 600 lines: both generations' sessions, polling and websocket paths share one
-``Session`` type and one sweep. Split apart, each half would reach into the other's state.
+``Session`` type and one schedule. Split apart, each half would reach into the other's state.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Protocol
 
 from broadcaster.jsoncodec import dumps
 
+from .deadlines import Deadlines
 from .http import HttpConnection, Request, Response, RouteResult
 from .ids import new_id
 from .packets import (
@@ -43,6 +45,12 @@ log = logging.getLogger("echo_server.engine")
 # The handshake headers kept for the session's lifetime: what channel
 # authorization and metrics need, not the whole request (memory per socket).
 MAX_QUEUED_PACKETS = 10_000  # per polling session, between two of its GETs
+
+# Between a websocket's 101 and its open packet: the time a client gets to read the 101
+# alone. Sent together, four Node clients in five read both at once; 2 ms apart, a few in a
+# thousand still did on this loaded 2-core machine (uvloop counts whole milliseconds, so its
+# 2 ms can be 1); 5 ms apart, none of 1,000.
+OPEN_PACKET_GAP = 0.005
 
 KEPT_HEADERS = ("cookie", "referer", "origin", "authorization", "user-agent",
                 "x-forwarded-for", "host")
@@ -97,11 +105,12 @@ class Session:
     """One Engine.IO client: its transport, heartbeat state and outgoing queue."""
 
     __slots__ = (
-        "awaiting_pong", "closed", "eio", "ending", "engine", "flush_pending", "handshake",
-        "last_ping",
-        "last_seen", "poll", "poll_request", "probe", "probe_ok", "probe_since", "queue", "sid",
-        "socket", "ws",
+        "awaiting_pong", "closed", "due", "due_slot", "eio", "ending", "engine",
+        "flush_pending", "handshake", "last_ping", "last_seen", "poll", "poll_request",
+        "probe", "probe_ok", "probe_since", "queue", "sid", "socket", "ws",
     )
+    # last_ping: when the current ping cycle began (EIO4): the last ping sent, or the pong
+    # that answered it (the next ping goes pingInterval after that).
 
     def __init__(self, engine: EngineServer, sid: str, eio: int, handshake: Handshake) -> None:
         self.engine = engine
@@ -123,6 +132,8 @@ class Session:
         self.closed = False
         self.ending: str | None = None  # close after the next GET (see end())
         self.socket: object = None  # set by the Socket.IO layer
+        self.due = None  # where the engine's Deadlines hold it
+        self.due_slot = 0
 
     @property
     def transport_name(self) -> str:
@@ -186,7 +197,14 @@ class Session:
                 self.engine.report_error("bad_frame", "engine: ping from an EIO4 client")
                 self.close("transport error")
         elif kind == "3":
-            self.awaiting_pong = False
+            if self.eio == 4:
+                # The next ping goes pingInterval after this pong, as engine.io's does. Its
+                # check is moved only when that is sooner than the pong's timeout (a
+                # pingInterval shorter than pingTimeout); otherwise this is a no-op.
+                self.awaiting_pong = False
+                self.last_ping = now = self.last_seen
+                engine = self.engine
+                engine.deadlines.schedule(self, now + engine.options.ping_interval)
         elif kind == "1":
             # The client is leaving: end its pending GET with a noop, as engine.io
             # does, rather than a close packet it did not ask for.
@@ -196,10 +214,11 @@ class Session:
             pass
         elif kind == "5":
             pass  # an upgrade packet on the current transport: harmless, ignore
-        elif kind == "b" and self.eio == 4:
-            # A binary message over EIO4 polling travels base64-encoded.
+        elif kind == "b" and (self.eio == 4 or packet[1:2] == "4"):
+            # A binary message over polling travels base64-encoded: `b<base64>` in EIO4,
+            # `b4<base64>` in EIO3 (the message's packet type, then its data).
             try:
-                data = base64.b64decode(packet[1:], validate=True)
+                data = base64.b64decode(packet[1 if self.eio == 4 else 2:], validate=True)
             except ValueError:
                 self.engine.report_error("bad_frame", "engine: bad base64 binary packet")
                 return
@@ -245,6 +264,7 @@ class Session:
             return
         self.closed = True
         self.engine.sessions.pop(self.sid, None)
+        self.engine.deadlines.cancel(self)
         ws, self.ws = self.ws, None
         probe, self.probe = self.probe, None
         if ws is not None:
@@ -280,17 +300,15 @@ class EngineServer:
         self.options = options
         self.listener = listener
         self.sessions: dict[str, Session] = {}
-        self._sweeper: asyncio.TimerHandle | None = None
+        self.deadlines = Deadlines(self._check)
         self._error_reporter = error_reporter
 
     # -- lifecycle ------------------------------------------------------------
     def start(self) -> None:
-        self._schedule_sweep()
+        pass  # the schedule's timer is armed by the first session
 
     def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        self.deadlines.stop()
 
     def sessions_by_kind(self) -> Counter[tuple[str, str]]:
         """(protocol, transport) -> sessions, e.g. ("eio3", "websocket")."""
@@ -303,42 +321,42 @@ class EngineServer:
                 ws.going_away()  # 1001: clients reconnect elsewhere; closes the session too
             session.close(reason)
 
-    @property
-    def sweep_interval(self) -> float:
-        period = min(self.options.ping_interval, self.options.ping_timeout,
-                     self.options.upgrade_timeout)
-        return max(0.005, min(period / 4, 5.0))
-
-    def _schedule_sweep(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._sweeper = loop.call_later(self.sweep_interval, self._sweep)
-
-    def _sweep(self) -> None:
-        try:
-            self.sweep(time.monotonic())
-        finally:
-            self._schedule_sweep()
-
-    def sweep(self, now: float) -> None:
+    def _check(self, session: Session, now: float) -> None:
+        """Whatever is due for ``session`` at ``now`` (a ping, a timeout, the end of an
+        upgrade probe), then when to look again: its earliest deadline."""
+        if session.closed:
+            return
         opts = self.options
-        silent_limit = opts.ping_interval + opts.ping_timeout
-        for session in list(self.sessions.values()):
-            if session.probe is not None and now - session.probe_since > opts.upgrade_timeout:
-                session.drop_probe()
-            if session.eio == 3:
-                if now - session.last_seen > silent_limit:
-                    session.close("ping timeout")
-                continue
+        probe_end = session.probe_since + opts.upgrade_timeout
+        if session.probe is not None and now >= probe_end:
+            session.drop_probe()
+        if session.eio == 3:
+            due = session.last_seen + opts.ping_interval + opts.ping_timeout
+            if now >= due:
+                session.close("ping timeout")
+                return
+        else:
             if session.awaiting_pong:
-                if now - session.last_ping > opts.ping_timeout:
+                due = session.last_ping + opts.ping_timeout
+                if now >= due:
                     session.close("ping timeout")
-            elif now - session.last_ping >= opts.ping_interval:
-                session.last_ping = now
-                session.awaiting_pong = True
-                session.send("2")
-            if not getattr(session.socket, "connected", True) and \
-                    now - session.handshake.issued > opts.connect_timeout:
-                session.close("connect timeout")
+                    return
+            else:
+                due = session.last_ping + opts.ping_interval
+                if now >= due:
+                    session.last_ping = now
+                    session.awaiting_pong = True
+                    session.send("2")
+                    due = now + opts.ping_timeout
+            if not getattr(session.socket, "connected", False):  # None: not yet made
+                connect_end = session.handshake.issued + opts.connect_timeout
+                if now >= connect_end:
+                    session.close("connect timeout")
+                    return
+                due = min(due, connect_end)
+        if session.probe is not None:
+            due = min(due, probe_end)
+        self.deadlines.schedule(session, due)
 
     # -- errors ---------------------------------------------------------------
     def report_error(self, kind: str, message: str, *args: object) -> None:
@@ -422,6 +440,7 @@ class EngineServer:
         session = Session(self, sid, eio, Handshake(kept, query, time.monotonic(),
                                                     conn.client_address(request)))
         self.sessions[sid] = session
+        self._check(session, session.last_seen)  # schedules its first deadline
         return session
 
     def _open_packet(self, session: Session, upgrades: list[str]) -> str:
@@ -537,14 +556,21 @@ class EngineServer:
             session = self._new_session(request, _eio_of(request), conn)
             ws.session = session
             # Packets sent while the socket layer opens (EIO3's `40`) are queued as for
-            # polling, then go out with the 101 and the open packet in one write.
+            # polling, then go out right after the open packet.
             session.queue.append(self._open_packet(session, []))
             self.listener.on_open(session)
             opening, session.queue = session.queue, []
-            transport.write(handshake + b"".join(text_frame(p) for p in opening))
-            if session.closed:  # refused while opening: the error packet went out above
+            frames = b"".join(text_frame(p) for p in opening)
+            if session.closed:  # refused while opening: the error packet, then the close
+                transport.write(handshake + frames)
                 ws.close()
             else:
+                # The open packet in a write of its own, just after the 101: a client
+                # that reads the 101 alone fires `open` before any message, so a listener
+                # attached once `open` has fired (Node's `ws`) still gets it. Read in one
+                # go, Node's `ws` emits the message in the tick that follows `open`.
+                transport.write(handshake)
+                ws.write_after(OPEN_PACKET_GAP, frames)
                 session.ws = ws
         else:
             transport.write(handshake)
@@ -552,6 +578,7 @@ class EngineServer:
             session.probe = ws
             session.probe_ok = False
             session.probe_since = time.monotonic()
+            self.deadlines.schedule(session, session.probe_since + self.options.upgrade_timeout)
         if rest:
             ws.data_received(rest)
 

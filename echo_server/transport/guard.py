@@ -36,6 +36,10 @@ class HttpLimits:
     max_pipeline: int = 16  # requests parsed ahead of the one being answered
     write_high_water: int = TRANSPORT_HIGH_WATER  # responses buffered before reading stops
     max_connections_per_address: int = 0  # 0: no bound
+    # A refused request's lingering close: what still arrives is read and thrown away for
+    # at most this long and this many bytes (RFC 9112 §9.6), then the connection closes.
+    linger_timeout: float = 5.0
+    linger_bytes: int = 16 * 1024 * 1024
 
 
 class Timed(Protocol):
@@ -79,7 +83,8 @@ class ConnectionGuard:
     @property
     def sweep_interval(self) -> float:
         limits = self.limits
-        shortest = min(limits.header_timeout, limits.body_timeout, limits.keep_alive_timeout)
+        shortest = min(limits.header_timeout, limits.body_timeout, limits.keep_alive_timeout,
+                       limits.linger_timeout)
         return max(0.005, min(shortest / 4, 1.0))
 
     def start(self) -> None:

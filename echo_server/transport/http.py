@@ -144,8 +144,12 @@ class HttpConnection(asyncio.Protocol):
         if limits.write_high_water != TRANSPORT_HIGH_WATER:
             self.transport.set_write_buffer_limits(high=limits.write_high_water)
         if guard.max_per_address and not guard.admit(self.peer):
+            # Closed at once, without lingering: an address over its bound gets no
+            # connection held for it, not even for the linger.
             self._peer = None  # not counted: nothing to release
-            self._write_and_close(Response.text("Service Unavailable", 503))
+            self.transport.write(encode_response(Response.text("Service Unavailable", 503),
+                                                 False))
+            self._close()
             return
         self.deadline = time.monotonic() + limits.header_timeout
         guard.connections.add(self)
@@ -166,6 +170,8 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         parser = self._parser
         if parser is None:
+            if self._phase == _LINGER:
+                self._discard(len(data))
             return  # refused or upgraded: nothing more is read as HTTP
         try:
             parser.feed_data(data)
@@ -179,18 +185,25 @@ class HttpConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
-        self._pause_reading()
-        self.deadline = time.monotonic() + self.guard.limits.body_timeout
+        if self._phase != _LINGER:  # a lingering connection keeps reading, and its deadline
+            self._pause_reading()
+            self.deadline = time.monotonic() + self.guard.limits.body_timeout
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._phase == _LINGER:
+            return
         self.deadline = 0.0
         if not self._busy:
             self._next()
 
     def timed_out(self) -> None:
         """Past the deadline of the current phase: a stalled reader is cut off, a request
-        that does not arrive in time gets a 408, an idle keep-alive connection is closed."""
+        that does not arrive in time gets a 408, an idle keep-alive connection is closed, and
+        a lingering close ends."""
+        if self._phase == _LINGER:
+            self._end_linger()
+            return
         if self.closed:
             return
         if self._write_paused:
@@ -408,10 +421,45 @@ class HttpConnection(asyncio.Protocol):
         guard = self.guard
         return lambda: guard.release(peer)
 
+    # -- lingering close (RFC 9112 §9.6) ---------------------------------------------
     def _write_and_close(self, response: Response) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(encode_response(response, False))
-        self._close()
+        """A refusal, then a lingering close. Closed at once while its client is still
+        sending (the rest of an oversized body, a pipelined request), a connection is reset
+        by the kernel, and the client may never read the answer (Node's fetch reports EPIPE
+        or ECONNRESET). So the sending side is shut down after the answer, what still
+        arrives is read and thrown away, and the connection closes when the client closes
+        its side, or after ``linger_timeout`` or ``linger_bytes``, whichever comes first."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.write(encode_response(response, False))
+        limits = self.guard.limits
+        self.closed = True  # nothing more is written
+        self._parser = None
+        self._pending.clear()
+        self._body = []
+        self._body_size = 0  # now what was thrown away
+        self._phase = _LINGER
+        self.deadline = time.monotonic() + limits.linger_timeout
+        self.guard.connections.add(self)  # the sweep ends it; the address keeps it counted
+        if transport.can_write_eof():  # not TLS: the client reads the answer to Content-Length
+            transport.write_eof()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    def _discard(self, size: int) -> None:
+        self._body_size += size
+        if self._body_size > self.guard.limits.linger_bytes:
+            self._end_linger()
+
+    def _end_linger(self) -> None:
+        """Past the linger's time or bytes: the answer had its chance; what is still
+        unsent or unread goes with an abort (a close would wait for the client to read)."""
+        self._phase = _IDLE
+        self._forget()
+        if self.transport is not None:
+            self.transport.abort()
 
     def _close(self) -> None:
         self._forget()
@@ -428,7 +476,7 @@ class HttpConnection(asyncio.Protocol):
             self._peer = None
 
 
-_IDLE, _HEAD, _BODY = 0, 1, 2
+_IDLE, _HEAD, _BODY, _LINGER = 0, 1, 2, 3
 
 
 class _Refused(Exception):

@@ -74,6 +74,19 @@ class WebSocketConnection(asyncio.Protocol):
         self.write = transport.write
         transport.set_write_buffer_limits(high=high_water)
 
+    def write_after(self, delay: float, first: bytes) -> None:
+        """``first``, and whatever is written meanwhile, go out together ``delay`` seconds
+        from now, in a write of their own (writes made in one loop turn would be sent
+        with what came before them: uvloop gathers them into one system call)."""
+        held = [first]
+        self.write = held.append
+        asyncio.get_running_loop().call_later(delay, self._release, held)
+
+    def _release(self, held: list[bytes]) -> None:
+        if not self.closed:
+            self.write = self.transport.write
+            self.transport.write(b"".join(held))
+
     def data_received(self, data: bytes) -> None:
         try:
             messages = self.parser.feed(data)
