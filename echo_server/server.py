@@ -121,7 +121,7 @@ class EchoServer:
         self.api = HttpApi(config.clients, self.publish_events, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
-        self.pusher_api = PusherApi(lambda: self.config.clients, self.publish_events, self.state,
+        self.pusher_api = PusherApi(lambda: self.config, self.publish_events, self.state,
                                     max_channel_name=config.limits.max_channel_name)
         self.bundle = ClientBundle()
         self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)

@@ -11,7 +11,7 @@ socket.io and Pusher subscribers alike get them; figures come from ``ServerState
 
 A publish is the hot path (Laravel's `pusher` and `reverb` drivers make one request per
 broadcast): it is answered within the request's own callback, with no task, the app found
-in a table kept per ``clients`` list, the signature's HMAC taken in one call, the request's
+in a table kept per configuration, the signature's HMAC from the app's keyed copy, the request's
 events handed to the fan-out as one batch and the usual ``{}`` answered with bytes encoded
 once. Only ``info`` (figures that may live in Redis) makes it wait.
 """
@@ -28,7 +28,7 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
-from ..config import pusher_secret, valid_client
+from ..config import Config, pusher_secret, valid_client
 from ..core.limits import channel_name_problem
 from ..core.state import ServerState
 from ..transport.http import Request, Response
@@ -49,7 +49,7 @@ _COUNTS = ("user_count", "subscription_count")
 @dataclass(frozen=True, slots=True)
 class _App:
     app_id: str
-    secret: bytes
+    mac: hmac.HMAC  # keyed with the app's secret; each request's is a copy of it
 
 
 _EMPTY = Response.prebuilt(200, b"{}", [], "application/json")
@@ -66,16 +66,16 @@ class PusherError(Exception):
 
 
 class PusherApi:
-    """``clients`` is read per request, so a reload's new apps and secrets apply at once."""
+    """``config`` is read per request, so a reload's new apps and secrets apply at once."""
 
-    def __init__(self, clients: Callable[[], list[dict[str, Any]]], publish: Publish,
+    def __init__(self, config: Callable[[], Config], publish: Publish,
                  state: ServerState, *, max_channel_name: int) -> None:
-        self.clients = clients
+        self.config = config
         self.publish = publish
         self.state = state
         self.max_channel_name = max_channel_name
-        # key -> app, for the ``clients`` list it was built from (a reload brings a new list).
-        self._apps: tuple[list[dict[str, Any]] | None, dict[str, _App]] = (None, {})
+        # key -> app, for the configuration it was built from (a reload brings a new one).
+        self._apps: tuple[Config | None, dict[str, _App]] = (None, {})
 
     @staticmethod
     def wants(request: Request) -> bool:
@@ -110,8 +110,9 @@ class PusherApi:
         signed = "&".join([f"{k}={v}" for k, v in sorted(query.items())
                            if k != "auth_signature"])
         string_to_sign = f"{request.method}\n{request.path}\n{signed}"
-        expected = hmac.digest(app.secret, string_to_sign.encode("utf-8", "surrogatepass"),
-                               "sha256").hex()
+        mac = app.mac.copy()
+        mac.update(string_to_sign.encode("utf-8", "surrogatepass"))
+        expected = mac.hexdigest()
         if not same_secret(query["auth_signature"], expected):
             raise PusherError(401, "Invalid signature: expected the HMAC-SHA256 hex digest, "
                                    f"with the app secret, of {string_to_sign!r}")
@@ -137,17 +138,17 @@ class PusherApi:
     def _app(self, key: str) -> _App | None:
         """The key is public (every browser has it): a table lookup tells nothing worth
         hiding; the signature, compared in constant time, is the credential."""
-        clients = self.clients()
+        config = self.config()
         built_from, apps = self._apps
-        if clients is not built_from:
+        if config is not built_from:
             apps = {}
-            for client in clients:
+            for client in config.clients:
                 secret = pusher_secret(client) if valid_client(client) else None
                 key_of = client.get("key")
                 if secret is not None and isinstance(key_of, str) and key_of not in apps:
-                    apps[key_of] = _App(str(client["appId"]),
-                                        secret.encode("utf-8", "surrogatepass"))
-            self._apps = (clients, apps)
+                    apps[key_of] = _App(str(client["appId"]), hmac.new(
+                        secret.encode("utf-8", "surrogatepass"), digestmod=hashlib.sha256))
+            self._apps = (config, apps)
         return apps.get(key)
 
     # -- routes --------------------------------------------------------------------------
