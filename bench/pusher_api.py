@@ -277,6 +277,7 @@ class Ctx:
     logdir: Path
     redis: redis.Redis
     seconds: float
+    mark: Path | None = None
     events: Events = field(default_factory=Events)
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -340,10 +341,14 @@ async def measure(ctx: Ctx, lg: LoadGen, clients_per_channel: int,
                   send: Callable[[], Awaitable[Published]]) -> None:
     await settled(ctx, lg)
     await lg_reset(lg)
+    if ctx.mark is not None:  # for a profiler to attach now: the server's pid
+        ctx.mark.write_text(f"{ctx.server.pid}\n")
     before = ctx.snap(lg)
     published = await send()
     await wait_delivery(lg, published.events * clients_per_channel)
     d: Delta = delta(before, ctx.snap(lg))
+    if ctx.mark is not None:
+        ctx.mark.unlink(missing_ok=True)
     report = await lg.report(published.per_channel)
     delivered = report["received"]
     ctx.figures.update({
@@ -451,7 +456,7 @@ ROWS = (  # scenario, figure key, label
 # -- running -------------------------------------------------------------------------------------
 async def run_one(kind: str, name: str, opts: Options, redis_server: RedisServer,
                   soketi: Path | None, workdir: Path, seconds: float,
-                  extra: dict[str, Any]) -> dict[str, Any]:
+                  extra: dict[str, Any], mark: Path | None = None) -> dict[str, Any]:
     logdir = workdir / f"{name}-{kind}"
     logdir.mkdir(parents=True, exist_ok=True)
     if kind == "soketi":
@@ -461,7 +466,7 @@ async def run_one(kind: str, name: str, opts: Options, redis_server: RedisServer
         server = ServerProcess(kind, redis_server.port, opts.server_cpu, None, logdir,
                                {"clients": [dict(PUSHER_APP)], **extra})
     client = redis.Redis(port=redis_server.port)
-    ctx = Ctx(server, opts, logdir, client, seconds)
+    ctx = Ctx(server, opts, logdir, client, seconds, mark)
     try:
         await RUNNERS[name](ctx)
     except (BenchError, OSError, asyncio.IncompleteReadError) as exc:
@@ -524,7 +529,8 @@ async def main_async(args: argparse.Namespace) -> int:
                     if name == "redis" and kind != "echo-server":
                         continue  # Soketi does not read Laravel's Redis broadcasts
                     figures = await run_one(kind, name, opts, redis_server, soketi,
-                                            Path(tmp), args.seconds, extra)
+                                            Path(tmp), args.seconds, extra,
+                                            Path(args.mark) if args.mark else None)
                     results.setdefault(name, {})[kind] = figures
                     shown = {k: figures.get(k) for k in (
                         "cpu_us_per_event", "cpu_us_per_msg", "cpu_us_per_conn", "kb_per_conn",
@@ -550,6 +556,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0,
                         help="length of each publishing phase (fan-out: twice this)")
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument("--mark", help="a file holding the server's pid while a measured "
+                                       "phase runs (for perf or py-spy to attach)")
     parser.add_argument("--single", action="store_true",
                         help="echo-server without the cluster relay (one instance)")
     parser.add_argument("--json", help="every figure (default bench/.cache/"
