@@ -456,9 +456,14 @@ ROWS = (  # scenario, figure key, label
 # -- running -------------------------------------------------------------------------------------
 async def run_one(kind: str, name: str, opts: Options, redis_server: RedisServer,
                   soketi: Path | None, workdir: Path, seconds: float,
-                  extra: dict[str, Any], mark: Path | None = None) -> dict[str, Any]:
+                  extra: dict[str, Any], mark: Path | None = None,
+                  peer: bool = False) -> dict[str, Any]:
     logdir = workdir / f"{name}-{kind}"
     logdir.mkdir(parents=True, exist_ok=True)
+    others: list[ServerProcess] = []
+    if peer and kind == "echo-server":  # an idle instance on the same Redis, not pinned
+        others.append(ServerProcess(kind, redis_server.port, None, None, logdir / "peer",
+                                    {"clients": [dict(PUSHER_APP)], **extra}))
     if kind == "soketi":
         assert soketi is not None
         server: ServerProcess = SoketiProcess(soketi, opts.server_cpu, logdir)
@@ -473,6 +478,8 @@ async def run_one(kind: str, name: str, opts: Options, redis_server: RedisServer
         ctx.figures["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         server.stop()
+        for other in others:
+            other.stop()
         client.close()
     return ctx.figures
 
@@ -530,7 +537,8 @@ async def main_async(args: argparse.Namespace) -> int:
                         continue  # Soketi does not read Laravel's Redis broadcasts
                     figures = await run_one(kind, name, opts, redis_server, soketi,
                                             Path(tmp), args.seconds, extra,
-                                            Path(args.mark) if args.mark else None)
+                                            Path(args.mark) if args.mark else None,
+                                            args.peer)
                     results.setdefault(name, {})[kind] = figures
                     shown = {k: figures.get(k) for k in (
                         "cpu_us_per_event", "cpu_us_per_msg", "cpu_us_per_conn", "kb_per_conn",
@@ -558,6 +566,9 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--mark", help="a file holding the server's pid while a measured "
                                        "phase runs (for perf or py-spy to attach)")
+    parser.add_argument("--peer", action="store_true",
+                        help="a second echo-server instance on the same Redis, idle: what "
+                             "the relay of API publishes to it costs")
     parser.add_argument("--single", action="store_true",
                         help="echo-server without the cluster relay (one instance)")
     parser.add_argument("--json", help="every figure (default bench/.cache/"
