@@ -460,6 +460,11 @@ async def run_one(kind: str, name: str, opts: Options, redis_server: RedisServer
                   peer: bool = False) -> dict[str, Any]:
     logdir = workdir / f"{name}-{kind}"
     logdir.mkdir(parents=True, exist_ok=True)
+    # A fresh Redis per scenario, as each server is fresh: an earlier scenario's instance that
+    # did not leave the cluster's instances set within its stop would count as a listener
+    # (and be relayed to) until reaped.
+    with redis.Redis(port=redis_server.port) as fresh:
+        fresh.flushall()
     others: list[ServerProcess] = []
     if peer and kind == "echo-server":  # an idle instance on the same Redis, not pinned
         others.append(ServerProcess(kind, redis_server.port, None, None, logdir / "peer",

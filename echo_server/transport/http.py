@@ -80,7 +80,8 @@ class Response:
     @classmethod
     def prebuilt(cls, status: int, body: bytes, headers: list[tuple[str, str]],
                  content_type: str) -> Response:
-        """An answer given again and again (an API's ``{}``): encoded here, once."""
+        """An answer given again and again (an API's ``{}``): encoded here, once, and
+        shared, so never changed afterwards."""
         response = cls(status, body, headers, content_type)
         response.wire = (encode_response(response, False), encode_response(response, True))
         return response
