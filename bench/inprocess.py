@@ -5,12 +5,17 @@ for changes that the side-by-side benchmark's ±20 % run-to-run spread would hid
     .venv/bin/python bench/inprocess.py events  [--channels 2000] [--batches 200]
     .venv/bin/python bench/inprocess.py subscriptions [--connections 20] [--channels 5000]
                                                       [--recovery]
+    .venv/bin/python bench/inprocess.py api     [--channels 2000] [--batch 1] [--fresh]
 
 ``connect``: a real EchoServer (no Redis) is handed websocket upgrades, the client's ``40``
 (EIO4) and Echo's ``subscribe`` as the bytes a client sends, through transports that only
 count what is written. ``events``: clients connected that way, one per channel, then the
 benchmark's 584-byte Laravel messages as Redis replies, 100 per read, through the Redis
-source's reply reader and parser and the server's hub. Both print CPU µs per unit. What they
+source's reply reader and parser and the server's hub. ``api``: Pusher clients, one per
+channel, then the same event as pusher-php-server POSTs it (signed, one per request or
+``batch_events`` of ``--batch``), 50 keep-alive connections at a time (``--fresh``: each
+request on a connection of its own), through the HTTP parser, the API and the hub. Each prints
+CPU µs per unit. What they
 leave out is the kernel (system calls, loopback TCP): that is what ``bench/run.py`` measures.
 ``subscriptions``: what one subscription costs in memory (tracemalloc, Python's own
 allocations), each connection in channels of its own, as an attacker's would be, and with
@@ -35,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from publisher import MessageTemplate  # noqa: E402
+from pusher_api import Events, signed_request  # noqa: E402
+from run import PUSHER_APP  # noqa: E402
 
 from broadcaster.sources.redis import RedisPubSubSource  # noqa: E402
 from broadcaster.sources.redis_wire import _Protocol  # noqa: E402
@@ -74,6 +81,12 @@ class CountingTransport:
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass
 
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
     def is_closing(self) -> bool:
         return self.closed
 
@@ -81,7 +94,8 @@ class CountingTransport:
 async def start_server(**options: Any) -> EchoServer:
     directory = tempfile.mkdtemp(prefix="echo-inprocess-")
     Path(directory, "laravel-echo-server.json").write_text(json.dumps({
-        "host": "127.0.0.1", "port": 0, "clients": [{"appId": "a", "key": "k"}],
+        "host": "127.0.0.1", "port": 0,
+        "clients": [{"appId": "a", "key": "k"}, {**PUSHER_APP}],
         "subscribers": {"http": True, "redis": False}, **options}))
     server = EchoServer(load_config("laravel-echo-server.json", directory, environ={},
                                     cwd=directory))
@@ -112,6 +126,72 @@ class Connector:
             f'42["subscribe",{{"channel":{json.dumps(name)},"auth":{{"headers":{{}}}}}}]'
         ).encode()) for name in (channel, *more)))
         return transport
+
+
+def open_pusher(server: EchoServer, channel: str) -> CountingTransport:
+    key = base64.b64encode(os.urandom(16)).decode()
+    transport = CountingTransport()
+    http = HttpConnection(server._route, server._upgrade, server.http_guard)
+    http.connection_made(transport)  # type: ignore[arg-type]
+    http.data_received((f"GET /app/{PUSHER_APP['key']}?protocol=7 HTTP/1.1\r\n"
+                        "Host: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+                        ).encode())
+    transport.protocol.data_received(client_frame(OP_TEXT, json.dumps(
+        {"event": "pusher:subscribe", "data": {"channel": channel}}).encode()))
+    return transport
+
+
+async def measure_api(channels: int, batch: int, fresh: bool, rounds: int = 40,
+                      lanes: int = 50) -> None:
+    server = await start_server()
+    names = [f"bench.{i}" for i in range(channels)]
+    for name in names:
+        open_pusher(server, name)
+    events = Events()
+    app = f"/apps/{PUSHER_APP['appId']}"
+    path = f"{app}/events" if batch == 1 else f"{app}/batch_events"
+
+    def request(index: int) -> bytes:
+        chosen = [names[(index * batch + k) % channels] for k in range(batch)]
+        body = (events.trigger(chosen[0], time.monotonic_ns()) if batch == 1
+                else events.batch(chosen, time.monotonic_ns()))
+        return signed_request(6001, path, body, keep_alive=not fresh)
+
+    requests = [request(i) for i in range(rounds * lanes)]  # signed outside the measure
+    fanout = server.core.fanout
+
+    async def run() -> int:
+        before = fanout.delivered
+        kept = [HttpConnection(server._route, server._upgrade, server.http_guard)
+                for _ in range(lanes)]
+        answers = [CountingTransport() for _ in kept]
+        for conn, transport in zip(kept, answers, strict=True):
+            conn.connection_made(transport)  # type: ignore[arg-type]
+        for r in range(rounds):
+            for lane in range(lanes):
+                conn = kept[lane]
+                if fresh:
+                    conn = HttpConnection(server._route, server._upgrade, server.http_guard)
+                    conn.connection_made(answers[lane])  # type: ignore[arg-type]
+                conn.data_received(requests[r * lanes + lane])
+                if fresh:
+                    conn.connection_lost(None)
+            for _ in range(4):  # the API's tasks, then the bus's batch
+                await asyncio.sleep(0)
+        for conn in kept:
+            conn.connection_lost(None)
+        return fanout.delivered - before
+
+    await run()  # warm up
+    for _ in range(3):
+        started = time.process_time()
+        delivered = await run()
+        spent = time.process_time() - started
+        print(f"API, batch {batch}{', fresh connections' if fresh else ''}: "
+              f"{spent / delivered * 1e6:.2f} µs CPU per event ({delivered} of "
+              f"{rounds * lanes * batch})")
+    await server.stop()
 
 
 def redis_reply(*parts: bytes) -> bytes:
@@ -207,12 +287,18 @@ def main() -> None:
     subscriptions.add_argument("--connections", type=int, default=20)
     subscriptions.add_argument("--channels", type=int, default=5000)
     subscriptions.add_argument("--recovery", action="store_true")
+    api = sub.add_parser("api")
+    api.add_argument("--channels", type=int, default=2000)
+    api.add_argument("--batch", type=int, default=1)
+    api.add_argument("--fresh", action="store_true")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the no-Redis and open-origins notices, every run
     if args.what == "connect":
         asyncio.run(measure_connect(args.eio, args.count))
     elif args.what == "subscriptions":
         asyncio.run(measure_subscriptions(args.connections, args.channels, args.recovery))
+    elif args.what == "api":
+        asyncio.run(measure_api(args.channels, args.batch, args.fresh))
     else:
         asyncio.run(measure_events(args.channels, args.batches))
 

@@ -33,7 +33,8 @@
 import { Agent } from 'node:http';
 import { createInterface } from 'node:readline';
 
-const USAGE = 'usage: node loadgen.mjs --url URL --version 2|4|pusher [--key K] --clients N ' +
+const USAGE = 'usage: node loadgen.mjs --url URL --version 2|4|pusher|pusher-raw [--key K] ' +
+    '--clients N ' +
     '[--transport websocket|polling|polling-upgrade] [--channel NAME | --channel-template T] ' +
     '[--offset I] [--event lead.assigned] [--ready-event bench.ready] [--local-address ADDR]';
 
@@ -61,7 +62,8 @@ function parseArgs(argv) {
             default: fail(`unknown option ${key}`);
         }
     }
-    if (!opts.url || !['2', '4', 'pusher'].includes(opts.version) || !(opts.clients >= 0) ||
+    if (!opts.url || !['2', '4', 'pusher', 'pusher-raw'].includes(opts.version) ||
+        !(opts.clients >= 0) ||
         !['websocket', 'polling', 'polling-upgrade'].includes(opts.transport)) {
         fail('bad arguments');
     }
@@ -80,13 +82,16 @@ function out(obj) {
 const opts = parseArgs(process.argv.slice(2));
 // Every connection from this address (`--workers N` picks the worker by it).
 const AGENT = opts.localAddress ? { agent: new Agent({ localAddress: opts.localAddress }) } : {};
-// --version pusher: pusher-js 8 (Echo's reverb/pusher broadcasters) with --key, else
-// socket.io-client 2 or 4.
-const PUSHER = opts.version === 'pusher';
-const mod = await import(PUSHER ? 'pusher-js'
+// --version pusher: pusher-js 8 (Echo's reverb/pusher broadcasters) with --key; pusher-raw:
+// the Pusher protocol on a bare `ws` socket (as light a client as there is, for the rows that
+// compare Pusher servers); else socket.io-client 2 or 4.
+const RAW = opts.version === 'pusher-raw';
+const PUSHER = opts.version === 'pusher' || RAW;
+const mod = await import(RAW ? 'ws' : PUSHER ? 'pusher-js'
     : opts.version === '2' ? 'socket.io-client-2' : 'socket.io-client-4');
 const io = PUSHER ? null : (mod.io ?? mod.default?.io ?? mod.default);
-const Pusher = PUSHER ? (mod.default?.default ?? mod.default ?? mod.Pusher) : null;
+const Pusher = PUSHER && !RAW ? (mod.default?.default ?? mod.default ?? mod.Pusher) : null;
+const WebSocket = RAW ? (mod.default ?? mod.WebSocket) : null;
 if (!PUSHER && typeof io !== 'function') fail('cannot find io() in socket.io-client');
 if (PUSHER && !opts.key) fail('--version pusher needs --key');
 
@@ -200,7 +205,51 @@ function openPusherClient(i) {
     channel.bind(opts.readyEvent, () => onReady(i));
 }
 
+// A bare Pusher-protocol client: subscribe once connection_established arrives; connected
+// once subscription_succeeded does. An event's `data` is JSON text, parsed as pusher-js does.
+function openRawPusherClient(i) {
+    const url = new URL(opts.url);
+    const ws = new WebSocket(`ws://${url.host}/app/${opts.key}?protocol=7&client=js&version=8.4.0`,
+        { perMessageDeflate: false, ...AGENT });
+    sockets[i] = { close: () => ws.terminate(), connected: true, ws };
+    ws.on('message', (raw) => {
+        const msg = JSON.parse(raw);
+        const event = msg.event;
+        if (event === opts.event) {
+            onEvent(i, typeof msg.data === 'string' ? JSON.parse(msg.data) : msg.data);
+        } else if (event === opts.readyEvent) {
+            onReady(i);
+        } else if (event === 'pusher:connection_established') {
+            ws.send(JSON.stringify({ event: 'pusher:subscribe', data: { channel: channels[i] } }));
+        } else if (event === 'pusher_internal:subscription_succeeded') {
+            connectedCount++;
+            settle(i, 2);
+        } else if (event === 'pusher:error' || event === 'pusher:subscription_error') {
+            const text = String(msg.data?.message ?? msg.data?.error ?? event);
+            errors[text] = (errors[text] || 0) + 1;
+            settle(i, 3);
+        } else if (event === 'pusher:ping') {
+            ws.send('{"event":"pusher:pong","data":{}}');
+        }
+    });
+    ws.on('error', (err) => {
+        const text = String(err?.message ?? err);
+        errors[text] = (errors[text] || 0) + 1;
+        settle(i, 3);
+    });
+    ws.on('close', () => {
+        sockets[i].connected = false;
+        disconnects++;
+        disconnectReasons.closed = (disconnectReasons.closed || 0) + 1;
+        settle(i, 3);
+    });
+}
+
 function openClient(i) {
+    if (RAW) {
+        openRawPusherClient(i);
+        return;
+    }
     if (PUSHER) {
         openPusherClient(i);
         return;

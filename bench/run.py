@@ -637,7 +637,7 @@ class LoadGen:
                 command = [node, str(BENCH / "loadgen.mjs"), "--url", url, "--version",
                            spec.version, "--clients", str(share), "--transport", spec.transport,
                            "--offset", str(offset)]
-                if spec.version == "pusher":
+                if spec.version.startswith("pusher"):
                     command += ["--key", PUSHER_APP["key"]]
                 if spec.local_addresses:
                     command += ["--local-address",

@@ -121,10 +121,10 @@ class EchoServer:
                                  errors=self.errors,
                                  webhooks=self.webhooks.figures if config.webhook_endpoints
                                  else None)
-        self.api = HttpApi(config.clients, self.publish, self.state,
+        self.api = HttpApi(config.clients, self.publish_events, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
-        self.pusher_api = PusherApi(lambda: self.config.clients, self.publish, self.state,
+        self.pusher_api = PusherApi(lambda: self.config, self.publish_events, self.state,
                                     max_channel_name=config.limits.max_channel_name)
         self.bundle = ClientBundle()
         self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)
@@ -301,13 +301,26 @@ class EchoServer:
         await self.stop()
 
     def publish(self, event: BroadcastEvent) -> bool:
-        """Feed the in-memory bus (what the HTTP API does)."""
+        """Feed the in-memory bus (tests, and a broadcaster embedded in this process)."""
         if not self.memory.publish(event):
             return False
         if self.cluster is not None:
             # The API answered here; the other instances' (and workers') clients hear it
             # through the relay.
             self.cluster.relay_broadcast(event)
+        return True
+
+    def publish_events(self, events: list[BroadcastEvent]) -> bool:
+        """What the HTTP APIs publish: out at once, as one batch through the fan-out the
+        sources feed (no queue, no task between the request and the clients' writes), then
+        to the other instances. Counted as the in-process bus's, which carried them before."""
+        self.core.fanout.deliver(events)
+        if self.runners:
+            self.runners[0].health.events += len(events)  # the bus's runner comes first
+        cluster = self.cluster
+        if cluster is not None:
+            for event in events:
+                cluster.relay_broadcast(event)
         return True
 
     # -- presence -------------------------------------------------------------------
@@ -362,6 +375,7 @@ class EchoServer:
         self.core.emit_room = self.cluster.emit
         presence.relay = self.cluster.relay_presence
         self.state.peers = self.cluster.peers
+        await self.cluster.listening()
 
     async def _publish_presence(self, event: PresenceChanged) -> None:
         """``databaseConfig.publishPresence``: the reference's message, minus socket ids."""

@@ -114,6 +114,35 @@ async def test_an_api_publish_reaches_every_instance(make_server, node_client,
         await client.expect_none("event", within=0.2, event=".lead.assigned")
 
 
+async def test_a_lone_instance_relays_no_api_publish(make_server, node_client,
+                                                     auth_backend: AuthBackend,
+                                                     prefix: str) -> None:
+    """With no other instance, an API publish costs no relay message; an instance that
+    starts says so at once (heartbeats a minute apart here), and its clients get the next."""
+    options = {**_options(auth_backend, prefix),
+               "cluster": {"heartbeatInterval": 60_000, "livenessTtl": 120_000}}
+    first = await make_server(options)
+    assert first.cluster is not None
+
+    async def publish(http: aiohttp.ClientSession, n: int) -> None:
+        body = {"channel": "leads-management", "name": "lead.assigned", "data": {"n": n}}
+        async with http.post(f"{server_url(first)}/apps/test-app/events?auth_key=test-key",
+                             json=body) as response:
+            assert response.status == 200
+
+    async with aiohttp.ClientSession() as http:
+        await publish(http, 1)
+        assert first.cluster.relayed_out == 0 and not first.cluster._outbox
+        second = await make_server(options)
+        client, socket_id = await _client(node_client, second, "echo2-sio4")
+        await client.command({"cmd": "channel", "channel": "leads-management",
+                              "listen": [".lead.assigned"]})
+        await wait_member(second, "leads-management", socket_id)
+        await publish(http, 2)
+    assert (await client.expect("event", event=".lead.assigned"))["data"] == {"n": 2}
+    await wait_until(lambda: first.cluster.relayed_out == 1, "relayed")
+
+
 async def test_whispers_and_presence_across_instances(make_server, node_client,
                                                       auth_backend: AuthBackend,
                                                       prefix: str) -> None:

@@ -148,6 +148,60 @@ async def test_socket_id_excludes_the_sender(make_server: ServerFactory,
     assert await sender.next_event() == ["order.closed", "orders", {"id": 1}]
 
 
+def _signed_bytes(client: pusher.Pusher, n: int, channel: str) -> bytes:
+    """A trigger as the package signs it, as raw HTTP/1.1 bytes (kept alive)."""
+    path = f"/apps/{APP_ID}/events"
+    request = pusher.http.Request(client._pusher_client, "POST", path, {
+        "name": "order.shipped", "data": json.dumps({"n": n}), "channels": [channel]})
+    query = "&".join(f"{k}={v}" for k, v in request.query_params.items())
+    body = request.body.encode() if isinstance(request.body, str) else request.body
+    return (f"POST {path}?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+
+async def test_pipelined_publishes_are_answered_and_delivered_in_order(
+        make_server: ServerFactory, auth_backend: AuthBackend) -> None:
+    """Three publishes in one write on one kept-alive connection, then a fourth: each is
+    answered `{}` in turn, on the same connection, and the events arrive in that order."""
+    server = await _server(make_server, auth_backend)
+    client = _pusher(server)
+    ws, _ = await _socket(server, "orders")
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(b"".join(_signed_bytes(client, n, "orders") for n in (1, 2, 3)))
+        await writer.drain()
+        for _ in range(3):
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"keep-alive" in head
+            assert await reader.readexactly(2) == b"{}"
+        writer.write(_signed_bytes(client, 4, "orders"))
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 OK")
+        assert await reader.readexactly(2) == b"{}"
+    finally:
+        writer.close()
+    for n in (1, 2, 3, 4):
+        assert await ws.next_event() == ["order.shipped", "orders", {"n": n}]
+
+
+async def test_a_reloaded_secret_signs_at_once(make_server: ServerFactory,
+                                               auth_backend: AuthBackend) -> None:
+    """The apps are looked up in a table kept per configuration: a reload's new secret is
+    the one that signs from the next request on, and the old one is refused."""
+    server = await _server(make_server, auth_backend)
+    ws, _ = await _socket(server, "orders")
+    assert await _call(_pusher(server).trigger, "orders", "before", {}) == {}
+    path = Path(server.config.config_file)
+    options = json.loads(path.read_text())
+    options["clients"][1]["secret"] = "a-new-secret"
+    path.write_text(json.dumps(options))
+    assert await server.reloader.reload()
+    with pytest.raises(pusher.errors.PusherBadAuth):
+        await _call(_pusher(server).trigger, "orders", "old secret", {})
+    await _call(_pusher(server, secret="a-new-secret").trigger, "orders", "after", {})
+    assert [(await ws.next_event())[0] for _ in range(2)] == ["before", "after"]
+
+
 # --------------------------------------------------------------------------- queries
 
 async def test_channels_channel_and_users(make_server: ServerFactory,

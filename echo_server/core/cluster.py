@@ -5,6 +5,11 @@ toOthers works wherever the sender sits (each instance excludes it if it is
 local). What one instance must tell the others is only what *clients* cause:
 whispers and presence joining/leaving. Those go through one relay channel.
 
+An event published through one instance's HTTP API goes through the relay only while
+another instance may be listening: the instances set says so at every heartbeat, and an
+instance that starts says so at once on a channel of its own (``hello_channel``) before it
+accepts clients, so a lone instance publishes at the cost of a local delivery.
+
 Each instance also keeps a liveness key with a TTL and a snapshot of its
 figures; the HTTP API sums the snapshots of live instances, and the first
 instance to notice that another one died (its liveness key expired) removes
@@ -48,6 +53,12 @@ def relay_channel(key_prefix: str) -> str:
     empty keyPrefix the Redis source skips it by its prefix); per keyPrefix, so deployments
     sharing one Redis under different prefixes never hear each other."""
     return f"{INTERNAL_PREFIX.decode()}{key_prefix}relay"
+
+
+def hello_channel(key_prefix: str) -> str:
+    """Where a starting instance says it listens (its id): apart from the relay, so that
+    instances of earlier versions, which do not subscribe to it, never see it."""
+    return relay_channel(key_prefix) + ":hello"
 
 
 RoomEmitter = Callable[[str, str, str, str | None], int]
@@ -117,6 +128,13 @@ class Cluster:
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.channel = relay_channel(key_prefix)
+        self.hello = hello_channel(key_prefix)
+        # Until when another instance may be listening (monotonic): broadcasts are relayed
+        # only before then. Moved on by every sign of one (heartbeat set, hello, relay).
+        self._others_until = 0.0
+        self._listening = asyncio.Event()  # the relay subscription is up, hello said
+        # Our own relay messages come back to us: told apart by their first bytes.
+        self._own_prefix = b'{"i":' + dumps(instance_id).encode() + b","
         self.tag = key_tag(key_prefix)
         self._publish_batch = LuaScript(client, _PUBLISH_BATCH)
         self._publish_numbered = LuaScript(client, _PUBLISH_NUMBERED)
@@ -161,6 +179,13 @@ class Cluster:
                        asyncio.create_task(self._receive(), name="cluster relay in"),
                        asyncio.create_task(self._send(), name="cluster relay out")]
 
+    async def listening(self) -> None:
+        """Until the relay listens and the other instances know it (at most a few seconds:
+        when Redis is slow, the subscription is retried meanwhile). The server awaits it
+        before it takes clients, once its hooks are on the cluster."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listening.wait(), 2 * RELAY_CONNECT_TIMEOUT)
+
     async def stop(self) -> None:
         await cancel_tasks(self._tasks)
         self._tasks = []
@@ -182,7 +207,11 @@ class Cluster:
 
     def relay_broadcast(self, event: BroadcastEvent) -> None:
         """An event published through this instance's HTTP API: the others deliver it as
-        if their own sources had read it (cache channels, history, delivery figures)."""
+        if their own sources had read it (cache channels, history, delivery figures).
+        Nothing to do while no other instance listens (numbered relays always go: their
+        numbers order every instance's recovery)."""
+        if self.positions is None and time.monotonic() >= self._others_until:
+            return
         data = event.data if isinstance(event.data, str) else event.data.decode("utf-8")
         self._send_later({"i": self.instance_id, "r": event.channel, "e": event.event,
                           "d": data, "x": event.socket, "b": 1})
@@ -245,12 +274,23 @@ class Cluster:
                 await subscriber.connect()
                 await endpoint.connected(subscriber)
                 await subscriber.subscribe(self.channel)
+                await subscriber.subscribe(self.hello)
                 self.relay_server = subscriber.url
+                await self.publish(self.hello, self.instance_id)
+                self._listening.set()
                 delay = 0.1
+                own = self._own_prefix
                 while True:
                     for reply in await subscriber.read(1000):
                         if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
-                            self._deliver(reply[2])
+                            payload = reply[2]
+                            if payload.startswith(own):
+                                continue  # ours, unnumbered: nothing to learn from it
+                            if reply[1] == self.hello.encode():
+                                if payload != self.instance_id.encode():
+                                    self._others_seen()
+                                continue
+                            self._deliver(payload)
             except asyncio.CancelledError:
                 self.relay_server = None
                 if subscriber is not None:
@@ -272,6 +312,7 @@ class Cluster:
                 self.positions.relay = number  # in order, our own messages included
             if message["i"] == self.instance_id:
                 return
+            self._others_seen()
             self.relayed_in += 1
             version = message.get("v")
             if message.get("b"):  # a broadcast that came in through another's HTTP API
@@ -284,6 +325,11 @@ class Cluster:
                                        version)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("cluster relay: dropped a malformed message: %s", exc)
+
+    def _others_seen(self) -> None:
+        """Another instance is there: relay broadcasts for as long as it could stay silent
+        and still be alive (its liveness TTL, plus a heartbeat for ours to notice)."""
+        self._others_until = time.monotonic() + self.liveness_ttl + 2 * self.heartbeat_interval
 
     # -- liveness and figures ---------------------------------------------------------------
     async def _heartbeat(self) -> None:
@@ -328,7 +374,10 @@ class Cluster:
             pipe.set(self.stats_key(self.instance_id), dumps(self.snapshot()), px=ttl_ms)
             pipe.sadd(self.instances_key, self.instance_id)
             pipe.delete(self.reaped_key(self.instance_id))
-            alive, reaped, *_ = await pipe.execute()
+            pipe.scard(self.instances_key)
+            alive, reaped, *_, instances = await pipe.execute()
+        if instances > 1:  # dead ones count until reaped: relaying to nobody is harmless
+            self._others_seen()
         first = not self._beaten
         self._beaten = True
         if not alive and not first:

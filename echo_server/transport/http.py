@@ -69,14 +69,28 @@ class Response:
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "text/html; charset=utf-8"
+    # Set by ``prebuilt``: the bytes on the wire, (closing, keep-alive), encoded once.
+    wire: tuple[bytes, bytes] | None = None
 
     @classmethod
     def text(cls, text: str, status: int = 200, content_type: str = "text/plain; charset=utf-8",
              headers: list[tuple[str, str]] | None = None) -> Response:
         return cls(status, text.encode("utf-8"), headers or [], content_type)
 
+    @classmethod
+    def prebuilt(cls, status: int, body: bytes, headers: list[tuple[str, str]],
+                 content_type: str) -> Response:
+        """An answer given again and again (an API's ``{}``): encoded here, once, and
+        shared, so never changed afterwards."""
+        response = cls(status, body, headers, content_type)
+        response.wire = (encode_response(response, False), encode_response(response, True))
+        return response
+
 
 def encode_response(response: Response, keep_alive: bool) -> bytes:
+    wire = response.wire
+    if wire is not None:
+        return wire[keep_alive]
     reason = _REASONS.get(response.status, "Unknown")
     lines = [f"HTTP/1.1 {response.status} {reason}"]
     lines.append(f"Content-Type: {response.content_type}")

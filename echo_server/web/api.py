@@ -27,7 +27,8 @@ _APP_ROUTE = re.compile(r"^/apps/([^/]+)/(events|status|channels)(?:/([^/]+))?(/
 EVENT_INCOMPLETE = "Event must include channel, event name and data"
 USERS_PRESENCE_ONLY = "User list is only possible for Presence Channels"
 
-Publish = Callable[[BroadcastEvent], bool]
+# Hands a request's events out at once, as one batch; False when they cannot go (nothing went).
+Publish = Callable[[list[BroadcastEvent]], bool]
 
 
 def _json(status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
@@ -52,6 +53,8 @@ class HttpApi:
             ]
         for name, value in (extra_headers or {}).items():
             self.headers.append((str(name), str(value)))
+        self._ok = Response.prebuilt(200, dumps({"message": "ok"}).encode("utf-8"),
+                                     list(self.headers), "application/json; charset=utf-8")
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         path = request.path
@@ -148,13 +151,12 @@ class HttpApi:
             with contextlib.suppress(ValueError):
                 data = loads(data)
         socket_id = body.get("socket_id")
+        socket = socket_id if isinstance(socket_id, str) and socket_id else None
         data_json = dumps(data)
-        for channel in channels:
-            event = BroadcastEvent(channel, name, data_json,
-                                   socket_id if isinstance(socket_id, str) and socket_id else None)
-            if not self.publish(event):
-                return _json(503, {"error": "Event queue is full"}, self.headers)
-        return _json(200, {"message": "ok"}, self.headers)
+        if not self.publish([BroadcastEvent(channel, name, data_json, socket)
+                             for channel in channels]):
+            return _json(503, {"error": "Event queue is full"}, self.headers)
+        return self._ok
 
     def not_found(self, request: Request) -> Response:
         method = request.method

@@ -6,8 +6,14 @@ key is public, so the signature is the credential. Unlike Reverb and Soketi, the
 is compared in constant time, an `auth_timestamp` more than 600 s away from now is refused
 (a captured request cannot be replayed later), and so is a body whose `body_md5` differs.
 Errors answer with Pusher's status codes and a plain-text explanation, as Pusher does; the
-clients raise them with that text. Events go to the same bus as laravel-echo-server's API,
-so socket.io and Pusher subscribers alike get them; figures come from ``ServerState``.
+clients raise them with that text. Events go out as laravel-echo-server's API's do, so
+socket.io and Pusher subscribers alike get them; figures come from ``ServerState``.
+
+A publish is the hot path (Laravel's `pusher` and `reverb` drivers make one request per
+broadcast): it is answered within the request's own callback, with no task, the app found
+in a table kept per configuration, the signature's HMAC from the app's keyed copy, the request's
+events handed to the fan-out as one batch and the usual ``{}`` answered with bytes encoded
+once. Only ``info`` (figures that may live in Redis) makes it wait.
 """
 
 from __future__ import annotations
@@ -15,14 +21,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
-from ..config import pusher_secret, valid_client
+from ..config import Config, pusher_secret, valid_client
 from ..core.limits import channel_name_problem
 from ..core.state import ServerState
 from ..transport.http import Request, Response
@@ -43,7 +49,12 @@ _COUNTS = ("user_count", "subscription_count")
 @dataclass(frozen=True, slots=True)
 class _App:
     app_id: str
-    secret: str
+    mac: hmac.HMAC  # keyed with the app's secret; each request's is a copy of it
+
+
+_EMPTY = Response.prebuilt(200, b"{}", [], "application/json")
+# What a route gives: its answer's body now, or later (figures read from the state).
+Answer = dict[str, Any] | Coroutine[Any, Any, dict[str, Any]]
 
 
 class PusherError(Exception):
@@ -55,14 +66,16 @@ class PusherError(Exception):
 
 
 class PusherApi:
-    """``clients`` is read per request, so a reload's new apps and secrets apply at once."""
+    """``config`` is read per request, so a reload's new apps and secrets apply at once."""
 
-    def __init__(self, clients: Callable[[], list[dict[str, Any]]], publish: Publish,
+    def __init__(self, config: Callable[[], Config], publish: Publish,
                  state: ServerState, *, max_channel_name: int) -> None:
-        self.clients = clients
+        self.config = config
         self.publish = publish
         self.state = state
         self.max_channel_name = max_channel_name
+        # key -> app, for the configuration it was built from (a reload brings a new one).
+        self._apps: tuple[Config | None, dict[str, _App]] = (None, {})
 
     @staticmethod
     def wants(request: Request) -> bool:
@@ -72,16 +85,18 @@ class PusherApi:
         return (path.startswith(("/apps/", "/users/"))
                 and "auth_signature" in request.query)
 
-    async def handle(self, request: Request) -> Response:
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
         try:
             route = _route(request.method, request.path)
             app = self._verified(request)
             if route.app_id is not None and route.app_id != app.app_id:
                 raise PusherError(401, f"auth_key does not belong to app {route.app_id}")
-            body = await route.run(self, request)
+            body = route.run(self, request)
         except PusherError as refusal:
-            return Response.text(f"{refusal}\n", refusal.status)
-        return Response(200, dumps(body).encode("utf-8"), [], "application/json")
+            return _refused(refusal)
+        if type(body) is dict:
+            return _answer(body)
+        return _later(body)  # type: ignore[arg-type]
 
     # -- the signature -------------------------------------------------------------------
     def _verified(self, request: Request) -> _App:
@@ -92,11 +107,12 @@ class PusherApi:
         app = self._app(query["auth_key"])
         if app is None:
             raise PusherError(401, "Unknown auth_key")
-        signed = "&".join(f"{k}={v}" for k, v in sorted(query.items())
-                          if k != "auth_signature")
+        signed = "&".join([f"{k}={v}" for k, v in sorted(query.items())
+                           if k != "auth_signature"])
         string_to_sign = f"{request.method}\n{request.path}\n{signed}"
-        expected = hmac.new(app.secret.encode(), string_to_sign.encode(),
-                            hashlib.sha256).hexdigest()
+        mac = app.mac.copy()
+        mac.update(string_to_sign.encode("utf-8", "surrogatepass"))
+        expected = mac.hexdigest()
         if not same_secret(query["auth_signature"], expected):
             raise PusherError(401, "Invalid signature: expected the HMAC-SHA256 hex digest, "
                                    f"with the app secret, of {string_to_sign!r}")
@@ -120,14 +136,23 @@ class PusherApi:
         return app
 
     def _app(self, key: str) -> _App | None:
-        for client in self.clients():
-            secret = pusher_secret(client) if valid_client(client) else None
-            if secret is not None and same_secret(key, client["key"]):
-                return _App(str(client["appId"]), secret)
-        return None
+        """The key is public (every browser has it): a table lookup tells nothing worth
+        hiding; the signature, compared in constant time, is the credential."""
+        config = self.config()
+        built_from, apps = self._apps
+        if config is not built_from:
+            apps = {}
+            for client in config.clients:
+                secret = pusher_secret(client) if valid_client(client) else None
+                key_of = client.get("key")
+                if secret is not None and isinstance(key_of, str) and key_of not in apps:
+                    apps[key_of] = _App(str(client["appId"]), hmac.new(
+                        secret.encode("utf-8", "surrogatepass"), digestmod=hashlib.sha256))
+            self._apps = (config, apps)
+        return apps.get(key)
 
     # -- routes --------------------------------------------------------------------------
-    async def trigger(self, request: Request, _: str | None) -> dict[str, Any]:
+    def trigger(self, request: Request, _: str | None) -> Answer:
         body = _json_object(request.body)
         raw = body.get("channels") if "channels" in body else [body.get("channel")]
         if not isinstance(raw, list) or not raw:
@@ -135,14 +160,17 @@ class PusherApi:
         if len(raw) > MAX_CHANNELS:
             raise PusherError(400, f"{len(raw)} channels: at most {MAX_CHANNELS} per event")
         channels = [self._channel(name) for name in raw]
-        events = [self._event(channel, body) for channel in channels]
+        events = self._events(channels, body)
         self._publish(events)
-        info = _attributes(body.get("info"))
+        info = _attributes(body.get("info")) if "info" in body else None
         if not info:
             return {}
+        return self._trigger_info(channels, info)
+
+    async def _trigger_info(self, channels: list[str], info: set[str]) -> dict[str, Any]:
         return {"channels": {channel: await self._info(channel, info) for channel in channels}}
 
-    async def trigger_batch(self, request: Request, _: str | None) -> dict[str, Any]:
+    def trigger_batch(self, request: Request, _: str | None) -> Answer:
         batch = _json_object(request.body).get("batch")
         if not isinstance(batch, list) or not batch:
             raise PusherError(400, "batch must be a non-empty list of events")
@@ -152,9 +180,15 @@ class PusherApi:
             raise PusherError(400, "each batch item must be an object")
         events = [self._event(self._channel(item.get("channel")), item) for item in batch]
         self._publish(events)
+        if not any("info" in item for item in batch):
+            return {}
         infos = [_attributes(item.get("info")) for item in batch]
         if not any(infos):
             return {}
+        return self._batch_info(events, infos)
+
+    async def _batch_info(self, events: list[BroadcastEvent],
+                          infos: list[set[str]]) -> dict[str, Any]:
         return {"batch": [await self._info(event.channel, info) if info else {}
                           for event, info in zip(events, infos, strict=True)]}
 
@@ -198,6 +232,12 @@ class PusherApi:
             raise PusherError(400, f"Invalid channel: {problem}")
         return str(name)
 
+    def _events(self, channels: list[str], fields: dict[str, Any]) -> list[BroadcastEvent]:
+        """One event to several channels: checked once, one event per channel."""
+        first = self._event(channels[0], fields)
+        return [first] + [BroadcastEvent(channel, first.event, first.data, first.socket)
+                          for channel in channels[1:]]
+
     def _event(self, channel: str, fields: dict[str, Any]) -> BroadcastEvent:
         """Pusher's `data` is a string: JSON text goes to clients as it is (socket.io clients
         get the value, as from Laravel's Redis broadcaster), any other text as a JSON string."""
@@ -207,7 +247,9 @@ class PusherApi:
                                    "characters")
         if not isinstance(data, str):
             raise PusherError(400, "data must be a string")
-        size = len(data.encode())
+        # A character is at most 4 bytes of UTF-8: only long data is measured.
+        size = len(data.encode("utf-8", "surrogatepass")) \
+            if len(data) * 4 > MAX_DATA_BYTES else 0
         if size > MAX_DATA_BYTES:
             raise PusherError(413, f"Payload too large: data of {size} bytes "
                                    f"(at most {MAX_DATA_BYTES})")
@@ -222,10 +264,9 @@ class PusherApi:
 
     def _publish(self, events: list[BroadcastEvent]) -> None:
         """Everything was checked before the first event goes out: a refused request
-        publishes nothing."""
-        for event in events:
-            if not self.publish(event):
-                raise PusherError(503, "Event queue is full: retry later")
+        publishes nothing. The request's events go out together, as one batch."""
+        if not self.publish(events):
+            raise PusherError(503, "Event queue is full: retry later")
 
     async def _info(self, channel: str, info: set[str],
                     count: int | None = None) -> dict[str, int]:
@@ -238,7 +279,7 @@ class PusherApi:
         return figures
 
 
-Handler = Callable[[PusherApi, Request, "str | None"], Awaitable[dict[str, Any]]]
+Handler = Callable[[PusherApi, Request, "str | None"], Answer]
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +288,25 @@ class _Route:
     handler: Handler
     name: str | None  # the channel or user id in the path
 
-    def run(self, api: PusherApi, request: Request) -> Awaitable[dict[str, Any]]:
+    def run(self, api: PusherApi, request: Request) -> Answer:
         return self.handler(api, request, self.name)
+
+
+def _answer(body: dict[str, Any]) -> Response:
+    if not body:
+        return _EMPTY
+    return Response(200, dumps(body).encode("utf-8"), [], "application/json")
+
+
+def _refused(refusal: PusherError) -> Response:
+    return Response.text(f"{refusal}\n", refusal.status)
+
+
+async def _later(body: Coroutine[Any, Any, dict[str, Any]]) -> Response:
+    try:
+        return _answer(await body)
+    except PusherError as refusal:
+        return _refused(refusal)
 
 
 def _route(method: str, path: str) -> _Route:
