@@ -183,11 +183,14 @@ class LoadGen:
         return {key: sum(int(r[key]) for r in replies)
                 for key in ("received", "ready", "connected", "upgraded", "disconnects")}
 
-    async def report(self, expected: dict[str, int]) -> dict[str, Any]:
-        replies = await asyncio.gather(*(
+    async def replies(self, expected: dict[str, int]) -> list[dict[str, Any]]:
+        """Every worker's report, unmerged: to merge with another load generator's."""
+        return list(await asyncio.gather(*(
             w.request({"cmd": "report", "expected": expected}, "report", 60)
-            for w in self.workers))
-        return merge_reports(replies)
+            for w in self.workers)))
+
+    async def report(self, expected: dict[str, int]) -> dict[str, Any]:
+        return merge_reports(await self.replies(expected))
 
     async def churn(self, subscribes: float, connections: float,
                     drops: float = 0.0) -> dict[str, int]:

@@ -99,6 +99,21 @@ async def publish_and_measure(ctx: Context, lg: LoadGen, channels: list[str], co
     return published, delta(before, after), report
 
 
+async def delivery_phase(ctx: Context, spec: LoadGenSpec, channels: list[str], count: int,
+                         rate: float) -> None:
+    """The clients of ``spec`` connected (1,000/s) and subscribed, ``count`` events published
+    on ``channels`` at ``rate`` per second (0: as fast as possible), and what the clients got
+    for it in ``ctx.figures``: the measured phase of the delivery scenarios."""
+    lg = await ctx.loadgen(spec)
+    try:
+        await connected_or_fail(lg, 1000)
+        await await_ready(ctx, lg, channels)
+        published, d, report = await publish_and_measure(ctx, lg, channels, count, rate)
+        delivery_figures(ctx, published, d, report)
+    finally:
+        await lg.close()
+
+
 def delivery_figures(ctx: Context, published: dict[str, Any], d: Delta,
                      report: dict[str, Any]) -> None:
     delivered = report["received"]

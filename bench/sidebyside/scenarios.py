@@ -29,6 +29,7 @@ from .phases import (
     await_ready,
     connected_or_fail,
     delivery_figures,
+    delivery_phase,
     loss_check,
     publish_and_measure,
 )
@@ -38,20 +39,9 @@ from .servers import KEY_PREFIX, ServerProcess, gauges
 
 async def scenario_fanout(ctx: Context) -> None:
     s = ctx.scale
-    lg = await ctx.loadgen(LoadGenSpec(s.fanout_clients, ctx.version))
-    try:
-        await connected_or_fail(lg, 1000)
-        await await_ready(ctx, lg, ["bench"])
-        published, d, report = await publish_and_measure(ctx, lg, ["bench"], s.fanout_events, 0)
-        delivery_figures(ctx, published, d, report)
-        ctx.figures["clients"] = s.fanout_clients
-    finally:
-        await lg.close()
-
-
-async def _raw_reports(lg: LoadGen, expected: dict[str, int]) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(
-        w.request({"cmd": "report", "expected": expected}, "report", 60) for w in lg.workers)))
+    await delivery_phase(ctx, LoadGenSpec(s.fanout_clients, ctx.version), ["bench"],
+                         s.fanout_events, 0)
+    ctx.figures["clients"] = s.fanout_clients
 
 
 async def scenario_fanout2(ctx: Context) -> None:
@@ -82,7 +72,7 @@ async def scenario_fanout2(ctx: Context) -> None:
         after = [snapshot(server.pid, pids) for server in servers]
         if not second.alive():
             raise BenchError(f"the second {second.kind} instance exited:\n{second.log_tail()}")
-        raw = [await _raw_reports(lg, published["per_channel"]) for lg in lgs]
+        raw = [await lg.replies(published["per_channel"]) for lg in lgs]
         deltas = [delta(b, a) for b, a in zip(before, after, strict=True)]
         for index, (d, replies) in enumerate(zip(deltas, raw, strict=True), start=1):
             part = merge_reports(replies)
@@ -142,49 +132,30 @@ async def _fanout_workers(ctx: Context, workers: int) -> None:
     count = ctx.opts.workers or max(1, min(8, math.ceil(s.fanout_clients / 500)))
     per_worker = math.ceil(count / workers)
     addresses = await asyncio.to_thread(worker_addresses, ctx.server, workers, per_worker)
-    lg = await ctx.loadgen(LoadGenSpec(s.fanout_clients, ctx.version,
-                                       local_addresses=tuple(addresses)))
-    try:
-        await connected_or_fail(lg, 1000)
-        await await_ready(ctx, lg, ["bench"])
-        published, d, report = await publish_and_measure(ctx, lg, ["bench"], s.fanout_events, 0)
-        delivery_figures(ctx, published, d, report)
-        ctx.figures.update({"clients": s.fanout_clients, "workers": workers,
-                            "processes": len(process_tree(ctx.server.pid))})
-    finally:
-        await lg.close()
+    await delivery_phase(ctx, LoadGenSpec(s.fanout_clients, ctx.version,
+                                          local_addresses=tuple(addresses)),
+                         ["bench"], s.fanout_events, 0)
+    ctx.figures.update({"clients": s.fanout_clients, "workers": workers,
+                        "processes": len(process_tree(ctx.server.pid))})
 
 
 async def scenario_channels(ctx: Context) -> None:
     s = ctx.scale
     template = "bench.{i}"
     channels = channel_names(None, template, s.channels)
-    lg = await ctx.loadgen(LoadGenSpec(s.channels, ctx.version, channel=None,
-                                       channel_template=template))
-    try:
-        await connected_or_fail(lg, 1000)
-        await await_ready(ctx, lg, channels)
-        published, d, report = await publish_and_measure(ctx, lg, channels, s.channel_events, 0)
-        delivery_figures(ctx, published, d, report)
-        ctx.figures["clients"] = s.channels
-        ctx.figures["channels"] = s.channels
-    finally:
-        await lg.close()
+    await delivery_phase(ctx, LoadGenSpec(s.channels, ctx.version, channel=None,
+                                          channel_template=template),
+                         channels, s.channel_events, 0)
+    ctx.figures["clients"] = s.channels
+    ctx.figures["channels"] = s.channels
 
 
 def scenario_rate(rate: float) -> Callable[[Context], Awaitable[None]]:
     async def run(ctx: Context) -> None:
         s = ctx.scale
-        lg = await ctx.loadgen(LoadGenSpec(s.rate_clients, ctx.version))
-        try:
-            await connected_or_fail(lg, 1000)
-            await await_ready(ctx, lg, ["bench"])
-            count = int(rate * s.rate_seconds)
-            published, d, report = await publish_and_measure(ctx, lg, ["bench"], count, rate)
-            delivery_figures(ctx, published, d, report)
-            ctx.figures.update({"clients": s.rate_clients, "rate": rate})
-        finally:
-            await lg.close()
+        await delivery_phase(ctx, LoadGenSpec(s.rate_clients, ctx.version), ["bench"],
+                             int(rate * s.rate_seconds), rate)
+        ctx.figures.update({"clients": s.rate_clients, "rate": rate})
     return run
 
 
