@@ -41,7 +41,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from publisher import MessageTemplate  # noqa: E402
 from pusher_api import Events, signed_request  # noqa: E402
-from run import PUSHER_APP  # noqa: E402
+from sidebyside.servers import PUSHER_APP  # noqa: E402
 
 from broadcaster.sources.redis import RedisPubSubSource  # noqa: E402
 from broadcaster.sources.redis_wire import _Protocol  # noqa: E402

@@ -62,30 +62,23 @@ from publisher import (  # noqa: E402
     lead_assigned_data,
     publish,
 )
-from run import (  # noqa: E402
+from sidebyside.environment import (  # noqa: E402
     CACHE,
-    KEY_PREFIX,
-    PUSHER_APP,
     BenchError,
-    Delta,
-    LoadGen,
-    LoadGenSpec,
-    Options,
     RedisServer,
-    ServerProcess,
     cpu_count,
-    delta,
     ensure_loadgen_modules,
     free_port,
-    lg_reset,
     npm_install,
     package_version,
     raise_nofile,
-    snapshot,
-    wait_delivery,
     wait_port,
 )
-from run import FULL as SCALE  # noqa: E402
+from sidebyside.loadgen import LoadGen, LoadGenSpec, lg_reset, wait_delivery  # noqa: E402
+from sidebyside.measure import Delta, delta, snapshot  # noqa: E402
+from sidebyside.plan import FULL as SCALE  # noqa: E402
+from sidebyside.plan import Options  # noqa: E402
+from sidebyside.servers import KEY_PREFIX, PUSHER_APP, ServerProcess  # noqa: E402
 
 SOKETI_VERSION = "1.6.1"
 SOKETI_DIR = CACHE / "soketi"
