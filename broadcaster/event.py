@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .jsoncodec import dumps, loads, members
+from echo_common.jsoncodec import dumps, loads, members
+
 from .phpjson import php_json_encode
 
 

@@ -9,7 +9,7 @@ sees two different messages; this module is that encoder (checked byte for byte 
 in tests/test_publisher.py).
 
 Only the publishers use it: the server re-encodes what it receives the way Node's
-``JSON.stringify`` does (see jsoncodec), as laravel-echo-server did.
+``JSON.stringify`` does (see echo_common.jsoncodec), as laravel-echo-server did.
 """
 
 from __future__ import annotations

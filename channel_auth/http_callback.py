@@ -22,7 +22,7 @@ from collections.abc import Hashable
 from typing import Any
 from urllib.parse import urlsplit
 
-from broadcaster.jsoncodec import loads
+from echo_common.jsoncodec import loads
 
 from .authorizer import AuthRequest, AuthResult
 from .fair import FairSlots, NoSlotInTime, TooManyPending

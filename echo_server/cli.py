@@ -99,7 +99,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     lockfile.acquire(lock, force=args.force)
     _install_exit_signals()
     try:
-        from broadcaster import jsoncodec
+        from echo_common import jsoncodec
         from echo_server.server import _loop_factory, run
 
         # The fast paths are platform-dependent dependencies: say which ones this process got.

@@ -379,7 +379,7 @@ class EchoServer:
 
     async def _publish_presence(self, event: PresenceChanged) -> None:
         """``databaseConfig.publishPresence``: the reference's message, minus socket ids."""
-        from broadcaster.jsoncodec import dumps
+        from echo_common.jsoncodec import dumps
 
         channel = event.channel
         try:

@@ -27,8 +27,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from echo_common.jsoncodec import loads
+
 from ..event import BadMessage, BroadcastEvent, laravel_data, parse_routed_message
-from ..jsoncodec import loads
 from ..phpjson import php_json_encode
 from .base import EventSource, Publisher, option_float, split_options
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from broadcaster.jsoncodec import loads
 from channel_auth.jwt_auth import TokenSources
+from echo_common.jsoncodec import loads
 
 from ..core.channels import ChannelCore
 from ..core.connection import ClientState, Item

@@ -23,9 +23,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from broadcaster.jsoncodec import dumps
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 from channel_auth.jwt_auth import AuthenticationError, JwtAuthenticator, TokenSources
+from echo_common.jsoncodec import dumps
 
 from .cache import LastEvents
 from .connection import ClientState, Connection

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from broadcaster.jsoncodec import dumps, loads
+from echo_common.jsoncodec import dumps, loads
 
 from .connection import Connection
 from .events import Lifecycle, MemberAdded, MemberRemoved, PresenceChanged

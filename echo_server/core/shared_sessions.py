@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
-from broadcaster.jsoncodec import dumps, loads
+from echo_common.jsoncodec import dumps, loads
 
 from .cluster import unrecorded_key
 from .names import is_presence

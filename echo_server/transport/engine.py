@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broadcaster.jsoncodec import dumps
+from echo_common.jsoncodec import dumps
 
 from .deadlines import Deadlines
 from .http import HttpConnection, Request, Response, RouteResult

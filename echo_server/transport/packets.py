@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from broadcaster.jsoncodec import dumps, loads
+from echo_common.jsoncodec import dumps, loads
 
 # Engine.IO packet types.
 OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0123456"

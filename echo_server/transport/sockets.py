@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from broadcaster.jsoncodec import dumps
+from echo_common.jsoncodec import dumps
 
 from .engine import EngineServer, Handshake, Session
 from .ids import new_id

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from broadcaster.jsoncodec import dumps
 from echo_common.http_client import outgoing_session
+from echo_common.jsoncodec import dumps
 
 from ..core.events import (
     CacheMiss,

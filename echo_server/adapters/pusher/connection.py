@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from broadcaster.jsoncodec import dumps
+from echo_common.jsoncodec import dumps
 
 from ...core.connection import ClientState
 from ...transport.ids import new_id

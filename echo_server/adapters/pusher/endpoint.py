@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broadcaster.jsoncodec import dumps, loads
 from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
+from echo_common.jsoncodec import dumps, loads
 
 from ...app_quota import AppQuota, SharedAppQuota
 from ...core.channels import ChannelCore

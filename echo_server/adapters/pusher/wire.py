@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from broadcaster.jsoncodec import dumps, dumps_bytes, loads
+from echo_common.jsoncodec import dumps, dumps_bytes, loads
 
 from ...core.connection import Item
 from ...core.fanout import MEMBER_ADDED, MEMBER_REMOVED

@@ -1,4 +1,5 @@
-"""JSON encoding shared by the server and the publishers.
+"""JSON encoding shared by the server, ``channel_auth`` and the publishers: in the neutral
+package, since none of them owns it.
 
 orjson when it is installed (a dependency wherever it has wheels), the standard
 library otherwise. Both produce compact JSON with non-ASCII characters kept as they
