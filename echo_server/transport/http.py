@@ -59,9 +59,6 @@ class Request:
             self._query = parse_query(self.query_string)
         return self._query
 
-    def header(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name, default)
-
 
 @dataclass(slots=True)
 class Response:
