@@ -71,12 +71,12 @@ class SocketIoWire:
     def send_batch(self, batch: Sequence[Item[Socket]]) -> int:
         """Polling clients queue them anyway and get them in one response."""
         offsets = self.offsets
-        framed = []
+        framed: list[tuple[Collection[Socket], bytes, bytes, Socket | None]] = []
         # Source events only (presence changes come one at a time, through ``send``).
         for members, channel, event, data_json, offset, exclude in batch:
             message = event_message(event, channel, data_json, offset if offsets else 0)
             framed.append((members, encode_frame(message), message, exclude))
-        return write_coalesced(framed)
+        return write_coalesced(framed, True)
 
     def replay(self, connection: Socket, entries: list[Entry]) -> None:
         """What a recovered socket missed, in order, as it would have got it: over a

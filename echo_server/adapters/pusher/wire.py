@@ -88,7 +88,7 @@ class PusherWire:
     def send_batch(self, batch: Sequence[Item[PusherConnection]]) -> int:
         return write_coalesced([
             (members, self._frame(channel, event, data_json, exclude), b"", exclude)
-            for members, channel, event, data_json, _offset, exclude in batch])
+            for members, channel, event, data_json, _offset, exclude in batch], False)
 
     def subscribed(self, connection: PusherConnection, channel: str,
                    members: list[dict[str, Any]] | None) -> None:
