@@ -267,7 +267,7 @@ class RedisStreamPublisher(Publisher):
             fields["socket"] = socket
         if self._client is None:
             self._client = _client(self._url, self.connect_timeout)
-        await self._client.xadd(self.stream, fields,  # type: ignore[arg-type]
+        await self._client.xadd(self.stream, fields,
                                 maxlen=self.maxlen or None, approximate=True)
 
     async def close(self) -> None:

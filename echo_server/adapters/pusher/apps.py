@@ -97,6 +97,7 @@ class SignatureAuthorizer:
             return AuthResult(401, reason="invalid signature")
         if not presence:
             return AuthResult(200)
+        assert data is not None  # a presence channel without channel_data is refused above
         try:
             member = loads(data)
         except ValueError:
