@@ -267,8 +267,8 @@ class PusherEndpoint:
         flight."""
         channel = data.get("channel")
         limits = self.core.limits
-        if (not isinstance(channel, str)
-                or channel_name_problem(channel, limits.max_channel_name, pusher=True)):
+        if not isinstance(channel, str) or channel_name_problem(
+                channel, limits.max_channel_name, pusher=True) is not None:
             self._subscribe(connection, data)  # refused at once, as always
             return
         held = {"channel": channel, "auth": data.get("auth"),
