@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .jsoncodec import dumps, loads, members
+from echo_common.jsoncodec import dumps, loads, members
+
 from .phpjson import php_json_encode
 
 
@@ -46,7 +47,7 @@ def parse_laravel_message(channel: str, payload: bytes | str) -> BroadcastEvent:
     would otherwise reach clients as ``42[null, ...]``, which socket.io-client
     2.x cannot decode.
     """
-    fast = members(payload, _LARAVEL_MEMBERS, "data")  # type: ignore[arg-type]
+    fast = members(payload, _LARAVEL_MEMBERS, "data")
     if fast is not None:
         event, data, socket = fast
         if type(event) is str and event:

@@ -9,7 +9,7 @@ sees two different messages; this module is that encoder (checked byte for byte 
 in tests/test_publisher.py).
 
 Only the publishers use it: the server re-encodes what it receives the way Node's
-``JSON.stringify`` does (see jsoncodec), as laravel-echo-server did.
+``JSON.stringify`` does (see echo_common.jsoncodec), as laravel-echo-server did.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from decimal import Decimal
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 # PHP (serialize_precision = -1) switches to exponent notation outside this decimal-point range.
@@ -56,7 +56,7 @@ def _string(value: str) -> str:
         encoded = '"' + "\x7f".join(parts) + '"'
     else:
         encoded = encode_basestring_ascii(value)
-    return encoded.replace("/", "\\/")  # type: ignore[no-any-return]
+    return encoded.replace("/", "\\/")
 
 
 def _encode(value: Any, out: list[str]) -> None:

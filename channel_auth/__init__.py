@@ -1,5 +1,5 @@
 """Channel and handshake authorization; never imports the transport."""
 
-from .authorizer import AuthRequest, AuthResult, ChannelAuthorizer, DenyAllAuthorizer
+from .authorizer import AuthRequest, AuthResult, ChannelAuthorizer
 
-__all__ = ["AuthRequest", "AuthResult", "ChannelAuthorizer", "DenyAllAuthorizer"]
+__all__ = ["AuthRequest", "AuthResult", "ChannelAuthorizer"]

@@ -39,10 +39,3 @@ class AuthResult:
 
 class ChannelAuthorizer(Protocol):
     async def authorize(self, request: AuthRequest) -> AuthResult: ...
-
-
-class DenyAllAuthorizer:
-    """Until an authorizer is configured, private and presence channels answer 403."""
-
-    async def authorize(self, request: AuthRequest) -> AuthResult:
-        return AuthResult(403)

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from typing import Protocol
 
-from broadcaster.jsoncodec import dumps
+from echo_common.jsoncodec import dumps
 
 from .authorizer import AuthRequest, AuthResult
 

@@ -22,7 +22,7 @@ from collections.abc import Hashable
 from typing import Any
 from urllib.parse import urlsplit
 
-from broadcaster.jsoncodec import loads
+from echo_common.jsoncodec import loads
 
 from .authorizer import AuthRequest, AuthResult
 from .fair import FairSlots, NoSlotInTime, TooManyPending
@@ -97,8 +97,7 @@ class HttpCallbackAuthorizer:
 
                     # No limit of aiohttp's own: the fair slots are the bound, and a
                     # queue inside aiohttp would count against the request's timeout.
-                    connector = aiohttp.TCPConnector(limit=0,
-                                                     ssl=None if self.verify_tls else False)
+                    connector = aiohttp.TCPConnector(limit=0, ssl=self.verify_tls)
                     self._session = outgoing_session(connector=connector,
                                                      timeout=self.timeout)
         return self._session

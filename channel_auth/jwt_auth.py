@@ -107,7 +107,7 @@ class JwtSettings:
         self._validate()
 
     @classmethod
-    def from_config(cls, section: Mapping[str, Any] | None,
+    def from_config(cls, section: object,
                     environ: Mapping[str, str]) -> JwtSettings | None:
         """Settings from the ``jwt`` section and ``ECHO_JWT_*`` (env wins, empty env is unset).
 

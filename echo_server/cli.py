@@ -99,7 +99,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     lockfile.acquire(lock, force=args.force)
     _install_exit_signals()
     try:
-        from broadcaster import jsoncodec
+        from echo_common import jsoncodec
         from echo_server.server import _loop_factory, run
 
         # The fast paths are platform-dependent dependencies: say which ones this process got.
@@ -344,7 +344,9 @@ def cmd_client_remove(args: argparse.Namespace) -> int:
     """Remove one client by appId (the reference, given none, removes the last one: we don't)."""
     path = cfg.resolve_config_path(args.config, args.dir)
     data, indent = _read_raw(path)
-    clients = data.get("clients") if isinstance(data.get("clients"), list) else []
+    clients = data.get("clients")
+    if not isinstance(clients, list):
+        clients = []
     ids = [str(c.get("appId")) for c in clients if isinstance(c, dict)]
     if not args.app_id:
         raise CliError("give the appId to remove; configured: " + (", ".join(ids) or "none"))

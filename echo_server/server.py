@@ -143,7 +143,7 @@ class EchoServer:
             self.state.worker = worker.slot
             self.state.siblings = self.link.ask
         self.reloader = Reloader(self, build_authorizer)  # SIGHUP, `echo-server reload`
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._reverb_server: asyncio.AbstractServer | None = None  # REVERB_SERVER_PORT
         self._own_port_server: asyncio.AbstractServer | None = None
         prefix = config.socketio_path.rstrip("/")
@@ -379,7 +379,7 @@ class EchoServer:
 
     async def _publish_presence(self, event: PresenceChanged) -> None:
         """``databaseConfig.publishPresence``: the reference's message, minus socket ids."""
-        from broadcaster.jsoncodec import dumps
+        from echo_common.jsoncodec import dumps
 
         channel = event.channel
         try:
@@ -560,14 +560,15 @@ def channel_limits(config: Config) -> ChannelLimits:
 
 def build_authorizer(config: Config) -> ChannelAuthorizer:
     """Local rules (when configured), then the cache (when on), then Laravel's callback."""
-    authorizer: ChannelAuthorizer = HttpCallbackAuthorizer(
+    callback = HttpCallbackAuthorizer(
         config.auth_hosts, config.auth_endpoint, verify_tls=config.auth_verify_tls,
         timeout=config.auth_timeout, max_connections=config.auth_max_connections,
         max_connections_per_client=config.auth_max_connections_per_address,
         max_pending_per_client=config.auth_max_pending_per_address,
         queue_timeout=config.auth_queue_timeout)
+    authorizer: ChannelAuthorizer = callback
     if config.auth_cache_ttl > 0:
-        authorizer = CachingAuthorizer(authorizer, config.auth_cache_ttl)
+        authorizer = CachingAuthorizer(callback, config.auth_cache_ttl)
     try:
         rules = parse_rules(config.raw.get("channels"))
     except RuleConfigError as exc:

@@ -186,9 +186,9 @@ class Supervisor:
                 pid, status = os.waitpid(-1, 0)
             except ChildProcessError:
                 break
-            slot = self.slots.pop(pid, None)
-            if slot is None:
+            if pid not in self.slots:
                 continue
+            slot = self.slots.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 if code != 0:

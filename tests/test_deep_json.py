@@ -15,9 +15,9 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from broadcaster import jsoncodec
 from broadcaster.event import BadMessage, BroadcastEvent, parse_laravel_message
-from broadcaster.jsoncodec import MAX_DEPTH
+from echo_common import jsoncodec
+from echo_common.jsoncodec import MAX_DEPTH
 from echo_server.ingest import SourceRunner
 from echo_server.server import EchoServer
 from tests.conftest import ServerFactory, _until, laravel_message, server_url

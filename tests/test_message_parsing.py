@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from broadcaster import jsoncodec
 from broadcaster.event import BadMessage, encode_laravel_message, parse_laravel_message
+from echo_common import jsoncodec
 from tests.support.seed_events import capacity_updated, lead_assigned
 
 pytest.importorskip("simdjson", reason="the fast extra's pysimdjson is not installed")

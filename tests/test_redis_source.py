@@ -251,9 +251,9 @@ async def test_non_finite_numbers_follow_javascript(make_server: ServerFactory,
     way clients must never get a frame their JSON.parse rejects, with or
     without the optional parsers (pysimdjson, orjson)."""
     if codec in ("orjson", "stdlib"):
-        monkeypatch.setattr("broadcaster.jsoncodec._fast", None)
+        monkeypatch.setattr("echo_common.jsoncodec._fast", None)
     if codec == "stdlib":
-        monkeypatch.setattr("broadcaster.jsoncodec._orjson", None)
+        monkeypatch.setattr("echo_common.jsoncodec._orjson", None)
     server = await _prefixed(make_server)
     clients = [await _client(server, node_client, "leads", stack=stack)
                for stack in ("echo1-sio2", "echo2-sio4")]

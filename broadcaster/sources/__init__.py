@@ -64,11 +64,11 @@ def _load(url: str, which: int) -> Any:
 
 
 def source_from_url(url: str, **options: Any) -> EventSource:
-    return _load(url, 0)(url, **options)  # type: ignore[no-any-return]
+    return _load(url, 0)(url, **options)
 
 
 def publisher_from_url(url: str, **options: Any) -> Publisher:
-    return _load(url, 1)(url, **options)  # type: ignore[no-any-return]
+    return _load(url, 1)(url, **options)
 
 
 __all__ = ["SCHEMES", "EventSource", "Publisher", "check_url", "publisher_from_url",

@@ -13,8 +13,9 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from echo_common.jsoncodec import dumps
+
 from ..event import BroadcastEvent, laravel_data
-from ..jsoncodec import dumps
 from .base import EventSource, Publisher
 
 _BUSES: dict[str, weakref.WeakSet[MemorySource]] = {}

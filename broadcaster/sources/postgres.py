@@ -28,8 +28,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from echo_common.jsoncodec import loads
+
 from ..event import BadMessage, BroadcastEvent, encode_routed_message, parse_routed_message
-from ..jsoncodec import loads
 from ..phpjson import php_json_encode
 from .base import EventSource, Publisher, option_float, split_options
 

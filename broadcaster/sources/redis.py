@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from echo_common.jsoncodec import dumps
+
 from ..event import BadMessage, BroadcastEvent, encode_laravel_message, parse_laravel_message
-from ..jsoncodec import dumps
 from .base import EventSource, Publisher, option_float, split_options
 from .redis_wire import RedisReplyError, RedisSubscriber
 

@@ -27,8 +27,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from echo_common.jsoncodec import loads
+
 from ..event import BadMessage, BroadcastEvent, laravel_data, parse_routed_message
-from ..jsoncodec import loads
 from ..phpjson import php_json_encode
 from .base import EventSource, Publisher, option_float, split_options
 
@@ -266,7 +267,7 @@ class RedisStreamPublisher(Publisher):
             fields["socket"] = socket
         if self._client is None:
             self._client = _client(self._url, self.connect_timeout)
-        await self._client.xadd(self.stream, fields,  # type: ignore[arg-type]
+        await self._client.xadd(self.stream, fields,
                                 maxlen=self.maxlen or None, approximate=True)
 
     async def close(self) -> None:

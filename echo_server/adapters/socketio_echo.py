@@ -9,14 +9,14 @@ poll is answered), so one wire covers both generations.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
-from broadcaster.jsoncodec import loads
 from channel_auth.jwt_auth import TokenSources
+from echo_common.jsoncodec import loads
 
 from ..core.channels import ChannelCore
-from ..core.connection import ClientState, Item
+from ..core.connection import ClientState, Item, Wire
 from ..core.events import ConnectionClosed, ConnectionOpened
 from ..core.fanout import MEMBER_ADDED, MEMBER_REMOVED
 from ..core.history import Entry
@@ -50,7 +50,7 @@ class SocketIoWire:
         return event_message(PRESENCE_EVENTS.get(event, event), channel, data_json,
                              offset if self.offsets else 0)
 
-    def send(self, members: Collection[Socket], channel: str,  # type: ignore[override]
+    def send(self, members: Collection[Socket], channel: str,
              event: str, data_json: str | bytes, offset: int | str, exclude: Socket | None) -> int:
         message = self._message(channel, event, data_json, offset)
         frame = encode_frame(message)
@@ -68,15 +68,15 @@ class SocketIoWire:
                 socket.session.send_prebuilt(packet, frame)
         return len(members) - (exclude is not None and exclude in members)
 
-    def send_batch(self, batch: list[Item]) -> int:  # type: ignore[override]
+    def send_batch(self, batch: Sequence[Item[Socket]]) -> int:
         """Polling clients queue them anyway and get them in one response."""
         offsets = self.offsets
-        framed = []
+        framed: list[tuple[Collection[Socket], bytes, bytes, Socket | None]] = []
         # Source events only (presence changes come one at a time, through ``send``).
         for members, channel, event, data_json, offset, exclude in batch:
             message = event_message(event, channel, data_json, offset if offsets else 0)
             framed.append((members, encode_frame(message), message, exclude))
-        return write_coalesced(framed)
+        return write_coalesced(framed, True)
 
     def replay(self, connection: Socket, entries: list[Entry]) -> None:
         """What a recovered socket missed, in order, as it would have got it: over a
@@ -91,22 +91,22 @@ class SocketIoWire:
             for message in messages:
                 connection.send_packet(message.decode("utf-8"))
 
-    def subscribed(self, connection: Socket, channel: str,  # type: ignore[override]
+    def subscribed(self, connection: Socket, channel: str,
                    members: list[dict[str, Any]] | None) -> None:
         if members is not None:  # Echo hears of public and private joins by silence
             connection.emit("presence:subscribed", channel, members)
 
-    def cache_miss(self, connection: Socket, channel: str) -> None:  # type: ignore[override]
+    def cache_miss(self, connection: Socket, channel: str) -> None:
         pass  # Echo's socket.io side has no such event: the first broadcast just comes later
 
-    def refused(self, connection: Socket, channel: str,  # type: ignore[override]
+    def refused(self, connection: Socket, channel: str,
                 status: int) -> None:
         connection.emit("subscription_error", channel, status)
 
-    def disconnect(self, connection: Socket, reason: str) -> None:  # type: ignore[override]
+    def disconnect(self, connection: Socket, reason: str) -> None:
         connection.disconnect(reason)
 
-    def gone(self, connection: Socket) -> bool:  # type: ignore[override]
+    def gone(self, connection: Socket) -> bool:
         return connection.session.closed
 
 
@@ -175,9 +175,10 @@ class EchoSocketIo:
 
     def on_connect(self, socket: Socket, auth: Any) -> Any:
         handshake = socket.handshake
-        recovers = self.offsets_wire is not None and (
-            socket.eio == 4 or EIO3_PID in handshake.query)
-        wire = self.offsets_wire if recovers else self.wire
+        wire: Wire[Socket] = self.wire
+        recovers = False
+        if self.offsets_wire is not None and (socket.eio == 4 or EIO3_PID in handshake.query):
+            wire, recovers = self.offsets_wire, True
         socket.state = ClientState(wire, handshake.address, handshake.headers)
         authenticating = self.core.authenticate(socket, lambda: TokenSources(
             connect_payload=auth, query=handshake.query, headers=handshake.headers))

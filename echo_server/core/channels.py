@@ -23,9 +23,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from broadcaster.jsoncodec import dumps
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 from channel_auth.jwt_auth import AuthenticationError, JwtAuthenticator, TokenSources
+from echo_common.jsoncodec import dumps
 
 from .cache import LastEvents
 from .connection import ClientState, Connection
@@ -441,7 +441,8 @@ class ChannelCore:
         task.add_done_callback(lambda t: pending.pop(channel, None) if pending.get(channel) is t
                                else None)
 
-    def _make_room(self, state: ClientState, sessions: Sessions, refusal: str) -> str | None:
+    def _make_room(self, state: ClientState, sessions: Sessions, refusal: str | None
+                   ) -> str | None:
         """Over a bound: the client's own parked sessions, oldest first, give way to its
         live subscriptions (a page that came back without recovering holds its old
         channels twice until then). Still refused when that is not enough."""

@@ -32,9 +32,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
-from broadcaster.jsoncodec import dumps, loads
 from broadcaster.sources.redis import INTERNAL_PREFIX, subscriber_endpoint
 from broadcaster.sources.redis_wire import RedisSubscriber
+from echo_common.jsoncodec import dumps, loads
 
 from .occupancy import Occupancy
 from .positions import Positions

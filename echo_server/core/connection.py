@@ -11,44 +11,51 @@ adapter's own tight loop and no Python call is added per recipient.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
-from typing import Any, Protocol
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol, TypeVar
 
 from ..counts import client_key
 from .presence import Member
 
+# The connections one wire writes to: an adapter's own type (a Socket.IO socket, a Pusher
+# connection). The core never mixes them: a connection's state names the wire that made it,
+# and rooms group members by that wire, so a wire is only ever handed its own connections.
+# The types cannot say "this connection's own wire", so the core holds wires as ``Wire[Any]``
+# and each adapter is checked against ``Wire[<its connection>]`` where it makes its wire.
+C = TypeVar("C", bound="Connection", contravariant=True)
+
 # One event for one wire: (members, channel, event, data JSON, offset, excluded connection).
-Item = tuple["Collection[Connection]", str, str, "str | bytes", "int | str",
-             "Connection | None"]
+Item = tuple[Collection[C], str, str, str | bytes, int | str, C | None]
 
 
-class Wire(Protocol):
-    """One wire format (an adapter, and a generation of it when frames differ)."""
+class Wire(Protocol[C]):
+    """One wire format (an adapter, and a generation of it when frames differ), for
+    connections of type ``C``."""
 
-    def send(self, members: Collection[Connection], channel: str, event: str,
-             data_json: str | bytes, offset: int | str, exclude: Connection | None) -> int:
+    def send(self, members: Collection[C], channel: str, event: str,
+             data_json: str | bytes, offset: int | str, exclude: C | None) -> int:
         """Build the event's frame once and write it to each of ``members`` but
         ``exclude``; how many got it. ``offset`` is its place in the history (0: not
         recorded), for wires that carry it; the events ``fanout.MEMBER_ADDED`` and
         ``MEMBER_REMOVED`` are presence changes, which each wire names its own way."""
 
-    def send_batch(self, batch: list[Item]) -> int:
+    def send_batch(self, batch: Sequence[Item[C]]) -> int:
         """Several source events read together, in order: a connection may get its frames
         of the batch in one write. (Presence changes come one at a time, through ``send``.)"""
 
-    def subscribed(self, connection: Connection, channel: str,
+    def subscribed(self, connection: C, channel: str,
                    members: list[dict[str, Any]] | None) -> None:
         """A subscription took effect (``members``: a presence channel's list)."""
 
-    def cache_miss(self, connection: Connection, channel: str) -> None:
+    def cache_miss(self, connection: C, channel: str) -> None:
         """A cache channel had no last event to give (a wire may say nothing)."""
 
-    def refused(self, connection: Connection, channel: str, status: int) -> None:
+    def refused(self, connection: C, channel: str, status: int) -> None:
         """A subscription was refused, with an HTTP-like status (0: no answer)."""
 
-    def disconnect(self, connection: Connection, reason: str) -> None: ...
+    def disconnect(self, connection: C, reason: str) -> None: ...
 
-    def gone(self, connection: Connection) -> bool:
+    def gone(self, connection: C) -> bool:
         """The connection closed (possibly before it ever opened in the core)."""
 
 
@@ -60,8 +67,8 @@ class ClientState:
                  "joined", "pending", "presence", "recovery_token", "restored", "user",
                  "whisper_at", "whisper_tokens", "wire")
 
-    def __init__(self, wire: Wire, address: str, headers: dict[str, str]) -> None:
-        self.wire = wire
+    def __init__(self, wire: Wire[Any], address: str, headers: dict[str, str]) -> None:
+        self.wire = wire  # the wire that made the connection (see C above)
         self.address = address  # the client's, through trusted proxies
         self.client = client_key(address)  # what per-address bounds count it under (/64)
         self.headers = headers  # the handshake's, forwarded to the auth host

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from broadcaster.event import BroadcastEvent
 
@@ -62,9 +63,9 @@ class Fanout:
         return delivered
 
     def _deliver_batch(self, events: list[BroadcastEvent]) -> int:
-        batches: dict[Wire, list[Item]] = {}
-        last_wire: Wire | None = None
-        last_batch: list[Item] = []
+        batches: dict[Wire[Any], list[Item[Any]]] = {}
+        last_wire: Wire[Any] | None = None
+        last_batch: list[Item[Any]] = []
         connections = self.connections
         groups_of = self.rooms.groups
         history = self.history

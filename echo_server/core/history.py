@@ -68,7 +68,6 @@ class History:
         # Oldest first, across channels; may still hold entries already dropped from their
         # channel (skipped when they reach the front; compacted when they pile up).
         self._order: deque[tuple[ChannelHistory, Entry]] = deque()
-        self.evictions = 0  # entries dropped before their window ended (bounds hit)
         # With recovery on other instances: offsets also say where this instance was in the
         # stream and the relay.
         self.positions: Positions | None = None
@@ -116,7 +115,6 @@ class History:
         limits = self.limits
         if len(entries) > limits.max_per_channel:
             self._drop(entries.popleft(), record)
-            self.evictions += 1
         self._trim(entry.at)
         return offset
 
@@ -132,8 +130,6 @@ class History:
             if record.entries and record.entries[0] is entry:
                 record.entries.popleft()
                 self._drop(entry, record)
-                if entry.at >= window_start:
-                    self.evictions += 1
             # else: already dropped (per-channel bound, or the channel was released)
         if len(queue) > 2 * self.count + 1024:
             self._order = deque(sorted(

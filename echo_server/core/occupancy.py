@@ -83,7 +83,6 @@ class Occupancy:
         self._changes: LuaScript | None = None
         self._purge: LuaScript | None = None
         self.counts_key = self.tag = self.instance_id = ""
-        self.failures = 0
 
     def _local(self, event: LocalChannelOccupied | LocalChannelVacated) -> None:
         delta = 1 if isinstance(event, LocalChannelOccupied) else -1
@@ -150,9 +149,8 @@ class Occupancy:
         try:
             counts = await self._changes(keys, args)
         except Exception as exc:
-            # Counted; the purge of this instance (its death, or its next clean stop) puts
+            # Logged; the purge of this instance (its death, or its next clean stop) puts
             # the counts right again.
-            self.failures += 1
             log.warning("occupancy of %d channels not counted in Redis: %s", len(batch), exc)
             return
         for (channel, delta), count in zip(batch, counts, strict=True):

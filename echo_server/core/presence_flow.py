@@ -15,9 +15,10 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
-from broadcaster.jsoncodec import dumps, loads
+from echo_common.jsoncodec import dumps, loads
 
 from .connection import Connection
 from .events import Lifecycle, MemberAdded, MemberRemoved, PresenceChanged
@@ -170,8 +171,7 @@ class PresenceFlow:
         """A recovered connection under a new id: its memberships are written under the new
         id before the old ones go, so its user never leaves and nobody is told anything."""
         for channel, member in (connection.state.presence or {}).items():
-            self._in_turn(channel, lambda ch=channel, m=member: self._move(
-                old_id, connection, ch, m))
+            self._in_turn(channel, partial(self._move, old_id, connection, channel, member))
 
     async def _move(self, old_id: str, connection: Connection, channel: str,
                     member: Member) -> None:
@@ -218,10 +218,9 @@ class PresenceFlow:
             for connection in self.rooms.members(channel):
                 member = (connection.state.presence or {}).get(channel)
                 if member is not None:
-                    turns.append(self._in_turn(channel, lambda c=connection, ch=channel,
-                                               m=member: self._join(c, ch, m,
-                                                                    announce=announce,
-                                                                    here=False)))
+                    turns.append(self._in_turn(channel, partial(
+                        self._join, connection, channel, member, announce=announce,
+                        here=False)))
         return sum(bool(written) for written in await asyncio.gather(*turns))
 
     def purged(self, channel: str, member: Member, version: int) -> None:

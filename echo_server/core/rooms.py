@@ -14,11 +14,12 @@ iterated and tested for membership by the wires alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from .connection import Connection, Wire
 
-Members = tuple[Connection] | set[Connection]
-Groups = dict[Wire, Members]
+Members = tuple[Connection, ...] | set[Connection]
+Groups = dict[Wire[Any], Members]
 
 
 class Rooms:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
-from broadcaster.jsoncodec import dumps, loads
+from echo_common.jsoncodec import dumps, loads
 
 from .cluster import unrecorded_key
 from .names import is_presence
@@ -178,7 +178,7 @@ class SharedSessions:
             await self._ready.wait()
             self._ready.clear()
             while self._pending:
-                batch = []
+                batch: list[tuple[str, _Write | None]] = []
                 while self._pending and len(batch) < WRITE_BATCH:
                     token = next(iter(self._pending))
                     batch.append((token, self._pending.pop(token)))

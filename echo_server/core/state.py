@@ -36,7 +36,8 @@ class SourceStatus(Protocol):
 
 
 class ErrorCounts(Protocol):
-    counts: Mapping[str, int]
+    @property
+    def counts(self) -> Mapping[str, int]: ...
 
 
 class ServerState:

@@ -37,7 +37,7 @@ PER_SECOND = 1000  # ticks
 NEAR = 2.0  # seconds ahead within which a deadline gets a millisecond bucket
 
 
-class _Bucket(list[Any]):
+class Bucket(list[Any]):
     """The objects due in one tick; ``None`` where one was cancelled or moved."""
 
     __slots__ = ("tick",)
@@ -48,7 +48,7 @@ class _Bucket(list[Any]):
 
 
 class Scheduled(Protocol):
-    due: _Bucket | None
+    due: Bucket | None
     due_slot: int
 
 
@@ -58,7 +58,7 @@ class Deadlines:
 
     def __init__(self, fire: Callable[[Any, float], None]) -> None:
         self._fire = fire
-        self._buckets: dict[int, _Bucket] = {}
+        self._buckets: dict[int, Bucket] = {}
         self._ticks: list[int] = []  # heap of the buckets' ticks
         self._timer: asyncio.TimerHandle | None = None
         self._armed = 0  # the tick the timer is armed for
@@ -78,7 +78,7 @@ class Deadlines:
             due[item.due_slot] = None
         bucket = self._buckets.get(tick)
         if bucket is None:
-            bucket = self._buckets[tick] = _Bucket(tick)
+            bucket = self._buckets[tick] = Bucket(tick)
             heapq.heappush(self._ticks, tick)
             if not self._running and (self._timer is None or tick < self._armed):
                 self._arm(tick)

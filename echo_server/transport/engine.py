@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broadcaster.jsoncodec import dumps
+from echo_common.jsoncodec import dumps
 
-from .deadlines import Deadlines
+from .deadlines import Bucket, Deadlines
 from .http import HttpConnection, Request, Response, RouteResult
 from .ids import new_id
 from .packets import (
@@ -132,7 +132,7 @@ class Session:
         self.closed = False
         self.ending: str | None = None  # close after the next GET (see end())
         self.socket: object = None  # set by the Socket.IO layer
-        self.due = None  # where the engine's Deadlines hold it
+        self.due: Bucket | None = None  # where the engine's Deadlines hold it
         self.due_slot = 0
 
     @property

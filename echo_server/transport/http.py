@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import httptools
 
@@ -58,9 +58,6 @@ class Request:
         if self._query is None:
             self._query = parse_query(self.query_string)
         return self._query
-
-    def header(self, name: str, default: str | None = None) -> str | None:
-        return self.headers.get(name, default)
 
 
 @dataclass(slots=True)
@@ -152,17 +149,17 @@ class HttpConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream server's protocol: its transport is a stream's (uvloop's is no subclass).
+        self.transport = stream = cast(asyncio.Transport, transport)
         guard = self.guard
         limits = guard.limits
         if limits.write_high_water != TRANSPORT_HIGH_WATER:
-            self.transport.set_write_buffer_limits(high=limits.write_high_water)
+            stream.set_write_buffer_limits(high=limits.write_high_water)
         if guard.max_per_address and not guard.admit(self.peer):
             # Closed at once, without lingering: an address over its bound gets no
             # connection held for it, not even for the linger.
             self._peer = None  # not counted: nothing to release
-            self.transport.write(encode_response(Response.text("Service Unavailable", 503),
-                                                 False))
+            stream.write(encode_response(Response.text("Service Unavailable", 503), False))
             self._close()
             return
         self.deadline = time.monotonic() + limits.header_timeout

@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from broadcaster.jsoncodec import dumps, loads
+from echo_common.jsoncodec import dumps, loads
 
 # Engine.IO packet types.
 OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0123456"
@@ -225,12 +225,12 @@ def event_message(event: str, channel: str, data_json: str | bytes,
         if len(_event_heads) >= EVENT_HEADS_MAX:
             _event_heads.clear()
         head = _event_heads[key] = f"42[{dumps(event)},{dumps(channel)},".encode()
-    if type(data_json) is str:
+    if isinstance(data_json, str):
         data_json = data_json.encode("utf-8")
     if offset:
-        if type(offset) is int:
+        if isinstance(offset, int):
             return b"".join((head, data_json, b',"%d"]' % offset))
-        return b"".join((head, data_json, b',"', offset.encode(), b'"]'))  # type: ignore[union-attr]
+        return b"".join((head, data_json, b',"', offset.encode(), b'"]'))
     return b"".join((head, data_json, b"]"))
 
 

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from broadcaster.jsoncodec import dumps
+from echo_common.jsoncodec import dumps
 
 from .engine import EngineServer, Handshake, Session
 from .ids import new_id
@@ -36,10 +36,6 @@ from .packets import (
 )
 
 log = logging.getLogger("echo_server.sockets")
-
-
-class ConnectRefused(Exception):
-    """Raised (or returned) by ``SocketHandler.on_connect`` to refuse a client."""
 
 
 ConnectResult = bool | str | None
@@ -179,10 +175,7 @@ class SocketServer:
 
     # -- internals ------------------------------------------------------------
     def _connect(self, socket: Socket, auth: Any) -> None:
-        try:
-            result = self.handler.on_connect(socket, auth)
-        except ConnectRefused as exc:
-            result = str(exc) or False
+        result = self.handler.on_connect(socket, auth)
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(self._connect_when_decided(socket, auth, result))
             self._connecting.add(task)  # the loop itself keeps tasks only weakly
@@ -198,8 +191,6 @@ class SocketServer:
         the session (a token's expiry timer holds the socket until the token expires)."""
         try:
             result = await decision
-        except ConnectRefused as exc:
-            result = str(exc) or False
         except Exception:
             log.exception("connect handler failed")
             result = "Internal server error"

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
-from broadcaster.jsoncodec import dumps, loads
+from echo_common.jsoncodec import dumps, loads
 from echo_common.signing import same_secret
 
 from ..config import unsigned_api_key

@@ -18,7 +18,7 @@ import enum
 from collections.abc import Awaitable
 from typing import Any
 
-from broadcaster.jsoncodec import dumps
+from echo_common.jsoncodec import dumps
 
 from ..core.presence import RedisPresenceStore
 from ..core.state import ServerState

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
-from broadcaster.jsoncodec import dumps, loads
+from echo_common.jsoncodec import dumps, loads
 
 from ..config import Config, pusher_secret, valid_client
 from ..core.limits import channel_name_problem

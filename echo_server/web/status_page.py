@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-from broadcaster.jsoncodec import dumps, loads
+from echo_common.jsoncodec import dumps, loads
 
 from ..core.state import ServerState
 from ..transport.http import Request, Response

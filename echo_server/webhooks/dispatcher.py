@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from broadcaster.jsoncodec import dumps
 from echo_common.http_client import outgoing_session
+from echo_common.jsoncodec import dumps
 
 from ..core.events import (
     CacheMiss,
@@ -77,12 +78,14 @@ class Webhooks:
     def _listen(self, endpoints: list[Endpoint]) -> None:
         """Hear the event kinds some endpoint wants (nobody asked: the core does not even
         build the event)."""
-        listeners = {"channel_occupied": (ChannelOccupied, self._occupied),
-                     "channel_vacated": (ChannelVacated, self._vacated),
-                     "member_added": (MemberAdded, self._member_added),
-                     "member_removed": (MemberRemoved, self._member_removed),
-                     "client_event": (ClientEvent, self._client_event),
-                     "cache_miss": (CacheMiss, self._cache_miss)}
+        # Each listener takes its own kind of event: the pairs match, the dict's type cannot say.
+        listeners: dict[str, tuple[type[Any], Callable[[Any], None]]] = {
+            "channel_occupied": (ChannelOccupied, self._occupied),
+            "channel_vacated": (ChannelVacated, self._vacated),
+            "member_added": (MemberAdded, self._member_added),
+            "member_removed": (MemberRemoved, self._member_removed),
+            "client_event": (ClientEvent, self._client_event),
+            "cache_miss": (CacheMiss, self._cache_miss)}
         wanted = {name for endpoint in endpoints for name in endpoint.event_types}
         for name in sorted(wanted - self._listening):
             kind, listener = listeners[name]

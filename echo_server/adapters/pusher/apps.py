@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from broadcaster.jsoncodec import loads
 from channel_auth import AuthRequest, AuthResult
+from echo_common.jsoncodec import loads
 from echo_common.signing import same_secret, sign
 
 from ...core.names import USER_CHANNEL
@@ -97,6 +97,7 @@ class SignatureAuthorizer:
             return AuthResult(401, reason="invalid signature")
         if not presence:
             return AuthResult(200)
+        assert data is not None  # a presence channel without channel_data is refused above
         try:
             member = loads(data)
         except ValueError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from broadcaster.jsoncodec import dumps
+from echo_common.jsoncodec import dumps
 
 from ...core.connection import ClientState
 from ...transport.ids import new_id
@@ -26,12 +26,11 @@ def message(event: str, channel: str | None, data: Any) -> bytes:
 
 
 class PusherConnection:
-    __slots__ = ("__weakref__", "app", "id", "last_seen", "opened", "pinged", "session", "state",
+    __slots__ = ("__weakref__", "app", "id", "last_seen", "opened", "pinged", "state",
                  "waiting", "ws")
 
     def __init__(self, ws: WebSocketConnection, app: PusherApp) -> None:
         self.ws = ws
-        self.session = self  # coalesce.write_coalesced reaches a member's ws as session.ws
         self.app = app
         self.id = new_id()  # <digits>.<digits> while a Pusher app is configured
         self.state: ClientState = None  # type: ignore[assignment]  # set by the endpoint

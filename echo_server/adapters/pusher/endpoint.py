@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broadcaster.jsoncodec import dumps, loads
 from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
+from echo_common.jsoncodec import dumps, loads
 
 from ...app_quota import AppQuota, SharedAppQuota
 from ...core.channels import ChannelCore
-from ...core.connection import ClientState
+from ...core.connection import ClientState, Wire
 from ...core.limits import channel_name_problem
 from ...core.names import USER_CHANNEL, is_private
 from ...counts import AddressCounts
@@ -71,7 +71,7 @@ class PusherEndpoint:
         self.rules: list[ChannelRule] = []
         self.options = options
         self._report = report_error
-        self.wire = PusherWire()
+        self.wire: Wire[PusherConnection] = PusherWire()
         self.connections: set[PusherConnection] = set()
         # Open connections by app key (with the other workers'), and by app and address.
         self.quota = quota or AppQuota()
@@ -267,7 +267,8 @@ class PusherEndpoint:
         flight."""
         channel = data.get("channel")
         limits = self.core.limits
-        if channel_name_problem(channel, limits.max_channel_name, pusher=True) is not None:
+        if not isinstance(channel, str) or channel_name_problem(
+                channel, limits.max_channel_name, pusher=True) is not None:
             self._subscribe(connection, data)  # refused at once, as always
             return
         held = {"channel": channel, "auth": data.get("auth"),

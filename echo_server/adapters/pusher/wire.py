@@ -4,10 +4,10 @@ presence in ``pusher_internal:*`` events with string user ids."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from broadcaster.jsoncodec import dumps, dumps_bytes, loads
+from echo_common.jsoncodec import dumps, dumps_bytes, loads
 
 from ...core.connection import Item
 from ...core.fanout import MEMBER_ADDED, MEMBER_REMOVED
@@ -74,7 +74,7 @@ class PusherWire:
         # The event's data as a JSON string: what pusher-js parses, and Laravel sends.
         return encode_frame(b"".join((_head(event, channel), dumps_bytes(data_json), b"}")))
 
-    def send(self, members: Collection[PusherConnection], channel: str,  # type: ignore[override]
+    def send(self, members: Collection[PusherConnection], channel: str,
              event: str, data_json: str | bytes, offset: int | str,
              exclude: PusherConnection | None) -> int:
         frame = self._frame(channel, event, data_json, exclude)
@@ -85,12 +85,12 @@ class PusherWire:
                 sent += 1
         return sent
 
-    def send_batch(self, batch: list[Item]) -> int:  # type: ignore[override]
+    def send_batch(self, batch: Sequence[Item[PusherConnection]]) -> int:
         return write_coalesced([
             (members, self._frame(channel, event, data_json, exclude), b"", exclude)
-            for members, channel, event, data_json, _offset, exclude in batch])
+            for members, channel, event, data_json, _offset, exclude in batch], False)
 
-    def subscribed(self, connection: PusherConnection, channel: str,  # type: ignore[override]
+    def subscribed(self, connection: PusherConnection, channel: str,
                    members: list[dict[str, Any]] | None) -> None:
         if members is None:
             connection.send("pusher_internal:subscription_succeeded", channel, "{}")
@@ -99,20 +99,20 @@ class PusherWire:
         connection.send("pusher_internal:subscription_succeeded", channel, dumps(
             {"presence": {"count": len(users), "ids": list(users), "hash": users}}))
 
-    def cache_miss(self, connection: PusherConnection,  # type: ignore[override]
+    def cache_miss(self, connection: PusherConnection,
                    channel: str) -> None:
         connection.send("pusher:cache_miss", channel)
 
-    def refused(self, connection: PusherConnection, channel: str,  # type: ignore[override]
+    def refused(self, connection: PusherConnection, channel: str,
                 status: int) -> None:
         # With the channel, so pusher-js routes it to that channel and Echo's .error() fires.
         connection.send("pusher:subscription_error", channel, {
             "type": "AuthError", "error": f"Unable to subscribe to {channel}",
             "status": status})
 
-    def disconnect(self, connection: PusherConnection, reason: str) -> None:  # type: ignore[override]
+    def disconnect(self, connection: PusherConnection, reason: str) -> None:
         connection.error(4009, f"Connection is unauthorized ({reason})")
         connection.ws.close(4009 if reason != "server shutting down" else CLOSE_NORMAL)
 
-    def gone(self, connection: PusherConnection) -> bool:  # type: ignore[override]
+    def gone(self, connection: PusherConnection) -> bool:
         return connection.ws.closed

@@ -1,4 +1,5 @@
-"""JSON encoding shared by the server and the publishers.
+"""JSON encoding shared by the server, ``channel_auth`` and the publishers: in the neutral
+package, since none of them owns it.
 
 orjson when it is installed (a dependency wherever it has wheels), the standard
 library otherwise. Both produce compact JSON with non-ASCII characters kept as they
@@ -24,10 +25,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from types import ModuleType
 from typing import Any
 
 _std_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
+# None when absent (and in the tests that take the standard library's path).
+_orjson: ModuleType | None
+_simdjson: ModuleType | None
 try:
     import orjson as _orjson
 except ImportError:  # pragma: no cover - exercised when the extra is absent
@@ -170,12 +175,13 @@ class _FastParser:
     """One reusable simdjson parser. A parse invalidates the previous document, so
     nothing parsed here outlives the call that parsed it."""
 
-    __slots__ = ("containers", "object_type", "parser")
+    __slots__ = ("containers", "new_parser", "object_type", "parser")
 
-    def __init__(self) -> None:
-        self.parser = _simdjson.Parser()
-        self.object_type = _simdjson.Object
-        self.containers = (_simdjson.Object, _simdjson.Array)
+    def __init__(self, simdjson: ModuleType) -> None:
+        self.new_parser = simdjson.Parser
+        self.parser = simdjson.Parser()
+        self.object_type = simdjson.Object
+        self.containers = (simdjson.Object, simdjson.Array)
 
     def members(self, payload: bytes, names: tuple[str, ...], as_text: str) -> list[Any] | None:
         try:
@@ -183,7 +189,7 @@ class _FastParser:
         except RuntimeError:
             # A document still referenced (an exception's traceback), or one nested
             # beyond simdjson's 1,024 levels (DEPTH_ERROR): start afresh, it is rare.
-            self.parser = _simdjson.Parser()
+            self.parser = self.new_parser()
             return None
         except ValueError:  # invalid JSON, or numbers simdjson cannot hold
             return None
@@ -205,7 +211,7 @@ class _FastParser:
             del doc
 
 
-_fast = _FastParser() if _simdjson is not None else None
+_fast = _FastParser(_simdjson) if _simdjson is not None else None
 
 
 def members(payload: bytes | str, names: tuple[str, ...], as_text: str) -> list[Any] | None:
