@@ -37,7 +37,9 @@ from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 from .adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from .adapters.socketio_echo import EchoSocketIo
 from .app_quota import SharedAppQuota
-from .config import Config, ConfigError, ensure_dev_client, unsigned_api_key
+from .apps.manager import serving_store
+from .apps.store import StaticStore
+from .config import Config, ConfigError, ensure_dev_client
 from .core.channels import ChannelCore
 from .core.cluster import Cluster
 from .core.events import PresenceChanged
@@ -98,21 +100,25 @@ class EchoServer:
         self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
                                  self.core.lifecycle, presence_grace=config.presence_grace)
         self.sockets = SocketServer(EchoSocketIo(self.core))
+        self.dev_client = ensure_dev_client(config)
+        # Every app: the file's (a reload replaces them), then the database's, if any.
+        self.file_apps = StaticStore(config.apps)
+        self.apps = serving_store(self.file_apps, config.app_manager)
         # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
-        self.pusher = PusherEndpoint(self.core, config.pusher_apps, PusherOptions(
+        self.pusher = PusherEndpoint(self.core, self.apps, PusherOptions(
             max_payload=config.max_http_buffer_size,
             write_high_water=config.write_buffer_high_water,
             activity_timeout=config.pusher_timeouts[0], signin_timeout=config.pusher_timeouts[1],
             origin_allowed=config.origin_allowed), self.errors.report,
             rules=parse_rules(config.raw.get("channels")),
             quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
-            if worker is not None else None)
+            if worker is not None else None,
+            numeric=config.app_manager is not None or any(a.signs for a in config.apps))
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
                                           self.errors.report)
         self.sockets.attach(self.engine)
-        self.dev_client = ensure_dev_client(config)
         self.runners: list[SourceRunner] = []
         self.state = ServerState(self.core, instance_id=self.instance_id,
                                  connections_by_kind=lambda: (self.engine.sessions_by_kind()
@@ -121,10 +127,10 @@ class EchoServer:
                                  errors=self.errors,
                                  webhooks=self.webhooks.figures if config.webhook_endpoints
                                  else None)
-        self.api = HttpApi(config.clients, self.publish_events, self.state,
+        self.api = HttpApi(self.apps, self.publish_events, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
-        self.pusher_api = PusherApi(lambda: self.config, self.publish_events, self.state,
+        self.pusher_api = PusherApi(self.apps, self.publish_events, self.state,
                                     max_channel_name=config.limits.max_channel_name)
         self.bundle = ClientBundle()
         self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)
@@ -167,7 +173,7 @@ class EchoServer:
 
     def _status_credentials(self) -> list[str]:
         """What opens the status page: any key of the unsigned API, or the metrics token."""
-        accepted = [key for c in self.config.clients if (key := unsigned_api_key(c))]
+        accepted = [key for app in self.file_apps.cached_all() if (key := app.unsigned_key)]
         if self.config.metrics_token:
             accepted.append(self.config.metrics_token)
         return accepted
@@ -210,6 +216,7 @@ class EchoServer:
                      worker.own_port.getsockname()[1])
         if self.link is not None:
             await self.link.start()
+        await self.apps.start()  # the database's, if any: listening for its changes
         await self._listen_as_reverb(self.worker is None)
         self.engine.start()
         self.pusher.start()
@@ -257,6 +264,8 @@ class EchoServer:
         self.status_page.stop()
         self.engine.close_all()
         self.pusher.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.apps.close(), timeout / 4)
         self.core.end_sessions()
         if self.core.shared is not None:  # the sessions just parked, for other instances
             await self.core.shared.stop(timeout / 4)
@@ -449,13 +458,14 @@ class EchoServer:
     def _source_down(self, runner: SourceRunner, exc: BaseException) -> None:
         url = runner.health.url
         if runner.health.outages == 1 and runner.health.events == 0:
-            app = self.config.clients[0] if self.config.clients else {}
+            apps = self.file_apps.cached_all()
+            app_id = apps[0].id if apps else "<appId>"
             what = {"postgres": "PostgreSQL"}.get(runner.health.kind, "Redis")
             log.warning(
                 "%s is not reachable at %s (%s). Serving with the in-memory bus: publish with "
                 "POST /apps/%s/events. Start %s or fix the source in laravel-echo-server.json "
                 "(databaseConfig.redis or sources); retrying in the background and switching "
-                "over when it answers.", what, url, exc, app.get("appId", "<appId>"), what)
+                "over when it answers.", what, url, exc, app_id, what)
         else:
             log.warning("event source %s is unreachable (%s); retrying in the background",
                         url, exc)

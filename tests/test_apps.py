@@ -157,9 +157,9 @@ def test_the_config_reads_apps_next_to_clients(tmp_path: Path) -> None:
     config = load_config(cwd=str(tmp_path), environ={})
     assert [(a.id, a.key, a.signs) for a in config.apps] == [
         ("api", "api-key", False), ("7", "seven", True)]
-    # This increment serves the clients as before, and not yet the isolated apps.
-    assert list(config.pusher_apps) == [] and config.webhook_endpoints == []
-    assert any("`apps` and `appManager` are read and checked" in w for w in config.warnings)
+    # Served; the clients' webhooks as before (the apps' come with isolation).
+    assert config.webhook_endpoints == []
+    assert any("`apps` and `appManager` apps are served" in w for w in config.warnings)
 
 
 def test_signing_is_pushers_and_safe_on_any_text() -> None:
@@ -186,7 +186,7 @@ def test_reverb_env_is_an_app_as_before(tmp_path: Path) -> None:
     assert config.reverb_listen == (None, 8080)
     assert [(a.id, a.key, a.secret) for a in config.apps] == [
         ("api", "api-key", ""), ("424242", "reverb-key", "reverb-secret")]
-    assert list(config.pusher_apps) == ["reverb-key"]
+    assert [a.key for a in config.apps if a.signs] == ["reverb-key"]
     # A `clients` entry with Reverb's key wins; no second app.
     assert len(file_apps([{"appId": "x", "key": "reverb-key"}], None, config.environ)) == 1
 

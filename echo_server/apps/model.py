@@ -28,7 +28,8 @@ MAX_WEBHOOK_HEADERS = 32
 # an `apps` entry is ours, so a misspelt option is an error rather than a silent default.
 APP_KEYS = frozenset({
     "appId", "id", "key", "secret", "name", "enabled", "apiKey",
-    "enableClientMessages", "maxConnections", "maxChannelsPerConnection",
+    "enableClientMessages", "maxConnections", "maxConnectionsPerAddress",
+    "maxChannelsPerConnection",
     "maxPresenceMembersPerChannel", "maxPresenceMemberSizeInKb", "maxEventPayloadInKb",
     "maxEventBatchSize", "maxEventChannelsAtOnce", "maxEventNameLength",
     "maxBackendEventsPerSecond", "maxClientEventsPerSecond", "maxReadRequestsPerSecond",
@@ -56,6 +57,7 @@ class AppLimits:
     """What one app may hold and send; 0 leaves the server-wide bound (or none) in charge."""
 
     max_connections: int = 0
+    max_connections_per_address: int = 0  # 0: a quarter of max_connections (4100 beyond)
     max_channels_per_connection: int = 0
     max_presence_members: int = 0
     max_presence_member_bytes: int = 0
@@ -97,6 +99,13 @@ class App:
         secret."""
         return bool(self.secret)
 
+    @property
+    def unsigned_key(self) -> str | None:
+        """The key that opens laravel-echo-server's unsigned API (and the status page): an
+        API client's ``key``; but a Pusher app's ``key`` is public (it ships in every page's
+        JavaScript), so for one only its own ``apiKey``, if it sets one."""
+        return self.api_key if self.signs else self.key
+
     def origin_allowed(self, origin: str | None) -> bool:
         """Exact origins (``https://app.test``), or ``*``."""
         allowed = self.allowed_origins
@@ -136,6 +145,7 @@ def _kilobytes(entry: Mapping[str, Any], name: str, where: str) -> int:
 def _limits(entry: Mapping[str, Any], where: str) -> AppLimits:
     return AppLimits(
         max_connections=_bounded_int(entry, "maxConnections", where),
+        max_connections_per_address=_bounded_int(entry, "maxConnectionsPerAddress", where),
         max_channels_per_connection=_bounded_int(entry, "maxChannelsPerConnection", where),
         max_presence_members=_bounded_int(entry, "maxPresenceMembersPerChannel", where),
         max_presence_member_bytes=_kilobytes(entry, "maxPresenceMemberSizeInKb", where),

@@ -17,7 +17,8 @@ from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 from echo_common.signing import same_secret
 
-from ..config import unsigned_api_key
+from ..apps.model import App
+from ..apps.store import AppStore, AppsUnavailable
 from ..core.state import ServerState, rss_bytes
 from ..transport.http import Request, Response
 
@@ -37,10 +38,10 @@ def _json(status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
 
 
 class HttpApi:
-    def __init__(self, clients: list[dict[str, Any]], publish: Publish, state: ServerState, *,
+    def __init__(self, apps: AppStore, publish: Publish, state: ServerState, *,
                  http_publish: bool = True, cors: dict[str, Any] | None = None,
                  extra_headers: dict[str, str] | None = None) -> None:
-        self.clients = clients
+        self.apps = apps
         self.publish = publish
         self.state = state
         self.http_publish = http_publish
@@ -73,7 +74,24 @@ class HttpApi:
                 return self.not_found(request)
         elif request.method not in ("GET", "HEAD") or (kind == "status" and (name or users)):
             return self.not_found(request)
-        if not self._authorized(app_id, request):
+        found = self.apps.cached("id", app_id)
+        if found is None:  # an id the store's memory lacks: its database answers
+            return self._looked_up(app_id, request, kind, name, users)
+        return self._dispatch(found, request, kind, name, users)
+
+    async def _looked_up(self, app_id: str, request: Request, kind: str, name: str | None,
+                         users: str | None) -> Response:
+        try:
+            app = await self.apps.by_id(app_id)
+        except AppsUnavailable:
+            return _json(503, {"error": "Apps cannot be looked up now: retry later"},
+                         self.headers)
+        answer = self._dispatch((app,) if app is not None else (), request, kind, name, users)
+        return answer if isinstance(answer, Response) else await answer
+
+    def _dispatch(self, apps: tuple[App, ...], request: Request, kind: str, name: str | None,
+                  users: str | None) -> Response | Awaitable[Response]:
+        if not self._authorized(apps, request):
             return _json(403, {"error": "Unauthorized"}, self.headers)
         if kind == "events":
             return self._post_event(request)
@@ -115,7 +133,9 @@ class HttpApi:
         return _json(200, {"users": [{"id": m.user_id, "user_info": m.user_info}
                                      for m in members]}, self.headers)
 
-    def _authorized(self, app_id: str, request: Request) -> bool:
+    def _authorized(self, apps: tuple[App, ...], request: Request) -> bool:
+        """The apps of the path's id (the legacy ``clients`` may share one): any of their
+        unsigned keys, if the app is enabled."""
         header = request.headers.get("authorization")
         if header is not None:
             key = header[7:] if header[:7].lower() == "bearer " else None
@@ -123,10 +143,9 @@ class HttpApi:
             key = request.query.get("auth_key")
         if not key:
             return False
-        for client in self.clients:
-            expected = unsigned_api_key(client)
-            if expected is not None and str(client["appId"]) == app_id \
-                    and same_secret(key, expected):
+        for app in apps:
+            expected = app.unsigned_key
+            if expected is not None and app.enabled and same_secret(key, expected):
                 return True
         return False
 

@@ -1,19 +1,21 @@
 """Pusher's HTTP API, what Laravel's `reverb` / `pusher` broadcast driver (pusher-php-server)
 and the Python `pusher` package call, on the same port as laravel-echo-server's API.
 
-Every request is signed with a Pusher app's secret (a `clients` entry with a `secret`): the
-key is public, so the signature is the credential. Unlike Reverb and Soketi, the signature
-is compared in constant time, an `auth_timestamp` more than 600 s away from now is refused
-(a captured request cannot be replayed later), and so is a body whose `body_md5` differs.
-Errors answer with Pusher's status codes and a plain-text explanation, as Pusher does; the
-clients raise them with that text. Events go out as laravel-echo-server's API's do, so
-socket.io and Pusher subscribers alike get them; figures come from ``ServerState``.
+Every request is signed with a Pusher app's secret (an ``App`` with a ``secret``, from the
+app store): the key is public, so the signature is the credential. Unlike Reverb and Soketi,
+the signature is compared in constant time, an `auth_timestamp` more than 600 s away from
+now is refused (a captured request cannot be replayed later), and so is a body whose
+`body_md5` differs. Errors answer with Pusher's status codes and a plain-text explanation,
+as Pusher does; the clients raise them with that text. Events go out as
+laravel-echo-server's API's do, so socket.io and Pusher subscribers alike get them; figures
+come from ``ServerState``.
 
 A publish is the hot path (Laravel's `pusher` and `reverb` drivers make one request per
-broadcast): it is answered within the request's own callback, with no task, the app found
-in a table kept per configuration, the signature's HMAC from the app's keyed copy, the request's
-events handed to the fan-out as one batch and the usual ``{}`` answered with bytes encoded
-once. Only ``info`` (figures that may live in Redis) makes it wait.
+broadcast): it is answered within the request's own callback, with no task, the app found in
+the store's memory (``cached``; only a key it has never seen waits for its database), the
+signature's HMAC from the app's keyed copy, the request's events handed to the fan-out as
+one batch and the usual ``{}`` answered with bytes encoded once. Only ``info`` (figures that
+may live in Redis) makes it wait.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
-from ..config import Config, pusher_secret, valid_client
+from ..apps.model import App
+from ..apps.store import AppStore, AppsUnavailable
 from ..core.limits import channel_name_problem
 from ..core.state import ServerState
 from ..transport.http import Request, Response
@@ -41,15 +44,10 @@ MAX_BATCH = 10  # events per batch_events
 MAX_DATA_BYTES = 10_240  # an event's data
 MAX_EVENT_NAME = 200
 MAX_USER_ID = 200
+KEYED_APPS = 10_000  # HMACs keyed once per app kept; beyond, the table starts again
 
 _SIGNED = ("auth_key", "auth_timestamp", "auth_version", "auth_signature")
 _COUNTS = ("user_count", "subscription_count")
-
-
-@dataclass(frozen=True, slots=True)
-class _App:
-    app_id: str
-    mac: hmac.HMAC  # keyed with the app's secret; each request's is a copy of it
 
 
 _EMPTY = Response.prebuilt(200, b"{}", [], "application/json")
@@ -66,16 +64,17 @@ class PusherError(Exception):
 
 
 class PusherApi:
-    """``config`` is read per request, so a reload's new apps and secrets apply at once."""
+    """Apps are looked up per request, so a reload's or the database's new apps and secrets
+    apply at once."""
 
-    def __init__(self, config: Callable[[], Config], publish: Publish,
+    def __init__(self, apps: AppStore, publish: Publish,
                  state: ServerState, *, max_channel_name: int) -> None:
-        self.config = config
+        self.apps = apps
         self.publish = publish
         self.state = state
         self.max_channel_name = max_channel_name
-        # key -> app, for the configuration it was built from (a reload brings a new one).
-        self._apps: tuple[Config | None, dict[str, _App]] = (None, {})
+        # key -> (the app, an HMAC keyed with its secret): a changed app is a new object.
+        self._macs: dict[str, tuple[App, hmac.HMAC]] = {}
 
     @staticmethod
     def wants(request: Request) -> bool:
@@ -88,9 +87,37 @@ class PusherApi:
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         try:
             route = _route(request.method, request.path)
-            app = self._verified(request)
-            if route.app_id is not None and route.app_id != app.app_id:
+            query = request.query
+            missing = [name for name in _SIGNED if not query.get(name)]
+            if missing:
+                raise PusherError(401, "Missing " + ", ".join(missing))
+            found = self.apps.cached("key", query["auth_key"])
+            if found is None:  # a key the store's memory lacks: its database answers
+                return self._looked_up(route, request)
+            return self._served(route, request, found[0] if found else None)
+        except PusherError as refusal:
+            return _refused(refusal)
+
+    async def _looked_up(self, route: _Route, request: Request) -> Response:
+        try:
+            app = await self.apps.by_key(request.query["auth_key"])
+        except AppsUnavailable as error:
+            return _refused(PusherError(503, f"{error}"))
+        try:
+            answer = self._served(route, request, app)
+        except PusherError as refusal:
+            return _refused(refusal)
+        return answer if isinstance(answer, Response) else await answer
+
+    def _served(self, route: _Route, request: Request,
+                app: App | None) -> Response | Awaitable[Response]:
+        try:
+            self._verified(request, app)
+            assert app is not None
+            if route.app_id is not None and route.app_id != app.id:
                 raise PusherError(401, f"auth_key does not belong to app {route.app_id}")
+            if not app.enabled:  # Pusher's answer to a disabled app
+                raise PusherError(403, "Forbidden: the app is disabled")
             body = route.run(self, request)
         except PusherError as refusal:
             return _refused(refusal)
@@ -99,18 +126,15 @@ class PusherApi:
         return _later(body)  # type: ignore[arg-type]
 
     # -- the signature -------------------------------------------------------------------
-    def _verified(self, request: Request) -> _App:
+    def _verified(self, request: Request, app: App | None) -> hmac.HMAC:
         query = request.query
-        missing = [name for name in _SIGNED if not query.get(name)]
-        if missing:
-            raise PusherError(401, "Missing " + ", ".join(missing))
-        app = self._app(query["auth_key"])
-        if app is None:
+        mac = self._mac(app)
+        if mac is None:
             raise PusherError(401, "Unknown auth_key")
         signed = "&".join([f"{k}={v}" for k, v in sorted(query.items())
                            if k != "auth_signature"])
         string_to_sign = f"{request.method}\n{request.path}\n{signed}"
-        mac = app.mac.copy()
+        mac = mac.copy()
         mac.update(string_to_sign.encode("utf-8", "surrogatepass"))
         expected = mac.hexdigest()
         if not same_secret(query["auth_signature"], expected):
@@ -133,23 +157,22 @@ class PusherApi:
         body_md5 = hashlib.md5(request.body, usedforsecurity=False).hexdigest()
         if given_md5 is not None and given_md5 != body_md5:
             raise PusherError(401, "Invalid body_md5: it is not the MD5 of the body received")
-        return app
+        return mac
 
-    def _app(self, key: str) -> _App | None:
-        """The key is public (every browser has it): a table lookup tells nothing worth
-        hiding; the signature, compared in constant time, is the credential."""
-        config = self.config()
-        built_from, apps = self._apps
-        if config is not built_from:
-            apps = {}
-            for client in config.clients:
-                secret = pusher_secret(client) if valid_client(client) else None
-                key_of = client.get("key")
-                if secret is not None and isinstance(key_of, str) and key_of not in apps:
-                    apps[key_of] = _App(str(client["appId"]), hmac.new(
-                        secret.encode("utf-8", "surrogatepass"), digestmod=hashlib.sha256))
-            self._apps = (config, apps)
-        return apps.get(key)
+    def _mac(self, app: App | None) -> hmac.HMAC | None:
+        """The app's HMAC, keyed once per app (as it is now: a rotated secret is a new App).
+        The key is public (every browser has it): a lookup by it tells nothing worth hiding;
+        the signature, compared in constant time, is the credential."""
+        if app is None or not app.signs:
+            return None
+        kept = self._macs.get(app.key)
+        if kept is not None and kept[0] is app:
+            return kept[1]
+        if len(self._macs) >= KEYED_APPS:
+            self._macs.clear()
+        mac = hmac.new(app.secret.encode("utf-8", "surrogatepass"), digestmod=hashlib.sha256)
+        self._macs[app.key] = (app, mac)
+        return mac
 
     # -- routes --------------------------------------------------------------------------
     def trigger(self, request: Request, _: str | None) -> Answer:

@@ -1,70 +1,22 @@
-"""Pusher apps (``clients`` entries with a ``secret``) and the signatures their clients
-bring: pusher-js asks the Laravel app to sign ``socket_id:channel[:channel_data]`` with the
-app secret, and the server checks it (the other way round from laravel-echo-server, which
-asks the app itself)."""
+"""The signatures a Pusher app's clients bring (the app: an ``apps.model.App`` with a
+``secret``): pusher-js asks the Laravel app to sign ``socket_id:channel[:channel_data]`` with
+the app secret, and the server checks it (the other way round from laravel-echo-server,
+which asks the app itself)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broadcaster.jsoncodec import loads
 from channel_auth import AuthRequest, AuthResult
 from echo_common.signing import same_secret, sign
 
+from ...apps.model import App
 from ...core.names import USER_CHANNEL
 
 
-@dataclass(frozen=True, slots=True)
-class PusherApp:
-    app_id: str
-    key: str
-    secret: str
-    client_events: bool = True  # Pusher's enableClientMessages
-    max_connections: int = 0  # 0: no bound of its own (4004 beyond it)
-    allowed_origins: tuple[str, ...] = ()  # empty: the server's socketio.origins decide
-    activity_timeout: float = 0.0  # seconds; 0: the server's pusher.activityTimeoutMs
-    max_connections_per_address: int = 0  # 0: a quarter of max_connections (4100 beyond)
-
-
-def pusher_apps(clients: list[dict[str, Any]]) -> dict[str, PusherApp]:
-    """key -> app, for the entries that have a secret, with the Pusher app options Soketi's
-    users know: `enableClientMessages`, `maxConnections`, `allowedOrigins`,
-    `activityTimeoutMs` (ours in milliseconds, as every interval of the file), and ours,
-    `maxConnectionsPerAddress` (one client address's share of `maxConnections`)."""
-    apps: dict[str, PusherApp] = {}
-    for client in clients:
-        secret = client.get("secret")
-        key = client.get("key")
-        if not (isinstance(secret, str) and secret and isinstance(key, str) and key):
-            continue
-        origins = client.get("allowedOrigins") or []
-        limit = client.get("maxConnections") or 0
-        share = client.get("maxConnectionsPerAddress") or 0
-        timeout = client.get("activityTimeoutMs") or 0
-        if not (isinstance(origins, list) and all(isinstance(o, str) for o in origins)):
-            raise ValueError(f"clients[{key}].allowedOrigins must be a list of origins")
-        for name, value in (("maxConnections", limit), ("maxConnectionsPerAddress", share)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"clients[{key}].{name} must be a positive integer")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-            raise ValueError(f"clients[{key}].activityTimeoutMs must be milliseconds")
-        apps[key] = PusherApp(str(client.get("appId")), key, secret,
-                              client.get("enableClientMessages", True) is not False,
-                              limit, tuple(o.rstrip("/") for o in origins), timeout / 1000,
-                              share)
-    return apps
-
-
-def origin_allowed(app: PusherApp, origin: str | None) -> bool:
-    """Exact origins (`https://app.test`), or `*`."""
-    allowed = app.allowed_origins
-    return not allowed or "*" in allowed or (origin is not None
-                                             and origin.rstrip("/") in allowed)
-
-
 class HasApp(Protocol):
-    app: PusherApp
+    app: App
 
 
 class SignatureAuthorizer:
@@ -79,7 +31,7 @@ class SignatureAuthorizer:
         self.channel_data = channel_data
 
     @property
-    def app(self) -> PusherApp:
+    def app(self) -> App:
         """The connection's app when the check runs, a reload's if one came in between."""
         return self.connection.app
 
@@ -120,7 +72,7 @@ class UserChannelAuthorizer:
         return AuthResult(403, reason="not signed in as that user")
 
 
-def signed_in_user(app: PusherApp, socket_id: str, auth: Any, user_data: Any) -> str | None:
+def signed_in_user(app: App, socket_id: str, auth: Any, user_data: Any) -> str | None:
     """The user id ``pusher:signin`` proves (``socket_id::user::user_data`` signed by the
     app), or None."""
     if not (isinstance(auth, str) and isinstance(user_data, str)):

@@ -7,11 +7,11 @@ from typing import Any
 
 from broadcaster.jsoncodec import dumps
 
+from ...apps.model import App
 from ...core.connection import ClientState
 from ...transport.ids import new_id
 from ...transport.websocket import encode_frame
 from ...transport.wsconn import WebSocketConnection
-from .apps import PusherApp
 
 
 def message(event: str, channel: str | None, data: Any) -> bytes:
@@ -29,7 +29,7 @@ class PusherConnection:
     __slots__ = ("__weakref__", "app", "id", "last_seen", "opened", "pinged", "session", "state",
                  "waiting", "ws")
 
-    def __init__(self, ws: WebSocketConnection, app: PusherApp) -> None:
+    def __init__(self, ws: WebSocketConnection, app: App) -> None:
         self.ws = ws
         self.session = self  # coalesce.write_coalesced reaches a member's ws as session.ws
         self.app = app
