@@ -683,14 +683,6 @@ class Config:
         return found
 
     @property
-    def client_apps(self) -> list[App]:
-        """The `clients` entries (and Reverb's `.env`) as apps, through the apps room."""
-        try:
-            return file_apps(self.clients, None, {})
-        except AppConfigError as error:
-            raise ConfigError(str(error)) from None
-
-    @property
     def apps(self) -> list[App]:
         """Every app of the file: `clients`, our `apps` (`[{appId, key, secret, ...}]`, names
         in docs/apps.md), Reverb's `.env`."""
@@ -746,9 +738,9 @@ class Config:
 
     @cached_property
     def webhook_endpoints(self) -> list[Endpoint]:
-        """Ours (Soketi's names): the `webhooks` of each `clients` entry, signed with its
-        `secret`."""
-        return webhook_endpoints(self.client_apps)
+        """Ours (Soketi's names): the `webhooks` of each `clients` and `apps` entry, signed
+        with its `secret`; an `apps` entry's hear only its own channels."""
+        return webhook_endpoints(self.apps)
 
     @cached_property
     def webhook_delivery(self) -> DeliverySettings:
@@ -1189,11 +1181,6 @@ def _notices(config: Config, file_options: Mapping[str, Any]) -> list[str]:
         )
     elif config.database != "redis":
         notes.append(f"database {config.database!r} is not one the reference knows")
-    if file_options.get("apps") or config.app_manager is not None:
-        notes.append(
-            "`apps` and `appManager` apps are served, but in this build every app shares the "
-            "default app's channels (as `clients` entries do): per-app isolation comes next "
-            "(docs/apps.md)")
     if config.protocol not in ("http", "https"):
         notes.append(f"protocol {config.protocol!r} is neither http nor https")
     if config.allowed_origins is None:

@@ -51,7 +51,7 @@ from .core.shared_sessions import SharedSessions
 from .core.state import ServerState
 from .core.stream_gap import StreamGap
 from .errors import ErrorLog
-from .ingest import SourceRunner
+from .ingest import SourceRunner, default_app_only
 from .reload import Reloader
 from .siblings import SiblingLink, WorkerSlot
 from .transport.engine import EngineOptions, EngineServer
@@ -420,7 +420,8 @@ class EchoServer:
                             "it was down is replayed, and each start leaves a consumer group "
                             "behind", source.display_url, self.instance_id)
             source.on_bad_message = self.errors.report
-            self.runners.append(SourceRunner(source, deliver, on_down=self._source_down))
+            self.runners.append(SourceRunner(source, default_app_only(deliver),
+                                             on_down=self._source_down))
         self._share_sessions()
         for runner in self.runners:
             runner.start()

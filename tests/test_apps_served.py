@@ -55,7 +55,9 @@ async def test_a_file_app_is_served_next_to_the_clients(
     await page.expect("connected")
     await page.command({"cmd": "channel", "channel": "leads-management",
                         "listen": [".lead.assigned"]})
-    await wait_until(lambda: server.core.rooms.count("leads-management") == 1, "subscribed")
+    # The core holds an isolated app's channel under its tag (apps/tags.py).
+    await wait_until(lambda: server.core.rooms.count("leads-management\x1f2001") == 1,
+                     "subscribed")
     laravel = _laravel(server, "2001", FILE_APP["key"], FILE_APP["secret"])
     await _trigger(laravel, "leads-management", {"lead": 1})
     assert (await page.expect("event"))["data"] == {"lead": 1}
@@ -123,7 +125,7 @@ async def test_a_postgres_app_added_rotated_and_disabled_while_clients_are_conne
     page = await node_client("echo2-pusher", server_url(server), extra_args=["--key", "db-key"])
     await page.expect("connected")
     await page.command({"cmd": "channel", "channel": "orders", "listen": [".lead.assigned"]})
-    await wait_until(lambda: server.core.rooms.count("orders") == 1, "subscribed")
+    await wait_until(lambda: server.core.rooms.count("orders\x1f42") == 1, "subscribed")
     await _trigger(_laravel(server, "42", "db-key", "db-secret"), "orders", {"n": 1})
     assert (await page.expect("event"))["data"] == {"n": 1}
 

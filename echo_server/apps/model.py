@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from channel_auth.rules import ChannelRule, RuleConfigError, parse_rules
 
+from .tags import tag_of
+
 WEBHOOK_EVENT_TYPES = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
                        "client_event", "cache_miss")
 MAX_WEBHOOK_HEADERS = 32
@@ -92,6 +94,14 @@ class App:
     webhooks: tuple[Webhook, ...] = ()
     # Compared (patterns compare by their text), but not hashed: a rule holds dicts.
     channel_rules: tuple[ChannelRule, ...] = field(default=(), hash=False)
+    # What its channel names end with behind the protocols (tags.py): "" for the default
+    # app, which every `clients` entry and Reverb's `.env` share; an `apps` entry's or a
+    # database row's own channels otherwise.
+    tag: str = ""
+
+    @property
+    def isolated(self) -> bool:
+        return bool(self.tag)
 
     @property
     def signs(self) -> bool:
@@ -290,7 +300,7 @@ def parse_app(entry: Any, where: str, *, legacy: bool = False) -> App:
                    "channel_rules": _rules(entry, named)}
     return App(id=app_id, key=key, secret=secret, name=str(entry.get("name") or app_id),
                enabled=entry.get("enabled", True) is not False, api_key=entry.get("apiKey"),
-               webhooks=hooks, **options)
+               webhooks=hooks, tag="" if legacy else tag_of(app_id), **options)
 
 
 def parse_apps(entries: Any, section: str, *, legacy: bool = False) -> list[App]:

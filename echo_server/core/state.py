@@ -111,10 +111,12 @@ class ServerState:
         return await self.core.presence.store.members(channel)
 
     # -- the one action the HTTP side takes ------------------------------------------------
-    def terminate_user(self, user_id: str) -> int:
-        """Close this instance's connections of ``user_id`` (Pusher's terminate_connections);
-        how many. Each through its own wire, which tells its client it was closed."""
-        connections = self.core.connections_of_user(user_id)
+    def terminate_user(self, user_id: str, tag: str = "") -> int:
+        """Close this instance's connections of ``user_id`` in the app whose channels carry
+        ``tag`` (Pusher's terminate_connections); how many. Each through its own wire, which
+        tells its client it was closed."""
+        connections = [connection for connection in self.core.connections_of_user(user_id)
+                       if connection.state.tag == tag]
         for connection in connections:
             connection.state.wire.disconnect(connection, "terminated")
         return len(connections)

@@ -32,6 +32,7 @@ from broadcaster.jsoncodec import dumps, loads
 
 from ..apps.model import App
 from ..apps.store import AppStore, AppsUnavailable
+from ..apps.tags import in_app
 from ..core.limits import channel_name_problem
 from ..core.state import ServerState
 from ..transport.http import Request, Response
@@ -118,7 +119,7 @@ class PusherApi:
                 raise PusherError(401, f"auth_key does not belong to app {route.app_id}")
             if not app.enabled:  # Pusher's answer to a disabled app
                 raise PusherError(403, "Forbidden: the app is disabled")
-            body = route.run(self, request)
+            body = route.run(self, request, app)
         except PusherError as refusal:
             return _refused(refusal)
         if type(body) is dict:
@@ -175,25 +176,29 @@ class PusherApi:
         return mac
 
     # -- routes --------------------------------------------------------------------------
-    def trigger(self, request: Request, _: str | None) -> Answer:
+    def trigger(self, request: Request, _: str | None, app: App) -> Answer:
         body = _json_object(request.body)
         raw = body.get("channels") if "channels" in body else [body.get("channel")]
         if not isinstance(raw, list) or not raw:
             raise PusherError(400, "channels must be a non-empty list of channel names")
         if len(raw) > MAX_CHANNELS:
             raise PusherError(400, f"{len(raw)} channels: at most {MAX_CHANNELS} per event")
-        channels = [self._channel(name) for name in raw]
+        tag = app.tag  # an isolated app's own channels (apps/tags.py)
+        channels = [self._channel(name) + tag for name in raw] if tag else [
+            self._channel(name) for name in raw]
         events = self._events(channels, body)
         self._publish(events)
         info = _attributes(body.get("info")) if "info" in body else None
         if not info:
             return {}
-        return self._trigger_info(channels, info)
+        return self._trigger_info(channels, info, tag)
 
-    async def _trigger_info(self, channels: list[str], info: set[str]) -> dict[str, Any]:
-        return {"channels": {channel: await self._info(channel, info) for channel in channels}}
+    async def _trigger_info(self, channels: list[str], info: set[str],
+                            tag: str) -> dict[str, Any]:
+        return {"channels": {channel[:len(channel) - len(tag)]: await self._info(channel, info)
+                             for channel in channels}}
 
-    def trigger_batch(self, request: Request, _: str | None) -> Answer:
+    def trigger_batch(self, request: Request, _: str | None, app: App) -> Answer:
         batch = _json_object(request.body).get("batch")
         if not isinstance(batch, list) or not batch:
             raise PusherError(400, "batch must be a non-empty list of events")
@@ -201,7 +206,8 @@ class PusherApi:
             raise PusherError(400, f"{len(batch)} events: at most {MAX_BATCH} per batch")
         if not all(isinstance(item, dict) for item in batch):
             raise PusherError(400, "each batch item must be an object")
-        events = [self._event(self._channel(item.get("channel")), item) for item in batch]
+        tag = app.tag
+        events = [self._event(self._channel(item.get("channel")) + tag, item) for item in batch]
         self._publish(events)
         if not any("info" in item for item in batch):
             return {}
@@ -215,7 +221,7 @@ class PusherApi:
         return {"batch": [await self._info(event.channel, info) if info else {}
                           for event, info in zip(events, infos, strict=True)]}
 
-    async def channels(self, request: Request, _: str | None) -> dict[str, Any]:
+    async def channels(self, request: Request, _: str | None, app: App) -> dict[str, Any]:
         prefix = request.query.get("filter_by_prefix", "")
         if prefix:
             self._channel(prefix + "x")  # a prefix some channel name can have
@@ -223,29 +229,30 @@ class PusherApi:
         if "user_count" in info and not prefix.startswith("presence-"):
             raise PusherError(400, "user_count may only be requested for presence channels: "
                                    "add filter_by_prefix=presence-")
-        counts = await self.state.channel_counts(prefix)
-        return {"channels": {name: await self._info(name, info, count)
+        counts = in_app(await self.state.channel_counts(prefix), app.tag)
+        return {"channels": {name: await self._info(name + app.tag, info, count)
                              for name, count in counts.items() if count > 0}}
 
-    async def channel(self, request: Request, name: str | None) -> dict[str, Any]:
+    async def channel(self, request: Request, name: str | None, app: App) -> dict[str, Any]:
         channel = self._channel(name)
         info = _attributes(request.query.get("info"))
         if "user_count" in info and not channel.startswith("presence-"):
             raise PusherError(400, "user_count may only be requested for presence channels")
-        count = await self.state.channel_count(channel)
-        return {"occupied": count > 0, **await self._info(channel, info, count)}
+        count = await self.state.channel_count(channel + app.tag)
+        return {"occupied": count > 0, **await self._info(channel + app.tag, info, count)}
 
-    async def users(self, request: Request, name: str | None) -> dict[str, Any]:
+    async def users(self, request: Request, name: str | None, app: App) -> dict[str, Any]:
         channel = self._channel(name)
         if not channel.startswith("presence-"):
             raise PusherError(400, "Users can only be listed for presence channels")
-        members = await self.state.presence_members(channel)
+        members = await self.state.presence_members(channel + app.tag)
         return {"users": [{"id": _user_id_text(m.user_id)} for m in members]}
 
-    async def terminate(self, request: Request, user_id: str | None) -> dict[str, Any]:
+    async def terminate(self, request: Request, user_id: str | None,
+                        app: App) -> dict[str, Any]:
         if not user_id or len(user_id) > MAX_USER_ID:
             raise PusherError(400, f"A user id is 1 to {MAX_USER_ID} characters")
-        self.state.terminate_user(user_id)
+        self.state.terminate_user(user_id, app.tag)  # its own app's users only
         return {}
 
     # -- helpers -------------------------------------------------------------------------
@@ -302,7 +309,7 @@ class PusherApi:
         return figures
 
 
-Handler = Callable[[PusherApi, Request, "str | None"], Answer]
+Handler = Callable[[PusherApi, Request, "str | None", App], Answer]
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,8 +318,8 @@ class _Route:
     handler: Handler
     name: str | None  # the channel or user id in the path
 
-    def run(self, api: PusherApi, request: Request) -> Answer:
-        return self.handler(api, request, self.name)
+    def run(self, api: PusherApi, request: Request, app: App) -> Answer:
+        return self.handler(api, request, self.name, app)
 
 
 def _answer(body: dict[str, Any]) -> Response:

@@ -22,6 +22,7 @@ import aiohttp
 from broadcaster.jsoncodec import dumps
 from echo_common.http_client import outgoing_session
 
+from ..apps.tags import untagged
 from ..core.events import (
     CacheMiss,
     ChannelOccupied,
@@ -164,12 +165,16 @@ class Webhooks:
 
     # -- lifecycle events -> Pusher's ------------------------------------------------------
     def _add(self, name: str, channel: str, event: dict[str, Any]) -> None:
+        """``channel`` as the core holds it; an isolated app's endpoints get the name its
+        clients know (only they want its events: ``Endpoint.wants``)."""
         encoded: str | None = None
         for target in self._targets.values():
             endpoint = target.endpoint
             if not endpoint.wants(name, channel):
                 continue
             if encoded is None:
+                if endpoint.tag:
+                    event = {**event, "channel": untagged(channel)}
                 encoded = dumps(event)
             if not target.queue.append(encoded):
                 log.warning("webhooks for %s: queue full (%d events), %s for %r dropped",

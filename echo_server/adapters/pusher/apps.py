@@ -5,13 +5,15 @@ which asks the app itself)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Protocol
 
 from broadcaster.jsoncodec import loads
-from channel_auth import AuthRequest, AuthResult
+from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 from echo_common.signing import same_secret, sign
 
 from ...apps.model import App
+from ...apps.tags import untagged
 from ...core.names import USER_CHANNEL
 
 
@@ -56,6 +58,20 @@ class SignatureAuthorizer:
         if not isinstance(member, dict) or member.get("user_id") is None:
             return AuthResult(400, reason="channel_data has no user_id")
         return AuthResult(200, channel_data=member)
+
+
+class UntaggedAuthorizer:
+    """An isolated app's subscribe: the core holds its channel under the app's tag
+    (apps/tags.py); the signature (and the app's channel rules) cover the name its client
+    knows."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: ChannelAuthorizer) -> None:
+        self.inner = inner
+
+    async def authorize(self, request: AuthRequest) -> AuthResult:
+        return await self.inner.authorize(replace(request, channel=untagged(request.channel)))
 
 
 class UserChannelAuthorizer:

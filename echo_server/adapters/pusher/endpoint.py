@@ -34,7 +34,12 @@ from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
-from .apps import SignatureAuthorizer, UserChannelAuthorizer, signed_in_user
+from .apps import (
+    SignatureAuthorizer,
+    UntaggedAuthorizer,
+    UserChannelAuthorizer,
+    signed_in_user,
+)
 from .connection import PusherConnection, message
 from .wire import PusherWire
 
@@ -199,6 +204,7 @@ class PusherEndpoint:
         self.per_address[app.key].add(address)
         connection.state = ClientState(self.wire, address,
                                        {k: headers[k] for k in KEPT_HEADERS if k in headers})
+        connection.state.tag = app.tag  # its app's own channels
         ws.session = connection
         self.connections.add(connection)
         self.core.open(connection, time.monotonic(), None)
@@ -300,13 +306,18 @@ class PusherEndpoint:
     def _subscribe(self, connection: PusherConnection, data: dict[str, Any]) -> None:
         channel = data.get("channel")
         authorizer: ChannelAuthorizer | None = None
+        app = connection.app
         if isinstance(channel, str) and channel.startswith(USER_CHANNEL):
             authorizer = UserChannelAuthorizer(connection.state.user)
         elif isinstance(channel, str) and is_private(channel):
             authorizer = SignatureAuthorizer(connection, data.get("auth"),
                                              data.get("channel_data"))
-            if self.rules:
-                authorizer = RuleAuthorizer(self.rules, authorizer)
+            # The top-level `channels` are the default app's; an isolated app has its own.
+            rules = list(app.channel_rules) if app.tag else self.rules
+            if rules:
+                authorizer = RuleAuthorizer(rules, authorizer)
+        if app.tag and authorizer is not None:
+            authorizer = UntaggedAuthorizer(authorizer)
         self.core.subscribe(connection, channel, {}, authorizer, pusher_names=True)
 
     def _hold(self, connection: PusherConnection, data: dict[str, Any]) -> None:

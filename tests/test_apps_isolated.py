@@ -1,0 +1,159 @@
+"""Three apps on one cluster of two instances: the default Socket.IO app (`clients`) and two
+Pusher apps of the file's `apps`, each with a `presence-room` of its own. Real clients:
+pusher-js through Laravel Echo, laravel-echo on socket.io, the Python `pusher` package
+publishing; presence, events, whispers, the HTTP APIs, Redis keys and webhooks stay within
+their app, and the default app keeps its keys and names exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+from typing import Any
+
+import pusher
+import pytest
+import redis.asyncio as aioredis
+
+from echo_server.server import EchoServer
+from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
+from tests.support.auth_backend import AuthBackend, AuthCall
+from tests.support.http import http_client
+from tests.support.node_client import NodeEchoClient
+from tests.support.raw import next_pusher_message, pusher_client
+from tests.support.waits import ClientFactory
+
+pytestmark = requires_node
+
+APPS = {"a-key": ("3001", "a-secret"), "b-key": ("3002", "b-secret")}
+ROOM = "presence-room"
+
+
+def _member_or_signature(call: AuthCall) -> dict[str, Any]:
+    """Laravel answering /broadcasting/auth for whichever app the page belongs to: a
+    socket.io client gets its member, a pusher-js page the signature of its own app."""
+    headers = {k.lower(): v for k, v in call.headers.items()}
+    user_id = json.loads(headers["x-user-id"])
+    member = {"user_id": user_id, "user_info": {"name": f"user {user_id}"}}
+    key = headers.get("x-app-key")
+    if key is None:
+        return {"channel_data": member}
+    data = json.dumps(member)
+    text = f"{call.form['socket_id']}:{call.form['channel_name']}:{data}"
+    signature = hmac.new(APPS[key][1].encode(), text.encode(), hashlib.sha256).hexdigest()
+    return {"auth": f"{key}:{signature}", "channel_data": data}
+
+
+async def _cluster(make_server: ServerFactory, auth: AuthBackend, prefix: str,
+                   **extra: Any) -> list[EchoServer]:
+    options = {
+        "authHost": auth.url, "database": "redis",
+        "databaseConfig": {"redis": {"keyPrefix": prefix}},
+        "cluster": {"heartbeatInterval": 100, "livenessTtl": 400},
+        "apps": [{"appId": app_id, "key": key, "secret": secret}
+                 for key, (app_id, secret) in APPS.items()], **extra}
+    return [await make_server(options) for _ in range(2)]
+
+
+async def _page(node_client: ClientFactory, server: EchoServer, auth: AuthBackend, key: str,
+                user: int) -> NodeEchoClient:
+    page = await node_client("echo2-reverb", server_url(server),
+                             auth_headers={"X-User-Id": str(user), "X-App-Key": key},
+                             extra_args=["--key", key, "--auth-endpoint",
+                                         f"{auth.url}/broadcasting/auth"])
+    await page.expect("connected")
+    await page.command({"cmd": "join", "channel": "room", "listen": [".lead.assigned"],
+                        "whisper_listen": ["typing"]})
+    return page
+
+
+def _names(here: dict[str, Any]) -> list[str]:
+    return sorted(user["name"] for user in here["users"])
+
+
+async def test_the_same_presence_room_in_three_apps_is_three_rooms(
+        make_server: ServerFactory, node_client: ClientFactory, auth_backend: AuthBackend,
+        redis: aioredis.Redis) -> None:
+    prefix = f"app{secrets.token_hex(3)}_database_"
+    auth_backend.rules[ROOM] = _member_or_signature
+    first, second = await _cluster(make_server, auth_backend, prefix)
+
+    a1 = await _page(node_client, first, auth_backend, "a-key", 1)
+    assert _names(await a1.expect("presence_here")) == ["user 1"]
+    b2 = await _page(node_client, second, auth_backend, "b-key", 2)
+    assert _names(await b2.expect("presence_here")) == ["user 2"]
+    sio = await node_client("echo2-sio4", server_url(second), transports="websocket",
+                            auth_headers={"X-User-Id": "3"})
+    await sio.expect("connected")
+    await sio.command({"cmd": "join", "channel": "room", "listen": [".lead.assigned"],
+                       "whisper_listen": ["typing"]})
+    assert _names(await sio.expect("presence_here")) == ["user 3"]
+    # App A's second member, on the other instance: A hears it; B and the default app not.
+    a4 = await _page(node_client, second, auth_backend, "a-key", 4)
+    assert _names(await a4.expect("presence_here")) == ["user 1", "user 4"]
+    assert (await a1.expect("presence_joining"))["user"] == {"name": "user 4"}
+
+    # App A's Laravel publishes to its presence-room: A's members get it, nobody else.
+    laravel_a = pusher.Pusher(app_id="3001", key="a-key", secret="a-secret", host="127.0.0.1",
+                              port=first.port, ssl=False)
+    await asyncio.to_thread(laravel_a.trigger, ROOM, "lead.assigned", {"lead": 1})
+    for page in (a1, a4):
+        assert (await page.expect("event", channel=ROOM))["data"] == {"lead": 1}
+    # The default app's Laravel (Redis) reaches the default app only.
+    await redis.publish(prefix + ROOM, laravel_message("lead.assigned", {"lead": 2}))
+    assert (await sio.expect("event", channel=ROOM))["data"] == {"lead": 2, "socket": None}
+    # A whisper in app B's room reaches nobody of A or the default app.
+    await b2.command({"cmd": "whisper", "channel": ROOM, "event": "typing", "data": {"b": 1}})
+    await asyncio.gather(b2.expect_none("event", within=0.3),
+                         *(page.expect_none("whisper", within=0.3) for page in (a1, a4, sio)))
+    await asyncio.gather(*(page.expect_none(kind, within=0.0) for page in (a1, a4, sio, b2)
+                           for kind in ("presence_joining", "event")))
+
+    # Each app's HTTP API sees its own room; Redis holds the default app's key as before.
+    laravel_b = pusher.Pusher(app_id="3002", key="b-key", secret="b-secret", host="127.0.0.1",
+                              port=second.port, ssl=False)
+    users_a = await asyncio.to_thread(laravel_a.users_info, ROOM)
+    users_b = await asyncio.to_thread(laravel_b.users_info, ROOM)
+    assert sorted(u["id"] for u in users_a["users"]) == ["1", "4"]
+    assert [u["id"] for u in users_b["users"]] == ["2"]
+    channels_b = await asyncio.to_thread(laravel_b.channels_info, "presence-")
+    assert list(channels_b["channels"]) == [ROOM]
+    async with http_client() as http, http.get(
+            f"{server_url(first)}/apps/test-app/channels/{ROOM}/users?auth_key=test-key"
+    ) as response:
+        assert [u["id"] for u in (await response.json())["users"]] == [3]
+    tag = first.core.presence.store.tag
+    keys = {key.decode() for key in await redis.keys(f"{tag}:presence:*")}
+    assert keys == {f"{tag}:presence:{ROOM}", f"{tag}:presence:{ROOM}\x1f3001",
+                    f"{tag}:presence:{ROOM}\x1f3002"}
+
+
+async def test_a_default_app_cannot_name_an_isolated_apps_channel(
+        make_server: ServerFactory, auth_backend: AuthBackend, redis: aioredis.Redis) -> None:
+    """The tag's separator is no part of any name that enters: not from the reference's
+    API, not from a broadcast source."""
+    prefix = f"app{secrets.token_hex(3)}_database_"
+    server, _ = await _cluster(make_server, auth_backend, prefix)
+    ws, _socket_id = await pusher_client(server, "a-key")
+    ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": "room"}}))
+    assert (await next_pusher_message(ws))["event"] == "pusher_internal:subscription_succeeded"
+    url = f"{server_url(server)}/apps/test-app/events?auth_key=test-key"
+    async with http_client() as http, http.post(url, json={
+            "channel": "room\x1f3001", "name": "x", "data": {"a": 1}}) as response:
+        assert response.status == 400
+    await redis.publish(prefix + "room\x1f3001", laravel_message("x", {"a": 1}))
+    laravel_a = pusher.Pusher(app_id="3001", key="a-key", secret="a-secret", host="127.0.0.1",
+                              port=server.port, ssl=False)
+    await asyncio.to_thread(laravel_a.trigger, "room", "mine", {"a": 2})
+    got = await next_pusher_message(ws)  # the first to arrive is its own app's
+    assert (got["event"], got["channel"], json.loads(got["data"])) == ("mine", "room", {"a": 2})
+
+
+@pytest.mark.parametrize("channel", ["room\x1f3001", "private-x\x1f3001"])
+def test_no_client_name_holds_the_separator(channel: str) -> None:
+    from echo_server.core.limits import channel_name_problem
+
+    assert channel_name_problem(channel, 200) is not None
+    assert channel_name_problem(channel, 200, pusher=True) is not None
