@@ -24,6 +24,7 @@ from tests.support.http import http_client
 from tests.support.node_client import NodeEchoClient
 from tests.support.raw import next_pusher_message, pusher_client
 from tests.support.waits import ClientFactory
+from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = requires_node
 
@@ -157,3 +158,42 @@ def test_no_client_name_holds_the_separator(channel: str) -> None:
 
     assert channel_name_problem(channel, 200) is not None
     assert channel_name_problem(channel, 200, pusher=True) is not None
+
+
+async def test_each_app_hears_its_own_webhooks(make_server: ServerFactory) -> None:
+    """The default app's endpoint (a `clients` entry's) and app A's each hear their own
+    `room`, under the name their clients know, signed with their own secret."""
+    receivers = {name: WebhookReceiver() for name in ("default", "a")}
+    for receiver in receivers.values():
+        await receiver.start()
+    try:
+        server = await make_server({
+            "clients": [{"appId": "test-app", "key": "test-key", "secret": "default-secret",
+                         "webhooks": [{"url": receivers["default"].url}]}],
+            "apps": [{"appId": "3001", "key": "a-key", "secret": "a-secret",
+                      "webhooks": [{"url": receivers["a"].url}]}],
+            "webhooks": {"batchMs": 50, "retryBaseMs": 50, "retryMaxMs": 200, "pollMs": 20}},
+            redis=False)
+        ws_a, _ = await pusher_client(server, "a-key")
+        ws_default, _ = await pusher_client(server, "test-key")
+        for ws in (ws_a, ws_default):
+            ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": "room"}}))
+            assert (await next_pusher_message(ws))["event"] == \
+                "pusher_internal:subscription_succeeded"
+        await ws_a.close()
+        for name, secret, key in (("a", "a-secret", "a-key"),
+                                  ("default", "default-secret", "test-key")):
+            events = await receivers[name].wait_events(1)
+            assert [(e["name"], e["channel"]) for e in events][:1] == [("channel_occupied",
+                                                                        "room")]
+            delivery = receivers[name].deliveries[0]
+            assert delivery.signed_with(secret) and delivery.headers["X-Pusher-Key"] == key
+        # App A's room vacated: told to A, not to the default app, whose room is still held.
+        events = await receivers["a"].wait_events(2)
+        assert [(e["name"], e["channel"]) for e in events] == [
+            ("channel_occupied", "room"), ("channel_vacated", "room")]
+        assert all(e["channel"] == "room" and e["name"] == "channel_occupied"
+                   for d in receivers["default"].deliveries for e in d.events)
+    finally:
+        for receiver in receivers.values():
+            await receiver.stop()
