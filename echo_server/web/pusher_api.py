@@ -31,6 +31,7 @@ from broadcaster.event import BroadcastEvent
 from broadcaster.jsoncodec import dumps, loads
 
 from ..apps.model import App
+from ..apps.rates import RateTable
 from ..apps.store import AppStore, AppsUnavailable
 from ..apps.tags import in_app
 from ..core.limits import channel_name_problem
@@ -76,6 +77,9 @@ class PusherApi:
         self.max_channel_name = max_channel_name
         # key -> (the app, an HMAC keyed with its secret): a changed app is a new object.
         self._macs: dict[str, tuple[App, hmac.HMAC]] = {}
+        # Soketi's maxBackendEventsPerSecond and maxReadRequestsPerSecond, per app.
+        self.backend_events = RateTable()
+        self.api_reads = RateTable()
 
     @staticmethod
     def wants(request: Request) -> bool:
@@ -119,6 +123,9 @@ class PusherApi:
                 raise PusherError(401, f"auth_key does not belong to app {route.app_id}")
             if not app.enabled:  # Pusher's answer to a disabled app
                 raise PusherError(403, "Forbidden: the app is disabled")
+            if request.method == "GET" and not self.api_reads.take(app.key, app.rates.api_reads):
+                raise PusherError(429, "Too many read requests: over the app's "
+                                       "maxReadRequestsPerSecond")
             body = route.run(self, request, app)
         except PusherError as refusal:
             return _refused(refusal)
@@ -181,13 +188,14 @@ class PusherApi:
         raw = body.get("channels") if "channels" in body else [body.get("channel")]
         if not isinstance(raw, list) or not raw:
             raise PusherError(400, "channels must be a non-empty list of channel names")
-        if len(raw) > MAX_CHANNELS:
-            raise PusherError(400, f"{len(raw)} channels: at most {MAX_CHANNELS} per event")
+        most = app.limits.max_event_channels or MAX_CHANNELS
+        if len(raw) > most:
+            raise PusherError(400, f"{len(raw)} channels: at most {most} per event")
         tag = app.tag  # an isolated app's own channels (apps/tags.py)
         channels = [self._channel(name) + tag for name in raw] if tag else [
             self._channel(name) for name in raw]
-        events = self._events(channels, body)
-        self._publish(events)
+        events = self._events(channels, body, app)
+        self._publish(events, app)
         info = _attributes(body.get("info")) if "info" in body else None
         if not info:
             return {}
@@ -202,13 +210,15 @@ class PusherApi:
         batch = _json_object(request.body).get("batch")
         if not isinstance(batch, list) or not batch:
             raise PusherError(400, "batch must be a non-empty list of events")
-        if len(batch) > MAX_BATCH:
-            raise PusherError(400, f"{len(batch)} events: at most {MAX_BATCH} per batch")
+        most = app.limits.max_batch_size or MAX_BATCH
+        if len(batch) > most:
+            raise PusherError(400, f"{len(batch)} events: at most {most} per batch")
         if not all(isinstance(item, dict) for item in batch):
             raise PusherError(400, "each batch item must be an object")
         tag = app.tag
-        events = [self._event(self._channel(item.get("channel")) + tag, item) for item in batch]
-        self._publish(events)
+        events = [self._event(self._channel(item.get("channel")) + tag, item, app)
+                  for item in batch]
+        self._publish(events, app)
         if not any("info" in item for item in batch):
             return {}
         infos = [_attributes(item.get("info")) for item in batch]
@@ -262,27 +272,29 @@ class PusherApi:
             raise PusherError(400, f"Invalid channel: {problem}")
         return str(name)
 
-    def _events(self, channels: list[str], fields: dict[str, Any]) -> list[BroadcastEvent]:
+    def _events(self, channels: list[str], fields: dict[str, Any],
+                app: App) -> list[BroadcastEvent]:
         """One event to several channels: checked once, one event per channel."""
-        first = self._event(channels[0], fields)
+        first = self._event(channels[0], fields, app)
         return [first] + [BroadcastEvent(channel, first.event, first.data, first.socket)
                           for channel in channels[1:]]
 
-    def _event(self, channel: str, fields: dict[str, Any]) -> BroadcastEvent:
+    def _event(self, channel: str, fields: dict[str, Any], app: App) -> BroadcastEvent:
         """Pusher's `data` is a string: JSON text goes to clients as it is (socket.io clients
         get the value, as from Laravel's Redis broadcaster), any other text as a JSON string."""
         name, data, socket_id = fields.get("name"), fields.get("data"), fields.get("socket_id")
-        if not isinstance(name, str) or not name or len(name) > MAX_EVENT_NAME:
-            raise PusherError(400, f"name must be an event name of 1 to {MAX_EVENT_NAME} "
-                                   "characters")
+        limits = app.limits  # the app's own bounds, else Pusher's
+        longest = limits.max_event_name_length or MAX_EVENT_NAME
+        if not isinstance(name, str) or not name or len(name) > longest:
+            raise PusherError(400, f"name must be an event name of 1 to {longest} characters")
         if not isinstance(data, str):
             raise PusherError(400, "data must be a string")
         # A character is at most 4 bytes of UTF-8: only long data is measured.
-        size = len(data.encode("utf-8", "surrogatepass")) \
-            if len(data) * 4 > MAX_DATA_BYTES else 0
-        if size > MAX_DATA_BYTES:
+        largest = limits.max_event_bytes or MAX_DATA_BYTES
+        size = len(data.encode("utf-8", "surrogatepass")) if len(data) * 4 > largest else 0
+        if size > largest:
             raise PusherError(413, f"Payload too large: data of {size} bytes "
-                                   f"(at most {MAX_DATA_BYTES})")
+                                   f"(at most {largest})")
         if socket_id is not None and not isinstance(socket_id, str):
             raise PusherError(400, "socket_id must be a string")
         try:
@@ -292,9 +304,13 @@ class PusherApi:
             data_json = dumps(data)
         return BroadcastEvent(channel, name, data_json, socket_id or None)
 
-    def _publish(self, events: list[BroadcastEvent]) -> None:
+    def _publish(self, events: list[BroadcastEvent], app: App) -> None:
         """Everything was checked before the first event goes out: a refused request
-        publishes nothing. The request's events go out together, as one batch."""
+        publishes nothing. The request's events go out together, as one batch; each counts
+        against the app's maxBackendEventsPerSecond (one per channel, as Soketi counts)."""
+        rate = app.rates.backend_events
+        if rate and not self.backend_events.take(app.key, rate, len(events)):
+            raise PusherError(429, "Too many events: over the app's maxBackendEventsPerSecond")
         if not self.publish(events):
             raise PusherError(503, "Event queue is full: retry later")
 

@@ -5,6 +5,7 @@ which asks the app itself)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -15,22 +16,34 @@ from echo_common.signing import same_secret, sign
 from ...apps.model import App
 from ...apps.tags import untagged
 from ...core.names import USER_CHANNEL
+from ...core.presence import Member, user_key
 
 
 class HasApp(Protocol):
     app: App
 
 
+# A presence channel's members, as the core holds the channel (the whole cluster's).
+Members = Callable[[str], Awaitable[list[Member]]]
+# Soketi's refusals of a presence subscribe over the app's bounds (the status of its
+# pusher:subscription_error).
+MEMBER_TOO_LARGE = 4301
+CHANNEL_FULL = 4100
+
+
 class SignatureAuthorizer:
     """One subscribe's ``auth`` (``"<key>:<hex>"``) checked in constant time; a presence
-    channel's member is the ``channel_data`` the signature covers."""
+    channel's member is the ``channel_data`` the signature covers, within its app's
+    ``maxPresenceMemberSizeInKb`` and ``maxPresenceMembersPerChannel``."""
 
-    __slots__ = ("auth", "channel_data", "connection")
+    __slots__ = ("auth", "channel_data", "connection", "members")
 
-    def __init__(self, connection: HasApp, auth: Any, channel_data: Any) -> None:
+    def __init__(self, connection: HasApp, auth: Any, channel_data: Any,
+                 members: Members | None = None) -> None:
         self.connection = connection
         self.auth = auth
         self.channel_data = channel_data
+        self.members = members
 
     @property
     def app(self) -> App:
@@ -57,6 +70,23 @@ class SignatureAuthorizer:
             return AuthResult(400, reason="channel_data is not JSON")
         if not isinstance(member, dict) or member.get("user_id") is None:
             return AuthResult(400, reason="channel_data has no user_id")
+        return await self._within_bounds(request.channel, data, member)
+
+    async def _within_bounds(self, channel: str, data: str,
+                             member: dict[str, Any]) -> AuthResult:
+        limits = self.app.limits
+        largest = limits.max_presence_member_bytes
+        if largest and len(data.encode("utf-8", "surrogatepass")) > largest:
+            return AuthResult(MEMBER_TOO_LARGE, reason=f"member over {largest} bytes "
+                                                       "(maxPresenceMemberSizeInKb)")
+        most = limits.max_presence_members
+        if most and self.members is not None:
+            # Counted where the core holds the channel: under the app's tag.
+            present = await self.members(channel + self.app.tag)
+            if len(present) >= most and user_key(member["user_id"]) not in {
+                    user_key(m.user_id) for m in present}:  # another tab of one is welcome
+                return AuthResult(CHANNEL_FULL, reason=f"{most} members already "
+                                                       "(maxPresenceMembersPerChannel)")
         return AuthResult(200, channel_data=member)
 
 

@@ -23,6 +23,7 @@ from channel_auth.rules import ChannelRule, RuleAuthorizer
 
 from ...app_quota import AppQuota, SharedAppQuota
 from ...apps.model import App
+from ...apps.rates import TokenBucket
 from ...apps.store import AppStore, AppsUnavailable
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState
@@ -294,6 +295,11 @@ class PusherEndpoint:
             channel = msg.get("channel")
             if not connection.app.limits.client_events:
                 connection.error(4301, "Client events are not enabled for this app")
+            elif not _within_client_rate(connection):
+                self.report_error("rate_limited", f"pusher: {connection.id} over its app's "
+                                  "maxClientEventsPerSecond")
+                connection.error(4301, "The rate limit for sending client events exceeded "
+                                       "the quota")
             elif isinstance(channel, str) and channel.startswith("private-encrypted-"):
                 # The server cannot read (nor so vouch for) what the backend encrypted.
                 connection.error(None, "Client events are not allowed on encrypted channels")
@@ -307,11 +313,18 @@ class PusherEndpoint:
         channel = data.get("channel")
         authorizer: ChannelAuthorizer | None = None
         app = connection.app
+        most = app.limits.max_channels_per_connection
+        if most and isinstance(channel, str) and self._over_channels(connection, channel, most):
+            self.report_error("too_many_channels", f"pusher: {connection.id} is in {most} "
+                              "channels, its app's maxChannelsPerConnection")
+            self.wire.refused(connection, channel, 4300)
+            return
         if isinstance(channel, str) and channel.startswith(USER_CHANNEL):
             authorizer = UserChannelAuthorizer(connection.state.user)
         elif isinstance(channel, str) and is_private(channel):
             authorizer = SignatureAuthorizer(connection, data.get("auth"),
-                                             data.get("channel_data"))
+                                             data.get("channel_data"),
+                                             self.core.presence.store.members)
             # The top-level `channels` are the default app's; an isolated app has its own.
             rules = list(app.channel_rules) if app.tag else self.rules
             if rules:
@@ -319,6 +332,16 @@ class PusherEndpoint:
         if app.tag and authorizer is not None:
             authorizer = UntaggedAuthorizer(authorizer)
         self.core.subscribe(connection, channel, {}, authorizer, pusher_names=True)
+
+    @staticmethod
+    def _over_channels(connection: PusherConnection, channel: str, most: int) -> bool:
+        """A new channel past the app's maxChannelsPerConnection (one held or asked for
+        already is no new one)."""
+        state = connection.state
+        held = channel + state.tag
+        pending = state.pending or ()
+        return (held not in state.channels and held not in pending
+                and len(state.channels) + len(pending) >= most)
 
     def _hold(self, connection: PusherConnection, data: dict[str, Any]) -> None:
         """With `jwt.required`, nothing reaches a connection before it signs in: a subscribe
@@ -384,6 +407,18 @@ class PusherEndpoint:
                 connection.send("pusher:ping", None, {})
         period = max(0.05, shortest / 4)
         self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep)
+
+
+def _within_client_rate(connection: PusherConnection) -> bool:
+    """Its app's maxClientEventsPerSecond, per connection (0: only the server's own
+    bound, the core's whisperRate)."""
+    rate = connection.app.rates.client_events
+    if not rate:
+        return True
+    bucket = connection.client_events
+    if bucket is None or bucket.rate != rate:
+        bucket = connection.client_events = TokenBucket(rate)
+    return bucket.take()
 
 
 def _log_closed(closed: Counter[int]) -> None:
