@@ -22,7 +22,7 @@ from tests.conftest import ServerFactory, laravel_message, requires_node, server
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.http import http_client
 from tests.support.node_client import NodeEchoClient
-from tests.support.raw import next_pusher_message, pusher_client
+from tests.support.raw import RawWebSocket, next_pusher_message, pusher_client
 from tests.support.waits import ClientFactory
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -197,3 +197,44 @@ async def test_each_app_hears_its_own_webhooks(make_server: ServerFactory) -> No
     finally:
         for receiver in receivers.values():
             await receiver.stop()
+
+
+async def test_metrics_and_the_status_page_per_app(make_server: ServerFactory,
+                                                   auth_backend: AuthBackend) -> None:
+    """Both instances' figures per app, labelled by app id; the default app as `default`."""
+    prefix = f"app{secrets.token_hex(3)}_database_"
+    first, second = await _cluster(make_server, auth_backend, prefix,
+                                   metrics={"token": "m-token"})
+    clients = [await pusher_client(first, "a-key"), await pusher_client(first, "a-key"),
+               await pusher_client(second, "b-key")]
+    sio = await RawWebSocket.connect(first, "EIO=4&transport=websocket")  # the default app's
+    assert (await sio.recv_text()).startswith("0")
+    sio.send_text("40")
+    assert (await sio.recv_text()).startswith("40")
+    for ws, _ in clients:
+        ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": "room"}}))
+        assert (await next_pusher_message(ws))["event"] == \
+            "pusher_internal:subscription_succeeded"
+    async with http_client() as http:
+        async with http.get(f"{server_url(first)}/metrics?token=m-token") as response:
+            text = await response.text()
+        for line in ('echo_app_connections{app_id="3001"} 2.0',
+                     'echo_app_connections{app_id="default"} 1.0',
+                     'echo_app_subscriptions{app_id="3001"} 2.0',
+                     'echo_app_channels{app_id="3001"} 1.0'):
+            assert line in text, line
+        assert 'app_id="3002"' not in text  # its client is on the other instance
+        async with http.get(f"{server_url(second)}/status.json?token=m-token") as response:
+            status = await response.json()
+    assert status["apps"] == [{"id": "3002", "connections": 1, "channels": 1,
+                               "subscriptions": 1}]
+    assert status["channels"]["top"] == [{"name": "room", "app": "3002", "subscribers": 1}]
+
+
+def test_metric_labels_are_bounded() -> None:
+    from echo_server.web.metrics import app_rows
+
+    figures = {"": [1, 1, 1], "a": [2, 0, 0], "b": [3, 1, 1], "c": [4, 2, 2]}
+    assert app_rows(figures, 2) == {"default": [1, 1, 1], "a": [2, 0, 0], "b": [3, 1, 1],
+                                    "other": [4, 2, 2]}
+    assert app_rows(figures, 0) == {"default": [1, 1, 1], "other": [9, 3, 3]}
