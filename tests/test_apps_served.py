@@ -9,6 +9,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,7 +20,7 @@ from echo_server.apps.postgres import PostgresStore, schema
 from echo_server.server import EchoServer
 from tests.conftest import ServerFactory, requires_node, server_url
 from tests.support.http import http_client
-from tests.support.raw import RawWebSocket
+from tests.support.raw import RawWebSocket, pusher_client
 from tests.support.waits import ClientFactory, wait_until
 
 FILE_APP = {"appId": "2001", "key": "staging-key", "secret": "staging-secret",
@@ -173,3 +174,26 @@ async def test_a_flood_of_unknown_keys_asks_the_database_once(
         with pytest.raises(pusher.errors.PusherBadAuth):
             await _trigger(unknown, "orders", {})
     assert database.stats.queries == 1 and database.stats.negative_hits == 20
+
+
+async def test_the_files_apps_change_on_a_reload(make_server: ServerFactory) -> None:
+    """An `apps` entry added is served at once; one disabled closes its clients with 4003,
+    one removed with 4001; a rotated secret signs from now on."""
+    other = {"appId": "2003", "key": "other-key", "secret": "other-secret"}
+    server = await make_server({"apps": [FILE_APP, other]}, redis=False)
+    path = Path(server.config.config_file)
+    options = json.loads(path.read_text())
+    kept = await pusher_client(server, FILE_APP["key"])
+    gone = await pusher_client(server, "other-key")
+    added = {"appId": "2004", "key": "new-key", "secret": "new-secret"}
+    options["apps"] = [{**FILE_APP, "secret": "rotated", "enabled": False}, added]
+    path.write_text(json.dumps(options))
+    assert await server.reloader.reload()
+    for (ws, _), code in ((kept, 4003), (gone, 4001)):
+        error = json.loads(await ws.recv_text())
+        assert error["data"]["code"] == code
+        assert await ws.wait_closed() == code
+    await pusher_client(server, "new-key")
+    await _trigger(_laravel(server, "2004", "new-key", "new-secret"), "orders", {})
+    with pytest.raises(pusher.errors.PusherBadAuth):
+        await _trigger(_laravel(server, "2003", "other-key", "other-secret"), "orders", {})
