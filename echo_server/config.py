@@ -691,6 +691,13 @@ class Config:
         except AppConfigError as error:
             raise ConfigError(str(error)) from None
 
+    @property
+    def pusher_socket_ids(self) -> bool:
+        """Socket ids pusher-php-server accepts (``<digits>.<digits>``), for every client,
+        while any app may be a Pusher app: one of the file's has a secret, or a database of
+        apps is configured."""
+        return self.app_manager is not None or any(app.signs for app in self.apps)
+
     @cached_property
     def app_manager(self) -> PostgresSettings | None:
         """Ours: `appManager` (and `ECHO_APPS_DATABASE_URL`): None for the file's apps only,

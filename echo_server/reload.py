@@ -229,7 +229,7 @@ class Reloader:
         server.authenticator = server.core.authenticator = authenticator
         server.engine.options.origin_allowed = new.origin_allowed
         server.pusher.options = replace(server.pusher.options, origin_allowed=new.origin_allowed)
-        server.pusher.reconfigure(rules)
+        server.pusher.reconfigure(rules, new.pusher_socket_ids)
         # Open Pusher connections follow their app as it is now (closed when it is gone).
         server.file_apps.replace(apps)
         server.health.check_timeout = new.health_check_timeout

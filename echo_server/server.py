@@ -113,7 +113,7 @@ class EchoServer:
             rules=parse_rules(config.raw.get("channels")),
             quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
             if worker is not None else None,
-            numeric=config.app_manager is not None or any(a.signs for a in config.apps))
+            numeric=config.pusher_socket_ids)
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,

@@ -87,10 +87,12 @@ class PusherEndpoint:
         numeric_ids(numeric)  # socket ids pusher-php-server accepts, for every client
         apps.watch(self.refresh)
 
-    def reconfigure(self, rules: list[ChannelRule]) -> None:
+    def reconfigure(self, rules: list[ChannelRule], numeric: bool) -> None:
         """On reload: the local channel rules (`channels`) decide for signed-in users before
-        any signature, as they do for JWT users on the socket.io side."""
+        any signature, as they do for JWT users on the socket.io side; socket ids are ones
+        pusher-php-server accepts while any app may be a Pusher app."""
         self.rules = rules
+        numeric_ids(numeric)
 
     def refresh(self, keys: frozenset[str] | None) -> None:
         """The store says these apps changed (a reload, a NOTIFY; None: any): an open
