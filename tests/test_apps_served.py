@@ -107,33 +107,37 @@ async def apps_table(postgres_url: str) -> AsyncIterator[tuple[str, asyncpg.Conn
         await conn.close()
 
 
-async def _database_server(make_server: ServerFactory, postgres_url: str,
-                           table: str) -> EchoServer:
+async def _database_server(make_server: ServerFactory, postgres_url: str, table: str,
+                           **options: Any) -> EchoServer:
     return await make_server({"appManager": {
         "driver": "postgres", "url": postgres_url, "table": table, "connectTimeoutMs": 2000,
-        "pingMs": 500, "reconnectMinMs": 50, "reconnectMaxMs": 200}}, redis=False)
+        "pingMs": 500, "reconnectMinMs": 50, "reconnectMaxMs": 200}, **options},
+        redis=bool(options))
 
 
 @requires_node
 async def test_a_postgres_app_added_rotated_and_disabled_while_clients_are_connected(
         make_server: ServerFactory, node_client: ClientFactory, postgres_url: str,
         apps_table: tuple[str, asyncpg.Connection]) -> None:
+    """Two instances: the page on one, its Laravel publishing through the other."""
     table, db = apps_table
-    server = await _database_server(make_server, postgres_url, table)
-    # Added while the server runs: its first client and its first publish find it.
+    cluster = {"database": "redis", "cluster": {"heartbeatInterval": 100, "livenessTtl": 400}}
+    server = await _database_server(make_server, postgres_url, table, **cluster)
+    publisher = await _database_server(make_server, postgres_url, table, **cluster)
+    # Added while the servers run: its first client and its first publish find it.
     await db.execute(f'INSERT INTO "{table}" (id, key, secret, name) VALUES '
                      "('42', 'db-key', 'db-secret', 'Tenant')")
     page = await node_client("echo2-pusher", server_url(server), extra_args=["--key", "db-key"])
     await page.expect("connected")
     await page.command({"cmd": "channel", "channel": "orders", "listen": [".lead.assigned"]})
     await wait_until(lambda: server.core.rooms.count("orders\x1f42") == 1, "subscribed")
-    await _trigger(_laravel(server, "42", "db-key", "db-secret"), "orders", {"n": 1})
+    await _trigger(_laravel(publisher, "42", "db-key", "db-secret"), "orders", {"n": 1})
     assert (await page.expect("event"))["data"] == {"n": 1}
 
     # Rotated: the old secret is refused at once, the new one publishes.
     await db.execute(f"UPDATE \"{table}\" SET secret = 'rotated' WHERE id = '42'")
-    old = _laravel(server, "42", "db-key", "db-secret")
-    new = _laravel(server, "42", "db-key", "rotated")
+    old = _laravel(publisher, "42", "db-key", "db-secret")
+    new = _laravel(publisher, "42", "db-key", "rotated")
 
     async def old_secret_refused() -> bool:
         try:
