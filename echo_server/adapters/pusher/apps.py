@@ -64,6 +64,7 @@ class SignatureAuthorizer:
             return AuthResult(401, reason="invalid signature")
         if not presence:
             return AuthResult(200)
+        assert data is not None  # a presence subscribe without it was refused above
         try:
             member = loads(data)
         except ValueError:
