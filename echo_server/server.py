@@ -39,6 +39,7 @@ from .adapters.socketio_echo import EchoSocketIo
 from .app_quota import SharedAppQuota
 from .apps.manager import serving_store
 from .apps.store import StaticStore
+from .apps.tags import SEPARATOR
 from .config import Config, ConfigError, ensure_dev_client
 from .core.channels import ChannelCore
 from .core.cluster import Cluster
@@ -391,6 +392,8 @@ class EchoServer:
         from broadcaster.jsoncodec import dumps
 
         channel = event.channel
+        if SEPARATOR in channel:  # an isolated app's: never told to the default app's Redis
+            return
         try:
             members = event.members
             if members is None:

@@ -238,3 +238,40 @@ def test_metric_labels_are_bounded() -> None:
     assert app_rows(figures, 2) == {"default": [1, 1, 1], "a": [2, 0, 0], "b": [3, 1, 1],
                                     "other": [4, 2, 2]}
     assert app_rows(figures, 0) == {"default": [1, 1, 1], "other": [9, 3, 3]}
+
+
+async def test_publish_presence_tells_only_the_default_apps_changes(
+        make_server: ServerFactory, auth_backend: AuthBackend, redis: aioredis.Redis) -> None:
+    """`databaseConfig.publishPresence` speaks to the default app's Laravel (its Redis): an
+    isolated app's presence changes are not published there."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe("PresenceChannelUpdated")
+    try:
+        prefix = f"app{secrets.token_hex(3)}_database_"
+        server, _ = await _cluster(make_server, auth_backend, prefix,
+                                   databaseConfig={"publishPresence": True})
+        ws, socket_id = await pusher_client(server, "a-key")
+        member = json.dumps({"user_id": 9})
+        text = f"{socket_id}:{ROOM}:{member}"
+        signature = hmac.new(b"a-secret", text.encode(), hashlib.sha256).hexdigest()
+        ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {
+            "channel": ROOM, "auth": f"a-key:{signature}", "channel_data": member}}))
+        assert (await next_pusher_message(ws))["event"] == \
+            "pusher_internal:subscription_succeeded"
+        auth_backend.rules[ROOM] = _member_or_signature
+        sio = await RawWebSocket.connect(server, "EIO=4&transport=websocket")
+        assert (await sio.recv_text()).startswith("0")
+        sio.send_text("40")
+        assert (await sio.recv_text()).startswith("40")
+        sio.send_text(json.dumps(["subscribe", {"channel": ROOM, "auth": {"headers": {
+            "X-User-Id": "3"}}}]).join(["42", ""]))
+        async with asyncio.timeout(5):
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+                if message is not None:
+                    break
+        update = json.loads(message["data"])["event"]
+        assert update["channel"] == f"{ROOM}:members"
+        assert [m["user_id"] for m in update["members"]] == [3]
+    finally:
+        await pubsub.aclose()
