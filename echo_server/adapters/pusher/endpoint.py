@@ -100,24 +100,27 @@ class PusherEndpoint:
         now on: a rotated secret refuses the old one's signatures), and is closed with 4001
         when its app is gone, 4003 when it is disabled."""
         closed: Counter[int] = Counter()
+        later: defaultdict[str, list[PusherConnection]] = defaultdict(list)
         for connection in list(self.connections):
             key = connection.app.key
             if keys is not None and key not in keys:
                 continue
             found = self.apps.cached("key", key)
             if found is None:
-                self._keep(self._refresh_later(connection, key))
+                later[key].append(connection)
             else:
                 closed[self._follow(connection, found[0] if found else None)] += 1
         _log_closed(closed)
+        for key, connections in later.items():  # one lookup per app, not per connection
+            self._keep(self._refresh_later(key, connections))
 
-    async def _refresh_later(self, connection: PusherConnection, key: str) -> None:
+    async def _refresh_later(self, key: str, connections: list[PusherConnection]) -> None:
         try:
             app = await self.apps.by_key(key)
         except AppsUnavailable:
-            return  # it keeps its app as it was; the next change looks again
-        if connection in self.connections:
-            _log_closed(Counter([self._follow(connection, app)]))
+            return  # they keep their app as it was; the next change looks again
+        _log_closed(Counter(self._follow(connection, app) for connection in connections
+                            if connection in self.connections))
 
     @staticmethod
     def _follow(connection: PusherConnection, app: App | None) -> int:
