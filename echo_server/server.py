@@ -115,6 +115,8 @@ class EchoServer:
             quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
             if worker is not None else None,
             numeric=config.pusher_socket_ids)
+        if config.app_manager is not None:  # a database app's webhooks start with its first client
+            self.pusher.on_app = self.webhooks.app_seen
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
@@ -126,7 +128,8 @@ class EchoServer:
                                                               + self.pusher.by_kind()),
                                  sources=lambda: [runner.health for runner in self.runners],
                                  errors=self.errors,
-                                 webhooks=self.webhooks.figures if config.webhook_endpoints
+                                 webhooks=self.webhooks.figures
+                                 if config.webhook_endpoints or config.app_manager is not None
                                  else None)
         self.api = HttpApi(self.apps, self.publish_events, self.state,
                            http_publish=config.subscribers_http,

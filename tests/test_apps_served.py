@@ -22,6 +22,7 @@ from tests.conftest import ServerFactory, requires_node, server_url
 from tests.support.http import http_client
 from tests.support.raw import RawWebSocket, pusher_client
 from tests.support.waits import ClientFactory, wait_until
+from tests.support.webhook_receiver import WebhookReceiver
 
 FILE_APP = {"appId": "2001", "key": "staging-key", "secret": "staging-secret",
             "apiKey": "staging-api-key", "name": "Staging"}
@@ -201,3 +202,27 @@ async def test_the_files_apps_change_on_a_reload(make_server: ServerFactory) -> 
     await _trigger(_laravel(server, "2004", "new-key", "new-secret"), "orders", {})
     with pytest.raises(pusher.errors.PusherBadAuth):
         await _trigger(_laravel(server, "2003", "other-key", "other-secret"), "orders", {})
+
+
+async def test_a_postgres_apps_webhooks_start_with_its_first_client(
+        make_server: ServerFactory, postgres_url: str,
+        apps_table: tuple[str, asyncpg.Connection]) -> None:
+    table, db = apps_table
+    receiver = WebhookReceiver()
+    await receiver.start()
+    try:
+        server = await _database_server(
+            make_server, postgres_url, table,
+            webhooks={"batchMs": 50, "retryBaseMs": 50, "retryMaxMs": 200, "pollMs": 20})
+        await db.execute(f'INSERT INTO "{table}" (id, key, secret, options) VALUES '
+                         "('43', 'hooked-key', 'hooked-secret', $1::jsonb)",
+                         json.dumps({"webhooks": [{"url": receiver.url,
+                                                   "event_types": ["channel_occupied"]}]}))
+        ws, _ = await pusher_client(server, "hooked-key")
+        ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": "room"}}))
+        [event] = await receiver.wait_events(1)
+        assert (event["name"], event["channel"]) == ("channel_occupied", "room")
+        assert receiver.deliveries[0].signed_with("hooked-secret")
+        assert receiver.deliveries[0].headers["X-Pusher-Key"] == "hooked-key"
+    finally:
+        await receiver.stop()

@@ -22,6 +22,7 @@ import aiohttp
 from broadcaster.jsoncodec import dumps
 from echo_common.http_client import outgoing_session
 
+from ..apps.model import App
 from ..apps.tags import untagged
 from ..core.events import (
     CacheMiss,
@@ -36,8 +37,10 @@ from ..core.presence import user_key
 from .queue import MemoryQueue, RedisQueue
 from .sender import Sender, WebhookStats
 from .settings import DeliverySettings, Endpoint
+from .settings import endpoints as app_endpoints
 
 log = logging.getLogger("echo_server.webhooks")
+MAX_SEEN_APPS = 10_000  # database apps whose webhooks are kept
 
 
 def _user_id(value: Any) -> str:
@@ -60,6 +63,8 @@ class Webhooks:
     def __init__(self, endpoints: list[Endpoint], settings: DeliverySettings,
                  lifecycle: Lifecycle, presence_grace: float = 0.0) -> None:
         self.endpoints = endpoints
+        self._configured = endpoints  # the file's; the database's apps' come as seen
+        self._seen: dict[str, App] = {}  # database apps by id, as last seen
         self.settings = settings
         self.lifecycle = lifecycle
         self.presence_grace = presence_grace
@@ -109,11 +114,24 @@ class Webhooks:
         sender.start()
         self._targets[endpoint.ident] = _Target(endpoint, queue, sender)
 
+    def app_seen(self, app: App) -> None:
+        """A database app admitted a client (or changed while it had some): its webhooks
+        from now on, as the row says now. Nothing to do for one seen as it is."""
+        if self._seen.get(app.id) is app:
+            return
+        if len(self._seen) >= MAX_SEEN_APPS:  # bounded: the oldest seen go first
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[app.id] = app
+        self.reconfigure(self._configured)
+
     def reconfigure(self, endpoints: list[Endpoint]) -> None:
         """A configuration reload: new endpoints start, removed ones stop (what their memory
         queue still held is counted as dropped; a Redis queue waits there for a restart that
         names the endpoint again), and a changed secret, filter or header set takes effect
-        for the next batch. No await: the swap is whole."""
+        for the next batch. No await: the swap is whole. ``endpoints``: the file's; the
+        database's apps seen so far keep theirs."""
+        self._configured = endpoints
+        endpoints = endpoints + app_endpoints(self._seen.values())
         self.endpoints = endpoints
         self._listen(endpoints)
         if self._shared is None:

@@ -84,6 +84,8 @@ class PusherEndpoint:
         self.per_address: defaultdict[str, AddressCounts] = defaultdict(AddressCounts)
         self._sweeper: asyncio.TimerHandle | None = None
         self._lookups: set[asyncio.Task[None]] = set()
+        # Told each app that admits a client (a database's: its webhooks start then).
+        self.on_app: Callable[[App], None] | None = None
         numeric_ids(numeric)  # socket ids pusher-php-server accepts, for every client
         apps.watch(self.refresh)
 
@@ -122,10 +124,11 @@ class PusherEndpoint:
         _log_closed(Counter(self._follow(connection, app) for connection in connections
                             if connection in self.connections))
 
-    @staticmethod
-    def _follow(connection: PusherConnection, app: App | None) -> int:
+    def _follow(self, connection: PusherConnection, app: App | None) -> int:
         """0, or the code the connection was closed with."""
         if app is not None and app.enabled and app.signs:
+            if self.on_app is not None and connection.app is not app:
+                self.on_app(app)
             connection.app = app
             return 0
         code, text = NO_SUCH_APP if app is None or not app.signs else APP_DISABLED
@@ -206,6 +209,8 @@ class PusherEndpoint:
             ws.close(refusal[0])  # 4000-4099: pusher-js does not reconnect
             return
         assert app is not None
+        if self.on_app is not None:
+            self.on_app(app)
         connection = PusherConnection(ws, app)
         self.per_address[app.key].add(address)
         connection.state = ClientState(self.wire, address,
