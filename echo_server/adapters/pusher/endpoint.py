@@ -1,5 +1,9 @@
 """The websocket at ``/app/{key}`` (Pusher protocol 7), on the HTTP side's port.
 
+About 450 lines because a connection's whole Pusher life is here in order (its app found and
+followed as the store changes, admitted within the app's bounds, its messages, its
+keep-alive); the signatures, the wire and the connection are modules of their own.
+
 It reuses the transport's websocket (framing, bounds, back-pressure) and hands channel work
 to the core: a subscribe comes with its signature, checked here (``apps.SignatureAuthorizer``)
 instead of asking the app; everything else (limits, presence, fan-out, whispers, lifecycle
@@ -126,6 +130,12 @@ class PusherEndpoint:
 
     def _follow(self, connection: PusherConnection, app: App | None) -> int:
         """0, or the code the connection was closed with."""
+        if app is not None and app.tag != connection.state.tag:
+            # Its key now names another app (a row's id changed): its channels are that
+            # app's, so it starts again (4200: pusher-js reconnects at once).
+            connection.error(4200, "The app changed: reconnect")
+            connection.ws.close(4200)
+            return 4200
         if app is not None and app.enabled and app.signs:
             if self.on_app is not None and connection.app is not app:
                 self.on_app(app)
