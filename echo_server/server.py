@@ -37,7 +37,9 @@ from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 from .adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from .adapters.socketio_echo import EchoSocketIo
 from .app_quota import SharedAppQuota
+from .apps.authorizers import auth_callback, socketio_authorizer
 from .apps.manager import serving_store
+from .apps.model import App
 from .apps.store import StaticStore
 from .apps.tags import SEPARATOR
 from .config import Config, ConfigError, ensure_dev_client
@@ -100,11 +102,17 @@ class EchoServer:
         self.occupancy = Occupancy(self.core.lifecycle)  # server-wide occupied / vacated
         self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
                                  self.core.lifecycle, presence_grace=config.presence_grace)
-        self.sockets = SocketServer(EchoSocketIo(self.core))
+        self.echo = EchoSocketIo(self.core)
+        self.sockets = SocketServer(self.echo)
         self.dev_client = ensure_dev_client(config)
         # Every app: the file's (a reload replaces them), then the database's, if any.
         self.file_apps = StaticStore(config.apps)
         self.apps = serving_store(self.file_apps, config.app_manager)
+        # Isolated apps' own /broadcasting/auth, by (authHost, authEndpoint), kept across
+        # reloads (each holds a connection pool) and closed at the end.
+        self._callbacks: dict[tuple[str, str], ChannelAuthorizer] = {}
+        self.file_apps.watch(lambda _keys: self._serve_hosts())
+        self._serve_hosts()
         # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
         self.pusher = PusherEndpoint(self.core, self.apps, PusherOptions(
             max_payload=config.max_http_buffer_size,
@@ -159,6 +167,28 @@ class EchoServer:
         prefix = config.socketio_path.rstrip("/")
         self._engine_path = prefix
         self._engine_prefix = prefix + "/"
+
+    def _serve_hosts(self) -> None:
+        """Socket.IO pages of the file's isolated apps that own host names (`hosts`): at
+        start and after each reload."""
+        hosts: dict[str, App] = {}
+        authorizers: dict[str, ChannelAuthorizer] = {}
+        c = self.config
+        for app in self.file_apps.cached_all():
+            if not (app.tag and app.hosts):
+                continue
+            hosts.update(dict.fromkeys(app.hosts, app))
+            place = (app.auth_host, app.auth_endpoint)
+            callback = self._callbacks.get(place)
+            if callback is None and app.auth_host:
+                callback = self._callbacks[place] = auth_callback(
+                    app, verify_tls=c.auth_verify_tls, timeout=c.auth_timeout,
+                    max_connections=c.auth_max_connections,
+                    max_connections_per_client=c.auth_max_connections_per_address,
+                    max_pending_per_client=c.auth_max_pending_per_address,
+                    queue_timeout=c.auth_queue_timeout)
+            authorizers[app.tag] = socketio_authorizer(app, callback)
+        self.echo.host_apps, self.echo.app_authorizers = hosts, authorizers
 
     def _engine_options(self) -> EngineOptions:
         c = self.config
@@ -287,7 +317,7 @@ class EchoServer:
         # Each close bounded too: a peer that stopped answering must not hold the exit.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.reloader.close(), timeout / 4)
-        for closable in (self.authorizer, self.authenticator):
+        for closable in (self.authorizer, self.authenticator, *self._callbacks.values()):
             close = getattr(closable, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):

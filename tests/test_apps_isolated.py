@@ -283,3 +283,46 @@ async def test_publish_presence_tells_only_the_default_apps_changes(
         assert [m["user_id"] for m in update["members"]] == [3]
     finally:
         await pubsub.aclose()
+
+
+async def test_an_isolated_app_owns_a_host_name_for_socket_io(
+        make_server: ServerFactory, node_client: ClientFactory, auth_backend: AuthBackend,
+        redis: aioredis.Redis) -> None:
+    """laravel-echo on socket.io, at app A's host name: A's presence-room, with A's pusher-js
+    pages; its private channels asked of A's own /broadcasting/auth; the default app's
+    socket.io pages (any other host) in their own room."""
+    prefix = f"app{secrets.token_hex(3)}_database_"
+    auth_backend.rules[ROOM] = _member_or_signature
+    options = {
+        "authHost": auth_backend.url, "database": "redis",
+        "databaseConfig": {"redis": {"keyPrefix": prefix}},
+        "apps": [{"appId": "3001", "key": "a-key", "secret": "a-secret",
+                  "hosts": ["tenant-a.test"], "authHost": auth_backend.url},
+                 {"appId": "3002", "key": "b-key", "secret": "b-secret"}]}
+    server = await make_server(options)
+    pusher_page = await _page(node_client, server, auth_backend, "a-key", 1)
+    assert _names(await pusher_page.expect("presence_here")) == ["user 1"]
+    default = await node_client("echo2-sio4", server_url(server), transports="websocket",
+                                auth_headers={"X-User-Id": "3"})
+    await default.expect("connected")
+    await default.command({"cmd": "join", "channel": "room", "listen": [".lead.assigned"]})
+    assert _names(await default.expect("presence_here")) == ["user 3"]
+    tenant = await node_client("echo2-sio4", server_url(server), transports="websocket",
+                               auth_headers={"X-User-Id": "2"},
+                               extra_headers={"Host": f"tenant-a.test:{server.port}"})
+    await tenant.expect("connected")
+    await tenant.command({"cmd": "join", "channel": "room", "listen": [".lead.assigned"]})
+    assert _names(await tenant.expect("presence_here")) == ["user 1", "user 2"]
+    assert (await pusher_page.expect("presence_joining"))["user"] == {"name": "user 2"}
+    await default.expect_none("presence_joining", within=0.2)
+    # App A's Laravel publishes: its socket.io and pusher-js pages get it; the default not.
+    laravel_a = pusher.Pusher(app_id="3001", key="a-key", secret="a-secret", host="127.0.0.1",
+                              port=server.port, ssl=False)
+    await asyncio.to_thread(laravel_a.trigger, ROOM, "lead.assigned", {"lead": 5})
+    assert (await tenant.expect("event", channel=ROOM))["data"] == {"lead": 5}
+    assert (await pusher_page.expect("event", channel=ROOM))["data"] == {"lead": 5}
+    await redis.publish(prefix + ROOM, laravel_message("lead.assigned", {"lead": 6}))
+    assert (await default.expect("event", channel=ROOM))["data"] == {"lead": 6, "socket": None}
+    await tenant.expect_none("event", within=0.3)
+    calls = [call for call in auth_backend.calls if call.form.get("channel_name") == ROOM]
+    assert len(calls) == 3  # each page's own subscribe, A's asked with the plain name

@@ -36,6 +36,7 @@ APP_KEYS = frozenset({
     "maxEventBatchSize", "maxEventChannelsAtOnce", "maxEventNameLength",
     "maxBackendEventsPerSecond", "maxClientEventsPerSecond", "maxReadRequestsPerSecond",
     "allowedOrigins", "activityTimeoutMs", "webhooks", "channels",
+    "hosts", "authHost", "authEndpoint",
 })
 
 
@@ -98,6 +99,11 @@ class App:
     # app, which every `clients` entry and Reverb's `.env` share; an `apps` entry's or a
     # database row's own channels otherwise.
     tag: str = ""
+    # Socket.IO for an isolated app: the host names its pages connect to (the default app
+    # keeps every other), and its Laravel's /broadcasting/auth for their private channels.
+    hosts: tuple[str, ...] = ()
+    auth_host: str = ""
+    auth_endpoint: str = "/broadcasting/auth"
 
     @property
     def isolated(self) -> bool:
@@ -240,6 +246,24 @@ def _activity_timeout(entry: Mapping[str, Any], where: str) -> float:
     return timeout / 1000
 
 
+def _socketio(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``hosts`` (names, without a port), ``authHost`` (an http(s) URL) and
+    ``authEndpoint``, as the top-level options of the same names say them."""
+    hosts = entry.get("hosts") or []
+    if not (isinstance(hosts, list) and all(isinstance(h, str) and h for h in hosts)):
+        raise AppConfigError(f"{where}.hosts must be a list of host names")
+    auth_host = entry.get("authHost") or ""
+    parts = urlsplit(auth_host) if isinstance(auth_host, str) else None
+    if auth_host and (parts is None or parts.scheme not in ("http", "https")
+                      or not parts.hostname):
+        raise AppConfigError(f"{where}.authHost must be an http(s) URL")
+    endpoint = entry.get("authEndpoint", "/broadcasting/auth")
+    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
+        raise AppConfigError(f"{where}.authEndpoint must be a path")
+    return {"hosts": tuple(h.lower() for h in hosts), "auth_host": auth_host.rstrip("/"),
+            "auth_endpoint": endpoint}
+
+
 def _rules(entry: Mapping[str, Any], where: str) -> tuple[ChannelRule, ...]:
     section = entry.get("channels")
     if section is None:
@@ -298,6 +322,8 @@ def parse_app(entry: Any, where: str, *, legacy: bool = False) -> App:
                    "allowed_origins": _origins(entry, named),
                    "activity_timeout": _activity_timeout(entry, named),
                    "channel_rules": _rules(entry, named)}
+    if not legacy:
+        options.update(_socketio(entry, where))
     return App(id=app_id, key=key, secret=secret, name=str(entry.get("name") or app_id),
                enabled=entry.get("enabled", True) is not False, api_key=entry.get("apiKey"),
                webhooks=hooks, tag="" if legacy else tag_of(app_id), **options)

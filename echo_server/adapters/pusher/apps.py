@@ -6,15 +6,13 @@ which asks the app itself)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any, Protocol
 
 from broadcaster.jsoncodec import loads
-from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
+from channel_auth import AuthRequest, AuthResult
 from echo_common.signing import same_secret, sign
 
 from ...apps.model import App
-from ...apps.tags import untagged
 from ...core.names import USER_CHANNEL
 from ...core.presence import Member, user_key
 
@@ -89,20 +87,6 @@ class SignatureAuthorizer:
                 return AuthResult(CHANNEL_FULL, reason=f"{most} members already "
                                                        "(maxPresenceMembersPerChannel)")
         return AuthResult(200, channel_data=member)
-
-
-class UntaggedAuthorizer:
-    """An isolated app's subscribe: the core holds its channel under the app's tag
-    (apps/tags.py); the signature (and the app's channel rules) cover the name its client
-    knows."""
-
-    __slots__ = ("inner",)
-
-    def __init__(self, inner: ChannelAuthorizer) -> None:
-        self.inner = inner
-
-    async def authorize(self, request: AuthRequest) -> AuthResult:
-        return await self.inner.authorize(replace(request, channel=untagged(request.channel)))
 
 
 class UserChannelAuthorizer:

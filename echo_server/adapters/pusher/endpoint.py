@@ -26,6 +26,7 @@ from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
 
 from ...app_quota import AppQuota, SharedAppQuota
+from ...apps.authorizers import UntaggedAuthorizer
 from ...apps.model import App
 from ...apps.rates import TokenBucket
 from ...apps.store import AppStore, AppsUnavailable
@@ -39,12 +40,7 @@ from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
-from .apps import (
-    SignatureAuthorizer,
-    UntaggedAuthorizer,
-    UserChannelAuthorizer,
-    signed_in_user,
-)
+from .apps import SignatureAuthorizer, UserChannelAuthorizer, signed_in_user
 from .connection import PusherConnection, message
 from .wire import PusherWire
 
