@@ -179,7 +179,7 @@ class EchoServer:
                 continue
             hosts.update(dict.fromkeys(app.hosts, app))
             place = (app.auth_host, app.auth_endpoint)
-            callback = self._callbacks.get(place)
+            callback: ChannelAuthorizer | None = self._callbacks.get(place)
             if callback is None and app.auth_host:
                 callback = self._callbacks[place] = auth_callback(
                     app, verify_tls=c.auth_verify_tls, timeout=c.auth_timeout,

@@ -36,11 +36,9 @@ class NoAuthHost:
         return AuthResult(403, reason="the app has no authHost")
 
 
-def auth_callback(app: App, **settings: Any) -> HttpCallbackAuthorizer | None:
-    """The app's /broadcasting/auth, with the server's settings of the callback (timeouts,
-    bounds) as the default app's has them; None without an ``authHost``."""
-    if not app.auth_host:
-        return None
+def auth_callback(app: App, **settings: Any) -> HttpCallbackAuthorizer:
+    """The app's /broadcasting/auth (it has an ``authHost``), with the server's settings of
+    the callback (timeouts, bounds) as the default app's has them."""
     return HttpCallbackAuthorizer([app.auth_host], app.auth_endpoint, **settings)
 
 
