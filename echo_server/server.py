@@ -1,8 +1,9 @@
 """Wires the layers together and owns the listening socket: the one module that knows them all.
 
-About 650 lines because the start and stop orders live here, each step next to the reason it
+About 700 lines because the start and stop orders live here, each step next to the reason it
 comes where it does (presence before clients, sources after the cluster, what a shutdown
-flushes first); the parts themselves are in their rooms.
+flushes first), and which app store and authorizers each protocol is handed; the parts
+themselves are in their rooms.
 
 source -> SourceRunner -> core Fanout (rooms, one frame per wire) -> the adapter's transports;
 client messages -> transport (Engine.IO, Socket.IO) -> adapter (Echo) -> ChannelCore.
