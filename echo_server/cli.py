@@ -159,10 +159,9 @@ def _status_url(config: cfg.Config) -> str:
 
 
 def _status_credential(config: cfg.Config) -> str:
-    for client in config.clients:
-        key = cfg.unsigned_api_key(client)
-        if key:
-            return key
+    for app in config.apps:
+        if app.unsigned_key:
+            return app.unsigned_key
     if config.metrics_token:
         return config.metrics_token
     raise CliError(

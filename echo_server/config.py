@@ -29,7 +29,6 @@ from urllib.parse import quote
 
 from channel_auth.jwt_auth import JwtConfigError, JwtSettings
 from echo_server import dotenv, logformat
-from echo_server.adapters.pusher.apps import PusherApp
 from echo_server.apps.file_store import file_apps
 from echo_server.apps.manager import parse_app_manager
 from echo_server.apps.model import App, AppConfigError, parse_apps
@@ -684,14 +683,6 @@ class Config:
         return found
 
     @property
-    def client_apps(self) -> list[App]:
-        """The `clients` entries (and Reverb's `.env`) as apps, through the apps room."""
-        try:
-            return file_apps(self.clients, None, {})
-        except AppConfigError as error:
-            raise ConfigError(str(error)) from None
-
-    @property
     def apps(self) -> list[App]:
         """Every app of the file: `clients`, our `apps` (`[{appId, key, secret, ...}]`, names
         in docs/apps.md), Reverb's `.env`."""
@@ -699,6 +690,13 @@ class Config:
             return file_apps(self.clients, self.raw.get("apps"), self.environ)
         except AppConfigError as error:
             raise ConfigError(str(error)) from None
+
+    @property
+    def pusher_socket_ids(self) -> bool:
+        """Socket ids pusher-php-server accepts (``<digits>.<digits>``), for every client,
+        while any app may be a Pusher app: one of the file's has a secret, or a database of
+        apps is configured."""
+        return self.app_manager is not None or any(app.signs for app in self.apps)
 
     @cached_property
     def app_manager(self) -> PostgresSettings | None:
@@ -708,14 +706,6 @@ class Config:
             return parse_app_manager(self.raw.get("appManager"), self.environ)
         except AppConfigError as error:
             raise ConfigError(str(error)) from None
-
-    @property
-    def pusher_apps(self) -> dict[str, PusherApp]:
-        """The entries with a `secret`, with their Pusher app options, validated."""
-        return {app.key: PusherApp(app.id, app.key, app.secret, app.limits.client_events,
-                                   app.limits.max_connections, app.allowed_origins,
-                                   app.activity_timeout)
-                for app in self.client_apps if app.signs}
 
     @property
     def pusher_timeouts(self) -> tuple[float, float]:
@@ -755,9 +745,9 @@ class Config:
 
     @cached_property
     def webhook_endpoints(self) -> list[Endpoint]:
-        """Ours (Soketi's names): the `webhooks` of each `clients` entry, signed with its
-        `secret`."""
-        return webhook_endpoints(self.client_apps)
+        """Ours (Soketi's names): the `webhooks` of each `clients` and `apps` entry, signed
+        with its `secret`; an `apps` entry's hear only its own channels."""
+        return webhook_endpoints(self.apps)
 
     @cached_property
     def webhook_delivery(self) -> DeliverySettings:
@@ -1161,7 +1151,7 @@ def _validate(config: Config) -> None:
         "max_http_buffer_size", "write_buffer_high_water", "max_channels_per_socket",
         "max_pending_auth_per_socket", "whisper_max_bytes", "whisper_rate", "transports",
         "presence_grace", "recovery", "webhook_endpoints", "webhook_delivery",
-        "pusher_timeouts", "reverb_listen", "pusher_apps", "apps", "app_manager",
+        "pusher_timeouts", "reverb_listen", "apps", "app_manager",
         "drain_delay", "health_check_timeout",
         "workers",
         "allowed_origins", "limits", "log_format",
@@ -1198,11 +1188,6 @@ def _notices(config: Config, file_options: Mapping[str, Any]) -> list[str]:
         )
     elif config.database != "redis":
         notes.append(f"database {config.database!r} is not one the reference knows")
-    if file_options.get("apps") or config.app_manager is not None:
-        notes.append(
-            "`apps` and `appManager` are read and checked, but this build serves only the "
-            "`clients` apps, which share one channel namespace; per-app isolation comes next "
-            "(docs/apps.md)")
     if config.protocol not in ("http", "https"):
         notes.append(f"protocol {config.protocol!r} is neither http nor https")
     if config.allowed_origins is None:
@@ -1213,37 +1198,11 @@ def _notices(config: Config, file_options: Mapping[str, Any]) -> list[str]:
     return notes
 
 
-def valid_client(item: Any) -> bool:
-    """An API client needs both; the HTTP API checks again, so an entry added later (or a
-    Config made without `load_config`) can never open an app without a key."""
-    return (isinstance(item, dict) and bool(item.get("appId"))
-            and isinstance(item.get("key"), str) and bool(item["key"]))
-
-
 def _check_clients(clients: list[Any]) -> None:
     try:
         parse_apps(clients, "clients", legacy=True)
     except AppConfigError as error:
         raise ConfigError(str(error)) from None
-
-
-def pusher_secret(item: dict[str, Any]) -> str | None:
-    """The app secret of a `clients` entry that is a Pusher app (it has a `secret`): what its
-    HTTP API requests and its clients' channel signatures are signed with."""
-    secret = item.get("secret")
-    return secret if isinstance(secret, str) and secret else None
-
-
-def unsigned_api_key(item: Any) -> str | None:
-    """The key that opens laravel-echo-server's unsigned API (and the status page) for a
-    `clients` entry: its `key`; but a Pusher app's `key` is public (it ships in every page's
-    JavaScript), so for one only its own `apiKey`, if it sets one."""
-    if not valid_client(item):
-        return None
-    if "secret" not in item:
-        return str(item["key"])
-    api_key = item.get("apiKey")
-    return api_key if isinstance(api_key, str) and api_key else None
 
 
 def load_config(
@@ -1305,7 +1264,7 @@ def ensure_dev_client(config: Config) -> dict[str, str] | None:
 
     Returns the new client so the caller can print it, or `None` when clients exist.
     """
-    if any(valid_client(item) for item in config.clients):
+    if config.apps:
         return None
     client = {"appId": generate_app_id(), "key": generate_key()}
     clients = config.raw.get("clients")

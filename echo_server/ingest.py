@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from broadcaster.event import BroadcastEvent
 from broadcaster.sources.base import EventSource
 
+from .apps.tags import SEPARATOR
+
 log = logging.getLogger("echo_server.ingest")
 
 
@@ -30,6 +32,23 @@ class SourceHealth:
     outages: int = 0
     last_error: str | None = None
     events: int = 0
+
+
+Deliver = Callable[[list[BroadcastEvent]], object]
+
+
+def default_app_only(deliver: Deliver) -> Deliver:
+    """A broadcast source (Redis, a stream, PostgreSQL) feeds the default app: a channel
+    name that carries another app's tag (apps/tags.py) is dropped, never delivered there."""
+    def checked(batch: list[BroadcastEvent]) -> object:
+        for event in batch:
+            if SEPARATOR in event.channel:
+                log.warning("an event for %r dropped: a source's channel names hold no \\x1f",
+                            event.channel)
+                batch = [e for e in batch if SEPARATOR not in e.channel]
+                break
+        return deliver(batch)
+    return checked
 
 
 class SourceRunner:

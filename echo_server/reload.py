@@ -1,14 +1,14 @@
 """SIGHUP (and `echo-server reload`): read the configuration again and apply what can change
 without closing a connection.
 
-Applied live: API clients and keys (Pusher apps and their secrets too), the webhook endpoints
-of the clients, JWT settings and keys, local channel rules, the auth host and everything
-about the `/broadcasting/auth` callback and its cache, the origin allow-list (for Pusher's
-`/app/{key}` too), the metrics token, `health`, and the log level (`devMode`) and format.
-Connections that are open stay open under what admitted them (a socket verified with the old
-JWT key keeps its session until it reconnects); what is asked from now on meets the new
-settings: a Pusher connection's signatures meet its app's secret of now, and the connections
-of an app removed are closed with 4001.
+Applied live: API clients and keys, the file's `apps` (Pusher apps and their secrets too),
+the webhook endpoints of the clients, JWT settings and keys, local channel rules, the auth
+host and everything about the `/broadcasting/auth` callback and its cache, the origin
+allow-list (for Pusher's `/app/{key}` too), the metrics token, `health`, and the log level
+(`devMode`) and format. Connections that are open stay open under what admitted them (a
+socket verified with the old JWT key keeps its session until it reconnects); what is asked
+from now on meets the new settings: a Pusher connection's signatures meet its app's secret
+of now, and the connections of an app removed are closed with 4001.
 
 Everything else (port, host, TLS files, sources, Redis, limits, ...) needs a restart: it is
 named in the log and not applied at all, never half. A file that cannot be used is refused
@@ -32,9 +32,10 @@ from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import ChannelRule, parse_rules
 
 from . import logformat
-from .adapters.pusher.apps import PusherApp
 from .adapters.pusher.endpoint import PusherEndpoint
-from .config import Config, ConfigError, load_config, valid_client
+from .apps.model import App
+from .apps.store import StaticStore
+from .config import Config, ConfigError, load_config
 from .core.channels import ChannelCore
 from .core.tasks import cancel_tasks
 from .transport.engine import EngineServer
@@ -47,8 +48,8 @@ log = logging.getLogger("echo_server.reload")
 # Keys of laravel-echo-server.json (a section's key as `section.key`) applied live; a key
 # named alone covers its whole section.
 LIVE_KEYS = frozenset({
-    "clients", "jwt", "channels", "authHost", "authEndpoint", "authVerifyTls", "authTimeout",
-    "authCacheTtl", "authMaxConnections", "authMaxConnectionsPerAddress",
+    "clients", "apps", "jwt", "channels", "authHost", "authEndpoint", "authVerifyTls",
+    "authTimeout", "authCacheTtl", "authMaxConnections", "authMaxConnectionsPerAddress",
     "authMaxPendingPerAddress", "authQueueTimeout", "socketio.origins", "metrics.token",
     "health", "devMode", "log.format",
 })
@@ -70,6 +71,7 @@ class Reloadable(Protocol):
     core: ChannelCore
     engine: EngineServer
     pusher: PusherEndpoint
+    file_apps: StaticStore
     webhooks: Webhooks
     api: HttpApi
     health: Health
@@ -122,8 +124,8 @@ def lost_settings(old: Config, new: Config, dev_client: Mapping[str, str] | None
         section, dot, _ = key.partition(".")
         if not dot or (section not in gone and isinstance(new_options.get(section), dict)):
             lost.append(key)
-    if "clients" not in lost and not any(valid_client(c) for c in new.clients) and any(
-            valid_client(c) and c != dev_client for c in old.clients):
+    dev_key = (dev_client or {}).get("key")
+    if "clients" not in lost and not new.apps and any(app.key != dev_key for app in old.apps):
         lost.append("clients (none left)")
     lost += sorted(name for name, value in old.environ.items()
                    if name.startswith(READ_ENVIRONMENT) and value.strip()
@@ -188,7 +190,7 @@ class Reloader:
                     authenticator = JwtAuthenticator(new.jwt) if new.jwt is not None else None
                 endpoints = new.webhook_endpoints  # a malformed one refuses the whole file
                 rules = parse_rules(new.raw.get("channels"))
-                apps = new.pusher_apps
+                apps = new.apps
             except (ConfigError, ValueError, OSError) as error:  # RuleConfigError too
                 log.error("configuration reload refused, the running configuration stays: "
                           "%s", error)
@@ -218,7 +220,7 @@ class Reloader:
 
     def _apply(self, new: Config, authorizer: ChannelAuthorizer | None,
                authenticator: JwtAuthenticator | None, rules: list[ChannelRule],
-               apps: dict[str, PusherApp]) -> None:
+               apps: list[App]) -> None:
         """Only attribute swaps, after everything that could fail is built: nothing awaits
         between the first and the last, so no request sees half of the new settings."""
         server, old = self.server, self.server.config
@@ -227,8 +229,9 @@ class Reloader:
         server.authenticator = server.core.authenticator = authenticator
         server.engine.options.origin_allowed = new.origin_allowed
         server.pusher.options = replace(server.pusher.options, origin_allowed=new.origin_allowed)
-        server.api.clients = new.clients
-        server.pusher.reconfigure(apps, rules)
+        server.pusher.reconfigure(rules, new.pusher_socket_ids)
+        # Open Pusher connections follow their app as it is now (closed when it is gone).
+        server.file_apps.replace(apps)
         server.health.check_timeout = new.health_check_timeout
         if (new.log_format, new.dev_mode) != (old.log_format, old.dev_mode):
             logformat.configure(new.log_format, logging.DEBUG if new.dev_mode else logging.INFO)

@@ -1,8 +1,9 @@
 """Wires the layers together and owns the listening socket: the one module that knows them all.
 
-About 650 lines because the start and stop orders live here, each step next to the reason it
+About 700 lines because the start and stop orders live here, each step next to the reason it
 comes where it does (presence before clients, sources after the cluster, what a shutdown
-flushes first); the parts themselves are in their rooms.
+flushes first), and which app store and authorizers each protocol is handed; the parts
+themselves are in their rooms.
 
 source -> SourceRunner -> core Fanout (rooms, one frame per wire) -> the adapter's transports;
 client messages -> transport (Engine.IO, Socket.IO) -> adapter (Echo) -> ChannelCore.
@@ -37,7 +38,12 @@ from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 from .adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from .adapters.socketio_echo import EchoSocketIo
 from .app_quota import SharedAppQuota
-from .config import Config, ConfigError, ensure_dev_client, unsigned_api_key
+from .apps.authorizers import auth_callback, socketio_authorizer
+from .apps.manager import serving_store
+from .apps.model import App
+from .apps.store import StaticStore
+from .apps.tags import SEPARATOR
+from .config import Config, ConfigError, ensure_dev_client
 from .core.channels import ChannelCore
 from .core.cluster import Cluster
 from .core.events import PresenceChanged
@@ -49,7 +55,7 @@ from .core.shared_sessions import SharedSessions
 from .core.state import ServerState
 from .core.stream_gap import StreamGap
 from .errors import ErrorLog
-from .ingest import SourceRunner
+from .ingest import SourceRunner, default_app_only
 from .reload import Reloader
 from .siblings import SiblingLink, WorkerSlot
 from .transport.engine import EngineOptions, EngineServer
@@ -97,34 +103,47 @@ class EchoServer:
         self.occupancy = Occupancy(self.core.lifecycle)  # server-wide occupied / vacated
         self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
                                  self.core.lifecycle, presence_grace=config.presence_grace)
-        self.sockets = SocketServer(EchoSocketIo(self.core))
+        self.echo = EchoSocketIo(self.core)
+        self.sockets = SocketServer(self.echo)
+        self.dev_client = ensure_dev_client(config)
+        # Every app: the file's (a reload replaces them), then the database's, if any.
+        self.file_apps = StaticStore(config.apps)
+        self.apps = serving_store(self.file_apps, config.app_manager)
+        # Isolated apps' own /broadcasting/auth, by (authHost, authEndpoint), kept across
+        # reloads (each holds a connection pool) and closed at the end.
+        self._callbacks: dict[tuple[str, str], ChannelAuthorizer] = {}
+        self.file_apps.watch(lambda _keys: self._serve_hosts())
+        self._serve_hosts()
         # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
-        self.pusher = PusherEndpoint(self.core, config.pusher_apps, PusherOptions(
+        self.pusher = PusherEndpoint(self.core, self.apps, PusherOptions(
             max_payload=config.max_http_buffer_size,
             write_high_water=config.write_buffer_high_water,
             activity_timeout=config.pusher_timeouts[0], signin_timeout=config.pusher_timeouts[1],
             origin_allowed=config.origin_allowed), self.errors.report,
             rules=parse_rules(config.raw.get("channels")),
             quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
-            if worker is not None else None)
+            if worker is not None else None,
+            numeric=config.pusher_socket_ids)
+        if config.app_manager is not None:  # a database app's webhooks start with its first client
+            self.pusher.on_app = self.webhooks.app_seen
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
                                           self.errors.report)
         self.sockets.attach(self.engine)
-        self.dev_client = ensure_dev_client(config)
         self.runners: list[SourceRunner] = []
         self.state = ServerState(self.core, instance_id=self.instance_id,
                                  connections_by_kind=lambda: (self.engine.sessions_by_kind()
                                                               + self.pusher.by_kind()),
                                  sources=lambda: [runner.health for runner in self.runners],
                                  errors=self.errors,
-                                 webhooks=self.webhooks.figures if config.webhook_endpoints
+                                 webhooks=self.webhooks.figures
+                                 if config.webhook_endpoints or config.app_manager is not None
                                  else None)
-        self.api = HttpApi(config.clients, self.publish_events, self.state,
+        self.api = HttpApi(self.apps, self.publish_events, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
-        self.pusher_api = PusherApi(lambda: self.config, self.publish_events, self.state,
+        self.pusher_api = PusherApi(self.apps, self.publish_events, self.state,
                                     max_channel_name=config.limits.max_channel_name)
         self.bundle = ClientBundle()
         self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)
@@ -150,6 +169,28 @@ class EchoServer:
         self._engine_path = prefix
         self._engine_prefix = prefix + "/"
 
+    def _serve_hosts(self) -> None:
+        """Socket.IO pages of the file's isolated apps that own host names (`hosts`): at
+        start and after each reload."""
+        hosts: dict[str, App] = {}
+        authorizers: dict[str, ChannelAuthorizer] = {}
+        c = self.config
+        for app in self.file_apps.cached_all():
+            if not (app.tag and app.hosts):
+                continue
+            hosts.update(dict.fromkeys(app.hosts, app))
+            place = (app.auth_host, app.auth_endpoint)
+            callback: ChannelAuthorizer | None = self._callbacks.get(place)
+            if callback is None and app.auth_host:
+                callback = self._callbacks[place] = auth_callback(
+                    app, verify_tls=c.auth_verify_tls, timeout=c.auth_timeout,
+                    max_connections=c.auth_max_connections,
+                    max_connections_per_client=c.auth_max_connections_per_address,
+                    max_pending_per_client=c.auth_max_pending_per_address,
+                    queue_timeout=c.auth_queue_timeout)
+            authorizers[app.tag] = socketio_authorizer(app, callback)
+        self.echo.host_apps, self.echo.app_authorizers = hosts, authorizers
+
     def _engine_options(self) -> EngineOptions:
         c = self.config
         return EngineOptions(
@@ -167,7 +208,7 @@ class EchoServer:
 
     def _status_credentials(self) -> list[str]:
         """What opens the status page: any key of the unsigned API, or the metrics token."""
-        accepted = [key for c in self.config.clients if (key := unsigned_api_key(c))]
+        accepted = [key for app in self.file_apps.cached_all() if (key := app.unsigned_key)]
         if self.config.metrics_token:
             accepted.append(self.config.metrics_token)
         return accepted
@@ -210,6 +251,7 @@ class EchoServer:
                      worker.own_port.getsockname()[1])
         if self.link is not None:
             await self.link.start()
+        await self.apps.start()  # the database's, if any: listening for its changes
         await self._listen_as_reverb(self.worker is None)
         self.engine.start()
         self.pusher.start()
@@ -257,6 +299,8 @@ class EchoServer:
         self.status_page.stop()
         self.engine.close_all()
         self.pusher.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.apps.close(), timeout / 4)
         self.core.end_sessions()
         if self.core.shared is not None:  # the sessions just parked, for other instances
             await self.core.shared.stop(timeout / 4)
@@ -274,7 +318,7 @@ class EchoServer:
         # Each close bounded too: a peer that stopped answering must not hold the exit.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.reloader.close(), timeout / 4)
-        for closable in (self.authorizer, self.authenticator):
+        for closable in (self.authorizer, self.authenticator, *self._callbacks.values()):
             close = getattr(closable, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):
@@ -382,6 +426,8 @@ class EchoServer:
         from echo_common.jsoncodec import dumps
 
         channel = event.channel
+        if SEPARATOR in channel:  # an isolated app's: never told to the default app's Redis
+            return
         try:
             members = event.members
             if members is None:
@@ -411,7 +457,8 @@ class EchoServer:
                             "it was down is replayed, and each start leaves a consumer group "
                             "behind", source.display_url, self.instance_id)
             source.on_bad_message = self.errors.report
-            self.runners.append(SourceRunner(source, deliver, on_down=self._source_down))
+            self.runners.append(SourceRunner(source, default_app_only(deliver),
+                                             on_down=self._source_down))
         self._share_sessions()
         for runner in self.runners:
             runner.start()
@@ -449,13 +496,14 @@ class EchoServer:
     def _source_down(self, runner: SourceRunner, exc: BaseException) -> None:
         url = runner.health.url
         if runner.health.outages == 1 and runner.health.events == 0:
-            app = self.config.clients[0] if self.config.clients else {}
+            apps = self.file_apps.cached_all()
+            app_id = apps[0].id if apps else "<appId>"
             what = {"postgres": "PostgreSQL"}.get(runner.health.kind, "Redis")
             log.warning(
                 "%s is not reachable at %s (%s). Serving with the in-memory bus: publish with "
                 "POST /apps/%s/events. Start %s or fix the source in laravel-echo-server.json "
                 "(databaseConfig.redis or sources); retrying in the background and switching "
-                "over when it answers.", what, url, exc, app.get("appId", "<appId>"), what)
+                "over when it answers.", what, url, exc, app_id, what)
         else:
             log.warning("event source %s is unreachable (%s); retrying in the background",
                         url, exc)

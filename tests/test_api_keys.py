@@ -42,10 +42,9 @@ def test_start_with_a_keyless_client_exits_1(tmp_path: Path) -> None:
 
 
 async def test_an_entry_without_a_key_authorizes_nothing(make_server: ServerFactory) -> None:
-    """Even one that never went through the config's check (added at run time): the
-    literal key ``None`` used to open it (``str(None) == "None"``)."""
+    """The literal key ``None`` used to open one (``str(None) == "None"``); the API now
+    takes apps, and an ``App`` cannot be built without a key: such an id has no app."""
     server = await make_server(redis=False)
-    server.api.clients.append({"appId": "keyless"})
     base = server_url(server) + "/apps/keyless"
     async with http_client() as http:
         for key in ("None", "null", "undefined"):

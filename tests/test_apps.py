@@ -117,8 +117,12 @@ def test_an_apps_entry_carries_every_option_typed() -> None:
     [endpoint] = endpoints([app])
     assert (endpoint.app_id, endpoint.key, endpoint.secret, endpoint.url) == (
         "42", "k", SECRET, "https://hooks.test/in")
-    assert endpoint.wants("member_added", "presence-x") and not endpoint.wants(
-        "member_removed", "presence-x")
+    # It hears its own app's channels (as the core holds them: tagged) and no other's.
+    assert app.tag == "\x1f42" and endpoint.tag == app.tag
+    assert endpoint.wants("member_added", "presence-x\x1f42") and not endpoint.wants(
+        "member_removed", "presence-x\x1f42")
+    assert not endpoint.wants("member_added", "presence-x")
+    assert not endpoint.wants("member_added", "presence-x\x1f43")
 
 
 @pytest.mark.parametrize(("entry", "message"), [
@@ -157,9 +161,9 @@ def test_the_config_reads_apps_next_to_clients(tmp_path: Path) -> None:
     config = load_config(cwd=str(tmp_path), environ={})
     assert [(a.id, a.key, a.signs) for a in config.apps] == [
         ("api", "api-key", False), ("7", "seven", True)]
-    # This increment serves the clients as before, and not yet the isolated apps.
-    assert list(config.pusher_apps) == [] and config.webhook_endpoints == []
-    assert any("`apps` and `appManager` are read and checked" in w for w in config.warnings)
+    # Served, each with its own channels: no notice any more.
+    assert config.webhook_endpoints == []
+    assert not any("`apps`" in w for w in config.warnings)
 
 
 def test_signing_is_pushers_and_safe_on_any_text() -> None:
@@ -186,7 +190,7 @@ def test_reverb_env_is_an_app_as_before(tmp_path: Path) -> None:
     assert config.reverb_listen == (None, 8080)
     assert [(a.id, a.key, a.secret) for a in config.apps] == [
         ("api", "api-key", ""), ("424242", "reverb-key", "reverb-secret")]
-    assert list(config.pusher_apps) == ["reverb-key"]
+    assert [a.key for a in config.apps if a.signs] == ["reverb-key"]
     # A `clients` entry with Reverb's key wins; no second app.
     assert len(file_apps([{"appId": "x", "key": "reverb-key"}], None, config.environ)) == 1
 

@@ -26,7 +26,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from echo_server.adapters.pusher.apps import PusherApp, signed_in_user
+from echo_server.adapters.pusher.apps import signed_in_user
+from echo_server.apps.model import App
 from echo_server.demo import PRESENCE_CHANNEL, REVERB_STACK, WEBHOOK_PATH, Demo, DemoBackend
 from echo_server.web.demo_files import DEMO_DIR, DemoFiles
 from tests.conftest import ROOT, free_port, server_url
@@ -576,7 +577,7 @@ async def test_demo_backend_signs_a_pusher_user_in() -> None:
     finally:
         await backend.stop()
     assert json.loads(answer["user_data"]) == {"id": str(B), "name": "Mehmet Demir"}
-    app = PusherApp("lead-panel", "key", "app-secret")
+    app = App("lead-panel", "key", "app-secret")
     assert signed_in_user(app, "123.456", answer["auth"], answer["user_data"]) == str(B)
     assert signed_in_user(app, "123.457", answer["auth"], answer["user_data"]) is None
 

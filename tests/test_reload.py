@@ -22,7 +22,8 @@ import jwt
 import pytest
 
 from channel_auth import AuthRequest
-from echo_server.adapters.pusher.apps import PusherApp, SignatureAuthorizer
+from echo_server.adapters.pusher.apps import SignatureAuthorizer
+from echo_server.apps.model import App
 from echo_server.config import Config
 from echo_server.reload import lost_settings
 from echo_server.server import EchoServer
@@ -373,10 +374,10 @@ async def test_a_removed_apps_connections_are_closed_with_4001(
 
 async def test_a_signature_in_flight_is_checked_against_the_app_of_now() -> None:
     """A subscribe read before a reload and checked after it meets the new secret."""
-    connection = SimpleNamespace(app=PusherApp("app", PUSHER_KEY, OLD_SECRET))
+    connection = SimpleNamespace(app=App("app", PUSHER_KEY, OLD_SECRET))
     request = AuthRequest(channel="private-x", socket_id="1.2")
     authorizer = SignatureAuthorizer(connection, signed(OLD_SECRET, "1.2:private-x"), None)
-    connection.app = PusherApp("app", PUSHER_KEY, NEW_SECRET)
+    connection.app = App("app", PUSHER_KEY, NEW_SECRET)
     assert (await authorizer.authorize(request)).status == 401
 
 

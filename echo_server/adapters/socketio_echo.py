@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
+from channel_auth import ChannelAuthorizer
 from channel_auth.jwt_auth import TokenSources
 from echo_common.jsoncodec import loads
 
+from ..apps.model import App
+from ..apps.tags import untagged
 from ..core.channels import ChannelCore
 from ..core.connection import ClientState, Item, Wire
 from ..core.events import ConnectionClosed, ConnectionOpened
@@ -110,6 +113,31 @@ class SocketIoWire:
         return connection.session.closed
 
 
+class IsolatedAppWire(SocketIoWire):
+    """The Socket.IO wire of an isolated app's sockets (apps/tags.py): the same packets,
+    under the channel names its clients know. A wire of its own, so the default app's
+    fan-out does no untagging at all."""
+
+    __slots__ = ()
+
+    def _message(self, channel: str, event: str, data_json: str | bytes,
+                 offset: int | str) -> bytes:
+        return super()._message(untagged(channel), event, data_json, offset)
+
+    def send_batch(self, batch: Sequence[Item[Socket]]) -> int:
+        return super().send_batch([(members, untagged(channel), event, data_json, offset,
+                                    exclude)
+                                   for members, channel, event, data_json, offset, exclude
+                                   in batch])
+
+    def subscribed(self, connection: Socket, channel: str,
+                   members: list[dict[str, Any]] | None) -> None:
+        super().subscribed(connection, untagged(channel), members)
+
+    def refused(self, connection: Socket, channel: str, status: int) -> None:
+        super().refused(connection, untagged(channel), status)
+
+
 def _recovery_request(socket: Socket, auth: Any) -> tuple[str | None, object]:
     """The pid (None: a new session) and last offset a connecting client brings back."""
     if socket.eio == 3:  # our extension: the handshake's query, as EIO3 has no CONNECT data
@@ -121,6 +149,18 @@ def _recovery_request(socket: Socket, auth: Any) -> tuple[str | None, object]:
     if isinstance(pid, str) and pid and pid != EIO3_OPT_IN:
         return pid, offset
     return None, None
+
+
+def _host_name(headers: dict[str, str]) -> str:
+    """The Host header's name, without its port, as an app's ``hosts`` list it."""
+    host = headers.get("host", "").lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]
+
+
+async def _refusal(text: str) -> str:
+    return text
 
 
 def _forwarded_headers(payload: dict[str, Any]) -> dict[str, str]:
@@ -172,9 +212,23 @@ class EchoSocketIo:
         self.core = core
         self.wire = SocketIoWire()
         self.offsets_wire = SocketIoWire(offsets=True) if core.sessions is not None else None
+        self.isolated_wire = IsolatedAppWire()
+        # Isolated apps that own a host name (`hosts`), and each one's authorizer (its own
+        # rules and /broadcasting/auth) by its tag; the server keeps both current.
+        self.host_apps: dict[str, App] = {}
+        self.app_authorizers: dict[str, ChannelAuthorizer] = {}
 
     def on_connect(self, socket: Socket, auth: Any) -> Any:
         handshake = socket.handshake
+        app = self.host_apps.get(_host_name(handshake.headers)) if self.host_apps else None
+        if app is not None:  # an isolated app's page: its own channels, no recovery
+            socket.state = ClientState(self.isolated_wire, handshake.address,
+                                       handshake.headers)
+            socket.state.tag = app.tag
+            if not app.enabled:
+                return _refusal("App is disabled")
+            return self.core.authenticate(socket, lambda: TokenSources(
+                connect_payload=auth, query=handshake.query, headers=handshake.headers))
         wire: Wire[Socket] = self.wire
         recovers = False
         if self.offsets_wire is not None and (socket.eio == 4 or EIO3_PID in handshake.query):
@@ -243,7 +297,9 @@ class EchoSocketIo:
         payload = args[0] if args else None
         if event == "subscribe":
             if isinstance(payload, dict):
-                self.core.subscribe(socket, payload.get("channel"), _forwarded_headers(payload))
+                tag = socket.state.tag
+                self.core.subscribe(socket, payload.get("channel"), _forwarded_headers(payload),
+                                    self.app_authorizers.get(tag) if tag else None)
             else:
                 self.core.subscribe(socket, None, {})
         elif event == "unsubscribe":

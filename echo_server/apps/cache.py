@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .model import App
+from .rates import TokenBucket
 from .store import AppsUnavailable
 
 T = TypeVar("T")
@@ -60,23 +61,13 @@ class Lru(Generic[T]):
         self._items.clear()
 
 
-class MissBudget:
-    """A token bucket: ``rate`` lookups of unseen keys per second, ``burst`` at once."""
+class MissBudget(TokenBucket):
+    """``rate`` lookups of unseen keys per second, ``burst`` at once."""
+
+    __slots__ = ()
 
     def __init__(self, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._tokens = burst
-        self._at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
+        super().__init__(rate, burst)
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,9 +83,11 @@ def parse_app_manager(section: Any, environ: Mapping[str, str]) -> PostgresSetti
         pool_size=int(_number(section, "poolSize", 4, integer=True)))
 
 
-def serving_store(file_apps: Iterable[App], database: PostgresSettings | None) -> AppStore:
-    """What the server looks apps up in: the file's, then the database's."""
-    static = StaticStore(file_apps)
+def serving_store(file_apps: Iterable[App] | StaticStore,
+                  database: PostgresSettings | None) -> AppStore:
+    """What the server looks apps up in: the file's (a reload replaces them in place), then
+    the database's."""
+    static = file_apps if isinstance(file_apps, StaticStore) else StaticStore(file_apps)
     return static if database is None else ChainStore(static, PostgresStore(database))
 
 

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from channel_auth.rules import ChannelRule, RuleConfigError, parse_rules
 
+from .tags import tag_of
+
 WEBHOOK_EVENT_TYPES = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
                        "client_event", "cache_miss")
 MAX_WEBHOOK_HEADERS = 32
@@ -28,11 +30,13 @@ MAX_WEBHOOK_HEADERS = 32
 # an `apps` entry is ours, so a misspelt option is an error rather than a silent default.
 APP_KEYS = frozenset({
     "appId", "id", "key", "secret", "name", "enabled", "apiKey",
-    "enableClientMessages", "maxConnections", "maxChannelsPerConnection",
+    "enableClientMessages", "maxConnections", "maxConnectionsPerAddress",
+    "maxChannelsPerConnection",
     "maxPresenceMembersPerChannel", "maxPresenceMemberSizeInKb", "maxEventPayloadInKb",
     "maxEventBatchSize", "maxEventChannelsAtOnce", "maxEventNameLength",
     "maxBackendEventsPerSecond", "maxClientEventsPerSecond", "maxReadRequestsPerSecond",
     "allowedOrigins", "activityTimeoutMs", "webhooks", "channels",
+    "hosts", "authHost", "authEndpoint",
 })
 
 
@@ -56,6 +60,7 @@ class AppLimits:
     """What one app may hold and send; 0 leaves the server-wide bound (or none) in charge."""
 
     max_connections: int = 0
+    max_connections_per_address: int = 0  # 0: a quarter of max_connections (4100 beyond)
     max_channels_per_connection: int = 0
     max_presence_members: int = 0
     max_presence_member_bytes: int = 0
@@ -90,12 +95,32 @@ class App:
     webhooks: tuple[Webhook, ...] = ()
     # Compared (patterns compare by their text), but not hashed: a rule holds dicts.
     channel_rules: tuple[ChannelRule, ...] = field(default=(), hash=False)
+    # What its channel names end with behind the protocols (tags.py): "" for the default
+    # app, which every `clients` entry and Reverb's `.env` share; an `apps` entry's or a
+    # database row's own channels otherwise.
+    tag: str = ""
+    # Socket.IO for an isolated app: the host names its pages connect to (the default app
+    # keeps every other), and its Laravel's /broadcasting/auth for their private channels.
+    hosts: tuple[str, ...] = ()
+    auth_host: str = ""
+    auth_endpoint: str = "/broadcasting/auth"
+
+    @property
+    def isolated(self) -> bool:
+        return bool(self.tag)
 
     @property
     def signs(self) -> bool:
         """A Pusher app: its clients, HTTP API requests and webhooks are signed with the
         secret."""
         return bool(self.secret)
+
+    @property
+    def unsigned_key(self) -> str | None:
+        """The key that opens laravel-echo-server's unsigned API (and the status page): an
+        API client's ``key``; but a Pusher app's ``key`` is public (it ships in every page's
+        JavaScript), so for one only its own ``apiKey``, if it sets one."""
+        return self.api_key if self.signs else self.key
 
     def origin_allowed(self, origin: str | None) -> bool:
         """Exact origins (``https://app.test``), or ``*``."""
@@ -136,6 +161,7 @@ def _kilobytes(entry: Mapping[str, Any], name: str, where: str) -> int:
 def _limits(entry: Mapping[str, Any], where: str) -> AppLimits:
     return AppLimits(
         max_connections=_bounded_int(entry, "maxConnections", where),
+        max_connections_per_address=_bounded_int(entry, "maxConnectionsPerAddress", where),
         max_channels_per_connection=_bounded_int(entry, "maxChannelsPerConnection", where),
         max_presence_members=_bounded_int(entry, "maxPresenceMembersPerChannel", where),
         max_presence_member_bytes=_kilobytes(entry, "maxPresenceMemberSizeInKb", where),
@@ -220,6 +246,24 @@ def _activity_timeout(entry: Mapping[str, Any], where: str) -> float:
     return timeout / 1000
 
 
+def _socketio(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``hosts`` (names, without a port), ``authHost`` (an http(s) URL) and
+    ``authEndpoint``, as the top-level options of the same names say them."""
+    hosts = entry.get("hosts") or []
+    if not (isinstance(hosts, list) and all(isinstance(h, str) and h for h in hosts)):
+        raise AppConfigError(f"{where}.hosts must be a list of host names")
+    auth_host = entry.get("authHost") or ""
+    parts = urlsplit(auth_host) if isinstance(auth_host, str) else None
+    if auth_host and (parts is None or parts.scheme not in ("http", "https")
+                      or not parts.hostname):
+        raise AppConfigError(f"{where}.authHost must be an http(s) URL")
+    endpoint = entry.get("authEndpoint", "/broadcasting/auth")
+    if not isinstance(endpoint, str) or not endpoint.startswith("/"):
+        raise AppConfigError(f"{where}.authEndpoint must be a path")
+    return {"hosts": tuple(h.lower() for h in hosts), "auth_host": auth_host.rstrip("/"),
+            "auth_endpoint": endpoint}
+
+
 def _rules(entry: Mapping[str, Any], where: str) -> tuple[ChannelRule, ...]:
     section = entry.get("channels")
     if section is None:
@@ -278,9 +322,11 @@ def parse_app(entry: Any, where: str, *, legacy: bool = False) -> App:
                    "allowed_origins": _origins(entry, named),
                    "activity_timeout": _activity_timeout(entry, named),
                    "channel_rules": _rules(entry, named)}
+    if not legacy:
+        options.update(_socketio(entry, where))
     return App(id=app_id, key=key, secret=secret, name=str(entry.get("name") or app_id),
                enabled=entry.get("enabled", True) is not False, api_key=entry.get("apiKey"),
-               webhooks=hooks, **options)
+               webhooks=hooks, tag="" if legacy else tag_of(app_id), **options)
 
 
 def parse_apps(entries: Any, section: str, *, legacy: bool = False) -> list[App]:

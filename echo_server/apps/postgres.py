@@ -31,7 +31,7 @@ from broadcaster.sources.postgres import quote_table
 
 from .cache import CacheSettings, CacheStats, LookupCache, MissBudget
 from .model import App, AppConfigError, parse_app
-from .store import AppStore, AppStoreError, AppsUnavailable
+from .store import AppStore, AppStoreError, AppsUnavailable, Lookup
 
 log = logging.getLogger("echo_server.apps")
 
@@ -188,16 +188,27 @@ class PostgresStore(AppStore):
         if not isinstance(change, dict) or change.get("all"):
             self.clear()
             return
-        for name in ("key", "old_key"):
-            if isinstance(change.get(name), str):
-                self.by_keys.drop(change[name])
+        keys = frozenset(change[name] for name in ("key", "old_key")
+                         if isinstance(change.get(name), str))
+        for key in keys:
+            self.by_keys.drop(key)
         for name in ("id", "old_id"):
             if isinstance(change.get(name), str):
                 self.by_ids.drop(change[name])
+        self.changed(keys)
 
     def clear(self) -> None:
         self.by_keys.clear()
         self.by_ids.clear()
+        self.changed(None)
+
+    def cached(self, lookup: Lookup, name: str) -> tuple[App, ...] | None:
+        cache = self.by_keys if lookup == "key" else self.by_ids
+        app = cache.found.get(name)
+        if app is not None:
+            cache.stats.hits += 1
+            return (app,)
+        return None
 
     # -- lookups --------------------------------------------------------------------------
     async def by_key(self, key: str) -> App | None:

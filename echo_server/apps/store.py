@@ -8,14 +8,19 @@ cannot tell right now (the database is away, or its lookup budget is spent): a p
 answers that with its "try again later" error, never with "unknown app", since pusher-js
 stops reconnecting on 4001.
 
+A protocol's hot path (a publish, an upgrade) must not wait for a task when the answer is
+in memory: ``cached`` answers at once from what the store holds (the file's apps, the
+database's cache), or None when only an awaited lookup can tell. ``watch`` hears which keys
+changed (a reload, a NOTIFY; None: any of them), so open connections follow their app.
+
 The writing side (``add`` an ``apps`` entry, ``remove`` by id) is what the ``apps:*``
 commands use; a read-only store refuses it with ``AppStoreError``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
 
 from .model import App
 
@@ -28,9 +33,28 @@ class AppsUnavailable(Exception):
     """The store cannot tell now whether the app exists: refuse with "try again later"."""
 
 
+Lookup = Literal["key", "id"]
+# Told the keys of the apps that changed (None: any app may have), after the change.
+ChangeListener = Callable[[frozenset[str] | None], None]
+
+
 class AppStore:
     kind = "static"
     writable = False
+    listeners: list[ChangeListener]
+
+    def watch(self, listener: ChangeListener) -> None:
+        self.listeners = [*getattr(self, "listeners", ()), listener]
+
+    def changed(self, keys: frozenset[str] | None) -> None:
+        for listener in getattr(self, "listeners", ()):
+            listener(keys)
+
+    def cached(self, lookup: Lookup, name: str) -> tuple[App, ...] | None:
+        """The apps known now with that key (at most one) or id (the legacy ``clients`` may
+        share one), ``()`` when known to have none, None when ``by_key``/``by_id`` must be
+        awaited to tell."""
+        return None
 
     async def start(self) -> None:
         """Connect and load; an unreachable backend raises here only if nothing can work."""
@@ -63,18 +87,31 @@ class StaticStore(AppStore):
 
     def replace(self, apps: Iterable[App]) -> None:
         """A reload's apps, at once: a lookup sees the old set or the new one."""
-        listed = list(apps)
-        self._by_key = {app.key: app for app in listed}
-        self._by_id = {app.id: app for app in listed}
+        listed = self._listed = list(apps)
+        self._by_key = {app.key: (app,) for app in listed}  # the last of a key wins
+        by_id: dict[str, tuple[App, ...]] = {}
+        for app in listed:
+            by_id[app.id] = (*by_id.get(app.id, ()), app)
+        self._by_id = by_id
+        self.changed(None)
+
+    def cached(self, lookup: Lookup, name: str) -> tuple[App, ...]:
+        return (self._by_key if lookup == "key" else self._by_id).get(name, ())
 
     async def by_key(self, key: str) -> App | None:
-        return self._by_key.get(key)
+        found = self._by_key.get(key)
+        return found[0] if found else None
 
     async def by_id(self, app_id: str) -> App | None:
-        return self._by_id.get(app_id)
+        found = self._by_id.get(app_id)
+        return found[0] if found else None
+
+    def cached_all(self) -> list[App]:
+        """Every app, in the file's order (what the status page's keys are read from)."""
+        return list(self._listed)
 
     async def all(self) -> list[App]:
-        return list(self._by_key.values())
+        return self.cached_all()
 
 
 class ChainStore(AppStore):
@@ -85,6 +122,18 @@ class ChainStore(AppStore):
         self.stores = stores
         self.kind = "+".join(store.kind for store in stores)
         self.writable = stores[-1].writable
+
+    def watch(self, listener: ChangeListener) -> None:
+        for store in self.stores:
+            store.watch(listener)
+
+    def cached(self, lookup: Lookup, name: str) -> tuple[App, ...] | None:
+        """The first store's answer that has apps; None as soon as one cannot tell."""
+        for store in self.stores:
+            found = store.cached(lookup, name)
+            if found is None or found:
+                return found
+        return ()
 
     async def start(self) -> None:
         for store in self.stores:

@@ -391,6 +391,8 @@ class ChannelCore:
             if isinstance(channel, str) and valid_text(channel) and len(channel) <= 1000:
                 state.wire.refused(connection, channel, 400)
             return
+        if state.tag:  # an isolated app's client: its own channel of that name
+            channel += state.tag
         restored = state.restored
         if restored and channel in restored and channel in state.channels:
             restored.discard(channel)  # a client repeating its subscribe after recovering
@@ -510,6 +512,8 @@ class ChannelCore:
             self.report_error("bad_subscribe",
                               f"unsubscribe without a channel from {connection.id}")
             return
+        if connection.state.tag:
+            channel += connection.state.tag
         pending = connection.state.pending
         if pending and channel in pending:
             pending.pop(channel).cancel()
@@ -522,6 +526,8 @@ class ChannelCore:
                      data: Any) -> None:
         """A whisper (``client-*``) to a private or presence channel the sender is in; the
         reference drops the others silently, and so do we (not an error)."""
+        if isinstance(channel, str) and connection.state.tag:
+            channel += connection.state.tag
         if not (isinstance(event, str) and isinstance(channel, str) and is_client_event(event)
                 and is_private(channel) and self.rooms.contains(channel, connection)):
             return

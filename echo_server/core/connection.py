@@ -64,7 +64,7 @@ class ClientState:
     several modules read."""
 
     __slots__ = ("address", "channels", "claims", "client", "expiry", "handover", "headers",
-                 "joined", "pending", "presence", "recovery_token", "restored", "user",
+                 "joined", "pending", "presence", "recovery_token", "restored", "tag", "user",
                  "whisper_at", "whisper_tokens", "wire")
 
     def __init__(self, wire: Wire[Any], address: str, headers: dict[str, str]) -> None:
@@ -72,6 +72,9 @@ class ClientState:
         self.address = address  # the client's, through trusted proxies
         self.client = client_key(address)  # what per-address bounds count it under (/64)
         self.headers = headers  # the handshake's, forwarded to the auth host
+        # Its app's channel tag (apps/tags.py): "" for the default app's clients; the core
+        # puts it on every name the client gives, after checking the name without it.
+        self.tag = ""
         self.channels: set[str] = set()
         self.claims: dict[str, Any] | None = None  # a verified JWT's
         self.user: str | None = None  # signed in as (Pusher's pusher:signin)

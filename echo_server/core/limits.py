@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..apps.tags import SEPARATOR
 from ..counts import AddressCounts
 from .names import USER_CHANNEL
 
@@ -56,6 +57,8 @@ def channel_name_problem(name: object, max_length: int, *, pusher: bool = False)
         return None
     if not valid_text(name):
         return "channel name is not valid UTF-8 text"
+    if SEPARATOR in name:  # what tags another app's channels (apps/tags.py)
+        return "channel name with a control character \\x1f"
     return None
 
 

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from ..apps.tags import app_tag
 from .channels import ChannelCore
 from .presence import Member
 
@@ -64,6 +65,25 @@ class ServerState:
     def local_channel_counts(self) -> dict[str, int]:
         return self.core.rooms.counts()
 
+    def local_app_figures(self) -> dict[str, list[int]]:
+        """Per app (by id; "" for the default app): [connections, channels, subscriptions]
+        of this process. Read at a scrape or a status sample, never per event."""
+        figures: dict[str, list[int]] = {}
+        for connection in self.core.connections.values():
+            tag = connection.state.tag
+            row = figures.get(tag[1:])
+            if row is None:
+                row = figures[tag[1:]] = [0, 0, 0]
+            row[0] += 1
+        for name, count in self.local_channel_counts().items():
+            app_id = app_tag(name)[1:]
+            row = figures.get(app_id)
+            if row is None:
+                row = figures[app_id] = [0, 0, 0]
+            row[1] += 1
+            row[2] += count
+        return figures
+
     def presence_memberships(self) -> int:
         """Presence memberships of local connections (joined or joining)."""
         return self.core.presence.members
@@ -112,10 +132,12 @@ class ServerState:
         return await self.core.presence.store.members(channel)
 
     # -- the one action the HTTP side takes ------------------------------------------------
-    def terminate_user(self, user_id: str) -> int:
-        """Close this instance's connections of ``user_id`` (Pusher's terminate_connections);
-        how many. Each through its own wire, which tells its client it was closed."""
-        connections = self.core.connections_of_user(user_id)
+    def terminate_user(self, user_id: str, tag: str = "") -> int:
+        """Close this instance's connections of ``user_id`` in the app whose channels carry
+        ``tag`` (Pusher's terminate_connections); how many. Each through its own wire, which
+        tells its client it was closed."""
+        connections = [connection for connection in self.core.connections_of_user(user_id)
+                       if connection.state.tag == tag]
         for connection in connections:
             connection.state.wire.disconnect(connection, "terminated")
         return len(connections)

@@ -17,7 +17,9 @@ from broadcaster.event import BroadcastEvent
 from echo_common.jsoncodec import dumps, loads
 from echo_common.signing import same_secret
 
-from ..config import unsigned_api_key
+from ..apps.model import App
+from ..apps.store import AppStore, AppsUnavailable
+from ..apps.tags import SEPARATOR, in_app
 from ..core.state import ServerState, rss_bytes
 from ..transport.http import Request, Response
 
@@ -37,10 +39,10 @@ def _json(status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
 
 
 class HttpApi:
-    def __init__(self, clients: list[dict[str, Any]], publish: Publish, state: ServerState, *,
+    def __init__(self, apps: AppStore, publish: Publish, state: ServerState, *,
                  http_publish: bool = True, cors: dict[str, Any] | None = None,
                  extra_headers: dict[str, str] | None = None) -> None:
-        self.clients = clients
+        self.apps = apps
         self.publish = publish
         self.state = state
         self.http_publish = http_publish
@@ -73,17 +75,38 @@ class HttpApi:
                 return self.not_found(request)
         elif request.method not in ("GET", "HEAD") or (kind == "status" and (name or users)):
             return self.not_found(request)
-        if not self._authorized(app_id, request):
+        found = self.apps.cached("id", app_id)
+        if found is None:  # an id the store's memory lacks: its database answers
+            return self._looked_up(app_id, request, kind, name, users)
+        return self._dispatch(found, request, kind, name, users)
+
+    async def _looked_up(self, app_id: str, request: Request, kind: str, name: str | None,
+                         users: str | None) -> Response:
+        try:
+            app = await self.apps.by_id(app_id)
+        except AppsUnavailable:
+            return _json(503, {"error": "Apps cannot be looked up now: retry later"},
+                         self.headers)
+        answer = self._dispatch((app,) if app is not None else (), request, kind, name, users)
+        return answer if isinstance(answer, Response) else await answer
+
+    def _dispatch(self, apps: tuple[App, ...], request: Request, kind: str, name: str | None,
+                  users: str | None) -> Response | Awaitable[Response]:
+        app = self._authorized(apps, request)
+        if app is None:
             return _json(403, {"error": "Unauthorized"}, self.headers)
+        tag = app.tag  # an isolated app's own channels (apps/tags.py)
         if kind == "events":
-            return self._post_event(request)
+            return self._post_event(request, tag)
         if kind == "status":
             return self._status()
         if name is None:
-            return self._channels(request.query.get("filter_by_prefix", ""))
+            return self._channels(request.query.get("filter_by_prefix", ""), tag)
+        if SEPARATOR in name:
+            return _json(400, {"error": "Invalid channel name"}, self.headers)
         if users:
-            return self._users(name)
-        return self._channel(name)
+            return self._users(name + tag)
+        return self._channel(name + tag)
 
     async def _status(self) -> Response:
         rss = rss_bytes()
@@ -95,8 +118,8 @@ class HttpApi:
                              "arrayBuffers": 0},
         }, self.headers)
 
-    async def _channels(self, prefix: str) -> Response:
-        counts = await self.state.channel_counts(prefix)
+    async def _channels(self, prefix: str, tag: str) -> Response:
+        counts = in_app(await self.state.channel_counts(prefix), tag)
         return _json(200, {"channels": {
             name: {"subscription_count": count, "occupied": True}
             for name, count in counts.items() if count > 0}}, self.headers)
@@ -115,22 +138,23 @@ class HttpApi:
         return _json(200, {"users": [{"id": m.user_id, "user_info": m.user_info}
                                      for m in members]}, self.headers)
 
-    def _authorized(self, app_id: str, request: Request) -> bool:
+    def _authorized(self, apps: tuple[App, ...], request: Request) -> App | None:
+        """The app of the path's id (the legacy ``clients`` may share one) whose unsigned
+        key the request brings, if it is enabled."""
         header = request.headers.get("authorization")
         if header is not None:
             key = header[7:] if header[:7].lower() == "bearer " else None
         else:
             key = request.query.get("auth_key")
         if not key:
-            return False
-        for client in self.clients:
-            expected = unsigned_api_key(client)
-            if expected is not None and str(client["appId"]) == app_id \
-                    and same_secret(key, expected):
-                return True
-        return False
+            return None
+        for app in apps:
+            expected = app.unsigned_key
+            if expected is not None and app.enabled and same_secret(key, expected):
+                return app
+        return None
 
-    def _post_event(self, request: Request) -> Response:
+    def _post_event(self, request: Request, tag: str) -> Response:
         try:
             body = loads(request.body) if request.body.strip() else None
         except ValueError:
@@ -147,6 +171,10 @@ class HttpApi:
                 or not isinstance(name, str) or not all(isinstance(c, str) and c
                                                         for c in channels)):
             return _json(400, {"error": EVENT_INCOMPLETE}, self.headers)
+        if any(SEPARATOR in channel for channel in channels):  # no app names another's
+            return _json(400, {"error": "Invalid channel name"}, self.headers)
+        if tag:
+            channels = [channel + tag for channel in channels]
         if isinstance(data, str):
             with contextlib.suppress(ValueError):
                 data = loads(data)

@@ -47,17 +47,19 @@ disable_created_metrics()  # the *_created samples only add noise to every scrap
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RECONNECT_WINDOW = 60.0
+APP_LABELS = 50  # isolated apps labelled by their id in /metrics; the rest as "other"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1,
                     0.25, 0.5, 1.0,
                     2.5, 5.0, 10.0)
 
 
 class Metrics:
-    def __init__(self, state: ServerState, lifecycle: Lifecycle) -> None:
+    def __init__(self, state: ServerState, lifecycle: Lifecycle,
+                 app_labels: int = APP_LABELS) -> None:
         self.state = state
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(ProcessCollector(registry=None))
-        self.registry.register(_StateCollector(state))
+        self.registry.register(_StateCollector(state, app_labels))
         r = self.registry
         self.broadcast_seconds = Histogram(
             "echo_broadcast_seconds", "Source batch received to the last recipient's frame "
@@ -149,11 +151,30 @@ class Metrics:
         return generate_latest(_WorkersCollector(answers))
 
 
+def app_rows(figures: dict[str, list[int]], labels: int) -> dict[str, list[int]]:
+    """Per-app rows under a bounded set of ``app_id`` labels: the default app (``default``)
+    and the first ``labels`` other apps by id (sorted: a stable set from scrape to scrape,
+    not one that churns with traffic); every app past them summed under ``other``."""
+    rows: dict[str, list[int]] = {}
+    named = 0
+    for app_id in sorted(figures):
+        label = app_id or "default"
+        if app_id:
+            named += 1
+            if named > labels:
+                label = "other"
+        row = rows.setdefault(label, [0, 0, 0])
+        for index, value in enumerate(figures[app_id]):
+            row[index] += value
+    return rows
+
+
 class _StateCollector:
     """Figures read at scrape time from what the server keeps anyway."""
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, app_labels: int = APP_LABELS) -> None:
         self.state = state
+        self.app_labels = app_labels
 
     def describe(self) -> Iterable[Metric]:
         return []
@@ -172,6 +193,14 @@ class _StateCollector:
                                 value=len(counts))
         yield GaugeMetricFamily("echo_subscriptions", "Socket-channel subscriptions",
                                 value=sum(counts.values()))
+        per_app = [GaugeMetricFamily(f"echo_app_{name}", text, labels=["app_id"])
+                   for name, text in (("connections", "Open connections of each app"),
+                                      ("channels", "Channels of each app with a local socket"),
+                                      ("subscriptions", "Subscriptions of each app"))]
+        for label, row in app_rows(state.local_app_figures(), self.app_labels).items():
+            for family, value in zip(per_app, row, strict=True):
+                family.add_metric([label], value)
+        yield from per_app
         sessions, subscriptions = state.parked()
         yield GaugeMetricFamily("echo_parked_sessions",
                                 "Dropped connections held for a recovery",

@@ -1,19 +1,21 @@
 """Pusher's HTTP API, what Laravel's `reverb` / `pusher` broadcast driver (pusher-php-server)
 and the Python `pusher` package call, on the same port as laravel-echo-server's API.
 
-Every request is signed with a Pusher app's secret (a `clients` entry with a `secret`): the
-key is public, so the signature is the credential. Unlike Reverb and Soketi, the signature
-is compared in constant time, an `auth_timestamp` more than 600 s away from now is refused
-(a captured request cannot be replayed later), and so is a body whose `body_md5` differs.
-Errors answer with Pusher's status codes and a plain-text explanation, as Pusher does; the
-clients raise them with that text. Events go out as laravel-echo-server's API's do, so
-socket.io and Pusher subscribers alike get them; figures come from ``ServerState``.
+Every request is signed with a Pusher app's secret (an ``App`` with a ``secret``, from the
+app store): the key is public, so the signature is the credential. Unlike Reverb and Soketi,
+the signature is compared in constant time, an `auth_timestamp` more than 600 s away from
+now is refused (a captured request cannot be replayed later), and so is a body whose
+`body_md5` differs. Errors answer with Pusher's status codes and a plain-text explanation,
+as Pusher does; the clients raise them with that text. Events go out as
+laravel-echo-server's API's do, so socket.io and Pusher subscribers alike get them; figures
+come from ``ServerState``.
 
 A publish is the hot path (Laravel's `pusher` and `reverb` drivers make one request per
-broadcast): it is answered within the request's own callback, with no task, the app found
-in a table kept per configuration, the signature's HMAC from the app's keyed copy, the request's
-events handed to the fan-out as one batch and the usual ``{}`` answered with bytes encoded
-once. Only ``info`` (figures that may live in Redis) makes it wait.
+broadcast): it is answered within the request's own callback, with no task, the app found in
+the store's memory (``cached``; only a key it has never seen waits for its database), the
+signature's HMAC from the app's keyed copy, the request's events handed to the fan-out as
+one batch and the usual ``{}`` answered with bytes encoded once. Only ``info`` (figures that
+may live in Redis) makes it wait.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from echo_common.jsoncodec import dumps, loads
 
-from ..config import Config, pusher_secret, valid_client
+from ..apps.model import App
+from ..apps.rates import RateTable
+from ..apps.store import AppStore, AppsUnavailable
+from ..apps.tags import in_app
 from ..core.limits import channel_name_problem
 from ..core.state import ServerState
 from ..transport.http import Request, Response
@@ -41,15 +46,10 @@ MAX_BATCH = 10  # events per batch_events
 MAX_DATA_BYTES = 10_240  # an event's data
 MAX_EVENT_NAME = 200
 MAX_USER_ID = 200
+KEYED_APPS = 10_000  # HMACs keyed once per app kept; beyond, the table starts again
 
 _SIGNED = ("auth_key", "auth_timestamp", "auth_version", "auth_signature")
 _COUNTS = ("user_count", "subscription_count")
-
-
-@dataclass(frozen=True, slots=True)
-class _App:
-    app_id: str
-    mac: hmac.HMAC  # keyed with the app's secret; each request's is a copy of it
 
 
 _EMPTY = Response.prebuilt(200, b"{}", [], "application/json")
@@ -66,16 +66,20 @@ class PusherError(Exception):
 
 
 class PusherApi:
-    """``config`` is read per request, so a reload's new apps and secrets apply at once."""
+    """Apps are looked up per request, so a reload's or the database's new apps and secrets
+    apply at once."""
 
-    def __init__(self, config: Callable[[], Config], publish: Publish,
+    def __init__(self, apps: AppStore, publish: Publish,
                  state: ServerState, *, max_channel_name: int) -> None:
-        self.config = config
+        self.apps = apps
         self.publish = publish
         self.state = state
         self.max_channel_name = max_channel_name
-        # key -> app, for the configuration it was built from (a reload brings a new one).
-        self._apps: tuple[Config | None, dict[str, _App]] = (None, {})
+        # key -> (the app, an HMAC keyed with its secret): a changed app is a new object.
+        self._macs: dict[str, tuple[App, hmac.HMAC]] = {}
+        # Soketi's maxBackendEventsPerSecond and maxReadRequestsPerSecond, per app.
+        self.backend_events = RateTable()
+        self.api_reads = RateTable()
 
     @staticmethod
     def wants(request: Request) -> bool:
@@ -88,10 +92,41 @@ class PusherApi:
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         try:
             route = _route(request.method, request.path)
-            app = self._verified(request)
-            if route.app_id is not None and route.app_id != app.app_id:
+            query = request.query
+            missing = [name for name in _SIGNED if not query.get(name)]
+            if missing:
+                raise PusherError(401, "Missing " + ", ".join(missing))
+            found = self.apps.cached("key", query["auth_key"])
+            if found is None:  # a key the store's memory lacks: its database answers
+                return self._looked_up(route, request)
+            return self._served(route, request, found[0] if found else None)
+        except PusherError as refusal:
+            return _refused(refusal)
+
+    async def _looked_up(self, route: _Route, request: Request) -> Response:
+        try:
+            app = await self.apps.by_key(request.query["auth_key"])
+        except AppsUnavailable as error:
+            return _refused(PusherError(503, f"{error}"))
+        try:
+            answer = self._served(route, request, app)
+        except PusherError as refusal:
+            return _refused(refusal)
+        return answer if isinstance(answer, Response) else await answer
+
+    def _served(self, route: _Route, request: Request,
+                app: App | None) -> Response | Awaitable[Response]:
+        try:
+            self._verified(request, app)
+            assert app is not None
+            if route.app_id is not None and route.app_id != app.id:
                 raise PusherError(401, f"auth_key does not belong to app {route.app_id}")
-            body = route.run(self, request)
+            if not app.enabled:  # Pusher's answer to a disabled app
+                raise PusherError(403, "Forbidden: the app is disabled")
+            if request.method == "GET" and not self.api_reads.take(app.key, app.rates.api_reads):
+                raise PusherError(429, "Too many read requests: over the app's "
+                                       "maxReadRequestsPerSecond")
+            body = route.run(self, request, app)
         except PusherError as refusal:
             return _refused(refusal)
         if type(body) is dict:
@@ -99,18 +134,15 @@ class PusherApi:
         return _later(body)  # type: ignore[arg-type]
 
     # -- the signature -------------------------------------------------------------------
-    def _verified(self, request: Request) -> _App:
+    def _verified(self, request: Request, app: App | None) -> hmac.HMAC:
         query = request.query
-        missing = [name for name in _SIGNED if not query.get(name)]
-        if missing:
-            raise PusherError(401, "Missing " + ", ".join(missing))
-        app = self._app(query["auth_key"])
-        if app is None:
+        mac = self._mac(app)
+        if mac is None:
             raise PusherError(401, "Unknown auth_key")
         signed = "&".join([f"{k}={v}" for k, v in sorted(query.items())
                            if k != "auth_signature"])
         string_to_sign = f"{request.method}\n{request.path}\n{signed}"
-        mac = app.mac.copy()
+        mac = mac.copy()
         mac.update(string_to_sign.encode("utf-8", "surrogatepass"))
         expected = mac.hexdigest()
         if not same_secret(query["auth_signature"], expected):
@@ -133,53 +165,60 @@ class PusherApi:
         body_md5 = hashlib.md5(request.body, usedforsecurity=False).hexdigest()
         if given_md5 is not None and given_md5 != body_md5:
             raise PusherError(401, "Invalid body_md5: it is not the MD5 of the body received")
-        return app
+        return mac
 
-    def _app(self, key: str) -> _App | None:
-        """The key is public (every browser has it): a table lookup tells nothing worth
-        hiding; the signature, compared in constant time, is the credential."""
-        config = self.config()
-        built_from, apps = self._apps
-        if config is not built_from:
-            apps = {}
-            for client in config.clients:
-                secret = pusher_secret(client) if valid_client(client) else None
-                key_of = client.get("key")
-                if secret is not None and isinstance(key_of, str) and key_of not in apps:
-                    apps[key_of] = _App(str(client["appId"]), hmac.new(
-                        secret.encode("utf-8", "surrogatepass"), digestmod=hashlib.sha256))
-            self._apps = (config, apps)
-        return apps.get(key)
+    def _mac(self, app: App | None) -> hmac.HMAC | None:
+        """The app's HMAC, keyed once per app (as it is now: a rotated secret is a new App).
+        The key is public (every browser has it): a lookup by it tells nothing worth hiding;
+        the signature, compared in constant time, is the credential."""
+        if app is None or not app.signs:
+            return None
+        kept = self._macs.get(app.key)
+        if kept is not None and kept[0] is app:
+            return kept[1]
+        if len(self._macs) >= KEYED_APPS:
+            self._macs.clear()
+        mac = hmac.new(app.secret.encode("utf-8", "surrogatepass"), digestmod=hashlib.sha256)
+        self._macs[app.key] = (app, mac)
+        return mac
 
     # -- routes --------------------------------------------------------------------------
-    def trigger(self, request: Request, _: str | None) -> Answer:
+    def trigger(self, request: Request, _: str | None, app: App) -> Answer:
         body = _json_object(request.body)
         raw = body.get("channels") if "channels" in body else [body.get("channel")]
         if not isinstance(raw, list) or not raw:
             raise PusherError(400, "channels must be a non-empty list of channel names")
-        if len(raw) > MAX_CHANNELS:
-            raise PusherError(400, f"{len(raw)} channels: at most {MAX_CHANNELS} per event")
-        channels = [self._channel(name) for name in raw]
-        events = self._events(channels, body)
-        self._publish(events)
+        most = app.limits.max_event_channels or MAX_CHANNELS
+        if len(raw) > most:
+            raise PusherError(400, f"{len(raw)} channels: at most {most} per event")
+        tag = app.tag  # an isolated app's own channels (apps/tags.py)
+        channels = [self._channel(name) + tag for name in raw] if tag else [
+            self._channel(name) for name in raw]
+        events = self._events(channels, body, app)
+        self._publish(events, app)
         info = _attributes(body.get("info")) if "info" in body else None
         if not info:
             return {}
-        return self._trigger_info(channels, info)
+        return self._trigger_info(channels, info, tag)
 
-    async def _trigger_info(self, channels: list[str], info: set[str]) -> dict[str, Any]:
-        return {"channels": {channel: await self._info(channel, info) for channel in channels}}
+    async def _trigger_info(self, channels: list[str], info: set[str],
+                            tag: str) -> dict[str, Any]:
+        return {"channels": {channel[:len(channel) - len(tag)]: await self._info(channel, info)
+                             for channel in channels}}
 
-    def trigger_batch(self, request: Request, _: str | None) -> Answer:
+    def trigger_batch(self, request: Request, _: str | None, app: App) -> Answer:
         batch = _json_object(request.body).get("batch")
         if not isinstance(batch, list) or not batch:
             raise PusherError(400, "batch must be a non-empty list of events")
-        if len(batch) > MAX_BATCH:
-            raise PusherError(400, f"{len(batch)} events: at most {MAX_BATCH} per batch")
+        most = app.limits.max_batch_size or MAX_BATCH
+        if len(batch) > most:
+            raise PusherError(400, f"{len(batch)} events: at most {most} per batch")
         if not all(isinstance(item, dict) for item in batch):
             raise PusherError(400, "each batch item must be an object")
-        events = [self._event(self._channel(item.get("channel")), item) for item in batch]
-        self._publish(events)
+        tag = app.tag
+        events = [self._event(self._channel(item.get("channel")) + tag, item, app)
+                  for item in batch]
+        self._publish(events, app)
         if not any("info" in item for item in batch):
             return {}
         infos = [_attributes(item.get("info")) for item in batch]
@@ -192,7 +231,7 @@ class PusherApi:
         return {"batch": [await self._info(event.channel, info) if info else {}
                           for event, info in zip(events, infos, strict=True)]}
 
-    async def channels(self, request: Request, _: str | None) -> dict[str, Any]:
+    async def channels(self, request: Request, _: str | None, app: App) -> dict[str, Any]:
         prefix = request.query.get("filter_by_prefix", "")
         if prefix:
             self._channel(prefix + "x")  # a prefix some channel name can have
@@ -200,29 +239,30 @@ class PusherApi:
         if "user_count" in info and not prefix.startswith("presence-"):
             raise PusherError(400, "user_count may only be requested for presence channels: "
                                    "add filter_by_prefix=presence-")
-        counts = await self.state.channel_counts(prefix)
-        return {"channels": {name: await self._info(name, info, count)
+        counts = in_app(await self.state.channel_counts(prefix), app.tag)
+        return {"channels": {name: await self._info(name + app.tag, info, count)
                              for name, count in counts.items() if count > 0}}
 
-    async def channel(self, request: Request, name: str | None) -> dict[str, Any]:
+    async def channel(self, request: Request, name: str | None, app: App) -> dict[str, Any]:
         channel = self._channel(name)
         info = _attributes(request.query.get("info"))
         if "user_count" in info and not channel.startswith("presence-"):
             raise PusherError(400, "user_count may only be requested for presence channels")
-        count = await self.state.channel_count(channel)
-        return {"occupied": count > 0, **await self._info(channel, info, count)}
+        count = await self.state.channel_count(channel + app.tag)
+        return {"occupied": count > 0, **await self._info(channel + app.tag, info, count)}
 
-    async def users(self, request: Request, name: str | None) -> dict[str, Any]:
+    async def users(self, request: Request, name: str | None, app: App) -> dict[str, Any]:
         channel = self._channel(name)
         if not channel.startswith("presence-"):
             raise PusherError(400, "Users can only be listed for presence channels")
-        members = await self.state.presence_members(channel)
+        members = await self.state.presence_members(channel + app.tag)
         return {"users": [{"id": _user_id_text(m.user_id)} for m in members]}
 
-    async def terminate(self, request: Request, user_id: str | None) -> dict[str, Any]:
+    async def terminate(self, request: Request, user_id: str | None,
+                        app: App) -> dict[str, Any]:
         if not user_id or len(user_id) > MAX_USER_ID:
             raise PusherError(400, f"A user id is 1 to {MAX_USER_ID} characters")
-        self.state.terminate_user(user_id)
+        self.state.terminate_user(user_id, app.tag)  # its own app's users only
         return {}
 
     # -- helpers -------------------------------------------------------------------------
@@ -232,27 +272,29 @@ class PusherApi:
             raise PusherError(400, f"Invalid channel: {problem}")
         return str(name)
 
-    def _events(self, channels: list[str], fields: dict[str, Any]) -> list[BroadcastEvent]:
+    def _events(self, channels: list[str], fields: dict[str, Any],
+                app: App) -> list[BroadcastEvent]:
         """One event to several channels: checked once, one event per channel."""
-        first = self._event(channels[0], fields)
+        first = self._event(channels[0], fields, app)
         return [first] + [BroadcastEvent(channel, first.event, first.data, first.socket)
                           for channel in channels[1:]]
 
-    def _event(self, channel: str, fields: dict[str, Any]) -> BroadcastEvent:
+    def _event(self, channel: str, fields: dict[str, Any], app: App) -> BroadcastEvent:
         """Pusher's `data` is a string: JSON text goes to clients as it is (socket.io clients
         get the value, as from Laravel's Redis broadcaster), any other text as a JSON string."""
         name, data, socket_id = fields.get("name"), fields.get("data"), fields.get("socket_id")
-        if not isinstance(name, str) or not name or len(name) > MAX_EVENT_NAME:
-            raise PusherError(400, f"name must be an event name of 1 to {MAX_EVENT_NAME} "
-                                   "characters")
+        limits = app.limits  # the app's own bounds, else Pusher's
+        longest = limits.max_event_name_length or MAX_EVENT_NAME
+        if not isinstance(name, str) or not name or len(name) > longest:
+            raise PusherError(400, f"name must be an event name of 1 to {longest} characters")
         if not isinstance(data, str):
             raise PusherError(400, "data must be a string")
         # A character is at most 4 bytes of UTF-8: only long data is measured.
-        size = len(data.encode("utf-8", "surrogatepass")) \
-            if len(data) * 4 > MAX_DATA_BYTES else 0
-        if size > MAX_DATA_BYTES:
+        largest = limits.max_event_bytes or MAX_DATA_BYTES
+        size = len(data.encode("utf-8", "surrogatepass")) if len(data) * 4 > largest else 0
+        if size > largest:
             raise PusherError(413, f"Payload too large: data of {size} bytes "
-                                   f"(at most {MAX_DATA_BYTES})")
+                                   f"(at most {largest})")
         if socket_id is not None and not isinstance(socket_id, str):
             raise PusherError(400, "socket_id must be a string")
         try:
@@ -262,9 +304,13 @@ class PusherApi:
             data_json = dumps(data)
         return BroadcastEvent(channel, name, data_json, socket_id or None)
 
-    def _publish(self, events: list[BroadcastEvent]) -> None:
+    def _publish(self, events: list[BroadcastEvent], app: App) -> None:
         """Everything was checked before the first event goes out: a refused request
-        publishes nothing. The request's events go out together, as one batch."""
+        publishes nothing. The request's events go out together, as one batch; each counts
+        against the app's maxBackendEventsPerSecond (one per channel, as Soketi counts)."""
+        rate = app.rates.backend_events
+        if rate and not self.backend_events.take(app.key, rate, len(events)):
+            raise PusherError(429, "Too many events: over the app's maxBackendEventsPerSecond")
         if not self.publish(events):
             raise PusherError(503, "Event queue is full: retry later")
 
@@ -279,7 +325,7 @@ class PusherApi:
         return figures
 
 
-Handler = Callable[[PusherApi, Request, "str | None"], Answer]
+Handler = Callable[[PusherApi, Request, "str | None", App], Answer]
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,8 +334,8 @@ class _Route:
     handler: Handler
     name: str | None  # the channel or user id in the path
 
-    def run(self, api: PusherApi, request: Request) -> Answer:
-        return self.handler(api, request, self.name)
+    def run(self, api: PusherApi, request: Request, app: App) -> Answer:
+        return self.handler(api, request, self.name, app)
 
 
 def _answer(body: dict[str, Any]) -> Response:

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from echo_common.jsoncodec import dumps, loads
 
+from ..apps.tags import app_tag, untagged
 from ..core.state import ServerState
 from ..transport.http import Request, Response
 from . import PACKAGE_STATIC
@@ -59,6 +60,12 @@ class Sample(NamedTuple):
     connections: int
     delivered: int  # messages written to clients, running total
     events: int  # events received from every source, running total
+
+
+def _named(channel: str) -> dict[str, str]:
+    """A channel as its app's clients know it, and, for an isolated app's, that app."""
+    tag = app_tag(channel)
+    return {"name": untagged(channel), "app": tag[1:]} if tag else {"name": channel}
 
 
 def _busiest_first(item: tuple[str, int]) -> tuple[int, str]:
@@ -165,6 +172,7 @@ class StatusPage:
             "rates": self._rates(live),
             "totals": [live.delivered, live.events],
             "channels": state.local_channel_counts(),
+            "apps": state.local_app_figures(),
             "memberships": state.presence_memberships(),
             "errors": dict(state.errors.counts),
             "sources": [{
@@ -199,7 +207,12 @@ class StatusPage:
         kinds: Counter[tuple[str, str]] = Counter()
         counts: Counter[str] = Counter()
         errors: Counter[str] = Counter()
+        apps: dict[str, list[int]] = {}
         for figures in workers:
+            for app_id, row in figures.get("apps", {}).items():
+                kept = apps.setdefault(app_id, [0, 0, 0])
+                for index, value in enumerate(row):
+                    kept[index] += value
             kinds.update({(protocol, transport): count
                           for protocol, transport, count in figures["byKind"]})
             counts.update(figures["channels"])
@@ -210,7 +223,7 @@ class StatusPage:
         presence = []
         for name, _ in heapq.nsmallest(TOP_PRESENCE, presence_counts, key=_busiest_first):
             members = await state.presence_members(name)
-            presence.append({"name": name, "members": len(members),
+            presence.append({**_named(name), "members": len(members),
                              "subscribers": counts.get(name, 0)})
         snapshot: dict[str, Any] = {
             "time": time.time(),
@@ -229,8 +242,11 @@ class StatusPage:
             "channels": {
                 "total": len(counts),
                 "subscriptions": sum(counts.values()),
-                "top": [{"name": name, "subscribers": count} for name, count in ranked],
+                "top": [{**_named(name), "subscribers": count} for name, count in ranked],
             },
+            # Every app with a connection or a channel here ("" is the default app's).
+            "apps": [{"id": app_id, "connections": row[0], "channels": row[1],
+                      "subscriptions": row[2]} for app_id, row in sorted(apps.items())],
             "presence": {
                 "channels": len(presence_counts),
                 "memberships": sum(f["memberships"] for f in workers),

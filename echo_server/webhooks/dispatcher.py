@@ -23,6 +23,8 @@ import aiohttp
 from echo_common.http_client import outgoing_session
 from echo_common.jsoncodec import dumps
 
+from ..apps.model import App
+from ..apps.tags import untagged
 from ..core.events import (
     CacheMiss,
     ChannelOccupied,
@@ -36,8 +38,10 @@ from ..core.presence import user_key
 from .queue import MemoryQueue, RedisQueue
 from .sender import Sender, WebhookStats
 from .settings import DeliverySettings, Endpoint
+from .settings import endpoints as app_endpoints
 
 log = logging.getLogger("echo_server.webhooks")
+MAX_SEEN_APPS = 10_000  # database apps whose webhooks are kept
 
 
 def _user_id(value: Any) -> str:
@@ -60,6 +64,8 @@ class Webhooks:
     def __init__(self, endpoints: list[Endpoint], settings: DeliverySettings,
                  lifecycle: Lifecycle, presence_grace: float = 0.0) -> None:
         self.endpoints = endpoints
+        self._configured = endpoints  # the file's; the database's apps' come as seen
+        self._seen: dict[str, App] = {}  # database apps by id, as last seen
         self.settings = settings
         self.lifecycle = lifecycle
         self.presence_grace = presence_grace
@@ -111,11 +117,24 @@ class Webhooks:
         sender.start()
         self._targets[endpoint.ident] = _Target(endpoint, queue, sender)
 
+    def app_seen(self, app: App) -> None:
+        """A database app admitted a client (or changed while it had some): its webhooks
+        from now on, as the row says now. Nothing to do for one seen as it is."""
+        if self._seen.get(app.id) is app:
+            return
+        if len(self._seen) >= MAX_SEEN_APPS:  # bounded: the oldest seen go first
+            self._seen.pop(next(iter(self._seen)))
+        self._seen[app.id] = app
+        self.reconfigure(self._configured)
+
     def reconfigure(self, endpoints: list[Endpoint]) -> None:
         """A configuration reload: new endpoints start, removed ones stop (what their memory
         queue still held is counted as dropped; a Redis queue waits there for a restart that
         names the endpoint again), and a changed secret, filter or header set takes effect
-        for the next batch. No await: the swap is whole."""
+        for the next batch. No await: the swap is whole. ``endpoints``: the file's; the
+        database's apps seen so far keep theirs."""
+        self._configured = endpoints
+        endpoints = endpoints + app_endpoints(self._seen.values())
         self.endpoints = endpoints
         self._listen(endpoints)
         if self._shared is None:
@@ -167,12 +186,16 @@ class Webhooks:
 
     # -- lifecycle events -> Pusher's ------------------------------------------------------
     def _add(self, name: str, channel: str, event: dict[str, Any]) -> None:
+        """``channel`` as the core holds it; an isolated app's endpoints get the name its
+        clients know (only they want its events: ``Endpoint.wants``)."""
         encoded: str | None = None
         for target in self._targets.values():
             endpoint = target.endpoint
             if not endpoint.wants(name, channel):
                 continue
             if encoded is None:
+                if endpoint.tag:
+                    event = {**event, "channel": untagged(channel)}
                 encoded = dumps(event)
             if not target.queue.append(encoded):
                 log.warning("webhooks for %s: queue full (%d events), %s for %r dropped",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..apps.model import App
+from ..apps.tags import app_tag, untagged
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,7 @@ class Endpoint:
     starts_with: str
     ends_with: str
     headers: tuple[tuple[str, str], ...]
+    tag: str = ""  # its app's channel tag (apps/tags.py): it hears only that app's channels
 
     @property
     def ident(self) -> str:
@@ -30,6 +32,11 @@ class Endpoint:
         return hashlib.sha256(f"{self.app_id}\n{self.url}".encode()).hexdigest()[:20]
 
     def wants(self, name: str, channel: str) -> bool:
+        """``channel`` as the core holds it (tagged); the filters read the name its app's
+        clients know."""
+        if app_tag(channel) != self.tag:
+            return False
+        channel = untagged(channel)
         return (name in self.event_types and channel.startswith(self.starts_with)
                 and channel.endswith(self.ends_with))
 
@@ -86,5 +93,5 @@ def endpoints(apps: Iterable[App]) -> list[Endpoint]:
     """Every endpoint of every app, in order; the app model validated them already."""
     return [Endpoint(app_id=app.id, key=app.key, secret=app.secret, url=hook.url,
                      event_types=hook.event_types, starts_with=hook.starts_with,
-                     ends_with=hook.ends_with, headers=hook.headers)
+                     ends_with=hook.ends_with, headers=hook.headers, tag=app.tag)
             for app in apps for hook in app.webhooks]

@@ -1,85 +1,50 @@
-"""Pusher apps (``clients`` entries with a ``secret``) and the signatures their clients
-bring: pusher-js asks the Laravel app to sign ``socket_id:channel[:channel_data]`` with the
-app secret, and the server checks it (the other way round from laravel-echo-server, which
-asks the app itself)."""
+"""The signatures a Pusher app's clients bring (the app: an ``apps.model.App`` with a
+``secret``): pusher-js asks the Laravel app to sign ``socket_id:channel[:channel_data]`` with
+the app secret, and the server checks it (the other way round from laravel-echo-server,
+which asks the app itself)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from channel_auth import AuthRequest, AuthResult
 from echo_common.jsoncodec import loads
 from echo_common.signing import same_secret, sign
 
+from ...apps.model import App
 from ...core.names import USER_CHANNEL
-
-
-@dataclass(frozen=True, slots=True)
-class PusherApp:
-    app_id: str
-    key: str
-    secret: str
-    client_events: bool = True  # Pusher's enableClientMessages
-    max_connections: int = 0  # 0: no bound of its own (4004 beyond it)
-    allowed_origins: tuple[str, ...] = ()  # empty: the server's socketio.origins decide
-    activity_timeout: float = 0.0  # seconds; 0: the server's pusher.activityTimeoutMs
-    max_connections_per_address: int = 0  # 0: a quarter of max_connections (4100 beyond)
-
-
-def pusher_apps(clients: list[dict[str, Any]]) -> dict[str, PusherApp]:
-    """key -> app, for the entries that have a secret, with the Pusher app options Soketi's
-    users know: `enableClientMessages`, `maxConnections`, `allowedOrigins`,
-    `activityTimeoutMs` (ours in milliseconds, as every interval of the file), and ours,
-    `maxConnectionsPerAddress` (one client address's share of `maxConnections`)."""
-    apps: dict[str, PusherApp] = {}
-    for client in clients:
-        secret = client.get("secret")
-        key = client.get("key")
-        if not (isinstance(secret, str) and secret and isinstance(key, str) and key):
-            continue
-        origins = client.get("allowedOrigins") or []
-        limit = client.get("maxConnections") or 0
-        share = client.get("maxConnectionsPerAddress") or 0
-        timeout = client.get("activityTimeoutMs") or 0
-        if not (isinstance(origins, list) and all(isinstance(o, str) for o in origins)):
-            raise ValueError(f"clients[{key}].allowedOrigins must be a list of origins")
-        for name, value in (("maxConnections", limit), ("maxConnectionsPerAddress", share)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"clients[{key}].{name} must be a positive integer")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-            raise ValueError(f"clients[{key}].activityTimeoutMs must be milliseconds")
-        apps[key] = PusherApp(str(client.get("appId")), key, secret,
-                              client.get("enableClientMessages", True) is not False,
-                              limit, tuple(o.rstrip("/") for o in origins), timeout / 1000,
-                              share)
-    return apps
-
-
-def origin_allowed(app: PusherApp, origin: str | None) -> bool:
-    """Exact origins (`https://app.test`), or `*`."""
-    allowed = app.allowed_origins
-    return not allowed or "*" in allowed or (origin is not None
-                                             and origin.rstrip("/") in allowed)
+from ...core.presence import Member, user_key
 
 
 class HasApp(Protocol):
-    app: PusherApp
+    app: App
+
+
+# A presence channel's members, as the core holds the channel (the whole cluster's).
+Members = Callable[[str], Awaitable[list[Member]]]
+# Soketi's refusals of a presence subscribe over the app's bounds (the status of its
+# pusher:subscription_error).
+MEMBER_TOO_LARGE = 4301
+CHANNEL_FULL = 4100
 
 
 class SignatureAuthorizer:
     """One subscribe's ``auth`` (``"<key>:<hex>"``) checked in constant time; a presence
-    channel's member is the ``channel_data`` the signature covers."""
+    channel's member is the ``channel_data`` the signature covers, within its app's
+    ``maxPresenceMemberSizeInKb`` and ``maxPresenceMembersPerChannel``."""
 
-    __slots__ = ("auth", "channel_data", "connection")
+    __slots__ = ("auth", "channel_data", "connection", "members")
 
-    def __init__(self, connection: HasApp, auth: Any, channel_data: Any) -> None:
+    def __init__(self, connection: HasApp, auth: Any, channel_data: Any,
+                 members: Members | None = None) -> None:
         self.connection = connection
         self.auth = auth
         self.channel_data = channel_data
+        self.members = members
 
     @property
-    def app(self) -> PusherApp:
+    def app(self) -> App:
         """The connection's app when the check runs, a reload's if one came in between."""
         return self.connection.app
 
@@ -104,6 +69,23 @@ class SignatureAuthorizer:
             return AuthResult(400, reason="channel_data is not JSON")
         if not isinstance(member, dict) or member.get("user_id") is None:
             return AuthResult(400, reason="channel_data has no user_id")
+        return await self._within_bounds(request.channel, data, member)
+
+    async def _within_bounds(self, channel: str, data: str,
+                             member: dict[str, Any]) -> AuthResult:
+        limits = self.app.limits
+        largest = limits.max_presence_member_bytes
+        if largest and len(data.encode("utf-8", "surrogatepass")) > largest:
+            return AuthResult(MEMBER_TOO_LARGE, reason=f"member over {largest} bytes "
+                                                       "(maxPresenceMemberSizeInKb)")
+        most = limits.max_presence_members
+        if most and self.members is not None:
+            # Counted where the core holds the channel: under the app's tag.
+            present = await self.members(channel + self.app.tag)
+            if len(present) >= most and user_key(member["user_id"]) not in {
+                    user_key(m.user_id) for m in present}:  # another tab of one is welcome
+                return AuthResult(CHANNEL_FULL, reason=f"{most} members already "
+                                                       "(maxPresenceMembersPerChannel)")
         return AuthResult(200, channel_data=member)
 
 
@@ -121,7 +103,7 @@ class UserChannelAuthorizer:
         return AuthResult(403, reason="not signed in as that user")
 
 
-def signed_in_user(app: PusherApp, socket_id: str, auth: Any, user_data: Any) -> str | None:
+def signed_in_user(app: App, socket_id: str, auth: Any, user_data: Any) -> str | None:
     """The user id ``pusher:signin`` proves (``socket_id::user::user_data`` signed by the
     app), or None."""
     if not (isinstance(auth, str) and isinstance(user_data, str)):

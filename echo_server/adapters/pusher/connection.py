@@ -7,11 +7,12 @@ from typing import Any
 
 from echo_common.jsoncodec import dumps
 
+from ...apps.model import App
+from ...apps.rates import TokenBucket
 from ...core.connection import ClientState
 from ...transport.ids import new_id
 from ...transport.websocket import encode_frame
 from ...transport.wsconn import WebSocketConnection
-from .apps import PusherApp
 
 
 def message(event: str, channel: str | None, data: Any) -> bytes:
@@ -26,10 +27,10 @@ def message(event: str, channel: str | None, data: Any) -> bytes:
 
 
 class PusherConnection:
-    __slots__ = ("__weakref__", "app", "id", "last_seen", "opened", "pinged", "state",
-                 "waiting", "ws")
+    __slots__ = ("__weakref__", "app", "client_events", "id", "last_seen", "opened", "pinged",
+                 "state", "waiting", "ws")
 
-    def __init__(self, ws: WebSocketConnection, app: PusherApp) -> None:
+    def __init__(self, ws: WebSocketConnection, app: App) -> None:
         self.ws = ws
         self.app = app
         self.id = new_id()  # <digits>.<digits> while a Pusher app is configured
@@ -38,6 +39,8 @@ class PusherConnection:
         self.pinged = False  # a pusher:ping is out, unanswered
         # With `jwt.required`: the subscribes that came before pusher:signin, held until it.
         self.waiting: list[dict[str, Any]] | None = None
+        # Its app's maxClientEventsPerSecond, once it sends one (4301 beyond).
+        self.client_events: TokenBucket | None = None
 
     def send(self, event: str, channel: str | None = None, data: Any = None) -> None:
         self.ws.write(encode_frame(message(event, channel, data)))

@@ -1,5 +1,9 @@
 """The websocket at ``/app/{key}`` (Pusher protocol 7), on the HTTP side's port.
 
+About 450 lines because a connection's whole Pusher life is here in order (its app found and
+followed as the store changes, admitted within the app's bounds, its messages, its
+keep-alive); the signatures, the wire and the connection are modules of their own.
+
 It reuses the transport's websocket (framing, bounds, back-pressure) and hands channel work
 to the core: a subscribe comes with its signature, checked here (``apps.SignatureAuthorizer``)
 instead of asking the app; everything else (limits, presence, fan-out, whispers, lifecycle
@@ -22,6 +26,10 @@ from channel_auth.rules import ChannelRule, RuleAuthorizer
 from echo_common.jsoncodec import dumps, loads
 
 from ...app_quota import AppQuota, SharedAppQuota
+from ...apps.authorizers import UntaggedAuthorizer
+from ...apps.model import App
+from ...apps.rates import TokenBucket
+from ...apps.store import AppStore, AppsUnavailable
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState, Wire
 from ...core.limits import channel_name_problem
@@ -32,19 +40,16 @@ from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
-from .apps import (
-    PusherApp,
-    SignatureAuthorizer,
-    UserChannelAuthorizer,
-    origin_allowed,
-    signed_in_user,
-)
+from .apps import SignatureAuthorizer, UserChannelAuthorizer, signed_in_user
 from .connection import PusherConnection, message
 from .wire import PusherWire
 
 log = logging.getLogger("echo_server.pusher")
 PREFIX = "/app/"
 NO_SUCH_APP = 4001, "App key does not exist"  # 4000-4099: pusher-js does not reconnect
+APP_DISABLED = 4003, "App is disabled"
+# 4100-4199: pusher-js reconnects after a while; never 4001, which would stop it for good.
+APPS_UNAVAILABLE = 4100, "Apps cannot be looked up right now: try again later"
 ADDRESS_SHARE = 4  # without maxConnectionsPerAddress, an address may hold a quarter of an app's
 HELD_BYTES = 64 * 1024  # subscribes held for a sign-in, in all, per connection
 ErrorReporter = Callable[[str, str], None]
@@ -63,12 +68,13 @@ class PusherOptions:
 
 
 class PusherEndpoint:
-    def __init__(self, core: ChannelCore, apps: dict[str, PusherApp], options: PusherOptions,
+    def __init__(self, core: ChannelCore, apps: AppStore, options: PusherOptions,
                  report_error: ErrorReporter, rules: list[ChannelRule] | None = None,
-                 quota: AppQuota | SharedAppQuota | None = None) -> None:
+                 quota: AppQuota | SharedAppQuota | None = None,
+                 numeric: bool = True) -> None:
         self.core = core
-        self.apps: dict[str, PusherApp] = {}
-        self.rules: list[ChannelRule] = []
+        self.apps = apps
+        self.rules: list[ChannelRule] = rules or []
         self.options = options
         self._report = report_error
         self.wire: Wire[PusherConnection] = PusherWire()
@@ -76,30 +82,70 @@ class PusherEndpoint:
         # Open connections by app key (with the other workers'), and by app and address.
         self.quota = quota or AppQuota()
         self.per_address: defaultdict[str, AddressCounts] = defaultdict(AddressCounts)
-        self.reconfigure(apps, rules or [])
         self._sweeper: asyncio.TimerHandle | None = None
+        self._lookups: set[asyncio.Task[None]] = set()
+        # Told each app that admits a client (a database's: its webhooks start then).
+        self.on_app: Callable[[App], None] | None = None
+        numeric_ids(numeric)  # socket ids pusher-php-server accepts, for every client
+        apps.watch(self.refresh)
 
-    def reconfigure(self, apps: dict[str, PusherApp], rules: list[ChannelRule]) -> None:
-        """At start and on reload. An open connection goes on under its app as it is now
-        (its secret signs what it asks from now on: a rotated secret refuses the old one's
-        signatures), and is closed with 4001 when its app is gone. The local channel rules
-        (`channels`) decide for signed-in users before any signature, as they do for JWT
-        users on the socket.io side."""
-        self.apps = apps
+    def reconfigure(self, rules: list[ChannelRule], numeric: bool) -> None:
+        """On reload: the local channel rules (`channels`) decide for signed-in users before
+        any signature, as they do for JWT users on the socket.io side; socket ids are ones
+        pusher-php-server accepts while any app may be a Pusher app."""
         self.rules = rules
-        numeric_ids(bool(apps))  # socket ids pusher-php-server accepts, for every client
-        closed = 0
+        numeric_ids(numeric)
+
+    def refresh(self, keys: frozenset[str] | None) -> None:
+        """The store says these apps changed (a reload, a NOTIFY; None: any): an open
+        connection goes on under its app as it is now (its secret signs what it asks from
+        now on: a rotated secret refuses the old one's signatures), and is closed with 4001
+        when its app is gone, 4003 when it is disabled."""
+        closed: Counter[int] = Counter()
+        later: defaultdict[str, list[PusherConnection]] = defaultdict(list)
         for connection in list(self.connections):
-            app = apps.get(connection.app.key)
-            if app is not None:
-                connection.app = app
+            key = connection.app.key
+            if keys is not None and key not in keys:
                 continue
-            connection.error(*NO_SUCH_APP)
-            connection.ws.close(NO_SUCH_APP[0])
-            closed += 1
-        if closed:
-            log.warning("%d Pusher connection(s) of a removed app closed with %d", closed,
-                        NO_SUCH_APP[0])
+            found = self.apps.cached("key", key)
+            if found is None:
+                later[key].append(connection)
+            else:
+                closed[self._follow(connection, found[0] if found else None)] += 1
+        _log_closed(closed)
+        for key, connections in later.items():  # one lookup per app, not per connection
+            self._keep(self._refresh_later(key, connections))
+
+    async def _refresh_later(self, key: str, connections: list[PusherConnection]) -> None:
+        try:
+            app = await self.apps.by_key(key)
+        except AppsUnavailable:
+            return  # they keep their app as it was; the next change looks again
+        _log_closed(Counter(self._follow(connection, app) for connection in connections
+                            if connection in self.connections))
+
+    def _follow(self, connection: PusherConnection, app: App | None) -> int:
+        """0, or the code the connection was closed with."""
+        if app is not None and app.tag != connection.state.tag:
+            # Its key now names another app (a row's id changed): its channels are that
+            # app's, so it starts again (4200: pusher-js reconnects at once).
+            connection.error(4200, "The app changed: reconnect")
+            connection.ws.close(4200)
+            return 4200
+        if app is not None and app.enabled and app.signs:
+            if self.on_app is not None and connection.app is not app:
+                self.on_app(app)
+            connection.app = app
+            return 0
+        code, text = NO_SUCH_APP if app is None or not app.signs else APP_DISABLED
+        connection.error(code, text)
+        connection.ws.close(code)
+        return code
+
+    def _keep(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
 
     @staticmethod
     def matches(path: str) -> bool:
@@ -113,6 +159,8 @@ class PusherEndpoint:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for task in self._lookups:
+            task.cancel()
         for connection in list(self.connections):
             connection.error(4200, "Server shutting down: reconnect")
             connection.ws.going_away()
@@ -137,7 +185,28 @@ class PusherEndpoint:
         transport.set_protocol(ws)
         ws.on_lost = conn.upgraded_release()
         transport.write(switching_protocols(key))
-        app = self.apps.get(request.path[len(PREFIX):])
+        app_key = request.path[len(PREFIX):]
+        found = self.apps.cached("key", app_key)
+        if found is None:  # not in memory: the store asks its database, in a task
+            self._keep(self._admit_later(ws, app_key, request, conn, rest))
+            return
+        self._admit(ws, found[0] if found else None, request, conn, rest)
+
+    async def _admit_later(self, ws: WebSocketConnection, key: str, request: Request,
+                           conn: HttpConnection, rest: bytes) -> None:
+        try:
+            app = await self.apps.by_key(key)
+        except AppsUnavailable as error:
+            self.report_error("apps", f"pusher: {error}")
+            ws.write(_error_frame(*APPS_UNAVAILABLE))
+            ws.close(APPS_UNAVAILABLE[0])
+            return
+        if not ws.closed:
+            self._admit(ws, app, request, conn, rest)
+
+    def _admit(self, ws: WebSocketConnection, app: App | None, request: Request,
+               conn: HttpConnection, rest: bytes) -> None:
+        headers = request.headers
         address = conn.client_address(request)
         refusal = self._refusal(app, headers.get("origin"), address)
         if refusal is not None:
@@ -146,10 +215,13 @@ class PusherEndpoint:
             ws.close(refusal[0])  # 4000-4099: pusher-js does not reconnect
             return
         assert app is not None
+        if self.on_app is not None:
+            self.on_app(app)
         connection = PusherConnection(ws, app)
         self.per_address[app.key].add(address)
         connection.state = ClientState(self.wire, address,
                                        {k: headers[k] for k in KEPT_HEADERS if k in headers})
+        connection.state.tag = app.tag  # its app's own channels
         ws.session = connection
         self.connections.add(connection)
         self.core.open(connection, time.monotonic(), None)
@@ -159,27 +231,30 @@ class PusherEndpoint:
         if rest:
             ws.data_received(rest)
 
-    def _refusal(self, app: PusherApp | None, origin: str | None,
+    def _refusal(self, app: App | None, origin: str | None,
                  address: str) -> tuple[int, str] | None:
         """Why the connection is refused, or None: then it holds one of its app's slots."""
-        if app is None:
+        if app is None or not app.signs:  # an API client's key is no Pusher app
             return NO_SUCH_APP
-        if not origin_allowed(app, origin):
+        if not app.enabled:
+            return APP_DISABLED
+        if not app.origin_allowed(origin):
             return 4009, "Origin not allowed"
-        if not app.max_connections:
+        limit = app.limits.max_connections
+        if not limit:
             self.quota.add(app.key)
             return None
-        if not self.quota.take(app.key, app.max_connections):
+        if not self.quota.take(app.key, limit):
             return 4004, "App is over its connection quota"
         # No one address takes every slot: at most its share (4100: pusher-js retries later).
-        share = app.max_connections_per_address or -(-app.max_connections // ADDRESS_SHARE)
+        share = app.limits.max_connections_per_address or -(-limit // ADDRESS_SHARE)
         if (self.per_address[app.key].get(address, 0) >= share
                 and not self.core.limits.trusted(address)):
             self.quota.give(app.key)
             return 4100, "Over capacity: this address holds its share of the app's connections"
         return None
 
-    def _activity_timeout(self, app: PusherApp) -> float:
+    def _activity_timeout(self, app: App) -> float:
         return app.activity_timeout or self.options.activity_timeout
 
     # -- WebSocketListener --------------------------------------------------------------------
@@ -234,8 +309,13 @@ class PusherEndpoint:
             self._signin(connection, _object(data))
         elif event.startswith("client-"):
             channel = msg.get("channel")
-            if not connection.app.client_events:
+            if not connection.app.limits.client_events:
                 connection.error(4301, "Client events are not enabled for this app")
+            elif not _within_client_rate(connection):
+                self.report_error("rate_limited", f"pusher: {connection.id} over its app's "
+                                  "maxClientEventsPerSecond")
+                connection.error(4301, "The rate limit for sending client events exceeded "
+                                       "the quota")
             elif isinstance(channel, str) and channel.startswith("private-encrypted-"):
                 # The server cannot read (nor so vouch for) what the backend encrypted.
                 connection.error(None, "Client events are not allowed on encrypted channels")
@@ -248,14 +328,36 @@ class PusherEndpoint:
     def _subscribe(self, connection: PusherConnection, data: dict[str, Any]) -> None:
         channel = data.get("channel")
         authorizer: ChannelAuthorizer | None = None
+        app = connection.app
+        most = app.limits.max_channels_per_connection
+        if most and isinstance(channel, str) and self._over_channels(connection, channel, most):
+            self.report_error("too_many_channels", f"pusher: {connection.id} is in {most} "
+                              "channels, its app's maxChannelsPerConnection")
+            self.wire.refused(connection, channel, 4300)
+            return
         if isinstance(channel, str) and channel.startswith(USER_CHANNEL):
             authorizer = UserChannelAuthorizer(connection.state.user)
         elif isinstance(channel, str) and is_private(channel):
             authorizer = SignatureAuthorizer(connection, data.get("auth"),
-                                             data.get("channel_data"))
-            if self.rules:
-                authorizer = RuleAuthorizer(self.rules, authorizer)
+                                             data.get("channel_data"),
+                                             self.core.presence.store.members)
+            # The top-level `channels` are the default app's; an isolated app has its own.
+            rules = list(app.channel_rules) if app.tag else self.rules
+            if rules:
+                authorizer = RuleAuthorizer(rules, authorizer)
+        if app.tag and authorizer is not None:
+            authorizer = UntaggedAuthorizer(authorizer)
         self.core.subscribe(connection, channel, {}, authorizer, pusher_names=True)
+
+    @staticmethod
+    def _over_channels(connection: PusherConnection, channel: str, most: int) -> bool:
+        """A new channel past the app's maxChannelsPerConnection (one held or asked for
+        already is no new one)."""
+        state = connection.state
+        held = channel + state.tag
+        pending = state.pending or ()
+        return (held not in state.channels and held not in pending
+                and len(state.channels) + len(pending) >= most)
 
     def _hold(self, connection: PusherConnection, data: dict[str, Any]) -> None:
         """With `jwt.required`, nothing reaches a connection before it signs in: a subscribe
@@ -303,6 +405,8 @@ class PusherEndpoint:
     def _sweep(self) -> None:
         options = self.options
         now = time.monotonic()
+        shortest = min(options.activity_timeout, options.pong_timeout,
+                       options.signin_timeout or options.activity_timeout)
         for connection in list(self.connections):
             if (options.signin_timeout and connection.state.user is None
                     and now - connection.opened > options.signin_timeout):
@@ -311,18 +415,33 @@ class PusherEndpoint:
                 continue
             idle = now - connection.last_seen
             activity = self._activity_timeout(connection.app)
+            shortest = min(shortest, activity)
             if connection.pinged and idle > activity + options.pong_timeout:
                 connection.error(4201, "Pong reply not received in time")
                 connection.ws.close(4201)
             elif not connection.pinged and idle > activity:
                 connection.pinged = True
                 connection.send("pusher:ping", None, {})
-        shortest = min(options.activity_timeout, options.pong_timeout,
-                       options.signin_timeout or options.activity_timeout,
-                       *(app.activity_timeout for app in self.apps.values()
-                         if app.activity_timeout))
         period = max(0.05, shortest / 4)
         self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep)
+
+
+def _within_client_rate(connection: PusherConnection) -> bool:
+    """Its app's maxClientEventsPerSecond, per connection (0: only the server's own
+    bound, the core's whisperRate)."""
+    rate = connection.app.rates.client_events
+    if not rate:
+        return True
+    bucket = connection.client_events
+    if bucket is None or bucket.rate != rate:
+        bucket = connection.client_events = TokenBucket(rate)
+    return bucket.take()
+
+
+def _log_closed(closed: Counter[int]) -> None:
+    for code, what in ((NO_SUCH_APP[0], "a removed app"), (APP_DISABLED[0], "a disabled app")):
+        if closed[code]:
+            log.warning("%d Pusher connection(s) of %s closed with %d", closed[code], what, code)
 
 
 def _object(data: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 from echo_common.jsoncodec import dumps, dumps_bytes, loads
 
+from ...apps.tags import untagged
 from ...core.connection import Item
 from ...core.fanout import MEMBER_ADDED, MEMBER_REMOVED
 from ...transport.websocket import CLOSE_NORMAL, encode_frame
@@ -37,7 +38,7 @@ def _head(event: str, channel: str) -> bytes:
         if len(_heads) >= HEADS_MAX:
             _heads.clear()
         head = _heads[key] = (b'{"event":' + dumps_bytes(event) + b',"channel":'
-                              + dumps_bytes(channel) + b',"data":')
+                              + dumps_bytes(untagged(channel)) + b',"data":')
     return head
 
 
@@ -62,7 +63,7 @@ class PusherWire:
             if member is not None:
                 text = data_json if isinstance(data_json, str) else data_json.decode("utf-8")
                 return encode_frame(
-                    message(event, channel, text)[:-1]
+                    message(event, untagged(channel), text)[:-1]
                     + b',"user_id":' + dumps(user_id_text(member.user_id)).encode() + b"}")
         if event in (MEMBER_ADDED, MEMBER_REMOVED):
             added = event == MEMBER_ADDED
@@ -92,6 +93,7 @@ class PusherWire:
 
     def subscribed(self, connection: PusherConnection, channel: str,
                    members: list[dict[str, Any]] | None) -> None:
+        channel = untagged(channel)
         if members is None:
             connection.send("pusher_internal:subscription_succeeded", channel, "{}")
             return
@@ -101,11 +103,12 @@ class PusherWire:
 
     def cache_miss(self, connection: PusherConnection,
                    channel: str) -> None:
-        connection.send("pusher:cache_miss", channel)
+        connection.send("pusher:cache_miss", untagged(channel))
 
     def refused(self, connection: PusherConnection, channel: str,
                 status: int) -> None:
         # With the channel, so pusher-js routes it to that channel and Echo's .error() fires.
+        channel = untagged(channel)
         connection.send("pusher:subscription_error", channel, {
             "type": "AuthError", "error": f"Unable to subscribe to {channel}",
             "status": status})

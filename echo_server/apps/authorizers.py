@@ -1,0 +1,50 @@
+"""Who authorizes an isolated app's private channels: its own rules, then its own Laravel
+(``authHost``), always on the channel name its clients know, never the tagged one the core
+holds (apps/tags.py). The default app keeps the server's chain (``server.build_authorizer``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
+from channel_auth.http_callback import HttpCallbackAuthorizer
+from channel_auth.rules import RuleAuthorizer
+
+from .model import App
+from .tags import untagged
+
+
+class UntaggedAuthorizer:
+    """Hands ``inner`` the request with the channel's plain name: a signature, a rule and
+    the app's /broadcasting/auth all speak of that one."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: ChannelAuthorizer) -> None:
+        self.inner = inner
+
+    async def authorize(self, request: AuthRequest) -> AuthResult:
+        return await self.inner.authorize(replace(request, channel=untagged(request.channel)))
+
+
+class NoAuthHost:
+    """An isolated app without ``authHost``: what its rules do not allow is refused."""
+
+    async def authorize(self, request: AuthRequest) -> AuthResult:
+        return AuthResult(403, reason="the app has no authHost")
+
+
+def auth_callback(app: App, **settings: Any) -> HttpCallbackAuthorizer:
+    """The app's /broadcasting/auth (it has an ``authHost``), with the server's settings of
+    the callback (timeouts, bounds) as the default app's has them."""
+    return HttpCallbackAuthorizer([app.auth_host], app.auth_endpoint, **settings)
+
+
+def socketio_authorizer(app: App, callback: ChannelAuthorizer | None) -> ChannelAuthorizer:
+    """For an isolated app's Socket.IO clients: its rules, then ``callback``."""
+    inner: ChannelAuthorizer = callback or NoAuthHost()
+    if app.channel_rules:
+        inner = RuleAuthorizer(list(app.channel_rules), inner)
+    return UntaggedAuthorizer(inner)

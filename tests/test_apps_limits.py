@@ -1,0 +1,138 @@
+"""Each app's own limits and rate limits, refused with the protocol's own error (Soketi's
+codes for Pusher): 4004 over the connection quota, 4301 over the client event rate,
+``pusher:subscription_error`` for channel and presence bounds, HTTP 413/400/429 from the
+Pusher HTTP API. Two instances share the presence bound; another app is never refused for
+one app's traffic."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pusher
+import pytest
+
+from echo_server.server import EchoServer
+from tests.conftest import ServerFactory, requires_node, server_url
+from tests.support.raw import RawWebSocket, next_pusher_message, pusher_client
+from tests.support.waits import ClientFactory
+
+LIMITED = {"appId": "4001", "key": "tight-key", "secret": "tight-secret",
+           "maxConnections": 3, "maxConnectionsPerAddress": 3, "maxChannelsPerConnection": 2,
+           "maxPresenceMembersPerChannel": 1, "maxPresenceMemberSizeInKb": 1,
+           "maxClientEventsPerSecond": 1, "maxEventPayloadInKb": 1, "maxEventBatchSize": 2,
+           "maxEventChannelsAtOnce": 2, "maxBackendEventsPerSecond": 2,
+           "maxReadRequestsPerSecond": 1}
+FREE = {"appId": "4002", "key": "free-key", "secret": "free-secret"}
+
+
+async def _servers(make_server: ServerFactory, count: int = 1) -> list[EchoServer]:
+    options = {"apps": [LIMITED, FREE], "database": "redis",
+               "cluster": {"heartbeatInterval": 100, "livenessTtl": 400}}
+    return [await make_server(options) for _ in range(count)]
+
+
+def _laravel(server: EchoServer, app: dict[str, Any]) -> pusher.Pusher:
+    return pusher.Pusher(app_id=app["appId"], key=app["key"], secret=app["secret"],
+                         host="127.0.0.1", port=server.port, ssl=False)
+
+
+def _subscribe(ws: RawWebSocket, socket_id: str, channel: str, app: dict[str, Any],
+               member: dict[str, Any] | None = None) -> None:
+    data: dict[str, Any] = {"channel": channel}
+    text = f"{socket_id}:{channel}"
+    if member is not None:
+        data["channel_data"] = json.dumps(member)
+        text += ":" + data["channel_data"]
+    if channel.startswith(("private-", "presence-")):
+        signature = hmac.new(app["secret"].encode(), text.encode(), hashlib.sha256).hexdigest()
+        data["auth"] = f"{app['key']}:{signature}"
+    ws.send_text(json.dumps({"event": "pusher:subscribe", "data": data}))
+
+
+async def _answer(ws: RawWebSocket) -> tuple[str, Any]:
+    got = await next_pusher_message(ws)
+    data = got.get("data")
+    return got["event"], json.loads(data) if isinstance(data, str) else data
+
+
+async def test_channel_presence_and_client_event_bounds_across_two_instances(
+        make_server: ServerFactory) -> None:
+    first, second = await _servers(make_server, 2)
+    ws, socket_id = await pusher_client(first, LIMITED["key"])
+    _subscribe(ws, socket_id, "presence-room", LIMITED, {"user_id": 1})
+    assert (await _answer(ws))[0] == "pusher_internal:subscription_succeeded"
+    # maxPresenceMembersPerChannel: the second user, on the other instance, is refused.
+    other, other_id = await pusher_client(second, LIMITED["key"])
+    _subscribe(other, other_id, "presence-room", LIMITED, {"user_id": 2})
+    event, data = await _answer(other)
+    assert (event, data["status"]) == ("pusher:subscription_error", 4100)
+    # maxPresenceMemberSizeInKb: a member over 1 KB.
+    _subscribe(other, other_id, "presence-big", LIMITED, {"user_id": 2, "user_info": "x" * 2000})
+    event, data = await _answer(other)
+    assert (event, data["status"]) == ("pusher:subscription_error", 4301)
+    # maxChannelsPerConnection: 2 held, the third refused.
+    _subscribe(ws, socket_id, "orders", LIMITED)
+    assert (await _answer(ws))[0] == "pusher_internal:subscription_succeeded"
+    _subscribe(ws, socket_id, "invoices", LIMITED)
+    event, data = await _answer(ws)
+    assert (event, data["status"]) == ("pusher:subscription_error", 4300)
+    # maxClientEventsPerSecond: the second whisper in the second is refused with 4301.
+    for number in (1, 2):
+        ws.send_text(json.dumps({"event": "client-typing", "channel": "presence-room",
+                                 "data": {"n": number}}))
+    event, data = await _answer(ws)
+    assert (event, data["code"]) == ("pusher:error", 4301)
+    # The other app, same names, no bound of its own: all of it admitted.
+    free, free_id = await pusher_client(second, FREE["key"])
+    for channel, user in (("presence-room", 7), ("orders", None), ("invoices", None)):
+        _subscribe(free, free_id, channel, FREE, {"user_id": user} if user else None)
+        assert (await _answer(free))[0] == "pusher_internal:subscription_succeeded"
+
+
+@requires_node
+async def test_the_connection_quota_is_4004_to_pusher_js(
+        make_server: ServerFactory, node_client: ClientFactory) -> None:
+    [server] = await _servers(make_server)
+    held = [await pusher_client(server, LIMITED["key"]) for _ in range(3)]
+    page = await node_client("echo2-reverb", server_url(server),
+                             extra_args=["--key", LIMITED["key"]])
+    await page.expect("connect_error")
+    refused = await RawWebSocket.connect(server, "protocol=7", path=f"/app/{LIMITED['key']}")
+    assert json.loads(await refused.recv_text())["data"]["code"] == 4004
+    assert await refused.wait_closed() == 4004
+    free = await node_client("echo2-reverb", server_url(server), extra_args=["--key", "free-key"])
+    await free.expect("connected")
+    del held
+
+
+async def test_the_http_api_refuses_over_the_apps_bounds(make_server: ServerFactory) -> None:
+    [server] = await _servers(make_server)
+    laravel = _laravel(server, LIMITED)
+
+    async def refused(call: Any, *args: Any) -> pusher.errors.PusherError:
+        with pytest.raises(pusher.errors.PusherError) as caught:
+            await asyncio.to_thread(call, *args)
+        return caught.value
+
+    too_large = await refused(laravel.trigger, "orders", "big", {"x": "y" * 2000})
+    assert "413" in str(too_large)
+    assert isinstance(await refused(laravel.trigger, ["a", "b", "c"], "e", {}),
+                      pusher.errors.PusherBadRequest)
+    batch = [{"channel": "orders", "name": "e", "data": "{}"}] * 3
+    assert isinstance(await refused(laravel.trigger_batch, batch),
+                      pusher.errors.PusherBadRequest)
+    # maxBackendEventsPerSecond 2: a burst of two events, then 429.
+    await asyncio.to_thread(laravel.trigger, ["a", "b"], "e", {})
+    assert "429" in str(await refused(laravel.trigger, "orders", "e", {}))
+    # maxReadRequestsPerSecond 1.
+    await asyncio.to_thread(laravel.channels_info)
+    assert "429" in str(await refused(laravel.channels_info))
+    # The other app is not slowed by this one's traffic.
+    free = _laravel(server, FREE)
+    for _ in range(3):
+        await asyncio.to_thread(free.trigger, ["a", "b", "c"], "e", {"x": "y" * 2000})
+        await asyncio.to_thread(free.channels_info)
