@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
-from broadcaster.jsoncodec import dumps, loads
+from broadcaster.jsoncodec import dumps, is_json, loads_unbounded
 
 from ..config import Config, pusher_secret, valid_client
 from ..core.limits import channel_name_problem
@@ -255,12 +255,8 @@ class PusherApi:
                                    f"(at most {MAX_DATA_BYTES})")
         if socket_id is not None and not isinstance(socket_id, str):
             raise PusherError(400, "socket_id must be a string")
-        try:
-            loads(data)
-            data_json = data
-        except ValueError:
-            data_json = dumps(data)
-        return BroadcastEvent(channel, name, data_json, socket_id or None)
+        return BroadcastEvent(channel, name, data if is_json(data) else dumps(data),
+                              socket_id or None)
 
     def _publish(self, events: list[BroadcastEvent]) -> None:
         """Everything was checked before the first event goes out: a refused request
@@ -340,7 +336,7 @@ def _route(method: str, path: str) -> _Route:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        value = loads(body)
+        value = loads_unbounded(body)  # only strings are taken out of it
     except ValueError:
         raise PusherError(400, "The request body must be JSON") from None
     if not isinstance(value, dict):
