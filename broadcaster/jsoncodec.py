@@ -277,4 +277,3 @@ def loads_unbounded(data: bytes) -> Any:
         except _orjson.JSONDecodeError:
             pass
     return loads(data)
-
