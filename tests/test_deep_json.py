@@ -219,3 +219,38 @@ def test_laravel_message_nested_beyond_every_bound_is_bad_json(
         with pytest.raises(BadMessage) as refused:
             parse_laravel_message("c", message(depth))
         assert refused.value.kind == "bad_json"
+
+
+IS_JSON_CASES = [
+    '{"lead":{"id":42,"name":"Zeynep Kaya"}}', "1", " 1 ", "-0", '"text"', "null", "[]",
+    "not json", "", "{", "[1,2", "NaN", "1e400", "123456789012345678901234567890",
+    '"\\ud800"', '["x\\udc00"]', '"\\ud83d\\ude00"', '{"a":1,"a":2}', "1.0e", "\ud800",
+    nested(MAX_DEPTH, "1"), nested(MAX_DEPTH + 1, "1"), nested(1024, "1"),
+    nested(POISON_DEPTH, "1"),
+]
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["simdjson", "general"])
+@pytest.mark.parametrize("text", IS_JSON_CASES)
+def test_is_json_says_what_loads_does(text: str, fast: bool,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Pusher event's ``data`` goes out as it is when it is JSON: simdjson only checks it,
+    and must never take what ``loads`` refuses."""
+    if not fast:
+        monkeypatch.setattr(jsoncodec, "_fast", None)
+    try:
+        jsoncodec.loads(text)
+        expected = True
+    except ValueError:
+        expected = False
+    assert jsoncodec.is_json(text) is expected
+
+
+def test_loads_unbounded_leaves_nesting_to_orjson() -> None:
+    """For a body only strings are taken out of: orjson's own 1,024 levels, and whatever
+    orjson refuses decided by ``loads`` (with its bound)."""
+    assert jsoncodec.loads_unbounded(nested(1024, "1").encode())
+    big = "123456789012345678901234567890"
+    for refused in (nested(POISON_DEPTH, "1"), nested(POISON_DEPTH, big), "NaN", "{"):
+        with pytest.raises(ValueError):
+            jsoncodec.loads_unbounded(refused.encode())

@@ -319,6 +319,16 @@ async def test_pusher_bounds(make_server: ServerFactory, auth_backend: AuthBacke
          lambda: _send(client, "POST", events, {"data": "{}", "channel": "orders"})),
         (pusher.errors.PusherBadRequest, "must be JSON",
          lambda: _send(client, "POST", events, {}, body=b"{not json")),
+        # Nested beyond what any parser takes, or only as deep as orjson does, as a channel:
+        # nothing takes a value that deep out of the body or encodes it again.
+        (pusher.errors.PusherBadRequest, "must be JSON",
+         lambda: _send(client, "POST", events, {}, body=(
+             '{"name":"x","data":"{}","channel":"orders","more":' + "[" * 3000 + "]" * 3000
+             + "}").encode())),
+        (pusher.errors.PusherBadRequest, "Invalid channel",
+         lambda: _send(client, "POST", events, {}, body=(
+             '{"name":"x","data":"{}","channels":[' + "[" * 1000 + "]" * 1000
+             + "]}").encode())),
     ]
     for error, message, call in refused:
         with pytest.raises(error, match=message):

@@ -126,16 +126,27 @@ class RedisSubscriber:
             await self._call(*auth)
 
     async def _call(self, *args: str) -> Any:
+        return (await self.pipeline([args]))[0]
+
+    async def pipeline(self, commands: list[tuple[str | bytes, ...]]) -> list[Any]:
+        """Commands in one write, their replies in order; the first refusal raises. On a
+        connection that is not subscribed, this is also a lean publisher (the cluster relay):
+        no task, no pool, one read for the lot."""
         protocol = self._require()
         assert protocol.transport is not None
-        protocol.transport.write(_command(*args))
-        await asyncio.wait_for(protocol.wait(), self.connect_timeout)
-        if protocol.lost is not None and not protocol.replies:
-            raise ConnectionError(str(protocol.lost))
-        reply = protocol.take(1)[0]
-        if isinstance(reply, hiredis.ReplyError):
-            raise RedisReplyError(f"Redis refused {args[0]}: {reply}")
-        return reply
+        protocol.transport.write(b"".join([_command(*args) for args in commands]))
+        replies: list[Any] = []
+        async with asyncio.timeout(self.connect_timeout):
+            while len(replies) < len(commands):
+                await protocol.wait()
+                if protocol.lost is not None and not protocol.replies:
+                    raise ConnectionError(str(protocol.lost))
+                replies += protocol.take(len(commands) - len(replies))
+        for args, reply in zip(commands, replies, strict=True):
+            if isinstance(reply, hiredis.ReplyError):
+                name = args[0] if isinstance(args[0], str) else args[0].decode()
+                raise RedisReplyError(f"Redis refused {name}: {reply}")
+        return replies
 
     async def command(self, *args: str) -> Any:
         """One ordinary command before subscribing (a Cluster source asks for the nodes)."""

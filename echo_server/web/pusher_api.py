@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
-from echo_common.jsoncodec import dumps, loads
+from echo_common.jsoncodec import dumps, is_json, loads_unbounded
 
 from ..apps.model import App
 from ..apps.rates import RateTable
@@ -297,12 +297,8 @@ class PusherApi:
                                    f"(at most {largest})")
         if socket_id is not None and not isinstance(socket_id, str):
             raise PusherError(400, "socket_id must be a string")
-        try:
-            loads(data)
-            data_json = data
-        except ValueError:
-            data_json = dumps(data)
-        return BroadcastEvent(channel, name, data_json, socket_id or None)
+        return BroadcastEvent(channel, name, data if is_json(data) else dumps(data),
+                              socket_id or None)
 
     def _publish(self, events: list[BroadcastEvent], app: App) -> None:
         """Everything was checked before the first event goes out: a refused request
@@ -386,7 +382,7 @@ def _route(method: str, path: str) -> _Route:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
-        value = loads(body)
+        value = loads_unbounded(body)  # only strings are taken out of it
     except ValueError:
         raise PusherError(400, "The request body must be JSON") from None
     if not isinstance(value, dict):
