@@ -216,7 +216,7 @@ class _FastParser:
         try:
             doc = self.parser.parse(payload)
         except RuntimeError:  # as in ``members``: start afresh
-            self.parser = _simdjson.Parser()
+            self.parser = self.new_parser()
             return None
         except ValueError:
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
@@ -128,7 +129,7 @@ class RedisSubscriber:
     async def _call(self, *args: str) -> Any:
         return (await self.pipeline([args]))[0]
 
-    async def pipeline(self, commands: list[tuple[str | bytes, ...]]) -> list[Any]:
+    async def pipeline(self, commands: Sequence[tuple[str | bytes, ...]]) -> list[Any]:
         """Commands in one write, their replies in order; the first refusal raises. On a
         connection that is not subscribed, this is also a lean publisher (the cluster relay):
         no task, no pool, one read for the lot."""
