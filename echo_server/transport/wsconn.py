@@ -74,15 +74,13 @@ class WebSocketConnection(asyncio.Protocol):
         self.write = transport.write
         transport.set_write_buffer_limits(high=high_water)
 
-    def write_after(self, delay: float, first: bytes) -> None:
-        """``first``, and whatever is written meanwhile, go out together ``delay`` seconds
-        from now, in a write of their own (writes made in one loop turn would be sent
-        with what came before them: uvloop gathers them into one system call)."""
+    def hold_writes(self, first: bytes) -> list[bytes]:
+        """From now until ``release``, writes wait in the list returned (``first`` leads)."""
         held = [first]
         self.write = held.append
-        asyncio.get_running_loop().call_later(delay, self._release, held)
+        return held
 
-    def _release(self, held: list[bytes]) -> None:
+    def release(self, held: list[bytes]) -> None:
         if not self.closed:
             self.write = self.transport.write
             self.transport.write(b"".join(held))
@@ -186,4 +184,43 @@ class WebSocketConnection(asyncio.Protocol):
 
     def going_away(self) -> None:
         self.close(CLOSE_GOING_AWAY, "server shutting down")
+
+
+class FirstWrites:
+    """Websockets whose first bytes go out ``gap`` seconds after their 101, in a write of
+    their own (see ``engine.OPEN_PACKET_GAP``): one loop timer for all that wait, not one
+    each, armed at the earliest and releasing at once every socket due within ``slack`` of
+    it, so a burst of connections costs a deque entry each and a handful of wake-ups."""
+
+    __slots__ = ("_timer", "gap", "slack", "waiting")
+
+    def __init__(self, gap: float, slack: float = 0.001) -> None:
+        self.gap = gap
+        self.slack = slack
+        self.waiting: deque[tuple[float, WebSocketConnection, list[bytes]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def hold(self, ws: WebSocketConnection, first: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self.gap
+        self.waiting.append((due, ws, ws.hold_writes(first)))
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._release)
+
+    def _release(self) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.slack
+        waiting = self.waiting
+        while waiting and waiting[0][0] <= until:
+            _, ws, held = waiting.popleft()
+            ws.release(held)
+        self._timer = loop.call_at(waiting[0][0], self._release) if waiting else None
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self.waiting:
+            _, ws, held = self.waiting.popleft()
+            ws.release(held)
 
