@@ -568,7 +568,6 @@ class EngineServer:
                 transport.write(handshake + frames)
                 ws.close()
             else:
-                transport.write(handshake)
                 if session.eio == 3:
                     # EIO3's open and connect packets in a write of their own, just after
                     # the 101: a client that reads the 101 alone fires `open` before any
@@ -576,9 +575,10 @@ class EngineServer:
                     # the engine.io v3 suite) still gets them. Read in one go, `ws` emits
                     # the message in the tick that follows `open`. (EIO4 sends them
                     # together: docs/compatibility.md says why.)
+                    transport.write(handshake)
                     self.first_writes.hold(ws, frames)
                 else:
-                    transport.write(frames)
+                    transport.write(handshake + frames)
                 session.ws = ws
         else:
             transport.write(handshake)
