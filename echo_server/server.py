@@ -1,10 +1,11 @@
 """Wires the layers together and owns the listening socket: the one module that knows them all.
 
-About 740 lines because the start and stop orders live here, each step next to the reason it
+About 770 lines because the start and stop orders live here, each step next to the reason it
 comes where it does (presence before clients, sources after the cluster, what a shutdown
 flushes first), what is built before the core to be passed in (sources, the cluster,
 recovery's parts), and which app store and authorizers each protocol is handed; the parts
-themselves are in their rooms.
+themselves are in their rooms. Protocols are routed by what they declare
+(adapters/protocols.py): a third one is a line in adapters/registry.py, not a change here.
 
 source -> SourceRunner -> core Fanout (rooms, one frame per wire) -> the adapter's transports;
 client messages -> transport (Engine.IO, Socket.IO) -> adapter (Echo) -> ChannelCore.
@@ -23,7 +24,8 @@ import signal
 import ssl
 import tempfile
 import warnings
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
@@ -36,7 +38,9 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
+from .adapters.protocols import Assembly, ProtocolFactory, Route, Served, Upgrade
 from .adapters.pusher.endpoint import PusherEndpoint, PusherOptions
+from .adapters.registry import PROTOCOLS
 from .adapters.socketio_echo import EchoSocketIo
 from .app_quota import SharedAppQuota
 from .apps.authorizers import auth_callback, socketio_authorizer
@@ -86,7 +90,9 @@ SHUTDOWN_TIMEOUT = 10.0
 
 class EchoServer:
     def __init__(self, config: Config, *, authorizer: ChannelAuthorizer | None = None,
-                 instance_id: str | None = None, worker: WorkerSlot | None = None) -> None:
+                 instance_id: str | None = None, worker: WorkerSlot | None = None,
+                 protocols: Sequence[ProtocolFactory] = PROTOCOLS) -> None:
+        """``protocols``: those served beside Socket.IO and Pusher (adapters/registry.py)."""
         self.config = config
         self.worker = worker  # under --workers N, its slot's sockets (workers.py)
         self.errors = ErrorLog()
@@ -139,10 +145,27 @@ class EchoServer:
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
                                           self.errors.report)
         self.sockets.attach(self.engine)
+        # Every wire protocol as it declares itself (adapters/protocols.py): the server routes
+        # by these alone. Socket.IO and Pusher from the options read above, the rest from
+        # what the registry lists.
+        self.protocols: tuple[Served, ...] = (
+            Served("socket.io", routes=(Route(self._is_engine_path, self._engine_request,
+                                              while_starting=True),),
+                   upgrades=(Upgrade(self._is_engine_path, self.engine.handle_upgrade),),
+                   start=self.engine.start, stop=self._stop_engine,
+                   connections=self.engine.sessions_by_kind),
+            Served("pusher", upgrades=(Upgrade(PusherEndpoint.matches,
+                                               self.pusher.handle_upgrade),),
+                   start=self.pusher.start, stop=self.pusher.stop,
+                   connections=self.pusher.by_kind),
+            *(make(Assembly(self.core, self.errors.report)) for make in protocols))
+        self._routes = tuple(route for served in self.protocols for route in served.routes)
+        self._upgrades = tuple(up for served in self.protocols for up in served.upgrades)
         self.runners: list[SourceRunner] = []
         self.state = ServerState(self.core, instance_id=self.instance_id,
-                                 connections_by_kind=lambda: (self.engine.sessions_by_kind()
-                                                              + self.pusher.by_kind()),
+                                 connections_by_kind=lambda: sum(
+                                     (served.connections() for served in self.protocols),
+                                     Counter[tuple[str, str]]()),
                                  sources=lambda: [runner.health for runner in self.runners],
                                  errors=self.errors,
                                  webhooks=self.webhooks.figures
@@ -261,8 +284,8 @@ class EchoServer:
             await self.link.start()
         await self.apps.start()  # the database's, if any: listening for its changes
         await self._listen_as_reverb(self.worker is None)
-        self.engine.start()
-        self.pusher.start()
+        for served in self.protocols:
+            served.start()
         guard.start()
         self.status_page.start()
         await self._start_presence()
@@ -302,11 +325,10 @@ class EchoServer:
             self._own_port_server = None
         if self.link is not None:
             await self.link.stop()
-        self.engine.stop()
+        for served in self.protocols:
+            served.stop()
         self.http_guard.stop()
         self.status_page.stop()
-        self.engine.close_all()
-        self.pusher.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.apps.close(), timeout / 4)
         self.core.end_sessions()
@@ -540,15 +562,25 @@ class EchoServer:
     def _is_engine_path(self, path: str) -> bool:
         return path.startswith(self._engine_prefix) or path == self._engine_path
 
+    def _engine_request(self, request: Request, conn: HttpConnection) -> RouteResult:
+        name = request.path[len(self._engine_prefix):]
+        if name in ("socket.io.js", "socket.io.js.map"):  # served while starting too
+            return self.bundle.response(name, request.headers.get("if-none-match"))
+        if self.health.phase is Phase.STARTING:
+            return STARTING
+        return self.engine.handle_request(request, conn)
+
+    def _stop_engine(self) -> None:
+        self.engine.stop()
+        self.engine.close_all()
+
     def _route(self, request: Request, conn: HttpConnection) -> RouteResult:
         path = request.path
-        if self._is_engine_path(path):
-            name = path[len(self._engine_prefix):]
-            if name in ("socket.io.js", "socket.io.js.map"):
-                return self.bundle.response(name, request.headers.get("if-none-match"))
-            if self.health.phase is Phase.STARTING:
-                return STARTING
-            return self.engine.handle_request(request, conn)
+        for route in self._routes:
+            if route.matches(path):
+                if not route.while_starting and self.health.phase is Phase.STARTING:
+                    return STARTING
+                return route.handle(request, conn)
         if path in Health.PATHS and request.method in ("GET", "HEAD"):
             return self.health.handle(request)
         if path == "/metrics" and request.method == "GET":
@@ -565,12 +597,11 @@ class EchoServer:
         if self.health.phase is Phase.STARTING:
             conn.refuse_upgrade(STARTING)
             return
-        if self._is_engine_path(request.path):
-            self.engine.handle_upgrade(request, conn, rest)
-            return
-        if PusherEndpoint.matches(request.path):
-            self.pusher.handle_upgrade(request, conn, rest)
-            return
+        path = request.path
+        for upgrade in self._upgrades:
+            if upgrade.matches(path):
+                upgrade.handle(request, conn, rest)
+                return
         conn.refuse_upgrade(self.api.not_found(request))
 
     # -- set-up details -----------------------------------------------------------

@@ -20,6 +20,10 @@ the master or the slot map; the relay's subscriber asks where to connect on ever
 (`subscriber_endpoint`: the master the Sentinels name now, the next Cluster node). On a Cluster
 a plain PUBLISH reaches the subscribers of every node, so any node will do; the keys share one
 hash tag (`key_tag`), so the multi-key reads stay in one slot.
+
+About 480 lines because the relay's two directions, the heartbeat and the purge of a dead
+instance all read one view of the others (``_others_until``, the liveness keys): split, each
+part would need the others' state handed to it.
 """
 
 from __future__ import annotations
