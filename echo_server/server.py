@@ -1,9 +1,11 @@
 """Wires the layers together and owns the listening socket: the one module that knows them all.
 
-About 700 lines because the start and stop orders live here, each step next to the reason it
+About 770 lines because the start and stop orders live here, each step next to the reason it
 comes where it does (presence before clients, sources after the cluster, what a shutdown
-flushes first), and which app store and authorizers each protocol is handed; the parts
-themselves are in their rooms.
+flushes first), what is built before the core to be passed in (sources, the cluster,
+recovery's parts), and which app store and authorizers each protocol is handed; the parts
+themselves are in their rooms. Protocols are routed by what they declare
+(adapters/protocols.py): a third one is a line in adapters/registry.py, not a change here.
 
 source -> SourceRunner -> core Fanout (rooms, one frame per wire) -> the adapter's transports;
 client messages -> transport (Engine.IO, Socket.IO) -> adapter (Echo) -> ChannelCore.
@@ -22,11 +24,12 @@ import signal
 import ssl
 import tempfile
 import warnings
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
-from broadcaster.sources import source_from_url, url_scheme
+from broadcaster.sources import EventSource, source_from_url, url_scheme
 from broadcaster.sources.memory import MemorySource
 from broadcaster.sources.redis_stream import RedisStreamSource, read_entries
 from channel_auth import ChannelAuthorizer
@@ -35,7 +38,9 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
+from .adapters.protocols import Assembly, ProtocolFactory, Route, Served, Upgrade
 from .adapters.pusher.endpoint import PusherEndpoint, PusherOptions
+from .adapters.registry import PROTOCOLS
 from .adapters.socketio_echo import EchoSocketIo
 from .app_quota import SharedAppQuota
 from .apps.authorizers import auth_callback, socketio_authorizer
@@ -45,12 +50,13 @@ from .apps.store import StaticStore
 from .apps.tags import SEPARATOR
 from .config import Config, ConfigError, ensure_dev_client
 from .core.channels import ChannelCore
-from .core.cluster import Cluster
+from .core.cluster import Cluster, ClusterFeeds
 from .core.events import PresenceChanged
 from .core.limits import ChannelLimits
 from .core.occupancy import Occupancy
 from .core.positions import Positions
 from .core.presence import RedisPresenceStore, key_tag
+from .core.recovery_parts import RecoveryParts
 from .core.shared_sessions import SharedSessions
 from .core.state import ServerState
 from .core.stream_gap import StreamGap
@@ -84,22 +90,30 @@ SHUTDOWN_TIMEOUT = 10.0
 
 class EchoServer:
     def __init__(self, config: Config, *, authorizer: ChannelAuthorizer | None = None,
-                 instance_id: str | None = None, worker: WorkerSlot | None = None) -> None:
+                 instance_id: str | None = None, worker: WorkerSlot | None = None,
+                 protocols: Sequence[ProtocolFactory] = PROTOCOLS) -> None:
+        """``protocols``: those served beside Socket.IO and Pusher (adapters/registry.py)."""
         self.config = config
         self.worker = worker  # under --workers N, its slot's sockets (workers.py)
         self.errors = ErrorLog()
         self.memory = MemorySource()
         self.instance_id = (instance_id or (worker.instance_id if worker else None)
                             or config.instance_id or secrets.token_hex(6))
-        self._redis: Any = None  # client for presence and publishPresence, when used
-        self.cluster: Cluster | None = None
         self.metrics: Metrics | None = None
         self.authorizer = authorizer or build_authorizer(config)
         jwt = config.jwt
         self.authenticator = JwtAuthenticator(jwt) if jwt is not None else None
+        # What the core works with is built first, from the configuration alone, and passed
+        # in; `start` starts it once Redis answers.
+        self._sources = [self._source(url) for url in config.source_urls
+                         if url_scheme(url) != "memory"]  # that is self.memory
+        self._redis_client = self._redis_for_presence()
+        self._redis: Any = None  # the same client, once Redis answered at start
+        positions = Positions() if self._shares_sessions() else None
+        self.cluster = self._cluster(positions)
         self.core = ChannelCore(self.authorizer, self.errors.report,
                                 limits=channel_limits(config), authenticator=self.authenticator,
-                                recovery=config.recovery)
+                                recovery=self._recovery(positions), cluster=self.cluster)
         self.occupancy = Occupancy(self.core.lifecycle)  # server-wide occupied / vacated
         self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
                                  self.core.lifecycle, presence_grace=config.presence_grace)
@@ -131,10 +145,27 @@ class EchoServer:
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
                                           self.errors.report)
         self.sockets.attach(self.engine)
+        # Every wire protocol as it declares itself (adapters/protocols.py): the server routes
+        # by these alone. Socket.IO and Pusher from the options read above, the rest from
+        # what the registry lists.
+        self.protocols: tuple[Served, ...] = (
+            Served("socket.io", routes=(Route(self._is_engine_path, self._engine_request,
+                                              while_starting=True),),
+                   upgrades=(Upgrade(self._is_engine_path, self.engine.handle_upgrade),),
+                   start=self.engine.start, stop=self._stop_engine,
+                   connections=self.engine.sessions_by_kind),
+            Served("pusher", upgrades=(Upgrade(PusherEndpoint.matches,
+                                               self.pusher.handle_upgrade),),
+                   start=self.pusher.start, stop=self.pusher.stop,
+                   connections=self.pusher.by_kind),
+            *(make(Assembly(self.core, self.errors.report)) for make in protocols))
+        self._routes = tuple(route for served in self.protocols for route in served.routes)
+        self._upgrades = tuple(up for served in self.protocols for up in served.upgrades)
         self.runners: list[SourceRunner] = []
         self.state = ServerState(self.core, instance_id=self.instance_id,
-                                 connections_by_kind=lambda: (self.engine.sessions_by_kind()
-                                                              + self.pusher.by_kind()),
+                                 connections_by_kind=lambda: sum(
+                                     (served.connections() for served in self.protocols),
+                                     Counter[tuple[str, str]]()),
                                  sources=lambda: [runner.health for runner in self.runners],
                                  errors=self.errors,
                                  webhooks=self.webhooks.figures
@@ -253,8 +284,8 @@ class EchoServer:
             await self.link.start()
         await self.apps.start()  # the database's, if any: listening for its changes
         await self._listen_as_reverb(self.worker is None)
-        self.engine.start()
-        self.pusher.start()
+        for served in self.protocols:
+            served.start()
         guard.start()
         self.status_page.start()
         await self._start_presence()
@@ -294,11 +325,10 @@ class EchoServer:
             self._own_port_server = None
         if self.link is not None:
             await self.link.stop()
-        self.engine.stop()
+        for served in self.protocols:
+            served.stop()
         self.http_guard.stop()
         self.status_page.stop()
-        self.engine.close_all()
-        self.pusher.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.apps.close(), timeout / 4)
         self.core.end_sessions()
@@ -323,10 +353,10 @@ class EchoServer:
             if close is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(close(), timeout / 4)
-        if self._redis is not None:
+        if self._redis_client is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._redis.aclose(), timeout / 4)
-            self._redis = None
+                await asyncio.wait_for(self._redis_client.aclose(), timeout / 4)
+            self._redis_client = self._redis = None
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout / 2)
@@ -368,14 +398,24 @@ class EchoServer:
         return True
 
     # -- presence -------------------------------------------------------------------
-    async def _start_presence(self) -> None:
-        """Redis presence when the config says redis and Redis answers; memory otherwise.
+    def _redis_for_presence(self) -> Any:
+        """The client for presence, publishPresence, the cluster and the sessions' records,
+        when the config asks for Redis presence or publishPresence (it connects on first use).
 
-        The client comes from `redis_client.make_client`, so Sentinel and Cluster URLs work
-        here as for the sources (plain Redis keeps its blocking pool)."""
+        From `redis_client.make_client`, so Sentinel and Cluster URLs work here as for the
+        sources (plain Redis keeps its blocking pool)."""
         c = self.config
-        wants_redis = c.presence_backend == "redis" or c.publish_presence
-        if not wants_redis:
+        if not (c.presence_backend == "redis" or c.publish_presence):
+            return None
+        from .redis_client import make_client
+
+        return make_client(c.redis_url)
+
+    async def _start_presence(self) -> None:
+        """Redis presence when the config says redis and Redis answers; memory otherwise."""
+        c = self.config
+        client = self._redis_client
+        if client is None:
             return
         from broadcaster.sources.base import display_url
 
@@ -392,7 +432,6 @@ class EchoServer:
             return
         finally:
             await probe.aclose()
-        client = make_client(c.redis_url)
         self._redis = client
         store = None
         if c.presence_backend == "redis":
@@ -401,25 +440,19 @@ class EchoServer:
             self.core.presence.store = store
         if c.publish_presence:
             self.core.lifecycle.on(PresenceChanged, self._publish_presence)
-        if c.cluster_enabled and c.presence_backend == "redis":
-            await self._start_cluster(client, store)
+        if self.cluster is not None:
+            await self._start_cluster(self.cluster, store)
 
-    async def _start_cluster(self, client: Any, store: RedisPresenceStore | None) -> None:
+    async def _start_cluster(self, cluster: Cluster, store: RedisPresenceStore | None) -> None:
         """Instances sharing this Redis behave as one: relay, liveness, cluster figures."""
-        c = self.config
         presence = self.core.presence
-        self.cluster = Cluster(
-            client, c.redis_url, self.instance_id, key_prefix=c.key_prefix,
-            heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
+        await cluster.start(ClusterFeeds(
             emit_local=self.core.fanout.emit_to_room, deliver=self.core.fanout.deliver,
             snapshot=self.state.snapshot,
             announce_presence=presence.announced, purged=presence.purged,
-            presence=store, restore_presence=presence.restore, occupancy=self.occupancy)
-        await self.cluster.start()
-        self.core.emit_room = self.cluster.emit
-        presence.relay = self.cluster.relay_presence
-        self.state.peers = self.cluster.peers
-        await self.cluster.listening()
+            presence=store, restore_presence=presence.restore, occupancy=self.occupancy))
+        self.state.peers = cluster.peers
+        await cluster.listening()
 
     async def _publish_presence(self, event: PresenceChanged) -> None:
         """``databaseConfig.publishPresence``: the reference's message, minus socket ids."""
@@ -446,52 +479,69 @@ class EchoServer:
         """The in-process bus (the HTTP API's) always; then every configured source URL."""
         deliver = self.core.fanout.deliver
         self.runners.append(SourceRunner(self.memory, deliver))
-        for url in self.config.source_urls:
-            if url_scheme(url) == "memory":
-                continue  # that is self.memory, already running
-            source = source_from_url(url, key_prefix=self.config.key_prefix,
-                                     instance_id=self.instance_id)
+        for source in self._sources:
             if source.kind == "redis-stream" and self.config.instance_id is None:
                 log.warning("%s: no instanceId / ECHO_INSTANCE_ID is configured, so this run "
                             "reads the stream as the new instance %r: nothing published while "
                             "it was down is replayed, and each start leaves a consumer group "
                             "behind", source.display_url, self.instance_id)
-            source.on_bad_message = self.errors.report
             self.runners.append(SourceRunner(source, default_app_only(deliver),
                                              on_down=self._source_down))
-        self._share_sessions()
+        if self.core.shared is not None:
+            self.core.shared.start()
         for runner in self.runners:
             runner.start()
 
-    def _share_sessions(self) -> None:
+    # -- built before the core ----------------------------------------------------------
+    def _source(self, url: str) -> EventSource:
+        source = source_from_url(url, key_prefix=self.config.key_prefix,
+                                 instance_id=self.instance_id)
+        source.on_bad_message = self.errors.report
+        return source
+
+    def _shares_sessions(self) -> bool:
         """Recovery on any instance (core.shared_sessions): with recovery on, the cluster,
         and one Redis stream as the only source of events, every packet a client can miss
         on a public or private channel is in the stream, under one id everywhere."""
-        recovery, cluster = self.config.recovery, self.cluster
-        if recovery is None or cluster is None:
-            return
-        sources = [runner.source for runner in self.runners if runner.source is not self.memory]
-        if len(sources) != 1 or not isinstance(sources[0], RedisStreamSource):
+        c = self.config
+        if c.recovery is None or not (c.cluster_enabled and c.presence_backend == "redis"):
+            return False
+        if len(self._sources) != 1 or not isinstance(self._sources[0], RedisStreamSource):
             log.info("connection-state recovery works on the instance a client was connected "
                      "to; for recovery on any instance, make one redis-stream:// URL the only "
                      "source (README: Recovery)")
-            return
-        positions = Positions()
-        # Read through the shared client's blocking pool: a burst of recoveries (every client
-        # of a dead instance at once) waits for a connection rather than failing.
-        gap = StreamGap(positions, functools.partial(read_entries, self._redis,
-                                                     sources[0].stream), recovery.catch_up)
-        shared = SharedSessions(self._redis, cluster.tag, self.instance_id, gap,
-                                window=recovery.window,
-                                max_packets=recovery.history.max_per_channel)
-        cluster.positions = positions
-        # A mark must outlive any session that could still ask about it.
-        cluster.marker_ttl_ms = int(recovery.window * 3000) + 60_000
-        self.core.fanout.positions = positions
-        assert self.core.history is not None
-        self.core.history.positions = positions
-        self.core.shared = shared
-        shared.start()
+            return False
+        return True
+
+    def _cluster(self, positions: Positions | None) -> Cluster | None:
+        """With Redis presence and the cluster on: built now, started (in `start`) if Redis
+        answers then."""
+        c = self.config
+        if not (c.cluster_enabled and c.presence_backend == "redis"):
+            return None
+        recovery = c.recovery
+        return Cluster(
+            self._redis_client, c.redis_url, self.instance_id, key_prefix=c.key_prefix,
+            heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
+            positions=positions,
+            # A mark must outlive any session that could still ask about it.
+            marker_ttl_ms=int(recovery.window * 3000) + 60_000 if recovery is not None else 0)
+
+    def _recovery(self, positions: Positions | None) -> RecoveryParts | None:
+        recovery = self.config.recovery
+        if recovery is None:
+            return None
+        shared = None
+        source = self._sources[0] if self._sources else None
+        if positions is not None and isinstance(source, RedisStreamSource):
+            # Read through the shared client's blocking pool: a burst of recoveries (every
+            # client of a dead instance at once) waits for a connection rather than failing.
+            gap = StreamGap(positions, functools.partial(read_entries, self._redis_client,
+                                                         source.stream), recovery.catch_up)
+            shared = SharedSessions(self._redis_client, key_tag(self.config.key_prefix),
+                                    self.instance_id, gap, window=recovery.window,
+                                    max_packets=recovery.history.max_per_channel)
+        return RecoveryParts.build(recovery, shared)
 
     def _source_down(self, runner: SourceRunner, exc: BaseException) -> None:
         url = runner.health.url
@@ -512,15 +562,25 @@ class EchoServer:
     def _is_engine_path(self, path: str) -> bool:
         return path.startswith(self._engine_prefix) or path == self._engine_path
 
+    def _engine_request(self, request: Request, conn: HttpConnection) -> RouteResult:
+        name = request.path[len(self._engine_prefix):]
+        if name in ("socket.io.js", "socket.io.js.map"):  # served while starting too
+            return self.bundle.response(name, request.headers.get("if-none-match"))
+        if self.health.phase is Phase.STARTING:
+            return STARTING
+        return self.engine.handle_request(request, conn)
+
+    def _stop_engine(self) -> None:
+        self.engine.stop()
+        self.engine.close_all()
+
     def _route(self, request: Request, conn: HttpConnection) -> RouteResult:
         path = request.path
-        if self._is_engine_path(path):
-            name = path[len(self._engine_prefix):]
-            if name in ("socket.io.js", "socket.io.js.map"):
-                return self.bundle.response(name, request.headers.get("if-none-match"))
-            if self.health.phase is Phase.STARTING:
-                return STARTING
-            return self.engine.handle_request(request, conn)
+        for route in self._routes:
+            if route.matches(path):
+                if not route.while_starting and self.health.phase is Phase.STARTING:
+                    return STARTING
+                return route.handle(request, conn)
         if path in Health.PATHS and request.method in ("GET", "HEAD"):
             return self.health.handle(request)
         if path == "/metrics" and request.method == "GET":
@@ -537,12 +597,11 @@ class EchoServer:
         if self.health.phase is Phase.STARTING:
             conn.refuse_upgrade(STARTING)
             return
-        if self._is_engine_path(request.path):
-            self.engine.handle_upgrade(request, conn, rest)
-            return
-        if PusherEndpoint.matches(request.path):
-            self.pusher.handle_upgrade(request, conn, rest)
-            return
+        path = request.path
+        for upgrade in self._upgrades:
+            if upgrade.matches(path):
+                upgrade.handle(request, conn, rest)
+                return
         conn.refuse_upgrade(self.api.not_found(request))
 
     # -- set-up details -----------------------------------------------------------

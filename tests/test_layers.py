@@ -87,6 +87,18 @@ def test_the_apps_room_knows_no_wire_and_no_server() -> None:
                                      "echo_server.cli", "echo_server.webhooks")), module
 
 
+def test_protocols_are_built_without_the_server() -> None:
+    """A protocol is declared (adapters/protocols.py) and built from an ``Assembly`` with one
+    line in adapters/registry.py: no adapter takes the server, the HTTP side or the process."""
+    adapters = [m for m in GRAPH if m.startswith("echo_server.adapters")]
+    assert {"echo_server.adapters.protocols", "echo_server.adapters.registry"} <= set(adapters)
+    for module in adapters:
+        assert not _reaches(module, ("echo_server.server", "echo_server.process",
+                                     "echo_server.web", "echo_server.cli",
+                                     "echo_server.config", "echo_server.reload",
+                                     "echo_server.workers", "echo_server.demo")), module
+
+
 def test_no_import_cycles() -> None:
     seen: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []

@@ -8,7 +8,7 @@ docs/compatibility.md), including its unanchored name rules, minus its crashes: 
 disconnect at any moment (during a pending authorization, after a 403, twice) is handled,
 and every refusal is counted and logged at a bounded rate.
 
-About 580 lines because a connection's whole life is here, in the order it happens (open,
+About 650 lines because a connection's whole life is here, in the order it happens (open,
 subscribe and authorize, whisper, close or park, recover here or from another instance):
 parking, restoring and taking over move the same state ``_join``/``_leave`` keep, and
 splitting them off would hand that state to a second class. Presence ordering, history,
@@ -28,6 +28,7 @@ from channel_auth.jwt_auth import AuthenticationError, JwtAuthenticator, TokenSo
 from echo_common.jsoncodec import dumps
 
 from .cache import LastEvents
+from .cluster import Cluster
 from .connection import ClientState, Connection
 from .events import (
     Authorized,
@@ -44,7 +45,7 @@ from .events import (
     SubscriptionRefused,
 )
 from .fanout import Fanout
-from .history import Entry, History
+from .history import Entry
 from .limits import ChannelLimits, SubscriptionCounter, channel_name_problem, valid_text
 from .names import is_client_event, is_presence, is_private
 from .presence import Member, user_key
@@ -53,14 +54,13 @@ from .recovery import (
     RECOVERABLE_REASONS,
     SHUTTING_DOWN,
     Parked,
-    RecoveryOptions,
     RecoveryRefused,
-    Sessions,
     merged,
     parse_offset,
 )
+from .recovery_parts import RecoveryParts
 from .rooms import Rooms
-from .shared_sessions import Handover, SharedSessions
+from .shared_sessions import Handover
 
 log = logging.getLogger("echo_server.channels")
 
@@ -68,6 +68,16 @@ ErrorReporter = Callable[[str, str], None]
 # Sends a client event to a channel's members but one: here, and with several instances
 # also through the relay (echo_server.core.cluster).
 RoomEmitter = Callable[[str, str, str, str | None], int]
+RoomRelay = Callable[[str, str, str, str | None], None]
+
+
+def _relayed(local: RoomEmitter, relay: RoomRelay) -> RoomEmitter:
+    """Told here first (the sender's neighbours do not wait for Redis), then relayed."""
+    def emit(room: str, event: str, data_json: str, except_id: str | None = None) -> int:
+        count = local(room, event, data_json, except_id)
+        relay(room, event, data_json, except_id)
+        return count
+    return emit
 
 
 def _subject(state: ClientState) -> object:
@@ -82,27 +92,39 @@ def _member_of(channel_data: dict[str, Any] | None) -> Member | None:
 
 
 class ChannelCore:
+    """Everything it works with is given at construction, built before it: recovery's parts
+    (None: recovery off) and the cluster (None: one instance), whose relay then carries
+    whispers and presence changes to the other instances. The cluster delivers into the core
+    too, but only once started (``Cluster.start`` takes the core's fan-out and presence)."""
+
     def __init__(self, authorizer: ChannelAuthorizer, report_error: ErrorReporter, *,
                  limits: ChannelLimits | None = None,
                  authenticator: JwtAuthenticator | None = None,
-                 recovery: RecoveryOptions | None = None) -> None:
+                 recovery: RecoveryParts | None = None,
+                 cluster: Cluster | None = None) -> None:
         self.authorizer = authorizer
         self.report_error = report_error
         self.limits = limits or ChannelLimits()
         self.authenticator = authenticator
         self.connections: dict[str, Connection] = {}
         self.rooms = Rooms()
-        self.history = History(recovery.history) if recovery is not None else None
-        self.sessions = Sessions(recovery) if recovery is not None else None
+        self.recovery = recovery
+        # Read by the adapters, the HTTP side and the tests: recovery's parts, or None.
+        self.history = recovery.history if recovery is not None else None
+        self.sessions = recovery.sessions if recovery is not None else None
+        self.shared = recovery.shared if recovery is not None else None
         self.lifecycle = Lifecycle()
         self.last_events = LastEvents(self.lifecycle)  # cache channels
-        self.fanout = Fanout(self.rooms, self.connections, self.last_events, self.history)
-        self.presence = PresenceFlow(self.rooms, self.fanout, self.lifecycle, report_error)
+        self.fanout = Fanout(self.rooms, self.connections, self.last_events, self.history,
+                             recovery.positions if recovery is not None else None)
+        self.presence = PresenceFlow(
+            self.rooms, self.fanout, self.lifecycle, report_error,
+            relay=cluster.relay_presence if cluster is not None else None)
         self.subscriptions = SubscriptionCounter(self.limits)
-        # Client events: local by default; with several instances, also relayed.
-        self.emit_room: RoomEmitter = self.fanout.emit_to_room
-        # Recovery on other instances too (set up with the cluster and the stream source).
-        self.shared: SharedSessions | None = None
+        # Client events: local; with several instances, also relayed.
+        self.emit_room: RoomEmitter = (
+            self.fanout.emit_to_room if cluster is None
+            else _relayed(self.fanout.emit_to_room, cluster.relay))
 
     # -- connections -------------------------------------------------------------
     def authenticate(self, connection: Connection,
@@ -112,12 +134,12 @@ class ChannelCore:
         wait for."""
         if self.authenticator is None:
             return None
-        return self._authenticate(connection, sources())
+        return self._authenticate(self.authenticator, connection, sources())
 
-    async def _authenticate(self, connection: Connection, sources: TokenSources) -> str | None:
-        assert self.authenticator is not None
+    async def _authenticate(self, authenticator: JwtAuthenticator, connection: Connection,
+                            sources: TokenSources) -> str | None:
         try:
-            claims = await self.authenticator.authenticate(sources)
+            claims = await authenticator.authenticate(sources)
         except AuthenticationError as exc:
             # The message is client-safe and never holds the token.
             self.report_error("auth_failed", f"handshake refused ({exc.reason}, "
@@ -130,7 +152,7 @@ class ChannelCore:
             return None
         if claims is not None:
             state.claims = claims
-            delay = self.authenticator.expires_in(claims)
+            delay = authenticator.expires_in(claims)
             if delay is not None:
                 state.expiry = asyncio.get_running_loop().call_later(
                     delay, self._expired, connection)
@@ -164,15 +186,15 @@ class ChannelCore:
             for task in pending.values():
                 task.cancel()
             pending.clear()
-        sessions = self.sessions
-        if sessions is not None and state.recovery_token is not None:
+        recovery = self.recovery
+        if recovery is not None and state.recovery_token is not None:
             if reason in RECOVERABLE_REASONS:
-                self._park(connection, sessions, reason == SHUTTING_DOWN)
+                self._park(connection, recovery, reason == SHUTTING_DOWN)
             else:
-                sessions.forget(connection)
-                if self.shared is not None:
-                    self.shared.ended(state.recovery_token)
-        if sessions is None or state.recovery_token not in sessions.parked:
+                recovery.sessions.forget(connection)
+                if recovery.shared is not None:
+                    recovery.shared.ended(state.recovery_token)
+        if recovery is None or state.recovery_token not in recovery.sessions.parked:
             self.presence.leave_all(connection)  # before the rooms: members leave, then it empties
         for channel in list(state.channels):
             self._leave(channel, connection)
@@ -194,14 +216,14 @@ class ChannelCore:
     def recoverable(self, connection: Connection) -> str | None:
         """Make a connection recoverable (its wire carries offsets); the token its client
         comes back with. None when recovery is off."""
-        if self.sessions is None:
+        if self.recovery is None:
             return None
         state = connection.state
         if state.joined is None:
             state.joined = {}
-        return self.sessions.issue(connection)
+        return self.recovery.sessions.issue(connection)
 
-    def _park(self, connection: Connection, sessions: Sessions, stopping: bool) -> None:
+    def _park(self, connection: Connection, recovery: RecoveryParts, stopping: bool) -> None:
         """Keep what a dropped connection had, for the window: its channels' history
         (retained before it leaves them, so no record is dropped in between) and, for
         the grace, its presence. Its subscriptions stay counted against its client's and
@@ -209,8 +231,7 @@ class ChannelCore:
         sessions: its oldest one ends to make room. Not while this process stops: then
         every session is parked for another instance to take over (``end_sessions``
         follows, and leaves their records in Redis), and none may end before."""
-        history = self.history
-        assert history is not None
+        sessions, history = recovery.sessions, recovery.history
         state = connection.state
         joined = state.joined or {}
         for channel in joined:
@@ -218,15 +239,17 @@ class ChannelCore:
         client, most = state.client, self.limits.max_parked_per_address
         if most and client and not stopping and not self.limits.trusted(state.address):
             while sessions.held_by(client) >= most:
-                self._end_parked(sessions, client)
-        parked = sessions.park(connection, joined, self._grace_over, self._session_over)
+                self._end_parked(recovery, client)
+        parked = sessions.park(connection, joined, self._grace_over,
+                               lambda over: self._session_over(recovery, over))
         self.subscriptions.add(client, len(parked.channels))
-        if self.shared is not None and state.recovery_token is not None:
-            self.shared.parked(state.recovery_token)
+        if recovery.shared is not None and state.recovery_token is not None:
+            recovery.shared.parked(state.recovery_token)
 
-    def _end_parked(self, sessions: Sessions, client: str) -> bool:
+    def _end_parked(self, recovery: RecoveryParts, client: str) -> bool:
         """End ``client``'s longest-parked session before its window (to make room for its
         newer ones); False when it has none."""
+        sessions = recovery.sessions
         token = sessions.oldest(client)
         parked = sessions.take(token) if token is not None else None
         if parked is None:
@@ -234,7 +257,7 @@ class ChannelCore:
         self.report_error("recovery_evicted", f"a parked session of {client} ended early: "
                           "it holds too many (limits.maxParkedSessionsPerAddress or its "
                           "subscription bounds)")
-        self._session_over(parked)
+        self._session_over(recovery, parked)
         return True
 
     def _grace_over(self, parked: Parked) -> None:
@@ -243,35 +266,36 @@ class ChannelCore:
         parked.members = dict(parked.state.presence or {})
         self.presence.leave_all(parked)
 
-    def _session_over(self, parked: Parked, stopping: bool = False) -> None:
-        history = self.history
-        assert history is not None
+    def _session_over(self, recovery: RecoveryParts, parked: Parked,
+                      stopping: bool = False) -> None:
+        history = recovery.history
         for channel in parked.channels:
             history.release(channel)
         self.subscriptions.remove(parked.state.client, len(parked.channels))
         self.presence.leave_all(parked)
-        token = parked.state.recovery_token
-        if self.shared is not None and token is not None:
+        token, shared = parked.state.recovery_token, recovery.shared
+        if shared is not None and token is not None:
             if stopping:  # another instance may still take it over
-                self.shared.forget(token)
+                shared.forget(token)
             else:
-                self.shared.ended(token)
+                shared.ended(token)
 
     async def prepare_recovery(self, connection: Connection, token: object,
                                offset: object) -> None:
         """Before a recovering connection opens: when another instance owns its session,
         what it missed is gathered here (``recover`` then finds it). The last await; the
         connection must open in the step in which this returns."""
-        shared = self.shared
-        if shared is None or not isinstance(token, str) or not 0 < len(token) <= 64:
+        recovery = self.recovery
+        shared = recovery.shared if recovery is not None else None
+        if (recovery is None or shared is None or not isinstance(token, str)
+                or not 0 < len(token) <= 64):
             return
         found = await shared.owner(token)
         if found is None or found[0] == shared.owner_id:
             return  # this instance's own, or nobody's: its memory decides
-        assert self.sessions is not None
-        stale = self.sessions.take(token)  # held here once; the client went elsewhere since
+        stale = recovery.sessions.take(token)  # held here once; the client went elsewhere since
         if stale is not None:
-            self._session_over(stale)
+            self._session_over(recovery, stale)
         try:
             connection.state.handover = await shared.take_over(
                 token, found[1], offset, _subject(connection.state))
@@ -294,9 +318,8 @@ class ChannelCore:
             raise
 
     def _recover(self, connection: Connection, token: str, offset: object) -> Parked:
-        sessions, history = self.sessions, self.history
-        if sessions is None or history is None:
-            raise RecoveryRefused("off")
+        recovery = self._recovery_on()
+        sessions, history = recovery.sessions, recovery.history
         live = sessions.live.get(token)
         if live is not None and live is not connection:
             # Back before this side noticed the drop: the old connection ends now, as dropped.
@@ -319,9 +342,15 @@ class ChannelCore:
                     parts.append(entries)
             parked.missed = merged(parts) if parts else []
         except RecoveryRefused:
-            self._session_over(parked)
+            self._session_over(recovery, parked)
             raise
         return parked
+
+    def _recovery_on(self) -> RecoveryParts:
+        """Recovery's parts, for the steps only a recoverable session reaches."""
+        if self.recovery is None:
+            raise RecoveryRefused("off")
+        return self.recovery
 
     def restore(self, connection: Connection, parked: Parked | Handover) -> list[Entry]:
         """``connection`` takes the parked one's place: the same token, channels (no new
@@ -329,10 +358,10 @@ class ChannelCore:
         what it missed is returned, in order, to be sent. Its id is the parked one's where
         the protocol lets the server choose it (Engine.IO 4), else its own (Engine.IO 3,
         whose socket id is the new engine session's)."""
+        recovery = self._recovery_on()
         if isinstance(parked, Handover):
-            return self._take_over(connection, parked)
-        sessions, history = self.sessions, self.history
-        assert sessions is not None and history is not None
+            return self._take_over(connection, parked, recovery)
+        sessions, history = recovery.sessions, recovery.history
         old, state = parked.state, connection.state
         state.recovery_token = old.recovery_token
         sessions.issue(connection)
@@ -356,11 +385,13 @@ class ChannelCore:
             self.lifecycle.emit(Recovered(connection, len(parked.missed)))
         return parked.missed
 
-    def _take_over(self, connection: Connection, handover: Handover) -> list[Entry]:
+    def _take_over(self, connection: Connection, handover: Handover,
+                   recovery: RecoveryParts) -> list[Entry]:
         """A session another instance held: its channels are joined here (no authorization,
         as for a local recovery), and the stream's entries it missed are to be sent."""
-        sessions, history, shared = self.sessions, self.history, self.shared
-        assert sessions is not None and history is not None and shared is not None
+        sessions, history, shared = recovery.sessions, recovery.history, recovery.shared
+        if shared is None:  # a Handover comes only from the shared sessions
+            raise RecoveryRefused("off")
         state = connection.state
         state.recovery_token = handover.token
         sessions.issue(connection)
@@ -405,8 +436,8 @@ class ChannelCore:
                              f"{connection.id} is in {limits.max_channels} channels already")
                 return
             refusal = self.subscriptions.refusal(state.client, state.address)
-            if refusal is not None and self.sessions is not None:
-                refusal = self._make_room(state, self.sessions, refusal)
+            if refusal is not None and self.recovery is not None:
+                refusal = self._make_room(state, self.recovery, refusal)
             if refusal is not None:
                 self._refuse(connection, channel, "too_many_subscriptions", refusal)
                 return
@@ -443,12 +474,12 @@ class ChannelCore:
         task.add_done_callback(lambda t: pending.pop(channel, None) if pending.get(channel) is t
                                else None)
 
-    def _make_room(self, state: ClientState, sessions: Sessions, refusal: str | None
+    def _make_room(self, state: ClientState, recovery: RecoveryParts, refusal: str | None
                    ) -> str | None:
         """Over a bound: the client's own parked sessions, oldest first, give way to its
         live subscriptions (a page that came back without recovering holds its old
         channels twice until then). Still refused when that is not enough."""
-        while refusal is not None and self._end_parked(sessions, state.client):
+        while refusal is not None and self._end_parked(recovery, state.client):
             refusal = self.subscriptions.refusal(state.client, state.address)
         return refusal
 
@@ -574,12 +605,13 @@ class ChannelCore:
             return False
         state = connection.state
         self.subscriptions.add(state.client)
-        if state.joined is not None and self.history is not None:
-            self.history.retain(channel)
-            state.joined[channel] = self.history.seq
-            if self.shared is not None and state.recovery_token is not None:
-                self.shared.joined(state.recovery_token, connection.id, _subject(state),
-                                   channel)
+        recovery = self.recovery
+        if state.joined is not None and recovery is not None:
+            recovery.history.retain(channel)
+            state.joined[channel] = recovery.history.seq
+            if recovery.shared is not None and state.recovery_token is not None:
+                recovery.shared.joined(state.recovery_token, connection.id, _subject(state),
+                                       channel)
         lifecycle = self.lifecycle
         if occupied and lifecycle.wants(LocalChannelOccupied):
             lifecycle.emit(LocalChannelOccupied(channel))
@@ -592,13 +624,15 @@ class ChannelCore:
             return False
         state = connection.state
         self.subscriptions.remove(state.client)
-        if state.joined is not None and self.history is not None:
+        recovery = self.recovery
+        if state.joined is not None and recovery is not None:
             state.joined.pop(channel, None)
-            self.history.release(channel)
-            if (self.shared is not None and state.recovery_token is not None
+            recovery.history.release(channel)
+            if (recovery.shared is not None and state.recovery_token is not None
                     and self.connections.get(connection.id) is connection):
                 # Left while connected (a close keeps the record, for a recovery).
-                self.shared.left(state.recovery_token, connection.id, _subject(state), channel)
+                recovery.shared.left(state.recovery_token, connection.id, _subject(state),
+                                     channel)
         if channel not in self.rooms and self.lifecycle.wants(LocalChannelVacated):
             vacated = LocalChannelVacated(channel)
             if is_presence(channel):  # after its members' leaving, written in their turn
@@ -610,13 +644,13 @@ class ChannelCore:
     def end_sessions(self) -> None:
         """Shutting down: no parked connection comes back to this process, so their members
         leave now (written before the store is closed), not when the window ends."""
-        sessions = self.sessions
-        if sessions is None:
+        recovery = self.recovery
+        if recovery is None:
             return
-        for token in list(sessions.parked):
-            parked = sessions.take(token)
+        for token in list(recovery.sessions.parked):
+            parked = recovery.sessions.take(token)
             if parked is not None:
-                self._session_over(parked, stopping=True)
+                self._session_over(recovery, parked, stopping=True)
 
     async def drain(self) -> None:
         """Wait for presence writes in flight (shutdown, tests)."""

@@ -20,6 +20,10 @@ the master or the slot map; the relay's subscriber asks where to connect on ever
 (`subscriber_endpoint`: the master the Sentinels name now, the next Cluster node). On a Cluster
 a plain PUBLISH reaches the subscribers of every node, so any node will do; the keys share one
 hash tag (`key_tag`), so the multi-key reads stay in one slot.
+
+About 480 lines because the relay's two directions, the heartbeat and the purge of a dead
+instance all read one view of the others (``_others_until``, the liveness keys): split, each
+part would need the others' state handed to it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
@@ -100,29 +105,38 @@ MAX_RELAY_BATCH = 500
 RELAY_CONNECT_TIMEOUT = 2.0
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterFeeds:
+    """What the cluster hands the other instances' messages to, and reads its figures from:
+    the core and the server, which are built after the cluster (the core takes the cluster's
+    relay at construction), so these come with ``start``."""
+
+    emit_local: RoomEmitter
+    deliver: Callable[[list[BroadcastEvent]], int]
+    snapshot: Callable[[], dict[str, Any]]
+    announce_presence: PresenceAnnouncer
+    purged: PresencePurged
+    presence: RedisPresenceStore | None = None
+    restore_presence: PresenceRestorer | None = None
+    occupancy: Occupancy | None = None
+
+
 class Cluster:
+    """Built before the core, from the configuration; started once Redis answered, with
+    what it feeds. Never started (Redis did not answer at start), it relays nothing."""
+
+    feeds: ClusterFeeds  # from ``start``: nothing reads it before
+
     def __init__(self, client: Any, redis_url: str, instance_id: str, *, key_prefix: str = "",
                  heartbeat_interval: float = 5.0, liveness_ttl: float = 15.0,
-                 emit_local: RoomEmitter, deliver: Callable[[list[BroadcastEvent]], int],
-                 snapshot: Callable[[], dict[str, Any]],
-                 announce_presence: PresenceAnnouncer, purged: PresencePurged,
-                 presence: RedisPresenceStore | None = None,
-                 restore_presence: PresenceRestorer | None = None,
-                 occupancy: Occupancy | None = None) -> None:
+                 positions: Positions | None = None, marker_ttl_ms: int = 0) -> None:
         self.client = client
         self.redis_url = redis_url
         self.instance_id = instance_id
         self.key_prefix = key_prefix
         self.heartbeat_interval = heartbeat_interval
         self.liveness_ttl = liveness_ttl
-        self.emit_local = emit_local
-        self.deliver = deliver
-        self.snapshot = snapshot
-        self.announce_presence = announce_presence
-        self.purged = purged
-        self.presence = presence
-        self.restore_presence = restore_presence
-        self.occupancy = occupancy
+        self.running = False
         self._beaten = False  # a first beat landed: from then on a missing key means a loss
         self.restored = 0  # presence memberships written again after a loss (logged; tests)
         self._outbox: list[tuple[str, str]] = []  # (room, message)
@@ -139,10 +153,10 @@ class Cluster:
         self.tag = key_tag(key_prefix)
         self._publish_batch = LuaScript(client, _PUBLISH_BATCH)
         self._publish_numbered = LuaScript(client, _PUBLISH_NUMBERED)
-        # Set (with recovery on other instances): relay messages are numbered, and this
-        # instance's place in their order is kept here (core.positions).
-        self.positions: Positions | None = None
-        self.marker_ttl_ms = 0
+        # With recovery on other instances: relay messages are numbered, and this instance's
+        # place in their order is kept here (core.positions); each room's mark lives this long.
+        self.positions = positions
+        self.marker_ttl_ms = marker_ttl_ms
         # Where the relay subscriber is connected (a server URL), None while it is not.
         self.relay_server: str | None = None
         self.relayed_in = 0
@@ -172,16 +186,18 @@ class Cluster:
         return self._key("reaped", instance_id)
 
     # -- lifecycle -----------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, feeds: ClusterFeeds) -> None:
+        self.feeds = feeds
         await self._beat()
-        if self.occupancy is not None:
-            await self.occupancy.share(self.client, self.tag, self.instance_id)
-        if self.presence is not None:
+        if feeds.occupancy is not None:
+            await feeds.occupancy.share(self.client, self.tag, self.instance_id)
+        if feeds.presence is not None:
             # A restarted instance with a stable id: its previous life's members are stale.
             await self._purge(self.instance_id)
         self._tasks = [asyncio.create_task(self._heartbeat(), name="cluster heartbeat"),
                        asyncio.create_task(self._receive(), name="cluster relay in"),
                        asyncio.create_task(self._send(), name="cluster relay out")]
+        self.running = True
 
     async def listening(self) -> None:
         """Until the relay listens and the other instances know it (at most a few seconds:
@@ -191,14 +207,17 @@ class Cluster:
             await asyncio.wait_for(self._listening.wait(), 2 * RELAY_CONNECT_TIMEOUT)
 
     async def stop(self) -> None:
+        if not self.running:
+            return
+        self.running = False
         await cancel_tasks(self._tasks)
         self._tasks = []
         if self._out is not None:
             self._out.close()
             self._out = None
-        if self.occupancy is not None:
+        if self.feeds.occupancy is not None:
             with contextlib.suppress(Exception):
-                await self.occupancy.stop()
+                await self.feeds.occupancy.stop()
         with contextlib.suppress(Exception):
             await self.client.delete(self.alive_key(self.instance_id),
                                      self.stats_key(self.instance_id))
@@ -230,6 +249,8 @@ class Cluster:
                           "d": data_json, "v": version})
 
     def _send_later(self, message: dict[str, Any]) -> None:
+        if not self.running:  # never started, or stopped: nobody would send it
+            return
         if len(self._outbox) >= MAX_OUTBOX:
             del self._outbox[:len(self._outbox) // 2]
             self.dropped += 1
@@ -242,11 +263,6 @@ class Cluster:
         """PUBLISH through the node of our hash tag: on a Redis Cluster a plain PUBLISH goes
         to a random node, and fails while that one is down."""
         await self._publish_batch(keys=[self._key("relay")], args=[channel, message])
-
-    def emit(self, room: str, event: str, data_json: str, except_id: str | None = None) -> int:
-        count = self.emit_local(room, event, data_json, except_id)
-        self.relay(room, event, data_json, except_id)
-        return count
 
     async def _send(self) -> None:
         while True:
@@ -347,13 +363,14 @@ class Cluster:
             self._others_seen()
             self.relayed_in += 1
             version = message.get("v")
+            feeds = self.feeds
             if message.get("b"):  # a broadcast that came in through another's HTTP API
-                self.deliver([BroadcastEvent(message["r"], message["e"], message["d"],
-                                             message.get("x"))])
+                feeds.deliver([BroadcastEvent(message["r"], message["e"], message["d"],
+                                              message.get("x"))])
             elif version is None:
-                self.emit_local(message["r"], message["e"], message["d"], message.get("x"))
+                feeds.emit_local(message["r"], message["e"], message["d"], message.get("x"))
             else:
-                self.announce_presence(message["r"], message["e"] == _JOINING, message["d"],
+                feeds.announce_presence(message["r"], message["e"] == _JOINING, message["d"],
                                        version)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("cluster relay: dropped a malformed message: %s", exc)
@@ -403,7 +420,7 @@ class Cluster:
             pipe.exists(self.alive_key(self.instance_id))
             pipe.exists(self.reaped_key(self.instance_id))
             pipe.set(self.alive_key(self.instance_id), str(time.time()), px=ttl_ms)
-            pipe.set(self.stats_key(self.instance_id), dumps(self.snapshot()), px=ttl_ms)
+            pipe.set(self.stats_key(self.instance_id), dumps(self.feeds.snapshot()), px=ttl_ms)
             pipe.sadd(self.instances_key, self.instance_id)
             pipe.delete(self.reaped_key(self.instance_id))
             pipe.scard(self.instances_key)
@@ -422,9 +439,10 @@ class Cluster:
         again, so ``here()`` and the API see every member that is still connected. When we
         were purged, the other instances announced these users leaving: announce their
         return."""
-        if self.presence is None or self.restore_presence is None:
+        feeds = self.feeds
+        if feeds.presence is None or feeds.restore_presence is None:
             return
-        restored = await self.restore_presence(reaped)
+        restored = await feeds.restore_presence(reaped)
         self.restored += restored
         log.warning("this instance's liveness key was gone from Redis (%s): wrote its %d "
                     "presence memberships again", "purged by another instance" if reaped
@@ -443,12 +461,13 @@ class Cluster:
                 await self._purge(other)
 
     async def _purge(self, instance_id: str) -> None:
-        if self.occupancy is not None and instance_id != self.instance_id:
-            await self.occupancy.purge(instance_id)
-        if self.presence is None:
+        feeds = self.feeds
+        if feeds.occupancy is not None and instance_id != self.instance_id:
+            await feeds.occupancy.purge(instance_id)
+        if feeds.presence is None:
             return
-        for channel, member, version in await self.presence.purge_instance(instance_id):
-            self.purged(channel, member, version)
+        for channel, member, version in await feeds.presence.purge_instance(instance_id):
+            feeds.purged(channel, member, version)
 
     async def peers(self) -> list[dict[str, Any]]:
         """Snapshots of the *other* live instances."""

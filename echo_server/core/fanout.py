@@ -29,7 +29,8 @@ MEMBER_ADDED, MEMBER_REMOVED = ":member_added", ":member_removed"
 
 class Fanout:
     def __init__(self, rooms: Rooms, connections: Mapping[str, Connection],
-                 last_events: LastEvents, history: History | None = None) -> None:
+                 last_events: LastEvents, history: History | None = None,
+                 positions: Positions | None = None) -> None:
         self.rooms = rooms
         self.connections = connections
         self.last_events = last_events
@@ -39,7 +40,7 @@ class Fanout:
         self.delivered = 0  # running total, read by metrics at scrape time
         # With recovery on other instances: where this instance is in the stream, moved as
         # each stream event goes out (the history puts it into the offsets).
-        self.positions: Positions | None = None
+        self.positions = positions
 
     def deliver(self, events: list[BroadcastEvent]) -> int:
         started = time.perf_counter()

@@ -59,7 +59,8 @@ class ChannelHistory:
 
 
 class History:
-    def __init__(self, limits: HistoryLimits | None = None) -> None:
+    def __init__(self, limits: HistoryLimits | None = None,
+                 positions: Positions | None = None) -> None:
         self.limits = limits or HistoryLimits()
         self.seq = 0
         self.bytes = 0
@@ -70,7 +71,7 @@ class History:
         self._order: deque[tuple[ChannelHistory, Entry]] = deque()
         # With recovery on other instances: offsets also say where this instance was in the
         # stream and the relay.
-        self.positions: Positions | None = None
+        self.positions = positions
 
     # -- which channels are recorded ---------------------------------------------------
     def retain(self, channel: str) -> None:

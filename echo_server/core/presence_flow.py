@@ -84,14 +84,15 @@ class _PresenceTurns:
 
 class PresenceFlow:
     def __init__(self, rooms: Rooms, fanout: Fanout, lifecycle: Lifecycle,
-                 report_error: ErrorReporter, store: PresenceStore | None = None) -> None:
+                 report_error: ErrorReporter, store: PresenceStore | None = None, *,
+                 relay: PresenceRelay | None = None) -> None:
         self.rooms = rooms
         self.fanout = fanout
         self.lifecycle = lifecycle
         self.report_error = report_error
         self.store = store or MemoryPresenceStore()
         self.members = 0  # presence memberships of local connections (joined or joining)
-        self.relay: PresenceRelay | None = None  # set when instances share Redis
+        self.relay = relay  # with instances sharing Redis: the cluster's
         # Presence writes outlive the connection that caused them: kept here, never
         # cancelled, so a disconnect in the middle of a join cannot leave a ghost member.
         self._background: set[asyncio.Future[None]] = set()
