@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import quote
 
 from channel_auth.jwt_auth import JwtConfigError, JwtSettings
-from echo_server import dotenv, logformat
 from echo_server.apps.file_store import file_apps
 from echo_server.apps.manager import parse_app_manager
 from echo_server.apps.model import App, AppConfigError, parse_apps
@@ -37,6 +36,7 @@ from echo_server.apps.reverb import reverb_entry, reverb_listen_address
 from echo_server.core.history import HistoryLimits
 from echo_server.core.recovery import RecoveryOptions
 from echo_server.limits import LimitSettings, parse_limits
+from echo_server.process import dotenv, logformat
 from echo_server.webhooks.settings import (
     DeliverySettings,
     Endpoint,

@@ -25,9 +25,9 @@ from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
 from echo_common.jsoncodec import dumps, loads
 
-from ...app_quota import AppQuota, SharedAppQuota
 from ...apps.authorizers import UntaggedAuthorizer
 from ...apps.model import App
+from ...apps.quota import AppQuota, SharedAppQuota
 from ...apps.rates import TokenBucket
 from ...apps.store import AppStore, AppsUnavailable
 from ...core.channels import ChannelCore
