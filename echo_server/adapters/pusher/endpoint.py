@@ -36,6 +36,7 @@ from ...core.limits import channel_name_problem
 from ...core.names import USER_CHANNEL, is_private
 from ...counts import AddressCounts
 from ...transport.engine import KEPT_HEADERS
+from ...transport.guard import MAX_PAYLOAD, WRITE_HIGH_WATER
 from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
@@ -62,8 +63,8 @@ class PusherOptions:
     # With `jwt.required`, a Pusher connection must pusher:signin within this (seconds),
     # else 4009; 0: signing in is the client's choice.
     signin_timeout: float = 0.0
-    max_payload: int = 1_000_000
-    write_high_water: int = 4 * 1024 * 1024
+    max_payload: int = MAX_PAYLOAD
+    write_high_water: int = WRITE_HIGH_WATER
     origin_allowed: Callable[[str | None], bool] = lambda origin: True
 
 
