@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..counts import AddressCounts, client_key
+from echo_common.counts import AddressCounts, client_key
+
 from .addresses import TrustedProxies
 
 LimitReporter = Callable[[str, str], None]

@@ -23,6 +23,7 @@ from typing import Any
 
 from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
+from echo_common.counts import AddressCounts
 from echo_common.jsoncodec import dumps, loads
 
 from ...apps.authorizers import UntaggedAuthorizer
@@ -34,7 +35,6 @@ from ...core.channels import ChannelCore
 from ...core.connection import ClientState, Wire
 from ...core.limits import channel_name_problem
 from ...core.names import USER_CHANNEL, is_private
-from ...counts import AddressCounts
 from ...transport.engine import KEPT_HEADERS
 from ...transport.guard import MAX_PAYLOAD, WRITE_HIGH_WATER
 from ...transport.http import HttpConnection, Request, Response
