@@ -46,7 +46,7 @@ from sidebyside.servers import PUSHER_APP  # noqa: E402
 from broadcaster.sources.redis import RedisPubSubSource  # noqa: E402
 from broadcaster.sources.redis_wire import _Protocol  # noqa: E402
 from echo_server.config import load_config  # noqa: E402
-from echo_server.server import EchoServer, tune_gc  # noqa: E402
+from echo_server.process.server import EchoServer, tune_gc  # noqa: E402
 from echo_server.transport.http import HttpConnection  # noqa: E402
 from echo_server.transport.websocket import OP_TEXT  # noqa: E402
 from tests.support.raw import client_frame  # noqa: E402

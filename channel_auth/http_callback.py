@@ -29,6 +29,15 @@ from .fair import FairSlots, NoSlotInTime, TooManyPending
 
 log = logging.getLogger("channel_auth.http")
 
+# The pool's bounds, and how long a request may wait and take (seconds), unless configured
+# (``channel_auth.settings``: authMaxConnections, authMaxConnectionsPerAddress,
+# authMaxPendingPerAddress, authQueueTimeout, authTimeout).
+MAX_CONNECTIONS = 100
+MAX_CONNECTIONS_PER_CLIENT = 25
+MAX_PENDING_PER_CLIENT = 1000
+QUEUE_TIMEOUT = 10.0
+TIMEOUT = 10.0
+
 # ``auth.headers`` names a client may not choose: they frame or route the request, and the
 # body is our form. A forged Content-Length or Transfer-Encoding would desynchronise the
 # pooled keep-alive connection, so the next user's auth request on it would be parsed after
@@ -72,9 +81,10 @@ def parse_channel_data(body: Any) -> dict[str, Any] | None:
 
 class HttpCallbackAuthorizer:
     def __init__(self, auth_hosts: list[str], auth_endpoint: str, *, verify_tls: bool = True,
-                 timeout: float = 10.0, max_connections: int = 100,
-                 max_connections_per_client: int = 25, max_pending_per_client: int = 1000,
-                 queue_timeout: float = 10.0) -> None:
+                 timeout: float = TIMEOUT, max_connections: int = MAX_CONNECTIONS,
+                 max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+                 max_pending_per_client: int = MAX_PENDING_PER_CLIENT,
+                 queue_timeout: float = QUEUE_TIMEOUT) -> None:
         self.auth_hosts = auth_hosts
         self.auth_endpoint = auth_endpoint
         self.verify_tls = verify_tls

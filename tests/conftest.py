@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from echo_server.config import load_config  # noqa: E402
-from echo_server.server import EchoServer  # noqa: E402
+from echo_server.process.server import EchoServer  # noqa: E402
 from tests.support.auth_backend import AuthBackend  # noqa: E402
 from tests.support.node_client import NodeEchoClient, node_clients_available  # noqa: E402
 

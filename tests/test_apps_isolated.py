@@ -17,7 +17,7 @@ import pusher
 import pytest
 import redis.asyncio as aioredis
 
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.http import http_client

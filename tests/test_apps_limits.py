@@ -15,7 +15,7 @@ from typing import Any
 import pusher
 import pytest
 
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, requires_node, server_url
 from tests.support.raw import RawWebSocket, next_pusher_message, pusher_client
 from tests.support.waits import ClientFactory

@@ -17,7 +17,7 @@ import pusher
 import pytest
 
 from echo_server.apps.postgres import PostgresStore, schema
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, requires_node, server_url
 from tests.support.http import http_client
 from tests.support.raw import RawWebSocket, pusher_client

@@ -20,7 +20,7 @@ import pytest
 from channel_auth import AuthRequest
 from channel_auth.fair import FairSlots
 from channel_auth.http_callback import HttpCallbackAuthorizer
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.closing import closing_each

@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from channel_auth import AuthRequest, AuthResult
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, free_port, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend
 from tests.support.node_client import NodeEchoClient

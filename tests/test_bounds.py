@@ -20,7 +20,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from echo_server.core.recovery import Sessions
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from echo_server.transport.guard import ConnectionGuard, HttpLimits
 from tests.conftest import ServerFactory
 from tests.support.http import http_client

@@ -30,7 +30,7 @@ from echo_server.core.presence import (
     PresenceStore,
     RedisPresenceStore,
 )
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient

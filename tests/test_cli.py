@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from echo_server import cli, lockfile
 from echo_server.config import load_config
+from echo_server.process import cli, lockfile
 
 REPO = Path(__file__).resolve().parents[1]
 

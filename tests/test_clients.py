@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.node_client import NodeEchoClient
 from tests.support.seed_events import capacity_updated, lead_assigned

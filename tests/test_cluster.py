@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.instance import instance_process

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from echo_server import dotenv
 from echo_server.config import (
     DEFAULTS,
     Config,
@@ -18,6 +17,7 @@ from echo_server.config import (
     ensure_dev_client,
     load_config,
 )
+from echo_server.process import dotenv
 
 
 def write_config(directory: Path, data: Any, name: str = "laravel-echo-server.json") -> Path:

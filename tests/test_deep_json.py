@@ -18,8 +18,8 @@ import redis.asyncio as aioredis
 from broadcaster.event import BadMessage, BroadcastEvent, parse_laravel_message
 from echo_common import jsoncodec
 from echo_common.jsoncodec import MAX_DEPTH
-from echo_server.ingest import SourceRunner
-from echo_server.server import EchoServer
+from echo_server.process.ingest import SourceRunner
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, _until, laravel_message, server_url
 from tests.support.http import http_client
 from tests.support.waits import redis_runner, wait_until

@@ -28,7 +28,7 @@ from yarl import URL
 
 from echo_server.adapters.pusher.apps import signed_in_user
 from echo_server.apps.model import App
-from echo_server.demo import PRESENCE_CHANNEL, REVERB_STACK, WEBHOOK_PATH, Demo, DemoBackend
+from echo_server.demo.app import PRESENCE_CHANNEL, REVERB_STACK, WEBHOOK_PATH, Demo, DemoBackend
 from echo_server.web.demo_files import DEMO_DIR, DemoFiles
 from tests.conftest import ROOT, free_port, server_url
 from tests.support.drivers import NODE_DIR, browser_missing, stop_driver

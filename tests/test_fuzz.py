@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from broadcaster.event import BroadcastEvent
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory
 from tests.support.raw import RawWebSocket, client_frame, encode_v3, wait_until
 

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from echo_server.config import load_config
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import free_port, private_redis, redis_config, server_url
 from tests.support.http import http_client
 from tests.support.logged_process import LoggedProcess

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from echo_server.transport.deadlines import Deadlines
 from echo_server.transport.engine import Session
 from tests.conftest import ServerFactory, server_url

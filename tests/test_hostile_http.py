@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from echo_server.transport.http import HttpConnection
 from tests.conftest import ServerFactory, requires_node, server_url
 from tests.support.raw import Polling, http_request, wait_until

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
 from channel_auth import AuthRequest, AuthResult
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, server_url
 from tests.support.raw import (
     OP_CLOSE,

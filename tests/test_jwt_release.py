@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from echo_server.transport.sockets import Socket
 from tests.support.raw import wait_until
 from tests.test_jwt_auth import (

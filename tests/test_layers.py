@@ -54,7 +54,7 @@ def test_the_core_imports_no_transport_and_no_wire_protocol() -> None:
     assert len(core) >= 8
     for module in core:
         assert not _reaches(module, ("echo_server.transport", "echo_server.adapters",
-                                     "echo_server.server", "echo_server.web",
+                                     "echo_server.process", "echo_server.web",
                                      "echo_server.demo")), module
 
 
@@ -62,8 +62,8 @@ def test_the_http_side_never_takes_the_server() -> None:
     web = [m for m in GRAPH if m.startswith("echo_server.web")]
     assert len(web) >= 5
     for module in web:
-        assert not _reaches(module, ("echo_server.server", "echo_server.demo",
-                                     "echo_server.adapters", "echo_server.cli")), module
+        assert not _reaches(module, ("echo_server.process", "echo_server.demo",
+                                     "echo_server.adapters")), module
 
 
 def test_transport_knows_no_channels() -> None:
@@ -83,8 +83,8 @@ def test_the_apps_room_knows_no_wire_and_no_server() -> None:
     for module in apps:
         assert not _reaches(module, ("echo_server.transport", "echo_server.adapters",
                                      "echo_server.web", "echo_server.core",
-                                     "echo_server.server", "echo_server.config",
-                                     "echo_server.cli", "echo_server.webhooks")), module
+                                     "echo_server.process", "echo_server.config",
+                                     "echo_server.demo", "echo_server.webhooks")), module
 
 
 def test_protocols_are_built_without_the_server() -> None:
@@ -93,10 +93,8 @@ def test_protocols_are_built_without_the_server() -> None:
     adapters = [m for m in GRAPH if m.startswith("echo_server.adapters")]
     assert {"echo_server.adapters.protocols", "echo_server.adapters.registry"} <= set(adapters)
     for module in adapters:
-        assert not _reaches(module, ("echo_server.server", "echo_server.process",
-                                     "echo_server.web", "echo_server.cli",
-                                     "echo_server.config", "echo_server.reload",
-                                     "echo_server.workers", "echo_server.demo")), module
+        assert not _reaches(module, ("echo_server.process", "echo_server.web",
+                                     "echo_server.config", "echo_server.demo")), module
 
 
 def test_no_import_cycles() -> None:
@@ -133,3 +131,17 @@ def test_every_outgoing_http_client_is_made_in_one_place() -> None:
                     for path in (ROOT / package).rglob("*.py")
                     if "ClientSession(" in path.read_text())
     assert makers == ["echo_common/http_client.py"]
+
+
+def test_nothing_below_the_process_reaches_up_into_it() -> None:
+    """The process (``echo_server.process``) and the demo assemble the layers; no layer
+    takes either back."""
+    below = ("echo_server.core", "echo_server.transport", "echo_server.adapters",
+             "echo_server.web", "echo_server.apps", "echo_server.webhooks")
+    for module in (m for m in GRAPH if m.startswith(below)):
+        assert not _reaches(module, ("echo_server.process", "echo_server.demo")), module
+
+
+def test_the_top_of_the_package_holds_rooms() -> None:
+    loose = sorted(p.name for p in (ROOT / "echo_server").glob("*.py"))
+    assert loose == ["__init__.py", "__main__.py", "config.py"]

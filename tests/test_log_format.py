@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from echo_server.logformat import REDACTED, JsonFormatter, formatter
+from echo_server.process.logformat import REDACTED, JsonFormatter, formatter
 from tests.conftest import free_port
 from tests.support.logged_process import LoggedProcess
 

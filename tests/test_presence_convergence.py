@@ -29,7 +29,7 @@ import aiohttp
 import pytest
 
 from channel_auth import AuthRequest, AuthResult
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import server_url
 from tests.support.http import http_client
 from tests.support.raw import OP_TEXT, RawWebSocket

@@ -21,7 +21,7 @@ import pusher.http
 import pytest
 
 from echo_server.config import ConfigError, load_config
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.raw import RawWebSocket

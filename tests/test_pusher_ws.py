@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
 from echo_server.config import ConfigError, load_config
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import (
     ServerFactory,
     free_port,

@@ -17,7 +17,7 @@ from broadcaster import Broadcaster
 from broadcaster.event import BroadcastEvent
 from broadcaster.events import lead_assigned
 from echo_client import EchoClient, format_event
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import free_port, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.tcp_proxy import TcpProxy

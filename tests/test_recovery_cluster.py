@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 
 from broadcaster import Broadcaster
 from broadcaster.event import BroadcastEvent
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import FAST_SOCKETIO, ServerFactory, free_port, requires_node
 from tests.support.auth_backend import AuthBackend
 from tests.support.http import http_client

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import RedisProcess, ServerFactory, laravel_message, requires_node, server_url
 from tests.support.node_client import NodeEchoClient
 from tests.support.waits import ClientFactory, redis_runner, wait_member, wait_until

@@ -26,7 +26,7 @@ import redis.asyncio as aioredis
 from broadcaster import Broadcaster
 from echo_server.config import ConfigError, load_config
 from echo_server.core.presence import key_tag
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import (
     ClusterSetup,
     SentinelSetup,

@@ -25,8 +25,8 @@ from channel_auth import AuthRequest
 from echo_server.adapters.pusher.apps import SignatureAuthorizer
 from echo_server.apps.model import App
 from echo_server.config import Config
-from echo_server.reload import lost_settings
-from echo_server.server import EchoServer
+from echo_server.process.reload import lost_settings
+from echo_server.process.server import EchoServer
 from tests.conftest import free_port, redis_config
 from tests.support.http import http_client
 from tests.support.logged_process import LoggedProcess

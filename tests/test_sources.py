@@ -23,8 +23,8 @@ import redis.asyncio as aioredis
 from broadcaster import Broadcaster
 from broadcaster.sources.postgres import NOTIFY_LIMIT
 from echo_server.config import load_config
-from echo_server.ingest import SourceRunner
-from echo_server.server import EchoServer
+from echo_server.process.ingest import SourceRunner
+from echo_server.process.server import EchoServer
 from tests.conftest import (
     PostgresProcess,
     RedisProcess,

@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import ROOT, free_port, laravel_message, server_url
 from tests.support.auth_backend import AuthCall
 from tests.support.drivers import CHROMIUM, NODE_DIR, browser_missing, stop_driver

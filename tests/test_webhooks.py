@@ -16,7 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from echo_server.core.presence import key_tag
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 from tests.conftest import (
     ServerFactory,
     requires_node,

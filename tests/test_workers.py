@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster import Broadcaster
-from echo_server.app_quota import SharedAppQuota
+from echo_server.apps.quota import SharedAppQuota
 from tests.conftest import FAST_SOCKETIO, free_port, redis_config, requires_node
 from tests.support.auth_backend import AuthBackend
 from tests.support.http import http_client

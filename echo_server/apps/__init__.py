@@ -2,6 +2,7 @@
 ``echo_common.signing``), and where apps come from (``store``: the interface;
 ``file_store``: laravel-echo-server.json; ``reverb``: Reverb's ``.env``; ``postgres``: a
 table seen live through LISTEN/NOTIFY, behind ``cache``; ``manager``: which of them the
-configuration asks for). It imports no transport,
+configuration asks for), and an app's ``maxConnections`` held over every worker
+(``quota``). It imports no transport,
 adapter or web module: those take an ``App`` from here.
 """

@@ -27,6 +27,9 @@ KNOWN = frozenset({"driver", "url", "table", "cacheSize", "negativeCacheSize", "
                    "negativeCacheTtlMs", "missesPerSecond", "missBurst", "connectTimeoutMs",
                    "pingMs", "reconnectMinMs", "reconnectMaxMs", "poolSize"})
 ENV_URL = "ECHO_APPS_DATABASE_URL"
+# Each default is written once, in the settings it fills (everything but the URL has one).
+_DEFAULT = PostgresSettings(url="")
+_CACHE = CacheSettings()
 
 
 def _number(section: Mapping[str, Any], name: str, default: float, scale: float = 1.0,
@@ -61,7 +64,7 @@ def parse_app_manager(section: Any, environ: Mapping[str, str]) -> PostgresSetti
     if not isinstance(url, str) or not url.startswith(("postgres://", "postgresql://")):
         raise AppConfigError(f"appManager.url (or {ENV_URL}) must be a postgres:// URL for "
                              "the postgres driver")
-    table = section.get("table", "echo_apps")
+    table = section.get("table", _DEFAULT.table)
     try:
         quote_table(table if isinstance(table, str) else "")
     except ValueError:
@@ -70,17 +73,19 @@ def parse_app_manager(section: Any, environ: Mapping[str, str]) -> PostgresSetti
     return PostgresSettings(
         url=url, table=table,
         cache=CacheSettings(
-            size=int(_number(section, "cacheSize", 10_000, integer=True)),
-            negative_size=int(_number(section, "negativeCacheSize", 10_000, integer=True)),
-            ttl=_number(section, "cacheTtlMs", 300_000, 0.001),
-            negative_ttl=_number(section, "negativeCacheTtlMs", 60_000, 0.001),
-            misses_per_second=_number(section, "missesPerSecond", 50),
-            miss_burst=_number(section, "missBurst", 100)),
-        connect_timeout=_number(section, "connectTimeoutMs", 5000, 0.001),
-        ping=_number(section, "pingMs", 15_000, 0.001),
-        reconnect_min=_number(section, "reconnectMinMs", 100, 0.001),
-        reconnect_max=_number(section, "reconnectMaxMs", 10_000, 0.001),
-        pool_size=int(_number(section, "poolSize", 4, integer=True)))
+            size=int(_number(section, "cacheSize", _CACHE.size, integer=True)),
+            negative_size=int(_number(section, "negativeCacheSize", _CACHE.negative_size,
+                                        integer=True)),
+            ttl=_number(section, "cacheTtlMs", _CACHE.ttl * 1000, 0.001),
+            negative_ttl=_number(section, "negativeCacheTtlMs", _CACHE.negative_ttl * 1000, 0.001),
+            misses_per_second=_number(section, "missesPerSecond", _CACHE.misses_per_second),
+            miss_burst=_number(section, "missBurst", _CACHE.miss_burst)),
+        connect_timeout=_number(section, "connectTimeoutMs", _DEFAULT.connect_timeout * 1000,
+                                0.001),
+        ping=_number(section, "pingMs", _DEFAULT.ping * 1000, 0.001),
+        reconnect_min=_number(section, "reconnectMinMs", _DEFAULT.reconnect_min * 1000, 0.001),
+        reconnect_max=_number(section, "reconnectMaxMs", _DEFAULT.reconnect_max * 1000, 0.001),
+        pool_size=int(_number(section, "poolSize", _DEFAULT.pool_size, integer=True)))
 
 
 def serving_store(file_apps: Iterable[App] | StaticStore,

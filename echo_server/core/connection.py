@@ -14,7 +14,8 @@ import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol, TypeVar
 
-from ..counts import client_key
+from echo_common.counts import client_key
+
 from .presence import Member
 
 # The connections one wire writes to: an adapter's own type (a Socket.IO socket, a Pusher

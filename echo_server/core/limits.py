@@ -12,8 +12,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from echo_common.counts import AddressCounts
+
 from ..apps.tags import SEPARATOR
-from ..counts import AddressCounts
 from .names import USER_CHANNEL
 
 

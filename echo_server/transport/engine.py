@@ -25,6 +25,7 @@ from typing import Protocol
 from echo_common.jsoncodec import dumps
 
 from .deadlines import Bucket, Deadlines
+from .guard import MAX_PAYLOAD, WRITE_HIGH_WATER
 from .http import HttpConnection, Request, Response, RouteResult
 from .ids import new_id
 from .packets import (
@@ -63,10 +64,10 @@ class EngineOptions:
     ping_timeout: float = 20.0
     upgrade_timeout: float = 10.0
     connect_timeout: float = 45.0
-    max_payload: int = 1_000_000
+    max_payload: int = MAX_PAYLOAD
     transports: tuple[str, ...] = ("polling", "websocket")
     allow_upgrades: bool = True
-    write_high_water: int = 4 * 1024 * 1024
+    write_high_water: int = WRITE_HIGH_WATER
     cookie: bool = True
     origin_allowed: Callable[[str | None], bool] = field(default=lambda origin: True)
 

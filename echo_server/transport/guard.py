@@ -17,17 +17,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..counts import AddressCounts, client_key
+from echo_common.counts import AddressCounts, client_key
+
 from .addresses import TrustedProxies
 
 LimitReporter = Callable[[str, str], None]
 # asyncio's and uvloop's own default: a connection that keeps it costs no call to set it.
 TRANSPORT_HIGH_WATER = 64 * 1024
+# The largest message a client may send (socket.io's `maxHttpBufferSize`), and what an HTTP
+# request body may carry beyond it (a polling POST frames its packets; the API's JSON).
+MAX_PAYLOAD = 1_000_000
+BODY_ALLOWANCE = 64 * 1024
+# Bytes queued for one slow client (either wire) before it is dropped.
+WRITE_HIGH_WATER = 4 * 1024 * 1024
 
 
 @dataclass(slots=True)
 class HttpLimits:
-    max_body: int = 1_064_000
+    max_body: int = MAX_PAYLOAD + BODY_ALLOWANCE
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
     header_timeout: float = 10.0  # accept or first byte of a request -> its headers complete

@@ -53,6 +53,9 @@ class DeliverySettings:
     poll: float = 0.1  # how often a sender looks for due events
 
 
+_DEFAULT = DeliverySettings()  # each default written once, above
+
+
 class WebhookConfigError(ValueError):
     pass
 
@@ -78,14 +81,14 @@ def delivery_settings(section: Any) -> DeliverySettings:
     if unknown:
         raise WebhookConfigError(f"webhooks: unknown key(s) {unknown}; known: {sorted(known)}")
     return DeliverySettings(
-        batch_ms=_number(section, "batchMs", 250.0),
-        batch_size=int(_number(section, "batchSize", 20, integer=True)),
-        timeout=_number(section, "timeoutMs", 4000, scale=0.001),
-        retry_for=_number(section, "retryForMs", 300_000, scale=0.001),
-        retry_base=_number(section, "retryBaseMs", 1000, scale=0.001),
-        retry_max=_number(section, "retryMaxMs", 60_000, scale=0.001),
-        max_queue=int(_number(section, "maxQueue", 10_000, integer=True)),
-        poll=_number(section, "pollMs", 100, scale=0.001),
+        batch_ms=_number(section, "batchMs", _DEFAULT.batch_ms),
+        batch_size=int(_number(section, "batchSize", _DEFAULT.batch_size, integer=True)),
+        timeout=_number(section, "timeoutMs", _DEFAULT.timeout * 1000, scale=0.001),
+        retry_for=_number(section, "retryForMs", _DEFAULT.retry_for * 1000, scale=0.001),
+        retry_base=_number(section, "retryBaseMs", _DEFAULT.retry_base * 1000, scale=0.001),
+        retry_max=_number(section, "retryMaxMs", _DEFAULT.retry_max * 1000, scale=0.001),
+        max_queue=int(_number(section, "maxQueue", _DEFAULT.max_queue, integer=True)),
+        poll=_number(section, "pollMs", _DEFAULT.poll * 1000, scale=0.001),
     )
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from echo_server.server import EchoServer
+from echo_server.process.server import EchoServer
 
 RS = "\x1e"
 DEFAULT_TIMEOUT = 3.0

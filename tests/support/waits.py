@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from echo_server.ingest import SourceRunner
-from echo_server.server import EchoServer
+from echo_server.process.ingest import SourceRunner
+from echo_server.process.server import EchoServer
 from echo_server.transport.sockets import Socket
 from tests.support.node_client import NodeEchoClient
 

@@ -1,4 +1,4 @@
-// The demo backend (echo_server/demo.py plays the Laravel app): login by `?admin=<id>`, a JWT
+// The demo backend (echo_server/demo/app.py plays the Laravel app): login by `?admin=<id>`, a JWT
 // that is both echo-server's handshake token and the Bearer of /broadcasting/auth, the leads
 // (with the admins online as the backend knows them from echo-server's webhooks) and the
 // assignment endpoint, which broadcasts `lead.assigned` and `admin.capacity.updated` to the

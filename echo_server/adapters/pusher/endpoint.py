@@ -23,19 +23,20 @@ from typing import Any
 
 from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
+from echo_common.counts import AddressCounts
 from echo_common.jsoncodec import dumps, loads
 
-from ...app_quota import AppQuota, SharedAppQuota
 from ...apps.authorizers import UntaggedAuthorizer
 from ...apps.model import App
+from ...apps.quota import AppQuota, SharedAppQuota
 from ...apps.rates import TokenBucket
 from ...apps.store import AppStore, AppsUnavailable
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState, Wire
 from ...core.limits import channel_name_problem
 from ...core.names import USER_CHANNEL, is_private
-from ...counts import AddressCounts
 from ...transport.engine import KEPT_HEADERS
+from ...transport.guard import MAX_PAYLOAD, WRITE_HIGH_WATER
 from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
@@ -62,8 +63,8 @@ class PusherOptions:
     # With `jwt.required`, a Pusher connection must pusher:signin within this (seconds),
     # else 4009; 0: signing in is the client's choice.
     signin_timeout: float = 0.0
-    max_payload: int = 1_000_000
-    write_high_water: int = 4 * 1024 * 1024
+    max_payload: int = MAX_PAYLOAD
+    write_high_water: int = WRITE_HIGH_WATER
     origin_allowed: Callable[[str | None], bool] = lambda origin: True
 
 

@@ -53,15 +53,15 @@ from urllib.parse import quote
 
 from echo_common.signing import sign
 
-from .demo_webhooks import OnlineAdmins, WebhookInbox, WebhookRefused
-from .web.demo_files import BUILD_HINT, DEMO_DIR, DemoFiles
+from ..web.demo_files import BUILD_HINT, DEMO_DIR, DemoFiles
+from .webhooks import OnlineAdmins, WebhookInbox, WebhookRefused
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from broadcaster.events import LaravelEvent
 
-    from .server import EchoServer
+    from ..process.server import EchoServer
 
 log = logging.getLogger("echo_server.demo")
 
@@ -484,7 +484,7 @@ class Demo:
         return options
 
     def _config(self) -> Any:
-        from . import config as cfg
+        from .. import config as cfg
 
         with tempfile.TemporaryDirectory(prefix="echo-server-demo-") as directory:
             path = Path(directory) / cfg.DEFAULT_CONFIG_FILE
@@ -501,7 +501,7 @@ class Demo:
             raise
 
     async def start_server(self) -> EchoServer:
-        from .server import EchoServer
+        from ..process.server import EchoServer
 
         server = EchoServer(self._config())
         if self.demo_dir is not None:
@@ -567,7 +567,7 @@ async def run_demo(*, host: str, port: int, backend_port: int, redis_url: str | 
     lines += ["", "  Ctrl+C stops both.", ""]
     print("\n".join(lines), flush=True)
 
-    from .server import wait_for_stop_signal
+    from ..process.server import wait_for_stop_signal
 
     await wait_for_stop_signal()
     await demo.stop()

@@ -31,17 +31,17 @@ from channel_auth import ChannelAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import ChannelRule, parse_rules
 
+from ..adapters.pusher.endpoint import PusherEndpoint
+from ..apps.model import App
+from ..apps.store import StaticStore
+from ..config import Config, ConfigError, load_config
+from ..core.channels import ChannelCore
+from ..core.tasks import cancel_tasks
+from ..transport.engine import EngineServer
+from ..web.api import HttpApi
+from ..web.health import Health, Phase
+from ..webhooks.dispatcher import Webhooks
 from . import logformat
-from .adapters.pusher.endpoint import PusherEndpoint
-from .apps.model import App
-from .apps.store import StaticStore
-from .config import Config, ConfigError, load_config
-from .core.channels import ChannelCore
-from .core.tasks import cancel_tasks
-from .transport.engine import EngineServer
-from .web.api import HttpApi
-from .web.health import Health, Phase
-from .webhooks.dispatcher import Webhooks
 
 log = logging.getLogger("echo_server.reload")
 

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import NoReturn
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 from .server import SHUTDOWN_TIMEOUT
 from .siblings import WorkerSlot
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from broadcaster.event import BroadcastEvent
 from broadcaster.sources.base import EventSource
 
-from .apps.tags import SEPARATOR
+from ..apps.tags import SEPARATOR
 
 log = logging.getLogger("echo_server.ingest")
 

@@ -38,44 +38,44 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
-from .adapters.protocols import Assembly, ProtocolFactory, Route, Served, Upgrade
-from .adapters.pusher.endpoint import PusherEndpoint, PusherOptions
-from .adapters.registry import PROTOCOLS
-from .adapters.socketio_echo import EchoSocketIo
-from .app_quota import SharedAppQuota
-from .apps.authorizers import auth_callback, socketio_authorizer
-from .apps.manager import serving_store
-from .apps.model import App
-from .apps.store import StaticStore
-from .apps.tags import SEPARATOR
-from .config import Config, ConfigError, ensure_dev_client
-from .core.channels import ChannelCore
-from .core.cluster import Cluster, ClusterFeeds
-from .core.events import PresenceChanged
-from .core.limits import ChannelLimits
-from .core.occupancy import Occupancy
-from .core.positions import Positions
-from .core.presence import RedisPresenceStore, key_tag
-from .core.recovery_parts import RecoveryParts
-from .core.shared_sessions import SharedSessions
-from .core.state import ServerState
-from .core.stream_gap import StreamGap
+from ..adapters.protocols import Assembly, ProtocolFactory, Route, Served, Upgrade
+from ..adapters.pusher.endpoint import PusherEndpoint, PusherOptions
+from ..adapters.registry import PROTOCOLS
+from ..adapters.socketio_echo import EchoSocketIo
+from ..apps.authorizers import auth_callback, socketio_authorizer
+from ..apps.manager import serving_store
+from ..apps.model import App
+from ..apps.quota import SharedAppQuota
+from ..apps.store import StaticStore
+from ..apps.tags import SEPARATOR
+from ..config import Config, ConfigError, ensure_dev_client
+from ..core.channels import ChannelCore
+from ..core.cluster import Cluster, ClusterFeeds
+from ..core.events import PresenceChanged
+from ..core.limits import ChannelLimits
+from ..core.occupancy import Occupancy
+from ..core.positions import Positions
+from ..core.presence import RedisPresenceStore, key_tag
+from ..core.recovery_parts import RecoveryParts
+from ..core.shared_sessions import SharedSessions
+from ..core.state import ServerState
+from ..core.stream_gap import StreamGap
+from ..transport.engine import EngineOptions, EngineServer
+from ..transport.guard import ConnectionGuard
+from ..transport.http import HttpConnection, Request, Response, RouteResult
+from ..transport.sockets import SocketServer
+from ..web.api import HttpApi
+from ..web.bundle import ClientBundle
+from ..web.demo_files import DemoFiles
+from ..web.health import Health, Phase
+from ..web.metrics import CONTENT_TYPE, Metrics, metrics_token_ok
+from ..web.pusher_api import PusherApi
+from ..web.status_page import StatusPage
+from ..webhooks.dispatcher import Webhooks
 from .errors import ErrorLog
 from .ingest import SourceRunner, default_app_only
 from .reload import Reloader
 from .siblings import SiblingLink, WorkerSlot
-from .transport.engine import EngineOptions, EngineServer
-from .transport.guard import ConnectionGuard
-from .transport.http import HttpConnection, Request, Response, RouteResult
-from .transport.sockets import SocketServer
-from .web.api import HttpApi
-from .web.bundle import ClientBundle
-from .web.demo_files import DemoFiles
-from .web.health import Health, Phase
-from .web.metrics import CONTENT_TYPE, Metrics, metrics_token_ok
-from .web.pusher_api import PusherApi
-from .web.status_page import StatusPage
-from .webhooks.dispatcher import Webhooks
 
 log = logging.getLogger("echo_server")
 

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from echo_server import config as cfg
-from echo_server import lockfile, logformat
 from echo_server.apps.file_store import indent_of
+from echo_server.process import lockfile, logformat
+from echo_server.process.settings import parse_port, parse_worker_ports, parse_workers
 from echo_server.web import PACKAGE_STATIC
 
 logger = logging.getLogger("echo_server.cli")
@@ -84,12 +85,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     if config.dev_mode:
         logging.getLogger().setLevel(logging.DEBUG)
     try:
-        workers = cfg.parse_workers(args.workers) if args.workers else config.workers
+        workers = parse_workers(args.workers) if args.workers else config.workers
     except ValueError as error:
         raise CliError(f"--workers: {error}") from None
     ports_setting = args.worker_ports or config.worker_ports
     try:
-        worker_ports = cfg.parse_worker_ports(ports_setting, workers) if ports_setting else None
+        worker_ports = parse_worker_ports(ports_setting, workers) if ports_setting else None
     except ValueError as error:
         raise CliError(f"--worker-ports: {error}") from None
     if worker_ports and workers == 1:
@@ -100,7 +101,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     _install_exit_signals()
     try:
         from echo_common import jsoncodec
-        from echo_server.server import _loop_factory, run
+        from echo_server.process.server import _loop_factory, run
 
         # The fast paths are platform-dependent dependencies: say which ones this process got.
         loop = "uvloop" if _loop_factory() is not None else "asyncio (standard library)"
@@ -109,7 +110,7 @@ def cmd_start(args: argparse.Namespace) -> int:
             return cfg.load_config(args.config, args.dir, dev=args.dev)
 
         if workers > 1:
-            from echo_server.workers import run_workers
+            from echo_server.process.workers import run_workers
 
             return run_workers(config, workers, lambda worker_config, worker: run(
                 worker_config, load, worker=worker), worker_ports)
@@ -533,7 +534,7 @@ def _init_listening(args: argparse.Namespace, ask: Prompter, options: dict[str, 
     options["devMode"] = _pick(args.dev, lambda: ask.confirm("Run in development mode?", False))
     port = str(_pick(args.port, lambda: ask.text("Port to serve from", "6001")))
     try:
-        cfg.parse_port(port)
+        parse_port(port)
     except ValueError as error:
         raise CliError(str(error)) from error
     options["port"] = int(port) if port.isdigit() else port
@@ -718,10 +719,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The seed's lead-management page with its backend, on this machine (see demo.py)."""
+    """The seed's lead-management page with its backend, on this machine (see demo/app.py)."""
     import asyncio
 
-    from echo_server.demo import run_demo
+    from echo_server.demo.app import run_demo
 
     try:
         return asyncio.run(run_demo(host=args.host, port=args.port,
