@@ -163,10 +163,13 @@ class RedisSubscriber:
         if not (isinstance(reply, list) and reply and reply[0] == b"psubscribe"):
             raise RedisReplyError(f"unexpected reply to PSUBSCRIBE: {reply!r}")
 
-    async def subscribe(self, channel: str) -> None:
-        reply = await self._call("SUBSCRIBE", channel)
-        if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
-            raise RedisReplyError(f"unexpected reply to SUBSCRIBE: {reply!r}")
+    async def subscribe(self, *channels: str) -> None:
+        """In one write: Redis takes the commands of one read together, so no message of
+        the first channel can come between the confirmations (subscribed one by one, a
+        message published meanwhile arrived where the next confirmation was awaited)."""
+        for reply in await self.pipeline([("SUBSCRIBE", channel) for channel in channels]):
+            if not (isinstance(reply, list) and reply and reply[0] == b"subscribe"):
+                raise RedisReplyError(f"unexpected reply to SUBSCRIBE: {reply!r}")
 
     async def read(self, limit: int) -> list[Any]:
         """The replies available now (at least one), or raise when the link is gone."""

@@ -321,8 +321,7 @@ class Cluster:
                 subscriber = RedisSubscriber(await endpoint.server_url(), RELAY_CONNECT_TIMEOUT)
                 await subscriber.connect()
                 await endpoint.connected(subscriber)
-                await subscriber.subscribe(self.channel)
-                await subscriber.subscribe(self.hello)
+                await subscriber.subscribe(self.channel, self.hello)
                 self.relay_server = subscriber.url
                 await self.publish(self.hello, self.instance_id)
                 self._listening.set()
