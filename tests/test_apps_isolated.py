@@ -326,3 +326,35 @@ async def test_an_isolated_app_owns_a_host_name_for_socket_io(
     await tenant.expect_none("event", within=0.3)
     calls = [call for call in auth_backend.calls if call.form.get("channel_name") == ROOM]
     assert len(calls) == 3  # each page's own subscribe, A's asked with the plain name
+
+
+async def test_an_isolated_apps_status_counts_its_own_connections(
+        make_server: ServerFactory, auth_backend: AuthBackend) -> None:
+    """`/apps/{id}/status` of an isolated app: its connections on both instances, not the
+    server's; the default app's keeps counting every connection, as laravel-echo-server."""
+    prefix = f"app{secrets.token_hex(3)}_database_"
+    apps = [{"appId": app_id, "key": key, "secret": secret, "apiKey": f"{app_id}-api"}
+            for key, (app_id, secret) in APPS.items()]
+    first, second = await _cluster(make_server, auth_backend, prefix, apps=apps)
+    clients = [await pusher_client(first, "a-key"), await pusher_client(first, "b-key"),
+               await pusher_client(second, "a-key"), await pusher_client(second, "b-key"),
+               await pusher_client(second, "b-key")]
+    sio = await RawWebSocket.connect(first, "EIO=4&transport=websocket")  # the default app's
+    assert (await sio.recv_text()).startswith("0")
+
+    async def counts() -> tuple[int, int, int]:
+        found = []
+        async with http_client() as http:
+            for path in ("3001/status?auth_key=3001-api", "3002/status?auth_key=3002-api",
+                         "test-app/status?auth_key=test-key"):
+                async with http.get(f"{server_url(first)}/apps/{path}") as response:
+                    assert response.status == 200
+                    found.append((await response.json())["subscription_count"])
+        return found[0], found[1], found[2]
+
+    # The other instance's figures arrive with its heartbeat (100 ms).
+    deadline = asyncio.get_running_loop().time() + 5
+    while (found := await counts()) != (2, 3, 6):
+        assert asyncio.get_running_loop().time() < deadline, found
+        await asyncio.sleep(0.05)
+    assert len(clients) == 5

@@ -68,13 +68,7 @@ class ServerState:
     def local_app_figures(self) -> dict[str, list[int]]:
         """Per app (by id; "" for the default app): [connections, channels, subscriptions]
         of this process. Read at a scrape or a status sample, never per event."""
-        figures: dict[str, list[int]] = {}
-        for connection in self.core.connections.values():
-            tag = connection.state.tag
-            row = figures.get(tag[1:])
-            if row is None:
-                row = figures[tag[1:]] = [0, 0, 0]
-            row[0] += 1
+        figures = {app_id: [count, 0, 0] for app_id, count in self.local_app_connections().items()}
         for name, count in self.local_channel_counts().items():
             app_id = app_tag(name)[1:]
             row = figures.get(app_id)
@@ -83,6 +77,10 @@ class ServerState:
             row[1] += 1
             row[2] += count
         return figures
+
+    def local_app_connections(self) -> Counter[str]:
+        """This process's connections per app (by id; "" for the default app)."""
+        return Counter(connection.state.tag[1:] for connection in self.core.connections.values())
 
     def presence_memberships(self) -> int:
         """Presence memberships of local connections (joined or joining)."""
@@ -104,7 +102,9 @@ class ServerState:
 
     def snapshot(self) -> dict[str, Any]:
         """What this instance tells the others about itself at each heartbeat."""
-        return {"connections": self.local_connections(),
+        # The isolated apps' connections too, for their own ``/apps/{id}/status``.
+        apps = {app_id: count for app_id, count in self.local_app_connections().items() if app_id}
+        return {"connections": self.local_connections(), "apps": apps,
                 "channels": self.local_channel_counts(), "at": time.time()}
 
     # -- the whole server (every live instance) -------------------------------------------
@@ -114,6 +114,15 @@ class ServerState:
     async def connection_count(self) -> int:
         return self.local_connections() + sum(int(p.get("connections", 0))
                                               for p in await self._peers())
+
+    async def app_connection_count(self, app_id: str) -> int:
+        """An isolated app's connections on every live instance (an instance that does not
+        report them counts none); the default app's ("") are the server's, as they always
+        were: laravel-echo-server's ``/status`` counts every connection."""
+        if not app_id:
+            return await self.connection_count()
+        return self.local_app_connections()[app_id] + sum(
+            int((p.get("apps") or {}).get(app_id, 0)) for p in await self._peers())
 
     async def channel_counts(self, prefix: str = "") -> dict[str, int]:
         counts = {name: count for name, count in self.local_channel_counts().items()

@@ -99,7 +99,7 @@ class HttpApi:
         if kind == "events":
             return self._post_event(request, tag)
         if kind == "status":
-            return self._status()
+            return self._status(tag[1:])
         if name is None:
             return self._channels(request.query.get("filter_by_prefix", ""), tag)
         if SEPARATOR in name:
@@ -108,10 +108,12 @@ class HttpApi:
             return self._users(name + tag)
         return self._channel(name + tag)
 
-    async def _status(self) -> Response:
+    async def _status(self, app_id: str) -> Response:
+        """``app_id``: the isolated app's own id (its connections only), "" for the default
+        app (the server's, as laravel-echo-server reports them)."""
         rss = rss_bytes()
         return _json(200, {
-            "subscription_count": await self.state.connection_count(),
+            "subscription_count": await self.state.app_connection_count(app_id),
             "uptime": self.state.uptime(),
             # Node's heap figures have no CPython counterpart: rss is the one that counts.
             "memory_usage": {"rss": rss, "heapTotal": 0, "heapUsed": 0, "external": 0,
