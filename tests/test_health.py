@@ -212,3 +212,20 @@ async def test_a_redis_that_never_answers_does_not_hold_the_start(tmp_path: Path
         for writer in held:
             writer.close()
         silent_redis.close()
+
+
+async def test_recovery_is_this_instances_while_redis_did_not_answer_at_start(
+        make_server, http) -> None:
+    """Recovery on any instance configured (the cluster, a redis-stream:// source as the only
+    one), but Redis did not answer at start (a closed port): the shared sessions are built,
+    yet this instance is not in the cluster, so a dropped client recovers here only."""
+    closed = f"redis://127.0.0.1:{free_port()}/0"
+    server = await make_server({
+        **redis_config(closed), "database": "redis", "health": {"checkTimeout": 200},
+        "sources": [closed.replace("redis://", "redis-stream://", 1) + "?stream=s&block=0.2"],
+        "socketio": {"connectionStateRecovery": {"maxDisconnectionDuration": 10_000}}},
+        wait_for_redis=False)
+    assert server.core.shared is not None  # what recovery on any instance is made of
+    body = (await probe(http, server_url(server), "/readyz")).json()
+    assert (body["status"], body["presence"], body["recovery"]) == ("serving", "memory",
+                                                                    "instance")

@@ -59,12 +59,21 @@ class Health:
             "presence": ("redis" if isinstance(state.core.presence.store, RedisPresenceStore)
                          else "memory"),
             "cluster": await self._cluster(),
-            # Where a dropped client can come back whole (README: Recovery): "off", "instance"
-            # (this one: sticky set-ups), "any" (a Redis stream as the only source).
-            "recovery": ("off" if state.core.sessions is None
-                         else "instance" if state.core.shared is None else "any"),
+            "recovery": self._recovery(),
         }
         return _json(200 if self.phase is Phase.SERVING else 503, body)
+
+    def _recovery(self) -> str:
+        """Where a dropped client can come back whole (README: Recovery): "off", "instance"
+        (this one: sticky set-ups), "any" (a Redis stream as the only source). The shared
+        sessions exist from construction on, but another instance may trust them only once
+        this one is in the cluster (its whispers and API publishes marked in Redis): a Redis
+        that did not answer at start leaves it out for its whole life, so "instance"."""
+        state = self.state
+        if state.core.sessions is None:
+            return "off"
+        return "any" if state.core.shared is not None and state.peers is not None \
+            else "instance"
 
     async def _cluster(self) -> dict[str, Any] | None:
         """Whether the Redis the instances share answers now (one read of the live
