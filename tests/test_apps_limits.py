@@ -136,3 +136,22 @@ async def test_the_http_api_refuses_over_the_apps_bounds(make_server: ServerFact
     for _ in range(3):
         await asyncio.to_thread(free.trigger, ["a", "b", "c"], "e", {"x": "y" * 2000})
         await asyncio.to_thread(free.channels_info)
+
+
+async def test_simultaneous_joins_of_the_last_presence_slot_admit_one(
+        make_server: ServerFactory) -> None:
+    """maxPresenceMembersPerChannel 1, three users asking for the room at once on one
+    instance (each check awaits Redis before its join is written): one gets in, the others
+    are refused with 4100, and the room holds one member."""
+    [server] = await _servers(make_server)
+    clients = [await pusher_client(server, LIMITED["key"]) for _ in range(3)]
+    for user, (ws, socket_id) in enumerate(clients, 1):
+        _subscribe(ws, socket_id, "presence-race", LIMITED, {"user_id": user})
+    answers = [await _answer(ws) for ws, _ in clients]
+    assert sorted(event for event, _ in answers) == [
+        "pusher:subscription_error", "pusher:subscription_error",
+        "pusher_internal:subscription_succeeded"]
+    assert all(data["status"] == 4100 for event, data in answers if event.endswith("error"))
+    await server.core.presence.drain()
+    members = await server.core.presence.store.members("presence-race\x1f4001")
+    assert len(members) == 1

@@ -98,6 +98,37 @@ class PresenceFlow:
         self._background: set[asyncio.Future[None]] = set()
         self._turns: dict[str, _PresenceTurns] = {}
         self._newest_version = 0  # of every presence announcement seen here
+        # channel -> seat -> user key: joins being decided here (see `hold`).
+        self._held: dict[str, dict[object, str]] = {}
+
+    # -- seats, for a bound on a channel's members ------------------------------------
+    def hold(self, channel: str, user: str) -> object:
+        """A seat in ``channel`` for ``user`` (a user key) while its subscribe is decided:
+        the check of a bound awaits the store, and its join is written later still, so
+        without a seat simultaneous joins all see the last slot free. Counted by
+        `local_users` until `release`d."""
+        seat = object()
+        self._held.setdefault(channel, {})[seat] = user
+        return seat
+
+    def release(self, channel: str, seat: object) -> None:
+        held = self._held.get(channel)
+        if held is not None:
+            held.pop(seat, None)
+            if not held:
+                del self._held[channel]
+
+    def local_users(self, channel: str) -> set[str]:
+        """The users (keys) this instance has in ``channel`` or is letting in: the seats
+        held, and its connections' members, joined or entered with their write still on its
+        way (which the store does not show yet)."""
+        users = set(self._held.get(channel, {}).values())
+        for connection in self.rooms.members(channel):
+            joined = connection.state.presence
+            member = joined.get(channel) if joined else None
+            if member is not None:
+                users.add(user_key(member.user_id))
+        return users
 
     # -- a connection enters and leaves ----------------------------------------------
     def enter(self, connection: Connection, channel: str, member: Member) -> None:

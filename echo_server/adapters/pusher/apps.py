@@ -5,7 +5,6 @@ which asks the app itself)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from channel_auth import AuthRequest, AuthResult
@@ -14,15 +13,14 @@ from echo_common.signing import same_secret, sign
 
 from ...apps.model import App
 from ...core.names import USER_CHANNEL
-from ...core.presence import Member, user_key
+from ...core.presence import user_key
+from ...core.presence_flow import PresenceFlow
 
 
 class HasApp(Protocol):
     app: App
 
 
-# A presence channel's members, as the core holds the channel (the whole cluster's).
-Members = Callable[[str], Awaitable[list[Member]]]
 # Soketi's refusals of a presence subscribe over the app's bounds (the status of its
 # pusher:subscription_error).
 MEMBER_TOO_LARGE = 4301
@@ -34,14 +32,14 @@ class SignatureAuthorizer:
     channel's member is the ``channel_data`` the signature covers, within its app's
     ``maxPresenceMemberSizeInKb`` and ``maxPresenceMembersPerChannel``."""
 
-    __slots__ = ("auth", "channel_data", "connection", "members")
+    __slots__ = ("auth", "channel_data", "connection", "presence")
 
     def __init__(self, connection: HasApp, auth: Any, channel_data: Any,
-                 members: Members | None = None) -> None:
+                 presence: PresenceFlow | None = None) -> None:
         self.connection = connection
         self.auth = auth
         self.channel_data = channel_data
-        self.members = members
+        self.presence = presence  # the core's: its members (the cluster's) and seats
 
     @property
     def app(self) -> App:
@@ -79,11 +77,23 @@ class SignatureAuthorizer:
             return AuthResult(MEMBER_TOO_LARGE, reason=f"member over {largest} bytes "
                                                        "(maxPresenceMemberSizeInKb)")
         most = limits.max_presence_members
-        if most and self.members is not None:
-            # Counted where the core holds the channel: under the app's tag.
-            present = await self.members(channel + self.app.tag)
-            if len(present) >= most and user_key(member["user_id"]) not in {
-                    user_key(m.user_id) for m in present}:  # another tab of one is welcome
+        presence = self.presence
+        if most and presence is not None:
+            # Counted where the core holds the channel: under the app's tag. The seat, held
+            # across the await, makes a simultaneous join on this instance count this one;
+            # released before the answer, as the core's join (which `local_users` sees)
+            # follows it in the same step (``ChannelCore._authorize`` enters the member).
+            # Across instances the bound holds only for joins the store shows: two
+            # instances admitting the last slot at the same moment (each reading before the
+            # other's write lands) both get in.
+            held, user = channel + self.app.tag, user_key(member["user_id"])
+            seat = presence.hold(held, user)
+            try:
+                present = await presence.store.members(held)
+            finally:
+                presence.release(held, seat)
+            users = {user_key(m.user_id) for m in present} | presence.local_users(held)
+            if len(users) >= most and user not in users:  # another tab of one is welcome
                 return AuthResult(CHANNEL_FULL, reason=f"{most} members already "
                                                        "(maxPresenceMembersPerChannel)")
         return AuthResult(200, channel_data=member)

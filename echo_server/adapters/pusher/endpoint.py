@@ -341,7 +341,7 @@ class PusherEndpoint:
         elif isinstance(channel, str) and is_private(channel):
             authorizer = SignatureAuthorizer(connection, data.get("auth"),
                                              data.get("channel_data"),
-                                             self.core.presence.store.members)
+                                             self.core.presence)
             # The top-level `channels` are the default app's; an isolated app has its own.
             rules = list(app.channel_rules) if app.tag else self.rules
             if rules:
