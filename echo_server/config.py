@@ -26,7 +26,7 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -39,6 +39,7 @@ from echo_server.apps.manager import parse_app_manager
 from echo_server.apps.model import App, AppConfigError, parse_apps
 from echo_server.apps.postgres import PostgresSettings
 from echo_server.apps.reverb import reverb_entry, reverb_listen_address
+from echo_server.core.limits import ChannelLimits
 from echo_server.core.settings import ChannelSettings, parse_channel_bounds
 from echo_server.process import dotenv
 from echo_server.process.redis_settings import RedisSettings
@@ -262,10 +263,7 @@ class LimitSettings:
     """The `limits` object and `trustedProxies`: the HTTP side's bounds, the core's bounds of
     the `limits` object (the rest of `ChannelLimits` is in `socketio`), the trusted proxies."""
 
-    max_channel_name: int
-    max_subscriptions: int
-    max_subscriptions_per_address: int
-    max_parked_sessions_per_address: int
+    channels: ChannelLimits  # those of the `limits` object; the others keep their defaults
     http: HttpLimits
     trusted_proxies: TrustedProxies
 
@@ -399,13 +397,18 @@ class Config(ProcessSettings, AuthSettings, EngineSettings, ChannelSettings, Web
             raise ValueError("`limits` must be an object")
         proxies = trusted_proxy_entries(self.raw.get("trustedProxies"))
         http = parse_http_limits(section, self.max_http_buffer_size)
-        channels = parse_channel_bounds(section)
-        return LimitSettings(
-            max_channel_name=channels.max_channel_name,
-            max_subscriptions=channels.max_subscriptions,
-            max_subscriptions_per_address=channels.max_subscriptions_per_address,
-            max_parked_sessions_per_address=channels.max_parked_per_address,
-            http=http, trusted_proxies=trusted_proxies(proxies))
+        return LimitSettings(channels=parse_channel_bounds(section), http=http,
+                             trusted_proxies=trusted_proxies(proxies))
+
+    @property
+    def channel_limits(self) -> ChannelLimits:
+        """The core's bounds, from both objects that hold them (`limits` and `socketio`),
+        and the trusted proxies, whose clients are never bounded as one."""
+        limits = self.limits
+        return replace(limits.channels, max_channels=self.max_channels_per_socket,
+                       max_pending_auth=self.max_pending_auth_per_socket,
+                       whisper_max_bytes=self.whisper_max_bytes,
+                       whisper_rate=self.whisper_rate, trusted=limits.trusted_proxies.trusts)
 
 
 # --------------------------------------------------------------------------- loading

@@ -52,7 +52,6 @@ from ..config import Config, ConfigError, ensure_dev_client
 from ..core.channels import ChannelCore
 from ..core.cluster import Cluster, ClusterFeeds
 from ..core.events import PresenceChanged
-from ..core.limits import ChannelLimits
 from ..core.occupancy import Occupancy
 from ..core.positions import Positions
 from ..core.presence import RedisPresenceStore, key_tag
@@ -112,7 +111,7 @@ class EchoServer:
         positions = Positions() if self._shares_sessions() else None
         self.cluster = self._cluster(positions)
         self.core = ChannelCore(self.authorizer, self.errors.report,
-                                limits=channel_limits(config), authenticator=self.authenticator,
+                                limits=config.channel_limits, authenticator=self.authenticator,
                                 recovery=self._recovery(positions), cluster=self.cluster)
         self.occupancy = Occupancy(self.core.lifecycle)  # server-wide occupied / vacated
         self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
@@ -175,7 +174,7 @@ class EchoServer:
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
         self.pusher_api = PusherApi(self.apps, self.publish_events, self.state,
-                                    max_channel_name=config.limits.max_channel_name)
+                                    max_channel_name=config.limits.channels.max_channel_name)
         self.bundle = ClientBundle()
         self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)
         if config.metrics_enabled:
@@ -648,21 +647,6 @@ class EchoServer:
                 "\"lead.assigned\",\"data\":{\"lead\":{\"id\":1}}}'",
                 self.dev_client["appId"], self.dev_client["key"], scheme, self.port,
                 self.dev_client["appId"], self.dev_client["key"])
-
-
-def channel_limits(config: Config) -> ChannelLimits:
-    limits = config.limits
-    return ChannelLimits(
-        max_channel_name=limits.max_channel_name,
-        max_subscriptions=limits.max_subscriptions,
-        max_subscriptions_per_address=limits.max_subscriptions_per_address,
-        max_parked_per_address=limits.max_parked_sessions_per_address,
-        max_channels=config.max_channels_per_socket,
-        max_pending_auth=config.max_pending_auth_per_socket,
-        whisper_max_bytes=config.whisper_max_bytes,
-        whisper_rate=config.whisper_rate,
-        trusted=limits.trusted_proxies.trusts,
-    )
 
 
 def build_authorizer(config: Config) -> ChannelAuthorizer:
