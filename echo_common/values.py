@@ -85,3 +85,17 @@ def positive_seconds(section: Mapping[str, Any], key: str, default: float, name:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"{name} must be a positive number of milliseconds")
     return float(value) / 1000.0
+
+
+def positive_number(section: Mapping[str, Any], key: str, default: float, name: str, *,
+                    integer: bool = False, scale: float = 1.0,
+                    error: type[ValueError] = ValueError) -> float:
+    """A positive, finite JSON number (an integer where ``integer``), times ``scale``
+    (``default`` is in the file's unit); ``name`` is how the message names the key, ``error``
+    the section's own kind of ValueError."""
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and value > 0) or (integer and not isinstance(value, int)):
+        raise error(f"{name} must be a positive {'integer' if integer else 'number'}, "
+                    f"not {value!r}")
+    return value * scale

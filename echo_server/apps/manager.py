@@ -10,11 +10,11 @@ working whatever holds the others.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from broadcaster.sources.postgres import quote_table
+from echo_common.values import positive_number
 
 from .cache import CacheSettings
 from .file_store import FileStore
@@ -34,12 +34,8 @@ _CACHE = CacheSettings()
 
 def _number(section: Mapping[str, Any], name: str, default: float, scale: float = 1.0,
             integer: bool = False) -> float:
-    value = section.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and value > 0) or (integer and not isinstance(value, int)):
-        raise AppConfigError(f"appManager.{name} must be a positive "
-                             f"{'integer' if integer else 'number'}, not {value!r}")
-    return value * scale
+    return positive_number(section, name, default, f"appManager.{name}", integer=integer,
+                           scale=scale, error=AppConfigError)
 
 
 def parse_app_manager(section: Any, environ: Mapping[str, str]) -> PostgresSettings | None:

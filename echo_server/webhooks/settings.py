@@ -10,6 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from echo_common.values import positive_number
+
 from ..apps.model import App
 from ..apps.tags import app_tag, untagged
 
@@ -62,12 +64,8 @@ class WebhookConfigError(ValueError):
 
 def _number(section: Mapping[str, Any], key: str, default: float, *, integer: bool = False,
             scale: float = 1.0) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or (
-            integer and not isinstance(value, int)):
-        raise WebhookConfigError(f"webhooks.{key} must be a positive "
-                                 f"{'integer' if integer else 'number'}, not {value!r}")
-    return value * scale
+    return positive_number(section, key, default, f"webhooks.{key}", integer=integer,
+                           scale=scale, error=WebhookConfigError)
 
 
 def delivery_settings(section: Any) -> DeliverySettings:
