@@ -19,7 +19,14 @@ import redis.asyncio as aioredis
 from broadcaster import Broadcaster
 from broadcaster.event import BroadcastEvent
 from echo_server.process.server import EchoServer
-from tests.conftest import FAST_SOCKETIO, ServerFactory, free_port, requires_node
+from tests.conftest import (
+    FAST_SOCKETIO,
+    ServerFactory,
+    free_port,
+    private_redis,
+    redis_config,
+    requires_node,
+)
 from tests.support.auth_backend import AuthBackend
 from tests.support.http import http_client
 from tests.support.instance import instance_process
@@ -199,6 +206,74 @@ async def test_a_socket_in_a_presence_channel_is_not_recovered_elsewhere(
     assert hello2["sid"] != hello["sid"]
     assert _recoveries(b, "presence") == 1
     await fresh.close()
+
+
+async def _stream_read(server: EchoServer) -> None:
+    runner = next(r for r in server.runners if r.source.kind == "redis-stream")
+    await asyncio.wait_for(runner.connected_event.wait(), 10)
+
+
+async def _delivered_all(redis_url: str, url: str, *servers: EchoServer) -> None:
+    """Until every server delivered the stream's last entry."""
+    redis = aioredis.from_url(redis_url)
+    try:
+        [(last, _)] = await redis.xrevrange(url.split("stream=")[1].split("&")[0], count=1)
+    finally:
+        await redis.aclose()
+    await wait_until(lambda: all(s.core.fanout.positions is not None
+                                 and s.core.fanout.positions.stream.startswith(last.decode())
+                                 for s in servers), "the stream delivered")
+
+
+async def test_a_session_parked_outside_the_cluster_starts_over_on_another_instance(
+        make_server: ServerFactory) -> None:
+    """Redis did not answer when instance a started, so a stays out of the cluster for its
+    run, and what its HTTP API publishes is marked nowhere another instance could see it.
+    Redis comes back; a client of a drops while such a publish goes out, and comes back to
+    b: a new socket (it subscribes again), never the same one missing that event. On a, its
+    own instance, it still recovers whole."""
+    prefix = f"rc{secrets.token_hex(3)}_"
+    with private_redis() as redis_process:
+        redis_process.stop()
+        url = stream_url(redis_process.url, f"s{secrets.token_hex(3)}")
+
+        async def instance(name: str) -> EchoServer:
+            return await make_server({
+                **redis_config(redis_process.url, keyPrefix=prefix), "database": "redis",
+                "sources": [url], "instanceId": f"{prefix}{name}",
+                "health": {"checkTimeout": 200},
+                "socketio": {"connectionStateRecovery": {"maxDisconnectionDuration": 10_000}}},
+                wait_for_redis=False)
+
+        a = await instance("a")
+        redis_process.start()
+        b = await instance("b")
+        assert a.cluster is not None and not a.cluster.running and b.state.peers is not None
+        await _stream_read(a)
+        await _stream_read(b)
+        ws, hello = await socketio_client(a)
+        await _subscribed(a, ws, CHANNEL)
+        async with Broadcaster(url) as publisher:
+            await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
+            offset = (await ws.next_event())[3]
+            await dropped(a, ws)
+            async with http_client() as http, http.post(
+                    f"http://127.0.0.1:{a.port}/apps/test-app/events?auth_key=test-key",
+                    json={"channel": CHANNEL, "name": "lead.assigned",
+                          "data": {"n": 2}}) as published:
+                assert published.status == 200
+            await publisher.publish(CHANNEL, "lead.assigned", {"n": 3})
+        await _delivered_all(redis_process.url, url, a, b)
+        elsewhere, hello_b = await socketio_client(
+            b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
+        assert hello_b["sid"] != hello["sid"]  # a new socket: it must subscribe again
+        assert (_recoveries(b, "recovered"), _recoveries(b, "unknown_session")) == (0, 1)
+        await elsewhere.close()
+        back, again = await socketio_client(
+            a, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
+        assert again == hello  # the same socket, on its own instance
+        assert [(await back.next_event())[2]["n"] for _ in range(2)] == [2, 3]
+        await back.close()
 
 
 # --------------------------------------------------------------- real processes, npm clients

@@ -19,6 +19,12 @@ which records nothing. So:
 
 A presence channel always changes with a drop (members leave when their instance dies), so a
 session in one is not recovered elsewhere (the reason says so).
+
+All of this holds only for an instance in the cluster: one outside it (Redis did not answer
+at its start) marks none of its relay messages, so a record it wrote would let another
+instance replay the stream's part of a gap and miss the rest. Built before the core, the
+sessions are started with the cluster; never started, they record, offer and take over
+nothing, and their clients recover on their own instance only.
 """
 
 from __future__ import annotations
@@ -107,12 +113,15 @@ class SharedSessions:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.running = False  # from `start` (with the cluster) to `stop`
 
     def key(self, token: str) -> str:
         return f"{self.tag}:session:{token}"
 
     # -- the owner's side -----------------------------------------------------------------
     def joined(self, token: str, connection_id: str, subject: object, channel: str) -> None:
+        if not self.running:  # no record, so nothing after it (left, parked, ended) either
+            return
         places = self.places.setdefault(token, {})
         places[channel] = self.positions.here()
         self._write(token, connection_id, subject)
@@ -160,8 +169,10 @@ class SharedSessions:
 
     # -- tasks ------------------------------------------------------------------------------
     def start(self) -> None:
+        """Once this instance is in the cluster (see the module's docstring)."""
         self._tasks = [asyncio.create_task(self._writer(), name="session records"),
                        asyncio.create_task(self._refresher(), name="session refresh")]
+        self.running = True
 
     async def stop(self, timeout: float) -> None:
         """What is still to be written (the sessions a shutdown just parked) goes first."""
@@ -169,6 +180,7 @@ class SharedSessions:
             await asyncio.wait_for(self._idle.wait(), timeout)
         await cancel_tasks(self._tasks)
         self._tasks = []
+        self.running = False
 
     async def _writer(self) -> None:
         """Everything queued goes in pipelines (a reconnect wave writes thousands at once);
@@ -230,7 +242,10 @@ class SharedSessions:
     # -- the new instance's side ----------------------------------------------------------
     async def owner(self, token: str) -> tuple[str, dict[str, Any]] | None:
         """Who holds ``token``'s session, and its record; None when no record is there (or
-        Redis cannot say: then only this instance's own memory can recover it)."""
+        Redis cannot say, or this instance is outside the cluster: then only this instance's
+        own memory can recover it)."""
+        if not self.running:
+            return None
         try:
             async with self.gap.reading:
                 owner, record = await self.client.hmget(self.key(token), ["o", "r"])

@@ -452,6 +452,8 @@ class EchoServer:
             presence=store, restore_presence=presence.restore, occupancy=self.occupancy))
         self.state.peers = cluster.peers
         await cluster.listening()
+        if self.core.shared is not None:  # in the cluster: its sessions may move (and come)
+            self.core.shared.start()
 
     async def _publish_presence(self, event: PresenceChanged) -> None:
         """``databaseConfig.publishPresence``: the reference's message, minus socket ids."""
@@ -486,8 +488,6 @@ class EchoServer:
                             "behind", source.display_url, self.instance_id)
             self.runners.append(SourceRunner(source, default_app_only(deliver),
                                              on_down=self._source_down))
-        if self.core.shared is not None:
-            self.core.shared.start()
         for runner in self.runners:
             runner.start()
 

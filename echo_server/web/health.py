@@ -66,14 +66,13 @@ class Health:
     def _recovery(self) -> str:
         """Where a dropped client can come back whole (README: Recovery): "off", "instance"
         (this one: sticky set-ups), "any" (a Redis stream as the only source). The shared
-        sessions exist from construction on, but another instance may trust them only once
-        this one is in the cluster (its whispers and API publishes marked in Redis): a Redis
-        that did not answer at start leaves it out for its whole life, so "instance"."""
-        state = self.state
-        if state.core.sessions is None:
+        sessions exist from construction on, but run only once this instance is in the
+        cluster (its whispers and API publishes marked in Redis): a Redis that did not
+        answer at start leaves it out for its whole life, so "instance"."""
+        core = self.state.core
+        if core.sessions is None:
             return "off"
-        return "any" if state.core.shared is not None and state.peers is not None \
-            else "instance"
+        return "any" if core.shared is not None and core.shared.running else "instance"
 
     async def _cluster(self) -> dict[str, Any] | None:
         """Whether the Redis the instances share answers now (one read of the live
