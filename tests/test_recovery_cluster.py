@@ -268,12 +268,24 @@ async def test_a_session_parked_outside_the_cluster_starts_over_on_another_insta
             b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
         assert hello_b["sid"] != hello["sid"]  # a new socket: it must subscribe again
         assert (_recoveries(b, "recovered"), _recoveries(b, "unknown_session")) == (0, 1)
-        await elsewhere.close()
         back, again = await socketio_client(
             a, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
         assert again == hello  # the same socket, on its own instance
         assert [(await back.next_event())[2]["n"] for _ in range(2)] == [2, 3]
         await back.close()
+
+        # Nor does a take over b's sessions: it would hold one that it never records, while
+        # b's record of it stays in Redis for a third instance to replay from.
+        await _subscribed(b, elsewhere, CHANNEL)
+        async with Broadcaster(url) as publisher:
+            await publisher.publish(CHANNEL, "lead.assigned", {"n": 4})
+            offset_b = (await elsewhere.next_event())[3]
+        await dropped(b, elsewhere)
+        fresh, hello_a = await socketio_client(
+            a, "40" + json.dumps({"pid": hello_b["pid"], "offset": offset_b}))
+        assert hello_a["sid"] != hello_b["sid"]
+        assert (_recoveries(a, "recovered"), _recoveries(a, "unknown_session")) == (1, 1)
+        await fresh.close()
 
 
 # --------------------------------------------------------------- real processes, npm clients
