@@ -141,6 +141,18 @@ async def test_our_socket_io_client_2_extension_recovers_on_the_other_instance(
     await back.close()
 
 
+async def _one_event_then_dropped(server: EchoServer, ws: RawWebSocket, url: str,
+                                  n: int = 1) -> str:
+    """``ws`` joins CHANNEL on ``server``, gets stream event ``n``, then drops: that event's
+    offset."""
+    await _subscribed(server, ws, CHANNEL)
+    async with Broadcaster(url) as publisher:
+        await publisher.publish(CHANNEL, "lead.assigned", {"n": n})
+        offset = (await ws.next_event())[3]
+    await dropped(server, ws)
+    return str(offset)
+
+
 async def _dropped_after_one_event(make_server: ServerFactory, redis_url: str
                                    ) -> tuple[EchoServer, EchoServer, dict, str]:
     """Two instances; a socket on the first, in CHANNEL, that got one stream event and then
@@ -148,12 +160,7 @@ async def _dropped_after_one_event(make_server: ServerFactory, redis_url: str
     url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
     a, b = await _pair(make_server, url)
     ws, hello = await socketio_client(a)
-    await _subscribed(a, ws, CHANNEL)
-    async with Broadcaster(url) as publisher:
-        await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
-        offset = (await ws.next_event())[3]
-    await dropped(a, ws)
-    return a, b, hello, offset
+    return a, b, hello, await _one_event_then_dropped(a, ws, url)
 
 
 async def test_a_gap_with_a_packet_no_stream_recorded_is_refused(
@@ -196,11 +203,7 @@ async def test_a_socket_in_a_presence_channel_is_not_recovered_elsewhere(
     ws, hello = await socketio_client(a)
     ws.send_text('42["subscribe",{"channel":"presence-leads-management","auth":{}}]')
     assert (await ws.next_event())[0] == "presence:subscribed"
-    await _subscribed(a, ws, CHANNEL)
-    async with Broadcaster(url) as publisher:
-        await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
-        offset = (await ws.next_event())[3]
-    await dropped(a, ws)
+    offset = await _one_event_then_dropped(a, ws, url)
     fresh, hello2 = await socketio_client(
         b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
     assert hello2["sid"] != hello["sid"]
@@ -252,16 +255,13 @@ async def test_a_session_parked_outside_the_cluster_starts_over_on_another_insta
         await _stream_read(a)
         await _stream_read(b)
         ws, hello = await socketio_client(a)
-        await _subscribed(a, ws, CHANNEL)
+        offset = await _one_event_then_dropped(a, ws, url)
+        async with http_client() as http, http.post(
+                f"http://127.0.0.1:{a.port}/apps/test-app/events?auth_key=test-key",
+                json={"channel": CHANNEL, "name": "lead.assigned",
+                      "data": {"n": 2}}) as published:
+            assert published.status == 200
         async with Broadcaster(url) as publisher:
-            await publisher.publish(CHANNEL, "lead.assigned", {"n": 1})
-            offset = (await ws.next_event())[3]
-            await dropped(a, ws)
-            async with http_client() as http, http.post(
-                    f"http://127.0.0.1:{a.port}/apps/test-app/events?auth_key=test-key",
-                    json={"channel": CHANNEL, "name": "lead.assigned",
-                          "data": {"n": 2}}) as published:
-                assert published.status == 200
             await publisher.publish(CHANNEL, "lead.assigned", {"n": 3})
         await _delivered_all(redis_process.url, url, a, b)
         elsewhere, hello_b = await socketio_client(
@@ -276,11 +276,7 @@ async def test_a_session_parked_outside_the_cluster_starts_over_on_another_insta
 
         # Nor does a take over b's sessions: it would hold one that it never records, while
         # b's record of it stays in Redis for a third instance to replay from.
-        await _subscribed(b, elsewhere, CHANNEL)
-        async with Broadcaster(url) as publisher:
-            await publisher.publish(CHANNEL, "lead.assigned", {"n": 4})
-            offset_b = (await elsewhere.next_event())[3]
-        await dropped(b, elsewhere)
+        offset_b = await _one_event_then_dropped(b, elsewhere, url, 4)
         fresh, hello_a = await socketio_client(
             a, "40" + json.dumps({"pid": hello_b["pid"], "offset": offset_b}))
         assert hello_a["sid"] != hello_b["sid"]
