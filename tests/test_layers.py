@@ -145,3 +145,31 @@ def test_nothing_below_the_process_reaches_up_into_it() -> None:
 def test_the_top_of_the_package_holds_rooms() -> None:
     loose = sorted(p.name for p in (ROOT / "echo_server").glob("*.py"))
     assert loose == ["__init__.py", "__main__.py", "config.py"]
+
+
+def _writes_through(target: ast.expr) -> list[str]:
+    """``a.b.c`` for each ``a.b.c = ...`` (a tuple's too): a write into ``a.b``'s attributes."""
+    if isinstance(target, ast.Tuple):
+        return [name for element in target.elts for name in _writes_through(element)]
+    if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Attribute):
+        return [ast.unparse(target)]
+    return []
+
+
+def test_the_assembly_writes_into_no_part_it_built() -> None:
+    """The server builds each part with what it works with (the core with its collaborators:
+    the cluster, recovery's parts, the shared presence store, what times each batch) and
+    changes one later only through the part's own methods (``presence.share``,
+    ``core.authorize_with``, ``pusher.reconfigure``...), never by writing into it. Health
+    alone has settings the process moves: the phase it reports, and a reload's timeout."""
+    allowed = {"self.health.phase", "server.health.check_timeout"}
+    writes = []
+    for name in ("server.py", "reload.py"):
+        path = ROOT / "echo_server" / "process" / name
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                writes += [f"{name}:{node.lineno}: {write}" for target in targets
+                           for write in _writes_through(target)
+                           if write not in allowed]
+    assert writes == []

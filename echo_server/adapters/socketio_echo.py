@@ -214,9 +214,15 @@ class EchoSocketIo:
         self.offsets_wire = SocketIoWire(offsets=True) if core.sessions is not None else None
         self.isolated_wire = IsolatedAppWire()
         # Isolated apps that own a host name (`hosts`), and each one's authorizer (its own
-        # rules and /broadcasting/auth) by its tag; the server keeps both current.
+        # rules and /broadcasting/auth) by its tag: `serve_hosts`.
         self.host_apps: dict[str, App] = {}
         self.app_authorizers: dict[str, ChannelAuthorizer] = {}
+
+    def serve_hosts(self, apps: dict[str, App], authorizers: dict[str, ChannelAuthorizer]
+                    ) -> None:
+        """The apps' file as it is now (at start, after each reload): both replaced in one
+        step, so no handshake sees one's new value with the other's old one."""
+        self.host_apps, self.app_authorizers = apps, authorizers
 
     def on_connect(self, socket: Socket, auth: Any) -> Any:
         handshake = socket.handshake

@@ -44,11 +44,11 @@ from .events import (
     Subscribed,
     SubscriptionRefused,
 )
-from .fanout import Fanout
+from .fanout import DeliveryObserver, Fanout
 from .history import Entry
 from .limits import ChannelLimits, SubscriptionCounter, channel_name_problem, valid_text
 from .names import is_client_event, is_presence, is_private
-from .presence import Member, user_key
+from .presence import Member, RedisPresenceStore, user_key
 from .presence_flow import PresenceFlow
 from .recovery import (
     RECOVERABLE_REASONS,
@@ -93,15 +93,19 @@ def _member_of(channel_data: dict[str, Any] | None) -> Member | None:
 
 class ChannelCore:
     """Everything it works with is given at construction, built before it: recovery's parts
-    (None: recovery off) and the cluster (None: one instance), whose relay then carries
-    whispers and presence changes to the other instances. The cluster delivers into the core
-    too, but only once started (``Cluster.start`` takes the core's fan-out and presence)."""
+    (None: recovery off), the cluster (None: one instance), whose relay then carries
+    whispers and presence changes to the other instances, the presence store the instances
+    share (used once start-up found Redis answering: ``PresenceFlow.share``) and what times
+    each delivered batch (metrics). The cluster delivers into the core too, but only once
+    started (``Cluster.start`` takes the core's fan-out and presence)."""
 
     def __init__(self, authorizer: ChannelAuthorizer, report_error: ErrorReporter, *,
                  limits: ChannelLimits | None = None,
                  authenticator: JwtAuthenticator | None = None,
                  recovery: RecoveryParts | None = None,
-                 cluster: Cluster | None = None) -> None:
+                 cluster: Cluster | None = None,
+                 shared_presence: RedisPresenceStore | None = None,
+                 delivery_observer: DeliveryObserver | None = None) -> None:
         self.authorizer = authorizer
         self.report_error = report_error
         self.limits = limits or ChannelLimits()
@@ -116,15 +120,22 @@ class ChannelCore:
         self.lifecycle = Lifecycle()
         self.last_events = LastEvents(self.lifecycle)  # cache channels
         self.fanout = Fanout(self.rooms, self.connections, self.last_events, self.history,
-                             recovery.positions if recovery is not None else None)
+                             recovery.positions if recovery is not None else None,
+                             delivery_observer)
         self.presence = PresenceFlow(
-            self.rooms, self.fanout, self.lifecycle, report_error,
+            self.rooms, self.fanout, self.lifecycle, report_error, shared=shared_presence,
             relay=cluster.relay_presence if cluster is not None else None)
         self.subscriptions = SubscriptionCounter(self.limits)
         # Client events: local; with several instances, also relayed.
         self.emit_room: RoomEmitter = (
             self.fanout.emit_to_room if cluster is None
             else _relayed(self.fanout.emit_to_room, cluster.relay))
+
+    def authorize_with(self, authorizer: ChannelAuthorizer,
+                       authenticator: JwtAuthenticator | None) -> None:
+        """A reload's authorization chain and JWT verifier, for what is asked from now on
+        (what is in flight finishes on the old ones)."""
+        self.authorizer, self.authenticator = authorizer, authenticator
 
     # -- connections -------------------------------------------------------------
     def authenticate(self, connection: Connection,

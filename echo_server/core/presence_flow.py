@@ -24,7 +24,14 @@ from .connection import Connection
 from .events import Lifecycle, MemberAdded, MemberRemoved, PresenceChanged
 from .fanout import Fanout
 from .names import is_presence
-from .presence import LeaveResult, Member, MemoryPresenceStore, PresenceStore, user_key
+from .presence import (
+    LeaveResult,
+    Member,
+    MemoryPresenceStore,
+    PresenceStore,
+    RedisPresenceStore,
+    user_key,
+)
 from .rooms import Rooms
 
 log = logging.getLogger("echo_server.core.presence")
@@ -84,13 +91,14 @@ class _PresenceTurns:
 
 class PresenceFlow:
     def __init__(self, rooms: Rooms, fanout: Fanout, lifecycle: Lifecycle,
-                 report_error: ErrorReporter, store: PresenceStore | None = None, *,
+                 report_error: ErrorReporter, *, shared: RedisPresenceStore | None = None,
                  relay: PresenceRelay | None = None) -> None:
         self.rooms = rooms
         self.fanout = fanout
         self.lifecycle = lifecycle
         self.report_error = report_error
-        self.store = store or MemoryPresenceStore()
+        self.store: PresenceStore = MemoryPresenceStore()
+        self._shared = shared  # the instances' store (Redis), once `share` says so
         self.members = 0  # presence memberships of local connections (joined or joining)
         self.relay = relay  # with instances sharing Redis: the cluster's
         # Presence writes outlive the connection that caused them: kept here, never
@@ -100,6 +108,16 @@ class PresenceFlow:
         self._newest_version = 0  # of every presence announcement seen here
         # channel -> seat -> user key: joins being decided here (see `hold`).
         self._held: dict[str, dict[object, str]] = {}
+
+    def share(self) -> RedisPresenceStore | None:
+        """Start-up found Redis answering: with a store the instances share (Redis presence),
+        members are kept there for the rest of this run, and it is returned; otherwise they
+        stay in memory, for the whole run. Called before any client is taken (start-up
+        refuses them until it is done), since a member written to one store is never in the
+        other."""
+        if self._shared is not None:
+            self.store = self._shared
+        return self._shared
 
     # -- seats, for a bound on a channel's members ------------------------------------
     def hold(self, channel: str, user: str) -> object:

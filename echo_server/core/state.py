@@ -1,7 +1,7 @@
 """What the HTTP API, metrics and the status page read: figures, never the server object.
 
 ``ServerState`` is the whole interface the HTTP side gets. One instance answers from its own
-channels, connections and presence store; once the cluster layer runs, ``peers`` adds the
+channels, connections and presence store; while the cluster runs, ``peers`` adds the
 latest snapshot of every other live instance, so ``/status`` and ``/channels`` report the
 whole cluster. Transport figures (connections by protocol and transport) and the sources'
 health come in as callables from the assembly, so this module imports no transport.
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from ..apps.tags import app_tag
 from .channels import ChannelCore
+from .cluster import Cluster
 from .presence import Member
 
 Peers = Callable[[], Awaitable[list[dict[str, Any]]]]
@@ -46,17 +47,26 @@ class ServerState:
                  connections_by_kind: Callable[[], Counter[tuple[str, str]]],
                  sources: Callable[[], list[SourceStatus]],
                  errors: ErrorCounts,
-                 webhooks: Callable[[], Mapping[str, float]] | None = None) -> None:
+                 webhooks: Callable[[], Mapping[str, float]] | None = None,
+                 cluster: Cluster | None = None, worker: int | None = None,
+                 siblings: Siblings | None = None) -> None:
         self.core = core
         self.instance_id = instance_id
         self.connections_by_kind = connections_by_kind  # (protocol, transport) -> count
         self.sources = sources
         self.errors = errors
         self.webhooks = webhooks  # the webhook senders' counters, when any are configured
-        self.peers: Peers | None = None  # set when the cluster layer runs
-        self.worker: int | None = None  # this process's slot under `--workers N`
-        self.siblings: Siblings | None = None  # the other workers, under `--workers N`
+        self.cluster = cluster
+        self.worker = worker  # this process's slot under `--workers N`
+        self.siblings = siblings  # the other workers, under `--workers N`
         self.started = time.monotonic()
+
+    @property
+    def peers(self) -> Peers | None:
+        """The other live instances' snapshots, while this one is in the cluster (never,
+        when Redis did not answer at its start)."""
+        cluster = self.cluster
+        return cluster.peers if cluster is not None and cluster.running else None
 
     # -- this instance ------------------------------------------------------------------
     def local_connections(self) -> int:

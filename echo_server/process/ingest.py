@@ -75,6 +75,11 @@ class SourceRunner:
             self._task = None
         await self.source.close()
 
+    def carried(self, events: int) -> None:
+        """Events of this source that went out without passing through it (the HTTP API's,
+        straight to the fan-out), counted as its own."""
+        self.health.events += events
+
     async def _ack(self, batch: list[BroadcastEvent]) -> None:
         """Confirm a delivered batch even when the runner is being stopped right now: an
         acknowledgement cut off here would make a restarted instance deliver it again."""

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any, Protocol
 
 from channel_auth import ChannelAuthorizer
@@ -225,11 +224,11 @@ class Reloader:
         between the first and the last, so no request sees half of the new settings."""
         server, old = self.server, self.server.config
         if authorizer is not None:
-            server.authorizer = server.core.authorizer = authorizer
-        server.authenticator = server.core.authenticator = authenticator
-        server.engine.options.origin_allowed = new.origin_allowed
-        server.pusher.options = replace(server.pusher.options, origin_allowed=new.origin_allowed)
-        server.pusher.reconfigure(rules, new.pusher_socket_ids)
+            server.authorizer = authorizer
+        server.authenticator = authenticator
+        server.core.authorize_with(server.authorizer, authenticator)
+        server.engine.allow_origins(new.origin_allowed)
+        server.pusher.reconfigure(rules, new.pusher_socket_ids, new.origin_allowed)
         # Open Pusher connections follow their app as it is now (closed when it is gone).
         server.file_apps.replace(apps)
         server.health.check_timeout = new.health_check_timeout

@@ -1,10 +1,11 @@
 """Wires the layers together and owns the listening socket: the one module that knows them all.
 
-About 770 lines because the start and stop orders live here, each step next to the reason it
+About 760 lines because the start and stop orders live here, each step next to the reason it
 comes where it does (presence before clients, sources after the cluster, what a shutdown
 flushes first), what is built before the core to be passed in (sources, the cluster,
-recovery's parts), and which app store and authorizers each protocol is handed; the parts
-themselves are in their rooms. Protocols are routed by what they declare
+recovery's parts, the shared presence store, the histogram that times each batch), and
+which app store and authorizers each protocol is handed; the parts themselves are in their
+rooms. Protocols are routed by what they declare
 (adapters/protocols.py): a third one is a line in adapters/registry.py, not a change here.
 
 source -> SourceRunner -> core Fanout (rooms, one frame per wire) -> the adapter's transports;
@@ -67,7 +68,7 @@ from ..web.api import HttpApi
 from ..web.bundle import ClientBundle
 from ..web.demo_files import DemoFiles
 from ..web.health import Health, Phase
-from ..web.metrics import CONTENT_TYPE, Metrics, metrics_token_ok
+from ..web.metrics import CONTENT_TYPE, Metrics, broadcast_histogram, metrics_token_ok
 from ..web.pusher_api import PusherApi
 from ..web.status_page import StatusPage
 from ..webhooks.dispatcher import Webhooks
@@ -98,7 +99,6 @@ class EchoServer:
         self.memory = MemorySource()
         self.instance_id = (instance_id or (worker.instance_id if worker else None)
                             or config.instance_id or secrets.token_hex(6))
-        self.metrics: Metrics | None = None
         self.authorizer = authorizer or build_authorizer(config)
         jwt = config.jwt
         self.authenticator = JwtAuthenticator(jwt) if jwt is not None else None
@@ -110,9 +110,12 @@ class EchoServer:
         self._redis: Any = None  # the same client, once Redis answered at start
         positions = Positions() if self._shares_sessions() else None
         self.cluster = self._cluster(positions)
+        broadcast = broadcast_histogram() if config.metrics_enabled else None
         self.core = ChannelCore(self.authorizer, self.errors.report,
                                 limits=config.channel_limits, authenticator=self.authenticator,
-                                recovery=self._recovery(positions), cluster=self.cluster)
+                                recovery=self._recovery(positions), cluster=self.cluster,
+                                shared_presence=self._shared_presence(),
+                                delivery_observer=broadcast.observe if broadcast else None)
         self.occupancy = Occupancy(self.core.lifecycle)  # server-wide occupied / vacated
         self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
                                  self.core.lifecycle, presence_grace=config.presence_grace)
@@ -128,6 +131,7 @@ class EchoServer:
         self.file_apps.watch(lambda _keys: self._serve_hosts())
         self._serve_hosts()
         # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
+        # A database app's webhooks start with its first client (`on_app`).
         self.pusher = PusherEndpoint(self.core, self.apps, PusherOptions(
             max_payload=config.max_http_buffer_size,
             write_high_water=config.write_buffer_high_water,
@@ -136,9 +140,8 @@ class EchoServer:
             rules=parse_rules(config.raw.get("channels")),
             quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
             if worker is not None else None,
-            numeric=config.pusher_socket_ids)
-        if config.app_manager is not None:  # a database app's webhooks start with its first client
-            self.pusher.on_app = self.webhooks.app_seen
+            numeric=config.pusher_socket_ids,
+            on_app=self.webhooks.app_seen if config.app_manager is not None else None)
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
@@ -161,6 +164,8 @@ class EchoServer:
         self._routes = tuple(route for served in self.protocols for route in served.routes)
         self._upgrades = tuple(up for served in self.protocols for up in served.upgrades)
         self.runners: list[SourceRunner] = []
+        # Under --workers N the other workers ask this one for its figures, and it them.
+        self.link = SiblingLink(worker) if worker is not None else None
         self.state = ServerState(self.core, instance_id=self.instance_id,
                                  connections_by_kind=lambda: sum(
                                      (served.connections() for served in self.protocols),
@@ -169,7 +174,10 @@ class EchoServer:
                                  errors=self.errors,
                                  webhooks=self.webhooks.figures
                                  if config.webhook_endpoints or config.app_manager is not None
-                                 else None)
+                                 else None,
+                                 cluster=self.cluster,
+                                 worker=worker.slot if worker is not None else None,
+                                 siblings=self.link.ask if self.link is not None else None)
         self.api = HttpApi(self.apps, self.publish_events, self.state,
                            http_publish=config.subscribers_http,
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
@@ -177,20 +185,15 @@ class EchoServer:
                                     max_channel_name=config.limits.channels.max_channel_name)
         self.bundle = ClientBundle()
         self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)
-        if config.metrics_enabled:
-            self.metrics = Metrics(self.state, self.core.lifecycle)
-            self.core.fanout.observer = self.metrics.observe_batch
+        self.metrics = (Metrics(self.state, self.core.lifecycle, broadcast)
+                        if broadcast is not None else None)
         self.status_page = StatusPage(self.state, self._status_credentials,
                                       sample_interval=config.status_sample_interval)
         self.health = Health(self.state, check_timeout=config.health_check_timeout)
-        self.link: SiblingLink | None = None
-        if worker is not None:  # the other workers ask this one for its figures, and it them
-            self.link = SiblingLink(worker)
+        if self.link is not None:
             self.link.answers["status"] = self.status_page.figures_json
             if self.metrics is not None:
                 self.link.answers["metrics"] = self.metrics.render
-            self.state.worker = worker.slot
-            self.state.siblings = self.link.ask
         self.reloader = Reloader(self, build_authorizer)  # SIGHUP, `echo-server reload`
         self._server: asyncio.Server | None = None
         self._reverb_server: asyncio.AbstractServer | None = None  # REVERB_SERVER_PORT
@@ -219,7 +222,7 @@ class EchoServer:
                     max_pending_per_client=c.auth_max_pending_per_address,
                     queue_timeout=c.auth_queue_timeout)
             authorizers[app.tag] = socketio_authorizer(app, callback)
-        self.echo.host_apps, self.echo.app_authorizers = hosts, authorizers
+        self.echo.serve_hosts(hosts, authorizers)
 
     def _engine_options(self) -> EngineOptions:
         c = self.config
@@ -389,7 +392,7 @@ class EchoServer:
         to the other instances. Counted as the in-process bus's, which carried them before."""
         self.core.fanout.deliver(events)
         if self.runners:
-            self.runners[0].health.events += len(events)  # the bus's runner comes first
+            self.runners[0].carried(len(events))  # the bus's runner comes first
         cluster = self.cluster
         if cluster is not None:
             for event in events:
@@ -432,11 +435,7 @@ class EchoServer:
         finally:
             await probe.aclose()
         self._redis = client
-        store = None
-        if c.presence_backend == "redis":
-            store = RedisPresenceStore(client, key_prefix=c.key_prefix,
-                                       instance_id=self.instance_id)
-            self.core.presence.store = store
+        store = self.core.presence.share()  # with Redis presence, for this whole run
         if c.publish_presence:
             self.core.lifecycle.on(PresenceChanged, self._publish_presence)
         if self.cluster is not None:
@@ -450,7 +449,6 @@ class EchoServer:
             snapshot=self.state.snapshot,
             announce_presence=presence.announced, purged=presence.purged,
             presence=store, restore_presence=presence.restore, occupancy=self.occupancy))
-        self.state.peers = cluster.peers
         await cluster.listening()
         if self.core.shared is not None:  # in the cluster: its sessions may move (and come)
             self.core.shared.start()
@@ -511,6 +509,15 @@ class EchoServer:
                      "source (README: Recovery)")
             return False
         return True
+
+    def _shared_presence(self) -> RedisPresenceStore | None:
+        """With Redis presence: the store the instances share, used (``presence.share``) if
+        Redis answers at start."""
+        c = self.config
+        if c.presence_backend != "redis":
+            return None
+        return RedisPresenceStore(self._redis_client, key_prefix=c.key_prefix,
+                                  instance_id=self.instance_id)
 
     def _cluster(self, positions: Positions | None) -> Cluster | None:
         """With Redis presence and the cluster on: built now, started (in `start`) if Redis

@@ -314,6 +314,10 @@ class EngineServer:
         self.deadlines.stop()
         self.first_writes.stop()
 
+    def allow_origins(self, allowed: Callable[[str | None], bool]) -> None:
+        """A reload's ``socketio.origins``: for the requests and upgrades from now on."""
+        self.options.origin_allowed = allowed
+
     def sessions_by_kind(self) -> Counter[tuple[str, str]]:
         """(protocol, transport) -> sessions, e.g. ("eio3", "websocket")."""
         return Counter((f"eio{s.eio}", s.transport_name) for s in self.sessions.values())

@@ -53,17 +53,24 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.0
                     2.5, 5.0, 10.0)
 
 
+def broadcast_histogram() -> Histogram:
+    """``echo_broadcast_seconds``, the one figure taken as messages go out (once per batch):
+    built before the core, whose fan-out is given its ``observe`` at construction, and
+    registered by `Metrics`, which needs the core to exist."""
+    return Histogram("echo_broadcast_seconds", "Source batch received to the last recipient's "
+                     "frame written", buckets=_LATENCY_BUCKETS, registry=None)
+
+
 class Metrics:
-    def __init__(self, state: ServerState, lifecycle: Lifecycle,
+    def __init__(self, state: ServerState, lifecycle: Lifecycle, broadcast_seconds: Histogram,
                  app_labels: int = APP_LABELS) -> None:
+        """``broadcast_seconds``: from `broadcast_histogram`, the one the fan-out times."""
         self.state = state
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(ProcessCollector(registry=None))
         self.registry.register(_StateCollector(state, app_labels))
+        self.registry.register(broadcast_seconds)
         r = self.registry
-        self.broadcast_seconds = Histogram(
-            "echo_broadcast_seconds", "Source batch received to the last recipient's frame "
-            "written", buckets=_LATENCY_BUCKETS, registry=r)
         self.connect_seconds = Histogram(
             "echo_connect_seconds", "Engine.IO handshake to Socket.IO connected",
             buckets=_LATENCY_BUCKETS, registry=r)
@@ -93,9 +100,6 @@ class Metrics:
         lifecycle.on(RecoveryFailed, self.recovery_failed)
 
     # -- hooks ------------------------------------------------------------------------
-    def observe_batch(self, events: int, delivered: int, seconds: float) -> None:
-        self.broadcast_seconds.observe(seconds)
-
     def connected(self, event: ConnectionOpened) -> None:
         now = time.monotonic()
         self.connect_seconds.observe(now - event.since)

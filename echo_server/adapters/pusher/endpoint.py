@@ -18,7 +18,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from channel_auth import ChannelAuthorizer
@@ -72,7 +72,7 @@ class PusherEndpoint:
     def __init__(self, core: ChannelCore, apps: AppStore, options: PusherOptions,
                  report_error: ErrorReporter, rules: list[ChannelRule] | None = None,
                  quota: AppQuota | SharedAppQuota | None = None,
-                 numeric: bool = True) -> None:
+                 numeric: bool = True, on_app: Callable[[App], None] | None = None) -> None:
         self.core = core
         self.apps = apps
         self.rules: list[ChannelRule] = rules or []
@@ -86,16 +86,19 @@ class PusherEndpoint:
         self._sweeper: asyncio.TimerHandle | None = None
         self._lookups: set[asyncio.Task[None]] = set()
         # Told each app that admits a client (a database's: its webhooks start then).
-        self.on_app: Callable[[App], None] | None = None
+        self.on_app = on_app
         numeric_ids(numeric)  # socket ids pusher-php-server accepts, for every client
         apps.watch(self.refresh)
 
-    def reconfigure(self, rules: list[ChannelRule], numeric: bool) -> None:
+    def reconfigure(self, rules: list[ChannelRule], numeric: bool,
+                    origin_allowed: Callable[[str | None], bool]) -> None:
         """On reload: the local channel rules (`channels`) decide for signed-in users before
         any signature, as they do for JWT users on the socket.io side; socket ids are ones
-        pusher-php-server accepts while any app may be a Pusher app."""
+        pusher-php-server accepts while any app may be a Pusher app; ``socketio.origins``
+        holds for the upgrades from now on."""
         self.rules = rules
         numeric_ids(numeric)
+        self.options = replace(self.options, origin_allowed=origin_allowed)
 
     def refresh(self, keys: frozenset[str] | None) -> None:
         """The store says these apps changed (a reload, a NOTIFY; None: any): an open
