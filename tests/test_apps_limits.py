@@ -1,8 +1,8 @@
 """Each app's own limits and rate limits, refused with the protocol's own error (Soketi's
 codes for Pusher): 4004 over the connection quota, 4301 over the client event rate,
 ``pusher:subscription_error`` for channel and presence bounds, HTTP 413/400/429 from the
-Pusher HTTP API. Two instances share the presence bound; another app is never refused for
-one app's traffic."""
+Pusher HTTP API. Two instances share the connection quota and the presence bound; another app
+is never refused for one app's traffic."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, requires_node, server_url
 from tests.support.raw import RawWebSocket, next_pusher_message, pusher_client
-from tests.support.waits import ClientFactory
+from tests.support.waits import ClientFactory, wait_until
 
 LIMITED = {"appId": "4001", "key": "tight-key", "secret": "tight-secret",
            "maxConnections": 3, "maxConnectionsPerAddress": 3, "maxChannelsPerConnection": 2,
@@ -57,6 +57,15 @@ async def _answer(ws: RawWebSocket) -> tuple[str, Any]:
     got = await next_pusher_message(ws)
     data = got.get("data")
     return got["event"], json.loads(data) if isinstance(data, str) else data
+
+
+async def _refused(server: EchoServer, key: str) -> int:
+    """The code a Pusher connection is refused with: its pusher:error, then its close."""
+    ws = await RawWebSocket.connect(server, "protocol=7", path=f"/app/{key}")
+    message = json.loads(await ws.recv_text())
+    assert message["event"] == "pusher:error", message
+    assert await ws.wait_closed() == message["data"]["code"]
+    return int(message["data"]["code"])
 
 
 async def test_channel_presence_and_client_event_bounds_across_two_instances(
@@ -101,12 +110,30 @@ async def test_the_connection_quota_is_4004_to_pusher_js(
     page = await node_client("echo2-reverb", server_url(server),
                              extra_args=["--key", LIMITED["key"]])
     await page.expect("connect_error")
-    refused = await RawWebSocket.connect(server, "protocol=7", path=f"/app/{LIMITED['key']}")
-    assert json.loads(await refused.recv_text())["data"]["code"] == 4004
-    assert await refused.wait_closed() == 4004
+    assert await _refused(server, LIMITED["key"]) == 4004
     free = await node_client("echo2-reverb", server_url(server), extra_args=["--key", "free-key"])
     await free.expect("connected")
     del held
+
+
+async def test_the_connection_quota_holds_across_instances(make_server: ServerFactory) -> None:
+    """maxConnections 3 over two instances on one Redis: two connections on the first, then
+    the second admits one and refuses the next with 4004; once the first closes one (and a
+    heartbeat told the second), the second admits again, and the first is full in turn."""
+    first, second = await _servers(make_server, 2)
+    assert first.cluster is not None and second.cluster is not None
+    key = LIMITED["key"]
+    on_first = [await pusher_client(first, key) for _ in range(2)]
+    await wait_until(lambda: second.cluster.elsewhere(key) == 2, "the second heard of 2")
+    on_second = [await pusher_client(second, key)]
+    assert await _refused(second, key) == 4004
+    await on_first.pop()[0].close()
+    await wait_until(lambda: second.cluster.elsewhere(key) == 1, "the second heard of 1")
+    on_second.append(await pusher_client(second, key))
+    await wait_until(lambda: first.cluster.elsewhere(key) == 2, "the first heard of 2")
+    assert await _refused(first, key) == 4004
+    for ws, _ in on_first + on_second:
+        await ws.close()
 
 
 async def test_the_http_api_refuses_over_the_apps_bounds(make_server: ServerFactory) -> None:

@@ -136,7 +136,8 @@ class EchoServer:
             rules=parse_rules(config.raw.get("channels")),
             quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
             if worker is not None else None,
-            numeric=config.pusher_socket_ids)
+            numeric=config.pusher_socket_ids,
+            elsewhere=self.cluster.elsewhere if self.cluster is not None else None)
         if config.app_manager is not None:  # a database app's webhooks start with its first client
             self.pusher.on_app = self.webhooks.app_seen
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
@@ -449,7 +450,8 @@ class EchoServer:
             emit_local=self.core.fanout.emit_to_room, deliver=self.core.fanout.deliver,
             snapshot=self.state.snapshot,
             announce_presence=presence.announced, purged=presence.purged,
-            presence=store, restore_presence=presence.restore, occupancy=self.occupancy))
+            presence=store, restore_presence=presence.restore, occupancy=self.occupancy,
+            counts=self.pusher.quota.own))
         self.state.peers = cluster.peers
         await cluster.listening()
 
@@ -524,7 +526,9 @@ class EchoServer:
             heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
             positions=positions,
             # A mark must outlive any session that could still ask about it.
-            marker_ttl_ms=int(recovery.window * 3000) + 60_000 if recovery is not None else 0)
+            marker_ttl_ms=int(recovery.window * 3000) + 60_000 if recovery is not None else 0,
+            # The other workers' connections are counted exactly (`apps/quota.py`).
+            siblings=self.worker.instance_ids if self.worker is not None else ())
 
     def _recovery(self, positions: Positions | None) -> RecoveryParts | None:
         recovery = self.config.recovery

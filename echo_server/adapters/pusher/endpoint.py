@@ -72,7 +72,8 @@ class PusherEndpoint:
     def __init__(self, core: ChannelCore, apps: AppStore, options: PusherOptions,
                  report_error: ErrorReporter, rules: list[ChannelRule] | None = None,
                  quota: AppQuota | SharedAppQuota | None = None,
-                 numeric: bool = True) -> None:
+                 numeric: bool = True,
+                 elsewhere: Callable[[str], int] | None = None) -> None:
         self.core = core
         self.apps = apps
         self.rules: list[ChannelRule] = rules or []
@@ -80,8 +81,10 @@ class PusherEndpoint:
         self._report = report_error
         self.wire: Wire[PusherConnection] = PusherWire()
         self.connections: set[PusherConnection] = set()
-        # Open connections by app key (with the other workers'), and by app and address.
+        # Open connections by app key (with the other workers'), and by app and address;
+        # and by app key on the other instances, as their last heartbeats said (cluster).
         self.quota = quota or AppQuota()
+        self.elsewhere = elsewhere or _none_elsewhere
         self.per_address: defaultdict[str, AddressCounts] = defaultdict(AddressCounts)
         self._sweeper: asyncio.TimerHandle | None = None
         self._lookups: set[asyncio.Task[None]] = set()
@@ -245,7 +248,7 @@ class PusherEndpoint:
         if not limit:
             self.quota.add(app.key)
             return None
-        if not self.quota.take(app.key, limit):
+        if not self.quota.take(app.key, limit - self.elsewhere(app.key)):
             return 4004, "App is over its connection quota"
         # No one address takes every slot: at most its share (4100: pusher-js retries later).
         share = app.limits.max_connections_per_address or -(-limit // ADDRESS_SHARE)
@@ -425,6 +428,11 @@ class PusherEndpoint:
                 connection.send("pusher:ping", None, {})
         period = max(0.05, shortest / 4)
         self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep)
+
+
+def _none_elsewhere(key: str) -> int:
+    """One instance: no other holds any of an app's connections."""
+    return 0
 
 
 def _within_client_rate(connection: PusherConnection) -> bool:
