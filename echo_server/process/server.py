@@ -38,6 +38,7 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
+from ..adapters.presence_bounds import PresenceBounds, as_they_are
 from ..adapters.protocols import Assembly, ProtocolFactory, Route, Served, Upgrade
 from ..adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from ..adapters.registry import PROTOCOLS
@@ -219,7 +220,9 @@ class EchoServer:
                     max_connections_per_client=c.auth_max_connections_per_address,
                     max_pending_per_client=c.auth_max_pending_per_address,
                     queue_timeout=c.auth_queue_timeout)
-            authorizers[app.tag] = socketio_authorizer(app, callback)
+            # Its bounds on presence members, as its Pusher clients have them.
+            authorizers[app.tag] = PresenceBounds(socketio_authorizer(app, callback),
+                                                  as_they_are(app.limits), self.core.presence)
         self.echo.host_apps, self.echo.app_authorizers = hosts, authorizers
 
     def _engine_options(self) -> EngineOptions:

@@ -34,13 +34,14 @@ from ...apps.store import AppStore, AppsUnavailable
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState, Wire
 from ...core.limits import channel_name_problem
-from ...core.names import USER_CHANNEL, is_private
+from ...core.names import USER_CHANNEL, is_presence, is_private
 from ...transport.engine import KEPT_HEADERS
 from ...transport.guard import MAX_PAYLOAD, WRITE_HIGH_WATER
 from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
+from ..presence_bounds import PresenceBounds
 from .apps import SignatureAuthorizer, UserChannelAuthorizer, signed_in_user
 from .connection import PusherConnection, message
 from .wire import PusherWire
@@ -343,14 +344,17 @@ class PusherEndpoint:
             authorizer = UserChannelAuthorizer(connection.state.user)
         elif isinstance(channel, str) and is_private(channel):
             authorizer = SignatureAuthorizer(connection, data.get("auth"),
-                                             data.get("channel_data"),
-                                             self.core.presence)
+                                             data.get("channel_data"))
             # The top-level `channels` are the default app's; an isolated app has its own.
             rules = list(app.channel_rules) if app.tag else self.rules
             if rules:
                 authorizer = RuleAuthorizer(rules, authorizer)
         if app.tag and authorizer is not None:
             authorizer = UntaggedAuthorizer(authorizer)
+        if authorizer is not None and isinstance(channel, str) and is_presence(channel):
+            # Whoever decided, the member is within the app's bounds.
+            authorizer = PresenceBounds(authorizer, lambda: connection.app.limits,
+                                        self.core.presence)
         self.core.subscribe(connection, channel, {}, authorizer, pusher_names=True)
 
     @staticmethod
