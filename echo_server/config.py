@@ -38,7 +38,7 @@ from echo_server.apps.file_store import file_apps
 from echo_server.apps.manager import parse_app_manager
 from echo_server.apps.model import App, AppConfigError, parse_apps
 from echo_server.apps.postgres import PostgresSettings
-from echo_server.apps.reverb import reverb_entry, reverb_listen_address
+from echo_server.apps.reverb import reverb_app, reverb_listen_address
 from echo_server.core.limits import ChannelLimits
 from echo_server.core.settings import ChannelSettings, parse_channel_bounds
 from echo_server.process import dotenv
@@ -311,21 +311,11 @@ class Config(ProcessSettings, AuthSettings, EngineSettings, ChannelSettings, Web
         return ["http://localhost"]
 
     @property
-    def clients(self) -> list[dict[str, Any]]:
-        value = self.raw.get("clients")
-        found = [item for item in value if isinstance(item, dict)] \
-            if isinstance(value, list) else []
-        reverb = self.reverb_client
-        if reverb is not None and not any(c.get("key") == reverb["key"] for c in found):
-            found.append(reverb)
-        return found
-
-    @property
     def apps(self) -> list[App]:
         """Every app of the file: `clients`, our `apps` (`[{appId, key, secret, ...}]`, names
         in docs/apps.md), Reverb's `.env`."""
         try:
-            return file_apps(self.clients, self.raw.get("apps"), self.environ)
+            return file_apps(self.raw.get("clients"), self.raw.get("apps"), self.environ)
         except AppConfigError as error:
             raise ConfigError(str(error)) from None
 
@@ -346,18 +336,18 @@ class Config(ProcessSettings, AuthSettings, EngineSettings, ChannelSettings, Web
             raise ConfigError(str(error)) from None
 
     @property
-    def reverb_client(self) -> dict[str, Any] | None:
+    def reverb_app(self) -> App | None:
         """Reverb's `.env` (`REVERB_APP_ID`, `REVERB_APP_KEY`, `REVERB_APP_SECRET`): the app
         `php artisan reverb:start` served, so an app switches to echo-server by running it
         with that `.env`, changing neither `config/reverb.php` nor the frontend."""
-        return reverb_entry(self.environ)
+        return reverb_app(self.environ)
 
     @property
     def reverb_listen(self) -> tuple[str | None, int] | None:
         """Where Reverb listened (`REVERB_SERVER_HOST`, `REVERB_SERVER_PORT`, default 8080),
         which the frontend's `VITE_REVERB_PORT` points at: served too, with every route,
         when a Reverb app is configured and the port is not the main one."""
-        if self.reverb_client is None:
+        if self.reverb_app is None:
             return None
         host, port_text = reverb_listen_address(self.environ)
         port = parse_port(port_text)

@@ -166,6 +166,22 @@ def test_the_config_reads_apps_next_to_clients(tmp_path: Path) -> None:
     assert not any("`apps`" in w for w in config.warnings)
 
 
+def test_an_isolated_app_may_not_take_a_metrics_label_as_its_id(tmp_path: Path) -> None:
+    """/metrics labels the default app `default` and the apps past its labelled ones
+    `other`: neither may be an isolated app's id (the file refuses it, `apps:add` too); a
+    `clients` entry is the default app's own, whatever its id."""
+    for reserved in ("default", "other"):
+        assert config_error(tmp_path, {"apps": [
+            {"appId": reserved, "key": "k", "secret": SECRET}]}).startswith(
+            f"`apps[0].appId` '{reserved}' is reserved")
+        write_config(tmp_path, {"clients": [{"appId": "default", "key": "k", "secret": SECRET}]})
+        assert [app.id for app in load_config(cwd=str(tmp_path), environ={}).apps] == [
+            "default"]
+        added = run_cli("apps:add", "--id", reserved, cwd=tmp_path)
+        assert added.returncode == 1 and f"'{reserved}' is reserved" in added.stderr
+        assert "apps" not in json.loads((tmp_path / "laravel-echo-server.json").read_text())
+
+
 def test_signing_is_pushers_and_safe_on_any_text() -> None:
     expected = hmac.new(b"secret", b"1234.5678:private-x", hashlib.sha256).hexdigest()
     assert sign("secret", "1234.5678:private-x") == expected == sign(b"secret",
@@ -185,8 +201,9 @@ def test_reverb_env_is_an_app_as_before(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("REVERB_APP_ID=424242\nREVERB_APP_KEY=reverb-key\n"
                                    "REVERB_APP_SECRET=reverb-secret\nREVERB_SERVER_PORT=8080\n")
     config = load_config(cwd=str(tmp_path), environ={})
-    assert config.reverb_client == {"appId": "424242", "key": "reverb-key",
-                                    "secret": "reverb-secret"}
+    reverb = config.reverb_app
+    assert reverb is not None and (reverb.id, reverb.key, reverb.secret, reverb.tag) == (
+        "424242", "reverb-key", "reverb-secret", "")
     assert config.reverb_listen == (None, 8080)
     assert [(a.id, a.key, a.secret) for a in config.apps] == [
         ("api", "api-key", ""), ("424242", "reverb-key", "reverb-secret")]
@@ -471,8 +488,10 @@ async def test_the_files_apps_answer_first_then_the_databases(
 async def test_a_row_the_model_refuses_is_an_unknown_app(
         started: Started, table: str, database: asyncpg.Connection) -> None:
     await insert(database, table, "8", "broken", options={"maxConnections": "lots"})
+    await insert(database, table, "other", "labelled")  # /metrics' label of the rest
     store = await started()
     assert await store.by_key("broken") is None
+    assert await store.by_key("labelled") is None
     await database.execute(f"UPDATE \"{table}\" SET options = '{{}}' WHERE id = '8'")
     await eventually(store, "broken", lambda a: a is not None)
 

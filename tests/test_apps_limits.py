@@ -1,8 +1,8 @@
 """Each app's own limits and rate limits, refused with the protocol's own error (Soketi's
 codes for Pusher): 4004 over the connection quota, 4301 over the client event rate,
 ``pusher:subscription_error`` for channel and presence bounds, HTTP 413/400/429 from the
-Pusher HTTP API. Two instances share the presence bound; another app is never refused for
-one app's traffic."""
+Pusher HTTP API. Two instances share the connection quota and the presence bound; another app
+is never refused for one app's traffic."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ import pytest
 
 from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, requires_node, server_url
+from tests.support.auth_backend import AuthBackend
 from tests.support.raw import RawWebSocket, next_pusher_message, pusher_client
-from tests.support.waits import ClientFactory
+from tests.support.waits import ClientFactory, wait_until
 
 LIMITED = {"appId": "4001", "key": "tight-key", "secret": "tight-secret",
            "maxConnections": 3, "maxConnectionsPerAddress": 3, "maxChannelsPerConnection": 2,
@@ -27,10 +28,15 @@ LIMITED = {"appId": "4001", "key": "tight-key", "secret": "tight-secret",
            "maxEventChannelsAtOnce": 2, "maxBackendEventsPerSecond": 2,
            "maxReadRequestsPerSecond": 1}
 FREE = {"appId": "4002", "key": "free-key", "secret": "free-secret"}
+# Its own channel rules let its signed-in users into presence rooms: no signature, no
+# /broadcasting/auth at the subscribe.
+RULED = {"appId": "4003", "key": "ruled-key", "secret": "ruled-secret",
+         "maxPresenceMembersPerChannel": 2, "maxPresenceMemberSizeInKb": 1,
+         "channels": {"presence-{room}": {"user_info": ["name"]}}}
 
 
 async def _servers(make_server: ServerFactory, count: int = 1) -> list[EchoServer]:
-    options = {"apps": [LIMITED, FREE], "database": "redis",
+    options = {"apps": [LIMITED, FREE, RULED], "database": "redis",
                "cluster": {"heartbeatInterval": 100, "livenessTtl": 400}}
     return [await make_server(options) for _ in range(count)]
 
@@ -57,6 +63,28 @@ async def _answer(ws: RawWebSocket) -> tuple[str, Any]:
     got = await next_pusher_message(ws)
     data = got.get("data")
     return got["event"], json.loads(data) if isinstance(data, str) else data
+
+
+async def _signed_in(server: EchoServer, app: dict[str, Any], user: dict[str, Any]
+                     ) -> RawWebSocket:
+    """A Pusher connection signed in (``pusher:signin``) as ``user`` of ``app``."""
+    ws, socket_id = await pusher_client(server, app["key"])
+    user_data = json.dumps(user)
+    signature = hmac.new(app["secret"].encode(), f"{socket_id}::user::{user_data}".encode(),
+                         hashlib.sha256).hexdigest()
+    ws.send_text(json.dumps({"event": "pusher:signin", "data": {
+        "user_data": user_data, "auth": f"{app['key']}:{signature}"}}))
+    assert (await _answer(ws))[0] == "pusher:signin_success"
+    return ws
+
+
+async def _refused(server: EchoServer, key: str) -> int:
+    """The code a Pusher connection is refused with: its pusher:error, then its close."""
+    ws = await RawWebSocket.connect(server, "protocol=7", path=f"/app/{key}")
+    message = json.loads(await ws.recv_text())
+    assert message["event"] == "pusher:error", message
+    assert await ws.wait_closed() == message["data"]["code"]
+    return int(message["data"]["code"])
 
 
 async def test_channel_presence_and_client_event_bounds_across_two_instances(
@@ -101,12 +129,30 @@ async def test_the_connection_quota_is_4004_to_pusher_js(
     page = await node_client("echo2-reverb", server_url(server),
                              extra_args=["--key", LIMITED["key"]])
     await page.expect("connect_error")
-    refused = await RawWebSocket.connect(server, "protocol=7", path=f"/app/{LIMITED['key']}")
-    assert json.loads(await refused.recv_text())["data"]["code"] == 4004
-    assert await refused.wait_closed() == 4004
+    assert await _refused(server, LIMITED["key"]) == 4004
     free = await node_client("echo2-reverb", server_url(server), extra_args=["--key", "free-key"])
     await free.expect("connected")
     del held
+
+
+async def test_the_connection_quota_holds_across_instances(make_server: ServerFactory) -> None:
+    """maxConnections 3 over two instances on one Redis: two connections on the first, then
+    the second admits one and refuses the next with 4004; once the first closes one (and a
+    heartbeat told the second), the second admits again, and the first is full in turn."""
+    first, second = await _servers(make_server, 2)
+    assert first.cluster is not None and second.cluster is not None
+    key = LIMITED["key"]
+    on_first = [await pusher_client(first, key) for _ in range(2)]
+    await wait_until(lambda: second.cluster.elsewhere(key) == 2, "the second heard of 2")
+    on_second = [await pusher_client(second, key)]
+    assert await _refused(second, key) == 4004
+    await on_first.pop()[0].close()
+    await wait_until(lambda: second.cluster.elsewhere(key) == 1, "the second heard of 1")
+    on_second.append(await pusher_client(second, key))
+    await wait_until(lambda: first.cluster.elsewhere(key) == 2, "the first heard of 2")
+    assert await _refused(first, key) == 4004
+    for ws, _ in on_first + on_second:
+        await ws.close()
 
 
 async def test_the_http_api_refuses_over_the_apps_bounds(make_server: ServerFactory) -> None:
@@ -136,6 +182,53 @@ async def test_the_http_api_refuses_over_the_apps_bounds(make_server: ServerFact
     for _ in range(3):
         await asyncio.to_thread(free.trigger, ["a", "b", "c"], "e", {"x": "y" * 2000})
         await asyncio.to_thread(free.channels_info)
+
+
+async def test_channel_rules_keep_the_apps_presence_bounds(make_server: ServerFactory) -> None:
+    """An app whose own rules admit its signed-in users to presence rooms keeps its bounds:
+    maxPresenceMembersPerChannel 2 refuses the third user (4100) but not a second tab of a
+    member, and maxPresenceMemberSizeInKb 1 refuses a member over 1 KB (4301)."""
+    [server] = await _servers(make_server)
+    users = [await _signed_in(server, RULED, {"id": n, "name": f"user {n}"}) for n in (1, 2, 3)]
+    users.append(await _signed_in(server, RULED, {"id": 1, "name": "user 1"}))  # another tab
+    users.append(await _signed_in(server, RULED, {"id": 4, "name": "x" * 2000}))
+    subscribe = json.dumps({"event": "pusher:subscribe", "data": {"channel": "presence-room"}})
+    answers = []
+    for ws in users:
+        ws.send_text(subscribe)
+        event, data = await _answer(ws)
+        answers.append(data["status"] if event == "pusher:subscription_error" else event)
+    joined = "pusher_internal:subscription_succeeded"
+    assert answers == [joined, joined, 4100, joined, 4301]
+    members = await server.core.presence.store.members("presence-room\x1f4003")
+    assert sorted(m.user_id for m in members) == ["1", "2"]  # the signed-in ids
+
+
+@requires_node
+async def test_an_isolated_apps_socket_io_pages_keep_its_presence_bounds(
+        make_server: ServerFactory, node_client: ClientFactory,
+        auth_backend: AuthBackend) -> None:
+    """laravel-echo on socket.io at an isolated app's host name, its members from its own
+    /broadcasting/auth: its maxPresenceMembersPerChannel holds there as for its Pusher
+    clients (Echo's error callback gets 4100)."""
+    auth_backend.rules["presence-room"] = lambda call: {"channel_data": {"user_id": next(
+        int(v) for k, v in call.headers.items() if k.lower() == "x-user-id"), "user_info": {}}}
+    server = await make_server({"apps": [{
+        "appId": "4004", "key": "tenant-key", "secret": "tenant-secret",
+        "hosts": ["tenant.test"], "authHost": auth_backend.url,
+        "maxPresenceMembersPerChannel": 1}]}, redis=False)
+    pages = []
+    for user in (1, 2):
+        page = await node_client("echo2-sio4", server_url(server), transports="websocket",
+                                 auth_headers={"X-User-Id": str(user)},
+                                 extra_headers={"Host": f"tenant.test:{server.port}"})
+        await page.expect("connected")
+        await page.command({"cmd": "join", "channel": "room"})
+        pages.append(page)
+        if user == 1:
+            await page.expect("presence_here")
+    refused = await pages[1].expect("subscription_error")
+    assert (refused["channel"], refused["status"]) == ("presence-room", 4100)
 
 
 async def test_simultaneous_joins_of_the_last_presence_slot_admit_one(

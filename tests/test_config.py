@@ -53,7 +53,7 @@ def test_missing_file_gives_embedded_defaults(tmp_path: Path, caplog: pytest.Log
     assert config.subscribers_http and config.subscribers_redis
     assert config.redis_url == "redis://127.0.0.1:6379/0"
     assert config.key_prefix == ""
-    assert config.clients == []
+    assert config.apps == []
     assert "embedded defaults" in caplog.text
 
 
@@ -419,7 +419,7 @@ def test_dev_client_is_generated_once_when_no_clients(tmp_path: Path):
     assert client is not None
     assert len(client["appId"]) == 16 and int(client["appId"], 16) >= 0
     assert len(client["key"]) == 32 and int(client["key"], 16) >= 0
-    assert config.clients == [client]
+    assert [(app.id, app.key) for app in config.apps] == [(client["appId"], client["key"])]
     assert ensure_dev_client(config) is None
     assert json.loads((tmp_path / "laravel-echo-server.json").read_text()) == {}
 
@@ -427,4 +427,4 @@ def test_dev_client_is_generated_once_when_no_clients(tmp_path: Path):
 def test_no_dev_client_when_clients_exist(tmp_path: Path):
     config = load(tmp_path, {"clients": [{"appId": "a", "key": "k"}]})
     assert ensure_dev_client(config) is None
-    assert config.clients == [{"appId": "a", "key": "k"}]
+    assert [(app.id, app.key) for app in config.apps] == [("a", "k")]

@@ -372,6 +372,25 @@ async def test_a_removed_apps_connections_are_closed_with_4001(
     await kept.close()
 
 
+async def test_the_development_client_stays_while_the_default_app_has_no_other(
+        make_server, http) -> None:
+    """Started without an app, the server made up an API client of the default app; a
+    reload that adds only an isolated app (none of the default app's clients) keeps it: its
+    key may be in use."""
+    server = await make_server({"clients": []}, redis=False)
+    client = server.dev_client
+    assert client is not None
+
+    async def status() -> int:
+        return (await http_request(http, "GET", f"http://127.0.0.1:{server.port}/apps/"
+                                   f"{client['appId']}/status",
+                                   params={"auth_key": client["key"]})).status
+
+    assert await status() == 200
+    assert await reload_with(server, apps=[pusher_app(OTHER_KEY)])
+    assert await status() == 200
+
+
 async def test_a_signature_in_flight_is_checked_against_the_app_of_now() -> None:
     """A subscribe read before a reload and checked after it meets the new secret."""
     connection = SimpleNamespace(app=App("app", PUSHER_KEY, OLD_SECRET))

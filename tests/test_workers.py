@@ -17,10 +17,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
 from broadcaster import Broadcaster
 from echo_server.apps.quota import SharedAppQuota
+from echo_server.core.presence import key_tag
 from tests.conftest import FAST_SOCKETIO, free_port, redis_config, requires_node
 from tests.support.auth_backend import AuthBackend
 from tests.support.http import http_client
@@ -394,6 +396,20 @@ async def test_a_killed_workers_members_are_announced_leaving(
         await server.kill()
 
 
+async def heartbeats_after(redis: aioredis.Redis, prefix: str, since: float) -> None:
+    """Until each worker has finished a cluster heartbeat begun after ``since``: its next
+    one has written its liveness key (which says when a beat began)."""
+    for slot in (0, 1):
+        key = f"{key_tag(prefix)}:alive:echo-w{slot}"
+        deadline = time.monotonic() + 10
+        seen = since
+        for _ in range(2):  # a beat begun after `since`, then the one after it
+            while (begun := float(await redis.get(key) or 0)) <= seen:
+                assert time.monotonic() < deadline, f"worker {slot} stopped beating"
+                await asyncio.sleep(0.02)
+            seen = begun
+
+
 async def _pusher_connect(port: int, address: str) -> tuple[RawWebSocket, int | None]:
     """A Pusher connection to the app ``pusher-key`` from ``address``: the socket and None
     when established, else the code of its refusal."""
@@ -406,10 +422,12 @@ async def _pusher_connect(port: int, address: str) -> tuple[RawWebSocket, int | 
     return ws, int(first["data"]["code"])
 
 
-async def test_an_apps_max_connections_hold_across_workers(tmp_path: Path,
-                                                           redis_url: str) -> None:
+async def test_an_apps_max_connections_hold_across_workers(tmp_path: Path, redis_url: str,
+                                                           redis: aioredis.Redis) -> None:
     """maxConnections 30 is 30 over both workers (it was 30 per worker), and no address takes
-    more than its share: a quarter, here 8 (4100, which pusher-js retries later)."""
+    more than its share: a quarter, here 8 (4100, which pusher-js retries later). Each worker
+    tells the cluster its own connections for the other instances, which its sibling never
+    adds to those it counts exactly already: one slot given back is free on the other."""
     prefix = f"quota_{secrets.token_hex(3)}_"
     server, port = await started_workers(tmp_path, redis_url, prefix, clients=[
         {"appId": "app", "key": "key"},
@@ -430,13 +448,21 @@ async def test_an_apps_max_connections_hold_across_workers(tmp_path: Path,
         assert refusals[ADDRESSES[0]] == [4100, 4100]  # its share taken: 8 of 30
         assert sum(map(len, refusals.values())) == 80 - 30
         assert all(code == 4004 for address in ADDRESSES[4:] for code in refusals[address])
-        # The slots one worker gives back are free for the other's clients.
+        # Both workers told the cluster theirs, and each heard the other's since: a slot one
+        # gives back is free on the other all the same.
+        keys = [f"{key_tag(prefix)}:counts:echo-w{slot}" for slot in (0, 1)]
+
+        async def reported() -> int:
+            return sum(json.loads(value or "{}").get("pusher-key", 0)
+                       for value in await redis.mget(keys))
+
+        await eventually(reported, 30)
+        await heartbeats_after(redis, prefix, time.time())
         worker_of = {a: w for w, addresses in by_worker.items() for a in addresses}
         held = {a: 10 - len(refusals.get(a, [])) for a in ADDRESSES}
         other = next(a for a in ADDRESSES
                      if worker_of[a] != worker_of[ADDRESSES[0]] and held[a] < 8)
-        for ws in opened[:8]:  # ADDRESSES[0]'s
-            await ws.close()
+        await opened[0].close()  # ADDRESSES[0]'s
         deadline = time.monotonic() + 10
         while (attempt := await _pusher_connect(port, other))[1] is not None:
             assert time.monotonic() < deadline, "the slots never came back"

@@ -25,6 +25,11 @@ from .tags import tag_of
 WEBHOOK_EVENT_TYPES = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
                        "client_event", "cache_miss")
 MAX_WEBHOOK_HEADERS = 32
+# The `app_id` labels of /metrics (web/metrics.py) for the default app and for the apps past
+# the labelled ones: an isolated app's id would pass for either there, so none may have one.
+DEFAULT_APP_LABEL = "default"
+OTHER_APPS_LABEL = "other"
+RESERVED_IDS = frozenset({DEFAULT_APP_LABEL, OTHER_APPS_LABEL})
 
 # A legacy `clients` entry may carry anything (the reference ignores what it does not know);
 # an `apps` entry is ours, so a misspelt option is an error rather than a silent default.
@@ -290,6 +295,11 @@ def _identity(entry: Mapping[str, Any], where: str, legacy: bool) -> tuple[str, 
             raise AppConfigError(f"`{where}.{name}` must be a non-empty string")
     if not legacy and "enabled" in entry and not isinstance(entry["enabled"], bool):
         raise AppConfigError(f"`{where}.enabled` must be true or false")
+    if not legacy and str(app_id) in RESERVED_IDS:
+        raise AppConfigError(
+            f"`{where}.appId` {str(app_id)!r} is reserved: /metrics labels the default app "
+            f"{DEFAULT_APP_LABEL!r} and the apps past its labelled ones {OTHER_APPS_LABEL!r}; "
+            "choose another id")
     return str(app_id), key
 
 

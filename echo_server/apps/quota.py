@@ -9,6 +9,11 @@ dies), after summing every slot, so that two workers cannot both take the last o
 given back without the lock (the worker's own slot). A worker started again into its slot
 zeroes its slot first: its previous life's connections died with it. One process counts in
 memory. No Redis round trip at the upgrade, and none of Redis's failure modes in it.
+
+Other instances on the same Redis count too, less exactly: each tells its own connections
+(``own``) at every cluster heartbeat, and the bound taken here is what the others told last
+(``core.cluster.Cluster.elsewhere``, the caller's to subtract). Up to a heartbeat old, so a
+burst on two instances at the same moment may pass the bound by what came in meanwhile.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ class AppQuota:
 
     def count(self, key: str) -> int:
         return self._counts[key]
+
+    def own(self) -> dict[str, int]:
+        """This process's open connections by key, for the other instances."""
+        return {key: count for key, count in self._counts.items() if count}
 
 
 class SharedAppQuota:
@@ -96,3 +105,9 @@ class SharedAppQuota:
     def count(self, key: str) -> int:
         """Every worker's, without the lock: a figure, not a decision."""
         return sum(self._of(key)[1])
+
+    def own(self) -> dict[str, int]:
+        """This worker's open connections by key (its own slot), for the other instances:
+        its siblings read the others' slots here, exactly."""
+        slot = self.slot
+        return {key: counts[slot] for key, (_, counts) in self._files.items() if counts[slot]}

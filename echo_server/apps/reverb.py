@@ -5,23 +5,18 @@ that ``.env``, changing neither ``config/reverb.php`` nor the frontend."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from .model import App, parse_app
 
 
-def reverb_entry(environ: Mapping[str, str]) -> dict[str, Any] | None:
-    """The app as a ``clients`` entry (what the consumers that still read dicts take), or
-    None without both a key and a secret."""
+def reverb_app(environ: Mapping[str, str]) -> App | None:
+    """The app, read as a ``clients`` entry of the default app; None without both a key and
+    a secret."""
     key, secret = environ.get("REVERB_APP_KEY"), environ.get("REVERB_APP_SECRET")
     if not key or not secret:
         return None
-    return {"appId": environ.get("REVERB_APP_ID") or "reverb", "key": key, "secret": secret}
-
-
-def reverb_app(environ: Mapping[str, str]) -> App | None:
-    entry = reverb_entry(environ)
-    return None if entry is None else parse_app(entry, "REVERB_APP_*", legacy=True)
+    entry = {"appId": environ.get("REVERB_APP_ID") or "reverb", "key": key, "secret": secret}
+    return parse_app(entry, "REVERB_APP_*", legacy=True)
 
 
 def reverb_listen_address(environ: Mapping[str, str]) -> tuple[str | None, str]:

@@ -14,6 +14,9 @@ Each instance also keeps a liveness key with a TTL and a snapshot of its
 figures; the HTTP API sums the snapshots of live instances, and the first
 instance to notice that another one died (its liveness key expired) removes
 that instance's presence members and announces their ``presence:leaving``.
+Its connections under a bound that every instance shares (an app's ``maxConnections``)
+go beside them at each heartbeat, and come back summed over the others (``elsewhere``),
+for a bound checked at an upgrade without a round trip.
 
 The same on Sentinel and on a Redis Cluster: the client (`redis_client.make_client`) follows
 the master or the slot map; the relay's subscriber asks where to connect on every reconnect
@@ -21,9 +24,9 @@ the master or the slot map; the relay's subscriber asks where to connect on ever
 a plain PUBLISH reaches the subscribers of every node, so any node will do; the keys share one
 hash tag (`key_tag`), so the multi-key reads stay in one slot.
 
-About 480 lines because the relay's two directions, the heartbeat and the purge of a dead
-instance all read one view of the others (``_others_until``, the liveness keys): split, each
-part would need the others' state handed to it.
+About 520 lines because the relay's two directions, the heartbeat, the shared counts and the
+purge of a dead instance all read one view of the others (``_others_until``, the liveness
+keys, the instances set): split, each part would need the others' state handed to it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +123,9 @@ class ClusterFeeds:
     presence: RedisPresenceStore | None = None
     restore_presence: PresenceRestorer | None = None
     occupancy: Occupancy | None = None
+    # This instance's connections under a bound every instance shares, by name (an app's
+    # key): told the others at each heartbeat (``Cluster.elsewhere``).
+    counts: Callable[[], dict[str, int]] | None = None
 
 
 class Cluster:
@@ -129,7 +136,8 @@ class Cluster:
 
     def __init__(self, client: Any, redis_url: str, instance_id: str, *, key_prefix: str = "",
                  heartbeat_interval: float = 5.0, liveness_ttl: float = 15.0,
-                 positions: Positions | None = None, marker_ttl_ms: int = 0) -> None:
+                 positions: Positions | None = None, marker_ttl_ms: int = 0,
+                 siblings: Collection[str] = ()) -> None:
         self.client = client
         self.redis_url = redis_url
         self.instance_id = instance_id
@@ -165,6 +173,12 @@ class Cluster:
         # The relay's publishing connection (``_publish_plain``), made when first needed.
         self._out: RedisSubscriber | None = None
         self._out_endpoint: Endpoint | None = None
+        # The other live instances' counts (``ClusterFeeds.counts``) as last read, summed,
+        # and when. ``siblings``: the instances whose counts this one holds exactly already
+        # (the other workers of its server, `apps/quota.py`), never added in.
+        self._elsewhere: Counter[str] = Counter()
+        self._counted_at = 0.0
+        self.siblings = frozenset(siblings) | {instance_id}
 
     # -- keys --------------------------------------------------------------------------
     def _key(self, *parts: str) -> str:
@@ -179,6 +193,9 @@ class Cluster:
 
     def stats_key(self, instance_id: str) -> str:
         return self._key("stats", instance_id)
+
+    def counts_key(self, instance_id: str) -> str:
+        return self._key("counts", instance_id)
 
     def reaped_key(self, instance_id: str) -> str:
         """Left by the instance that purged ``instance_id``'s members, for that instance to
@@ -220,7 +237,8 @@ class Cluster:
                 await self.feeds.occupancy.stop()
         with contextlib.suppress(Exception):
             await self.client.delete(self.alive_key(self.instance_id),
-                                     self.stats_key(self.instance_id))
+                                     self.stats_key(self.instance_id),
+                                     self.counts_key(self.instance_id))
             await self.client.srem(self.instances_key, self.instance_id)
 
     # -- relay -------------------------------------------------------------------------
@@ -415,21 +433,51 @@ class Cluster:
 
     async def _beat(self) -> None:
         ttl_ms = max(1, int(self.liveness_ttl * 1000))
+        counts = self.feeds.counts
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.exists(self.alive_key(self.instance_id))
             pipe.exists(self.reaped_key(self.instance_id))
             pipe.set(self.alive_key(self.instance_id), str(time.time()), px=ttl_ms)
             pipe.set(self.stats_key(self.instance_id), dumps(self.feeds.snapshot()), px=ttl_ms)
+            if counts is not None:
+                pipe.set(self.counts_key(self.instance_id), dumps(counts()), px=ttl_ms)
             pipe.sadd(self.instances_key, self.instance_id)
             pipe.delete(self.reaped_key(self.instance_id))
-            pipe.scard(self.instances_key)
+            pipe.smembers(self.instances_key)
             alive, reaped, *_, instances = await pipe.execute()
-        if instances > 1:  # dead ones count until reaped: relaying to nobody is harmless
+        if len(instances) > 1:  # dead ones count until reaped: relaying to nobody is harmless
             self._others_seen()
+        if counts is not None:
+            await self._read_counts(instances)
         first = not self._beaten
         self._beaten = True
         if not alive and not first:
             await self._recover(bool(reaped))
+
+    async def _read_counts(self, instances: Iterable[bytes | str]) -> None:
+        """The other instances' counts, summed (a dead one's key expired with its liveness
+        key: it counts none)."""
+        others = [i for i in map(_text, instances) if i not in self.siblings]
+        values = await self.client.mget([self.counts_key(i) for i in others]) if others else []
+        total: Counter[str] = Counter()
+        for value in values:
+            try:
+                counts = loads(value) if value else None
+            except ValueError:
+                continue  # not ours to read: counted as none
+            if isinstance(counts, dict):
+                total.update({name: count for name, count in counts.items()
+                              if type(count) is int and count > 0})
+        self._elsewhere, self._counted_at = total, time.monotonic()
+
+    def elsewhere(self, name: str) -> int:
+        """The other live instances' connections under ``name``'s bound, as they told them
+        at their last heartbeats (up to one interval old, plus ours): read from memory, at
+        an upgrade. None once the last read is a liveness TTL old (Redis away): their keys
+        would have expired by then too."""
+        if time.monotonic() - self._counted_at > self.liveness_ttl:
+            return 0
+        return self._elsewhere[name]
 
     async def _recover(self, reaped: bool) -> None:
         """Our liveness key was gone: Redis lost its data (a restart without persistence, a
@@ -450,7 +498,7 @@ class Cluster:
     async def _reap(self) -> None:
         """Remove instances whose liveness key expired: exactly one survivor wins each."""
         for raw in await self.client.smembers(self.instances_key):
-            other = raw.decode() if isinstance(raw, bytes) else str(raw)
+            other = _text(raw)
             if other == self.instance_id or await self.client.exists(self.alive_key(other)):
                 continue
             if await self.client.srem(self.instances_key, other):
@@ -470,11 +518,15 @@ class Cluster:
 
     async def peers(self) -> list[dict[str, Any]]:
         """Snapshots of the *other* live instances."""
-        ids = [r.decode() if isinstance(r, bytes) else str(r)
-               for r in await self.client.smembers(self.instances_key)]
+        ids = [_text(r) for r in await self.client.smembers(self.instances_key)]
         others = [i for i in ids if i != self.instance_id]
         if not others:
             return []
         values = await self.client.mget([self.stats_key(i) for i in others])
         return [loads(v) for v in values if v]
 
+
+
+def _text(value: bytes | str) -> str:
+    """An instance id as Redis hands it back (bytes, or str with decode_responses)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

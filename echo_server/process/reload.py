@@ -189,12 +189,12 @@ class Reloader:
                     authenticator = JwtAuthenticator(new.jwt) if new.jwt is not None else None
                 endpoints = new.webhook_endpoints  # a malformed one refuses the whole file
                 rules = parse_rules(new.raw.get("channels"))
+                self._keep_dev_client(new)  # before its apps are read: it is one of them
                 apps = new.apps
             except (ConfigError, ValueError, OSError) as error:  # RuleConfigError too
                 log.error("configuration reload refused, the running configuration stays: "
                           "%s", error)
                 return False
-            self._keep_dev_client(new)
             changed = (changed_keys(old.raw, new.raw)
                        + changed_environment(old.environ, new.environ))
             replaced: list[tuple[Any, float]] = []
@@ -238,10 +238,11 @@ class Reloader:
         server.config = new
 
     def _keep_dev_client(self, new: Config) -> None:
-        """A file still without clients keeps this run's development client (its key may be
-        in use); one that lost its last client was refused (`lost_settings`)."""
+        """A file whose default app still has no client (no `clients` entry, no Reverb
+        `.env`: isolated apps are not its clients) keeps this run's development client (its
+        key may be in use); one that lost its last client was refused (`lost_settings`)."""
         dev_client = self.server.dev_client
-        if dev_client is not None and not new.clients:
+        if dev_client is not None and all(app.isolated for app in new.apps):
             new.raw["clients"] = [dict(dev_client)]
 
     def _keep(self, task: asyncio.Task[Any]) -> None:

@@ -39,6 +39,7 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
+from ..adapters.presence_bounds import PresenceBounds, as_they_are
 from ..adapters.protocols import Assembly, ProtocolFactory, Route, Served, Upgrade
 from ..adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from ..adapters.registry import PROTOCOLS
@@ -141,7 +142,8 @@ class EchoServer:
             quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
             if worker is not None else None,
             numeric=config.pusher_socket_ids,
-            on_app=self.webhooks.app_seen if config.app_manager is not None else None)
+            on_app=self.webhooks.app_seen if config.app_manager is not None else None,
+            elsewhere=self.cluster.elsewhere if self.cluster is not None else None)
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
@@ -221,7 +223,9 @@ class EchoServer:
                     max_connections_per_client=c.auth_max_connections_per_address,
                     max_pending_per_client=c.auth_max_pending_per_address,
                     queue_timeout=c.auth_queue_timeout)
-            authorizers[app.tag] = socketio_authorizer(app, callback)
+            # Its bounds on presence members, as its Pusher clients have them.
+            authorizers[app.tag] = PresenceBounds(socketio_authorizer(app, callback),
+                                                  as_they_are(app.limits), self.core.presence)
         self.echo.serve_hosts(hosts, authorizers)
 
     def _engine_options(self) -> EngineOptions:
@@ -448,7 +452,8 @@ class EchoServer:
             emit_local=self.core.fanout.emit_to_room, deliver=self.core.fanout.deliver,
             snapshot=self.state.snapshot,
             announce_presence=presence.announced, purged=presence.purged,
-            presence=store, restore_presence=presence.restore, occupancy=self.occupancy))
+            presence=store, restore_presence=presence.restore, occupancy=self.occupancy,
+            counts=self.pusher.quota.own))
         await cluster.listening()
         if self.core.shared is not None:  # in the cluster: its sessions may move (and come)
             self.core.shared.start()
@@ -531,7 +536,9 @@ class EchoServer:
             heartbeat_interval=c.cluster_heartbeat_interval, liveness_ttl=c.cluster_liveness_ttl,
             positions=positions,
             # A mark must outlive any session that could still ask about it.
-            marker_ttl_ms=int(recovery.window * 3000) + 60_000 if recovery is not None else 0)
+            marker_ttl_ms=int(recovery.window * 3000) + 60_000 if recovery is not None else 0,
+            # The other workers' connections are counted exactly (`apps/quota.py`).
+            siblings=self.worker.instance_ids if self.worker is not None else ())
 
     def _recovery(self, positions: Positions | None) -> RecoveryParts | None:
         recovery = self.config.recovery

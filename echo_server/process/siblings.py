@@ -32,6 +32,11 @@ ASK_TIMEOUT = 2.0  # a worker that has not answered by then is reported down for
 Answer = Callable[[], bytes | Awaitable[bytes]]
 
 
+def worker_suffix(slot: int) -> str:
+    """What a worker's instance id adds to its server's (`instanceId`, else a random one)."""
+    return f"-w{slot}"
+
+
 @dataclass(frozen=True)
 class WorkerSlot:
     """What the parent hands a worker: its sockets and where to reach the other workers."""
@@ -41,6 +46,12 @@ class WorkerSlot:
     own_port: socket.socket | None  # `workerPorts`: a port only this worker serves
     link: socket.socket  # the Unix socket it answers its siblings on
     link_paths: tuple[str, ...]  # every slot's, in slot order
+
+    @property
+    def instance_ids(self) -> tuple[str, ...]:
+        """Every slot's instance id, in slot order."""
+        base = self.instance_id.removesuffix(worker_suffix(self.slot))
+        return tuple(base + worker_suffix(slot) for slot in range(len(self.link_paths)))
 
     @property
     def directory(self) -> str:

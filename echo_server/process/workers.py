@@ -47,7 +47,7 @@ from typing import NoReturn
 
 from ..config import Config, ConfigError
 from .server import SHUTDOWN_TIMEOUT
-from .siblings import WorkerSlot
+from .siblings import WorkerSlot, worker_suffix
 
 log = logging.getLogger("echo_server.workers")
 
@@ -306,8 +306,8 @@ def run_workers(config: Config, workers: int, serve: Serve,
         links = link_sockets(directory, workers)
         base_id = config.instance_id or secrets.token_hex(6)
         paths = tuple(str(sock.getsockname()) for sock in links)
-        slots = [WorkerSlot(slot, f"{base_id}-w{slot}", shared[slot], own[slot], links[slot],
-                            paths) for slot in range(workers)]
+        slots = [WorkerSlot(slot, base_id + worker_suffix(slot), shared[slot], own[slot],
+                            links[slot], paths) for slot in range(workers)]
         return Supervisor(config, slots, serve).run()
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 
+from ..apps.model import DEFAULT_APP_LABEL, OTHER_APPS_LABEL
 from ..core.events import (
     Authorized,
     ConnectionClosed,
@@ -162,11 +163,11 @@ def app_rows(figures: dict[str, list[int]], labels: int) -> dict[str, list[int]]
     rows: dict[str, list[int]] = {}
     named = 0
     for app_id in sorted(figures):
-        label = app_id or "default"
+        label = app_id or DEFAULT_APP_LABEL  # no isolated app has either id (apps/model.py)
         if app_id:
             named += 1
             if named > labels:
-                label = "other"
+                label = OTHER_APPS_LABEL
         row = rows.setdefault(label, [0, 0, 0])
         for index, value in enumerate(figures[app_id]):
             row[index] += value

@@ -13,33 +13,23 @@ from echo_common.signing import same_secret, sign
 
 from ...apps.model import App
 from ...core.names import USER_CHANNEL
-from ...core.presence import user_key
-from ...core.presence_flow import PresenceFlow
 
 
 class HasApp(Protocol):
     app: App
 
 
-# Soketi's refusals of a presence subscribe over the app's bounds (the status of its
-# pusher:subscription_error).
-MEMBER_TOO_LARGE = 4301
-CHANNEL_FULL = 4100
-
-
 class SignatureAuthorizer:
     """One subscribe's ``auth`` (``"<key>:<hex>"``) checked in constant time; a presence
-    channel's member is the ``channel_data`` the signature covers, within its app's
-    ``maxPresenceMemberSizeInKb`` and ``maxPresenceMembersPerChannel``."""
+    channel's member is the ``channel_data`` the signature covers (its app's bounds on it
+    are ``presence_bounds``', whoever decided)."""
 
-    __slots__ = ("auth", "channel_data", "connection", "presence")
+    __slots__ = ("auth", "channel_data", "connection")
 
-    def __init__(self, connection: HasApp, auth: Any, channel_data: Any,
-                 presence: PresenceFlow | None = None) -> None:
+    def __init__(self, connection: HasApp, auth: Any, channel_data: Any) -> None:
         self.connection = connection
         self.auth = auth
         self.channel_data = channel_data
-        self.presence = presence  # the core's: its members (the cluster's) and seats
 
     @property
     def app(self) -> App:
@@ -67,35 +57,6 @@ class SignatureAuthorizer:
             return AuthResult(400, reason="channel_data is not JSON")
         if not isinstance(member, dict) or member.get("user_id") is None:
             return AuthResult(400, reason="channel_data has no user_id")
-        return await self._within_bounds(request.channel, data, member)
-
-    async def _within_bounds(self, channel: str, data: str,
-                             member: dict[str, Any]) -> AuthResult:
-        limits = self.app.limits
-        largest = limits.max_presence_member_bytes
-        if largest and len(data.encode("utf-8", "surrogatepass")) > largest:
-            return AuthResult(MEMBER_TOO_LARGE, reason=f"member over {largest} bytes "
-                                                       "(maxPresenceMemberSizeInKb)")
-        most = limits.max_presence_members
-        presence = self.presence
-        if most and presence is not None:
-            # Counted where the core holds the channel: under the app's tag. The seat, held
-            # across the await, makes a simultaneous join on this instance count this one;
-            # released before the answer, as the core's join (which `local_users` sees)
-            # follows it in the same step (``ChannelCore._authorize`` enters the member).
-            # Across instances the bound holds only for joins the store shows: two
-            # instances admitting the last slot at the same moment (each reading before the
-            # other's write lands) both get in.
-            held, user = channel + self.app.tag, user_key(member["user_id"])
-            seat = presence.hold(held, user)
-            try:
-                present = await presence.store.members(held)
-            finally:
-                presence.release(held, seat)
-            users = {user_key(m.user_id) for m in present} | presence.local_users(held)
-            if len(users) >= most and user not in users:  # another tab of one is welcome
-                return AuthResult(CHANNEL_FULL, reason=f"{most} members already "
-                                                       "(maxPresenceMembersPerChannel)")
         return AuthResult(200, channel_data=member)
 
 

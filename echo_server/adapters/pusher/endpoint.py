@@ -34,13 +34,14 @@ from ...apps.store import AppStore, AppsUnavailable
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState, Wire
 from ...core.limits import channel_name_problem
-from ...core.names import USER_CHANNEL, is_private
+from ...core.names import USER_CHANNEL, is_presence, is_private
 from ...transport.engine import KEPT_HEADERS
 from ...transport.guard import MAX_PAYLOAD, WRITE_HIGH_WATER
 from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
+from ..presence_bounds import PresenceBounds
 from .apps import SignatureAuthorizer, UserChannelAuthorizer, signed_in_user
 from .connection import PusherConnection, message
 from .wire import PusherWire
@@ -72,7 +73,8 @@ class PusherEndpoint:
     def __init__(self, core: ChannelCore, apps: AppStore, options: PusherOptions,
                  report_error: ErrorReporter, rules: list[ChannelRule] | None = None,
                  quota: AppQuota | SharedAppQuota | None = None,
-                 numeric: bool = True, on_app: Callable[[App], None] | None = None) -> None:
+                 numeric: bool = True, on_app: Callable[[App], None] | None = None,
+                 elsewhere: Callable[[str], int] | None = None) -> None:
         self.core = core
         self.apps = apps
         self.rules: list[ChannelRule] = rules or []
@@ -80,8 +82,10 @@ class PusherEndpoint:
         self._report = report_error
         self.wire: Wire[PusherConnection] = PusherWire()
         self.connections: set[PusherConnection] = set()
-        # Open connections by app key (with the other workers'), and by app and address.
+        # Open connections by app key (with the other workers'), and by app and address;
+        # and by app key on the other instances, as their last heartbeats said (cluster).
         self.quota = quota or AppQuota()
+        self.elsewhere = elsewhere or _none_elsewhere
         self.per_address: defaultdict[str, AddressCounts] = defaultdict(AddressCounts)
         self._sweeper: asyncio.TimerHandle | None = None
         self._lookups: set[asyncio.Task[None]] = set()
@@ -248,7 +252,7 @@ class PusherEndpoint:
         if not limit:
             self.quota.add(app.key)
             return None
-        if not self.quota.take(app.key, limit):
+        if not self.quota.take(app.key, limit - self.elsewhere(app.key)):
             return 4004, "App is over its connection quota"
         # No one address takes every slot: at most its share (4100: pusher-js retries later).
         share = app.limits.max_connections_per_address or -(-limit // ADDRESS_SHARE)
@@ -343,14 +347,17 @@ class PusherEndpoint:
             authorizer = UserChannelAuthorizer(connection.state.user)
         elif isinstance(channel, str) and is_private(channel):
             authorizer = SignatureAuthorizer(connection, data.get("auth"),
-                                             data.get("channel_data"),
-                                             self.core.presence)
+                                             data.get("channel_data"))
             # The top-level `channels` are the default app's; an isolated app has its own.
             rules = list(app.channel_rules) if app.tag else self.rules
             if rules:
                 authorizer = RuleAuthorizer(rules, authorizer)
         if app.tag and authorizer is not None:
             authorizer = UntaggedAuthorizer(authorizer)
+        if authorizer is not None and isinstance(channel, str) and is_presence(channel):
+            # Whoever decided, the member is within the app's bounds.
+            authorizer = PresenceBounds(authorizer, lambda: connection.app.limits,
+                                        self.core.presence)
         self.core.subscribe(connection, channel, {}, authorizer, pusher_names=True)
 
     @staticmethod
@@ -428,6 +435,11 @@ class PusherEndpoint:
                 connection.send("pusher:ping", None, {})
         period = max(0.05, shortest / 4)
         self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep)
+
+
+def _none_elsewhere(key: str) -> int:
+    """One instance: no other holds any of an app's connections."""
+    return 0
 
 
 def _within_client_rate(connection: PusherConnection) -> bool:
