@@ -205,3 +205,27 @@ async def test_deadlines_move_earlier_never_later_and_look_early_at_far_ones() -
     assert [name for name, _ in fired] == ["b", "a", "far"]
     assert fired[0][1] >= start + 0.02 and fired[1][1] >= start + 0.05
     assert start + 0.5 <= fired[2][1] < start + 2.5
+
+
+async def test_deadlines_take_any_number_at_once_and_fire_what_is_pending_on_stop() -> None:
+    """600 objects due in one tick (a connect storm's far deadlines) are each looked at once,
+    in the order they were scheduled, a cancelled one not at all; where each waits is one of
+    the small integers Python keeps, not an int object per waiting connection. On a stop
+    that asks for it, what is still scheduled is looked at at once, the earliest first."""
+    fired: list[str] = []
+    wheel = Deadlines(lambda item, now: fired.append(item.name))
+    items = [Item(str(n)) for n in range(600)]
+    when = time.monotonic() + 0.02
+    for item in items:
+        wheel.schedule(item, when)
+    assert max(item.due_slot for item in items) < 256
+    wheel.cancel(items[300])
+    await wait_until(lambda: len(fired) == 599, timeout=3, message="599 looks")
+    assert fired == [item.name for item in items if item is not items[300]]
+
+    fired.clear()
+    start = time.monotonic()
+    for name, after in (("later", 1.0), ("sooner", 0.5), ("far", 60.0)):
+        wheel.schedule(Item(name), start + after)
+    wheel.stop(fire_pending=True)
+    assert fired == ["sooner", "later", "far"]
