@@ -151,7 +151,7 @@ class EchoServer:
             Served("socket.io", routes=(Route(self._is_engine_path, self._engine_request,
                                               while_starting=True),),
                    upgrades=(Upgrade(self._is_engine_path, self.engine.handle_upgrade),),
-                   start=self.engine.start, stop=self._stop_engine,
+                   stop=self._stop_engine,
                    connections=self.engine.sessions_by_kind),
             Served("pusher", upgrades=(Upgrade(PusherEndpoint.matches,
                                                self.pusher.handle_upgrade),),
