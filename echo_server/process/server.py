@@ -155,7 +155,7 @@ class EchoServer:
                    connections=self.engine.sessions_by_kind),
             Served("pusher", upgrades=(Upgrade(PusherEndpoint.matches,
                                                self.pusher.handle_upgrade),),
-                   start=self.pusher.start, stop=self.pusher.stop,
+                   stop=self.pusher.stop,
                    connections=self.pusher.by_kind),
             *(make(Assembly(self.core, self.errors.report)) for make in protocols))
         self._routes = tuple(route for served in self.protocols for route in served.routes)
