@@ -22,9 +22,9 @@ interval there are some 400 millisecond buckets and 45 one-second ones, instead 
 bucket per session.
 
 A bucket holds 256 objects at most; more due in the same tick fill another, chained to it.
-A place in a bucket is then one of the integers Python keeps (0 to 256), never an object of
-its own: 5,000 connections opened within a second would otherwise share one-second buckets
-and cost an ``int`` of 28 bytes each for where they wait.
+A place in a bucket (0 to 255) is then one of the small integers Python keeps, never an
+object of its own: 5,000 connections opened within a second share a one-second bucket, and
+would otherwise each cost an ``int`` of 28 bytes for where they wait.
 """
 
 from __future__ import annotations
