@@ -6,6 +6,7 @@ for changes that the side-by-side benchmark's ±20 % run-to-run spread would hid
     .venv/bin/python bench/inprocess.py subscriptions [--connections 20] [--channels 5000]
                                                       [--recovery]
     .venv/bin/python bench/inprocess.py api     [--channels 2000] [--batch 1] [--fresh]
+    .venv/bin/python bench/inprocess.py idle    [--kind pusher|eio3|eio4] [--count 5000]
 
 ``connect``: a real EchoServer (no Redis) is handed websocket upgrades, the client's ``40``
 (EIO4) and Echo's ``subscribe`` as the bytes a client sends, through transports that only
@@ -20,6 +21,8 @@ leave out is the kernel (system calls, loopback TCP): that is what ``bench/run.p
 ``subscriptions``: what one subscription costs in memory (tracemalloc, Python's own
 allocations), each connection in channels of its own, as an attacker's would be, and with
 ``--recovery`` what the same connections cost once dropped and parked for a recovery.
+``idle``: what an idle connection costs in memory (tracemalloc), subscribed to one shared
+channel, once its open packet is out and its first deadline is scheduled.
 """
 
 from __future__ import annotations
@@ -279,6 +282,31 @@ async def measure_subscriptions(connections: int, channels: int, recovery: bool)
     await server.stop()
 
 
+async def measure_idle(kind: str, count: int) -> None:
+    import gc
+    import tracemalloc
+
+    server = await start_server(limits={"maxConnectionsPerAddress": 0})
+    connector = Connector(server, 3 if kind == "eio3" else 4)
+
+    def open_one() -> CountingTransport:
+        return open_pusher(server, "idle") if kind == "pusher" else connector.open("idle")
+
+    kept = [open_one() for _ in range(200)]  # warm up
+    await asyncio.sleep(0.05)  # the EIO3 open packets held after the 101 are written
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    kept += [open_one() for _ in range(count)]
+    await asyncio.sleep(0.05)
+    gc.collect()
+    live = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert server.core.rooms.count("idle") == len(kept), "a subscribe did not land"
+    print(f"idle {kind} connection: {live / count:.0f} bytes each ({count})")
+    await server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -296,12 +324,17 @@ def main() -> None:
     api.add_argument("--channels", type=int, default=2000)
     api.add_argument("--batch", type=int, default=1)
     api.add_argument("--fresh", action="store_true")
+    idle = sub.add_parser("idle")
+    idle.add_argument("--kind", choices=("pusher", "eio3", "eio4"), default="pusher")
+    idle.add_argument("--count", type=int, default=5000)
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the no-Redis and open-origins notices, every run
     if args.what == "connect":
         asyncio.run(measure_connect(args.eio, args.count))
     elif args.what == "subscriptions":
         asyncio.run(measure_subscriptions(args.connections, args.channels, args.recovery))
+    elif args.what == "idle":
+        asyncio.run(measure_idle(args.kind, args.count))
     elif args.what == "api":
         asyncio.run(measure_api(args.channels, args.batch, args.fresh))
     else:

@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
 from echo_server.process.server import EchoServer
+from echo_server.transport import engine
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.drivers import NODE_DIR
 from tests.support.raw import (
@@ -360,6 +361,23 @@ async def test_raw_ws_client_listening_after_open_gets_the_open_packet(
         "node", "-e", LATE_LISTENER, url, cwd=str(NODE_DIR), stdout=asyncio.subprocess.PIPE)
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert out.decode().split() == ["0{"] * 20
+
+
+async def test_a_server_stopping_sends_a_held_open_packet_before_going_away(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server stopped between an EIO3 websocket's 101 and its open packet (held a moment
+    after it, above) still sends the open packet, then closes with 1001: the client sees a
+    session open and end, as any other, rather than a close before any handshake."""
+    monkeypatch.setattr(engine, "OPEN_PACKET_GAP", 5.0)  # the stop surely comes first
+    server = await make_server(redis=False)
+    ws = await RawWebSocket.connect(server)
+    assert ws.status == 101
+    await server.stop()
+    assert (await ws.recv_text()).startswith('0{"sid":')
+    assert await ws.recv_text() == "40"
+    assert await ws.wait_closed() == 1001
+    await ws.close()
 
 
 async def test_upgrade_from_polling(make_server: ServerFactory, http: Http) -> None:

@@ -13,17 +13,30 @@ is late by that much, whatever the schedule, and the schedule is what is tested 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from typing import Any
 
 import aiohttp
 import pytest
 
+from echo_server.adapters.pusher.connection import PusherConnection
 from echo_server.process.server import EchoServer
 from echo_server.transport.deadlines import Deadlines
 from echo_server.transport.engine import Session
 from tests.conftest import ServerFactory, server_url
-from tests.support.raw import Polling, open_ws, wait_until, ws_recv
+from tests.support.raw import (
+    Polling,
+    next_pusher_message,
+    open_ws,
+    pusher_client,
+    wait_until,
+    ws_recv,
+)
 
 INTERVAL, TIMEOUT = 0.3, 0.2
 SUITE_PINGS = {"socketio": {"pingInterval": 300, "pingTimeout": 200, "upgradeTimeout": 2000}}
@@ -205,3 +218,148 @@ async def test_deadlines_move_earlier_never_later_and_look_early_at_far_ones() -
     assert [name for name, _ in fired] == ["b", "a", "far"]
     assert fired[0][1] >= start + 0.02 and fired[1][1] >= start + 0.05
     assert start + 0.5 <= fired[2][1] < start + 2.5
+
+
+async def test_deadlines_take_any_number_at_once_and_fire_what_is_pending_on_stop() -> None:
+    """600 objects due in one tick (a connect storm's far deadlines) are each looked at once,
+    in the order they were scheduled, a cancelled one not at all; where each waits is one of
+    the small integers Python keeps, not an int object per waiting connection. On a stop
+    that asks for it, what is still scheduled is looked at at once, the earliest first."""
+    fired: list[str] = []
+    wheel = Deadlines(lambda item, now: fired.append(item.name))
+    items = [Item(str(n)) for n in range(600)]
+    when = time.monotonic() + 0.02
+    for item in items:
+        wheel.schedule(item, when)
+    assert max(item.due_slot for item in items) < 256
+    wheel.cancel(items[300])
+    await wait_until(lambda: len(fired) == 599, timeout=3, message="599 looks")
+    assert fired == [item.name for item in items if item is not items[300]]
+
+    fired.clear()
+    start = time.monotonic()
+    for name, after in (("later", 1.0), ("sooner", 0.5), ("far", 60.0)):
+        wheel.schedule(Item(name), start + after)
+    wheel.stop(fire_pending=True)
+    assert fired == ["sooner", "later", "far"]
+
+
+# --------------------------------------------------------------------------- Pusher
+
+PUSHER_APP = {"appId": "1001", "key": "beat-key", "secret": "beat-secret"}
+# The pong's time longer than the activity timeout (the defaults are 30 s both): the answer
+# to a ping must move the look at the connection earlier than the end of that time.
+ACTIVITY, PONG, SIGNIN = 0.2, 0.3, 0.15
+
+
+@pytest.fixture
+def pusher_sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, float]]:
+    """(socket id, what, lateness) of every ping, 4201 and 4009 the server sends: the time
+    it is sent minus the deadline the connection's own state gives (pinged ACTIVITY after
+    the last message it sent, closed PONG later; closed SIGNIN after it was established)."""
+    seen: list[tuple[str, str, float]] = []
+    established: dict[str, float] = {}
+    send = PusherConnection.send
+
+    def sending(connection: PusherConnection, event: str, channel: str | None = None,
+                data: Any = None) -> None:
+        now = time.monotonic()
+        code = data.get("code") if isinstance(data, dict) else None
+        if event == "pusher:connection_established":
+            established[connection.id] = now
+        elif event == "pusher:ping":
+            seen.append((connection.id, "ping", now - connection.last_seen - ACTIVITY))
+        elif code == 4201:
+            seen.append((connection.id, "4201", now - connection.last_seen - ACTIVITY - PONG))
+        elif code == 4009:
+            seen.append((connection.id, "4009", now - established[connection.id] - SIGNIN))
+        send(connection, event, channel, data)
+
+    monkeypatch.setattr(PusherConnection, "send", sending)
+    return seen
+
+
+async def pusher_server(make_server: ServerFactory, **config: Any) -> EchoServer:
+    server = await make_server({"clients": [PUSHER_APP],
+                                "pusher": {"activityTimeoutMs": int(ACTIVITY * 1000),
+                                           "signinTimeoutMs": int(SIGNIN * 1000)},
+                                **config}, redis=False)
+    # Not a setting: 30 s, as Reverb's. Read at each look, so it holds from the first one.
+    server.pusher.options = replace(server.pusher.options, pong_timeout=PONG)
+    return server
+
+
+def sent_by_connection(sent: list[tuple[str, str, float]]) -> dict[str, list[str]]:
+    by_connection: dict[str, list[str]] = {}
+    for socket_id, what, _ in sent:
+        by_connection.setdefault(socket_id, []).append(what)
+    return by_connection
+
+
+def assert_on_time(sent: list[tuple[str, str, float]], lag: LoopLag) -> None:
+    assert all(-EARLY <= late <= ON_TIME + lag.worst for _, _, late in sent), (sent, lag.worst)
+
+
+async def test_pusher_pings_the_quiet_and_closes_the_silent_on_time(
+    make_server: ServerFactory, pusher_sent: list[tuple[str, str, float]],
+) -> None:
+    """Pusher's keep-alive: a connection silent for its activity timeout gets a
+    `pusher:ping`, and 4201 when it does not answer within the pong timeout; one that
+    answers is pinged again an activity timeout after its answer, and stays. Each within
+    10 ms of its deadline (a sweep every quarter of the shortest timeout was up to 50 ms
+    late here)."""
+    server = await pusher_server(make_server)
+    with LoopLag() as lag:
+        answering, answering_id = await pusher_client(server, PUSHER_APP["key"])
+        silent = []
+        for _ in range(5):  # 13 ms apart: deadlines at different phases of any period
+            silent.append(await pusher_client(server, PUSHER_APP["key"]))
+            await asyncio.sleep(0.013)
+        for _ in range(2):
+            assert json.loads(await answering.recv_text(timeout=2)) == {
+                "event": "pusher:ping", "data": {}}
+            answering.send_text('{"event":"pusher:pong","data":{}}')
+        for ws, _ in silent:
+            assert json.loads(await ws.recv_text(timeout=2)) == {
+                "event": "pusher:ping", "data": {}}
+            assert json.loads(await ws.recv_text(timeout=2)) == {"event": "pusher:error", "data": {
+                "code": 4201, "message": "Pong reply not received in time"}}
+            assert await ws.wait_closed(timeout=2) == 4201
+    answering.send_text('{"event":"pusher:ping","data":{}}')
+    assert await next_pusher_message(answering) == {"event": "pusher:pong", "data": {}}
+    await answering.close()
+    sent = sent_by_connection(pusher_sent)
+    assert [sent[socket_id] for _, socket_id in silent] == [["ping", "4201"]] * 5
+    assert sent[answering_id][:2] == ["ping", "ping"] and "4201" not in sent[answering_id]
+    assert_on_time(pusher_sent, lag)
+
+
+async def test_pusher_connections_that_must_sign_in_are_closed_on_time(
+    make_server: ServerFactory, pusher_sent: list[tuple[str, str, float]],
+) -> None:
+    """With `jwt.required`, a connection that has not signed in within signinTimeoutMs is
+    closed with 4009 within 10 ms of it; one that signed in is kept, and pinged after its
+    activity timeout."""
+    server = await pusher_server(make_server, jwt={"secret": "x" * 32, "algorithms": ["HS256"],
+                                                  "required": True})
+    with LoopLag() as lag:
+        member, member_id = await pusher_client(server, PUSHER_APP["key"])
+        user_data = json.dumps({"id": "7"})
+        signature = hmac.new(PUSHER_APP["secret"].encode(),
+                             f"{member_id}::user::{user_data}".encode(),
+                             hashlib.sha256).hexdigest()
+        member.send_text(json.dumps({"event": "pusher:signin", "data": {
+            "auth": f"{PUSHER_APP['key']}:{signature}", "user_data": user_data}}))
+        assert (await next_pusher_message(member))["event"] == "pusher:signin_success"
+        anonymous = []
+        for _ in range(5):
+            anonymous.append((await pusher_client(server, PUSHER_APP["key"]))[0])
+            await asyncio.sleep(0.013)
+        for ws in anonymous:
+            assert await ws.wait_closed(timeout=2) == 4009
+        assert json.loads(await member.recv_text(timeout=2)) == {
+            "event": "pusher:ping", "data": {}}
+    await member.close()
+    sent = sent_by_connection(pusher_sent)
+    assert sorted(sent.values()) == [["4009"]] * 5 + [["ping"]]
+    assert_on_time(pusher_sent, lag)

@@ -391,6 +391,21 @@ async def test_the_development_client_stays_while_the_default_app_has_no_other(
     assert await status() == 200
 
 
+async def test_a_reloaded_activity_timeout_holds_for_connections_already_open(make_server) -> None:
+    """An app's activityTimeoutMs shortened by a reload: a connection opened under the old
+    one (30 s) is pinged once it has been silent for the new one, not 30 s after its last
+    message; one that answers stays."""
+    server = await make_server({"clients": [pusher_app()]}, redis=False)
+    ws, _ = await pusher_client(server, PUSHER_KEY)
+    assert await reload_with(server, clients=[pusher_app(activityTimeoutMs=200)])
+    for _ in range(2):
+        assert json.loads(await ws.recv_text(timeout=3)) == {"event": "pusher:ping", "data": {}}
+        ws.send_text('{"event":"pusher:pong","data":{}}')
+    ws.send_text('{"event":"pusher:ping","data":{}}')
+    assert await next_pusher_message(ws) == {"event": "pusher:pong", "data": {}}
+    await ws.close()
+
+
 async def test_a_signature_in_flight_is_checked_against_the_app_of_now() -> None:
     """A subscribe read before a reload and checked after it meets the new secret."""
     connection = SimpleNamespace(app=App("app", PUSHER_KEY, OLD_SECRET))

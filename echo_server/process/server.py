@@ -156,11 +156,11 @@ class EchoServer:
             Served("socket.io", routes=(Route(self._is_engine_path, self._engine_request,
                                               while_starting=True),),
                    upgrades=(Upgrade(self._is_engine_path, self.engine.handle_upgrade),),
-                   start=self.engine.start, stop=self._stop_engine,
+                   stop=self._stop_engine,
                    connections=self.engine.sessions_by_kind),
             Served("pusher", upgrades=(Upgrade(PusherEndpoint.matches,
                                                self.pusher.handle_upgrade),),
-                   start=self.pusher.start, stop=self.pusher.stop,
+                   stop=self.pusher.stop,
                    connections=self.pusher.by_kind),
             *(make(Assembly(self.core, self.errors.report)) for make in protocols))
         self._routes = tuple(route for served in self.protocols for route in served.routes)

@@ -39,7 +39,7 @@ from .packets import (
     jsonp_script,
 )
 from .websocket import switching_protocols, text_frame, valid_key
-from .wsconn import SLICE, FirstWrites, WebSocketConnection
+from .wsconn import SLICE, WebSocketConnection, release_held
 
 log = logging.getLogger("echo_server.engine")
 
@@ -51,7 +51,7 @@ MAX_QUEUED_PACKETS = 10_000  # per polling session, between two of its GETs
 # 101 alone. Sent together, four Node clients in five read both at once; 2 ms apart, a few
 # in a thousand still did on this loaded 2-core machine (uvloop counts whole milliseconds,
 # so its 2 ms can be 1); 5 ms apart, none of 1,000. Released up to 1 ms early with others
-# due then (FirstWrites), so 6 here: at least 5.
+# due then (a ``Deadlines``' bucket is a millisecond), so 6 here: at least 5.
 OPEN_PACKET_GAP = 0.006
 
 KEPT_HEADERS = ("cookie", "referer", "origin", "authorization", "user-agent",
@@ -303,16 +303,14 @@ class EngineServer:
         self.listener = listener
         self.sessions: dict[str, Session] = {}
         self.deadlines = Deadlines(self._check)
-        self.first_writes = FirstWrites(OPEN_PACKET_GAP)
+        # EIO3 websockets' open packets, each held OPEN_PACKET_GAP after its 101.
+        self.first_writes = Deadlines(release_held)
         self._error_reporter = error_reporter
 
     # -- lifecycle ------------------------------------------------------------
-    def start(self) -> None:
-        pass  # the schedule's timer is armed by the first session
-
     def stop(self) -> None:
         self.deadlines.stop()
-        self.first_writes.stop()
+        self.first_writes.stop(fire_pending=True)  # open packets before the closes
 
     def allow_origins(self, allowed: Callable[[str | None], bool]) -> None:
         """A reload's ``socketio.origins``: for the requests and upgrades from now on."""
@@ -581,7 +579,8 @@ class EngineServer:
                     # the message in the tick that follows `open`. (EIO4 sends them
                     # together: docs/compatibility.md says why.)
                     transport.write(handshake)
-                    self.first_writes.hold(ws, frames)
+                    self.first_writes.schedule(ws.hold_writes(frames),
+                                               time.monotonic() + OPEN_PACKET_GAP)
                 else:
                     transport.write(handshake + frames)
                 session.ws = ws

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .deadlines import Bucket
 from .websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_INVALID_DATA,
@@ -53,6 +54,25 @@ def _discard(frame: bytes) -> None:
 SLICE = 64
 
 
+class HeldWrites(list[bytes]):
+    """What a websocket writes while it is held (``hold_writes``), and the entry that waits in
+    a ``Deadlines`` for its release (``release_held``): the socket carries nothing for it, so
+    only a socket being held pays for the wait, one object, for a few milliseconds."""
+
+    __slots__ = ("due", "due_slot", "ws")
+
+    def __init__(self, ws: WebSocketConnection, first: bytes) -> None:
+        self.append(first)  # (list.__new__ made it empty; list.__init__ has nothing to add)
+        self.ws = ws
+        self.due: Bucket | None = None
+        self.due_slot = 0
+
+
+def release_held(held: HeldWrites, now: float) -> None:
+    """A ``Deadlines``' look at held writes: their time has come."""
+    held.ws.release(held)
+
+
 class WebSocketConnection(asyncio.Protocol):
     __slots__ = ("backlog", "closed", "engine", "on_lost", "parser", "session", "transport",
                  "write")
@@ -74,13 +94,13 @@ class WebSocketConnection(asyncio.Protocol):
         self.write = transport.write
         transport.set_write_buffer_limits(high=high_water)
 
-    def hold_writes(self, first: bytes) -> list[bytes]:
+    def hold_writes(self, first: bytes) -> HeldWrites:
         """From now until ``release``, writes wait in the list returned (``first`` leads)."""
-        held = [first]
+        held = HeldWrites(self, first)
         self.write = held.append
         return held
 
-    def release(self, held: list[bytes]) -> None:
+    def release(self, held: HeldWrites) -> None:
         if not self.closed:
             self.write = self.transport.write
             self.transport.write(b"".join(held))
@@ -184,43 +204,3 @@ class WebSocketConnection(asyncio.Protocol):
 
     def going_away(self) -> None:
         self.close(CLOSE_GOING_AWAY, "server shutting down")
-
-
-class FirstWrites:
-    """Websockets whose first bytes go out ``gap`` seconds after their 101, in a write of
-    their own (see ``engine.OPEN_PACKET_GAP``): one loop timer for all that wait, not one
-    each, armed at the earliest and releasing at once every socket due within ``slack`` of
-    it, so a burst of connections costs a deque entry each and a handful of wake-ups."""
-
-    __slots__ = ("_timer", "gap", "slack", "waiting")
-
-    def __init__(self, gap: float, slack: float = 0.001) -> None:
-        self.gap = gap
-        self.slack = slack
-        self.waiting: deque[tuple[float, WebSocketConnection, list[bytes]]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
-
-    def hold(self, ws: WebSocketConnection, first: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        due = loop.time() + self.gap
-        self.waiting.append((due, ws, ws.hold_writes(first)))
-        if self._timer is None:
-            self._timer = loop.call_at(due, self._release)
-
-    def _release(self) -> None:
-        loop = asyncio.get_running_loop()
-        until = loop.time() + self.slack
-        waiting = self.waiting
-        while waiting and waiting[0][0] <= until:
-            _, ws, held = waiting.popleft()
-            ws.release(held)
-        self._timer = loop.call_at(waiting[0][0], self._release) if waiting else None
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self.waiting:
-            _, ws, held = self.waiting.popleft()
-            ws.release(held)
-

@@ -10,6 +10,7 @@ from echo_common.jsoncodec import dumps
 from ...apps.model import App
 from ...apps.rates import TokenBucket
 from ...core.connection import ClientState
+from ...transport.deadlines import Bucket
 from ...transport.ids import new_id
 from ...transport.websocket import encode_frame
 from ...transport.wsconn import WebSocketConnection
@@ -26,21 +27,34 @@ def message(event: str, channel: str | None, data: Any) -> bytes:
     return "".join(parts).encode("utf-8")
 
 
+class SignInWait:
+    """A connection that must sign in (`jwt.required`): until when it may, and the subscribes
+    it sent before it did, made once it has. Only such a connection, until it signs in, pays
+    for the time it was opened."""
+
+    __slots__ = ("deadline", "held")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.held: list[dict[str, Any]] = []
+
+
 class PusherConnection:
-    __slots__ = ("__weakref__", "app", "client_events", "id", "last_seen", "opened", "pinged",
-                 "state", "waiting", "ws")
+    __slots__ = ("app", "client_events", "due", "due_slot", "id", "last_seen", "pinged",
+                 "signin", "state", "ws")
 
     def __init__(self, ws: WebSocketConnection, app: App) -> None:
         self.ws = ws
         self.app = app
         self.id = new_id()  # <digits>.<digits> while a Pusher app is configured
         self.state: ClientState = None  # type: ignore[assignment]  # set by the endpoint
-        self.opened = self.last_seen = time.monotonic()
+        self.last_seen = time.monotonic()
         self.pinged = False  # a pusher:ping is out, unanswered
-        # With `jwt.required`: the subscribes that came before pusher:signin, held until it.
-        self.waiting: list[dict[str, Any]] | None = None
+        self.signin: SignInWait | None = None  # set by the endpoint when it must sign in
         # Its app's maxClientEventsPerSecond, once it sends one (4301 beyond).
         self.client_events: TokenBucket | None = None
+        self.due: Bucket | None = None  # where the endpoint's Deadlines hold it
+        self.due_slot = 0
 
     def send(self, event: str, channel: str | None = None, data: Any = None) -> None:
         self.ws.write(encode_frame(message(event, channel, data)))

@@ -8,7 +8,9 @@ It reuses the transport's websocket (framing, bounds, back-pressure) and hands c
 to the core: a subscribe comes with its signature, checked here (``apps.SignatureAuthorizer``)
 instead of asking the app; everything else (limits, presence, fan-out, whispers, lifecycle
 events) is the core's, shared with Socket.IO clients on the same channels. Keep-alive is
-Pusher's: messages, not control frames; one sweep pings the quiet and closes the silent.
+Pusher's: messages, not control frames. Each connection waits in the transport's
+``Deadlines`` for its next deadline (its ping, its pong's end, its sign-in's end), as an
+Engine.IO session does for its heartbeat: no timer of its own, and no sweep over them all.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ...core.channels import ChannelCore
 from ...core.connection import ClientState, Wire
 from ...core.limits import channel_name_problem
 from ...core.names import USER_CHANNEL, is_presence, is_private
+from ...transport.deadlines import Deadlines
 from ...transport.engine import KEPT_HEADERS
 from ...transport.guard import MAX_PAYLOAD, WRITE_HIGH_WATER
 from ...transport.http import HttpConnection, Request, Response
@@ -43,7 +46,7 @@ from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
 from ..presence_bounds import PresenceBounds
 from .apps import SignatureAuthorizer, UserChannelAuthorizer, signed_in_user
-from .connection import PusherConnection, message
+from .connection import PusherConnection, SignInWait, message
 from .wire import PusherWire
 
 log = logging.getLogger("echo_server.pusher")
@@ -87,7 +90,7 @@ class PusherEndpoint:
         self.quota = quota or AppQuota()
         self.elsewhere = elsewhere or _none_elsewhere
         self.per_address: defaultdict[str, AddressCounts] = defaultdict(AddressCounts)
-        self._sweeper: asyncio.TimerHandle | None = None
+        self.deadlines = Deadlines(self._check)
         self._lookups: set[asyncio.Task[None]] = set()
         # Told each app that admits a client (a database's: its webhooks start then).
         self.on_app = on_app
@@ -141,9 +144,11 @@ class PusherEndpoint:
             connection.ws.close(4200)
             return 4200
         if app is not None and app.enabled and app.signs:
-            if self.on_app is not None and connection.app is not app:
-                self.on_app(app)
-            connection.app = app
+            if connection.app is not app:
+                if self.on_app is not None:
+                    self.on_app(app)
+                connection.app = app
+                self._check(connection, time.monotonic())  # its activity timeout may be new
             return 0
         code, text = NO_SUCH_APP if app is None or not app.signs else APP_DISABLED
         connection.error(code, text)
@@ -160,13 +165,8 @@ class PusherEndpoint:
         return path.startswith(PREFIX)
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> None:
-        self._sweep()
-
     def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        self.deadlines.stop()
         for task in self._lookups:
             task.cancel()
         for connection in list(self.connections):
@@ -232,7 +232,11 @@ class PusherEndpoint:
         connection.state.tag = app.tag  # its app's own channels
         ws.session = connection
         self.connections.add(connection)
-        self.core.open(connection, time.monotonic(), None)
+        opened = connection.last_seen
+        if self.options.signin_timeout:
+            connection.signin = SignInWait(opened + self.options.signin_timeout)
+        self._check(connection, opened)  # schedules its first deadline
+        self.core.open(connection, opened, None)
         connection.send("pusher:connection_established", None, dumps({
             "socket_id": connection.id,
             "activity_timeout": int(self._activity_timeout(app))}))
@@ -279,6 +283,7 @@ class PusherEndpoint:
         if isinstance(connection, PusherConnection):
             ws.session = None
             self.connections.discard(connection)
+            self.deadlines.cancel(connection)
             self.quota.give(connection.app.key)
             self.per_address[connection.app.key].remove(connection.state.address)
             self.core.close(connection, reason)
@@ -287,8 +292,10 @@ class PusherEndpoint:
         connection = ws.session
         if not isinstance(connection, PusherConnection):
             return
-        connection.last_seen = time.monotonic()
-        connection.pinged = False
+        connection.last_seen = now = time.monotonic()
+        if connection.pinged:  # answered: the next ping goes an activity timeout from now
+            connection.pinged = False
+            self.deadlines.schedule(connection, now + self._activity_timeout(connection.app))
         try:
             msg = loads(text)
         except ValueError:
@@ -304,14 +311,15 @@ class PusherEndpoint:
         elif event == "pusher:pong":
             pass
         elif event == "pusher:subscribe":
-            if self.options.signin_timeout and connection.state.user is None:
-                self._hold(connection, _object(data))
+            if connection.signin is not None:
+                self._hold(connection, connection.signin, _object(data))
             else:
                 self._subscribe(connection, _object(data))
         elif event == "pusher:unsubscribe":
             channel = _object(data).get("channel")
-            if connection.waiting:
-                connection.waiting = [d for d in connection.waiting if d["channel"] != channel]
+            wait = connection.signin
+            if wait is not None and wait.held:
+                wait.held = [held for held in wait.held if held["channel"] != channel]
             self.core.unsubscribe(connection, channel)
         elif event == "pusher:signin":
             self._signin(connection, _object(data))
@@ -370,7 +378,8 @@ class PusherEndpoint:
         return (held not in state.channels and held not in pending
                 and len(state.channels) + len(pending) >= most)
 
-    def _hold(self, connection: PusherConnection, data: dict[str, Any]) -> None:
+    def _hold(self, connection: PusherConnection, wait: SignInWait,
+              data: dict[str, Any]) -> None:
         """With `jwt.required`, nothing reaches a connection before it signs in: a subscribe
         waits for the sign-in (then it is made, in order), or for the sign-in timeout (then
         the connection closes with it). Not refused: pusher-js subscribes as soon as it is
@@ -386,9 +395,7 @@ class PusherEndpoint:
             return
         held = {"channel": channel, "auth": data.get("auth"),
                 "channel_data": data.get("channel_data")}
-        waiting = connection.waiting
-        if waiting is None:
-            waiting = connection.waiting = []
+        waiting = wait.held
         size = len(dumps(held)) + sum(len(dumps(item)) for item in waiting)
         if len(waiting) >= limits.max_pending_auth or size > HELD_BYTES:
             self.report_error("rate_limited", f"pusher: {connection.id} has subscribes "
@@ -408,33 +415,39 @@ class PusherEndpoint:
         if connection.state.claims is None:  # what the local channel rules read
             connection.state.claims = {**_object(user_data), "sub": user}
         connection.send("pusher:signin_success", None, {"user_data": user_data})
-        waiting, connection.waiting = connection.waiting, None
-        for held in waiting or ():
+        wait, connection.signin = connection.signin, None
+        for held in wait.held if wait is not None else ():
             self._subscribe(connection, held)
 
     # -- keep-alive -------------------------------------------------------------------------------
-    def _sweep(self) -> None:
-        options = self.options
-        now = time.monotonic()
-        shortest = min(options.activity_timeout, options.pong_timeout,
-                       options.signin_timeout or options.activity_timeout)
-        for connection in list(self.connections):
-            if (options.signin_timeout and connection.state.user is None
-                    and now - connection.opened > options.signin_timeout):
-                connection.error(4009, "Connection is unauthorized: sign in first")
-                connection.ws.close(4009)
-                continue
-            idle = now - connection.last_seen
-            activity = self._activity_timeout(connection.app)
-            shortest = min(shortest, activity)
-            if connection.pinged and idle > activity + options.pong_timeout:
+    def _check(self, connection: PusherConnection, now: float) -> None:
+        """Whatever is due for ``connection`` at ``now`` (the end of its time to sign in, a
+        ping after its app's activity timeout, the end of the ping's time to be answered),
+        then when to look again: its earliest deadline. A message from the client only
+        writes when it was seen, and the look at the old deadline finds nothing due; only
+        the answer to a ping moves the look earlier (to the next ping, before the pong's
+        end)."""
+        if connection.ws.closed:
+            return
+        wait = connection.signin
+        if wait is not None and now >= wait.deadline:
+            connection.error(4009, "Connection is unauthorized: sign in first")
+            connection.ws.close(4009)
+            return
+        due = connection.last_seen + self._activity_timeout(connection.app)
+        if connection.pinged:
+            due += self.options.pong_timeout
+            if now >= due:
                 connection.error(4201, "Pong reply not received in time")
                 connection.ws.close(4201)
-            elif not connection.pinged and idle > activity:
-                connection.pinged = True
-                connection.send("pusher:ping", None, {})
-        period = max(0.05, shortest / 4)
-        self._sweeper = asyncio.get_running_loop().call_later(period, self._sweep)
+                return
+        elif now >= due:
+            connection.pinged = True
+            connection.send("pusher:ping", None, {})
+            due += self.options.pong_timeout
+        if wait is not None:
+            due = min(due, wait.deadline)
+        self.deadlines.schedule(connection, due)
 
 
 def _none_elsewhere(key: str) -> int:
