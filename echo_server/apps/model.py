@@ -13,6 +13,7 @@ as it is. A bound of 0 means "no bound of the app's own": the server-wide settin
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,8 +37,19 @@ APP_KEYS = frozenset({
     "maxEventBatchSize", "maxEventChannelsAtOnce", "maxEventNameLength",
     "maxBackendEventsPerSecond", "maxClientEventsPerSecond", "maxReadRequestsPerSecond",
     "allowedOrigins", "activityTimeoutMs", "webhooks", "channels",
-    "hosts", "authHost", "authEndpoint",
+    "hosts", "socketioPath", "authHost", "authEndpoint",
 })
+# Where an app's Socket.IO pages connect (its own host names, its own path): every one of them
+# sits in the server's memory (adapters/socketio_apps.py), so each is bounded, and a path is
+# one the router can never confuse with another route. A path may not be, hold or sit under
+# one of these (the server's other routes, and the default app's Socket.IO path).
+MAX_HOSTS = 100
+MAX_HOST_LENGTH = 253
+MAX_PATH_LENGTH = 200
+_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_-]+(\.[a-z0-9_-]+)*)\Z")
+_PATH = re.compile(r"(/[A-Za-z0-9_~.-]+)+\Z")
+RESERVED_PATHS = ("/app", "/apps", "/users", "/metrics", "/status", "/status.json",
+                  "/healthz", "/readyz", "/demo", "/socket.io")
 
 
 class AppConfigError(ValueError):
@@ -99,15 +111,22 @@ class App:
     # app, which every `clients` entry and Reverb's `.env` share; an `apps` entry's or a
     # database row's own channels otherwise.
     tag: str = ""
-    # Socket.IO for an isolated app: the host names its pages connect to (the default app
-    # keeps every other), and its Laravel's /broadcasting/auth for their private channels.
+    # Socket.IO for an isolated app: the host names its pages connect to on the default
+    # path (the default app keeps every other), its own path on any host name (without the
+    # trailing slash), and its Laravel's /broadcasting/auth for their private channels.
     hosts: tuple[str, ...] = ()
+    socketio_path: str = ""
     auth_host: str = ""
     auth_endpoint: str = "/broadcasting/auth"
 
     @property
     def isolated(self) -> bool:
         return bool(self.tag)
+
+    @property
+    def serves_socketio(self) -> bool:
+        """An isolated app whose Socket.IO pages have an endpoint of their own."""
+        return bool(self.tag and (self.hosts or self.socketio_path))
 
     @property
     def signs(self) -> bool:
@@ -246,12 +265,44 @@ def _activity_timeout(entry: Mapping[str, Any], where: str) -> float:
     return timeout / 1000
 
 
-def _socketio(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``hosts`` (names, without a port), ``authHost`` (an http(s) URL) and
-    ``authEndpoint``, as the top-level options of the same names say them."""
+def overlaps(path: str, other: str) -> bool:
+    """One path is the other or sits under it: a router could take one for the other."""
+    return path == other or path.startswith(other + "/") or other.startswith(path + "/")
+
+
+def socketio_path_problem(path: Any) -> str | None:
+    """Why ``path`` cannot be an app's Socket.IO path (None: it can)."""
+    if not isinstance(path, str) or len(path) > MAX_PATH_LENGTH or not _PATH.match(path) or any(
+            part in (".", "..", "socket.io.js", "socket.io.js.map") for part in path.split("/")):
+        return (f"must be a path like /tenant/socket.io (letters, digits, \"_~.-\" between "
+                f"slashes, at most {MAX_PATH_LENGTH} characters)")
+    taken = next((reserved for reserved in RESERVED_PATHS if overlaps(path, reserved)), None)
+    if taken is not None:
+        return f"may not be, hold or sit under {taken} (another route of the server)"
+    return None
+
+
+def _hosts(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
     hosts = entry.get("hosts") or []
-    if not (isinstance(hosts, list) and all(isinstance(h, str) and h for h in hosts)):
-        raise AppConfigError(f"{where}.hosts must be a list of host names")
+    if not (isinstance(hosts, list) and len(hosts) <= MAX_HOSTS and all(
+            isinstance(h, str) and len(h) <= MAX_HOST_LENGTH and _HOST.match(h.lower())
+            for h in hosts)):
+        raise AppConfigError(f"{where}.hosts must be a list of at most {MAX_HOSTS} host names "
+                             "(without a port)")
+    return tuple(dict.fromkeys(h.lower() for h in hosts))
+
+
+def _socketio(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``hosts`` (names, without a port), ``socketioPath`` (socket.io's ``path`` option),
+    ``authHost`` (an http(s) URL) and ``authEndpoint``, as the top-level options of the same
+    names say them."""
+    hosts = _hosts(entry, where)
+    path = entry.get("socketioPath") or ""
+    if path:
+        path = path.rstrip("/") if isinstance(path, str) else path
+        problem = socketio_path_problem(path)
+        if problem is not None:
+            raise AppConfigError(f"{where}.socketioPath {problem}")
     auth_host = entry.get("authHost") or ""
     parts = urlsplit(auth_host) if isinstance(auth_host, str) else None
     if auth_host and (parts is None or parts.scheme not in ("http", "https")
@@ -260,7 +311,7 @@ def _socketio(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
     endpoint = entry.get("authEndpoint", "/broadcasting/auth")
     if not isinstance(endpoint, str) or not endpoint.startswith("/"):
         raise AppConfigError(f"{where}.authEndpoint must be a path")
-    return {"hosts": tuple(h.lower() for h in hosts), "auth_host": auth_host.rstrip("/"),
+    return {"hosts": hosts, "socketio_path": path, "auth_host": auth_host.rstrip("/"),
             "auth_endpoint": endpoint}
 
 
@@ -348,3 +399,11 @@ def check_unique(apps: Sequence[App], others: Sequence[App] = ()) -> None:
             if value in seen:
                 raise AppConfigError(f"two apps have the {attribute} {value!r}")
             seen.add(value)
+    claimed: set[str] = set()
+    for app in apps:  # a Socket.IO endpoint leads to one app
+        for name, value in [*(("host", host) for host in app.hosts),
+                            *((("socketioPath", app.socketio_path),) if app.socketio_path
+                              else ())]:
+            if value in claimed:
+                raise AppConfigError(f"two apps have the {name} {value!r}")
+            claimed.add(value)
