@@ -159,15 +159,16 @@ async def test_a_file_app_on_its_own_path_has_its_own_channels(
 async def _frames_until_closed(ws: RawWebSocket) -> list[str]:
     """The Socket.IO packets a socket got before its connection closed (pings answered)."""
     texts: list[str] = []
-    while True:
-        opcode, payload = await ws.recv_frame()
-        if opcode in (-1, 0x8):
-            return texts
-        text = payload.decode()
-        if text == "2":
-            ws.send_text("3")
-        else:
-            texts.append(text)
+    async with asyncio.timeout(5):
+        while True:
+            opcode, payload = await ws.recv_frame()
+            if opcode in (-1, 0x8):
+                return texts
+            text = payload.decode()
+            if text == "2":
+                ws.send_text("3")
+            else:
+                texts.append(text)
 
 
 async def test_open_sockets_follow_their_apps_through_a_reload(
