@@ -18,7 +18,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from broadcaster import Broadcaster
-from echo_server.apps.model import RESERVED_PATHS, AppConfigError, overlaps, parse_apps
+from echo_server.apps.endpoints import RESERVED_PATHS, overlaps
+from echo_server.apps.model import AppConfigError, parse_apps
 from echo_server.apps.postgres import PostgresStore
 from echo_server.process.server import EchoServer
 from tests.conftest import (

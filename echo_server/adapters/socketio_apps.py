@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 
 from ..apps.authorizers import socketio_authorizer
-from ..apps.model import App, overlaps
+from ..apps.endpoints import overlaps
+from ..apps.model import App
 from ..apps.store import AppStore, StaticStore
 from ..core.channels import ErrorReporter
 from ..core.tasks import cancel_tasks

@@ -13,7 +13,6 @@ as it is. A bound of 0 means "no bound of the app's own": the server-wide settin
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 from channel_auth.rules import ChannelRule, RuleConfigError, parse_rules
 
+from .endpoints import MAX_HOSTS, host_names, path_problem
 from .tags import tag_of
 
 WEBHOOK_EVENT_TYPES = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
@@ -39,17 +39,6 @@ APP_KEYS = frozenset({
     "allowedOrigins", "activityTimeoutMs", "webhooks", "channels",
     "hosts", "socketioPath", "authHost", "authEndpoint",
 })
-# Where an app's Socket.IO pages connect (its own host names, its own path): every one of them
-# sits in the server's memory (adapters/socketio_apps.py), so each is bounded, and a path is
-# one the router can never confuse with another route. A path may not be, hold or sit under
-# one of these (the server's other routes, and the default app's Socket.IO path).
-MAX_HOSTS = 100
-MAX_HOST_LENGTH = 253
-MAX_PATH_LENGTH = 200
-_HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_-]+(\.[a-z0-9_-]+)*)\Z")
-_PATH = re.compile(r"(/[A-Za-z0-9_~.-]+)+\Z")
-RESERVED_PATHS = ("/app", "/apps", "/users", "/metrics", "/status", "/status.json",
-                  "/healthz", "/readyz", "/demo", "/socket.io")
 
 
 class AppConfigError(ValueError):
@@ -265,42 +254,18 @@ def _activity_timeout(entry: Mapping[str, Any], where: str) -> float:
     return timeout / 1000
 
 
-def overlaps(path: str, other: str) -> bool:
-    """One path is the other or sits under it: a router could take one for the other."""
-    return path == other or path.startswith(other + "/") or other.startswith(path + "/")
-
-
-def socketio_path_problem(path: Any) -> str | None:
-    """Why ``path`` cannot be an app's Socket.IO path (None: it can)."""
-    if not isinstance(path, str) or len(path) > MAX_PATH_LENGTH or not _PATH.match(path) or any(
-            part in (".", "..", "socket.io.js", "socket.io.js.map") for part in path.split("/")):
-        return (f"must be a path like /tenant/socket.io (letters, digits, \"_~.-\" between "
-                f"slashes, at most {MAX_PATH_LENGTH} characters)")
-    taken = next((reserved for reserved in RESERVED_PATHS if overlaps(path, reserved)), None)
-    if taken is not None:
-        return f"may not be, hold or sit under {taken} (another route of the server)"
-    return None
-
-
-def _hosts(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
-    hosts = entry.get("hosts") or []
-    if not (isinstance(hosts, list) and len(hosts) <= MAX_HOSTS and all(
-            isinstance(h, str) and len(h) <= MAX_HOST_LENGTH and _HOST.match(h.lower())
-            for h in hosts)):
-        raise AppConfigError(f"{where}.hosts must be a list of at most {MAX_HOSTS} host names "
-                             "(without a port)")
-    return tuple(dict.fromkeys(h.lower() for h in hosts))
-
-
 def _socketio(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``hosts`` (names, without a port), ``socketioPath`` (socket.io's ``path`` option),
     ``authHost`` (an http(s) URL) and ``authEndpoint``, as the top-level options of the same
     names say them."""
-    hosts = _hosts(entry, where)
+    hosts = host_names(entry.get("hosts") or [])
+    if hosts is None:
+        raise AppConfigError(f"{where}.hosts must be a list of at most {MAX_HOSTS} host names "
+                             "(without a port)")
     path = entry.get("socketioPath") or ""
     if path:
         path = path.rstrip("/") if isinstance(path, str) else path
-        problem = socketio_path_problem(path)
+        problem = path_problem(path)
         if problem is not None:
             raise AppConfigError(f"{where}.socketioPath {problem}")
     auth_host = entry.get("authHost") or ""
