@@ -34,6 +34,7 @@ from echo_server.config import load_config  # noqa: E402
 from echo_server.process.server import EchoServer  # noqa: E402
 from tests.support.auth_backend import AuthBackend  # noqa: E402
 from tests.support.node_client import NodeEchoClient, node_clients_available  # noqa: E402
+from tests.support.tcp_proxy import TcpProxy  # noqa: E402
 
 # Sub-second heartbeats so timeouts are observable in tests.
 FAST_SOCKETIO = {"pingInterval": 400, "pingTimeout": 400, "upgradeTimeout": 2000}
@@ -270,6 +271,37 @@ def postgres_url(postgres_process: PostgresProcess | None) -> str:
     return os.environ.get("DATABASE_URL") or postgres_process.url  # type: ignore[union-attr]
 
 
+@pytest.fixture
+async def apps_table(postgres_url: str) -> AsyncIterator[tuple[str, Any]]:
+    """An apps table of its own (``apps:migrate``'s schema), and a connection to change its
+    rows as an operator would; dropped afterwards."""
+    import secrets
+
+    import asyncpg
+
+    from echo_server.apps.postgres import schema
+
+    table = f"apps_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(postgres_url)
+    await conn.execute(schema(table))
+    try:
+        yield table, conn
+    finally:
+        await conn.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
+        await conn.execute(f'DROP FUNCTION IF EXISTS "{table}_notify"() CASCADE')
+        await conn.close()
+
+
+async def database_server(make_server: ServerFactory, postgres_url: str, table: str,
+                          **options: Any) -> EchoServer:
+    """A server whose apps are also the table's (quick to notice a lost connection); with
+    Redis only when other options are given."""
+    return await make_server({"appManager": {
+        "driver": "postgres", "url": postgres_url, "table": table, "connectTimeoutMs": 2000,
+        "pingMs": 500, "reconnectMinMs": 50, "reconnectMaxMs": 200}, **options},
+        redis=bool(options))
+
+
 ServerFactory = Callable[..., Awaitable[EchoServer]]
 
 
@@ -358,6 +390,35 @@ async def node_client() -> AsyncIterator[Callable[..., Awaitable[NodeEchoClient]
         yield factory
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+ProxyFactory = Callable[[EchoServer], Awaitable[TcpProxy]]
+
+
+@pytest.fixture
+async def proxy_to() -> AsyncIterator[ProxyFactory]:
+    """A TCP proxy in front of a server; stopped at the end."""
+    started: list[TcpProxy] = []
+
+    async def start(server: EchoServer) -> TcpProxy:
+        proxy = TcpProxy(server.port)
+        await proxy.start()
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        await proxy.stop()
+
+
+def recoveries(server: EchoServer, result: str) -> float:
+    """``echo_recoveries_total{result}`` as the server's /metrics says it."""
+    assert server.metrics is not None
+    prefix = f'echo_recoveries_total{{result="{result}"}} '
+    for line in server.metrics.render().decode().splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return 0.0
 
 
 def laravel_message(event: str, data: dict[str, Any], socket_id: str | None = None) -> str:

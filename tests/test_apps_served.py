@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +14,11 @@ import asyncpg
 import pusher
 import pytest
 
-from echo_server.apps.postgres import PostgresStore, schema
+from echo_server.apps.postgres import PostgresStore
 from echo_server.process.server import EchoServer
-from tests.conftest import ServerFactory, requires_node, server_url
+from tests.conftest import ServerFactory, database_server, requires_node, server_url
 from tests.support.http import http_client
-from tests.support.raw import RawWebSocket, pusher_client
+from tests.support.raw import RawWebSocket, pusher_client, socketio_client
 from tests.support.waits import ClientFactory, wait_until
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -95,27 +93,6 @@ async def test_the_pusher_api_says_which_refusal(make_server: ServerFactory) -> 
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-@pytest.fixture
-async def apps_table(postgres_url: str) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
-    table = f"apps_{secrets.token_hex(4)}"
-    conn = await asyncpg.connect(postgres_url)
-    await conn.execute(schema(table))
-    try:
-        yield table, conn
-    finally:
-        await conn.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
-        await conn.execute(f'DROP FUNCTION IF EXISTS "{table}_notify"() CASCADE')
-        await conn.close()
-
-
-async def _database_server(make_server: ServerFactory, postgres_url: str, table: str,
-                           **options: Any) -> EchoServer:
-    return await make_server({"appManager": {
-        "driver": "postgres", "url": postgres_url, "table": table, "connectTimeoutMs": 2000,
-        "pingMs": 500, "reconnectMinMs": 50, "reconnectMaxMs": 200}, **options},
-        redis=bool(options))
-
-
 @requires_node
 async def test_a_postgres_app_added_rotated_and_disabled_while_clients_are_connected(
         make_server: ServerFactory, node_client: ClientFactory, postgres_url: str,
@@ -123,8 +100,8 @@ async def test_a_postgres_app_added_rotated_and_disabled_while_clients_are_conne
     """Two instances: the page on one, its Laravel publishing through the other."""
     table, db = apps_table
     cluster = {"database": "redis", "cluster": {"heartbeatInterval": 100, "livenessTtl": 400}}
-    server = await _database_server(make_server, postgres_url, table, **cluster)
-    publisher = await _database_server(make_server, postgres_url, table, **cluster)
+    server = await database_server(make_server, postgres_url, table, **cluster)
+    publisher = await database_server(make_server, postgres_url, table, **cluster)
     # Added while the servers run: its first client and its first publish find it.
     await db.execute(f'INSERT INTO "{table}" (id, key, secret, name) VALUES '
                      "('42', 'db-key', 'db-secret', 'Tenant')")
@@ -169,7 +146,7 @@ async def test_a_flood_of_unknown_keys_asks_the_database_once(
         make_server: ServerFactory, postgres_url: str,
         apps_table: tuple[str, asyncpg.Connection]) -> None:
     table, _db = apps_table
-    server = await _database_server(make_server, postgres_url, table)
+    server = await database_server(make_server, postgres_url, table)
     codes = await asyncio.gather(*(_refused_with(server, "flood-key") for _ in range(40)))
     assert set(codes) == {4001}
     [database] = [store for store in server.apps.stores if isinstance(store, PostgresStore)]
@@ -204,22 +181,31 @@ async def test_the_files_apps_change_on_a_reload(make_server: ServerFactory) -> 
         await _trigger(_laravel(server, "2003", "other-key", "other-secret"), "orders", {})
 
 
+@pytest.mark.parametrize("protocol", ["pusher", "socket.io"])
 async def test_a_postgres_apps_webhooks_start_with_its_first_client(
         make_server: ServerFactory, postgres_url: str,
-        apps_table: tuple[str, asyncpg.Connection]) -> None:
+        apps_table: tuple[str, asyncpg.Connection], protocol: str) -> None:
+    """Its first Pusher client, or its first Socket.IO page (at its own path)."""
     table, db = apps_table
     receiver = WebhookReceiver()
     await receiver.start()
     try:
-        server = await _database_server(
+        server = await database_server(
             make_server, postgres_url, table,
             webhooks={"batchMs": 50, "retryBaseMs": 50, "retryMaxMs": 200, "pollMs": 20})
         await db.execute(f'INSERT INTO "{table}" (id, key, secret, options) VALUES '
                          "('43', 'hooked-key', 'hooked-secret', $1::jsonb)",
-                         json.dumps({"webhooks": [{"url": receiver.url,
+                         json.dumps({"socketioPath": "/hooked/socket.io",
+                                     "webhooks": [{"url": receiver.url,
                                                    "event_types": ["channel_occupied"]}]}))
-        ws, _ = await pusher_client(server, "hooked-key")
-        ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": "room"}}))
+        if protocol == "pusher":
+            ws, _ = await pusher_client(server, "hooked-key")
+            ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": "room"}}))
+        else:
+            await wait_until(lambda: "/hooked/socket.io" in server.socketio_apps.by_path,
+                             "its path served")
+            ws, _ = await socketio_client(server, path="/hooked/socket.io/")
+            ws.send_text('42["subscribe",{"channel":"room"}]')
         [event] = await receiver.wait_events(1)
         assert (event["name"], event["channel"]) == ("channel_occupied", "room")
         assert receiver.deliveries[0].signed_with("hooked-secret")

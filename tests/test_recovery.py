@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
 from echo_server.process.server import EchoServer
-from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
+from tests.conftest import ProxyFactory, ServerFactory, laravel_message, requires_node, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
 from tests.support.node_client import NodeEchoClient
 from tests.support.raw import OP_CLOSE, RawWebSocket, eio3_recovering_client, socketio_client
@@ -34,28 +33,11 @@ pytestmark = requires_node
 PUBLIC, PRIVATE, PRESENCE = "leads-management", "private-admin-dashboard.1", \
     "presence-leads-management"
 EVENT = "lead.assigned"
-ProxyFactory = Callable[[EchoServer], Awaitable[TcpProxy]]
 
 
 @pytest.fixture
 def prefix() -> str:
     return f"app{secrets.token_hex(3)}_database_"
-
-
-@pytest.fixture
-async def proxy_to() -> AsyncIterator[ProxyFactory]:
-    """A TCP proxy in front of a server; stopped at the end."""
-    started: list[TcpProxy] = []
-
-    async def start(server: EchoServer) -> TcpProxy:
-        proxy = TcpProxy(server.port)
-        await proxy.start()
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        await proxy.stop()
 
 
 def _as_member(call: AuthCall) -> dict[str, Any]:

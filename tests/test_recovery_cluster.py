@@ -24,6 +24,7 @@ from tests.conftest import (
     ServerFactory,
     free_port,
     private_redis,
+    recoveries,
     redis_config,
     requires_node,
 )
@@ -64,15 +65,6 @@ async def _subscribed(server: EchoServer, ws: RawWebSocket, *channels: str) -> N
     await wait_until(lambda: all(server.core.rooms.count(c) for c in channels), "subscribed")
 
 
-def _recoveries(server: EchoServer, result: str) -> float:
-    assert server.metrics is not None
-    prefix = f'echo_recoveries_total{{result="{result}"}} '
-    for line in server.metrics.render().decode().splitlines():
-        if line.startswith(prefix):
-            return float(line[len(prefix):])
-    return 0.0
-
-
 async def test_a_client_dropped_from_one_instance_recovers_on_the_other(
         make_server: ServerFactory, redis_url: str) -> None:
     url = stream_url(redis_url, f"s{secrets.token_hex(3)}")
@@ -104,7 +96,7 @@ async def test_a_client_dropped_from_one_instance_recovers_on_the_other(
         replayed = [await back.next_event() for _ in range(3)]
         assert [(p[1], p[2]["n"]) for p in replayed] == [(CHANNEL, 2), (OTHER, 3),
                                                          (CHANNEL, 3)]
-        assert _recoveries(b, "recovered") == 1
+        assert recoveries(b, "recovered") == 1
         await publisher.publish(CHANNEL, "lead.assigned", {"n": 6})
         assert (await back.next_event())[1:3] == [CHANNEL, {"n": 6, "socket": None}]
         # b owns the session now: a second drop comes back to b, as the same socket.
@@ -175,7 +167,7 @@ async def test_a_gap_with_a_packet_no_stream_recorded_is_refused(
     fresh, hello2 = await socketio_client(
         b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
     assert hello2["sid"] != hello["sid"]  # a new socket: it must subscribe again
-    assert _recoveries(b, "unrecorded") == 1
+    assert recoveries(b, "unrecorded") == 1
     await fresh.close()
 
 
@@ -189,7 +181,7 @@ async def test_a_made_up_place_in_the_stream_is_refused_at_once(
     fresh, again = await socketio_client(
         b, "40" + json.dumps({"pid": hello["pid"], "offset": future}))
     assert again["sid"] != hello["sid"]
-    assert _recoveries(b, "bad_offset") == 1
+    assert recoveries(b, "bad_offset") == 1
     await fresh.close()
 
 
@@ -207,7 +199,7 @@ async def test_a_socket_in_a_presence_channel_is_not_recovered_elsewhere(
     fresh, hello2 = await socketio_client(
         b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
     assert hello2["sid"] != hello["sid"]
-    assert _recoveries(b, "presence") == 1
+    assert recoveries(b, "presence") == 1
     await fresh.close()
 
 
@@ -267,7 +259,7 @@ async def test_a_session_parked_outside_the_cluster_starts_over_on_another_insta
         elsewhere, hello_b = await socketio_client(
             b, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
         assert hello_b["sid"] != hello["sid"]  # a new socket: it must subscribe again
-        assert (_recoveries(b, "recovered"), _recoveries(b, "unknown_session")) == (0, 1)
+        assert (recoveries(b, "recovered"), recoveries(b, "unknown_session")) == (0, 1)
         back, again = await socketio_client(
             a, "40" + json.dumps({"pid": hello["pid"], "offset": offset}))
         assert again == hello  # the same socket, on its own instance
@@ -280,7 +272,7 @@ async def test_a_session_parked_outside_the_cluster_starts_over_on_another_insta
         fresh, hello_a = await socketio_client(
             a, "40" + json.dumps({"pid": hello_b["pid"], "offset": offset_b}))
         assert hello_a["sid"] != hello_b["sid"]
-        assert (_recoveries(a, "recovered"), _recoveries(a, "unknown_session")) == (1, 1)
+        assert (recoveries(a, "recovered"), recoveries(a, "unknown_session")) == (1, 1)
         await fresh.close()
 
 
@@ -349,7 +341,7 @@ async def test_a_page_whose_instance_is_killed_recovers_on_the_other(
                 got = await page.expect("event")
                 assert got["data"]["n"] == 5  # still in its channels, nothing twice
             assert len(auth_backend.calls) == 1  # no second authorization
-            assert _recoveries(b, "recovered") == 1
+            assert recoveries(b, "recovered") == 1
             async with http_client() as http, \
                     http.get(f"http://127.0.0.1:{b.port}/readyz") as ready:
                 assert (await ready.json())["recovery"] == "any"  # what ops can check

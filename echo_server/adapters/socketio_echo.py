@@ -9,10 +9,11 @@ poll is answered), so one wire covers both generations.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
-from channel_auth import ChannelAuthorizer
 from channel_auth.jwt_auth import TokenSources
 from echo_common.jsoncodec import loads
 
@@ -28,6 +29,9 @@ from ..transport.packets import event_message
 from ..transport.sockets import Socket
 from ..transport.websocket import encode_frame
 from .coalesce import write_coalesced
+from .socketio_apps import NotServed, SocketIoApps
+
+log = logging.getLogger("echo_server.socketio")
 
 PRESENCE_EVENTS = {MEMBER_ADDED: "presence:joining", MEMBER_REMOVED: "presence:leaving"}
 # Recovery for socket.io-client 2 (Engine.IO 3 has no CONNECT data), an extension only our
@@ -151,14 +155,6 @@ def _recovery_request(socket: Socket, auth: Any) -> tuple[str | None, object]:
     return None, None
 
 
-def _host_name(headers: dict[str, str]) -> str:
-    """The Host header's name, without its port, as an app's ``hosts`` list it."""
-    host = headers.get("host", "").lower()
-    if host.startswith("["):
-        return host.partition("]")[0] + "]"
-    return host.partition(":")[0]
-
-
 async def _refusal(text: str) -> str:
     return text
 
@@ -206,40 +202,45 @@ class EchoSocketIo:
     With connection-state recovery on (``socketio.connectionStateRecovery``), Engine.IO 4
     sockets get a ``pid`` and offsets; a CONNECT that carries a ``pid`` (and the ``offset``
     of the last packet the client got) comes back as the same socket when the core can
-    give it everything it missed (socket.io's protocol, §11 of docs' echo-protocol)."""
+    give it everything it missed (socket.io's protocol, §11 of docs' echo-protocol). An
+    isolated app's sockets (``apps``: the one whose endpoint the handshake came to) do the
+    same on their app's channels, through wires of their own, and only within their app."""
 
-    def __init__(self, core: ChannelCore) -> None:
+    def __init__(self, core: ChannelCore, apps: SocketIoApps,
+                 on_app: Callable[[App], None] | None = None) -> None:
         self.core = core
+        self.apps = apps
+        recovery = core.sessions is not None
         self.wire = SocketIoWire()
-        self.offsets_wire = SocketIoWire(offsets=True) if core.sessions is not None else None
+        self.offsets_wire = SocketIoWire(offsets=True) if recovery else None
         self.isolated_wire = IsolatedAppWire()
-        # Isolated apps that own a host name (`hosts`), and each one's authorizer (its own
-        # rules and /broadcasting/auth) by its tag: `serve_hosts`.
-        self.host_apps: dict[str, App] = {}
-        self.app_authorizers: dict[str, ChannelAuthorizer] = {}
-
-    def serve_hosts(self, apps: dict[str, App], authorizers: dict[str, ChannelAuthorizer]
-                    ) -> None:
-        """The apps' file as it is now (at start, after each reload): both replaced in one
-        step, so no handshake sees one's new value with the other's old one."""
-        self.host_apps, self.app_authorizers = apps, authorizers
+        self.isolated_offsets_wire = IsolatedAppWire(offsets=True) if recovery else None
+        self._recovering = frozenset(wire for wire in (self.offsets_wire,
+                                                       self.isolated_offsets_wire) if wire)
+        self._wires = self._recovering | {self.wire, self.isolated_wire}
+        apps.on_change = self.follow
+        # Told each isolated app that admits a socket (a database's: its webhooks start then).
+        self.on_app = on_app
 
     def on_connect(self, socket: Socket, auth: Any) -> Any:
         handshake = socket.handshake
-        app = self.host_apps.get(_host_name(handshake.headers)) if self.host_apps else None
-        if app is not None:  # an isolated app's page: its own channels, no recovery
-            socket.state = ClientState(self.isolated_wire, handshake.address,
-                                       handshake.headers)
-            socket.state.tag = app.tag
+        try:
+            app = self.apps.owner(handshake.path, handshake.headers)
+        except NotServed:
+            socket.state = ClientState(self.isolated_wire, handshake.address, handshake.headers)
+            return _refusal("App not found")
+        wire: Wire[Socket] = self.wire if app is None else self.isolated_wire
+        recovering = self.offsets_wire if app is None else self.isolated_offsets_wire
+        recovers = False
+        if recovering is not None and (socket.eio == 4 or EIO3_PID in handshake.query):
+            wire, recovers = recovering, True
+        state = socket.state = ClientState(wire, handshake.address, handshake.headers)
+        if app is not None:  # an isolated app's page: its own channels
+            state.tag = app.tag
             if not app.enabled:
                 return _refusal("App is disabled")
-            return self.core.authenticate(socket, lambda: TokenSources(
-                connect_payload=auth, query=handshake.query, headers=handshake.headers))
-        wire: Wire[Socket] = self.wire
-        recovers = False
-        if self.offsets_wire is not None and (socket.eio == 4 or EIO3_PID in handshake.query):
-            wire, recovers = self.offsets_wire, True
-        socket.state = ClientState(wire, handshake.address, handshake.headers)
+            if self.on_app is not None:
+                self.on_app(app)
         authenticating = self.core.authenticate(socket, lambda: TokenSources(
             connect_payload=auth, query=handshake.query, headers=handshake.headers))
         if recovers and self.core.shared is not None:
@@ -247,6 +248,43 @@ class EchoSocketIo:
             if pid is not None:  # its session may be another instance's
                 return self._prepare(socket, authenticating, pid, offset)
         return authenticating
+
+    def follow(self) -> None:
+        """An endpoint changed hands, or its app was enabled or disabled (a reload, a
+        NOTIFY): each open socket goes on if the endpoint it came through still leads to
+        its app; is disconnected (``41``: socket.io-client does not reconnect, as pusher-js
+        does not after 4003 or 4001) when that app is disabled or no longer there; and is
+        closed as a dropped transport (it reconnects, as after Pusher's 4200) when the
+        endpoint now leads to another app, whose channels it then joins."""
+        closed: Counter[str] = Counter()
+        for connection in list(self.core.connections.values()):
+            if connection.state.wire not in self._wires:
+                continue  # another protocol's
+            socket: Socket = connection  # type: ignore[assignment]  # its wire says so
+            handshake = socket.handshake
+            try:
+                app: App | None = self.apps.owner(handshake.path, handshake.headers)
+            except NotServed:
+                app = None
+            tag = socket.state.tag
+            if (app.tag if app is not None else "") == tag:
+                if app is None:
+                    continue
+                if app.enabled:
+                    if self.on_app is not None:
+                        self.on_app(app)  # its row may have changed
+                    continue
+                closed["disabled"] += 1
+                socket.disconnect()
+            elif app is None:
+                closed["gone"] += 1
+                socket.disconnect()
+            else:
+                closed["moved"] += 1
+                socket.session.close("app changed")
+        if closed:
+            log.info("socket.io: sockets closed as their apps changed: %s",
+                     ", ".join(f"{count} {why}" for why, count in sorted(closed.items())))
 
     async def _prepare(self, socket: Socket, authenticating: Awaitable[str | None] | None,
                        pid: str, offset: object) -> str | None:
@@ -259,7 +297,7 @@ class EchoSocketIo:
 
     def on_connected(self, socket: Socket, auth: Any) -> Callable[[], None] | None:
         then = None
-        if socket.state.wire is self.offsets_wire:
+        if socket.state.wire in self._recovering:
             then = self._resume(socket, auth)
         core = self.core
         # Who it is matters only to a listener (metrics' reconnection count): the cookie is
@@ -285,8 +323,8 @@ class EchoSocketIo:
                 missed = self.core.restore(socket, parked)
                 recovered = True
         token = self.core.recoverable(socket)
-        wire = self.offsets_wire
-        assert wire is not None
+        wire = socket.state.wire
+        assert isinstance(wire, SocketIoWire)  # one of self._recovering
         if eio3:
             def tell_and_replay() -> None:
                 # After its `40`: the session's pid, and whether it came back, for our kit.
@@ -305,7 +343,7 @@ class EchoSocketIo:
             if isinstance(payload, dict):
                 tag = socket.state.tag
                 self.core.subscribe(socket, payload.get("channel"), _forwarded_headers(payload),
-                                    self.app_authorizers.get(tag) if tag else None)
+                                    self.apps.authorizer(tag) if tag else None)
             else:
                 self.core.subscribe(socket, None, {})
         elif event == "unsubscribe":

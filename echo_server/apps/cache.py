@@ -87,6 +87,9 @@ class CacheStats:
     negative_hits: int = 0
     shared: int = 0  # lookups that waited for another's query
     over_budget: int = 0  # answered "cannot tell now" without a query
+    # Reads of the apps that own Socket.IO endpoints: all of them at start and after a
+    # reconnect, those of the keys a NOTIFY names otherwise; never one per handshake.
+    listings: int = 0
 
 
 class LookupCache:

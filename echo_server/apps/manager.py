@@ -25,7 +25,8 @@ from .store import AppStore, ChainStore, StaticStore
 DRIVERS = ("file", "postgres")
 KNOWN = frozenset({"driver", "url", "table", "cacheSize", "negativeCacheSize", "cacheTtlMs",
                    "negativeCacheTtlMs", "missesPerSecond", "missBurst", "connectTimeoutMs",
-                   "pingMs", "reconnectMinMs", "reconnectMaxMs", "poolSize"})
+                   "pingMs", "reconnectMinMs", "reconnectMaxMs", "poolSize",
+                   "maxSocketioApps"})
 ENV_URL = "ECHO_APPS_DATABASE_URL"
 # Each default is written once, in the settings it fills (everything but the URL has one).
 _DEFAULT = PostgresSettings(url="")
@@ -81,7 +82,9 @@ def parse_app_manager(section: Any, environ: Mapping[str, str]) -> PostgresSetti
         ping=_number(section, "pingMs", _DEFAULT.ping * 1000, 0.001),
         reconnect_min=_number(section, "reconnectMinMs", _DEFAULT.reconnect_min * 1000, 0.001),
         reconnect_max=_number(section, "reconnectMaxMs", _DEFAULT.reconnect_max * 1000, 0.001),
-        pool_size=int(_number(section, "poolSize", _DEFAULT.pool_size, integer=True)))
+        pool_size=int(_number(section, "poolSize", _DEFAULT.pool_size, integer=True)),
+        max_socketio_apps=int(_number(section, "maxSocketioApps", _DEFAULT.max_socketio_apps,
+                                      integer=True)))
 
 
 def serving_store(file_apps: Iterable[App] | StaticStore,

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from channel_auth.rules import ChannelRule, RuleConfigError, parse_rules
 
+from .endpoints import MAX_HOSTS, host_names, path_problem
 from .tags import tag_of
 
 WEBHOOK_EVENT_TYPES = ("channel_occupied", "channel_vacated", "member_added", "member_removed",
@@ -41,7 +42,7 @@ APP_KEYS = frozenset({
     "maxEventBatchSize", "maxEventChannelsAtOnce", "maxEventNameLength",
     "maxBackendEventsPerSecond", "maxClientEventsPerSecond", "maxReadRequestsPerSecond",
     "allowedOrigins", "activityTimeoutMs", "webhooks", "channels",
-    "hosts", "authHost", "authEndpoint",
+    "hosts", "socketioPath", "authHost", "authEndpoint",
 })
 
 
@@ -104,15 +105,22 @@ class App:
     # app, which every `clients` entry and Reverb's `.env` share; an `apps` entry's or a
     # database row's own channels otherwise.
     tag: str = ""
-    # Socket.IO for an isolated app: the host names its pages connect to (the default app
-    # keeps every other), and its Laravel's /broadcasting/auth for their private channels.
+    # Socket.IO for an isolated app: the host names its pages connect to on the default
+    # path (the default app keeps every other), its own path on any host name (without the
+    # trailing slash), and its Laravel's /broadcasting/auth for their private channels.
     hosts: tuple[str, ...] = ()
+    socketio_path: str = ""
     auth_host: str = ""
     auth_endpoint: str = "/broadcasting/auth"
 
     @property
     def isolated(self) -> bool:
         return bool(self.tag)
+
+    @property
+    def serves_socketio(self) -> bool:
+        """An isolated app whose Socket.IO pages have an endpoint of their own."""
+        return bool(self.tag and (self.hosts or self.socketio_path))
 
     @property
     def signs(self) -> bool:
@@ -252,11 +260,19 @@ def _activity_timeout(entry: Mapping[str, Any], where: str) -> float:
 
 
 def _socketio(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``hosts`` (names, without a port), ``authHost`` (an http(s) URL) and
-    ``authEndpoint``, as the top-level options of the same names say them."""
-    hosts = entry.get("hosts") or []
-    if not (isinstance(hosts, list) and all(isinstance(h, str) and h for h in hosts)):
-        raise AppConfigError(f"{where}.hosts must be a list of host names")
+    """``hosts`` (names, without a port), ``socketioPath`` (socket.io's ``path`` option),
+    ``authHost`` (an http(s) URL) and ``authEndpoint``, as the top-level options of the same
+    names say them."""
+    hosts = host_names(entry.get("hosts") or [])
+    if hosts is None:
+        raise AppConfigError(f"{where}.hosts must be a list of at most {MAX_HOSTS} host names "
+                             "(without a port)")
+    path = entry.get("socketioPath") or ""
+    if path:
+        path = path.rstrip("/") if isinstance(path, str) else path
+        problem = path_problem(path)
+        if problem is not None:
+            raise AppConfigError(f"{where}.socketioPath {problem}")
     auth_host = entry.get("authHost") or ""
     parts = urlsplit(auth_host) if isinstance(auth_host, str) else None
     if auth_host and (parts is None or parts.scheme not in ("http", "https")
@@ -265,7 +281,7 @@ def _socketio(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
     endpoint = entry.get("authEndpoint", "/broadcasting/auth")
     if not isinstance(endpoint, str) or not endpoint.startswith("/"):
         raise AppConfigError(f"{where}.authEndpoint must be a path")
-    return {"hosts": tuple(h.lower() for h in hosts), "auth_host": auth_host.rstrip("/"),
+    return {"hosts": hosts, "socketio_path": path, "auth_host": auth_host.rstrip("/"),
             "auth_endpoint": endpoint}
 
 
@@ -358,3 +374,11 @@ def check_unique(apps: Sequence[App], others: Sequence[App] = ()) -> None:
             if value in seen:
                 raise AppConfigError(f"two apps have the {attribute} {value!r}")
             seen.add(value)
+    claimed: set[str] = set()
+    for app in apps:  # a Socket.IO endpoint leads to one app
+        for name, value in [*(("host", host) for host in app.hosts),
+                            *((("socketioPath", app.socketio_path),) if app.socketio_path
+                              else ())]:
+            if value in claimed:
+                raise AppConfigError(f"two apps have the {name} {value!r}")
+            claimed.add(value)

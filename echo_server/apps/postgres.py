@@ -49,6 +49,9 @@ class PostgresSettings:
     reconnect_min: float = 0.1
     reconnect_max: float = 10.0
     pool_size: int = 4
+    # Apps with Socket.IO endpoints held in memory (adapters/socketio_apps.py); beyond it
+    # the first ones (by creation) are served and the rest logged.
+    max_socketio_apps: int = 10_000
 
 
 def schema(table: str) -> str:
@@ -97,6 +100,7 @@ class PostgresStore(AppStore):
 
     def __init__(self, settings: PostgresSettings) -> None:
         self.settings = settings
+        self.max_socketio_apps = settings.max_socketio_apps
         self.table = settings.table
         self._table_sql = quote_table(settings.table)
         self.stats = CacheStats()
@@ -218,18 +222,40 @@ class PostgresStore(AppStore):
         return await self.by_ids.lookup(app_id, lambda name: self._fetch("id", name))
 
     async def _fetch(self, column: str, value: str) -> App | None:
+        row = await self._read("fetchrow", f"WHERE {column} = $1", value)
+        return None if row is None else self._app(row)
+
+    async def socketio_apps(self, keys: frozenset[str] | None = None) -> list[App]:
+        """Rows whose options name ``hosts`` or a ``socketioPath``, oldest first, at most
+        ``max_socketio_apps`` (the rest logged); with ``keys``, those rows of these keys."""
+        self.stats.listings += 1
+        if keys is not None:
+            rows = await self._read("fetch", "WHERE key = ANY($1::text[])", list(keys))
+        else:
+            most = self.settings.max_socketio_apps
+            rows = await self._read(
+                "fetch", "WHERE options ?| array['hosts', 'socketioPath'] "
+                "ORDER BY created_at, id LIMIT $1", most + 1)
+            if len(rows) > most:
+                log.error("apps: more than %d apps of %s own Socket.IO endpoints "
+                          "(appManager.maxSocketioApps): only the first %d are served",
+                          most, self.table, most)
+                rows = rows[:most]
+        return [app for row in rows if (app := self._app(row)) is not None
+                and app.serves_socketio]
+
+    async def _read(self, method: str, where: str, value: Any) -> Any:
         import asyncpg
 
         try:
             pool = await self._connection_pool()
-            row = await pool.fetchrow(
-                f"SELECT {', '.join(COLUMNS)}, options FROM {self._table_sql} "
-                f"WHERE {column} = $1", value, timeout=self.settings.connect_timeout)
+            return await getattr(pool, method)(
+                f"SELECT {', '.join(COLUMNS)}, options FROM {self._table_sql} {where}", value,
+                timeout=self.settings.connect_timeout)
         except (OSError, TimeoutError, asyncpg.PostgresError,
                 asyncpg.InterfaceError) as error:
             raise AppsUnavailable(f"the apps table {self.table} cannot be read: "
                                   f"{type(error).__name__}: {error}") from None
-        return None if row is None else self._app(row)
 
     def _app(self, row: Mapping[str, Any]) -> App | None:
         """A row as an App; a row the model refuses is logged and treated as unknown (its

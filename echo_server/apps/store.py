@@ -13,6 +13,11 @@ in memory: ``cached`` answers at once from what the store holds (the file's apps
 database's cache), or None when only an awaited lookup can tell. ``watch`` hears which keys
 changed (a reload, a NOTIFY; None: any of them), so open connections follow their app.
 
+Socket.IO finds an app by where its page connects (a host name, a path), which an attacker
+chooses freely: never by a lookup per handshake, but in an index of the apps that own such an
+endpoint (``socketio_apps``), read whole at start and again for the keys a change names
+(adapters/socketio_apps.py).
+
 The writing side (``add`` an ``apps`` entry, ``remove`` by id) is what the ``apps:*``
 commands use; a read-only store refuses it with ``AppStoreError``.
 """
@@ -41,6 +46,9 @@ ChangeListener = Callable[[frozenset[str] | None], None]
 class AppStore:
     kind = "static"
     writable = False
+    # How many apps with Socket.IO endpoints it may hand ``socketio_apps`` (None: as many as
+    # it lists, a file's).
+    max_socketio_apps: int | None = None
     listeners: list[ChangeListener]
 
     def watch(self, listener: ChangeListener) -> None:
@@ -70,6 +78,16 @@ class AppStore:
 
     async def all(self) -> list[App]:
         raise NotImplementedError
+
+    async def socketio_apps(self, keys: frozenset[str] | None = None) -> list[App]:
+        """The apps that own a Socket.IO endpoint (``App.serves_socketio``); only those
+        with one of ``keys`` when given. Raises ``AppsUnavailable`` when it cannot tell."""
+        return [app for app in await self.all()
+                if app.serves_socketio and (keys is None or app.key in keys)]
+
+    def parts(self) -> tuple[AppStore, ...]:
+        """The stores this one answers from, in order (each tells its own changes)."""
+        return (self,)
 
     async def add(self, entry: Mapping[str, Any]) -> App:
         """An ``apps`` entry (the file's names), validated by the model, then stored."""
@@ -126,6 +144,9 @@ class ChainStore(AppStore):
     def watch(self, listener: ChangeListener) -> None:
         for store in self.stores:
             store.watch(listener)
+
+    def parts(self) -> tuple[AppStore, ...]:
+        return self.stores
 
     def cached(self, lookup: Lookup, name: str) -> tuple[App, ...] | None:
         """The first store's answer that has apps; None as soon as one cannot tell."""

@@ -309,7 +309,7 @@ class ChannelCore:
             self._session_over(recovery, stale)
         try:
             connection.state.handover = await shared.take_over(
-                token, found[1], offset, _subject(connection.state))
+                token, found[1], offset, _subject(connection.state), connection.state.tag)
         except RecoveryRefused as refused:
             connection.state.handover = refused
 
@@ -333,11 +333,17 @@ class ChannelCore:
         sessions, history = recovery.sessions, recovery.history
         live = sessions.live.get(token)
         if live is not None and live is not connection:
+            if live.state.tag != connection.state.tag:
+                raise RecoveryRefused("other_app")  # and the live connection goes on
             # Back before this side noticed the drop: the old connection ends now, as dropped.
             live.state.wire.disconnect(live, "transport close")
         parked = sessions.parked.get(token)
         if parked is None:
             raise RecoveryRefused("unknown_session")
+        if parked.state.tag != connection.state.tag:
+            # Another app's (apps/tags.py): its channels are not this endpoint's to give
+            # back; the session stays for its own client.
+            raise RecoveryRefused("other_app")
         if _subject(parked.state) != _subject(connection.state):
             raise RecoveryRefused("other_user")  # the session stays for its own client
         sessions.take(token)

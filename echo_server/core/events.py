@@ -51,8 +51,9 @@ class Recovered:
 @dataclass(frozen=True, slots=True)
 class RecoveryFailed:
     connection: Connection
-    # unknown_session, history_evicted, other_user, bad_offset, off; from another instance
-    # also unrecorded, presence, behind, no_position, unavailable (core.shared_sessions)
+    # unknown_session, history_evicted, other_user, other_app, bad_offset, off; from another
+    # instance also unrecorded, presence, behind, no_position, unavailable
+    # (core.shared_sessions)
     reason: str
 
 

@@ -62,7 +62,7 @@ class Parked:
         state = self.state = ClientState(old.wire, old.address, _NO_HEADERS)
         state.channels = _NO_CHANNELS  # type: ignore[assignment]  # never joins (216 bytes)
         state.claims, state.presence = old.claims, old.presence
-        state.recovery_token = old.recovery_token
+        state.recovery_token, state.tag = old.recovery_token, old.tag
         self.channels = tuple(channels)  # the channels, and the offset it joined each at
         self.offsets = array("q", channels.values())
         # Its presence, once the grace made it leave.

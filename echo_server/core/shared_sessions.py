@@ -40,6 +40,7 @@ from typing import Any
 from broadcaster.event import BroadcastEvent
 from echo_common.jsoncodec import dumps, loads
 
+from ..apps.tags import app_tag
 from .cluster import unrecorded_key
 from .names import is_presence
 from .positions import StreamPlace, offset_parts, split_place
@@ -263,14 +264,17 @@ class SharedSessions:
         return (owner, parsed) if isinstance(parsed, dict) else None
 
     async def take_over(self, token: str, record: dict[str, Any], offset: object,
-                        subject: object) -> Handover:
+                        subject: object, tag: str = "") -> Handover:
         """What the session missed since ``offset`` (or since it joined), from the stream;
-        RecoveryRefused when that cannot be whole. Finishes (without awaiting anything
-        more) where this instance's own delivery stands: the caller joins the connection in
-        the same step, so the next stream event reaches it live."""
+        RecoveryRefused when that cannot be whole, or when the session's channels are not
+        all of the app ``tag`` names (apps/tags.py: the connection's). Finishes (without
+        awaiting anything more) where this instance's own delivery stands: the caller joins
+        the connection in the same step, so the next stream event reaches it live."""
         channels = record.get("ch")
         if not isinstance(channels, dict) or not all(isinstance(c, str) for c in channels):
             raise RecoveryRefused("unknown_session")
+        if any(app_tag(channel) != tag for channel in channels):
+            raise RecoveryRefused("other_app")
         if record.get("sub") != subject:
             raise RecoveryRefused("other_user")
         if any(is_presence(channel) for channel in channels):

@@ -39,12 +39,12 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
-from ..adapters.presence_bounds import PresenceBounds, as_they_are
 from ..adapters.protocols import Assembly, ProtocolFactory, Route, Served, Upgrade
 from ..adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from ..adapters.registry import PROTOCOLS
+from ..adapters.socketio_apps import BUNDLE, SocketIoApps
 from ..adapters.socketio_echo import EchoSocketIo
-from ..apps.authorizers import auth_callback, socketio_authorizer
+from ..apps.authorizers import auth_callback
 from ..apps.manager import serving_store
 from ..apps.model import App
 from ..apps.quota import SharedAppQuota
@@ -120,19 +120,19 @@ class EchoServer:
         self.occupancy = Occupancy(self.core.lifecycle)  # server-wide occupied / vacated
         self.webhooks = Webhooks(config.webhook_endpoints, config.webhook_delivery,
                                  self.core.lifecycle, presence_grace=config.presence_grace)
-        self.echo = EchoSocketIo(self.core)
-        self.sockets = SocketServer(self.echo)
         self.dev_client = ensure_dev_client(config)
         # Every app: the file's (a reload replaces them), then the database's, if any.
         self.file_apps = StaticStore(config.apps)
         self.apps = serving_store(self.file_apps, config.app_manager)
-        # Isolated apps' own /broadcasting/auth, by (authHost, authEndpoint), kept across
-        # reloads (each holds a connection pool) and closed at the end.
-        self._callbacks: dict[tuple[str, str], ChannelAuthorizer] = {}
-        self.file_apps.watch(lambda _keys: self._serve_hosts())
-        self._serve_hosts()
-        # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
+        # Which app a Socket.IO handshake belongs to: by its host name or its path.
+        self.socketio_apps = SocketIoApps(
+            self.apps, config.socketio_path, self._app_callback, self.errors.report,
+            self.core.presence, close_grace=config.auth_queue_timeout + config.auth_timeout)
         # A database app's webhooks start with its first client (`on_app`).
+        on_app = self.webhooks.app_seen if config.app_manager is not None else None
+        self.echo = EchoSocketIo(self.core, self.socketio_apps, on_app)
+        self.sockets = SocketServer(self.echo)
+        # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
         self.pusher = PusherEndpoint(self.core, self.apps, PusherOptions(
             max_payload=config.max_http_buffer_size,
             write_high_water=config.write_buffer_high_water,
@@ -142,7 +142,7 @@ class EchoServer:
             quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
             if worker is not None else None,
             numeric=config.pusher_socket_ids,
-            on_app=self.webhooks.app_seen if config.app_manager is not None else None,
+            on_app=on_app,
             elsewhere=self.cluster.elsewhere if self.cluster is not None else None)
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
@@ -153,9 +153,9 @@ class EchoServer:
         # by these alone. Socket.IO and Pusher from the options read above, the rest from
         # what the registry lists.
         self.protocols: tuple[Served, ...] = (
-            Served("socket.io", routes=(Route(self._is_engine_path, self._engine_request,
+            Served("socket.io", routes=(Route(self.socketio_apps.matches, self._engine_request,
                                               while_starting=True),),
-                   upgrades=(Upgrade(self._is_engine_path, self.engine.handle_upgrade),),
+                   upgrades=(Upgrade(self.socketio_apps.matches, self.engine.handle_upgrade),),
                    stop=self._stop_engine,
                    connections=self.engine.sessions_by_kind),
             Served("pusher", upgrades=(Upgrade(PusherEndpoint.matches,
@@ -200,33 +200,15 @@ class EchoServer:
         self._server: asyncio.Server | None = None
         self._reverb_server: asyncio.AbstractServer | None = None  # REVERB_SERVER_PORT
         self._own_port_server: asyncio.AbstractServer | None = None
-        prefix = config.socketio_path.rstrip("/")
-        self._engine_path = prefix
-        self._engine_prefix = prefix + "/"
 
-    def _serve_hosts(self) -> None:
-        """Socket.IO pages of the file's isolated apps that own host names (`hosts`): at
-        start and after each reload."""
-        hosts: dict[str, App] = {}
-        authorizers: dict[str, ChannelAuthorizer] = {}
+    def _app_callback(self, app: App) -> ChannelAuthorizer:
+        """An isolated app's /broadcasting/auth, with the server's settings of the callback."""
         c = self.config
-        for app in self.file_apps.cached_all():
-            if not (app.tag and app.hosts):
-                continue
-            hosts.update(dict.fromkeys(app.hosts, app))
-            place = (app.auth_host, app.auth_endpoint)
-            callback: ChannelAuthorizer | None = self._callbacks.get(place)
-            if callback is None and app.auth_host:
-                callback = self._callbacks[place] = auth_callback(
-                    app, verify_tls=c.auth_verify_tls, timeout=c.auth_timeout,
-                    max_connections=c.auth_max_connections,
-                    max_connections_per_client=c.auth_max_connections_per_address,
-                    max_pending_per_client=c.auth_max_pending_per_address,
-                    queue_timeout=c.auth_queue_timeout)
-            # Its bounds on presence members, as its Pusher clients have them.
-            authorizers[app.tag] = PresenceBounds(socketio_authorizer(app, callback),
-                                                  as_they_are(app.limits), self.core.presence)
-        self.echo.serve_hosts(hosts, authorizers)
+        return auth_callback(app, verify_tls=c.auth_verify_tls, timeout=c.auth_timeout,
+                             max_connections=c.auth_max_connections,
+                             max_connections_per_client=c.auth_max_connections_per_address,
+                             max_pending_per_client=c.auth_max_pending_per_address,
+                             queue_timeout=c.auth_queue_timeout)
 
     def _engine_options(self) -> EngineOptions:
         c = self.config
@@ -289,6 +271,8 @@ class EchoServer:
         if self.link is not None:
             await self.link.start()
         await self.apps.start()  # the database's, if any: listening for its changes
+        manager = self.config.app_manager  # and its apps' Socket.IO endpoints read
+        await self.socketio_apps.start(manager.connect_timeout if manager is not None else 0)
         await self._listen_as_reverb(self.worker is None)
         for served in self.protocols:
             served.start()
@@ -337,6 +321,8 @@ class EchoServer:
         self.status_page.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.apps.close(), timeout / 4)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.socketio_apps.close(), timeout / 4)
         self.core.end_sessions()
         if self.core.shared is not None:  # the sessions just parked, for other instances
             await self.core.shared.stop(timeout / 4)
@@ -354,7 +340,7 @@ class EchoServer:
         # Each close bounded too: a peer that stopped answering must not hold the exit.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.reloader.close(), timeout / 4)
-        for closable in (self.authorizer, self.authenticator, *self._callbacks.values()):
+        for closable in (self.authorizer, self.authenticator):
             close = getattr(closable, "close", None)
             if close is not None:
                 with contextlib.suppress(Exception):
@@ -572,12 +558,9 @@ class EchoServer:
                         url, exc)
 
     # -- routing ----------------------------------------------------------------
-    def _is_engine_path(self, path: str) -> bool:
-        return path.startswith(self._engine_prefix) or path == self._engine_path
-
     def _engine_request(self, request: Request, conn: HttpConnection) -> RouteResult:
-        name = request.path[len(self._engine_prefix):]
-        if name in ("socket.io.js", "socket.io.js.map"):  # served while starting too
+        name = request.path.rpartition("/")[2]
+        if name in BUNDLE:  # served while starting too
             return self.bundle.response(name, request.headers.get("if-none-match"))
         if self.health.phase is Phase.STARTING:
             return STARTING
@@ -651,7 +634,7 @@ class EchoServer:
         c = self.config
         scheme = "https" if c.protocol == "https" else "http"
         log.info("echo-server listening on %s://%s:%d (socket.io path %s, Engine.IO 3 and 4)",
-                 scheme, c.host or "0.0.0.0", self.port, self._engine_prefix)
+                 scheme, c.host or "0.0.0.0", self.port, self.socketio_apps.default_path + "/")
         if self.dev_client is not None:
             log.warning(
                 "No API clients configured; generated a development client for this run: "

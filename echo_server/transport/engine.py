@@ -80,6 +80,8 @@ class Handshake:
     # The client's address (through trusted proxies): a polling session answers only
     # requests from it, and the per-address bounds count by it.
     address: str = ""
+    # The path it was opened at: the server may serve Socket.IO at several (one per app).
+    path: str = ""
 
 
 class EngineListener(Protocol):
@@ -444,7 +446,7 @@ class EngineServer:
         query = {k: v for k, v in request.query.items()
                  if k not in ("EIO", "transport", "t", "sid", "b64", "j")}
         session = Session(self, sid, eio, Handshake(kept, query, time.monotonic(),
-                                                    conn.client_address(request)))
+                                                    conn.client_address(request), request.path))
         self.sessions[sid] = session
         self._check(session, session.last_seen)  # schedules its first deadline
         return session

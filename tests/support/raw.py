@@ -259,10 +259,12 @@ class RawWebSocket:
             reader, writer = await asyncio.open_connection("127.0.0.1", server.port,
                                                            local_addr=local_addr)
             key = key or base64.b64encode(os.urandom(16)).decode()
-            lines = [f"GET {path}?{query} HTTP/1.1", f"Host: 127.0.0.1:{server.port}",
+            extra = dict(headers or {})
+            host = extra.pop("Host", f"127.0.0.1:{server.port}")  # a page's own, if given
+            lines = [f"GET {path}?{query} HTTP/1.1", f"Host: {host}",
                      "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
                      "Sec-WebSocket-Version: 13"]
-            lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+            lines += [f"{k}: {v}" for k, v in extra.items()]
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + early)
             head = await reader.readuntil(b"\r\n\r\n")
             status_line, *header_lines = head.decode("latin-1").split("\r\n")
@@ -351,10 +353,13 @@ async def next_pusher_message(ws: RawWebSocket) -> dict[str, Any]:
         ws.send_text('{"event":"pusher:pong","data":{}}')
 
 
-async def socketio_client(server: Any, connect: str = "40") -> tuple[RawWebSocket, dict]:
-    """An Engine.IO 4 websocket that sent ``connect`` (``40``, or ``40{pid, offset}`` to
-    recover) and got its ``40{sid, pid}``: the socket and that reply."""
-    ws = await RawWebSocket.connect(server, "EIO=4&transport=websocket")
+async def socketio_client(server: Any, connect: str = "40", path: str = "/socket.io/",
+                          headers: dict[str, str] | None = None) -> tuple[RawWebSocket, dict]:
+    """An Engine.IO 4 websocket at ``path`` that sent ``connect`` (``40``, or
+    ``40{pid, offset}`` to recover) and got its ``40{sid, pid}``: the socket and that
+    reply."""
+    ws = await RawWebSocket.connect(server, "EIO=4&transport=websocket", headers=headers,
+                                    path=path)
     assert (await ws.recv_text()).startswith("0")
     ws.send_text(connect)
     reply = await ws.recv_text()
