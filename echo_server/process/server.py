@@ -292,7 +292,6 @@ class EchoServer:
         await self._listen_as_reverb(self.worker is None)
         for served in self.protocols:
             served.start()
-        guard.start()
         self.status_page.start()
         await self._start_presence()
         # Queued in Redis with `database: "redis"`: another instance delivers what this one
