@@ -133,10 +133,12 @@ class EchoServer:
         self._serve_hosts()
         # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
         # A database app's webhooks start with its first client (`on_app`).
+        timeouts = config.pusher_timeouts
         self.pusher = PusherEndpoint(self.core, self.apps, PusherOptions(
             max_payload=config.max_http_buffer_size,
             write_high_water=config.write_buffer_high_water,
-            activity_timeout=config.pusher_timeouts[0], signin_timeout=config.pusher_timeouts[1],
+            activity_timeout=timeouts.activity, pong_timeout=timeouts.pong,
+            signin_timeout=timeouts.signin,
             origin_allowed=config.origin_allowed), self.errors.report,
             rules=parse_rules(config.raw.get("channels")),
             quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
