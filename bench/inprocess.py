@@ -6,7 +6,7 @@ for changes that the side-by-side benchmark's ±20 % run-to-run spread would hid
     .venv/bin/python bench/inprocess.py subscriptions [--connections 20] [--channels 5000]
                                                       [--recovery]
     .venv/bin/python bench/inprocess.py api     [--channels 2000] [--batch 1] [--fresh]
-    .venv/bin/python bench/inprocess.py idle    [--kind pusher|eio3|eio4] [--count 5000]
+    .venv/bin/python bench/inprocess.py idle    [--kind pusher|eio3|eio4|http] [--count 5000]
 
 ``connect``: a real EchoServer (no Redis) is handed websocket upgrades, the client's ``40``
 (EIO4) and Echo's ``subscribe`` as the bytes a client sends, through transports that only
@@ -22,7 +22,8 @@ leave out is the kernel (system calls, loopback TCP): that is what ``bench/run.p
 allocations), each connection in channels of its own, as an attacker's would be, and with
 ``--recovery`` what the same connections cost once dropped and parked for a recovery.
 ``idle``: what an idle connection costs in memory (tracemalloc), subscribed to one shared
-channel, once its open packet is out and its first deadline is scheduled.
+channel, once its open packet is out and its first deadline is scheduled; ``--kind http``: a
+keep-alive HTTP connection waiting for its next request, after one ``GET /healthz``.
 """
 
 from __future__ import annotations
@@ -142,6 +143,17 @@ def open_pusher(server: EchoServer, channel: str) -> CountingTransport:
                         ).encode())
     transport.protocol.data_received(client_frame(OP_TEXT, json.dumps(
         {"event": "pusher:subscribe", "data": {"channel": channel}}).encode()))
+    return transport
+
+
+def open_http(server: EchoServer) -> CountingTransport:
+    """A keep-alive connection, answered once: held by its transport, as the loop's is."""
+    transport = CountingTransport()
+    http = transport.protocol = HttpConnection(server._route, server._upgrade,
+                                               server.http_guard)
+    http.connection_made(transport)  # type: ignore[arg-type]
+    http.data_received(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert transport.written and not transport.closed, "the request was not answered"
     return transport
 
 
@@ -290,6 +302,8 @@ async def measure_idle(kind: str, count: int) -> None:
     connector = Connector(server, 3 if kind == "eio3" else 4)
 
     def open_one() -> CountingTransport:
+        if kind == "http":
+            return open_http(server)
         return open_pusher(server, "idle") if kind == "pusher" else connector.open("idle")
 
     kept = [open_one() for _ in range(200)]  # warm up
@@ -302,7 +316,8 @@ async def measure_idle(kind: str, count: int) -> None:
     gc.collect()
     live = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    assert server.core.rooms.count("idle") == len(kept), "a subscribe did not land"
+    landed = kind == "http" or server.core.rooms.count("idle") == len(kept)
+    assert landed, "a subscribe did not land"
     print(f"idle {kind} connection: {live / count:.0f} bytes each ({count})")
     await server.stop()
 
@@ -325,7 +340,7 @@ def main() -> None:
     api.add_argument("--batch", type=int, default=1)
     api.add_argument("--fresh", action="store_true")
     idle = sub.add_parser("idle")
-    idle.add_argument("--kind", choices=("pusher", "eio3", "eio4"), default="pusher")
+    idle.add_argument("--kind", choices=("pusher", "eio3", "eio4", "http"), default="pusher")
     idle.add_argument("--count", type=int, default=5000)
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the no-Redis and open-origins notices, every run

@@ -33,7 +33,7 @@ from typing import Any
 from channel_auth.jwt_auth import JwtConfigError, JwtSettings
 from channel_auth.settings import AuthSettings
 from echo_common.values import js_string, js_truthy
-from echo_server.adapters.pusher.settings import pusher_timeouts
+from echo_server.adapters.pusher.settings import PusherTimeouts, pusher_timeouts
 from echo_server.apps.file_store import file_apps
 from echo_server.apps.manager import parse_app_manager
 from echo_server.apps.model import App, AppConfigError, parse_apps
@@ -370,11 +370,12 @@ class Config(ProcessSettings, AuthSettings, EngineSettings, ChannelSettings, Web
             raise ConfigError(str(error)) from None
 
     @property
-    def pusher_timeouts(self) -> tuple[float, float]:
-        """Ours: `"pusher": {"activityTimeoutMs", "signinTimeoutMs"}`; signing in is timed
-        only with `jwt.required` (`adapters.pusher.settings`)."""
-        activity, signin = pusher_timeouts(self.raw.get("pusher"))
-        return activity, signin if self.jwt is not None and self.jwt.required else 0.0
+    def pusher_timeouts(self) -> PusherTimeouts:
+        """Ours: `"pusher": {"activityTimeoutMs", "pongTimeoutMs", "signinTimeoutMs"}`;
+        signing in is timed only with `jwt.required` (`adapters.pusher.settings`)."""
+        timeouts = pusher_timeouts(self.raw.get("pusher"))
+        return timeouts if self.jwt is not None and self.jwt.required else replace(
+            timeouts, signin=0.0)
 
     @cached_property
     def limits(self) -> LimitSettings:

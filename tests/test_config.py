@@ -363,6 +363,26 @@ def test_bad_socketio_values_fail_at_load(tmp_path: Path, socketio: dict[str, An
         load(tmp_path, {"socketio": socketio})
 
 
+def test_pusher_timeouts(tmp_path: Path):
+    """Reverb's 30 s keep-alive by default; signing in is timed only with `jwt.required`."""
+    defaults = load(tmp_path, {}).pusher_timeouts
+    assert (defaults.activity, defaults.pong, defaults.signin) == (30.0, 30.0, 0.0)
+    timeouts = load(tmp_path, {
+        "pusher": {"activityTimeoutMs": 60000, "pongTimeoutMs": "5000", "signinTimeoutMs": 2000},
+        "jwt": {"secret": "x" * 32, "algorithms": ["HS256"], "required": True}}).pusher_timeouts
+    assert (timeouts.activity, timeouts.pong, timeouts.signin) == (60.0, 5.0, 2.0)
+
+
+@pytest.mark.parametrize("pusher", [
+    {"pongTimeoutMs": 0}, {"pongTimeoutMs": -1}, {"pongTimeoutMs": "soon"},
+    {"pongTimeoutMs": True}, {"activityTimeoutMs": 0}, {"signinTimeoutMs": -5},
+])
+def test_bad_pusher_timeouts_fail_at_load(tmp_path: Path, pusher: dict[str, Any]):
+    key = next(iter(pusher))
+    with pytest.raises(ConfigError, match=f"pusher.{key}"):
+        load(tmp_path, {"pusher": pusher})
+
+
 # --------------------------------------------------------------------------- origins
 
 

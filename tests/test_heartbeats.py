@@ -18,7 +18,6 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -280,13 +279,11 @@ def pusher_sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, float]]
 
 
 async def pusher_server(make_server: ServerFactory, **config: Any) -> EchoServer:
-    server = await make_server({"clients": [PUSHER_APP],
-                                "pusher": {"activityTimeoutMs": int(ACTIVITY * 1000),
-                                           "signinTimeoutMs": int(SIGNIN * 1000)},
-                                **config}, redis=False)
-    # Not a setting: 30 s, as Reverb's. Read at each look, so it holds from the first one.
-    server.pusher.options = replace(server.pusher.options, pong_timeout=PONG)
-    return server
+    return await make_server({"clients": [PUSHER_APP],
+                              "pusher": {"activityTimeoutMs": int(ACTIVITY * 1000),
+                                         "pongTimeoutMs": int(PONG * 1000),
+                                         "signinTimeoutMs": int(SIGNIN * 1000)},
+                              **config}, redis=False)
 
 
 def sent_by_connection(sent: list[tuple[str, str, float]]) -> dict[str, list[str]]:

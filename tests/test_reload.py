@@ -406,6 +406,20 @@ async def test_a_reloaded_activity_timeout_holds_for_connections_already_open(ma
     await ws.close()
 
 
+async def test_reloaded_keep_alive_timeouts_hold_for_connections_already_open(
+        make_server) -> None:
+    """`pusher.activityTimeoutMs` and `pusher.pongTimeoutMs` set by a reload: a connection
+    opened under the defaults (30 s each) is pinged once silent for the new activity timeout,
+    and closed with 4201 when the new pong timeout passes unanswered, not 30 s later."""
+    server = await make_server({"clients": [pusher_app()]}, redis=False)
+    ws, _ = await pusher_client(server, PUSHER_KEY)
+    assert await reload_with(server, pusher={"activityTimeoutMs": 200, "pongTimeoutMs": 300})
+    assert json.loads(await ws.recv_text(timeout=3)) == {"event": "pusher:ping", "data": {}}
+    assert json.loads(await ws.recv_text(timeout=3)) == {"event": "pusher:error", "data": {
+        "code": 4201, "message": "Pong reply not received in time"}}
+    assert await ws.wait_closed(timeout=1) == 4201
+
+
 async def test_a_signature_in_flight_is_checked_against_the_app_of_now() -> None:
     """A subscribe read before a reload and checked after it meets the new secret."""
     connection = SimpleNamespace(app=App("app", PUSHER_KEY, OLD_SECRET))

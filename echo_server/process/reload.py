@@ -4,11 +4,12 @@ without closing a connection.
 Applied live: API clients and keys, the file's `apps` (Pusher apps and their secrets too),
 the webhook endpoints of the clients, JWT settings and keys, local channel rules, the auth
 host and everything about the `/broadcasting/auth` callback and its cache, the origin
-allow-list (for Pusher's `/app/{key}` too), the metrics token, `health`, and the log level
-(`devMode`) and format. Connections that are open stay open under what admitted them (a
-socket verified with the old JWT key keeps its session until it reconnects); what is asked
-from now on meets the new settings: a Pusher connection's signatures meet its app's secret
-of now, and the connections of an app removed are closed with 4001.
+allow-list (for Pusher's `/app/{key}` too), the Pusher keep-alive's timeouts, the metrics
+token, `health`, and the log level (`devMode`) and format. Connections that are open stay
+open under what admitted them (a socket verified with the old JWT key keeps its session until
+it reconnects); what is asked from now on meets the new settings: a Pusher connection's
+signatures meet its app's secret of now, its pings and pong wait the timeouts of now, and the
+connections of an app removed are closed with 4001.
 
 Everything else (port, host, TLS files, sources, Redis, limits, ...) needs a restart: it is
 named in the log and not applied at all, never half. A file that cannot be used is refused
@@ -50,7 +51,7 @@ LIVE_KEYS = frozenset({
     "clients", "apps", "jwt", "channels", "authHost", "authEndpoint", "authVerifyTls",
     "authTimeout", "authCacheTtl", "authMaxConnections", "authMaxConnectionsPerAddress",
     "authMaxPendingPerAddress", "authQueueTimeout", "socketio.origins", "metrics.token",
-    "health", "devMode", "log.format",
+    "health", "devMode", "log.format", "pusher.activityTimeoutMs", "pusher.pongTimeoutMs",
 })
 LIVE_ENVIRONMENT = ("ECHO_JWT_", "ECHO_LOG_FORMAT")
 # Objects of the file whose keys are names (channel patterns, header names), not settings:
@@ -228,7 +229,9 @@ class Reloader:
         server.authenticator = authenticator
         server.core.authorize_with(server.authorizer, authenticator)
         server.engine.allow_origins(new.origin_allowed)
-        server.pusher.reconfigure(rules, new.pusher_socket_ids, new.origin_allowed)
+        keep_alive = new.pusher_timeouts
+        server.pusher.reconfigure(rules, new.pusher_socket_ids, new.origin_allowed,
+                                  keep_alive.activity, keep_alive.pong)
         # Open Pusher connections follow their app as it is now (closed when it is gone).
         server.file_apps.replace(apps)
         server.health.check_timeout = new.health_check_timeout

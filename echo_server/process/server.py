@@ -133,10 +133,12 @@ class EchoServer:
         self.echo = EchoSocketIo(self.core, self.socketio_apps, on_app)
         self.sockets = SocketServer(self.echo)
         # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
+        timeouts = config.pusher_timeouts
         self.pusher = PusherEndpoint(self.core, self.apps, PusherOptions(
             max_payload=config.max_http_buffer_size,
             write_high_water=config.write_buffer_high_water,
-            activity_timeout=config.pusher_timeouts[0], signin_timeout=config.pusher_timeouts[1],
+            activity_timeout=timeouts.activity, pong_timeout=timeouts.pong,
+            signin_timeout=timeouts.signin,
             origin_allowed=config.origin_allowed), self.errors.report,
             rules=parse_rules(config.raw.get("channels")),
             quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
@@ -276,7 +278,6 @@ class EchoServer:
         await self._listen_as_reverb(self.worker is None)
         for served in self.protocols:
             served.start()
-        guard.start()
         self.status_page.start()
         await self._start_presence()
         # Queued in Redis with `database: "redis"`: another instance delivers what this one

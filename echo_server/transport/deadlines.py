@@ -1,6 +1,7 @@
 """The deadlines of many objects on one loop timer: the heartbeats of every Engine.IO session,
 the EIO3 open packets held a few milliseconds after their ``101``, the keep-alive and sign-in
-deadlines of every Pusher connection (one ``Deadlines`` each, the transport's one mechanism).
+deadlines of every Pusher connection, the header, body, keep-alive and linger timeouts of every
+HTTP connection (one ``Deadlines`` each, the transport's one mechanism).
 
 A timer per session would cost a ``TimerHandle`` each, and a heap operation every time a
 client's packet moves its deadline; one sweep over every session a few times per period is

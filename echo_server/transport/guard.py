@@ -2,16 +2,18 @@
 per client address (docs/limits.md lists each with its default).
 
 Timeouts are not a timer per connection: every HTTP connection carries one ``deadline``
-(a float, 0 when none applies) and one sweep, a few times per shortest timeout, closes
-the ones past it. Setting a deadline is an attribute write, which keeps a keep-alive
-poll's request as cheap as before. A websocket leaves the sweep at its upgrade (its
-liveness is the engine heartbeat's business) but keeps its place in the per-address count
-until its socket closes.
+(a float, 0 when none applies) and waits in the transport's ``Deadlines`` (one loop timer
+for them all) for its next look, at its deadline or one shortest timeout after its last look,
+whichever comes first. No phase can then end before the look that will see it, so beginning
+a phase only writes its deadline (as a Pusher message writes when it was seen): a keep-alive
+request moves no timer, and an idle connection is looked at once per shortest timeout at most,
+and on time (a sweep over every connection, a quarter of the shortest timeout apart, was up to
+that quarter late). A websocket leaves the schedule at its upgrade (its liveness is the engine
+heartbeat's business) but keeps its place in the per-address count until its socket closes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Protocol
 from echo_common.counts import AddressCounts, client_key
 
 from .addresses import TrustedProxies
+from .deadlines import TICK, Deadlines, Scheduled
 
 LimitReporter = Callable[[str, str], None]
 # asyncio's and uvloop's own default: a connection that keeps it costs no call to set it.
@@ -49,24 +52,27 @@ class HttpLimits:
     linger_bytes: int = 16 * 1024 * 1024
 
 
-class Timed(Protocol):
+class Timed(Scheduled, Protocol):
     deadline: float
 
     def timed_out(self) -> None: ...
 
 
 class ConnectionGuard:
-    """Owns the sweep and the per-address connection counts of one listening server."""
+    """Owns the deadlines and the per-address connection counts of one listening server."""
 
     def __init__(self, limits: HttpLimits, proxies: TrustedProxies | None = None,
                  report: LimitReporter | None = None) -> None:
         self.limits = limits
         self.proxies = proxies or TrustedProxies(())
         self.report: LimitReporter = report or (lambda kind, message: None)
-        self.connections: set[Timed] = set()
+        self.deadlines = Deadlines(self._look)
+        # A connection is looked at no later than this after its last look (or its start):
+        # whatever phase begins in between ends after it.
+        self.every = max(TICK, min(limits.header_timeout, limits.body_timeout,
+                                   limits.keep_alive_timeout, limits.linger_timeout))
         self.per_address = AddressCounts()
         self.max_per_address = limits.max_connections_per_address  # 0: not counted
-        self._sweeper: asyncio.TimerHandle | None = None
 
     # -- per-address connections ---------------------------------------------------
     def admit(self, peer: str) -> bool:
@@ -87,31 +93,21 @@ class ConnectionGuard:
         self.per_address.remove(client_key(peer))
 
     # -- deadlines ------------------------------------------------------------------
-    @property
-    def sweep_interval(self) -> float:
-        limits = self.limits
-        shortest = min(limits.header_timeout, limits.body_timeout, limits.keep_alive_timeout,
-                       limits.linger_timeout)
-        return max(0.005, min(shortest / 4, 1.0))
+    def watch(self, connection: Timed) -> None:
+        """Looked at from now on, until ``forget``."""
+        self.deadlines.schedule(connection, time.monotonic() + self.every)
 
-    def start(self) -> None:
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(self.sweep_interval,
-                                                                  self._sweep)
+    def forget(self, connection: Timed) -> None:
+        self.deadlines.cancel(connection)
 
     def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        self.deadlines.stop()
 
-    def _sweep(self) -> None:
-        self._sweeper = None
-        try:
-            self.sweep(time.monotonic())
-        finally:
-            self.start()
-
-    def sweep(self, now: float) -> None:
-        expired = [c for c in self.connections if 0.0 < c.deadline < now]
-        for connection in expired:
-            connection.timed_out()
+    def _look(self, connection: Timed, now: float) -> None:
+        deadline = connection.deadline
+        if not deadline:  # being answered: nothing to time, but a phase may begin
+            self.deadlines.schedule(connection, now + self.every)
+        elif now >= deadline:
+            connection.timed_out()  # closed, or its lingering close begins (watched anew)
+        else:
+            self.deadlines.schedule(connection, min(deadline, now + self.every))

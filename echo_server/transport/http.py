@@ -5,8 +5,8 @@ and the small HTTP API. A connection is routed by path as soon as its request
 line is parsed, and a websocket hands its socket over to a lighter protocol
 object (``transport.set_protocol``), so an idle websocket keeps no HTTP parser.
 
-Just over 400 lines: the parser callbacks, the deadlines and the back-pressure make up one
-state machine per connection.
+About 500 lines: the parser callbacks, the deadlines, the back-pressure and the lingering
+close make up one state machine per connection.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import NoReturn, cast
 
 import httptools
 
+from .deadlines import Bucket
 from .guard import TRANSPORT_HIGH_WATER, ConnectionGuard
 
 log = logging.getLogger("echo_server.http")
@@ -121,7 +122,8 @@ class HttpConnection(asyncio.Protocol):
     __slots__ = (
         "_body", "_body_size", "_busy", "_header_bytes", "_headers", "_parser", "_peer",
         "_pending", "_phase", "_reading_paused", "_refusal", "_url", "_write_paused", "closed",
-        "deadline", "guard", "handler", "on_close", "transport", "upgrade_handler",
+        "deadline", "due", "due_slot", "guard", "handler", "on_close", "transport",
+        "upgrade_handler",
     )
 
     def __init__(self, handler: Handler, upgrade_handler: UpgradeHandler,
@@ -145,6 +147,8 @@ class HttpConnection(asyncio.Protocol):
         self._peer: str | None = None
         self.closed = False
         self.deadline = 0.0
+        self.due: Bucket | None = None  # where the guard's Deadlines hold it
+        self.due_slot = 0
         self.on_close: Callable[[HttpConnection], None] | None = None
 
     # -- asyncio.Protocol -------------------------------------------------
@@ -163,7 +167,7 @@ class HttpConnection(asyncio.Protocol):
             self._close()
             return
         self.deadline = time.monotonic() + limits.header_timeout
-        guard.connections.add(self)
+        guard.watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -413,8 +417,8 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(refusal or Response.text("Bad Request", 400))
             return
         self._parser = None  # the socket is no longer HTTP
-        self.guard.connections.discard(self)
         self.deadline = 0.0
+        self.guard.forget(self)
         self.upgrade_handler(request, self, rest)
 
     def refuse_upgrade(self, response: Response) -> None:
@@ -452,7 +456,8 @@ class HttpConnection(asyncio.Protocol):
         self._body_size = 0  # now what was thrown away
         self._phase = _LINGER
         self.deadline = time.monotonic() + limits.linger_timeout
-        self.guard.connections.add(self)  # the sweep ends it; the address keeps it counted
+        if self.due is None:  # out of the schedule: a refused upgrade, or the look that
+            self.guard.watch(self)  # timed it out. The address keeps it counted till it ends.
         if transport.can_write_eof():  # not TLS: the client reads the answer to Content-Length
             transport.write_eof()
         if self._reading_paused:
@@ -481,7 +486,7 @@ class HttpConnection(asyncio.Protocol):
     def _forget(self) -> None:
         self.deadline = 0.0
         guard = self.guard
-        guard.connections.discard(self)
+        guard.forget(self)
         if guard.max_per_address and self._peer is not None:
             guard.release(self._peer)
             self._peer = None

@@ -98,14 +98,22 @@ class PusherEndpoint:
         apps.watch(self.refresh)
 
     def reconfigure(self, rules: list[ChannelRule], numeric: bool,
-                    origin_allowed: Callable[[str | None], bool]) -> None:
+                    origin_allowed: Callable[[str | None], bool], activity_timeout: float,
+                    pong_timeout: float) -> None:
         """On reload: the local channel rules (`channels`) decide for signed-in users before
         any signature, as they do for JWT users on the socket.io side; socket ids are ones
         pusher-php-server accepts while any app may be a Pusher app; ``socketio.origins``
-        holds for the upgrades from now on."""
+        holds for the upgrades from now on; the keep-alive's timeouts hold for the open
+        connections at once, as an app's reloaded activity timeout does."""
         self.rules = rules
         numeric_ids(numeric)
-        self.options = replace(self.options, origin_allowed=origin_allowed)
+        old = self.options
+        self.options = replace(old, origin_allowed=origin_allowed,
+                               activity_timeout=activity_timeout, pong_timeout=pong_timeout)
+        if (activity_timeout, pong_timeout) != (old.activity_timeout, old.pong_timeout):
+            now = time.monotonic()
+            for connection in list(self.connections):
+                self._check(connection, now)
 
     def refresh(self, keys: frozenset[str] | None) -> None:
         """The store says these apps changed (a reload, a NOTIFY; None: any): an open
