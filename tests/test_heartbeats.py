@@ -25,9 +25,10 @@ import aiohttp
 import pytest
 
 from echo_server.adapters.pusher.connection import PusherConnection
+from echo_server.adapters.pusher.endpoint import PusherEndpoint
 from echo_server.process.server import EchoServer
 from echo_server.transport.deadlines import Deadlines
-from echo_server.transport.engine import Session
+from echo_server.transport.engine import EngineServer, Session
 from tests.conftest import ServerFactory, server_url
 from tests.support.raw import (
     Polling,
@@ -122,7 +123,7 @@ async def test_a_silent_client_is_closed_on_time(
             clients.append(await silent_client(server, http, eio, transport))
             await asyncio.sleep(0.013)
         sids = {sid for sid, _ in clients}
-        await wait_until(lambda: not sids & server.engine.sessions.keys(), timeout=5,
+        await wait_until(lambda: not sids & server.part(EngineServer).sessions.keys(), timeout=5,
                          message="the silent sessions to be closed")
     lateness = {sid: late for sid, late in closes if sid in sids}
     assert lateness.keys() == sids  # each closed by ping timeout
@@ -285,7 +286,8 @@ async def pusher_server(make_server: ServerFactory, **config: Any) -> EchoServer
                                            "signinTimeoutMs": int(SIGNIN * 1000)},
                                 **config}, redis=False)
     # Not a setting: 30 s, as Reverb's. Read at each look, so it holds from the first one.
-    server.pusher.options = replace(server.pusher.options, pong_timeout=PONG)
+    endpoint = server.part(PusherEndpoint)
+    endpoint.options = replace(endpoint.options, pong_timeout=PONG)
     return server
 
 
