@@ -1,7 +1,8 @@
 """The callback's part of ``laravel-echo-server.json``: ``authEndpoint`` and our own bounds on
 the requests to ``authHost`` (``authTimeout``, ``authMaxConnections``…, ms in the file like
-socket.io's timeouts), and the answer cache (``authCacheTtl``). The defaults are the
-callback's own (``http_callback``). ``authHost`` itself falls back to the server's ``host``,
+socket.io's timeouts), the answer cache (``authCacheTtl``), and the local channel rules
+(``channels``) that decide before it. The defaults are the callback's own
+(``http_callback``). ``authHost`` itself falls back to the server's ``host``,
 so the server's ``Config`` reads it."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from echo_common.values import milliseconds, positive_int
 
 from . import http_callback as callback
+from .rules import ChannelRule, parse_rules
 
 
 class AuthSettings:
@@ -65,3 +67,9 @@ class AuthSettings:
         never mistaken for the app's slow answer (0)."""
         return milliseconds(self.raw.get("authQueueTimeout", callback.QUEUE_TIMEOUT * 1000),
                             "authQueueTimeout")
+
+    @property
+    def channel_rules(self) -> list[ChannelRule]:
+        """Ours: `channels`, the rules that decide for JWT (and signed-in Pusher) users before
+        the callback; raises ``RuleConfigError`` for a malformed one."""
+        return parse_rules(self.raw.get("channels"))

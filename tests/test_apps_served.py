@@ -14,6 +14,8 @@ import asyncpg
 import pusher
 import pytest
 
+from echo_server.adapters.pusher.endpoint import PusherEndpoint
+from echo_server.adapters.socketio_apps import SocketIoApps
 from echo_server.apps.postgres import PostgresStore
 from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, database_server, requires_node, server_url
@@ -136,7 +138,7 @@ async def test_a_postgres_app_added_rotated_and_disabled_while_clients_are_conne
     # Disabled: the connected page is told 4003 and closed; publishes are refused.
     await db.execute(f"UPDATE \"{table}\" SET enabled = false WHERE id = '42'")
     await page.expect("disconnected", timeout=2.0)
-    await wait_until(lambda: not server.pusher.connections, "closed", timeout=1.0)
+    await wait_until(lambda: not server.part(PusherEndpoint).connections, "closed", timeout=1.0)
     with pytest.raises(pusher.errors.PusherError):
         await _trigger(new, "orders", {"n": 3})
     assert await _refused_with(server, "db-key") == 4003
@@ -202,7 +204,7 @@ async def test_a_postgres_apps_webhooks_start_with_its_first_client(
             ws, _ = await pusher_client(server, "hooked-key")
             ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": "room"}}))
         else:
-            await wait_until(lambda: "/hooked/socket.io" in server.socketio_apps.by_path,
+            await wait_until(lambda: "/hooked/socket.io" in server.part(SocketIoApps).by_path,
                              "its path served")
             ws, _ = await socketio_client(server, path="/hooked/socket.io/")
             ws.send_text('42["subscribe",{"channel":"room"}]')

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from echo_server.process.server import EchoServer
+from echo_server.transport.engine import EngineServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.node_client import NodeEchoClient
 from tests.support.seed_events import capacity_updated, lead_assigned
@@ -138,7 +139,7 @@ async def test_resubscribes_after_client_and_server_drops(make_server: ServerFac
     await client.expect("event", data={"n": 2, "socket": None})
 
     # The server drops every session (a deploy, a load balancer reset).
-    server.engine.close_all()
+    server.part(EngineServer).close_all()
     socket_id = await resubscribed(socket_id)
     await _publish(redis, CHANNEL, "lead.assigned", {"n": 3})
     await client.expect("event", data={"n": 3, "socket": None})

@@ -27,6 +27,7 @@ import pytest
 from yarl import URL
 
 from echo_server.adapters.pusher.apps import signed_in_user
+from echo_server.adapters.pusher.endpoint import PusherEndpoint
 from echo_server.apps.model import App
 from echo_server.demo.app import PRESENCE_CHANNEL, REVERB_STACK, WEBHOOK_PATH, Demo, DemoBackend
 from echo_server.web.demo_files import DEMO_DIR, DemoFiles
@@ -351,7 +352,7 @@ async def test_lead_assignment_between_a_socket_io_page_and_a_reverb_page(
         await browser.see(page, status="connected", statusText="Canlı", online=[A, B],
                           onlineLaravel=[A, B])
     assert demo.server is not None
-    on_pusher = {connection.id for connection in demo.server.pusher.connections}
+    on_pusher = {connection.id for connection in demo.server.part(PusherEndpoint).connections}
     socket_b = (await browser.view("B"))["socketId"]
     assert socket_b in on_pusher
     assert (await browser.view("A"))["socketId"] not in on_pusher
@@ -359,7 +360,7 @@ async def test_lead_assignment_between_a_socket_io_page_and_a_reverb_page(
 
     # B signed in as B, so the sign-in timeout passes and B's connection stays.
     await outlast_the_signin_timeout(demo)
-    assert {c.state.user for c in demo.server.pusher.connections} == {str(B)}
+    assert {c.state.user for c in demo.server.part(PusherEndpoint).connections} == {str(B)}
 
     # A (socket.io) gives Zeynep Kaya (lead 101) to B (pusher-js), on that same connection.
     await browser.command("select", page="A", lead=101, admin=str(B))

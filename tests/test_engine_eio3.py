@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from broadcaster.event import BroadcastEvent
 from echo_server.process.server import EchoServer
 from echo_server.transport import engine
+from echo_server.transport.engine import EngineServer
 from tests.conftest import ServerFactory, laravel_message, requires_node, server_url
 from tests.support.drivers import NODE_DIR
 from tests.support.raw import (
@@ -131,7 +132,7 @@ async def test_outgoing_lengths_count_utf16_units(make_server: ServerFactory, ht
     data2 = json.dumps({"after": "😀😀"}, ensure_ascii=False, separators=(",", ":"))
     server.publish(BroadcastEvent("c", "first", data1))
     server.publish(BroadcastEvent("c", "second", data2))
-    session = server.engine.sessions[client.sid]
+    session = server.part(EngineServer).sessions[client.sid]
     await wait_until(lambda: len(session.queue) == 2, message="both events queued")
 
     reply = await client.get_reply()
@@ -158,7 +159,7 @@ async def test_incoming_lengths_count_utf16_units(make_server: ServerFactory, ht
     await other.handshake()
     packet = f'42["subscribe",{{"channel":"{name}"}}]'
     await other.post_raw(f"{len(packet)}:{packet}")
-    assert other.sid not in server.engine.sessions
+    assert other.sid not in server.part(EngineServer).sessions
     assert server.core.rooms.count(name) == 1
 
 
@@ -192,7 +193,7 @@ async def test_base64_binary_packets_in_a_polling_payload(
     await client.post('451-["client-bin",{"_placeholder":true,"num":0}]', "b4AQID",
                       '42["subscribe",{"channel":"mixed"}]')
     await subscribed(server, "mixed")
-    assert client.sid in server.engine.sessions
+    assert client.sid in server.part(EngineServer).sessions
     assert server.errors.counts["bad_frame"] == 0
     server.publish(BroadcastEvent("mixed", "ev", "1"))
     assert await client.get() == ['42["ev","mixed",1]']
@@ -266,7 +267,7 @@ async def test_origin_allow_list(make_server: ServerFactory, http: Http) -> None
                                headers=foreign)
     assert reply.status == 403
     assert reply.json()["code"] == 4
-    assert not server.engine.sessions
+    assert not server.part(EngineServer).sessions
 
     client = Polling(http, url, headers=allowed)
     reply, _ = await client.handshake()
@@ -386,7 +387,7 @@ async def test_upgrade_from_polling(make_server: ServerFactory, http: Http) -> N
     await client.handshake()
     await client.post('42["subscribe",{"channel":"up"}]')
     await subscribed(server, "up")
-    session = server.engine.sessions[client.sid]
+    session = server.part(EngineServer).sessions[client.sid]
 
     pending = asyncio.create_task(client.get())
     await wait_until(lambda: session.poll is not None, message="the GET to be held")
@@ -422,7 +423,7 @@ async def test_client_close_packet(make_server: ServerFactory, http: Http) -> No
     server = await make_server(redis=False)
     client = Polling(http, server_url(server))
     await client.handshake()
-    session = server.engine.sessions[client.sid]
+    session = server.part(EngineServer).sessions[client.sid]
     pending = asyncio.create_task(client.get())
     await wait_until(lambda: session.poll is not None, message="the GET to be held")
     await client.post("1")
@@ -434,7 +435,7 @@ async def test_client_close_packet(make_server: ServerFactory, http: Http) -> No
     ws, sid = await ws_client(http, server)
     await ws.send_str("1")
     assert await ws_closed(ws) == []
-    assert sid not in server.engine.sessions
+    assert sid not in server.part(EngineServer).sessions
 
 
 @pytest.mark.parametrize("ending", ["timeout", "stray packet"])
@@ -446,7 +447,7 @@ async def test_unfinished_upgrade_is_dropped_and_polling_carries_on(
     await client.handshake()
     await client.post('42["subscribe",{"channel":"stay"}]')
     await subscribed(server, "stay")
-    session = server.engine.sessions[client.sid]
+    session = server.part(EngineServer).sessions[client.sid]
 
     ws = await open_ws(http, server_url(server), sid=client.sid)
     await ws.send_str("2probe")
@@ -457,7 +458,7 @@ async def test_unfinished_upgrade_is_dropped_and_polling_carries_on(
     assert await ws_closed(ws) == []
     if ending == "timeout":  # no `5` within upgradeTimeout
         assert time.monotonic() - started >= 0.25
-    assert client.sid in server.engine.sessions
+    assert client.sid in server.part(EngineServer).sessions
 
     # Polling is back to normal: a GET is held again (not answered with noops at once)...
     pending = asyncio.create_task(client.get())
@@ -481,7 +482,7 @@ async def test_websocket_without_pings_is_closed_after_interval_plus_timeout(
     assert await ws_closed(ws, timeout=3) == []
     elapsed = time.monotonic() - started
     assert 0.7 <= elapsed <= 2.5, elapsed  # pingInterval + pingTimeout = 0.8 s
-    assert sid not in server.engine.sessions
+    assert sid not in server.part(EngineServer).sessions
     assert sid not in server.core.connections
 
 
@@ -493,7 +494,7 @@ async def test_pinging_websocket_stays_open(make_server: ServerFactory, http: Ht
         await ws.send_str("2")
         assert await ws_recv(ws) == "3"
         await asyncio.sleep(0.2)
-    assert sid in server.engine.sessions
+    assert sid in server.part(EngineServer).sessions
     await ws.close()
 
 
@@ -502,7 +503,7 @@ async def test_polling_without_pings_expires(make_server: ServerFactory, http: H
     client = Polling(http, server_url(server))
     await client.handshake()
     started = time.monotonic()
-    await wait_until(lambda: client.sid not in server.engine.sessions, timeout=3,
+    await wait_until(lambda: client.sid not in server.part(EngineServer).sessions, timeout=3,
                      message="the silent session to expire")
     assert time.monotonic() - started >= 0.7
     reply = await client.get_reply()
@@ -536,7 +537,7 @@ async def test_engine_error_answers(make_server: ServerFactory, http: Http) -> N
     assert (reply.status, reply.body) == (400, bad_method)
     reply = await http_request(http, "OPTIONS", f"{base}?EIO=3&transport=polling")
     assert (reply.status, reply.body) == (400, bad_method)
-    assert not server.engine.sessions
+    assert not server.part(EngineServer).sessions
 
     # A real CORS preflight is answered, and opens nothing.
     reply = await http_request(http, "OPTIONS", f"{base}?EIO=3&transport=polling",
@@ -544,14 +545,14 @@ async def test_engine_error_answers(make_server: ServerFactory, http: Http) -> N
                                         "Access-Control-Request-Method": "POST"})
     assert 200 <= reply.status < 300
     assert reply.headers["Access-Control-Allow-Origin"] == "http://a.test"
-    assert not server.engine.sessions
+    assert not server.part(EngineServer).sessions
 
 
 async def test_overlapping_polls_close_the_session(make_server: ServerFactory, http: Http) -> None:
     server = await make_server(redis=False)
     client = Polling(http, server_url(server))
     await client.handshake()
-    session = server.engine.sessions[client.sid]
+    session = server.part(EngineServer).sessions[client.sid]
     pending = asyncio.create_task(client.get())
     await wait_until(lambda: session.poll is not None, message="the GET to be held")
     second = await client.get_reply()
@@ -584,7 +585,7 @@ async def test_websocket_message_over_limit_closes_only_that_connection(
     assert msg.type == aiohttp.WSMsgType.CLOSE
     assert msg.data == 1009
     assert server.errors.counts["oversized"] == 1
-    await wait_until(lambda: victim_sid not in server.engine.sessions)
+    await wait_until(lambda: victim_sid not in server.part(EngineServer).sessions)
 
     server.publish(BroadcastEvent("c", "still", "true"))
     assert await ws_recv(bystander) == '42["still","c",true]'
@@ -610,7 +611,7 @@ async def test_polling_post_over_limit_closes_only_that_session(
 
     over = await victim.post_raw(encode_v3([packet % ("x" * 1000)]))
     assert over.status == 413
-    assert victim.sid not in server.engine.sessions
+    assert victim.sid not in server.part(EngineServer).sessions
     assert server.errors.counts["oversized"] == 1
 
     server.publish(BroadcastEvent("c", "still", "true"))
@@ -638,7 +639,7 @@ async def test_unparsable_frame_closes_only_that_connection(
     expected = {"invalid-utf8": 1007, "unmasked": 1002}.get(bad)
     if expected is not None:
         assert code == expected
-    await wait_until(lambda: victim_sid not in server.engine.sessions)
+    await wait_until(lambda: victim_sid not in server.part(EngineServer).sessions)
     assert server.errors.counts["bad_frame"] == 1
     await victim.close()
 
@@ -658,7 +659,7 @@ async def test_unparsable_polling_payload_closes_that_session(
     client = Polling(http, server_url(server))
     await client.handshake()
     await client.post_raw(body)
-    assert client.sid not in server.engine.sessions
+    assert client.sid not in server.part(EngineServer).sessions
     assert server.errors.counts["bad_frame"] == 1
     reply = await client.get_reply()
     assert (reply.status, reply.body) == (400, UNKNOWN_SID_BODY)
@@ -723,7 +724,7 @@ async def test_fragments_and_control_frames(make_server: ServerFactory) -> None:
     # A client close is answered with a close frame and ends the session.
     ws.send_frame(OP_CLOSE, (1000).to_bytes(2, "big"))
     assert await ws.wait_closed() == 1000
-    await wait_until(lambda: not server.engine.sessions)
+    await wait_until(lambda: not server.part(EngineServer).sessions)
     await ws.close()
 
 
@@ -752,6 +753,6 @@ async def test_polling_client_that_stops_polling_is_dropped_at_the_queue_bound(
     await wait_until(lambda: server.core.rooms.count("c") == 1, message="subscribed")
     for n in range(MAX_QUEUED_PACKETS + 1):
         server.publish(BroadcastEvent("c", "e", str(n)))
-    await wait_until(lambda: client.sid not in server.engine.sessions,
+    await wait_until(lambda: client.sid not in server.part(EngineServer).sessions,
                      message="the session dropped")
     assert server.errors.counts["slow_client"] == 1

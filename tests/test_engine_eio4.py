@@ -20,6 +20,8 @@ import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
 from echo_server.process.server import EchoServer
+from echo_server.transport.engine import EngineServer
+from echo_server.transport.sockets import SocketServer
 from tests.conftest import ServerFactory, laravel_message, server_url
 from tests.support.raw import (
     RS,
@@ -115,13 +117,13 @@ async def test_connect_with_auth_payload(
 ) -> None:
     server = await make_server(redis=False)
     seen: list[Any] = []
-    original = server.sockets.handler.on_connect
+    original = server.part(SocketServer).handler.on_connect
 
     def on_connect(socket: Any, auth: Any) -> Any:
         seen.append(auth)
         return original(socket, auth)
 
-    monkeypatch.setattr(server.sockets.handler, "on_connect", on_connect)
+    monkeypatch.setattr(server.part(SocketServer).handler, "on_connect", on_connect)
     ws = await open_ws(http, server_url(server), eio=4)
     assert (await ws_recv(ws)).startswith("0{")
     await ws.send_str('40{"token":"x"}')
@@ -139,7 +141,8 @@ async def test_events_before_connect_close_the_connection(make_server: ServerFac
     client = Polling(http, server_url(server), eio=4)
     await client.handshake()
     await client.post('42["subscribe",{"channel":"early"}]', "40")
-    await wait_until(lambda: client.sid not in server.engine.sessions, message="the session closed")
+    await wait_until(lambda: client.sid not in server.part(EngineServer).sessions,
+                     message="the session closed")
     assert server.core.rooms.count("early") == 0
     assert not server.core.connections
     assert server.errors.counts["bad_frame"] == 1
@@ -176,7 +179,7 @@ async def test_polling_records_are_joined_by_record_separator(
     await subscribed(server, "c")
     server.publish(BroadcastEvent("c", "one", '{"s":"😀 𝄞"}'))
     server.publish(BroadcastEvent("c", "two", "2"))
-    session = server.engine.sessions[client.sid]
+    session = server.part(EngineServer).sessions[client.sid]
     await wait_until(lambda: len(session.queue) == 2, message="both events queued")
     reply = await client.get_reply()
     assert reply.body == ('42["one","c",{"s":"😀 𝄞"}]' + RS + '42["two","c",2]').encode()
@@ -234,11 +237,11 @@ async def test_server_pings_polling_and_drops_a_silent_client(
     for _ in range(2):
         assert await client.get() == ["2"]
         await client.post("3")
-    assert client.sid in server.engine.sessions
+    assert client.sid in server.part(EngineServer).sessions
 
     assert await client.get() == ["2"]
     unanswered = time.monotonic()
-    await wait_until(lambda: client.sid not in server.engine.sessions, timeout=3,
+    await wait_until(lambda: client.sid not in server.part(EngineServer).sessions, timeout=3,
                      message="the session to time out")
     assert time.monotonic() - unanswered >= 0.3
     reply = await client.get_reply()
@@ -256,7 +259,7 @@ async def test_upgrade_probe_answers_the_pending_poll_with_noop(
     client, _ = await connected_polling(http, server)
     await client.post('42["subscribe",{"channel":"up"}]')
     await subscribed(server, "up")
-    session = server.engine.sessions[client.sid]
+    session = server.part(EngineServer).sessions[client.sid]
 
     pending = asyncio.create_task(client.get_reply())
     await wait_until(lambda: session.poll is not None, message="the GET to be held")
@@ -323,7 +326,7 @@ async def test_client_close_ends_the_pending_poll_with_noop(
 ) -> None:
     server = await make_server(SLOW_PINGS, redis=False)
     client, nsp_sid = await connected_polling(http, server)
-    session = server.engine.sessions[client.sid]
+    session = server.part(EngineServer).sessions[client.sid]
     pending = asyncio.create_task(client.get_reply())
     await wait_until(lambda: session.poll is not None, message="the GET to be held")
     await client.post("1")

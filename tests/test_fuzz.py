@@ -14,6 +14,7 @@ import pytest
 
 from broadcaster.event import BroadcastEvent
 from echo_server.process.server import EchoServer
+from echo_server.transport.engine import EngineServer
 from tests.conftest import ServerFactory
 from tests.support.raw import RawWebSocket, client_frame, encode_v3, wait_until
 
@@ -206,5 +207,5 @@ async def test_fuzzed_socketio_packets(fuzz_server: EchoServer, seed: int, eio: 
     assert all(a.startswith(b"HTTP/1.1 101 ") or not a for a in answers)
     assert sum(1 for a in answers if a) > ROUNDS // 2
     await healthy.still_served(server, seed)
-    await wait_until(lambda: len(server.engine.sessions) == 1, timeout=5)
+    await wait_until(lambda: len(server.part(EngineServer).sessions) == 1, timeout=5)
     assert_no_tracebacks(caplog)

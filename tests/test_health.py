@@ -100,10 +100,15 @@ async def test_redis_gone_is_in_the_body_not_the_status(make_server, http) -> No
         assert body["cluster"]["reachable"] is True
 
 
-async def test_not_ready_while_starting(tmp_path: Path, http) -> None:
+async def test_not_ready_while_starting(tmp_path: Path, http, monkeypatch) -> None:
     """Start-up waits for Redis to answer (presence); until it is done, /readyz is 503
-    "starting" and /healthz 200. Here Redis accepts the connection and says nothing, until
-    the connection drops: then the server serves with presence in memory, and is ready."""
+    "starting" and /healthz 200, and the client bundle is served (a page loads it before it
+    connects). Here Redis accepts the connection and says nothing, until the connection
+    drops: then the server serves with presence in memory, and is ready."""
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "socket.io.js").write_text("/*! socket.io-client v2.5.0 */ var io;")
+    monkeypatch.setenv("ECHO_SERVER_STATIC_DIR", str(static))
     held: list[asyncio.StreamWriter] = []
     accepted = asyncio.Event()
 
@@ -132,6 +137,8 @@ async def test_not_ready_while_starting(tmp_path: Path, http) -> None:
         # life's members then): socket.io-client retries on its reconnect backoff.
         handshake = await http_request(http, "GET", base + "/socket.io/?EIO=4&transport=polling")
         assert (handshake.status, handshake.json()) == (503, {"error": "starting"})
+        bundle = await http_request(http, "GET", base + "/socket.io/socket.io.js")
+        assert bundle.status == 200
 
         for writer in held:
             writer.close()
@@ -151,11 +158,12 @@ async def test_not_ready_while_starting(tmp_path: Path, http) -> None:
 async def test_draining_process_answers_503_then_closes(tmp_path: Path, http,
                                                         redis_url: str) -> None:
     """SIGTERM: /readyz turns 503 "draining" for health.drainDelay while connected clients
-    stay connected and /healthz stays 200; then the clients are closed and the process exits
-    0 with its lock released."""
+    (of every protocol: the log counts them all) stay connected and /healthz stays 200; then
+    the clients are closed and the process exits 0 with its lock released."""
     port = free_port()
     (tmp_path / "laravel-echo-server.json").write_text(json.dumps({
-        "host": "127.0.0.1", "port": port, "clients": [{"appId": "a", "key": "k"}],
+        "host": "127.0.0.1", "port": port,
+        "clients": [{"appId": "a", "key": "k"}, {"appId": "p", "key": "pk", "secret": "s"}],
         "health": {"drainDelay": 1500}, **redis_config(redis_url)}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("LARAVEL_ECHO_SERVER_")}
     process = LoggedProcess([sys.executable, "-m", "echo_server", "start", "--dir",
@@ -168,19 +176,26 @@ async def test_draining_process_answers_503_then_closes(tmp_path: Path, http,
         ws = await open_ws(http, base, eio=3)
         assert (await ws_recv(ws)).startswith("0{")
         assert await ws_recv(ws) == "40"
+        pusher = await http.ws_connect(f"ws://127.0.0.1:{port}/app/pk?protocol=7")
+        established = await asyncio.wait_for(pusher.receive_json(), 5)
+        assert established["event"] == "pusher:connection_established"
 
         assert process.proc is not None
         process.proc.send_signal(signal.SIGTERM)
-        await process.wait_for_line(r"draining: /readyz answers 503 for 1\.5 s before 1 "
+        await process.wait_for_line(r"draining: /readyz answers 503 for 1\.5 s before 2 "
                                     r"connections")
         ready = await probe(http, base, "/readyz")
         assert (ready.status, ready.json()["status"]) == (503, "draining")
         live = await probe(http, base, "/healthz")
         assert (live.status, live.json()["phase"]) == (200, "draining")
-        assert not ws.closed
+        assert not ws.closed and not pusher.closed
 
         await ws_closed(ws, timeout=5)
         assert ws.close_code == 1001
+        closing = await asyncio.wait_for(pusher.receive(), 5)
+        if closing.type is aiohttp.WSMsgType.TEXT:  # "Server shutting down: reconnect" first
+            closing = await asyncio.wait_for(pusher.receive(), 5)
+        assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1001)
         assert await process.wait_exit(10) == 0
         assert not (tmp_path / "laravel-echo-server.lock").exists()
     finally:

@@ -26,7 +26,7 @@ import pytest
 from echo_server.adapters.pusher.connection import PusherConnection
 from echo_server.process.server import EchoServer
 from echo_server.transport.deadlines import Deadlines
-from echo_server.transport.engine import Session
+from echo_server.transport.engine import EngineServer, Session
 from tests.conftest import ServerFactory, server_url
 from tests.support.raw import (
     Polling,
@@ -121,7 +121,7 @@ async def test_a_silent_client_is_closed_on_time(
             clients.append(await silent_client(server, http, eio, transport))
             await asyncio.sleep(0.013)
         sids = {sid for sid, _ in clients}
-        await wait_until(lambda: not sids & server.engine.sessions.keys(), timeout=5,
+        await wait_until(lambda: not sids & server.part(EngineServer).sessions.keys(), timeout=5,
                          message="the silent sessions to be closed")
     lateness = {sid: late for sid, late in closes if sid in sids}
     assert lateness.keys() == sids  # each closed by ping timeout

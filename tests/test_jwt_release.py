@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from echo_server.process.server import EchoServer
+from echo_server.transport.engine import EngineServer
 from echo_server.transport.sockets import Socket
 from tests.support.raw import wait_until
 from tests.test_jwt_auth import (
@@ -71,13 +72,14 @@ async def test_sockets_reset_during_authentication_are_not_kept(
     already = {id(s) for s in _sockets()}
     token = rs_token(kid="k1")  # valid for ten minutes
     writers = [await _open(server, token) for _ in range(CONNECTIONS)]
-    await wait_until(lambda: len(server.engine.sessions) == CONNECTIONS
+    await wait_until(lambda: len(server.part(EngineServer).sessions) == CONNECTIONS
                      and jwks_server.requests == 1, message="every handshake verifying")
 
     if moment == "while-verifying":
         for writer in writers:
             _reset(writer)
-        await wait_until(lambda: not server.engine.sessions, message="every session closed")
+        await wait_until(lambda: not server.part(EngineServer).sessions,
+                         message="every session closed")
         jwks_server.gate.set()
     else:
         # The sockets waiting for the key get it one after another: reset them all while
@@ -87,7 +89,8 @@ async def test_sockets_reset_during_authentication_are_not_kept(
             await asyncio.sleep(0)
         for writer in writers:
             _reset(writer)
-        await wait_until(lambda: not server.engine.sessions, message="every session closed")
+        await wait_until(lambda: not server.part(EngineServer).sessions,
+                         message="every session closed")
     def kept() -> list[Socket]:
         return [s for s in _sockets() if id(s) not in already]
 

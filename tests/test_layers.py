@@ -97,6 +97,20 @@ def test_protocols_are_built_without_the_server() -> None:
                                      "echo_server.config", "echo_server.demo")), module
 
 
+def test_the_process_reaches_protocols_only_through_the_registry() -> None:
+    """Every wire protocol, Socket.IO and Pusher too, is built by a factory the registry lists
+    and reached through what it declares (adapters/protocols.py): the process imports none
+    of a protocol's parts (an adapter's modules, the Engine.IO and Socket.IO servers), so one
+    more protocol never changes it."""
+    parts = ("echo_server.adapters", "echo_server.transport.engine",
+             "echo_server.transport.sockets", "echo_server.transport.wsconn")
+    allowed = {"echo_server.adapters.protocols", "echo_server.adapters.registry"}
+    process = [m for m in GRAPH if m.startswith("echo_server.process")]
+    assert "echo_server.process.server" in process
+    for module in process:
+        assert set(_reaches(module, parts)) <= allowed, module
+
+
 def test_no_import_cycles() -> None:
     seen: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []

@@ -9,6 +9,7 @@ import re
 import aiohttp
 import redis.asyncio as aioredis
 
+from echo_server.transport.engine import EngineServer
 from tests.conftest import laravel_message, server_url
 from tests.support.http import http_client
 from tests.support.waits import wait_until
@@ -102,7 +103,7 @@ async def test_reconnection_is_recognised_by_the_io_cookie(make_server) -> None:
     async with http_client() as http:
         async with http.get(f"{base}/socket.io/?EIO=3&transport=polling") as response:
             sid = json.loads((await response.text()).split(":", 1)[1].split("2:40")[0][1:])["sid"]
-        server.engine.sessions[sid].close("transport close")
+        server.part(EngineServer).sessions[sid].close("transport close")
         headers = {"Cookie": f"io={sid}"}
         async with http.get(f"{base}/socket.io/?EIO=3&transport=polling",
                             headers=headers) as response:

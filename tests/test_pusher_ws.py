@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
+from echo_server.adapters.pusher.endpoint import PusherEndpoint
 from echo_server.config import ConfigError, load_config
 from echo_server.process.server import EchoServer
 from tests.conftest import (
@@ -171,7 +172,7 @@ async def test_a_page_open_across_a_reload_meets_the_rotated_secret_then_the_rem
     assert await server.reloader.reload()
     await page.expect("disconnected")
     await page.expect_none("connected", within=1.0)
-    assert not server.pusher.connections
+    assert not server.part(PusherEndpoint).connections
 
 
 async def _raw_pusher(server: EchoServer) -> tuple[RawWebSocket, str]:

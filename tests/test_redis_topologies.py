@@ -27,6 +27,7 @@ from broadcaster import Broadcaster
 from echo_server.config import ConfigError, load_config
 from echo_server.core.presence import key_tag
 from echo_server.process.server import EchoServer
+from echo_server.transport.engine import EngineServer
 from tests.conftest import (
     ClusterSetup,
     SentinelSetup,
@@ -267,7 +268,7 @@ async def _landing(base: str, servers: list[EchoServer], address: str) -> int:
             headers={"X-Forwarded-For": address}) as response:
         body = await response.text()
     sid = json.loads(body[body.index("{"):])["sid"]
-    return next(i for i, s in enumerate(servers) if sid in s.engine.sessions)
+    return next(i for i, s in enumerate(servers) if sid in s.part(EngineServer).sessions)
 
 
 @requires_node

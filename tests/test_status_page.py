@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from broadcaster.event import BroadcastEvent
 from echo_server.process.server import EchoServer
+from echo_server.transport.engine import EngineServer
 from tests.conftest import ROOT, free_port, laravel_message, server_url
 from tests.support.auth_backend import AuthCall
 from tests.support.drivers import CHROMIUM, NODE_DIR, browser_missing, stop_driver
@@ -239,7 +240,7 @@ async def test_json_follows_real_traffic_exactly(make_server, redis: aioredis.Re
         await wait_until(lambda: server.core.rooms.count("leads-management") == 4
                          and server.core.rooms.count("presence-admins") == 2
                          and server.core.rooms.count("admin-capacity.5") == 1
-                         and len(server.engine.sessions) == 4, "subscriptions landed")
+                         and len(server.part(EngineServer).sessions) == 4, "subscriptions landed")
 
         for n in range(memory_events):
             assert server.publish(BroadcastEvent("leads-management", "lead.assigned",
@@ -287,7 +288,7 @@ async def test_json_follows_real_traffic_exactly(make_server, redis: aioredis.Re
         assert max(p[2] for p in points) > 0 and max(p[3] for p in points) > 0
 
         await clients[0].close()
-        await wait_until(lambda: len(server.engine.sessions) == 3, "one client gone")
+        await wait_until(lambda: len(server.part(EngineServer).sessions) == 3, "one client gone")
         for _ in range(100):  # leaving the presence store (Redis here) finishes a bit later
             data = await get_json(http, server)
             if data["presence"]["top"][0]["members"] == 1:
@@ -343,7 +344,8 @@ async def test_page_in_headless_chromium(make_server, auth_backend, open_status_
         await bad.send_str("42garbage")
         await wait_until(lambda: server.core.rooms.count("leads-management") == n_clients
                          and server.core.rooms.count("presence-admins") == 2
-                         and len(server.engine.sessions) == n_clients, "clients subscribed")
+                         and len(server.part(EngineServer).sessions) == n_clients,
+                         "clients subscribed")
 
         published = 0
         flowing = asyncio.Event()

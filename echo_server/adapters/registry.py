@@ -1,10 +1,12 @@
-"""The wire protocols served beside Socket.IO and Pusher, one line each (see
-``adapters/protocols.py``). Socket.IO and Pusher are declared the same way by the server,
-which builds them from options only it reads; a protocol listed here is built from an
-``Assembly`` alone, so adding one never touches ``server.py``."""
+"""The wire protocols the server serves, one line each (see ``adapters/protocols.py``): each
+is built from an ``Assembly`` alone and routed by what it declares, so adding one never
+touches ``server.py``. The order is the routing's: a path two protocols claim goes to the
+first."""
 
 from __future__ import annotations
 
+from . import socketio_protocol
 from .protocols import ProtocolFactory
+from .pusher import protocol as pusher_protocol
 
-PROTOCOLS: tuple[ProtocolFactory, ...] = ()
+PROTOCOLS: tuple[ProtocolFactory, ...] = (socketio_protocol.served, pusher_protocol.served)

@@ -29,15 +29,13 @@ from typing import Any, Protocol
 
 from channel_auth import ChannelAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
-from channel_auth.rules import ChannelRule, parse_rules
 
-from ..adapters.pusher.endpoint import PusherEndpoint
+from ..adapters.protocols import Served
 from ..apps.model import App
 from ..apps.store import StaticStore
 from ..config import Config, ConfigError, load_config
 from ..core.channels import ChannelCore
 from ..core.tasks import cancel_tasks
-from ..transport.engine import EngineServer
 from ..web.api import HttpApi
 from ..web.health import Health, Phase
 from ..webhooks.dispatcher import Webhooks
@@ -69,8 +67,7 @@ class Reloadable(Protocol):
     authorizer: ChannelAuthorizer
     authenticator: JwtAuthenticator | None
     core: ChannelCore
-    engine: EngineServer
-    pusher: PusherEndpoint
+    protocols: tuple[Served, ...]
     file_apps: StaticStore
     webhooks: Webhooks
     api: HttpApi
@@ -189,9 +186,10 @@ class Reloader:
                 if new.jwt != old.jwt:
                     authenticator = JwtAuthenticator(new.jwt) if new.jwt is not None else None
                 endpoints = new.webhook_endpoints  # a malformed one refuses the whole file
-                rules = parse_rules(new.raw.get("channels"))
                 self._keep_dev_client(new)  # before its apps are read: it is one of them
                 apps = new.apps
+                # Each protocol reads what it takes of the new settings (`channels` too).
+                protocols = [served.reconfigure(new) for served in server.protocols]
             except (ConfigError, ValueError, OSError) as error:  # RuleConfigError too
                 log.error("configuration reload refused, the running configuration stays: "
                           "%s", error)
@@ -205,7 +203,7 @@ class Reloader:
             if server.authenticator not in (None, authenticator):
                 # A JWKS fetch in flight finishes first.
                 replaced.append((server.authenticator, old.jwt.jwks_timeout if old.jwt else 0))
-            self._apply(new, authorizer, authenticator, rules, apps)
+            self._apply(new, authorizer, authenticator, protocols, apps)
             server.webhooks.reconfigure(endpoints)
             for closable, grace in replaced:
                 self._keep(asyncio.ensure_future(_close_later(closable, grace)))
@@ -219,7 +217,7 @@ class Reloader:
             return True
 
     def _apply(self, new: Config, authorizer: ChannelAuthorizer | None,
-               authenticator: JwtAuthenticator | None, rules: list[ChannelRule],
+               authenticator: JwtAuthenticator | None, protocols: list[Callable[[], None]],
                apps: list[App]) -> None:
         """Only attribute swaps, after everything that could fail is built: nothing awaits
         between the first and the last, so no request sees half of the new settings."""
@@ -228,10 +226,8 @@ class Reloader:
             server.authorizer = authorizer
         server.authenticator = authenticator
         server.core.authorize_with(server.authorizer, authenticator)
-        server.engine.allow_origins(new.origin_allowed)
-        keep_alive = new.pusher_timeouts
-        server.pusher.reconfigure(rules, new.pusher_socket_ids, new.origin_allowed,
-                                  keep_alive.activity, keep_alive.pong)
+        for apply in protocols:  # the origin allow-list, Pusher's rules and socket ids...
+            apply()
         # Open Pusher connections follow their app as it is now (closed when it is gone).
         server.file_apps.replace(apps)
         server.health.check_timeout = new.health_check_timeout

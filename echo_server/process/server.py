@@ -1,12 +1,14 @@
 """Wires the layers together and owns the listening socket: the one module that knows them all.
 
-About 760 lines because the start and stop orders live here, each step next to the reason it
+About 700 lines because the start and stop orders live here, each step next to the reason it
 comes where it does (presence before clients, sources after the cluster, what a shutdown
-flushes first), what is built before the core to be passed in (sources, the cluster,
-recovery's parts, the shared presence store, the histogram that times each batch), and
-which app store and authorizers each protocol is handed; the parts themselves are in their
-rooms. Protocols are routed by what they declare
-(adapters/protocols.py): a third one is a line in adapters/registry.py, not a change here.
+flushes first), and what is built before the core to be passed in (sources, the cluster,
+recovery's parts, the shared presence store, the histogram that times each batch); the parts
+themselves are in their rooms. Every wire protocol, Socket.IO and Pusher too, is built from
+an ``Assembly`` (the core, the settings, the app store, the shared quota, the app hook) by
+the factories adapters/registry.py lists, and routed, started, stopped, reloaded and counted
+by what it declares (adapters/protocols.py): this module imports no protocol's parts, and
+one more protocol is a line in the registry, not a change here.
 
 source -> SourceRunner -> core Fanout (rooms, one frame per wire) -> the adapter's transports;
 client messages -> transport (Engine.IO, Socket.IO) -> adapter (Echo) -> ChannelCore.
@@ -27,7 +29,7 @@ import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from broadcaster.event import BroadcastEvent
 from broadcaster.sources import EventSource, source_from_url, url_scheme
@@ -37,17 +39,12 @@ from channel_auth import ChannelAuthorizer
 from channel_auth.cache import CachingAuthorizer
 from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
-from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
+from channel_auth.rules import RuleAuthorizer, RuleConfigError
 
-from ..adapters.protocols import Assembly, ProtocolFactory, Route, Served, Upgrade
-from ..adapters.pusher.endpoint import PusherEndpoint, PusherOptions
+from ..adapters.protocols import Assembly, ProtocolFactory, Served
 from ..adapters.registry import PROTOCOLS
-from ..adapters.socketio_apps import BUNDLE, SocketIoApps
-from ..adapters.socketio_echo import EchoSocketIo
-from ..apps.authorizers import auth_callback
 from ..apps.manager import serving_store
-from ..apps.model import App
-from ..apps.quota import SharedAppQuota
+from ..apps.quota import AppQuota, SharedAppQuota
 from ..apps.store import StaticStore
 from ..apps.tags import SEPARATOR
 from ..config import Config, ConfigError, ensure_dev_client
@@ -61,12 +58,10 @@ from ..core.recovery_parts import RecoveryParts
 from ..core.shared_sessions import SharedSessions
 from ..core.state import ServerState
 from ..core.stream_gap import StreamGap
-from ..transport.engine import EngineOptions, EngineServer
 from ..transport.guard import ConnectionGuard
 from ..transport.http import HttpConnection, Request, Response, RouteResult
-from ..transport.sockets import SocketServer
+from ..web import static_dir
 from ..web.api import HttpApi
-from ..web.bundle import ClientBundle
 from ..web.demo_files import DemoFiles
 from ..web.health import Health, Phase
 from ..web.metrics import CONTENT_TYPE, Metrics, broadcast_histogram, metrics_token_ok
@@ -87,13 +82,14 @@ LISTEN_BACKLOG = 4096
 STARTING = Response(503, b'{"error":"starting"}',
                     [("Retry-After", "1"), ("Cache-Control", "no-store")], "application/json")
 SHUTDOWN_TIMEOUT = 10.0
+Part = TypeVar("Part")
 
 
 class EchoServer:
     def __init__(self, config: Config, *, authorizer: ChannelAuthorizer | None = None,
                  instance_id: str | None = None, worker: WorkerSlot | None = None,
                  protocols: Sequence[ProtocolFactory] = PROTOCOLS) -> None:
-        """``protocols``: those served beside Socket.IO and Pusher (adapters/registry.py)."""
+        """``protocols``: the wire protocols served (adapters/registry.py's by default)."""
         self.config = config
         self.worker = worker  # under --workers N, its slot's sockets (workers.py)
         self.errors = ErrorLog()
@@ -124,47 +120,21 @@ class EchoServer:
         # Every app: the file's (a reload replaces them), then the database's, if any.
         self.file_apps = StaticStore(config.apps)
         self.apps = serving_store(self.file_apps, config.app_manager)
-        # Which app a Socket.IO handshake belongs to: by its host name or its path.
-        self.socketio_apps = SocketIoApps(
-            self.apps, config.socketio_path, self._app_callback, self.errors.report,
-            self.core.presence, close_grace=config.auth_queue_timeout + config.auth_timeout)
-        # A database app's webhooks start with its first client (`on_app`).
-        on_app = self.webhooks.app_seen if config.app_manager is not None else None
-        self.echo = EchoSocketIo(self.core, self.socketio_apps, on_app)
-        self.sockets = SocketServer(self.echo)
-        # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
-        timeouts = config.pusher_timeouts
-        self.pusher = PusherEndpoint(self.core, self.apps, PusherOptions(
-            max_payload=config.max_http_buffer_size,
-            write_high_water=config.write_buffer_high_water,
-            activity_timeout=timeouts.activity, pong_timeout=timeouts.pong,
-            signin_timeout=timeouts.signin,
-            origin_allowed=config.origin_allowed), self.errors.report,
-            rules=parse_rules(config.raw.get("channels")),
-            quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
-            if worker is not None else None,
-            numeric=config.pusher_socket_ids,
-            on_app=on_app,
-            elsewhere=self.cluster.elsewhere if self.cluster is not None else None)
-        self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
+        # Open connections by app, counted over the workers (`apps/quota.py`); the cluster
+        # tells the other instances this process's.
+        self.quota = (SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
+                      if worker is not None else AppQuota())
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
                                           self.errors.report)
-        self.sockets.attach(self.engine)
+        assembly = Assembly(
+            self.core, self.errors.report, config, self.apps, self.quota, static_dir(),
+            elsewhere=self.cluster.elsewhere if self.cluster is not None else None,
+            # A database app's webhooks start with its first client.
+            on_app=self.webhooks.app_seen if config.app_manager is not None else None)
         # Every wire protocol as it declares itself (adapters/protocols.py): the server routes
-        # by these alone. Socket.IO and Pusher from the options read above, the rest from
-        # what the registry lists.
-        self.protocols: tuple[Served, ...] = (
-            Served("socket.io", routes=(Route(self.socketio_apps.matches, self._engine_request,
-                                              while_starting=True),),
-                   upgrades=(Upgrade(self.socketio_apps.matches, self.engine.handle_upgrade),),
-                   stop=self._stop_engine,
-                   connections=self.engine.sessions_by_kind),
-            Served("pusher", upgrades=(Upgrade(PusherEndpoint.matches,
-                                               self.pusher.handle_upgrade),),
-                   stop=self.pusher.stop,
-                   connections=self.pusher.by_kind),
-            *(make(Assembly(self.core, self.errors.report)) for make in protocols))
+        # by these alone.
+        self.protocols: tuple[Served, ...] = tuple(make(assembly) for make in protocols)
         self._routes = tuple(route for served in self.protocols for route in served.routes)
         self._upgrades = tuple(up for served in self.protocols for up in served.upgrades)
         self.runners: list[SourceRunner] = []
@@ -187,7 +157,6 @@ class EchoServer:
                            cors=config.api_origin_allow, extra_headers=config.extra_headers)
         self.pusher_api = PusherApi(self.apps, self.publish_events, self.state,
                                     max_channel_name=config.limits.channels.max_channel_name)
-        self.bundle = ClientBundle()
         self.demo_files = DemoFiles()  # the built demo page at /demo (`echo-server demo`)
         self.metrics = (Metrics(self.state, self.core.lifecycle, broadcast)
                         if broadcast is not None else None)
@@ -203,29 +172,18 @@ class EchoServer:
         self._reverb_server: asyncio.AbstractServer | None = None  # REVERB_SERVER_PORT
         self._own_port_server: asyncio.AbstractServer | None = None
 
-    def _app_callback(self, app: App) -> ChannelAuthorizer:
-        """An isolated app's /broadcasting/auth, with the server's settings of the callback."""
-        c = self.config
-        return auth_callback(app, verify_tls=c.auth_verify_tls, timeout=c.auth_timeout,
-                             max_connections=c.auth_max_connections,
-                             max_connections_per_client=c.auth_max_connections_per_address,
-                             max_pending_per_client=c.auth_max_pending_per_address,
-                             queue_timeout=c.auth_queue_timeout)
+    def part(self, kind: type[Part]) -> Part:
+        """The part of a protocol that is a ``kind`` (its engine, its endpoint...), for tests
+        and tools to look into; the server itself goes through the declarations only."""
+        for served in self.protocols:
+            for part in served.parts:
+                if isinstance(part, kind):
+                    return part
+        raise LookupError(f"no protocol served here has a {kind.__name__}")
 
-    def _engine_options(self) -> EngineOptions:
-        c = self.config
-        return EngineOptions(
-            ping_interval=c.ping_interval,
-            ping_timeout=c.ping_timeout,
-            upgrade_timeout=c.upgrade_timeout,
-            connect_timeout=c.handshake_timeout,
-            max_payload=c.max_http_buffer_size,
-            transports=tuple(c.transports),
-            allow_upgrades=c.allow_upgrades,
-            write_high_water=c.write_buffer_high_water,
-            cookie=c.cookie_name is not None,
-            origin_allowed=c.origin_allowed,
-        )
+    def _connections(self) -> int:
+        """Open connections, every protocol's."""
+        return sum(self.state.connections_by_kind().values())
 
     def _status_credentials(self) -> list[str]:
         """What opens the status page: any key of the unsigned API, or the metrics token."""
@@ -273,11 +231,9 @@ class EchoServer:
         if self.link is not None:
             await self.link.start()
         await self.apps.start()  # the database's, if any: listening for its changes
-        manager = self.config.app_manager  # and its apps' Socket.IO endpoints read
-        await self.socketio_apps.start(manager.connect_timeout if manager is not None else 0)
+        for served in self.protocols:  # what they read first (the apps' Socket.IO endpoints)
+            await served.start()
         await self._listen_as_reverb(self.worker is None)
-        for served in self.protocols:
-            served.start()
         self.status_page.start()
         await self._start_presence()
         # Queued in Redis with `database: "redis"`: another instance delivers what this one
@@ -322,8 +278,9 @@ class EchoServer:
         self.status_page.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.apps.close(), timeout / 4)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.socketio_apps.close(), timeout / 4)
+        for served in self.protocols:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(served.close(), timeout / 4)
         self.core.end_sessions()
         if self.core.shared is not None:  # the sessions just parked, for other instances
             await self.core.shared.stop(timeout / 4)
@@ -362,9 +319,9 @@ class EchoServer:
         self.health.phase = Phase.DRAINING
         if delay > 0:
             log.info("draining: /readyz answers 503 for %.1f s before %d connections are "
-                     "closed", delay, len(self.engine.sessions))
+                     "closed", delay, self._connections())
             await asyncio.sleep(delay)
-        log.info("shutting down: closing %d connections", len(self.engine.sessions))
+        log.info("shutting down: closing %d connections", self._connections())
         await self.stop()
 
     def publish(self, event: BroadcastEvent) -> bool:
@@ -440,7 +397,7 @@ class EchoServer:
             snapshot=self.state.snapshot,
             announce_presence=presence.announced, purged=presence.purged,
             presence=store, restore_presence=presence.restore, occupancy=self.occupancy,
-            counts=self.pusher.quota.own))
+            counts=self.quota.own))
         await cluster.listening()
         if self.core.shared is not None:  # in the cluster: its sessions may move (and come)
             self.core.shared.start()
@@ -559,18 +516,6 @@ class EchoServer:
                         url, exc)
 
     # -- routing ----------------------------------------------------------------
-    def _engine_request(self, request: Request, conn: HttpConnection) -> RouteResult:
-        name = request.path.rpartition("/")[2]
-        if name in BUNDLE:  # served while starting too
-            return self.bundle.response(name, request.headers.get("if-none-match"))
-        if self.health.phase is Phase.STARTING:
-            return STARTING
-        return self.engine.handle_request(request, conn)
-
-    def _stop_engine(self) -> None:
-        self.engine.stop()
-        self.engine.close_all()
-
     def _route(self, request: Request, conn: HttpConnection) -> RouteResult:
         path = request.path
         for route in self._routes:
@@ -635,7 +580,7 @@ class EchoServer:
         c = self.config
         scheme = "https" if c.protocol == "https" else "http"
         log.info("echo-server listening on %s://%s:%d (socket.io path %s, Engine.IO 3 and 4)",
-                 scheme, c.host or "0.0.0.0", self.port, self.socketio_apps.default_path + "/")
+                 scheme, c.host or "0.0.0.0", self.port, c.socketio_path + "/")
         if self.dev_client is not None:
             log.warning(
                 "No API clients configured; generated a development client for this run: "
@@ -659,7 +604,7 @@ def build_authorizer(config: Config) -> ChannelAuthorizer:
     if config.auth_cache_ttl > 0:
         authorizer = CachingAuthorizer(callback, config.auth_cache_ttl)
     try:
-        rules = parse_rules(config.raw.get("channels"))
+        rules = config.channel_rules
     except RuleConfigError as exc:
         raise ConfigError(str(exc)) from None
     if rules:

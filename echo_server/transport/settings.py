@@ -126,6 +126,22 @@ class EngineSettings:
         """Whether a handshake's Origin (or Referer) is allowed (``origins.origin_allowed``)."""
         return origin_allowed(self._origin_patterns, origin)
 
+    @property
+    def engine_options(self) -> EngineOptions:
+        """The engine's, as the ``socketio`` object sets them."""
+        return EngineOptions(
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
+            upgrade_timeout=self.upgrade_timeout,
+            connect_timeout=self.handshake_timeout,
+            max_payload=self.max_http_buffer_size,
+            transports=tuple(self.transports),
+            allow_upgrades=self.allow_upgrades,
+            write_high_water=self.write_buffer_high_water,
+            cookie=self.cookie_name is not None,
+            origin_allowed=self.origin_allowed,
+        )
+
 
 def parse_http_limits(limits: dict[str, Any], max_payload: int) -> HttpLimits:
     """The HTTP side's bounds from the ``limits`` object (docs/limits.md); a request body may

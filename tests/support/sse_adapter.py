@@ -10,7 +10,9 @@ it (``protocols=(*PROTOCOLS, sse_adapter.served)`` in the test; an entry of
 Its connections are ordinary core connections with their own ``Wire``, so fan-out hands it
 each event once, and it builds one frame for all its recipients, as the other wires do.
 Bounded like them: the HTTP guard bounds connections per address, the core bounds
-subscriptions, and a reader that lets ``MAX_BUFFERED`` bytes pile up is dropped.
+subscriptions, and a reader that lets ``MAX_BUFFERED`` bytes pile up is dropped. A browser's
+``EventSource`` sends its page's Origin: ``socketio.origins`` holds here too, and a reload's
+new list reaches it through the ``reconfigure`` it declares.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from __future__ import annotations
 import secrets
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from echo_server.adapters.protocols import Assembly, Route, Served
+from echo_server.adapters.protocols import Assembly, Route, Served, Settings
 from echo_server.core.channels import ChannelCore
 from echo_server.core.connection import ClientState, Item, Wire
 from echo_server.core.limits import channel_name_problem
@@ -96,8 +98,9 @@ class SseWire:
 
 
 class SseEndpoint:
-    def __init__(self, core: ChannelCore) -> None:
+    def __init__(self, core: ChannelCore, origin_allowed: Callable[[str | None], bool]) -> None:
         self.core = core
+        self.origin_allowed = origin_allowed
         self.wire = SseWire()
         self.checked: Wire[SseClient] = self.wire  # it is the core's Wire, as mypy checks
         self.clients: set[SseClient] = set()
@@ -109,6 +112,8 @@ class SseEndpoint:
     def handle(self, request: Request, conn: HttpConnection) -> RouteResult:
         if request.method != "GET":
             return Response.text("Method Not Allowed", 405)
+        if not self.origin_allowed(request.headers.get("origin")):
+            return Response.text("Forbidden", 403)
         channel = request.query.get("channel", "")
         problem = channel_name_problem(channel, self.core.limits.max_channel_name)
         if problem is not None:
@@ -137,8 +142,17 @@ class SseEndpoint:
     def connections(self) -> Counter[tuple[str, str]]:
         return Counter({("sse", "http"): len(self.clients)})
 
+    def reconfigure(self, settings: Settings) -> Callable[[], None]:
+        allowed = settings.origin_allowed
+
+        def apply() -> None:
+            self.origin_allowed = allowed
+
+        return apply
+
 
 def served(assembly: Assembly) -> Served:
-    endpoint = SseEndpoint(assembly.core)
+    endpoint = SseEndpoint(assembly.core, assembly.settings.origin_allowed)
     return Served("sse", routes=(Route(endpoint.matches, endpoint.handle),),
-                  stop=endpoint.stop, connections=endpoint.connections)
+                  stop=endpoint.stop, reconfigure=endpoint.reconfigure,
+                  connections=endpoint.connections, parts=(endpoint,))

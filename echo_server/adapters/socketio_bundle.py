@@ -1,9 +1,10 @@
-"""``/socket.io/socket.io.js``: the socket.io-client 2.x browser bundle.
+"""``/socket.io/socket.io.js``: the socket.io-client 2.x browser bundle, under each path
+Socket.IO is served at.
 
 Pages written for laravel-echo-server load the client from the echo server
 itself, so we serve the same bundle. It comes from npm at set-up
 (``echo-server install-client``), never from the repository; a wheel built after the
-set-up carries it.
+set-up carries it, in the directory of the files the server hands out (``Assembly.static``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import logging
 from pathlib import Path
 
 from ..transport.http import Response
-from . import static_dir
 
 log = logging.getLogger("echo_server.bundle")
 
@@ -20,8 +20,8 @@ BUNDLE_VERSION = "2.5.0"
 
 
 class ClientBundle:
-    def __init__(self, directory: Path | None = None) -> None:
-        self.directory = directory or static_dir()
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self._cache: dict[str, bytes] = {}
         self._warned = False
 
