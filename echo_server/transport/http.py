@@ -351,15 +351,12 @@ class HttpConnection(asyncio.Protocol):
             parsed = httptools.parse_url(self._url)
         except httptools.HttpParserError:
             self._refuse_parsing("bad_request", 400, "Bad Request")
-        path = urllib.parse.unquote(parsed.path.decode("latin-1")) if parsed.path else "/"
+        path = parsed.path.decode("latin-1") if parsed.path else "/"
+        if "%" in path:
+            path = urllib.parse.unquote(path)
         query = parsed.query.decode("latin-1") if parsed.query else ""
-        return Request(
-            method=parser.get_method().decode("ascii"),
-            path=path,
-            query_string=query,
-            raw_headers=self._headers,
-            keep_alive=parser.should_keep_alive(),
-        )
+        return Request(parser.get_method().decode("ascii"), path, query, self._headers,
+                       b"", parser.should_keep_alive())
 
     def _dispatch(self, request: Request) -> None:
         self._busy = True
