@@ -40,6 +40,7 @@ MAX_BATCH = 10  # events per batch_events
 MAX_DATA_BYTES = 10_240  # an event's data
 MAX_EVENT_NAME = 200
 MAX_USER_ID = 200
+KNOWN_CHANNELS = 10_000  # channel names kept as checked; beyond, the set starts again
 _COUNTS = ("user_count", "subscription_count")
 
 
@@ -59,6 +60,7 @@ class PusherApi:
         self.state = state
         self.max_channel_name = max_channel_name
         self.signatures = Signatures()
+        self._channels: set[str] = set()  # names that passed ``_channel``
         # Soketi's maxBackendEventsPerSecond and maxReadRequestsPerSecond, per app.
         self.backend_events = RateTable()
         self.api_reads = RateTable()
@@ -126,10 +128,13 @@ class PusherApi:
         if len(raw) > most:
             raise PusherError(400, f"{len(raw)} channels: at most {most} per event")
         tag = app.tag  # an isolated app's own channels (apps/tags.py)
-        channels = [self._channel(name) + tag for name in raw] if tag else [
-            self._channel(name) for name in raw]
-        events = self._events(channels, body, app)
-        self._publish(events, app)
+        checked = self._channel
+        channels = [checked(name) + tag for name in raw]
+        limits = app.limits  # the app's own bounds, else Pusher's
+        name, data, socket = _fields(body, limits.max_event_name_length or MAX_EVENT_NAME,
+                                     limits.max_event_bytes or MAX_DATA_BYTES)
+        self._publish([BroadcastEvent(channel, name, data, socket) for channel in channels],
+                      app)
         info = _attributes(body.get("info")) if "info" in body else None
         if not info:
             return {}
@@ -150,8 +155,12 @@ class PusherApi:
         if not all(isinstance(item, dict) for item in batch):
             raise PusherError(400, "each batch item must be an object")
         tag = app.tag
-        events = [self._event(self._channel(item.get("channel")) + tag, item, app)
-                  for item in batch]
+        checked = self._channel
+        limits = app.limits
+        longest = limits.max_event_name_length or MAX_EVENT_NAME
+        largest = limits.max_event_bytes or MAX_DATA_BYTES
+        events = [BroadcastEvent(checked(item.get("channel")) + tag,
+                                 *_fields(item, longest, largest)) for item in batch]
         self._publish(events, app)
         if not any("info" in item for item in batch):
             return {}
@@ -201,38 +210,19 @@ class PusherApi:
 
     # -- helpers -------------------------------------------------------------------------
     def _channel(self, name: Any) -> str:
+        """``name``, when Pusher's rules allow it. The names that passed are kept (a bounded
+        set, the check being the same for every request): a publisher names the same few
+        channels again and again."""
+        known = self._channels
+        if type(name) is str and name in known:
+            return name
         problem = channel_name_problem(name, self.max_channel_name, pusher=True)
         if problem is not None:
             raise PusherError(400, f"Invalid channel: {problem}")
+        if len(known) >= KNOWN_CHANNELS:
+            known.clear()
+        known.add(name)
         return str(name)
-
-    def _events(self, channels: list[str], fields: dict[str, Any],
-                app: App) -> list[BroadcastEvent]:
-        """One event to several channels: checked once, one event per channel."""
-        first = self._event(channels[0], fields, app)
-        return [first] + [BroadcastEvent(channel, first.event, first.data, first.socket)
-                          for channel in channels[1:]]
-
-    def _event(self, channel: str, fields: dict[str, Any], app: App) -> BroadcastEvent:
-        """Pusher's `data` is a string: JSON text goes to clients as it is (socket.io clients
-        get the value, as from Laravel's Redis broadcaster), any other text as a JSON string."""
-        name, data, socket_id = fields.get("name"), fields.get("data"), fields.get("socket_id")
-        limits = app.limits  # the app's own bounds, else Pusher's
-        longest = limits.max_event_name_length or MAX_EVENT_NAME
-        if not isinstance(name, str) or not name or len(name) > longest:
-            raise PusherError(400, f"name must be an event name of 1 to {longest} characters")
-        if not isinstance(data, str):
-            raise PusherError(400, "data must be a string")
-        # A character is at most 4 bytes of UTF-8: only long data is measured.
-        largest = limits.max_event_bytes or MAX_DATA_BYTES
-        size = len(data.encode("utf-8", "surrogatepass")) if len(data) * 4 > largest else 0
-        if size > largest:
-            raise PusherError(413, f"Payload too large: data of {size} bytes "
-                                   f"(at most {largest})")
-        if socket_id is not None and not isinstance(socket_id, str):
-            raise PusherError(400, "socket_id must be a string")
-        return BroadcastEvent(channel, name, data if is_json(data) else dumps(data),
-                              socket_id or None)
 
     def _publish(self, events: list[BroadcastEvent], app: App) -> None:
         """Everything was checked before the first event goes out: a refused request
@@ -313,6 +303,26 @@ def _route(method: str, path: str) -> _Route:
     if method != found[0]:
         raise PusherError(405, f"{method} not allowed here: use {found[0]}")
     return app_id, found[1], found[2]
+
+
+def _fields(fields: dict[str, Any], longest: int,
+            largest: int) -> tuple[str, str, str | None]:
+    """An event's name, data and socket id, checked (``longest`` name, ``largest`` data in
+    bytes). Pusher's `data` is a string: JSON text goes to clients as it is (socket.io
+    clients get the value, as from Laravel's Redis broadcaster), any other text as a JSON
+    string."""
+    name, data, socket_id = fields.get("name"), fields.get("data"), fields.get("socket_id")
+    if not isinstance(name, str) or not name or len(name) > longest:
+        raise PusherError(400, f"name must be an event name of 1 to {longest} characters")
+    if not isinstance(data, str):
+        raise PusherError(400, "data must be a string")
+    # A character is at most 4 bytes of UTF-8: only long data is measured.
+    size = len(data.encode("utf-8", "surrogatepass")) if len(data) * 4 > largest else 0
+    if size > largest:
+        raise PusherError(413, f"Payload too large: data of {size} bytes (at most {largest})")
+    if socket_id is not None and not isinstance(socket_id, str):
+        raise PusherError(400, "socket_id must be a string")
+    return name, data if is_json(data) else dumps(data), socket_id or None
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
