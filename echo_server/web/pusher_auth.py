@@ -111,11 +111,13 @@ class Signatures:
             raise PusherError(401, "Invalid body_md5: it is not the MD5 of the body received")
 
     def _mac(self, app: App | None) -> hmac.HMAC | None:
-        if app is None or not app.signs:
+        if app is None:
             return None
         kept = self._macs.get(app.key)
-        if kept is not None and kept[0] is app:
+        if kept is not None and kept[0] is app:  # only an app that signs is kept
             return kept[1]
+        if not app.signs:
+            return None
         if len(self._macs) >= KEYED_APPS:
             self._macs.clear()
         mac = hmac.new(app.secret.encode("utf-8", "surrogatepass"), digestmod=hashlib.sha256)
