@@ -43,24 +43,19 @@ def parse_query(query: str) -> dict[str, str]:
     return found
 
 
+@dataclass(slots=True)
 class Request:
     """One parsed request. Its headers stay the parser's bytes until something reads
     ``headers`` (a publish to an API never does): names lowered and repeats joined then."""
 
-    __slots__ = ("_headers", "_query", "body", "keep_alive", "method", "path", "query_string",
-                 "raw_headers")
-
-    def __init__(self, method: str, path: str, query_string: str,
-                 raw_headers: list[tuple[bytes, bytes]], body: bytes = b"",
-                 keep_alive: bool = True) -> None:
-        self.method = method
-        self.path = path
-        self.query_string = query_string
-        self.raw_headers = raw_headers
-        self.body = body
-        self.keep_alive = keep_alive
-        self._headers: dict[str, str] | None = None
-        self._query: dict[str, str] | None = None
+    method: str
+    path: str
+    query_string: str
+    raw_headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+    keep_alive: bool = True
+    _headers: dict[str, str] | None = field(default=None, repr=False)
+    _query: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def headers(self) -> dict[str, str]:
