@@ -5,8 +5,9 @@ and the small HTTP API. A connection is routed by path as soon as its request
 line is parsed, and a websocket hands its socket over to a lighter protocol
 object (``transport.set_protocol``), so an idle websocket keeps no HTTP parser.
 
-Just over 400 lines: the parser callbacks, the deadlines and the back-pressure make up one
-state machine per connection.
+Over 500 lines: the parser callbacks, the deadlines and the back-pressure make up one state
+machine per connection, and the request it hands over (its headers read only on demand)
+belongs with it.
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@ and the Python `pusher` package call, on the same port as laravel-echo-server's 
 Every request is signed with a Pusher app's secret (an ``App`` with a ``secret``, from the
 app store): the key is public, so the signature is the credential (``pusher_auth``). Errors
 answer with Pusher's status codes and a plain-text explanation, as Pusher does; the clients
-raise them with that text. Events go out as
-laravel-echo-server's API's do, so socket.io and Pusher subscribers alike get them; figures
-come from ``ServerState``.
+raise them with that text. Events go out as laravel-echo-server's API's do, so socket.io and
+Pusher subscribers alike get them; figures come from ``ServerState``.
 
 A publish is the hot path (Laravel's `pusher` and `reverb` drivers make one request per
 broadcast): it is answered within the request's own callback, with no task, the app found in
