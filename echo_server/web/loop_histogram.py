@@ -18,7 +18,8 @@ from prometheus_client.utils import floatToGoString
 
 class LoopHistogram:
     def __init__(self, name: str, documentation: str, buckets: Sequence[float],
-                 registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry | None) -> None:
+        """``registry`` None: registered later, by whoever has the registry."""
         self.name = name
         self.documentation = documentation
         self._bounds = tuple(float(bound) for bound in buckets)
@@ -26,7 +27,8 @@ class LoopHistogram:
         # prometheus_client places it; the last for values above every bound (+Inf).
         self._counts = [0] * (len(self._bounds) + 1)
         self._sum = 0.0
-        registry.register(self)
+        if registry is not None:
+            registry.register(self)
 
     def observe(self, amount: float) -> None:
         self._counts[bisect_left(self._bounds, amount)] += 1
