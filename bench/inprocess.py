@@ -7,6 +7,7 @@ for changes that the side-by-side benchmark's ±20 % run-to-run spread would hid
                                                       [--recovery]
     .venv/bin/python bench/inprocess.py api     [--channels 2000] [--batch 1] [--fresh]
     .venv/bin/python bench/inprocess.py idle    [--kind pusher|eio3|eio4|http] [--count 5000]
+    .venv/bin/python bench/inprocess.py fanout  [--clients 1000] [--events 200]
 
 ``connect``: a real EchoServer (no Redis) is handed websocket upgrades, the client's ``40``
 (EIO4) and Echo's ``subscribe`` as the bytes a client sends, through transports that only
@@ -15,8 +16,10 @@ benchmark's 584-byte Laravel messages as Redis replies, 100 per read, through th
 source's reply reader and parser and the server's hub. ``api``: Pusher clients, one per
 channel, then the same event as pusher-php-server POSTs it (signed, one per request or
 ``batch_events`` of ``--batch``), 50 keep-alive connections at a time (``--fresh``: each
-request on a connection of its own), through the HTTP parser, the API and the hub. Each prints
-CPU µs per unit. What they
+request on a connection of its own), through the HTTP parser, the API and the hub.
+``fanout``: Pusher clients on one channel, each event published to all of them as an API
+publish hands it over, their transports' ``write`` a C call that keeps nothing (so what is
+left is the Python share of a delivered message). Each prints CPU µs per unit. What they
 leave out is the kernel (system calls, loopback TCP): that is what ``bench/run.py`` measures.
 ``subscriptions``: what one subscription costs in memory (tracemalloc, Python's own
 allocations), each connection in channels of its own, as an attacker's would be, and with
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import json
 import logging
 import os
@@ -43,10 +47,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from publisher import MessageTemplate  # noqa: E402
+from publisher import EVENT, MessageTemplate  # noqa: E402
 from pusher_api import Events, signed_request  # noqa: E402
 from sidebyside.servers import PUSHER_APP  # noqa: E402
 
+from broadcaster.event import BroadcastEvent  # noqa: E402
 from broadcaster.sources.redis import RedisPubSubSource  # noqa: E402
 from broadcaster.sources.redis_wire import _Protocol  # noqa: E402
 from echo_server.config import load_config  # noqa: E402
@@ -209,6 +214,27 @@ async def measure_api(channels: int, batch: int, fresh: bool, rounds: int = 40,
     await server.stop()
 
 
+async def measure_fanout(clients: int, count: int) -> None:
+    server = await start_server()
+    sink: collections.deque[bytes] = collections.deque(maxlen=0)  # a C write keeping nothing
+    for transport in [open_pusher(server, "bench") for _ in range(clients)]:
+        transport.protocol.write = sink.append
+    events = Events()
+    batches = [[BroadcastEvent("bench", EVENT, json.loads(events.trigger("bench", i))["data"])]
+               for i in range(count)]
+    server.publish_events(batches[0])  # warm up
+    for _ in range(3):
+        before = server.core.fanout.delivered
+        started = time.process_time()
+        for batch in batches:
+            server.publish_events(batch)
+        spent = time.process_time() - started
+        delivered = server.core.fanout.delivered - before
+        print(f"fan-out to {clients} Pusher clients: {spent / delivered * 1e6:.3f} µs CPU per "
+              f"delivered message ({delivered})")
+    await server.stop()
+
+
 def redis_reply(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
@@ -342,6 +368,9 @@ def main() -> None:
     idle = sub.add_parser("idle")
     idle.add_argument("--kind", choices=("pusher", "eio3", "eio4", "http"), default="pusher")
     idle.add_argument("--count", type=int, default=5000)
+    fanout = sub.add_parser("fanout")
+    fanout.add_argument("--clients", type=int, default=1000)
+    fanout.add_argument("--events", type=int, default=200)
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the no-Redis and open-origins notices, every run
     if args.what == "connect":
@@ -352,6 +381,8 @@ def main() -> None:
         asyncio.run(measure_idle(args.kind, args.count))
     elif args.what == "api":
         asyncio.run(measure_api(args.channels, args.batch, args.fresh))
+    elif args.what == "fanout":
+        asyncio.run(measure_fanout(args.clients, args.events))
     else:
         asyncio.run(measure_events(args.channels, args.batches))
 

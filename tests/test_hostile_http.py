@@ -238,6 +238,26 @@ async def test_header_bounds_and_open_files(make_server: ServerFactory) -> None:
     assert soft == hard or hard == resource.RLIM_INFINITY
 
 
+async def test_repeated_headers_join_and_count_once(make_server: ServerFactory) -> None:
+    """Headers are read only by the handlers that need them (a publish never does), and read
+    then as before: a name in any case, the lines of a repeated one joined, and counted once
+    against maxHeaders (so 20 lines of one header pass a bound of 10)."""
+    server = await make_server({"limits": {"maxHeaders": 10}}, redis=False)
+    reader, writer = await raw(server)
+    writer.write(b"OPTIONS /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n"
+                 b"Origin: http://app.test\r\nAccess-Control-Request-Method: POST\r\n"
+                 b"ACCESS-control-request-headers: x-a\r\n"
+                 + b"".join(b"Access-Control-Request-Headers: x-%d\r\n" % i for i in range(20))
+                 + b"\r\n")
+    async with asyncio.timeout(10):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 204 "), head
+    joined = ", ".join(["x-a", *(f"x-{i}" for i in range(20))])
+    assert f"\r\nAccess-Control-Allow-Headers: {joined}\r\n".encode() in head
+    assert b"\r\nAccess-Control-Allow-Origin: http://app.test\r\n" in head
+    writer.close()
+
+
 async def test_connections_per_address(make_server: ServerFactory,
                                        http: aiohttp.ClientSession) -> None:
     server = await make_server({"limits": {"maxConnectionsPerAddress": 3}}, redis=False)

@@ -128,3 +128,20 @@ async def test_metrics_can_be_turned_off(make_server) -> None:
     async with http_client() as http, \
             http.get(f"{server_url(server)}/metrics") as response:
         assert response.status == 404
+
+
+def test_the_loop_histogram_reads_as_prometheus_clients() -> None:
+    """The fan-out's histogram (no lock: observed on the loop only) scrapes as
+    prometheus_client's own does for the same values: on a bound, between, above all."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from echo_server.web.loop_histogram import LoopHistogram
+    from echo_server.web.metrics import _LATENCY_BUCKETS
+
+    theirs, ours = CollectorRegistry(), CollectorRegistry(auto_describe=True)
+    reference = Histogram("echo_x_seconds", "help", buckets=_LATENCY_BUCKETS, registry=theirs)
+    histogram = LoopHistogram("echo_x_seconds", "help", _LATENCY_BUCKETS, ours)
+    for value in (0.0, 1e-6, 0.0005, 0.00051, 0.01, 0.3, 10.0, 10.5, 1e9):
+        reference.observe(value)
+        histogram.observe(value)
+    assert generate_latest(ours) == generate_latest(theirs)

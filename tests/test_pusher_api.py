@@ -8,6 +8,8 @@ laravel-echo-server's unsigned API."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import time
 from collections.abc import Callable
@@ -181,6 +183,78 @@ async def test_pipelined_publishes_are_answered_and_delivered_in_order(
     finally:
         writer.close()
     for n in (1, 2, 3, 4):
+        assert await ws.next_event() == ["order.shipped", "orders", {"n": n}]
+
+
+def _as_php(path: str, body: bytes, *, secret: str = SECRET, stamp: float | None = None,
+            signed_body: bytes | None = None, params: list[tuple[str, str]] | None = None,
+            sign_as_sent: bool = False) -> bytes:
+    """A POST as pusher-php-server (Laravel's `pusher` and `reverb` drivers) and
+    pusher-http-node send it: the signed parameters sorted, the HMAC-SHA256 hex of
+    `POST\npath\n<them>` appended last as auth_signature, kept alive. ``params`` replaces
+    the parameters sent (in their order); ``sign_as_sent`` signs them as sent, unsorted."""
+    sent = params or sorted({
+        "auth_key": KEY, "auth_timestamp": str(int(stamp or time.time())),
+        "auth_version": "1.0",
+        "body_md5": hashlib.md5(signed_body or body).hexdigest()}.items())
+    query = "&".join(f"{k}={v}" for k, v in sent)
+    text = query if sign_as_sent else "&".join(f"{k}={v}" for k, v in sorted(dict(sent).items()))
+    signature = hmac.new(secret.encode(), f"POST\n{path}\n{text}".encode(),
+                         hashlib.sha256).hexdigest()
+    return (f"POST {path}?{query}&auth_signature={signature} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+
+async def _answers(server: EchoServer, requests: bytes, count: int) -> list[tuple[int, bytes]]:
+    """Each request's status and body, in order, on one connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(requests)
+        answers = []
+        for _ in range(count):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            answers.append((int(head.split(b" ")[1]), await reader.readexactly(length)))
+        return answers
+    finally:
+        writer.close()
+
+
+async def test_publishes_signed_as_pusher_php_server(make_server: ServerFactory,
+                                                     auth_backend: AuthBackend) -> None:
+    """The query Laravel's drivers send is checked as it arrived (``pusher_auth.canonical``)
+    and decides as any other: accepted when signed, and each refusal of the general path
+    holds for it, also for a query whose parameters were signed in the order sent (not
+    Pusher's sorted one) or with one of them repeated (where the last counts)."""
+    server = await _server(make_server, auth_backend)
+    ws, _ = await _socket(server, "orders")
+    path = f"/apps/{APP_ID}/events"
+
+    def event(n: int) -> bytes:
+        return json.dumps({"name": "order.shipped", "data": json.dumps({"n": n}),
+                           "channels": ["orders"]}).encode()
+
+    accepted = await _answers(server, b"".join(_as_php(path, event(n)) for n in (1, 2, 3)), 3)
+    assert accepted == [(200, b"{}")] * 3
+    now = str(int(time.time()))
+    md5 = hashlib.md5(event(0)).hexdigest()
+    unsorted = [("auth_timestamp", now), ("auth_key", KEY), ("auth_version", "1.0"),
+                ("body_md5", md5)]
+    repeated = [("auth_key", KEY), ("auth_timestamp", now), ("auth_version", "1.0"),
+                ("body_md5", md5), ("body_md5", "0" * 32)]
+    refused = [
+        (_as_php(path, event(0), secret="not-the-secret"), b"Invalid signature"),
+        (_as_php(path, event(0), params=unsorted, sign_as_sent=True), b"Invalid signature"),
+        (_as_php(path, event(0), params=repeated, sign_as_sent=True), b"Invalid signature"),
+        (_as_php(path, event(0), stamp=time.time() - 601), b"Timestamp expired"),
+        (_as_php(path, event(0), signed_body=event(9)), b"Invalid body_md5"),
+    ]
+    for request, message in refused:
+        [(status, body)] = await _answers(server, request, 1)
+        assert status == 401 and body.startswith(message), (status, body)
+    assert await _answers(server, _as_php(path, event(4)), 1) == [(200, b"{}")]
+    for n in (1, 2, 3, 4):  # and nothing refused in between
         assert await ws.next_event() == ["order.shipped", "orders", {"n": n}]
 
 

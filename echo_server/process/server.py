@@ -531,9 +531,9 @@ class EchoServer:
             return self.status_page.handle(request)
         if DemoFiles.matches(path):
             return self.demo_files.handle(request)
-        if PusherApi.wants(request):  # signed: Pusher's, else laravel-echo-server's own API
-            return self.pusher_api.handle(request)
-        return self.api.handle(request)
+        # Signed: Pusher's API; else laravel-echo-server's own.
+        answer = self.pusher_api.handle(request)
+        return answer if answer is not None else self.api.handle(request)
 
     def _upgrade(self, request: Request, conn: HttpConnection, rest: bytes) -> None:
         if self.health.phase is Phase.STARTING:

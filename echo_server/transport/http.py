@@ -5,8 +5,9 @@ and the small HTTP API. A connection is routed by path as soon as its request
 line is parsed, and a websocket hands its socket over to a lighter protocol
 object (``transport.set_protocol``), so an idle websocket keeps no HTTP parser.
 
-About 500 lines: the parser callbacks, the deadlines, the back-pressure and the lingering
-close make up one state machine per connection.
+Over 500 lines: the parser callbacks, the deadlines, the back-pressure and the lingering
+close make up one state machine per connection, and the request it hands over (its headers
+read only on demand) belongs with it.
 """
 
 from __future__ import annotations
@@ -46,19 +47,42 @@ def parse_query(query: str) -> dict[str, str]:
 
 @dataclass(slots=True)
 class Request:
+    """One parsed request. Its headers stay the parser's bytes until something reads
+    ``headers`` (a publish to an API never does): names lowered and repeats joined then."""
+
     method: str
     path: str
     query_string: str
-    headers: dict[str, str]
+    raw_headers: list[tuple[bytes, bytes]]
     body: bytes = b""
     keep_alive: bool = True
+    _headers: dict[str, str] | None = field(default=None, repr=False)
     _query: dict[str, str] | None = field(default=None, repr=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = header_dict(self.raw_headers)
+        return headers
 
     @property
     def query(self) -> dict[str, str]:
         if self._query is None:
             self._query = parse_query(self.query_string)
         return self._query
+
+
+def header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Names lowered; a repeated header's values joined as one (cookies with ``; ``)."""
+    headers: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        if key in headers:
+            headers[key] += ("; " if key == "cookie" else ", ") + value.decode("latin-1")
+        else:
+            headers[key] = value.decode("latin-1")
+    return headers
 
 
 @dataclass(slots=True)
@@ -120,9 +144,9 @@ class HttpConnection(asyncio.Protocol):
     """
 
     __slots__ = (
-        "_body", "_body_size", "_busy", "_header_bytes", "_headers", "_parser", "_peer",
-        "_pending", "_phase", "_reading_paused", "_refusal", "_url", "_write_paused", "closed",
-        "deadline", "due", "due_slot", "guard", "handler", "on_close", "transport",
+        "_body", "_body_size", "_busy", "_header_bytes", "_header_names", "_headers", "_parser",
+        "_peer", "_pending", "_phase", "_reading_paused", "_refusal", "_url", "_write_paused",
+        "closed", "deadline", "due", "due_slot", "guard", "handler", "on_close", "transport",
         "upgrade_handler",
     )
 
@@ -134,7 +158,8 @@ class HttpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser: httptools.HttpRequestParser | None = httptools.HttpRequestParser(self)
         self._url = b""
-        self._headers: dict[str, str] = {}
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_names: set[str] | None = None  # only past max_headers lines
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
@@ -239,7 +264,8 @@ class HttpConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = {}
+        self._headers = []
+        self._header_names = None
         self._header_bytes = 0
         self._body = []
         self._body_size = 0
@@ -256,18 +282,25 @@ class HttpConnection(asyncio.Protocol):
             self._refuse_parsing("uri_too_long", 414, "URI Too Long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Kept as the parser's bytes: decoded only if the request's handler reads them.
+        headers = self._headers
+        headers.append((name, value))
         limits = self.guard.limits
         size = self._header_bytes = self._header_bytes + len(name) + len(value)
-        headers = self._headers
-        key = name.decode("latin-1").lower()
-        if key in headers:
-            headers[key] += ("; " if key == "cookie" else ", ") + value.decode("latin-1")
-        elif len(headers) < limits.max_headers:
-            headers[key] = value.decode("latin-1")
-        else:
-            size = limits.max_header_bytes + 1  # one header too many: refused the same way
-        if size > limits.max_header_bytes:
+        if size > limits.max_header_bytes or (
+                len(headers) > limits.max_headers and self._too_many_names(limits.max_headers)):
             self._refuse_parsing("headers_too_large", 431, "Request Header Fields Too Large")
+
+    def _too_many_names(self, most: int) -> bool:
+        """Past ``max_headers`` lines: whether past ``max_headers`` names, since the lines
+        of a repeated name join into one header. The names are gathered once, then kept."""
+        names = self._header_names
+        if names is None:
+            names = self._header_names = {
+                name.decode("latin-1").lower() for name, _ in self._headers}
+        else:
+            names.add(self._headers[-1][0].decode("latin-1").lower())
+        return len(names) > most
 
     def on_body(self, body: bytes) -> None:
         # No on_headers_complete callback (one Python call less per request): the body's
@@ -318,15 +351,12 @@ class HttpConnection(asyncio.Protocol):
             parsed = httptools.parse_url(self._url)
         except httptools.HttpParserError:
             self._refuse_parsing("bad_request", 400, "Bad Request")
-        path = urllib.parse.unquote(parsed.path.decode("latin-1")) if parsed.path else "/"
+        path = parsed.path.decode("latin-1") if parsed.path else "/"
+        if "%" in path:
+            path = urllib.parse.unquote(path)
         query = parsed.query.decode("latin-1") if parsed.query else ""
-        return Request(
-            method=parser.get_method().decode("ascii"),
-            path=path,
-            query_string=query,
-            headers=self._headers,
-            keep_alive=parser.should_keep_alive(),
-        )
+        return Request(parser.get_method().decode("ascii"), path, query, self._headers,
+                       b"", parser.should_keep_alive())
 
     def _dispatch(self, request: Request) -> None:
         self._busy = True

@@ -4,8 +4,9 @@ connection latency, reconnections, errors and memory.
 Nothing here runs per delivered message. Gauges and most counters are read at
 scrape time from figures the server keeps anyway (the state layer, the error
 log, each source's health, the hub's running total); histograms observe once
-per batch, connection or auth request. Each server has its own registry, so
-several servers in one process (tests, embedding) never mix their figures.
+per batch, connection or auth request, without a lock (``loop_histogram``). Each
+server has its own registry, so several servers in one process (tests, embedding)
+never mix their figures.
 
 Under `--workers N` a scrape, whichever worker it reaches, returns every worker's figures,
 each sample labelled with its ``worker`` (asked of the others at scrape time: `siblings.py`),
@@ -23,7 +24,6 @@ from collections.abc import Iterable
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Histogram,
     disable_created_metrics,
     generate_latest,
 )
@@ -43,6 +43,7 @@ from ..core.events import (
 )
 from ..core.state import ServerState
 from .api import same_secret
+from .loop_histogram import LoopHistogram
 
 disable_created_metrics()  # the *_created samples only add noise to every scrape
 
@@ -54,16 +55,17 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.0
                     2.5, 5.0, 10.0)
 
 
-def broadcast_histogram() -> Histogram:
+def broadcast_histogram() -> LoopHistogram:
     """``echo_broadcast_seconds``, the one figure taken as messages go out (once per batch):
     built before the core, whose fan-out is given its ``observe`` at construction, and
     registered by `Metrics`, which needs the core to exist."""
-    return Histogram("echo_broadcast_seconds", "Source batch received to the last recipient's "
-                     "frame written", buckets=_LATENCY_BUCKETS, registry=None)
+    return LoopHistogram("echo_broadcast_seconds", "Source batch received to the last "
+                         "recipient's frame written", _LATENCY_BUCKETS, None)
 
 
 class Metrics:
-    def __init__(self, state: ServerState, lifecycle: Lifecycle, broadcast_seconds: Histogram,
+    def __init__(self, state: ServerState, lifecycle: Lifecycle,
+                 broadcast_seconds: LoopHistogram,
                  app_labels: int = APP_LABELS) -> None:
         """``broadcast_seconds``: from `broadcast_histogram`, the one the fan-out times."""
         self.state = state
@@ -72,9 +74,9 @@ class Metrics:
         self.registry.register(_StateCollector(state, app_labels))
         self.registry.register(broadcast_seconds)
         r = self.registry
-        self.connect_seconds = Histogram(
+        self.connect_seconds = LoopHistogram(
             "echo_connect_seconds", "Engine.IO handshake to Socket.IO connected",
-            buckets=_LATENCY_BUCKETS, registry=r)
+            _LATENCY_BUCKETS, r)
         self.reconnections = Counter(
             "echo_reconnections", "Connections from a client that disconnected within the last "
             "60 s (recognised by JWT subject or the EIO3 io cookie)", registry=r)
@@ -82,9 +84,8 @@ class Metrics:
             "echo_disconnections", "Disconnections by reason", ["reason"], registry=r)
         self.auth_requests = Counter(
             "echo_auth_requests", "Channel authorizations by result", ["result"], registry=r)
-        self.auth_seconds = Histogram(
-            "echo_auth_seconds", "Channel authorization time", buckets=_LATENCY_BUCKETS,
-            registry=r)
+        self.auth_seconds = LoopHistogram(
+            "echo_auth_seconds", "Channel authorization time", _LATENCY_BUCKETS, r)
         self.refused = Counter(
             "echo_connections_refused", "Connections refused at the handshake", registry=r)
         self.recoveries = Counter(

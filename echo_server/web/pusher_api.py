@@ -2,29 +2,22 @@
 and the Python `pusher` package call, on the same port as laravel-echo-server's API.
 
 Every request is signed with a Pusher app's secret (an ``App`` with a ``secret``, from the
-app store): the key is public, so the signature is the credential. Unlike Reverb and Soketi,
-the signature is compared in constant time, an `auth_timestamp` more than 600 s away from
-now is refused (a captured request cannot be replayed later), and so is a body whose
-`body_md5` differs. Errors answer with Pusher's status codes and a plain-text explanation,
-as Pusher does; the clients raise them with that text. Events go out as
-laravel-echo-server's API's do, so socket.io and Pusher subscribers alike get them; figures
-come from ``ServerState``.
+app store): the key is public, so the signature is the credential (``pusher_auth``). Errors
+answer with Pusher's status codes and a plain-text explanation, as Pusher does; the clients
+raise them with that text. Events go out as laravel-echo-server's API's do, so socket.io and
+Pusher subscribers alike get them; figures come from ``ServerState``.
 
 A publish is the hot path (Laravel's `pusher` and `reverb` drivers make one request per
 broadcast): it is answered within the request's own callback, with no task, the app found in
 the store's memory (``cached``; only a key it has never seen waits for its database), the
-signature's HMAC from the app's keyed copy, the request's events handed to the fan-out as
+signature checked on the query as it arrived, the request's events handed to the fan-out as
 one batch and the usual ``{}`` answered with bytes encoded once. Only ``info`` (figures that
 may live in Redis) makes it wait.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from broadcaster.event import BroadcastEvent
@@ -37,32 +30,22 @@ from ..apps.tags import in_app
 from ..core.limits import channel_name_problem
 from ..core.state import ServerState
 from ..transport.http import Request, Response
-from .api import Publish, same_secret
+from .api import Publish
+from .pusher_auth import PusherError, Signatures, Signed, canonical, parsed
 
 # Pusher's documented bounds.
-MAX_TIMESTAMP_SKEW = 600  # seconds, either way
 MAX_CHANNELS = 100  # per publish
 MAX_BATCH = 10  # events per batch_events
 MAX_DATA_BYTES = 10_240  # an event's data
 MAX_EVENT_NAME = 200
 MAX_USER_ID = 200
-KEYED_APPS = 10_000  # HMACs keyed once per app kept; beyond, the table starts again
-
-_SIGNED = ("auth_key", "auth_timestamp", "auth_version", "auth_signature")
+KNOWN_CHANNELS = 10_000  # channel names kept as checked; beyond, the set starts again
 _COUNTS = ("user_count", "subscription_count")
 
 
 _EMPTY = Response.prebuilt(200, b"{}", [], "application/json")
 # What a route gives: its answer's body now, or later (figures read from the state).
 Answer = dict[str, Any] | Coroutine[Any, Any, dict[str, Any]]
-
-
-class PusherError(Exception):
-    """A refusal: Pusher's status code and its plain-text explanation."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class PusherApi:
@@ -75,112 +58,64 @@ class PusherApi:
         self.publish = publish
         self.state = state
         self.max_channel_name = max_channel_name
-        # key -> (the app, an HMAC keyed with its secret): a changed app is a new object.
-        self._macs: dict[str, tuple[App, hmac.HMAC]] = {}
+        self.signatures = Signatures()
+        self._channels: set[str] = set()  # names that passed ``_channel``
         # Soketi's maxBackendEventsPerSecond and maxReadRequestsPerSecond, per app.
         self.backend_events = RateTable()
         self.api_reads = RateTable()
 
-    @staticmethod
-    def wants(request: Request) -> bool:
-        """A signed request to Pusher's paths. `/users/…` without `/apps/{id}` is where the
-        Python `pusher` package (3.3) sends terminate_connections; the key names the app."""
+    def handle(self, request: Request) -> Response | Awaitable[Response] | None:
+        """None when the request is not signed (no ``auth_signature``): laravel-echo-server's
+        own API answers it. `/users/…` without `/apps/{id}` is where the Python `pusher`
+        package (3.3) sends terminate_connections; the key names the app."""
         path = request.path
-        return (path.startswith(("/apps/", "/users/"))
-                and "auth_signature" in request.query)
-
-    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        if not path.startswith(("/apps/", "/users/")):
+            return None
+        signed = canonical(request.query_string)
+        if signed is None and "auth_signature" not in request.query:
+            return None
         try:
-            route = _route(request.method, request.path)
-            query = request.query
-            missing = [name for name in _SIGNED if not query.get(name)]
-            if missing:
-                raise PusherError(401, "Missing " + ", ".join(missing))
-            found = self.apps.cached("key", query["auth_key"])
+            route = _route(request.method, path)
+            if signed is None:
+                signed = parsed(request.query)
+            found = self.apps.cached("key", signed[0])
             if found is None:  # a key the store's memory lacks: its database answers
-                return self._looked_up(route, request)
-            return self._served(route, request, found[0] if found else None)
+                return self._looked_up(route, request, signed)
+            return self._served(route, request, signed, found[0] if found else None)
         except PusherError as refusal:
             return _refused(refusal)
 
-    async def _looked_up(self, route: _Route, request: Request) -> Response:
+    async def _looked_up(self, route: _Route, request: Request, signed: Signed) -> Response:
         try:
-            app = await self.apps.by_key(request.query["auth_key"])
+            app = await self.apps.by_key(signed[0])
         except AppsUnavailable as error:
             return _refused(PusherError(503, f"{error}"))
         try:
-            answer = self._served(route, request, app)
+            answer = self._served(route, request, signed, app)
         except PusherError as refusal:
             return _refused(refusal)
         return answer if isinstance(answer, Response) else await answer
 
-    def _served(self, route: _Route, request: Request,
+    def _served(self, route: _Route, request: Request, signed: Signed,
                 app: App | None) -> Response | Awaitable[Response]:
         try:
-            self._verified(request, app)
+            method = request.method
+            self.signatures.verify(method, request.path, request.body, signed, app)
             assert app is not None
-            if route.app_id is not None and route.app_id != app.id:
-                raise PusherError(401, f"auth_key does not belong to app {route.app_id}")
+            app_id, handler, name = route
+            if app_id is not None and app_id != app.id:
+                raise PusherError(401, f"auth_key does not belong to app {app_id}")
             if not app.enabled:  # Pusher's answer to a disabled app
                 raise PusherError(403, "Forbidden: the app is disabled")
-            if request.method == "GET" and not self.api_reads.take(app.key, app.rates.api_reads):
+            if method == "GET" and not self.api_reads.take(app.key, app.rates.api_reads):
                 raise PusherError(429, "Too many read requests: over the app's "
                                        "maxReadRequestsPerSecond")
-            body = route.run(self, request, app)
+            body = handler(self, request, name, app)
         except PusherError as refusal:
             return _refused(refusal)
         if type(body) is dict:
             return _answer(body)
         return _later(body)  # type: ignore[arg-type]
-
-    # -- the signature -------------------------------------------------------------------
-    def _verified(self, request: Request, app: App | None) -> hmac.HMAC:
-        query = request.query
-        mac = self._mac(app)
-        if mac is None:
-            raise PusherError(401, "Unknown auth_key")
-        signed = "&".join([f"{k}={v}" for k, v in sorted(query.items())
-                           if k != "auth_signature"])
-        string_to_sign = f"{request.method}\n{request.path}\n{signed}"
-        mac = mac.copy()
-        mac.update(string_to_sign.encode("utf-8", "surrogatepass"))
-        expected = mac.hexdigest()
-        if not same_secret(query["auth_signature"], expected):
-            raise PusherError(401, "Invalid signature: expected the HMAC-SHA256 hex digest, "
-                                   f"with the app secret, of {string_to_sign!r}")
-        if query["auth_version"] != "1.0":
-            raise PusherError(401, "Unsupported auth_version (1.0 expected)")
-        now = time.time()
-        try:
-            stamp = int(query["auth_timestamp"])
-        except ValueError:
-            stamp = None
-        if stamp is None or abs(now - stamp) > MAX_TIMESTAMP_SKEW:
-            raise PusherError(401, f"Timestamp expired: given timestamp "
-                                   f"({query['auth_timestamp']}) not within "
-                                   f"{MAX_TIMESTAMP_SKEW}s of server time ({int(now)})")
-        given_md5 = query.get("body_md5")
-        if given_md5 is None and request.method == "POST":
-            raise PusherError(401, "Missing body_md5")
-        body_md5 = hashlib.md5(request.body, usedforsecurity=False).hexdigest()
-        if given_md5 is not None and given_md5 != body_md5:
-            raise PusherError(401, "Invalid body_md5: it is not the MD5 of the body received")
-        return mac
-
-    def _mac(self, app: App | None) -> hmac.HMAC | None:
-        """The app's HMAC, keyed once per app (as it is now: a rotated secret is a new App).
-        The key is public (every browser has it): a lookup by it tells nothing worth hiding;
-        the signature, compared in constant time, is the credential."""
-        if app is None or not app.signs:
-            return None
-        kept = self._macs.get(app.key)
-        if kept is not None and kept[0] is app:
-            return kept[1]
-        if len(self._macs) >= KEYED_APPS:
-            self._macs.clear()
-        mac = hmac.new(app.secret.encode("utf-8", "surrogatepass"), digestmod=hashlib.sha256)
-        self._macs[app.key] = (app, mac)
-        return mac
 
     # -- routes --------------------------------------------------------------------------
     def trigger(self, request: Request, _: str | None, app: App) -> Answer:
@@ -192,10 +127,13 @@ class PusherApi:
         if len(raw) > most:
             raise PusherError(400, f"{len(raw)} channels: at most {most} per event")
         tag = app.tag  # an isolated app's own channels (apps/tags.py)
-        channels = [self._channel(name) + tag for name in raw] if tag else [
-            self._channel(name) for name in raw]
-        events = self._events(channels, body, app)
-        self._publish(events, app)
+        checked = self._channel
+        channels = [checked(name) + tag for name in raw]
+        limits = app.limits  # the app's own bounds, else Pusher's
+        name, data, socket = _fields(body, limits.max_event_name_length or MAX_EVENT_NAME,
+                                     limits.max_event_bytes or MAX_DATA_BYTES)
+        self._publish([BroadcastEvent(channel, name, data, socket) for channel in channels],
+                      app)
         info = _attributes(body.get("info")) if "info" in body else None
         if not info:
             return {}
@@ -216,8 +154,12 @@ class PusherApi:
         if not all(isinstance(item, dict) for item in batch):
             raise PusherError(400, "each batch item must be an object")
         tag = app.tag
-        events = [self._event(self._channel(item.get("channel")) + tag, item, app)
-                  for item in batch]
+        checked = self._channel
+        limits = app.limits
+        longest = limits.max_event_name_length or MAX_EVENT_NAME
+        largest = limits.max_event_bytes or MAX_DATA_BYTES
+        events = [BroadcastEvent(checked(item.get("channel")) + tag,
+                                 *_fields(item, longest, largest)) for item in batch]
         self._publish(events, app)
         if not any("info" in item for item in batch):
             return {}
@@ -267,38 +209,19 @@ class PusherApi:
 
     # -- helpers -------------------------------------------------------------------------
     def _channel(self, name: Any) -> str:
+        """``name``, when Pusher's rules allow it. The names that passed are kept (a bounded
+        set, the check being the same for every request): a publisher names the same few
+        channels again and again."""
+        known = self._channels
+        if type(name) is str and name in known:
+            return name
         problem = channel_name_problem(name, self.max_channel_name, pusher=True)
         if problem is not None:
             raise PusherError(400, f"Invalid channel: {problem}")
+        if len(known) >= KNOWN_CHANNELS:
+            known.clear()
+        known.add(name)
         return str(name)
-
-    def _events(self, channels: list[str], fields: dict[str, Any],
-                app: App) -> list[BroadcastEvent]:
-        """One event to several channels: checked once, one event per channel."""
-        first = self._event(channels[0], fields, app)
-        return [first] + [BroadcastEvent(channel, first.event, first.data, first.socket)
-                          for channel in channels[1:]]
-
-    def _event(self, channel: str, fields: dict[str, Any], app: App) -> BroadcastEvent:
-        """Pusher's `data` is a string: JSON text goes to clients as it is (socket.io clients
-        get the value, as from Laravel's Redis broadcaster), any other text as a JSON string."""
-        name, data, socket_id = fields.get("name"), fields.get("data"), fields.get("socket_id")
-        limits = app.limits  # the app's own bounds, else Pusher's
-        longest = limits.max_event_name_length or MAX_EVENT_NAME
-        if not isinstance(name, str) or not name or len(name) > longest:
-            raise PusherError(400, f"name must be an event name of 1 to {longest} characters")
-        if not isinstance(data, str):
-            raise PusherError(400, "data must be a string")
-        # A character is at most 4 bytes of UTF-8: only long data is measured.
-        largest = limits.max_event_bytes or MAX_DATA_BYTES
-        size = len(data.encode("utf-8", "surrogatepass")) if len(data) * 4 > largest else 0
-        if size > largest:
-            raise PusherError(413, f"Payload too large: data of {size} bytes "
-                                   f"(at most {largest})")
-        if socket_id is not None and not isinstance(socket_id, str):
-            raise PusherError(400, "socket_id must be a string")
-        return BroadcastEvent(channel, name, data if is_json(data) else dumps(data),
-                              socket_id or None)
 
     def _publish(self, events: list[BroadcastEvent], app: App) -> None:
         """Everything was checked before the first event goes out: a refused request
@@ -324,14 +247,13 @@ class PusherApi:
 Handler = Callable[[PusherApi, Request, "str | None", App], Answer]
 
 
-@dataclass(frozen=True, slots=True)
-class _Route:
-    app_id: str | None  # None: the app is the signing key's
-    handler: Handler
-    name: str | None  # the channel or user id in the path
+# (the path's app id, None where the signing key names the app; the handler; the channel or
+# user id in the path): a tuple, since one is made per request.
+_Route = tuple["str | None", Handler, "str | None"]
 
-    def run(self, api: PusherApi, request: Request, app: App) -> Answer:
-        return self.handler(api, request, self.name, app)
+
+_PUBLISHES: dict[str, Handler] = {"events": PusherApi.trigger,
+                                  "batch_events": PusherApi.trigger_batch}
 
 
 def _answer(body: dict[str, Any]) -> Response:
@@ -353,6 +275,12 @@ async def _later(body: Coroutine[Any, Any, dict[str, Any]]) -> Response:
 
 def _route(method: str, path: str) -> _Route:
     parts = path.strip("/").split("/")
+    if len(parts) == 3 and parts[0] == "apps":  # a publish, the hot path, without the match
+        publish = _PUBLISHES.get(parts[2])
+        if publish is not None:
+            if method != "POST":
+                raise PusherError(405, f"{method} not allowed here: use POST")
+            return parts[1], publish, None
     if parts[0] == "users":
         app_id, rest = None, parts
     elif parts[0] == "apps" and len(parts) >= 3:
@@ -361,10 +289,6 @@ def _route(method: str, path: str) -> _Route:
         raise PusherError(404, "Not found")
     found: tuple[str, Handler, str | None] | None = None
     match rest:
-        case ["events"]:
-            found = ("POST", PusherApi.trigger, None)
-        case ["batch_events"]:
-            found = ("POST", PusherApi.trigger_batch, None)
         case ["channels"]:
             found = ("GET", PusherApi.channels, None)
         case ["channels", name]:
@@ -377,7 +301,27 @@ def _route(method: str, path: str) -> _Route:
         raise PusherError(404, "Not found")
     if method != found[0]:
         raise PusherError(405, f"{method} not allowed here: use {found[0]}")
-    return _Route(app_id, found[1], found[2])
+    return app_id, found[1], found[2]
+
+
+def _fields(fields: dict[str, Any], longest: int,
+            largest: int) -> tuple[str, str, str | None]:
+    """An event's name, data and socket id, checked (``longest`` name, ``largest`` data in
+    bytes). Pusher's `data` is a string: JSON text goes to clients as it is (socket.io
+    clients get the value, as from Laravel's Redis broadcaster), any other text as a JSON
+    string."""
+    name, data, socket_id = fields.get("name"), fields.get("data"), fields.get("socket_id")
+    if not isinstance(name, str) or not name or len(name) > longest:
+        raise PusherError(400, f"name must be an event name of 1 to {longest} characters")
+    if not isinstance(data, str):
+        raise PusherError(400, "data must be a string")
+    # A character is at most 4 bytes of UTF-8: only long data is measured.
+    size = len(data.encode("utf-8", "surrogatepass")) if len(data) * 4 > largest else 0
+    if size > largest:
+        raise PusherError(413, f"Payload too large: data of {size} bytes (at most {largest})")
+    if socket_id is not None and not isinstance(socket_id, str):
+        raise PusherError(400, "socket_id must be a string")
+    return name, data if is_json(data) else dumps(data), socket_id or None
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
