@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from echo_server.adapters.socketio_bundle import ClientBundle
 from echo_server.process.server import EchoServer
 from echo_server.transport.http import HttpConnection
 from tests.conftest import ServerFactory, requires_node, server_url
@@ -70,7 +71,7 @@ async def test_pipelined_requests_are_bounded_and_back_pressured(
     its write buffer is over the high-water mark, parses at most maxPipelinedRequests
     ahead, and refuses the rest with a 503 when the client reads again."""
     server = await make_server({"limits": {"httpWriteHighWater": 16 * 1024}}, redis=False)
-    if server.bundle.response("socket.io.js.map", None).status != 200:
+    if server.part(ClientBundle).response("socket.io.js.map", None).status != 200:
         pytest.skip("the socket.io.js bundle is not installed (scripts/setup installs it)")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
