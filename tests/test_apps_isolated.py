@@ -144,6 +144,9 @@ async def test_a_default_app_cannot_name_an_isolated_apps_channel(
     async with http_client() as http, http.post(url, json={
             "channel": "room\x1f3001", "name": "x", "data": {"a": 1}}) as response:
         assert response.status == 400
+    async with http_client() as http, http.post(url, json={  # the core's presence names
+            "channel": "room", "name": "\x1fmember_added", "data": {"a": 1}}) as response:
+        assert response.status == 400
     await redis.publish(prefix + "room\x1f3001", laravel_message("x", {"a": 1}))
     laravel_a = pusher.Pusher(app_id="3001", key="a-key", secret="a-secret", host="127.0.0.1",
                               port=server.port, ssl=False)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pusher
+import pusher.errors
 import pusher.http
 import pytest
 
@@ -26,7 +27,7 @@ from echo_server.config import ConfigError, load_config
 from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, server_url
 from tests.support.auth_backend import AuthBackend, AuthCall
-from tests.support.raw import RawWebSocket
+from tests.support.raw import RawWebSocket, next_pusher_message, pusher_client
 from tests.support.waits import wait_gone, wait_member
 
 APP_ID, KEY, SECRET = "424242", "reverb-public-key", "reverb-secret"
@@ -134,6 +135,31 @@ async def test_trigger_batch(make_server: ServerFactory, auth_backend: AuthBacke
     assert result == {}
     assert await ws.next_event() == ["order.created", "orders", {"id": 1}]
     assert await ws.next_event() == ["invoice.paid", "invoices", 42]
+
+
+async def test_an_event_named_as_a_presence_change_is_just_an_event(
+        make_server: ServerFactory, auth_backend: AuthBackend) -> None:
+    """The core's presence changes travel with the events: a publisher naming its event
+    as one (``:member_added``, as the core once named them) neither forges a join on the
+    Socket.IO page nor breaks the Pusher wire (a traceback and a 500, before); the
+    character the core's names begin with is refused in an event's name, as in a
+    channel's."""
+    server = await _server(make_server, auth_backend)
+    client = _pusher(server)
+    page, _sid = await _socket(server, "orders")
+    ws, _ = await pusher_client(server, KEY)
+    ws.send_text(json.dumps({"event": "pusher:subscribe", "data": {"channel": "orders"}}))
+    assert (await next_pusher_message(ws))["event"] == "pusher_internal:subscription_succeeded"
+    for name in (":member_added", ":member_removed"):
+        assert await _call(client.trigger, "orders", name, {"user_id": 9}) == {}
+        assert await page.next_event() == [name, "orders", {"user_id": 9}]
+        assert await next_pusher_message(ws) == {
+            "event": name, "channel": "orders", "data": json.dumps({"user_id": 9})}
+    with pytest.raises(pusher.errors.PusherBadRequest, match="control character"):
+        await _call(client.trigger, "orders", "\x1fmember_added", {"user_id": 9})
+    await _call(client.trigger, "orders", "after", {"n": 1})  # and nothing came before it
+    assert await page.next_event() == ["after", "orders", {"n": 1}]
+    assert (await next_pusher_message(ws))["event"] == "after"
 
 
 async def test_socket_id_excludes_the_sender(make_server: ServerFactory,

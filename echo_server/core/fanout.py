@@ -16,6 +16,7 @@ from typing import Any
 
 from broadcaster.event import BroadcastEvent
 
+from ..apps.tags import SEPARATOR
 from .cache import LastEvents
 from .connection import Connection, Item, Wire
 from .history import History
@@ -24,8 +25,10 @@ from .rooms import Groups, Rooms
 
 # Told once per batch how long it took to go out (seconds): metrics' histogram.
 DeliveryObserver = Callable[[float], None]
-# How the history names presence changes; each wire says them its own way on replay.
-MEMBER_ADDED, MEMBER_REMOVED = ":member_added", ":member_removed"
+# How the fan-out and the history name presence changes; each wire says them its own way.
+# They begin with the control character no name from outside may hold (apps/tags.py: every
+# edge refuses it in channel and event names), so no publisher can send one as an event.
+MEMBER_ADDED, MEMBER_REMOVED = SEPARATOR + "member_added", SEPARATOR + "member_removed"
 
 
 class Fanout:

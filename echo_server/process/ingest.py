@@ -39,13 +39,16 @@ Deliver = Callable[[list[BroadcastEvent]], object]
 
 def default_app_only(deliver: Deliver) -> Deliver:
     """A broadcast source (Redis, a stream, PostgreSQL) feeds the default app: a channel
-    name that carries another app's tag (apps/tags.py) is dropped, never delivered there."""
+    name that carries another app's tag (apps/tags.py) is dropped, never delivered there, and
+    so is an event whose name holds the same character (the core's own presence changes are
+    named with it: ``core.fanout.MEMBER_ADDED``)."""
     def checked(batch: list[BroadcastEvent]) -> object:
         for event in batch:
-            if SEPARATOR in event.channel:
-                log.warning("an event for %r dropped: a source's channel names hold no \\x1f",
-                            event.channel)
-                batch = [e for e in batch if SEPARATOR not in e.channel]
+            if SEPARATOR in event.channel or SEPARATOR in event.event:
+                log.warning("an event %r for %r dropped: a source's channel and event names "
+                            "hold no \\x1f", event.event, event.channel)
+                batch = [e for e in batch
+                         if SEPARATOR not in e.channel and SEPARATOR not in e.event]
                 break
         return deliver(batch)
     return checked

@@ -175,6 +175,8 @@ class HttpApi:
             return _json(400, {"error": EVENT_INCOMPLETE}, self.headers)
         if any(SEPARATOR in channel for channel in channels):  # no app names another's
             return _json(400, {"error": "Invalid channel name"}, self.headers)
+        if SEPARATOR in name:  # how the core names its own presence changes (core.fanout)
+            return _json(400, {"error": "Invalid event name"}, self.headers)
         if tag:
             channels = [channel + tag for channel in channels]
         if isinstance(data, str):
