@@ -225,6 +225,19 @@ async def test_binary_packets_over_polling(make_server: ServerFactory,
     await wait_until(lambda: rooms.count("one") == 1 and rooms.count("two") == 1)
 
 
+async def test_a_refusal_reaches_an_eio3_websocket_client(make_server: ServerFactory) -> None:
+    """socket.io-client 2 straight on a websocket, with no token where one is required: its
+    open packet waits a few milliseconds after the 101 (a write of its own), and the refusal
+    came within them; the close went out at once and the held packets never did, so the
+    client saw a bare close and reconnected for ever instead of getting its `error`."""
+    server = await make_server({"jwt": {"secret": "s" * 48, "algorithms": ["HS256"]}},
+                               redis=False)
+    ws = await RawWebSocket.connect(server)
+    assert (await ws.recv_text())[0] == "0"  # the open packet
+    assert await ws.recv_text() == '44"authentication required"'
+    assert await ws.wait_closed() is not None
+
+
 async def test_a_refusal_reaches_an_eio3_polling_client(make_server: ServerFactory,
                                                         http: aiohttp.ClientSession) -> None:
     """The JWT refusal came after the handshake answer and was dropped with the session:

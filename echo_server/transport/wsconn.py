@@ -59,13 +59,14 @@ class HeldWrites(list[bytes]):
     a ``Deadlines`` for its release (``release_held``): the socket carries nothing for it, so
     only a socket being held pays for the wait, one object, for a few milliseconds."""
 
-    __slots__ = ("due", "due_slot", "ws")
+    __slots__ = ("closing", "due", "due_slot", "ws")
 
     def __init__(self, ws: WebSocketConnection, first: bytes) -> None:
         self.append(first)  # (list.__new__ made it empty; list.__init__ has nothing to add)
         self.ws = ws
         self.due: Bucket | None = None
         self.due_slot = 0
+        self.closing = False  # closed while held: its close frame is the last of the list
 
 
 def release_held(held: HeldWrites, now: float) -> None:
@@ -101,9 +102,14 @@ class WebSocketConnection(asyncio.Protocol):
         return held
 
     def release(self, held: HeldWrites) -> None:
-        if not self.closed:
-            self.write = self.transport.write
-            self.transport.write(b"".join(held))
+        transport = self.transport
+        if held.closing:  # what it said before its close, then the close (``close``)
+            if not transport.is_closing():
+                transport.write(b"".join(held))
+                transport.close()
+        elif not self.closed:
+            self.write = transport.write
+            transport.write(b"".join(held))
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -188,11 +194,19 @@ class WebSocketConnection(asyncio.Protocol):
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if self.closed:
             return
+        held = getattr(self.write, "__self__", None)  # the list its writes wait in, if held
         self._closing()
-        try:
-            self.transport.write(close_frame(code))
-        finally:
-            self.transport.close()
+        if isinstance(held, HeldWrites):
+            # Closed before its first write went out (a refusal the handshake's own step
+            # decided, as a bad token's): the client gets the open packet and the refusal it
+            # waits for, then the close, in that order and when they would have gone.
+            held.append(close_frame(code))
+            held.closing = True
+        else:
+            try:
+                self.transport.write(close_frame(code))
+            finally:
+                self.transport.close()
         self.engine.on_ws_closed(self, reason or "server close")
 
     def abort(self) -> None:
