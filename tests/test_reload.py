@@ -366,7 +366,7 @@ async def test_a_removed_apps_connections_are_closed_with_4001(
             "code": 4001, "message": "App key does not exist"}}
         assert await ws.wait_closed() == 4001
     assert "2 Pusher connection(s) of a removed app closed with 4001" in caplog.text
-    assert server.pusher.quota.count(OTHER_KEY) == 0
+    assert server.seats.count(OTHER_KEY) == 0
     kept.send_text('{"event":"pusher:ping","data":{}}')
     assert (await next_pusher_message(kept))["event"] == "pusher:pong"
     await kept.close()

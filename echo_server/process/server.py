@@ -39,6 +39,7 @@ from channel_auth.http_callback import HttpCallbackAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 from channel_auth.rules import RuleAuthorizer, RuleConfigError, parse_rules
 
+from ..adapters.app_bounds import AppSeats
 from ..adapters.protocols import Assembly, ProtocolFactory, Route, Served, Upgrade
 from ..adapters.pusher.endpoint import PusherEndpoint, PusherOptions
 from ..adapters.registry import PROTOCOLS
@@ -130,7 +131,12 @@ class EchoServer:
             self.core.presence, close_grace=config.auth_queue_timeout + config.auth_timeout)
         # A database app's webhooks start with its first client (`on_app`).
         on_app = self.webhooks.app_seen if config.app_manager is not None else None
-        self.echo = EchoSocketIo(self.core, self.socketio_apps, on_app)
+        # Each app's maxConnections, its Pusher clients' and Socket.IO pages' together.
+        self.seats = AppSeats(SharedAppQuota(worker.directory, worker.slot,
+                                             len(worker.link_paths))
+                              if worker is not None else None,
+                              self.cluster.elsewhere if self.cluster is not None else None)
+        self.echo = EchoSocketIo(self.core, self.socketio_apps, self.seats, on_app)
         self.sockets = SocketServer(self.echo)
         # pusher-js clients (Echo's reverb/pusher broadcasters) on the same channels.
         self.pusher = PusherEndpoint(self.core, self.apps, PusherOptions(
@@ -139,11 +145,7 @@ class EchoServer:
             activity_timeout=config.pusher_timeouts[0], signin_timeout=config.pusher_timeouts[1],
             origin_allowed=config.origin_allowed), self.errors.report,
             rules=parse_rules(config.raw.get("channels")),
-            quota=SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
-            if worker is not None else None,
-            numeric=config.pusher_socket_ids,
-            on_app=on_app,
-            elsewhere=self.cluster.elsewhere if self.cluster is not None else None)
+            seats=self.seats, numeric=config.pusher_socket_ids, on_app=on_app)
         self.engine = EngineServer(self._engine_options(), self.sockets, self.errors.report)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
@@ -223,6 +225,7 @@ class EchoServer:
             write_high_water=c.write_buffer_high_water,
             cookie=c.cookie_name is not None,
             origin_allowed=c.origin_allowed,
+            owner_origin_allowed=self.socketio_apps.origin_allowed,
         )
 
     def _status_credentials(self) -> list[str]:
@@ -439,7 +442,7 @@ class EchoServer:
             snapshot=self.state.snapshot,
             announce_presence=presence.announced, purged=presence.purged,
             presence=store, restore_presence=presence.restore, occupancy=self.occupancy,
-            counts=self.pusher.quota.own))
+            counts=self.seats.own))
         await cluster.listening()
         if self.core.shared is not None:  # in the cluster: its sessions may move (and come)
             self.core.shared.start()
