@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
-import struct
 from typing import Any
 
 import pytest
 
-from echo_server.process.server import EchoServer
 from echo_server.transport.engine import EngineServer
 from echo_server.transport.sockets import Socket
-from tests.support.raw import wait_until
+from tests.support.raw import reset, token_handshake, wait_until
 from tests.test_jwt_auth import (
     AUDIENCE,
     ISSUER,
@@ -42,25 +39,6 @@ def _sockets() -> list[Socket]:
     return [o for o in gc.get_objects() if type(o) is Socket]
 
 
-async def _open(server: EchoServer, token: str) -> asyncio.StreamWriter:
-    """A websocket handshake carrying the token, as socket.io-client 2 sends it; the answer
-    is never read."""
-    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    writer.write((f"GET /socket.io/?EIO=3&transport=websocket&token={token} HTTP/1.1\r\n"
-                  f"Host: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
-                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    await writer.drain()
-    return writer
-
-
-def _reset(writer: asyncio.StreamWriter) -> None:
-    """Close with a TCP reset, as a client that walks away does."""
-    sock = writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
-
-
 @pytest.mark.parametrize("moment", ["while-verifying", "as-verified"])
 async def test_sockets_reset_during_authentication_are_not_kept(
         make_server: Any, jwks_server: JwksServer, moment: str) -> None:
@@ -71,13 +49,13 @@ async def test_sockets_reset_during_authentication_are_not_kept(
     server = await make_server({"database": "sqlite", "jwt": jwt}, redis=False)
     already = {id(s) for s in _sockets()}
     token = rs_token(kid="k1")  # valid for ten minutes
-    writers = [await _open(server, token) for _ in range(CONNECTIONS)]
+    writers = [await token_handshake(server, token) for _ in range(CONNECTIONS)]
     await wait_until(lambda: len(server.part(EngineServer).sessions) == CONNECTIONS
                      and jwks_server.requests == 1, message="every handshake verifying")
 
     if moment == "while-verifying":
         for writer in writers:
-            _reset(writer)
+            reset(writer)
         await wait_until(lambda: not server.part(EngineServer).sessions,
                          message="every session closed")
         jwks_server.gate.set()
@@ -88,7 +66,7 @@ async def test_sockets_reset_during_authentication_are_not_kept(
         while not server.core.connections:
             await asyncio.sleep(0)
         for writer in writers:
-            _reset(writer)
+            reset(writer)
         await wait_until(lambda: not server.part(EngineServer).sessions,
                          message="every session closed")
     def kept() -> list[Socket]:

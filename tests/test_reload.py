@@ -23,7 +23,6 @@ import pytest
 
 from channel_auth import AuthRequest
 from echo_server.adapters.pusher.apps import SignatureAuthorizer
-from echo_server.adapters.pusher.endpoint import PusherEndpoint
 from echo_server.apps.model import App
 from echo_server.config import Config
 from echo_server.process.reload import lost_settings
@@ -367,7 +366,7 @@ async def test_a_removed_apps_connections_are_closed_with_4001(
             "code": 4001, "message": "App key does not exist"}}
         assert await ws.wait_closed() == 4001
     assert "2 Pusher connection(s) of a removed app closed with 4001" in caplog.text
-    assert server.part(PusherEndpoint).quota.count(OTHER_KEY) == 0
+    assert server.seats.count(OTHER_KEY) == 0
     kept.send_text('{"event":"pusher:ping","data":{}}')
     assert (await next_pusher_message(kept))["event"] == "pusher:pong"
     await kept.close()

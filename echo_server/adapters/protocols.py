@@ -27,7 +27,7 @@ from channel_auth.rules import ChannelRule
 
 from ..apps.model import App
 from ..apps.postgres import PostgresSettings
-from ..apps.quota import AppQuota, SharedAppQuota
+from ..apps.seats import AppSeats
 from ..apps.store import AppStore
 from ..core.channels import ChannelCore, ErrorReporter
 from ..transport.engine import EngineOptions
@@ -132,17 +132,16 @@ class Served:
 class Assembly:
     """What a protocol is built from: the core it speaks to, where its errors go, the
     settings it reads, and what the process shares between protocols: the apps of every
-    store, their open connections (over the workers, and as the other instances last told:
-    ``elsewhere``), the hook told of each app that admits a client (a database app's
+    store, their open connections (``seats``: over the workers, and as the other instances
+    last told), the hook told of each app that admits a client (a database app's
     webhooks start then), and where the files handed to browsers are."""
 
     core: ChannelCore
     report_error: ErrorReporter
     settings: Settings
     apps: AppStore
-    quota: AppQuota | SharedAppQuota
+    seats: AppSeats
     static: Path
-    elsewhere: Callable[[str], int] | None = None
     on_app: Callable[[App], None] | None = None
 
 

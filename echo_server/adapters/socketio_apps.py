@@ -31,8 +31,11 @@ from ..apps.endpoints import overlaps
 from ..apps.model import App
 from ..apps.store import AppStore, StaticStore
 from ..core.channels import ErrorReporter
+from ..core.limits import ConnectionBounds
 from ..core.presence_flow import PresenceFlow
 from ..core.tasks import cancel_tasks
+from ..transport.origins import page_origin
+from .app_bounds import write_bounds
 from .presence_bounds import PresenceBounds, as_they_are
 
 log = logging.getLogger("echo_server.socketio_apps")
@@ -91,6 +94,7 @@ class SocketIoApps:
         self.by_host: dict[str, App] = {}
         self.by_path: dict[str, App] = {}
         self._authorizers: dict[str, ChannelAuthorizer] = {}
+        self._bounds: dict[str, ConnectionBounds] = {}  # by tag, changed in place
         self._callbacks: dict[tuple[str, str], ChannelAuthorizer] = {}
         self._retired: list[ChannelAuthorizer] = []  # unused, closed after the grace
         self._claims: list[Claims] = [{} for _ in self._stores]
@@ -130,6 +134,25 @@ class SocketIoApps:
     def authorizer(self, tag: str) -> ChannelAuthorizer:
         """An isolated app's (``tag``) authorizer for its Socket.IO clients."""
         return self._authorizers.get(tag, REFUSED)
+
+    def bounds(self, tag: str) -> ConnectionBounds | None:
+        """What each socket of a served app (``tag``) may do: one object per app, changed in
+        place when the app changes, so its open sockets follow."""
+        return self._bounds.get(tag)
+
+    def origin_allowed(self, path: str, headers: dict[str, str], origin: str | None) -> bool:
+        """At a handshake (``EngineOptions.owner_origin_allowed``): an isolated app's own
+        ``allowedOrigins``, as for its Pusher clients (a page that sends neither Origin nor
+        Referer is refused by a list). The default app's: ``socketio.origins`` alone."""
+        try:
+            app = self.owner(path, headers)
+        except NotServed:
+            return True  # its CONNECT is answered "App not found"
+        if app is None or app.origin_allowed(page_origin(origin)):
+            return True
+        self._report("bad_request", f"socket.io: a handshake from an origin app {app.id} "
+                     "does not allow (allowedOrigins)")
+        return False
 
     # -- keeping it current ---------------------------------------------------------------
     def _changed(self, number: int, keys: frozenset[str] | None) -> None:
@@ -199,6 +222,7 @@ class SocketIoApps:
         hosts: dict[str, App] = {}
         paths: dict[str, App] = {}
         authorizers: dict[str, ChannelAuthorizer] = {}
+        bounds: dict[str, ConnectionBounds] = {}
         used: set[tuple[str, str]] = set()
         for claims in self._claims:
             for app in sorted(claims.values(), key=lambda app: app.id):
@@ -224,9 +248,12 @@ class SocketIoApps:
                 # Its bounds on presence members, as its Pusher clients have them.
                 authorizers[app.tag] = PresenceBounds(socketio_authorizer(app, callback),
                                                       as_they_are(app.limits), self._presence)
+                bounds[app.tag] = write_bounds(app, self._bounds.get(app.tag)
+                                               or ConnectionBounds())
         moved = (_endpoints(hosts) != _endpoints(self.by_host)
                  or _endpoints(paths) != _endpoints(self.by_path))
         self.by_host, self.by_path, self._authorizers = hosts, paths, authorizers
+        self._bounds = bounds
         for place in [place for place in self._callbacks if place not in used]:
             self._close_later(self._callbacks.pop(place))
         if moved and self.on_change is not None:

@@ -18,6 +18,7 @@ from channel_auth.jwt_auth import TokenSources
 from echo_common.jsoncodec import loads
 
 from ..apps.model import App
+from ..apps.seats import AppSeats
 from ..apps.tags import untagged
 from ..core.channels import ChannelCore
 from ..core.connection import ClientState, Item, Wire
@@ -204,12 +205,17 @@ class EchoSocketIo:
     of the last packet the client got) comes back as the same socket when the core can
     give it everything it missed (socket.io's protocol, §11 of docs' echo-protocol). An
     isolated app's sockets (``apps``: the one whose endpoint the handshake came to) do the
-    same on their app's channels, through wires of their own, and only within their app."""
+    same on their app's channels, through wires of their own, and only within their app,
+    and within their app's bounds: its connections (``seats``, shared with its Pusher
+    clients), channels and client events (the core's ``ConnectionBounds``)."""
 
-    def __init__(self, core: ChannelCore, apps: SocketIoApps,
+    def __init__(self, core: ChannelCore, apps: SocketIoApps, seats: AppSeats,
                  on_app: Callable[[App], None] | None = None) -> None:
         self.core = core
         self.apps = apps
+        self.seats = seats
+        # An isolated app's connected sockets: the app key each took its seat under.
+        self._seated: dict[Socket, str] = {}
         recovery = core.sessions is not None
         self.wire = SocketIoWire()
         self.offsets_wire = SocketIoWire(offsets=True) if recovery else None
@@ -239,15 +245,41 @@ class EchoSocketIo:
             state.tag = app.tag
             if not app.enabled:
                 return _refusal("App is disabled")
+            state.bounds = self.apps.bounds(app.tag)
             if self.on_app is not None:
                 self.on_app(app)
-        authenticating = self.core.authenticate(socket, lambda: TokenSources(
+        deciding = self.core.authenticate(socket, lambda: TokenSources(
             connect_payload=auth, query=handshake.query, headers=handshake.headers))
         if recovers and self.core.shared is not None:
             pid, offset = _recovery_request(socket, auth)
             if pid is not None:  # its session may be another instance's
-                return self._prepare(socket, authenticating, pid, offset)
-        return authenticating
+                deciding = self._prepare(socket, deciding, pid, offset)
+        if app is None:
+            return deciding
+        if deciding is None:
+            refusal = self._seat(socket, app)
+            return None if refusal is None else _refusal(refusal)
+        return self._seat_after(socket, app, deciding)
+
+    async def _seat_after(self, socket: Socket, app: App,
+                          deciding: Awaitable[str | None]) -> str | None:
+        """The seat once the rest said yes, in the step in which the socket connects (the
+        transport finishes the CONNECT in the step this returns): taken then, it is given
+        back at the disconnect that must follow."""
+        refusal = await deciding
+        if refusal is not None or socket.session.closed:
+            return refusal
+        return self._seat(socket, app)
+
+    def _seat(self, socket: Socket, app: App) -> str | None:
+        """One of ``app``'s seats for ``socket`` (None), or why not (the CONNECT's refusal)."""
+        address = socket.handshake.address
+        refused = self.seats.take(app, address, self.core.limits.trusted)
+        if refused is not None:
+            self.core.report_error("bad_request", f"socket.io: {refused.message}")
+            return refused.message
+        self._seated[socket] = app.key
+        return None
 
     def follow(self) -> None:
         """An endpoint changed hands, or its app was enabled or disabled (a reload, a
@@ -273,7 +305,7 @@ class EchoSocketIo:
                 if app.enabled:
                     if self.on_app is not None:
                         self.on_app(app)  # its row may have changed
-                    continue
+                    continue  # its bounds changed in place (``SocketIoApps.bounds``)
                 closed["disabled"] += 1
                 socket.disconnect()
             elif app is None:
@@ -359,6 +391,7 @@ class EchoSocketIo:
                 self.core.report_error("bad_client_event",
                                        f"malformed client event from {socket.id}")
                 return
+            # Its app's bounds may drop it: counted and logged, as socket.io has no answer.
             self.core.client_event(socket, payload.get("channel"), payload.get("event"),
                                    payload.get("data"))
 
@@ -366,3 +399,7 @@ class EchoSocketIo:
         core = self.core
         core.close(socket, reason, leaving_identities(socket)
                    if core.lifecycle.wants(ConnectionClosed) else ())
+        if socket.state.tag:  # the default app's sockets hold no seat
+            key = self._seated.pop(socket, None)
+            if key is not None:
+                self.seats.give(key, socket.handshake.address)

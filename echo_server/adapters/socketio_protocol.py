@@ -11,6 +11,7 @@ engine's requests get 503 until then, as every route not marked ``while_starting
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from channel_auth import ChannelAuthorizer
@@ -46,9 +47,11 @@ class SocketIoProtocol:
             assembly.apps, settings.socketio_path, self._app_callback, assembly.report_error,
             assembly.core.presence,
             close_grace=settings.auth_queue_timeout + settings.auth_timeout)
-        self.echo = EchoSocketIo(assembly.core, self.apps, assembly.on_app)
+        self.echo = EchoSocketIo(assembly.core, self.apps, assembly.seats, assembly.on_app)
         self.sockets = SocketServer(self.echo)
-        self.engine = EngineServer(settings.engine_options, self.sockets, assembly.report_error)
+        # An isolated app's own allowedOrigins, beside socketio.origins, at each handshake.
+        options = replace(settings.engine_options, owner_origin_allowed=self.apps.origin_allowed)
+        self.engine = EngineServer(options, self.sockets, assembly.report_error)
         self.sockets.attach(self.engine)
         self.bundle = ClientBundle(assembly.static)
 

@@ -46,7 +46,15 @@ from .events import (
 )
 from .fanout import DeliveryObserver, Fanout
 from .history import Entry
-from .limits import ChannelLimits, SubscriptionCounter, channel_name_problem, valid_text
+from .limits import (
+    CLIENT_EVENTS_OFF,
+    CLIENT_EVENTS_OVER_RATE,
+    TOO_MANY_CHANNELS,
+    ChannelLimits,
+    SubscriptionCounter,
+    channel_name_problem,
+    valid_text,
+)
 from .names import is_client_event, is_presence, is_private
 from .presence import Member, RedisPresenceStore, user_key
 from .presence_flow import PresenceFlow
@@ -448,7 +456,15 @@ class ChannelCore:
             return
         pending = state.pending
         if channel not in state.channels and (pending is None or channel not in pending):
-            if len(state.channels) + (len(pending) if pending else 0) >= limits.max_channels:
+            held = len(state.channels) + (len(pending) if pending else 0)
+            bounds = state.bounds
+            if bounds is not None and bounds.max_channels and held >= bounds.max_channels:
+                self.report_error("too_many_channels", f"subscribe to {channel!r} refused: "
+                                  f"{connection.id} is in {bounds.max_channels} channels, its "
+                                  "app's maxChannelsPerConnection")
+                self._refused(connection, channel, TOO_MANY_CHANNELS)
+                return
+            if held >= limits.max_channels:
                 self._refuse(connection, channel, "too_many_channels",
                              f"{connection.id} is in {limits.max_channels} channels already")
                 return
@@ -571,43 +587,60 @@ class ChannelCore:
 
     # -- client events ---------------------------------------------------------------
     def client_event(self, connection: Connection, channel: Any, event: Any,
-                     data: Any) -> None:
+                     data: Any) -> str | None:
         """A whisper (``client-*``) to a private or presence channel the sender is in; the
-        reference drops the others silently, and so do we (not an error)."""
-        if isinstance(channel, str) and connection.state.tag:
-            channel += connection.state.tag
+        reference drops the others silently, and so do we (not an error). Returns why its
+        app's bounds (``ClientState.bounds``) dropped it, for a wire that tells its client
+        (Pusher's 4301); None when sent, or dropped without a word to the client."""
+        state = connection.state
+        bounds = state.bounds
+        if bounds is not None and not bounds.client_events:
+            self.report_error("client_events_off", f"client event from {connection.id} "
+                              "dropped: its app has enableClientMessages false")
+            return CLIENT_EVENTS_OFF
+        if isinstance(channel, str) and state.tag:
+            channel += state.tag
         if not (isinstance(event, str) and isinstance(channel, str) and is_client_event(event)
                 and is_private(channel) and self.rooms.contains(channel, connection)):
-            return
+            return None
         data_json = dumps(data)
         limits = self.limits
         if len(event) > limits.max_channel_name or not (valid_text(event)
                                                          and valid_text(data_json)):
             self.report_error("bad_client_event", f"client event from {connection.id} with a "
                               "bad name or data (too long, or not UTF-8 text)")
-            return
+            return None
         # A bound in bytes, as on the wire: "ü" * 6000 is 12 KB although 6000 characters.
         size = len(data_json) if data_json.isascii() else len(data_json.encode("utf-8"))
         if size > limits.whisper_max_bytes:
             self.report_error("oversized", f"client event of {size} bytes dropped")
-            return
-        if not self._take_whisper_token(connection):
+            return None
+        # One bucket, at the tighter of the server's rate and its app's.
+        rate = limits.whisper_rate
+        own = bounds.client_event_rate if bounds is not None else 0.0
+        if own and (own < rate or not rate):
+            if not self._take_whisper_token(state, own, max(1.0, own)):
+                self.report_error("rate_limited", f"client events from {connection.id} over "
+                                  "its app's maxClientEventsPerSecond")
+                return CLIENT_EVENTS_OVER_RATE
+        elif not self._take_whisper_token(state, rate, rate):
             self.report_error("rate_limited",
                               f"client events from {connection.id} over the limit")
-            return
+            return None
         self.emit_room(channel, event, data_json, connection.id)
         if self.lifecycle.wants(ClientEvent):
             self.lifecycle.emit(ClientEvent(connection, channel, event, data_json))
+        return None
 
-    def _take_whisper_token(self, connection: Connection) -> bool:
-        """Token bucket: ``whisper_rate`` per second, bursts of the same size."""
-        rate = self.limits.whisper_rate
+    @staticmethod
+    def _take_whisper_token(state: ClientState, rate: float, burst: float) -> bool:
+        """Token bucket: ``rate`` per second (``whisper_rate``, or its app's), bursts of
+        ``burst``; kept in the connection's state, no object of its own."""
         if rate <= 0:
             return True
-        state = connection.state
         now = time.monotonic()
-        tokens = rate if state.whisper_tokens < 0 else min(
-            rate, state.whisper_tokens + (now - state.whisper_at) * rate)
+        tokens = burst if state.whisper_tokens < 0 else min(
+            burst, state.whisper_tokens + (now - state.whisper_at) * rate)
         state.whisper_at = now
         if tokens < 1.0:
             state.whisper_tokens = tokens

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 from echo_common.counts import client_key
 
+from .limits import ConnectionBounds
 from .presence import Member
 
 # The connections one wire writes to: an adapter's own type (a Socket.IO socket, a Pusher
@@ -64,9 +65,9 @@ class ClientState:
     """The core's per-connection state: one typed object instead of a dict of keys that
     several modules read."""
 
-    __slots__ = ("address", "channels", "claims", "client", "expiry", "handover", "headers",
-                 "joined", "pending", "presence", "recovery_token", "restored", "tag", "user",
-                 "whisper_at", "whisper_tokens", "wire")
+    __slots__ = ("address", "bounds", "channels", "claims", "client", "expiry", "handover",
+                 "headers", "joined", "pending", "presence", "recovery_token", "restored", "tag",
+                 "user", "whisper_at", "whisper_tokens", "wire")
 
     def __init__(self, wire: Wire[Any], address: str, headers: dict[str, str]) -> None:
         self.wire = wire  # the wire that made the connection (see C above)
@@ -76,6 +77,9 @@ class ClientState:
         # Its app's channel tag (apps/tags.py): "" for the default app's clients; the core
         # puts it on every name the client gives, after checking the name without it.
         self.tag = ""
+        # Its app's own bounds (limits.ConnectionBounds), given by its adapter; None: the
+        # server's alone.
+        self.bounds: ConnectionBounds | None = None
         self.channels: set[str] = set()
         self.claims: dict[str, Any] | None = None  # a verified JWT's
         self.user: str | None = None  # signed in as (Pusher's pusher:signin)

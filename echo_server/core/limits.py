@@ -36,6 +36,30 @@ class ChannelLimits:
     trusted: Callable[[str], bool] = _nobody
 
 
+class ConnectionBounds:
+    """An app's own bounds on each of its connections, on top of the server's
+    (``ChannelLimits``): what the adapter that admitted a connection hands the core in
+    ``ClientState.bounds`` (None there: the server's alone, as for the default app's
+    Socket.IO clients). The core reads it at each subscribe and client event, so an adapter
+    that changes it in place (its app changed) changes it for every connection holding it.
+    Over one of them the answer is Soketi's, whatever the wire: a subscribe gets status
+    ``TOO_MANY_CHANNELS``; a client event is dropped, and the wire that can tell its client
+    why (Pusher's 4301) is given one of the ``CLIENT_EVENTS_*`` reasons."""
+
+    __slots__ = ("client_event_rate", "client_events", "max_channels")
+
+    def __init__(self, max_channels: int = 0, client_events: bool = True,
+                 client_event_rate: float = 0.0) -> None:
+        self.max_channels = max_channels  # channels one connection is in; 0: no own bound
+        self.client_events = client_events  # False: none at all
+        self.client_event_rate = client_event_rate  # per second per connection; 0: no bound
+
+
+TOO_MANY_CHANNELS = 4300
+CLIENT_EVENTS_OFF = "Client events are not enabled for this app"
+CLIENT_EVENTS_OVER_RATE = "The rate limit for sending client events exceeded the quota"
+
+
 # Pusher's channel names (its SDKs' and Soketi's rule), and its users' own channels.
 _PUSHER_NAME = re.compile(re.escape(USER_CHANNEL) + r"[-A-Za-z0-9_=@,.;]+|[-A-Za-z0-9_=@,.;]+")
 

@@ -44,7 +44,8 @@ from channel_auth.rules import RuleAuthorizer, RuleConfigError
 from ..adapters.protocols import Assembly, ProtocolFactory, Served
 from ..adapters.registry import PROTOCOLS
 from ..apps.manager import serving_store
-from ..apps.quota import AppQuota, SharedAppQuota
+from ..apps.quota import SharedAppQuota
+from ..apps.seats import AppSeats
 from ..apps.store import StaticStore
 from ..apps.tags import SEPARATOR
 from ..config import Config, ConfigError, ensure_dev_client
@@ -120,16 +121,17 @@ class EchoServer:
         # Every app: the file's (a reload replaces them), then the database's, if any.
         self.file_apps = StaticStore(config.apps)
         self.apps = serving_store(self.file_apps, config.app_manager)
-        # Open connections by app, counted over the workers (`apps/quota.py`); the cluster
-        # tells the other instances this process's.
-        self.quota = (SharedAppQuota(worker.directory, worker.slot, len(worker.link_paths))
-                      if worker is not None else AppQuota())
+        # Each app's maxConnections, its Pusher clients' and Socket.IO pages' together,
+        # counted over the workers (`apps/quota.py`) and, through the cluster, the instances.
+        self.seats = AppSeats(SharedAppQuota(worker.directory, worker.slot,
+                                             len(worker.link_paths))
+                              if worker is not None else None,
+                              self.cluster.elsewhere if self.cluster is not None else None)
         limits = config.limits
         self.http_guard = ConnectionGuard(limits.http, limits.trusted_proxies,
                                           self.errors.report)
         assembly = Assembly(
-            self.core, self.errors.report, config, self.apps, self.quota, static_dir(),
-            elsewhere=self.cluster.elsewhere if self.cluster is not None else None,
+            self.core, self.errors.report, config, self.apps, self.seats, static_dir(),
             # A database app's webhooks start with its first client.
             on_app=self.webhooks.app_seen if config.app_manager is not None else None)
         # Every wire protocol as it declares itself (adapters/protocols.py): the server routes
@@ -397,7 +399,7 @@ class EchoServer:
             snapshot=self.state.snapshot,
             announce_presence=presence.announced, purged=presence.purged,
             presence=store, restore_presence=presence.restore, occupancy=self.occupancy,
-            counts=self.quota.own))
+            counts=self.seats.own))
         await cluster.listening()
         if self.core.shared is not None:  # in the cluster: its sessions may move (and come)
             self.core.shared.start()

@@ -70,6 +70,9 @@ class EngineOptions:
     write_high_water: int = WRITE_HIGH_WATER
     cookie: bool = True
     origin_allowed: Callable[[str | None], bool] = field(default=lambda origin: True)
+    # Then, at a handshake (a new session), the say of whoever serves its path and Host
+    # (an isolated app's own allow-list): (path, headers, Origin or Referer) -> allowed.
+    owner_origin_allowed: Callable[[str, dict[str, str], str | None], bool] | None = None
 
 
 @dataclass(slots=True)
@@ -410,6 +413,8 @@ class EngineServer:
             return self._preflight(request)
         sid = query.get("sid")
         if sid is None:
+            if not self._owner_allows(request):
+                return self._reject(request, FORBIDDEN, 403)
             if transport != "polling":
                 return self._reject(request, BAD_REQUEST)
             if request.method != "GET":
@@ -425,6 +430,12 @@ class EngineServer:
         if request.method == "POST":
             return self._post(session, request)
         return self._reject(request, BAD_REQUEST)
+
+    def _owner_allows(self, request: Request) -> bool:
+        """A new session's origin, by whoever serves its path (``socketio.origins`` said yes
+        already, at every request)."""
+        allowed = self.options.owner_origin_allowed
+        return allowed is None or allowed(request.path, request.headers, _origin_of(request))
 
     def _preflight(self, request: Request) -> Response:
         headers = self.cors_headers(request)
@@ -547,6 +558,8 @@ class EngineServer:
             return conn.refuse_upgrade(self._reject(request, FORBIDDEN, 403))
         sid = query.get("sid")
         session = None
+        if sid is None and not self._owner_allows(request):
+            return conn.refuse_upgrade(self._reject(request, FORBIDDEN, 403))
         if sid is not None:
             if not self.options.allow_upgrades:
                 return conn.refuse_upgrade(self._reject(request, BAD_REQUEST))

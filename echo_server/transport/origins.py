@@ -110,3 +110,16 @@ def origin_allowed(patterns: list[OriginPattern] | None, origin: str | None) -> 
     if parts is None:
         return any(pattern.host == origin.strip().lower() for pattern in patterns)
     return any(pattern.matches(*parts) for pattern in patterns)
+
+
+def page_origin(value: str | None) -> str | None:
+    """The origin (``scheme://host[:port]``, as sent) of a handshake's Origin or of the page
+    its Referer names: what an app's exact ``allowedOrigins`` compare with."""
+    if not value:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    for end in "/?#":
+        rest = rest.partition(end)[0]
+    return f"{scheme}://{rest}"

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import json
 import os
+import socket
 import struct
 import time
 from collections.abc import Callable
@@ -377,3 +378,23 @@ async def eio3_recovering_client(server: Any, query: str) -> tuple[RawWebSocket,
     recovery = json.loads((await ws.recv_text())[2:])
     assert recovery[0] == "echo:recovery"
     return ws, sid, recovery[1]
+
+
+async def token_handshake(server: EchoServer, token: str,
+                          path: str = "/socket.io/") -> asyncio.StreamWriter:
+    """A websocket handshake carrying the token, as socket.io-client 2 sends it; the answer
+    is never read."""
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write((f"GET {path}?EIO=3&transport=websocket&token={token} HTTP/1.1\r\n"
+                  f"Host: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    await writer.drain()
+    return writer
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset, as a client that walks away does."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()

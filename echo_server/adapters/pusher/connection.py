@@ -8,7 +8,6 @@ from typing import Any
 from echo_common.jsoncodec import dumps
 
 from ...apps.model import App
-from ...apps.rates import TokenBucket
 from ...core.connection import ClientState
 from ...transport.deadlines import Bucket
 from ...transport.ids import new_id
@@ -40,8 +39,8 @@ class SignInWait:
 
 
 class PusherConnection:
-    __slots__ = ("app", "client_events", "due", "due_slot", "id", "last_seen", "pinged",
-                 "signin", "state", "ws")
+    __slots__ = ("app", "due", "due_slot", "id", "last_seen", "pinged", "signin", "state",
+                 "ws")
 
     def __init__(self, ws: WebSocketConnection, app: App) -> None:
         self.ws = ws
@@ -51,8 +50,6 @@ class PusherConnection:
         self.last_seen = time.monotonic()
         self.pinged = False  # a pusher:ping is out, unanswered
         self.signin: SignInWait | None = None  # set by the endpoint when it must sign in
-        # Its app's maxClientEventsPerSecond, once it sends one (4301 beyond).
-        self.client_events: TokenBucket | None = None
         self.due: Bucket | None = None  # where the endpoint's Deadlines hold it
         self.due_slot = 0
 

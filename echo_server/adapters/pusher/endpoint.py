@@ -25,13 +25,11 @@ from typing import Any
 
 from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
-from echo_common.counts import AddressCounts
 from echo_common.jsoncodec import dumps, loads
 
 from ...apps.authorizers import UntaggedAuthorizer
 from ...apps.model import App
-from ...apps.quota import AppQuota, SharedAppQuota
-from ...apps.rates import TokenBucket
+from ...apps.seats import AppSeats
 from ...apps.store import AppStore, AppsUnavailable
 from ...core.channels import ChannelCore
 from ...core.connection import ClientState, Wire
@@ -44,6 +42,7 @@ from ...transport.http import HttpConnection, Request, Response
 from ...transport.ids import numeric_ids
 from ...transport.websocket import encode_frame, switching_protocols, valid_key
 from ...transport.wsconn import WebSocketConnection
+from ..app_bounds import app_bounds
 from ..presence_bounds import PresenceBounds
 from .apps import SignatureAuthorizer, UserChannelAuthorizer, signed_in_user
 from .connection import PusherConnection, SignInWait, message
@@ -55,7 +54,6 @@ NO_SUCH_APP = 4001, "App key does not exist"  # 4000-4099: pusher-js does not re
 APP_DISABLED = 4003, "App is disabled"
 # 4100-4199: pusher-js reconnects after a while; never 4001, which would stop it for good.
 APPS_UNAVAILABLE = 4100, "Apps cannot be looked up right now: try again later"
-ADDRESS_SHARE = 4  # without maxConnectionsPerAddress, an address may hold a quarter of an app's
 HELD_BYTES = 64 * 1024  # subscribes held for a sign-in, in all, per connection
 ErrorReporter = Callable[[str, str], None]
 
@@ -75,9 +73,8 @@ class PusherOptions:
 class PusherEndpoint:
     def __init__(self, core: ChannelCore, apps: AppStore, options: PusherOptions,
                  report_error: ErrorReporter, rules: list[ChannelRule] | None = None,
-                 quota: AppQuota | SharedAppQuota | None = None,
-                 numeric: bool = True, on_app: Callable[[App], None] | None = None,
-                 elsewhere: Callable[[str], int] | None = None) -> None:
+                 seats: AppSeats | None = None,
+                 numeric: bool = True, on_app: Callable[[App], None] | None = None) -> None:
         self.core = core
         self.apps = apps
         self.rules: list[ChannelRule] = rules or []
@@ -85,11 +82,8 @@ class PusherEndpoint:
         self._report = report_error
         self.wire: Wire[PusherConnection] = PusherWire()
         self.connections: set[PusherConnection] = set()
-        # Open connections by app key (with the other workers'), and by app and address;
-        # and by app key on the other instances, as their last heartbeats said (cluster).
-        self.quota = quota or AppQuota()
-        self.elsewhere = elsewhere or _none_elsewhere
-        self.per_address: defaultdict[str, AddressCounts] = defaultdict(AddressCounts)
+        # Each app's maxConnections, shared with its Socket.IO pages.
+        self.seats = seats or AppSeats()
         self.deadlines = Deadlines(self._check)
         self._lookups: set[asyncio.Task[None]] = set()
         # Told each app that admits a client (a database's: its webhooks start then).
@@ -156,6 +150,7 @@ class PusherEndpoint:
                 if self.on_app is not None:
                     self.on_app(app)
                 connection.app = app
+                connection.state.bounds = app_bounds(app)
                 self._check(connection, time.monotonic())  # its activity timeout may be new
             return 0
         code, text = NO_SUCH_APP if app is None or not app.signs else APP_DISABLED
@@ -234,10 +229,10 @@ class PusherEndpoint:
         if self.on_app is not None:
             self.on_app(app)
         connection = PusherConnection(ws, app)
-        self.per_address[app.key].add(address)
         connection.state = ClientState(self.wire, address,
                                        {k: headers[k] for k in KEPT_HEADERS if k in headers})
         connection.state.tag = app.tag  # its app's own channels
+        connection.state.bounds = app_bounds(app)
         ws.session = connection
         self.connections.add(connection)
         opened = connection.last_seen
@@ -260,19 +255,8 @@ class PusherEndpoint:
             return APP_DISABLED
         if not app.origin_allowed(origin):
             return 4009, "Origin not allowed"
-        limit = app.limits.max_connections
-        if not limit:
-            self.quota.add(app.key)
-            return None
-        if not self.quota.take(app.key, limit - self.elsewhere(app.key)):
-            return 4004, "App is over its connection quota"
-        # No one address takes every slot: at most its share (4100: pusher-js retries later).
-        share = app.limits.max_connections_per_address or -(-limit // ADDRESS_SHARE)
-        if (self.per_address[app.key].get(address, 0) >= share
-                and not self.core.limits.trusted(address)):
-            self.quota.give(app.key)
-            return 4100, "Over capacity: this address holds its share of the app's connections"
-        return None
+        refused = self.seats.take(app, address, self.core.limits.trusted)
+        return None if refused is None else (refused.code, refused.message)
 
     def _activity_timeout(self, app: App) -> float:
         return app.activity_timeout or self.options.activity_timeout
@@ -292,8 +276,7 @@ class PusherEndpoint:
             ws.session = None
             self.connections.discard(connection)
             self.deadlines.cancel(connection)
-            self.quota.give(connection.app.key)
-            self.per_address[connection.app.key].remove(connection.state.address)
+            self.seats.give(connection.app.key, connection.state.address)
             self.core.close(connection, reason)
 
     def on_ws_text(self, ws: WebSocketConnection, text: str) -> None:
@@ -333,18 +316,14 @@ class PusherEndpoint:
             self._signin(connection, _object(data))
         elif event.startswith("client-"):
             channel = msg.get("channel")
-            if not connection.app.limits.client_events:
-                connection.error(4301, "Client events are not enabled for this app")
-            elif not _within_client_rate(connection):
-                self.report_error("rate_limited", f"pusher: {connection.id} over its app's "
-                                  "maxClientEventsPerSecond")
-                connection.error(4301, "The rate limit for sending client events exceeded "
-                                       "the quota")
-            elif isinstance(channel, str) and channel.startswith("private-encrypted-"):
+            if isinstance(channel, str) and channel.startswith("private-encrypted-"):
                 # The server cannot read (nor so vouch for) what the backend encrypted.
                 connection.error(None, "Client events are not allowed on encrypted channels")
             else:
-                self.core.client_event(connection, channel, event, data)
+                # Its app's enableClientMessages and maxClientEventsPerSecond: the core's.
+                refused = self.core.client_event(connection, channel, event, data)
+                if refused is not None:
+                    connection.error(4301, refused)
         else:
             self.report_error("bad_frame", "pusher: an event this server does not handle")
             connection.error(None, f"Unsupported event {event[:64]!r}")
@@ -353,12 +332,6 @@ class PusherEndpoint:
         channel = data.get("channel")
         authorizer: ChannelAuthorizer | None = None
         app = connection.app
-        most = app.limits.max_channels_per_connection
-        if most and isinstance(channel, str) and self._over_channels(connection, channel, most):
-            self.report_error("too_many_channels", f"pusher: {connection.id} is in {most} "
-                              "channels, its app's maxChannelsPerConnection")
-            self.wire.refused(connection, channel, 4300)
-            return
         if isinstance(channel, str) and channel.startswith(USER_CHANNEL):
             authorizer = UserChannelAuthorizer(connection.state.user)
         elif isinstance(channel, str) and is_private(channel):
@@ -375,16 +348,6 @@ class PusherEndpoint:
             authorizer = PresenceBounds(authorizer, lambda: connection.app.limits,
                                         self.core.presence)
         self.core.subscribe(connection, channel, {}, authorizer, pusher_names=True)
-
-    @staticmethod
-    def _over_channels(connection: PusherConnection, channel: str, most: int) -> bool:
-        """A new channel past the app's maxChannelsPerConnection (one held or asked for
-        already is no new one)."""
-        state = connection.state
-        held = channel + state.tag
-        pending = state.pending or ()
-        return (held not in state.channels and held not in pending
-                and len(state.channels) + len(pending) >= most)
 
     def _hold(self, connection: PusherConnection, wait: SignInWait,
               data: dict[str, Any]) -> None:
@@ -456,23 +419,6 @@ class PusherEndpoint:
         if wait is not None:
             due = min(due, wait.deadline)
         self.deadlines.schedule(connection, due)
-
-
-def _none_elsewhere(key: str) -> int:
-    """One instance: no other holds any of an app's connections."""
-    return 0
-
-
-def _within_client_rate(connection: PusherConnection) -> bool:
-    """Its app's maxClientEventsPerSecond, per connection (0: only the server's own
-    bound, the core's whisperRate)."""
-    rate = connection.app.rates.client_events
-    if not rate:
-        return True
-    bucket = connection.client_events
-    if bucket is None or bucket.rate != rate:
-        bucket = connection.client_events = TokenBucket(rate)
-    return bucket.take()
 
 
 def _log_closed(closed: Counter[int]) -> None:

@@ -28,9 +28,8 @@ def served(assembly: Assembly) -> Served:
             activity_timeout=timeouts.activity, pong_timeout=timeouts.pong,
             signin_timeout=timeouts.signin,
             origin_allowed=settings.origin_allowed),
-        assembly.report_error, rules=settings.channel_rules, quota=assembly.quota,
-        numeric=settings.pusher_socket_ids, on_app=assembly.on_app,
-        elsewhere=assembly.elsewhere)
+        assembly.report_error, rules=settings.channel_rules, seats=assembly.seats,
+        numeric=settings.pusher_socket_ids, on_app=assembly.on_app)
     return Served("pusher", upgrades=(Upgrade(PusherEndpoint.matches, endpoint.handle_upgrade),),
                   stop=endpoint.stop, reconfigure=functools.partial(_reconfigure, endpoint),
                   connections=endpoint.by_kind, parts=(endpoint,))
