@@ -5,6 +5,10 @@ listens for ``presence:subscribed`` / ``presence:joining`` / ``presence:leaving`
 ``subscription_error``; a broadcast arrives as ``42["<event>","<channel>",<data>]``. The
 same text serves Engine.IO 3 and 4 (only polling framing differs, and that happens when a
 poll is answered), so one wire covers both generations.
+
+About 400 lines because a socket's Echo life is here in order: which app its handshake came
+to (and the seat it takes there), its recovery, its events, and its following the app as it
+changes; the wires it is written with are the first hundred.
 """
 
 from __future__ import annotations

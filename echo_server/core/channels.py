@@ -8,7 +8,7 @@ docs/compatibility.md), including its unanchored name rules, minus its crashes: 
 disconnect at any moment (during a pending authorization, after a 403, twice) is handled,
 and every refusal is counted and logged at a bounded rate.
 
-About 650 lines because a connection's whole life is here, in the order it happens (open,
+About 700 lines because a connection's whole life is here, in the order it happens (open,
 subscribe and authorize, whisper, close or park, recover here or from another instance):
 parking, restoring and taking over move the same state ``_join``/``_leave`` keep, and
 splitting them off would hand that state to a second class. Presence ordering, history,
