@@ -15,6 +15,7 @@ from typing import Any
 import pusher
 import pytest
 
+from echo_server.apps.tags import tag_of
 from echo_server.process.server import EchoServer
 from tests.conftest import ServerFactory, requires_node, server_url
 from tests.support.auth_backend import AuthBackend
@@ -141,15 +142,15 @@ async def test_the_connection_quota_holds_across_instances(make_server: ServerFa
     heartbeat told the second), the second admits again, and the first is full in turn."""
     first, second = await _servers(make_server, 2)
     assert first.cluster is not None and second.cluster is not None
-    key = LIMITED["key"]
+    key, seats = LIMITED["key"], tag_of(LIMITED["appId"])  # its seats count under its id
     on_first = [await pusher_client(first, key) for _ in range(2)]
-    await wait_until(lambda: second.cluster.elsewhere(key) == 2, "the second heard of 2")
+    await wait_until(lambda: second.cluster.elsewhere(seats) == 2, "the second heard of 2")
     on_second = [await pusher_client(second, key)]
     assert await _refused(second, key) == 4004
     await on_first.pop()[0].close()
-    await wait_until(lambda: second.cluster.elsewhere(key) == 1, "the second heard of 1")
+    await wait_until(lambda: second.cluster.elsewhere(seats) == 1, "the second heard of 1")
     on_second.append(await pusher_client(second, key))
-    await wait_until(lambda: first.cluster.elsewhere(key) == 2, "the first heard of 2")
+    await wait_until(lambda: first.cluster.elsewhere(seats) == 2, "the first heard of 2")
     assert await _refused(first, key) == 4004
     for ws, _ in on_first + on_second:
         await ws.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from echo_server.apps.tags import tag_of
 from echo_server.process.server import EchoServer
 from echo_server.transport.engine import EngineServer
 from tests.conftest import ServerFactory, requires_node, server_url
@@ -36,6 +37,7 @@ PATH = "/tenant/socket.io"
 TENANT = {"appId": "5001", "key": "tenant-key", "secret": "tenant-secret",
           "socketioPath": PATH, "hosts": ["tenant.test"],
           "maxConnections": 2, "maxConnectionsPerAddress": 2}
+SEATS = tag_of(TENANT["appId"])  # what its seats count under: its id (apps/seats.py)
 OVER_QUOTA = "App is over its connection quota (maxConnections)"
 RECOVERY = {"socketio": {"connectionStateRecovery": {"maxDisconnectionDuration": 10_000}}}
 STACKS = ["echo2-sio4", "echo2-sio2"]
@@ -47,20 +49,23 @@ def _refusal_event(stack: str) -> str:
     return "connect_error" if stack.endswith("sio4") else "socket_error"
 
 
-def _seats_back(server: EchoServer, key: str) -> bool:
-    return server.seats.count(key) == 0 and not server.seats.per_address[key]
+def _seats_back(server: EchoServer) -> bool:
+    return server.seats.count(SEATS) == 0 and not server.seats.per_address[SEATS]
 
 
-async def _pusher_refused(server: EchoServer, key: str) -> int:
-    ws = await RawWebSocket.connect(server, "protocol=7", path=f"/app/{key}")
+async def _pusher_refused(server: EchoServer, key: str,
+                          headers: dict[str, str] | None = None) -> int:
+    ws = await RawWebSocket.connect(server, "protocol=7", path=f"/app/{key}", headers=headers)
     message = json.loads(await ws.recv_text())
     assert message["event"] == "pusher:error", message
     return int(message["data"]["code"])
 
 
-async def _refused_connect(server: EchoServer, path: str, query: str = "") -> str:
+async def _refused_connect(server: EchoServer, path: str, query: str = "",
+                           headers: dict[str, str] | None = None) -> str:
     """The refusal an Engine.IO 4 websocket's CONNECT at ``path`` gets."""
-    ws = await RawWebSocket.connect(server, "EIO=4&transport=websocket" + query, path=path)
+    ws = await RawWebSocket.connect(server, "EIO=4&transport=websocket" + query, path=path,
+                                    headers=headers)
     assert (await ws.recv_text()).startswith("0")
     ws.send_text("40")
     reply = await ws.recv_text()
@@ -91,7 +96,7 @@ async def test_max_connections_counts_pusher_clients_and_socket_io_pages_togethe
         default = await node_client(stack, server_url(server))
         await default.expect("connected")
     await pusher_ws.close()
-    await wait_until(lambda: server.seats.count(TENANT["key"]) == 1, "the seat given back")
+    await wait_until(lambda: server.seats.count(SEATS) == 1, "the seat given back")
     late = await node_client(stack, server_url(server), echo_options={"path": PATH})
     await late.expect("connected")
 
@@ -103,20 +108,19 @@ async def test_every_seat_a_socket_took_comes_back(make_server: ServerFactory) -
     open, and at the end to 0."""
     app = {**TENANT, "maxConnections": 5, "maxConnectionsPerAddress": 5}
     server = await make_server({"apps": [app], **RECOVERY}, redis=False)
-    key = app["key"]
     for _ in range(3):
         opened = [await socketio_client(server, path=PATH + "/") for _ in range(3)]
         opened += [await socketio_client(server, headers={"Host": "tenant.test"})]
         eio3 = await RawWebSocket.connect(server, path=PATH + "/")
         assert (await eio3.recv_text()).startswith("0") and await eio3.recv_text() == "40"
         assert await _refused_connect(server, PATH + "/") == OVER_QUOTA
-        assert server.seats.count(key) == 5
+        assert server.seats.count(SEATS) == 5
         await eio3.close()
         for ws, _ in opened[:2]:
             ws.writer.transport.abort()  # dropped: parked for a recovery, no seat held
         for ws, _ in opened[2:]:
             await ws.close()
-        await wait_until(lambda: _seats_back(server, key), "every seat back")
+        await wait_until(lambda: _seats_back(server), "every seat back")
     # Recovered: the session comes back as the same socket, in one seat.
     ws, hello = await socketio_client(server, path=PATH + "/")
     ws.writer.transport.abort()
@@ -127,9 +131,9 @@ async def test_every_seat_a_socket_took_comes_back(make_server: ServerFactory) -
     back, again = await socketio_client(server, "40" + json.dumps({"pid": hello["pid"]}),
                                         path=PATH + "/")
     assert again == hello
-    assert server.seats.count(key) == 1
+    assert server.seats.count(SEATS) == 1
     by_host, _ = await socketio_client(server, headers={"Host": "tenant.test"})
-    assert server.seats.count(key) == 2
+    assert server.seats.count(SEATS) == 2
     # Its path and its host name now another app's: both sockets closed, their seats back.
     path = Path(server.config.config_file)
     options = json.loads(path.read_text())
@@ -140,7 +144,7 @@ async def test_every_seat_a_socket_took_comes_back(make_server: ServerFactory) -
     assert await server.reloader.reload()
     for closed in (back, by_host):
         assert await closed.wait_closed() in (None, 1000, 1005)
-    await wait_until(lambda: _seats_back(server, key), "every seat back")
+    await wait_until(lambda: _seats_back(server), "every seat back")
     # Only its seats were ever counted: the default app's sockets take none.
     await socketio_client(server)
     assert server.seats.own() == {}
@@ -174,9 +178,55 @@ async def test_no_seat_is_kept_by_sockets_gone_or_refused_as_their_token_is_veri
     # One more, let through after all of them: then it alone holds a seat, and none once gone.
     last, _ = await socketio_client(server, path=PATH + "/", connect="40" + json.dumps(
         {"token": token}))
-    assert server.seats.count(TENANT["key"]) == 1
+    assert server.seats.count(SEATS) == 1
     await last.close()
-    await wait_until(lambda: _seats_back(server, TENANT["key"]), "no seat kept")
+    await wait_until(lambda: _seats_back(server), "no seat kept")
+
+
+async def test_seats_held_through_a_key_rotation_still_count(make_server: ServerFactory) -> None:
+    """maxConnections 2, both seats held by Socket.IO pages, which stay open when their app's
+    key is rotated (they never name it): a Pusher client with the new key is refused with
+    4004 (the old key is no app now: 4001); once a page leaves, the new key's client gets its
+    seat, and the pages' seats come back as they go."""
+    server = await make_server({"apps": [TENANT]}, redis=False)
+    pages = [await socketio_client(server, path=PATH + "/") for _ in range(2)]
+    path = Path(server.config.config_file)
+    options = json.loads(path.read_text())
+    options["apps"] = [{**TENANT, "key": "rotated-key"}]
+    path.write_text(json.dumps(options))
+    assert await server.reloader.reload()
+    assert await _pusher_refused(server, "rotated-key") == 4004
+    assert await _pusher_refused(server, TENANT["key"]) == 4001
+    await pages.pop()[0].close()
+    await wait_until(lambda: server.seats.count(SEATS) == 1, "the page's seat given back")
+    rotated, _ = await pusher_client(server, "rotated-key")
+    assert await _pusher_refused(server, "rotated-key") == 4004
+    for ws in (rotated, pages[0][0]):
+        await ws.close()
+    await wait_until(lambda: _seats_back(server), "every seat back")
+
+
+async def test_one_clients_share_is_its_ipv6_64(make_server: ServerFactory) -> None:
+    """maxConnectionsPerAddress 2, through a trusted proxy (the test's own address): two
+    addresses of one /64 are one client, whose third connection, Pusher's or Socket.IO's, is
+    refused as over its share (4100); an address of another /64 is another client."""
+    app = {**TENANT, "maxConnections": 10}
+    server = await make_server({"apps": [app], "trustedProxies": ["127.0.0.1"]}, redis=False)
+
+    def at(address: str) -> dict[str, str]:
+        return {"X-Forwarded-For": address}
+
+    held = [await pusher_client(server, app["key"], at("2001:db8:1:2::1")),
+            await socketio_client(server, path=PATH + "/", headers=at("2001:db8:1:2:ffff::9"))]
+    assert await _pusher_refused(server, app["key"], at("2001:db8:1:2::3")) == 4100
+    assert "maxConnectionsPerAddress" in await _refused_connect(
+        server, PATH + "/", headers=at("2001:db8:1:2:0:0:0:4"))
+    held += [await pusher_client(server, app["key"], at("2001:db8:1:3::1")),
+             await socketio_client(server, path=PATH + "/", headers=at("2001:db8:1:3::2"))]
+    assert server.seats.per_address[SEATS] == {"2001:db8:1:2::/64": 2, "2001:db8:1:3::/64": 2}
+    for ws, _ in held:
+        await ws.close()
+    await wait_until(lambda: _seats_back(server), "every seat back")
 
 
 # --------------------------------------------------------------------------- allowedOrigins

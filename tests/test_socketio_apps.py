@@ -205,6 +205,35 @@ async def test_open_sockets_follow_their_apps_through_a_reload(
     await wait_until(lambda: server.core.rooms.count(CHANNEL) == 1, "the default app's")
 
 
+async def test_a_reloaded_auth_timeout_holds_for_an_isolated_apps_next_subscribe(
+        make_server: ServerFactory, auth_backend: AuthBackend) -> None:
+    """The settings of an isolated app's /broadcasting/auth are the server's (``authTimeout``
+    here): reloaded, they hold from its open page's next private subscribe though the app did
+    not change. Its backend stalls: refused with 0 after the new 200 ms, where the 10 s of
+    before would still be waiting."""
+    stalled = asyncio.Event()
+
+    async def stall(call: Any) -> bool:
+        await stalled.wait()
+        return True
+
+    auth_backend.rules["private-slow"] = stall
+    server = await make_server({"apps": [{**A, "authHost": auth_backend.url}],
+                                "authTimeout": 10_000}, redis=False)
+    page, _ = await socketio_client(server, path="/a/socket.io/")
+    path = Path(server.config.config_file)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "authTimeout": 200}))
+    assert await server.reloader.reload()
+    page.send_text('42["subscribe",{"channel":"private-slow","auth":{"headers":{}}}]')
+    try:
+        async with asyncio.timeout(3):  # pings come meanwhile: one deadline over them all
+            assert await page.next_event() == ["subscription_error", "private-slow", 0]
+    finally:
+        stalled.set()
+    assert [call.channel for call in auth_backend.calls] == ["private-slow"]
+    await page.close()
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 

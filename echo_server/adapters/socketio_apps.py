@@ -259,17 +259,29 @@ class SocketIoApps:
         if moved and self.on_change is not None:
             self.on_change()
 
+    def renew_callbacks(self, close_grace: float) -> None:
+        """The callback factory's settings changed (a reload): every app's /broadcasting/auth
+        is made again from them at once, not when its app next changes. Those it replaces are
+        closed once the authorizations they started may have ended (the grace of before);
+        ``close_grace`` is the new settings' grace, for those made now."""
+        for callback in self._callbacks.values():
+            self._close_later(callback)
+        self._callbacks = {}
+        self.close_grace = close_grace
+        self._rebuild()
+
     def _taken(self, app: App, what: str) -> None:
         self._report("app_endpoint_taken", f"app {app.id}'s {what} is not served: another "
                      f"app (or the default app's {self.default_path}) has it")
 
     def _close_later(self, callback: ChannelAuthorizer) -> None:
         """Authorizations in flight on it finish first (``close`` closes it if it comes
-        sooner)."""
+        sooner): within the grace of the settings it was made with, the one of now."""
         self._retired.append(callback)
+        grace = self.close_grace
 
         async def close() -> None:
-            await asyncio.sleep(self.close_grace)
+            await asyncio.sleep(grace)
             if callback in self._retired:
                 self._retired.remove(callback)
                 await _close(callback)

@@ -218,8 +218,8 @@ class EchoSocketIo:
         self.core = core
         self.apps = apps
         self.seats = seats
-        # An isolated app's connected sockets: the app key each took its seat under.
-        self._seated: dict[Socket, str] = {}
+        # An isolated app's connected sockets: the app each took its seat of.
+        self._seated: dict[Socket, App] = {}
         recovery = core.sessions is not None
         self.wire = SocketIoWire()
         self.offsets_wire = SocketIoWire(offsets=True) if recovery else None
@@ -282,7 +282,7 @@ class EchoSocketIo:
         if refused is not None:
             self.core.report_error("bad_request", f"socket.io: {refused.message}")
             return refused.message
-        self._seated[socket] = app.key
+        self._seated[socket] = app
         return None
 
     def follow(self) -> None:
@@ -404,6 +404,6 @@ class EchoSocketIo:
         core.close(socket, reason, leaving_identities(socket)
                    if core.lifecycle.wants(ConnectionClosed) else ())
         if socket.state.tag:  # the default app's sockets hold no seat
-            key = self._seated.pop(socket, None)
-            if key is not None:
-                self.seats.give(key, socket.handshake.address)
+            app = self._seated.pop(socket, None)
+            if app is not None:
+                self.seats.give(app, socket.handshake.address)

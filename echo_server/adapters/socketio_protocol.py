@@ -27,6 +27,12 @@ from .socketio_bundle import ClientBundle
 from .socketio_echo import EchoSocketIo
 
 
+def _close_grace(settings: Settings) -> float:
+    """How long an authorization may take on a callback made with ``settings``: a replaced
+    one is closed after it."""
+    return settings.auth_queue_timeout + settings.auth_timeout
+
+
 def _callback_settings(settings: Settings) -> dict[str, Any]:
     """The server's settings of the /broadcasting/auth callback, for an isolated app's."""
     return {"verify_tls": settings.auth_verify_tls, "timeout": settings.auth_timeout,
@@ -45,8 +51,7 @@ class SocketIoProtocol:
         # Which app a handshake belongs to: by its host name or its path.
         self.apps = SocketIoApps(
             assembly.apps, settings.socketio_path, self._app_callback, assembly.report_error,
-            assembly.core.presence,
-            close_grace=settings.auth_queue_timeout + settings.auth_timeout)
+            assembly.core.presence, close_grace=_close_grace(settings))
         self.echo = EchoSocketIo(assembly.core, self.apps, assembly.seats, assembly.on_app)
         self.sockets = SocketServer(self.echo)
         # An isolated app's own allowedOrigins, beside socketio.origins, at each handshake.
@@ -74,13 +79,17 @@ class SocketIoProtocol:
 
     def reconfigure(self, settings: Settings) -> Callable[[], None]:
         """``socketio.origins`` for the requests and upgrades from now on; the callback's
-        settings for the isolated apps' /broadcasting/auth made from now on."""
+        settings for the isolated apps' /broadcasting/auth: when they change, every app's is
+        made again with them (the next private subscribe of an open page asks through it)."""
         allowed = settings.origin_allowed
         callback_settings = _callback_settings(settings)
+        close_grace = _close_grace(settings)
 
         def apply() -> None:
             self.engine.allow_origins(allowed)
-            self._callback_settings = callback_settings
+            if callback_settings != self._callback_settings:
+                self._callback_settings = callback_settings
+                self.apps.renew_callbacks(close_grace)
 
         return apply
 

@@ -30,31 +30,31 @@ _SLOT_BYTES = 8
 
 
 class AppQuota:
-    """Open connections by app key, in this process."""
+    """Open connections by app (``seats.seat_name``), in this process."""
 
     def __init__(self) -> None:
         self._counts: Counter[str] = Counter()
 
-    def take(self, key: str, limit: int) -> bool:
-        """One more connection of ``key``, unless ``limit`` (> 0) are open already."""
-        if self._counts[key] >= limit:
+    def take(self, name: str, limit: int) -> bool:
+        """One more connection of ``name``, unless ``limit`` (> 0) are open already."""
+        if self._counts[name] >= limit:
             return False
-        self._counts[key] += 1
+        self._counts[name] += 1
         return True
 
-    def add(self, key: str) -> None:
+    def add(self, name: str) -> None:
         """One more, with no bound to check (an app without `maxConnections`)."""
-        self._counts[key] += 1
+        self._counts[name] += 1
 
-    def give(self, key: str) -> None:
-        self._counts[key] -= 1
+    def give(self, name: str) -> None:
+        self._counts[name] -= 1
 
-    def count(self, key: str) -> int:
-        return self._counts[key]
+    def count(self, name: str) -> int:
+        return self._counts[name]
 
     def own(self) -> dict[str, int]:
-        """This process's open connections by key, for the other instances."""
-        return {key: count for key, count in self._counts.items() if count}
+        """This process's open connections by app, for the other instances."""
+        return {name: count for name, count in self._counts.items() if count}
 
 
 class SharedAppQuota:
@@ -78,15 +78,15 @@ class SharedAppQuota:
             os.ftruncate(fd, size)  # zeros; every worker asks for the same size
         return fd, memoryview(mmap.mmap(fd, size)).cast("q")
 
-    def _of(self, key: str) -> tuple[int, memoryview]:
-        found = self._files.get(key)
+    def _of(self, name: str) -> tuple[int, memoryview]:
+        found = self._files.get(name)
         if found is None:
-            name = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-            found = self._files[key] = self._counter(self.directory / (name + _SUFFIX))
+            file = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+            found = self._files[name] = self._counter(self.directory / (file + _SUFFIX))
         return found
 
-    def take(self, key: str, limit: int) -> bool:
-        fd, counts = self._of(key)
+    def take(self, name: str, limit: int) -> bool:
+        fd, counts = self._of(name)
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
             if sum(counts) >= limit:
@@ -96,18 +96,18 @@ class SharedAppQuota:
             fcntl.lockf(fd, fcntl.LOCK_UN)
         return True
 
-    def add(self, key: str) -> None:
-        self._of(key)[1][self.slot] += 1
+    def add(self, name: str) -> None:
+        self._of(name)[1][self.slot] += 1
 
-    def give(self, key: str) -> None:
-        self._of(key)[1][self.slot] -= 1
+    def give(self, name: str) -> None:
+        self._of(name)[1][self.slot] -= 1
 
-    def count(self, key: str) -> int:
+    def count(self, name: str) -> int:
         """Every worker's, without the lock: a figure, not a decision."""
-        return sum(self._of(key)[1])
+        return sum(self._of(name)[1])
 
     def own(self) -> dict[str, int]:
-        """This worker's open connections by key (its own slot), for the other instances:
+        """This worker's open connections by app (its own slot), for the other instances:
         its siblings read the others' slots here, exactly."""
         slot = self.slot
-        return {key: counts[slot] for key, (_, counts) in self._files.items() if counts[slot]}
+        return {name: counts[slot] for name, (_, counts) in self._files.items() if counts[slot]}

@@ -123,8 +123,8 @@ class ClusterFeeds:
     presence: RedisPresenceStore | None = None
     restore_presence: PresenceRestorer | None = None
     occupancy: Occupancy | None = None
-    # This instance's connections under a bound every instance shares, by name (an app's
-    # key): told the others at each heartbeat (``Cluster.elsewhere``).
+    # This instance's connections under a bound every instance shares, by name (an app's:
+    # ``apps.seats.seat_name``): told the others at each heartbeat (``Cluster.elsewhere``).
     counts: Callable[[], dict[str, int]] | None = None
 
 

@@ -1,7 +1,8 @@
-"""The HTTP side: the API, /metrics, the status page, the demo page's files, and where the
-files the server hands out are read from (the Socket.IO protocol's socket.io.js bundle too,
-``adapters/socketio_bundle.py``). It reads the core's ``ServerState`` and never takes the
-server object."""
+"""The HTTP side: the API, the Pusher HTTP API (``pusher_auth``: its signatures), /metrics
+(``loop_histogram``: the fan-out's histogram), the status page, the demo page's files, and
+where the files the server hands out are read from (the Socket.IO protocol's socket.io.js
+bundle too, ``adapters/socketio_bundle.py``). It reads the core's ``ServerState`` and never
+takes the server object."""
 
 from __future__ import annotations
 

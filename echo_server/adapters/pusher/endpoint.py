@@ -276,7 +276,7 @@ class PusherEndpoint:
             ws.session = None
             self.connections.discard(connection)
             self.deadlines.cancel(connection)
-            self.seats.give(connection.app.key, connection.state.address)
+            self.seats.give(connection.app, connection.state.address)
             self.core.close(connection, reason)
 
     def on_ws_text(self, ws: WebSocketConnection, text: str) -> None:
