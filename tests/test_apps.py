@@ -448,6 +448,32 @@ async def test_a_change_during_a_lookup_is_not_overwritten_by_its_answer() -> No
     assert await lookup == old and cache.found.get("k") is None
 
 
+async def test_a_lookup_after_a_change_does_not_join_a_query_begun_before_it() -> None:
+    """The NOTIFY's own watchers look the app up again at once: joining the query still
+    running from before the change, they got the old row (an app disabled while a page was
+    connected stayed open: the Pusher endpoint saw it enabled). A lookup asked after the
+    change runs a query of its own."""
+    cache = LookupCache(CacheSettings(), MissBudget(100, 100), CacheStats())
+    release = asyncio.Event()
+    old = parse_app({"appId": "1", "key": "k", "secret": "s"}, "apps[0]")
+    new = parse_app({"appId": "1", "key": "k", "secret": "s", "enabled": False}, "apps[0]")
+    rows = [old, new]
+
+    async def slow_fetch(_key: str) -> Any:
+        row = rows.pop(0)
+        if row is old:
+            await release.wait()
+        return row
+
+    before = asyncio.ensure_future(cache.lookup("k", slow_fetch))
+    await wait_until(lambda: cache.stats.queries == 1, "the first query runs")
+    cache.drop("k")  # the NOTIFY: the row changed
+    assert await asyncio.wait_for(cache.lookup("k", slow_fetch), 2) is new
+    release.set()
+    assert await before is old
+    assert cache.found.get("k") is new  # the later answer stays, the earlier is not kept
+
+
 def test_entries_expire_and_the_least_recently_used_goes_first(
         monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]

@@ -149,10 +149,13 @@ class LookupCache:
     def drop(self, name: str) -> None:
         self.found.drop(name)
         self.unknown.drop(name)
-        if name in self._flights:  # its answer may predate the change: do not keep it
+        # A query under way may have read the row before the change: its answer is not kept,
+        # and whoever asks from now on (the change's own watchers first) runs a new one.
+        if self._flights.pop(name, None) is not None:
             self.generation += 1
 
     def clear(self) -> None:
         self.found.clear()
         self.unknown.clear()
+        self._flights.clear()
         self.generation += 1
