@@ -5,7 +5,7 @@ comes where it does (presence before clients, sources after the cluster, what a 
 flushes first), and what is built before the core to be passed in (sources, the cluster,
 recovery's parts, the shared presence store, the histogram that times each batch); the parts
 themselves are in their rooms. Every wire protocol, Socket.IO and Pusher too, is built from
-an ``Assembly`` (the core, the settings, the app store, the shared quota, the app hook) by
+an ``Assembly`` (the core, the settings, the app store, the app seats, the app hook) by
 the factories adapters/registry.py lists, and routed, started, stopped, reloaded and counted
 by what it declares (adapters/protocols.py): this module imports no protocol's parts, and
 one more protocol is a line in the registry, not a change here.

@@ -1,6 +1,7 @@
 """Pusher as a registered protocol: the websocket at ``/app/{key}`` (``endpoint``), built from
-an ``Assembly`` and declared to the server. Its apps' connections count in the quota the
-process shares (every worker's, and what the other instances last told)."""
+an ``Assembly`` and declared to the server. Its apps' connections take seats the
+process shares with Socket.IO (counted over the workers, and as the other instances last
+told)."""
 
 from __future__ import annotations
 
