@@ -236,6 +236,9 @@ async def test_metrics_and_status_page_show_every_worker(tmp_path: Path,
             assert status["totals"]["delivered"] == len(ADDRESSES)
             assert status["channels"]["top"] == [{"name": "news",
                                                   "subscribers": len(ADDRESSES)}]
+            # "news", which both workers hold, is one channel of the app, as in the total.
+            assert status["apps"] == [{"id": "", "connections": len(ADDRESSES), "channels": 1,
+                                       "subscriptions": len(ADDRESSES)}]
             assert [(w["worker"], w["up"], w["connections"]) for w in status["workers"]] == [
                 (0, True, per_worker["0"]), (1, True, per_worker["1"])]
             assert sorted({s["worker"] for s in status["sources"]}) == [0, 1]

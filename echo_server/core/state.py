@@ -42,6 +42,23 @@ class ErrorCounts(Protocol):
     def counts(self) -> Mapping[str, int]: ...
 
 
+def app_figures(connections: Mapping[str, int], counts: Mapping[str, int]
+                ) -> dict[str, list[int]]:
+    """Per app (by id; "" for the default app): [connections, channels, subscriptions], from
+    connections per app and subscribers per channel (``local_channel_counts``, or every
+    worker's merged: a channel two workers hold is one channel). Read at a scrape or a status
+    sample, never per event."""
+    figures = {app_id: [count, 0, 0] for app_id, count in connections.items()}
+    for name, count in counts.items():
+        app_id = app_tag(name)[1:]
+        row = figures.get(app_id)
+        if row is None:
+            row = figures[app_id] = [0, 0, 0]
+        row[1] += 1
+        row[2] += count
+    return figures
+
+
 class ServerState:
     def __init__(self, core: ChannelCore, *, instance_id: str,
                  connections_by_kind: Callable[[], Counter[tuple[str, str]]],
@@ -74,19 +91,6 @@ class ServerState:
 
     def local_channel_counts(self) -> dict[str, int]:
         return self.core.rooms.counts()
-
-    def local_app_figures(self) -> dict[str, list[int]]:
-        """Per app (by id; "" for the default app): [connections, channels, subscriptions]
-        of this process. Read at a scrape or a status sample, never per event."""
-        figures = {app_id: [count, 0, 0] for app_id, count in self.local_app_connections().items()}
-        for name, count in self.local_channel_counts().items():
-            app_id = app_tag(name)[1:]
-            row = figures.get(app_id)
-            if row is None:
-                row = figures[app_id] = [0, 0, 0]
-            row[1] += 1
-            row[2] += count
-        return figures
 
     def local_app_connections(self) -> Counter[str]:
         """This process's connections per app (by id; "" for the default app)."""

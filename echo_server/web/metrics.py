@@ -41,7 +41,7 @@ from ..core.events import (
     Recovered,
     RecoveryFailed,
 )
-from ..core.state import ServerState
+from ..core.state import ServerState, app_figures
 from .api import same_secret
 from .loop_histogram import LoopHistogram
 
@@ -203,7 +203,8 @@ class _StateCollector:
                    for name, text in (("connections", "Open connections of each app"),
                                       ("channels", "Channels of each app with a local socket"),
                                       ("subscriptions", "Subscriptions of each app"))]
-        for label, row in app_rows(state.local_app_figures(), self.app_labels).items():
+        apps = app_figures(state.local_app_connections(), counts)
+        for label, row in app_rows(apps, self.app_labels).items():
             for family, value in zip(per_app, row, strict=True):
                 family.add_metric([label], value)
         yield from per_app

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from echo_common.jsoncodec import dumps, loads
 
 from ..apps.tags import app_tag, untagged
-from ..core.state import ServerState
+from ..core.state import ServerState, app_figures
 from ..transport.http import Request, Response
 from . import PACKAGE_STATIC
 from .api import same_secret
@@ -172,7 +172,7 @@ class StatusPage:
             "rates": self._rates(live),
             "totals": [live.delivered, live.events],
             "channels": state.local_channel_counts(),
-            "apps": state.local_app_figures(),
+            "apps": state.local_app_connections(),  # channels: from the merged counts
             "memberships": state.presence_memberships(),
             "errors": dict(state.errors.counts),
             "sources": [{
@@ -207,12 +207,9 @@ class StatusPage:
         kinds: Counter[tuple[str, str]] = Counter()
         counts: Counter[str] = Counter()
         errors: Counter[str] = Counter()
-        apps: dict[str, list[int]] = {}
+        app_connections: Counter[str] = Counter()
         for figures in workers:
-            for app_id, row in figures.get("apps", {}).items():
-                kept = apps.setdefault(app_id, [0, 0, 0])
-                for index, value in enumerate(row):
-                    kept[index] += value
+            app_connections.update(figures.get("apps", {}))
             kinds.update({(protocol, transport): count
                           for protocol, transport, count in figures["byKind"]})
             counts.update(figures["channels"])
@@ -246,7 +243,8 @@ class StatusPage:
             },
             # Every app with a connection or a channel here ("" is the default app's).
             "apps": [{"id": app_id, "connections": row[0], "channels": row[1],
-                      "subscriptions": row[2]} for app_id, row in sorted(apps.items())],
+                      "subscriptions": row[2]}
+                     for app_id, row in sorted(app_figures(app_connections, counts).items())],
             "presence": {
                 "channels": len(presence_counts),
                 "memberships": sum(f["memberships"] for f in workers),
