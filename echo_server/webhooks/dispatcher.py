@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,8 +63,8 @@ class _Target:
 class Webhooks:
     def __init__(self, endpoints: list[Endpoint], settings: DeliverySettings,
                  lifecycle: Lifecycle, presence_grace: float = 0.0) -> None:
-        self.endpoints = endpoints
-        self._configured = endpoints  # the file's; the database's apps' come as seen
+        # The file's, by ident; the database's apps' come as seen
+        self._configured = {endpoint.ident: endpoint for endpoint in endpoints}
         self._seen: dict[str, App] = {}  # database apps by id, as last seen
         self.settings = settings
         self.lifecycle = lifecycle
@@ -81,7 +81,7 @@ class Webhooks:
         self._listening: set[str] = set()
         self._listen(endpoints)
 
-    def _listen(self, endpoints: list[Endpoint]) -> None:
+    def _listen(self, endpoints: Iterable[Endpoint]) -> None:
         """Hear the event kinds some endpoint wants (nobody asked: the core does not even
         build the event)."""
         # Each listener takes its own kind of event: the pairs match, the dict's type cannot say.
@@ -102,8 +102,7 @@ class Webhooks:
         """Queues in Redis when a client is given (every instance delivers any instance's
         batches), in memory otherwise."""
         self._shared = (redis, tag, instance_id)
-        for endpoint in self.endpoints:
-            self._open(endpoint)
+        self._apply(self._wanted())
 
     def _open(self, endpoint: Endpoint) -> None:
         assert self._shared is not None
@@ -119,13 +118,25 @@ class Webhooks:
 
     def app_seen(self, app: App) -> None:
         """A database app admitted a client (or changed while it had some): its webhooks
-        from now on, as the row says now. Nothing to do for one seen as it is."""
-        if self._seen.get(app.id) is app:
+        from now on, as the row says now. Nothing to do for one seen as it is; otherwise
+        only its endpoints (and those of the app it pushes out) are touched, not every
+        seen app's."""
+        before = self._seen.get(app.id)
+        if before is app:
             return
+        touched = [before] if before is not None else []
         if len(self._seen) >= MAX_SEEN_APPS:  # bounded: the oldest seen go first
-            self._seen.pop(next(iter(self._seen)))
+            touched.append(self._seen.pop(next(iter(self._seen))))
         self._seen[app.id] = app
-        self.reconfigure(self._configured)
+        now = app_endpoints([app])
+        self._listen(now)
+        # An endpoint no seen app names any more falls back to the file's (if it names it):
+        # idents hash the app id, so no other seen app can name it.
+        wanted: dict[str, Endpoint | None] = {
+            endpoint.ident: self._configured.get(endpoint.ident)
+            for endpoint in app_endpoints(touched)}
+        wanted.update((endpoint.ident, endpoint) for endpoint in now)
+        self._apply(wanted)
 
     def reconfigure(self, endpoints: list[Endpoint]) -> None:
         """A configuration reload: new endpoints start, removed ones stop (what their memory
@@ -133,24 +144,33 @@ class Webhooks:
         names the endpoint again), and a changed secret, filter or header set takes effect
         for the next batch. No await: the swap is whole. ``endpoints``: the file's; the
         database's apps seen so far keep theirs."""
-        self._configured = endpoints
-        endpoints = endpoints + app_endpoints(self._seen.values())
-        self.endpoints = endpoints
-        self._listen(endpoints)
+        self._configured = {endpoint.ident: endpoint for endpoint in endpoints}
+        wanted = self._wanted()
+        self._listen(wanted.values())
+        self._apply({**dict.fromkeys(self._targets), **wanted})
+
+    def _wanted(self) -> dict[str, Endpoint]:
+        """Every endpoint by ident: the file's, then the seen apps' (which win)."""
+        return {**self._configured,
+                **{endpoint.ident: endpoint for endpoint in app_endpoints(self._seen.values())}}
+
+    def _apply(self, wanted: Mapping[str, Endpoint | None]) -> None:
+        """Each of these endpoints as now wanted (None: not any more): opened, stopped, or
+        given its new secret, filter and headers. Not started: ``start`` opens them."""
         if self._shared is None:
-            return  # not started: start() opens them
-        wanted = {endpoint.ident: endpoint for endpoint in endpoints}
-        for ident, target in list(self._targets.items()):
-            endpoint = wanted.pop(ident, None)
+            return
+        for ident, endpoint in wanted.items():
+            target = self._targets.get(ident)
             if endpoint is None:
-                del self._targets[ident]
-                task = asyncio.ensure_future(self._close(target))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+                if target is not None:
+                    del self._targets[ident]
+                    task = asyncio.ensure_future(self._close(target))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
+            elif target is None:
+                self._open(endpoint)
             else:
                 target.endpoint = target.sender.endpoint = endpoint
-        for endpoint in wanted.values():
-            self._open(endpoint)
 
     async def _close(self, target: _Target) -> None:
         await target.sender.stop()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from echo_common.values import positive_number
@@ -27,11 +27,13 @@ class Endpoint:
     ends_with: str
     headers: tuple[tuple[str, str], ...]
     tag: str = ""  # its app's channel tag (apps/tags.py): it hears only that app's channels
+    # Stable across instances and restarts: names the endpoint's queue in Redis. Hashed once
+    # here: the dispatcher reads it whenever an app's endpoints are (re)applied.
+    ident: str = field(init=False, compare=False)
 
-    @property
-    def ident(self) -> str:
-        """Stable across instances and restarts: names the endpoint's queue in Redis."""
-        return hashlib.sha256(f"{self.app_id}\n{self.url}".encode()).hexdigest()[:20]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ident", hashlib.sha256(
+            f"{self.app_id}\n{self.url}".encode()).hexdigest()[:20])
 
     def wants(self, name: str, channel: str) -> bool:
         """``channel`` as the core holds it (tagged); the filters read the name its app's
