@@ -24,7 +24,7 @@ from echo_common.http_client import outgoing_session
 from echo_common.jsoncodec import dumps
 
 from ..apps.model import App
-from ..apps.tags import untagged
+from ..apps.tags import app_tag, untagged
 from ..core.events import (
     CacheMiss,
     ChannelOccupied,
@@ -75,6 +75,8 @@ class Webhooks:
                             tuple[dict[str, Any], asyncio.TimerHandle]] = {}
         self.stats = WebhookStats()
         self._targets: dict[str, _Target] = {}  # by endpoint ident
+        # The same, by their app's tag: an event visits only its channel's app's endpoints.
+        self._by_tag: dict[str, dict[str, _Target]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._shared: tuple[Any, str, str] | None = None  # Redis client, tag, instance id
         self._closing: set[asyncio.Future[None]] = set()
@@ -114,7 +116,19 @@ class Webhooks:
             RedisQueue(self.settings, redis, f"{tag}:webhooks:{endpoint.ident}", instance_id))
         sender = Sender(endpoint, queue, self.settings, self._session, self.stats)
         sender.start()
-        self._targets[endpoint.ident] = _Target(endpoint, queue, sender)
+        target = self._targets[endpoint.ident] = _Target(endpoint, queue, sender)
+        self._group(target, True)
+
+    def _group(self, target: _Target, joins: bool) -> None:
+        """Into (or out of) the group of its endpoint's tag."""
+        tag, ident = target.endpoint.tag, target.endpoint.ident
+        if joins:
+            self._by_tag.setdefault(tag, {})[ident] = target
+            return
+        group = self._by_tag[tag]
+        del group[ident]
+        if not group:
+            del self._by_tag[tag]
 
     def app_seen(self, app: App) -> None:
         """A database app admitted a client (or changed while it had some): its webhooks
@@ -164,13 +178,16 @@ class Webhooks:
             if endpoint is None:
                 if target is not None:
                     del self._targets[ident]
+                    self._group(target, False)
                     task = asyncio.ensure_future(self._close(target))
                     self._closing.add(task)
                     task.add_done_callback(self._closing.discard)
             elif target is None:
                 self._open(endpoint)
-            else:
+            else:  # its app's tag may be another now (a reload moved it)
+                self._group(target, False)
                 target.endpoint = target.sender.endpoint = endpoint
+                self._group(target, True)
 
     async def _close(self, target: _Target) -> None:
         await target.sender.stop()
@@ -192,7 +209,7 @@ class Webhooks:
             await asyncio.gather(*self._closing, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
-        self._targets, self._session = {}, None
+        self._targets, self._by_tag, self._session = {}, {}, None
 
     def figures(self) -> dict[str, float]:
         """For /metrics: counters since start."""
@@ -206,16 +223,20 @@ class Webhooks:
 
     # -- lifecycle events -> Pusher's ------------------------------------------------------
     def _add(self, name: str, channel: str, event: dict[str, Any]) -> None:
-        """``channel`` as the core holds it; an isolated app's endpoints get the name its
-        clients know (only they want its events: ``Endpoint.wants``)."""
+        """``channel`` as the core holds it; only its app's endpoints hear it, under the name
+        its clients know (which their filters read)."""
+        group = self._by_tag.get(app_tag(channel))
+        if group is None:
+            return
+        known = untagged(channel)
         encoded: str | None = None
-        for target in self._targets.values():
+        for target in group.values():
             endpoint = target.endpoint
-            if not endpoint.wants(name, channel):
+            if not endpoint.wants(name, known):
                 continue
             if encoded is None:
                 if endpoint.tag:
-                    event = {**event, "channel": untagged(channel)}
+                    event = {**event, "channel": known}
                 encoded = dumps(event)
             if not target.queue.append(encoded):
                 log.warning("webhooks for %s: queue full (%d events), %s for %r dropped",

@@ -13,7 +13,6 @@ from typing import Any
 from echo_common.values import positive_number
 
 from ..apps.model import App
-from ..apps.tags import app_tag, untagged
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,11 +35,8 @@ class Endpoint:
             f"{self.app_id}\n{self.url}".encode()).hexdigest()[:20])
 
     def wants(self, name: str, channel: str) -> bool:
-        """``channel`` as the core holds it (tagged); the filters read the name its app's
-        clients know."""
-        if app_tag(channel) != self.tag:
-            return False
-        channel = untagged(channel)
+        """``channel`` as its app's clients know it (untagged): the dispatcher hands an event
+        only to the endpoints of its channel's app (by ``tag``)."""
         return (name in self.event_types and channel.startswith(self.starts_with)
                 and channel.endswith(self.ends_with))
 
