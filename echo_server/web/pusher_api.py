@@ -90,10 +90,7 @@ class PusherApi:
             app = await self.apps.by_key(signed[0])
         except AppsUnavailable as error:
             return _refused(PusherError(503, f"{error}"))
-        try:
-            answer = self._served(route, request, signed, app)
-        except PusherError as refusal:
-            return _refused(refusal)
+        answer = self._served(route, request, signed, app)  # a refusal is its answer
         return answer if isinstance(answer, Response) else await answer
 
     def _served(self, route: _Route, request: Request, signed: Signed,
