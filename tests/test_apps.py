@@ -28,6 +28,7 @@ from echo_server.apps.manager import parse_app_manager, serving_store
 from echo_server.apps.model import AppConfigError, parse_app, parse_apps
 from echo_server.apps.postgres import APPLICATION_NAME, PostgresSettings, PostgresStore
 from echo_server.apps.store import AppStoreError, AppsUnavailable
+from echo_server.apps.tags import app_tag
 from echo_server.config import ConfigError, load_config
 from echo_server.webhooks.settings import endpoints
 from tests.support.waits import wait_until
@@ -117,12 +118,14 @@ def test_an_apps_entry_carries_every_option_typed() -> None:
     [endpoint] = endpoints([app])
     assert (endpoint.app_id, endpoint.key, endpoint.secret, endpoint.url) == (
         "42", "k", SECRET, "https://hooks.test/in")
-    # It hears its own app's channels (as the core holds them: tagged) and no other's.
+    # It hears its own app's channels (as the core holds them: tagged; the dispatcher hands
+    # an event to the endpoints of its channel's tag) and no other's.
     assert app.tag == "\x1f42" and endpoint.tag == app.tag
-    assert endpoint.wants("member_added", "presence-x\x1f42") and not endpoint.wants(
-        "member_removed", "presence-x\x1f42")
-    assert not endpoint.wants("member_added", "presence-x")
-    assert not endpoint.wants("member_added", "presence-x\x1f43")
+    assert endpoint.tag == app_tag("presence-x\x1f42")
+    assert endpoint.wants("member_added", "presence-x") and not endpoint.wants(
+        "member_removed", "presence-x")
+    assert endpoint.tag != app_tag("presence-x")
+    assert endpoint.tag != app_tag("presence-x\x1f43")
 
 
 @pytest.mark.parametrize(("entry", "message"), [

@@ -87,6 +87,15 @@ def channel_name_problem(name: object, max_length: int, *, pusher: bool = False)
     return None
 
 
+def event_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a published event's, or None: the core names its own presence
+    changes with the tags' separator (``core.fanout.MEMBER_ADDED``), so no API and no
+    broadcast source may send one as if it were the core."""
+    if SEPARATOR in name:
+        return "event name with a control character \\x1f"
+    return None
+
+
 def valid_text(value: str) -> bool:
     """``value`` encodes as UTF-8 (holds no lone surrogate)."""
     if value.isascii():

@@ -19,6 +19,7 @@ from broadcaster.event import BroadcastEvent
 from broadcaster.sources.base import EventSource
 
 from ..apps.tags import SEPARATOR
+from ..core.limits import event_name_problem
 
 log = logging.getLogger("echo_server.ingest")
 
@@ -44,11 +45,11 @@ def default_app_only(deliver: Deliver) -> Deliver:
     named with it: ``core.fanout.MEMBER_ADDED``)."""
     def checked(batch: list[BroadcastEvent]) -> object:
         for event in batch:
-            if SEPARATOR in event.channel or SEPARATOR in event.event:
+            if SEPARATOR in event.channel or event_name_problem(event.event):
                 log.warning("an event %r for %r dropped: a source's channel and event names "
                             "hold no \\x1f", event.event, event.channel)
                 batch = [e for e in batch
-                         if SEPARATOR not in e.channel and SEPARATOR not in e.event]
+                         if SEPARATOR not in e.channel and not event_name_problem(e.event)]
                 break
         return deliver(batch)
     return checked

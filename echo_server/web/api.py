@@ -20,6 +20,7 @@ from echo_common.signing import same_secret
 from ..apps.model import App
 from ..apps.store import AppStore, AppsUnavailable
 from ..apps.tags import SEPARATOR, in_app
+from ..core.limits import event_name_problem
 from ..core.state import ServerState, rss_bytes
 from ..transport.http import Request, Response
 
@@ -175,7 +176,7 @@ class HttpApi:
             return _json(400, {"error": EVENT_INCOMPLETE}, self.headers)
         if any(SEPARATOR in channel for channel in channels):  # no app names another's
             return _json(400, {"error": "Invalid channel name"}, self.headers)
-        if SEPARATOR in name:  # how the core names its own presence changes (core.fanout)
+        if event_name_problem(name):
             return _json(400, {"error": "Invalid event name"}, self.headers)
         if tag:
             channels = [channel + tag for channel in channels]

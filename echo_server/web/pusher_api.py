@@ -26,8 +26,8 @@ from echo_common.jsoncodec import dumps, is_json, loads_unbounded
 from ..apps.model import App
 from ..apps.rates import RateTable
 from ..apps.store import AppStore, AppsUnavailable
-from ..apps.tags import SEPARATOR, in_app
-from ..core.limits import channel_name_problem
+from ..apps.tags import in_app
+from ..core.limits import channel_name_problem, event_name_problem
 from ..core.state import ServerState
 from ..transport.http import Request, Response
 from .api import Publish
@@ -90,10 +90,7 @@ class PusherApi:
             app = await self.apps.by_key(signed[0])
         except AppsUnavailable as error:
             return _refused(PusherError(503, f"{error}"))
-        try:
-            answer = self._served(route, request, signed, app)
-        except PusherError as refusal:
-            return _refused(refusal)
+        answer = self._served(route, request, signed, app)  # a refusal is its answer
         return answer if isinstance(answer, Response) else await answer
 
     def _served(self, route: _Route, request: Request, signed: Signed,
@@ -313,7 +310,7 @@ def _fields(fields: dict[str, Any], longest: int,
     name, data, socket_id = fields.get("name"), fields.get("data"), fields.get("socket_id")
     if not isinstance(name, str) or not name or len(name) > longest:
         raise PusherError(400, f"name must be an event name of 1 to {longest} characters")
-    if SEPARATOR in name:  # how the core names its own presence changes (core.fanout)
+    if event_name_problem(name):
         raise PusherError(400, "name may not hold the control character \\x1f")
     if not isinstance(data, str):
         raise PusherError(400, "data must be a string")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from echo_common.http_client import outgoing_session
 from echo_common.jsoncodec import dumps
 
 from ..apps.model import App
-from ..apps.tags import untagged
+from ..apps.tags import app_tag, untagged
 from ..core.events import (
     CacheMiss,
     ChannelOccupied,
@@ -63,8 +63,8 @@ class _Target:
 class Webhooks:
     def __init__(self, endpoints: list[Endpoint], settings: DeliverySettings,
                  lifecycle: Lifecycle, presence_grace: float = 0.0) -> None:
-        self.endpoints = endpoints
-        self._configured = endpoints  # the file's; the database's apps' come as seen
+        # The file's, by ident; the database's apps' come as seen
+        self._configured = {endpoint.ident: endpoint for endpoint in endpoints}
         self._seen: dict[str, App] = {}  # database apps by id, as last seen
         self.settings = settings
         self.lifecycle = lifecycle
@@ -75,13 +75,15 @@ class Webhooks:
                             tuple[dict[str, Any], asyncio.TimerHandle]] = {}
         self.stats = WebhookStats()
         self._targets: dict[str, _Target] = {}  # by endpoint ident
+        # The same, by their app's tag: an event visits only its channel's app's endpoints.
+        self._by_tag: dict[str, dict[str, _Target]] = {}
         self._session: aiohttp.ClientSession | None = None
         self._shared: tuple[Any, str, str] | None = None  # Redis client, tag, instance id
         self._closing: set[asyncio.Future[None]] = set()
         self._listening: set[str] = set()
         self._listen(endpoints)
 
-    def _listen(self, endpoints: list[Endpoint]) -> None:
+    def _listen(self, endpoints: Iterable[Endpoint]) -> None:
         """Hear the event kinds some endpoint wants (nobody asked: the core does not even
         build the event)."""
         # Each listener takes its own kind of event: the pairs match, the dict's type cannot say.
@@ -102,8 +104,7 @@ class Webhooks:
         """Queues in Redis when a client is given (every instance delivers any instance's
         batches), in memory otherwise."""
         self._shared = (redis, tag, instance_id)
-        for endpoint in self.endpoints:
-            self._open(endpoint)
+        self._apply(self._wanted())
 
     def _open(self, endpoint: Endpoint) -> None:
         assert self._shared is not None
@@ -115,17 +116,41 @@ class Webhooks:
             RedisQueue(self.settings, redis, f"{tag}:webhooks:{endpoint.ident}", instance_id))
         sender = Sender(endpoint, queue, self.settings, self._session, self.stats)
         sender.start()
-        self._targets[endpoint.ident] = _Target(endpoint, queue, sender)
+        target = self._targets[endpoint.ident] = _Target(endpoint, queue, sender)
+        self._group(target, True)
+
+    def _group(self, target: _Target, joins: bool) -> None:
+        """Into (or out of) the group of its endpoint's tag."""
+        tag, ident = target.endpoint.tag, target.endpoint.ident
+        if joins:
+            self._by_tag.setdefault(tag, {})[ident] = target
+            return
+        group = self._by_tag[tag]
+        del group[ident]
+        if not group:
+            del self._by_tag[tag]
 
     def app_seen(self, app: App) -> None:
         """A database app admitted a client (or changed while it had some): its webhooks
-        from now on, as the row says now. Nothing to do for one seen as it is."""
-        if self._seen.get(app.id) is app:
+        from now on, as the row says now. Nothing to do for one seen as it is; otherwise
+        only its endpoints (and those of the app it pushes out) are touched, not every
+        seen app's."""
+        before = self._seen.get(app.id)
+        if before is app:
             return
+        touched = [before] if before is not None else []
         if len(self._seen) >= MAX_SEEN_APPS:  # bounded: the oldest seen go first
-            self._seen.pop(next(iter(self._seen)))
+            touched.append(self._seen.pop(next(iter(self._seen))))
         self._seen[app.id] = app
-        self.reconfigure(self._configured)
+        now = app_endpoints([app])
+        self._listen(now)
+        # An endpoint no seen app names any more falls back to the file's (if it names it):
+        # idents hash the app id, so no other seen app can name it.
+        wanted: dict[str, Endpoint | None] = {
+            endpoint.ident: self._configured.get(endpoint.ident)
+            for endpoint in app_endpoints(touched)}
+        wanted.update((endpoint.ident, endpoint) for endpoint in now)
+        self._apply(wanted)
 
     def reconfigure(self, endpoints: list[Endpoint]) -> None:
         """A configuration reload: new endpoints start, removed ones stop (what their memory
@@ -133,24 +158,36 @@ class Webhooks:
         names the endpoint again), and a changed secret, filter or header set takes effect
         for the next batch. No await: the swap is whole. ``endpoints``: the file's; the
         database's apps seen so far keep theirs."""
-        self._configured = endpoints
-        endpoints = endpoints + app_endpoints(self._seen.values())
-        self.endpoints = endpoints
-        self._listen(endpoints)
+        self._configured = {endpoint.ident: endpoint for endpoint in endpoints}
+        wanted = self._wanted()
+        self._listen(wanted.values())
+        self._apply({**dict.fromkeys(self._targets), **wanted})
+
+    def _wanted(self) -> dict[str, Endpoint]:
+        """Every endpoint by ident: the file's, then the seen apps' (which win)."""
+        return {**self._configured,
+                **{endpoint.ident: endpoint for endpoint in app_endpoints(self._seen.values())}}
+
+    def _apply(self, wanted: Mapping[str, Endpoint | None]) -> None:
+        """Each of these endpoints as now wanted (None: not any more): opened, stopped, or
+        given its new secret, filter and headers. Not started: ``start`` opens them."""
         if self._shared is None:
-            return  # not started: start() opens them
-        wanted = {endpoint.ident: endpoint for endpoint in endpoints}
-        for ident, target in list(self._targets.items()):
-            endpoint = wanted.pop(ident, None)
+            return
+        for ident, endpoint in wanted.items():
+            target = self._targets.get(ident)
             if endpoint is None:
-                del self._targets[ident]
-                task = asyncio.ensure_future(self._close(target))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-            else:
+                if target is not None:
+                    del self._targets[ident]
+                    self._group(target, False)
+                    task = asyncio.ensure_future(self._close(target))
+                    self._closing.add(task)
+                    task.add_done_callback(self._closing.discard)
+            elif target is None:
+                self._open(endpoint)
+            else:  # its app's tag may be another now (a reload moved it)
+                self._group(target, False)
                 target.endpoint = target.sender.endpoint = endpoint
-        for endpoint in wanted.values():
-            self._open(endpoint)
+                self._group(target, True)
 
     async def _close(self, target: _Target) -> None:
         await target.sender.stop()
@@ -172,7 +209,7 @@ class Webhooks:
             await asyncio.gather(*self._closing, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
-        self._targets, self._session = {}, None
+        self._targets, self._by_tag, self._session = {}, {}, None
 
     def figures(self) -> dict[str, float]:
         """For /metrics: counters since start."""
@@ -186,16 +223,20 @@ class Webhooks:
 
     # -- lifecycle events -> Pusher's ------------------------------------------------------
     def _add(self, name: str, channel: str, event: dict[str, Any]) -> None:
-        """``channel`` as the core holds it; an isolated app's endpoints get the name its
-        clients know (only they want its events: ``Endpoint.wants``)."""
+        """``channel`` as the core holds it; only its app's endpoints hear it, under the name
+        its clients know (which their filters read)."""
+        group = self._by_tag.get(app_tag(channel))
+        if group is None:
+            return
+        known = untagged(channel)
         encoded: str | None = None
-        for target in self._targets.values():
+        for target in group.values():
             endpoint = target.endpoint
-            if not endpoint.wants(name, channel):
+            if not endpoint.wants(name, known):
                 continue
             if encoded is None:
                 if endpoint.tag:
-                    event = {**event, "channel": untagged(channel)}
+                    event = {**event, "channel": known}
                 encoded = dumps(event)
             if not target.queue.append(encoded):
                 log.warning("webhooks for %s: queue full (%d events), %s for %r dropped",

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from echo_common.values import positive_number
 
 from ..apps.model import App
-from ..apps.tags import app_tag, untagged
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,18 +26,17 @@ class Endpoint:
     ends_with: str
     headers: tuple[tuple[str, str], ...]
     tag: str = ""  # its app's channel tag (apps/tags.py): it hears only that app's channels
+    # Stable across instances and restarts: names the endpoint's queue in Redis. Hashed once
+    # here: the dispatcher reads it whenever an app's endpoints are (re)applied.
+    ident: str = field(init=False, compare=False)
 
-    @property
-    def ident(self) -> str:
-        """Stable across instances and restarts: names the endpoint's queue in Redis."""
-        return hashlib.sha256(f"{self.app_id}\n{self.url}".encode()).hexdigest()[:20]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ident", hashlib.sha256(
+            f"{self.app_id}\n{self.url}".encode()).hexdigest()[:20])
 
     def wants(self, name: str, channel: str) -> bool:
-        """``channel`` as the core holds it (tagged); the filters read the name its app's
-        clients know."""
-        if app_tag(channel) != self.tag:
-            return False
-        channel = untagged(channel)
+        """``channel`` as its app's clients know it (untagged): the dispatcher hands an event
+        only to the endpoints of its channel's app (by ``tag``)."""
         return (name in self.event_types and channel.startswith(self.starts_with)
                 and channel.endswith(self.ends_with))
 
