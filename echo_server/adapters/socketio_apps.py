@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 
-from ..apps.authorizers import socketio_authorizer
+from ..apps.authorizers import NoAuthHost, isolated_authorizer
 from ..apps.endpoints import overlaps
 from ..apps.model import App
 from ..apps.store import AppStore, StaticStore
@@ -246,8 +246,9 @@ class SocketIoApps:
                     if callback is None:
                         callback = self._callbacks[place] = self._callback(app)
                 # Its bounds on presence members, as its Pusher clients have them.
-                authorizers[app.tag] = PresenceBounds(socketio_authorizer(app, callback),
-                                                      as_they_are(app.limits), self._presence)
+                authorizers[app.tag] = PresenceBounds(
+                    isolated_authorizer(app, callback or NoAuthHost()), as_they_are(app.limits),
+                    self._presence)
                 bounds[app.tag] = write_bounds(app, self._bounds.get(app.tag)
                                                or ConnectionBounds())
         moved = (_endpoints(hosts) != _endpoints(self.by_host)

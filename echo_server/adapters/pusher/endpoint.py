@@ -27,7 +27,7 @@ from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
 from echo_common.jsoncodec import dumps, loads
 
-from ...apps.authorizers import UntaggedAuthorizer
+from ...apps.authorizers import UntaggedAuthorizer, isolated_authorizer
 from ...apps.model import App
 from ...apps.seats import AppSeats
 from ...apps.store import AppStore, AppsUnavailable
@@ -334,15 +334,16 @@ class PusherEndpoint:
         app = connection.app
         if isinstance(channel, str) and channel.startswith(USER_CHANNEL):
             authorizer = UserChannelAuthorizer(connection.state.user)
+            if app.tag:
+                authorizer = UntaggedAuthorizer(authorizer)
         elif isinstance(channel, str) and is_private(channel):
             authorizer = SignatureAuthorizer(connection, data.get("auth"),
                                              data.get("channel_data"))
             # The top-level `channels` are the default app's; an isolated app has its own.
-            rules = list(app.channel_rules) if app.tag else self.rules
-            if rules:
-                authorizer = RuleAuthorizer(rules, authorizer)
-        if app.tag and authorizer is not None:
-            authorizer = UntaggedAuthorizer(authorizer)
+            if app.tag:
+                authorizer = isolated_authorizer(app, authorizer)
+            elif self.rules:
+                authorizer = RuleAuthorizer(self.rules, authorizer)
         if authorizer is not None and isinstance(channel, str) and is_presence(channel):
             # Whoever decided, the member is within the app's bounds.
             authorizer = PresenceBounds(authorizer, lambda: connection.app.limits,
