@@ -310,7 +310,7 @@ class PusherEndpoint:
             channel = _object(data).get("channel")
             wait = connection.signin
             if wait is not None and wait.held:
-                wait.held = [held for held in wait.held if held["channel"] != channel]
+                wait.drop(channel)
             self.core.unsubscribe(connection, channel)
         elif event == "pusher:signin":
             self._signin(connection, _object(data))
@@ -367,14 +367,14 @@ class PusherEndpoint:
             return
         held = {"channel": channel, "auth": data.get("auth"),
                 "channel_data": data.get("channel_data")}
-        waiting = wait.held
-        size = len(dumps(held)) + sum(len(dumps(item)) for item in waiting)
-        if len(waiting) >= limits.max_pending_auth or size > HELD_BYTES:
-            self.report_error("rate_limited", f"pusher: {connection.id} has subscribes "
-                              "waiting for its sign-in already")
-            self.wire.refused(connection, channel, 429)
-            return
-        waiting.append(held)
+        if len(wait.held) < limits.max_pending_auth:  # the count first: it costs nothing
+            size = len(dumps(held))
+            if wait.size + size <= HELD_BYTES:
+                wait.hold(held, size)
+                return
+        self.report_error("rate_limited", f"pusher: {connection.id} has subscribes "
+                          "waiting for its sign-in already")
+        self.wire.refused(connection, channel, 429)
 
     def _signin(self, connection: PusherConnection, data: dict[str, Any]) -> None:
         user_data = data.get("user_data")
