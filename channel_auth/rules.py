@@ -20,7 +20,7 @@ session-cookie login keeps working beside token logins.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +105,7 @@ def parse_rules(section: Mapping[str, Any] | None) -> list[ChannelRule]:
 class RuleAuthorizer:
     """Rules first; whatever they do not decide goes to ``fallback``."""
 
-    def __init__(self, rules: list[ChannelRule], fallback: ChannelAuthorizer) -> None:
+    def __init__(self, rules: Sequence[ChannelRule], fallback: ChannelAuthorizer) -> None:
         self.rules = rules
         self.fallback = fallback
 

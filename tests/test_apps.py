@@ -386,6 +386,24 @@ async def test_a_flood_of_unknown_keys_reaches_the_database_a_bounded_number_of_
     assert (await store.by_key("known")) is not None and store.stats.queries == queries
 
 
+async def test_a_key_known_unknown_is_answered_from_memory(
+        postgres_url: str, table: str, database: asyncpg.Connection) -> None:
+    """What a connect or an API request asks first (``cached``, through the file's apps
+    and then the database's): a key remembered as unknown is refused at once, not after a
+    task that awaits the lookup."""
+    file_apps_ = parse_apps([{"appId": "api", "key": "file-key", "secret": SECRET}], "apps")
+    store = serving_store(file_apps_, PostgresSettings(postgres_url, table, **FAST))
+    await store.start()
+    try:
+        [database_store] = [part for part in store.parts() if isinstance(part, PostgresStore)]
+        assert store.cached("key", "nobody") is None  # only the database can tell
+        assert await store.by_key("nobody") is None and await store.by_id("nobody") is None
+        assert store.cached("key", "nobody") == () and store.cached("id", "nobody") == ()
+        assert database_store.stats.queries == 2 and database_store.stats.negative_hits == 2
+    finally:
+        await store.close()
+
+
 async def test_the_cache_is_bounded(started: Started, table: str,
                                     database: asyncpg.Connection) -> None:
     for number in range(30):

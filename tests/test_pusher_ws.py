@@ -542,3 +542,30 @@ async def test_with_jwt_required_nothing_reaches_a_pusher_connection_before_sign
     refused = await _next(greedy)
     assert (refused["event"], refused["channel"], refused["data"]["status"]) == (
         "pusher:subscription_error", "c100", 429)
+
+
+async def test_what_waits_for_a_sign_in_is_bounded_in_bytes_and_freed_by_an_unsubscribe(
+        make_server: ServerFactory) -> None:
+    """Three large subscribes fill what may wait (64 KiB), the fourth is refused; one
+    unsubscribed before the sign-in makes room for one more, not two."""
+    server = await make_server({
+        "clients": [{"appId": "1001", "key": KEY, "secret": SECRET}],
+        "jwt": {"secret": "x" * 32, "algorithms": ["HS256"], "required": True},
+        "pusher": {"signinTimeoutMs": 5000}}, redis=False)
+    ws, _ = await _raw_pusher(server)
+
+    def subscribe(channel: str) -> None:
+        ws.send_text(json.dumps({"event": "pusher:subscribe",
+                                 "data": {"channel": channel, "auth": "x" * 20_000}}))
+
+    for n in range(4):
+        subscribe(f"private-c{n}")
+    refused = await _next(ws)
+    assert (refused["event"], refused["channel"], refused["data"]["status"]) == (
+        "pusher:subscription_error", "private-c3", 429)
+    ws.send_text('{"event":"pusher:unsubscribe","data":{"channel":"private-c0"}}')
+    subscribe("private-c4")
+    subscribe("private-c5")
+    refused = await _next(ws)
+    assert (refused["event"], refused["channel"], refused["data"]["status"]) == (
+        "pusher:subscription_error", "private-c5", 429)

@@ -50,19 +50,11 @@ class PresenceBounds:
         most = limits.max_presence_members
         if not most or member.get("user_id") is None:  # no member: the core lets none in
             return result
-        # The seat, held across the await, makes a simultaneous join on this instance count
-        # this one; released before the answer, as the core's join (which `local_users`
-        # sees) follows it in the same step (``ChannelCore._authorize`` enters the member).
         # Across instances the bound holds only for joins the store shows: two instances
         # admitting the last slot at the same moment (each reading before the other's write
         # lands) both get in.
-        presence, channel, user = self.presence, request.channel, user_key(member["user_id"])
-        seat = presence.hold(channel, user)
-        try:
-            present = await presence.store.members(channel)
-        finally:
-            presence.release(channel, seat)
-        users = {user_key(m.user_id) for m in present} | presence.local_users(channel)
+        user = user_key(member["user_id"])
+        users = await self.presence.users(request.channel, user)
         if len(users) >= most and user not in users:  # another tab of one is welcome
             return AuthResult(CHANNEL_FULL, reason=f"{most} members already "
                                                    "(maxPresenceMembersPerChannel)")

@@ -26,8 +26,8 @@ from collections.abc import Callable, Sequence
 
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 
-from ..apps.authorizers import socketio_authorizer
-from ..apps.endpoints import overlaps
+from ..apps.authorizers import NoAuthHost, isolated_authorizer
+from ..apps.endpoints import BUNDLE, overlaps
 from ..apps.model import App
 from ..apps.store import AppStore, StaticStore
 from ..core.channels import ErrorReporter
@@ -40,7 +40,6 @@ from .presence_bounds import PresenceBounds, as_they_are
 
 log = logging.getLogger("echo_server.socketio_apps")
 
-BUNDLE = ("socket.io.js", "socket.io.js.map")  # the client, served under each path
 # Keys changed while a read was under way, read together next; beyond this many (a bulk
 # UPDATE's NOTIFYs), the next read is of all of them.
 MAX_PENDING_KEYS = 1000
@@ -246,8 +245,9 @@ class SocketIoApps:
                     if callback is None:
                         callback = self._callbacks[place] = self._callback(app)
                 # Its bounds on presence members, as its Pusher clients have them.
-                authorizers[app.tag] = PresenceBounds(socketio_authorizer(app, callback),
-                                                      as_they_are(app.limits), self._presence)
+                authorizers[app.tag] = PresenceBounds(
+                    isolated_authorizer(app, callback or NoAuthHost()), as_they_are(app.limits),
+                    self._presence)
                 bounds[app.tag] = write_bounds(app, self._bounds.get(app.tag)
                                                or ConnectionBounds())
         moved = (_endpoints(hosts) != _endpoints(self.by_host)

@@ -17,12 +17,13 @@ from typing import Any
 from channel_auth import ChannelAuthorizer
 
 from ..apps.authorizers import auth_callback
+from ..apps.endpoints import BUNDLE
 from ..apps.model import App
 from ..transport.engine import EngineServer
 from ..transport.http import HttpConnection, Request, Response
 from ..transport.sockets import SocketServer
 from .protocols import Assembly, Route, Served, Settings, Upgrade
-from .socketio_apps import BUNDLE, SocketIoApps
+from .socketio_apps import SocketIoApps
 from .socketio_bundle import ClientBundle
 from .socketio_echo import EchoSocketIo
 

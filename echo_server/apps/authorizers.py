@@ -42,9 +42,9 @@ def auth_callback(app: App, **settings: Any) -> HttpCallbackAuthorizer:
     return HttpCallbackAuthorizer([app.auth_host], app.auth_endpoint, **settings)
 
 
-def socketio_authorizer(app: App, callback: ChannelAuthorizer | None) -> ChannelAuthorizer:
-    """For an isolated app's Socket.IO clients: its rules, then ``callback``."""
-    inner: ChannelAuthorizer = callback or NoAuthHost()
+def isolated_authorizer(app: App, inner: ChannelAuthorizer) -> ChannelAuthorizer:
+    """An isolated app's private channels, for either protocol: its rules, then ``inner``
+    (its /broadcasting/auth for Socket.IO, the signature pusher-js brings for Pusher)."""
     if app.channel_rules:
-        inner = RuleAuthorizer(list(app.channel_rules), inner)
+        inner = RuleAuthorizer(app.channel_rules, inner)
     return UntaggedAuthorizer(inner)

@@ -104,15 +104,23 @@ class LookupCache:
         self._flights: dict[str, asyncio.Future[App | None]] = {}
         self.generation = 0  # bumped by clear(): a query begun before it is not kept
 
-    async def lookup(self, name: str, fetch: Callable[[str], Awaitable[App | None]]
-                     ) -> App | None:
+    def cached(self, name: str) -> tuple[App, ...] | None:
+        """``(app,)`` or ``()`` (known not to exist) from memory, None when only a query
+        can tell."""
         app = self.found.get(name)
         if app is not None:
             self.stats.hits += 1
-            return app
+            return (app,)
         if self.unknown.get(name) is not None:
             self.stats.negative_hits += 1
-            return None
+            return ()
+        return None
+
+    async def lookup(self, name: str, fetch: Callable[[str], Awaitable[App | None]]
+                     ) -> App | None:
+        known = self.cached(name)
+        if known is not None:
+            return known[0] if known else None
         flight = self._flights.get(name)
         if flight is not None:
             self.stats.shared += 1

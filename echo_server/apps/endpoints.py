@@ -18,7 +18,9 @@ RESERVED_PATHS = ("/app", "/apps", "/users", "/metrics", "/status", "/status.jso
                   "/healthz", "/readyz", "/demo", "/socket.io")
 _HOST = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_-]+(\.[a-z0-9_-]+)*)\Z")
 _PATH = re.compile(r"(/[A-Za-z0-9_~.-]+)+\Z")
-_NO_SEGMENT = frozenset({".", "..", "socket.io.js", "socket.io.js.map"})
+# The Socket.IO client bundle: served under each path, and what `install-client` fetches.
+BUNDLE = ("socket.io.js", "socket.io.js.map")
+_NO_SEGMENT = frozenset({".", "..", *BUNDLE})
 
 
 def overlaps(path: str, other: str) -> bool:

@@ -152,23 +152,27 @@ def _bounded_int(entry: Mapping[str, Any], name: str, where: str) -> int:
     return value
 
 
+def _non_negative(value: Any, message: str) -> float:
+    """``value`` if it is a finite JSON number, 0 or more (true and false are not numbers
+    here), else the entry's ``message``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value) and value >= 0):
+        raise AppConfigError(message)
+    return value
+
+
 def _rate(entry: Mapping[str, Any], name: str, where: str) -> float:
     """Soketi writes -1 for "no bound"; so does 0 here."""
     value = entry.get(name)
     if value is None or value == -1:
         return 0.0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and value >= 0):
-        raise AppConfigError(f"{where}.{name} must be a number per second (-1 or 0: no bound)")
-    return float(value)
+    return float(_non_negative(
+        value, f"{where}.{name} must be a number per second (-1 or 0: no bound)"))
 
 
 def _kilobytes(entry: Mapping[str, Any], name: str, where: str) -> int:
-    value = entry.get(name) or 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value) and value >= 0):
-        raise AppConfigError(f"{where}.{name} must be a positive number of kilobytes")
-    return int(value * 1024)
+    return int(_non_negative(entry.get(name) or 0,
+                             f"{where}.{name} must be a positive number of kilobytes") * 1024)
 
 
 def _limits(entry: Mapping[str, Any], where: str) -> AppLimits:
@@ -252,11 +256,8 @@ def _origins(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
 
 
 def _activity_timeout(entry: Mapping[str, Any], where: str) -> float:
-    timeout = entry.get("activityTimeoutMs") or 0
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (
-            math.isfinite(timeout) and timeout >= 0):
-        raise AppConfigError(f"{where}.activityTimeoutMs must be milliseconds")
-    return timeout / 1000
+    return _non_negative(entry.get("activityTimeoutMs") or 0,
+                         f"{where}.activityTimeoutMs must be milliseconds") / 1000
 
 
 def _socketio(entry: Mapping[str, Any], where: str) -> dict[str, Any]:

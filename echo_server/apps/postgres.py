@@ -207,12 +207,7 @@ class PostgresStore(AppStore):
         self.changed(None)
 
     def cached(self, lookup: Lookup, name: str) -> tuple[App, ...] | None:
-        cache = self.by_keys if lookup == "key" else self.by_ids
-        app = cache.found.get(name)
-        if app is not None:
-            cache.stats.hits += 1
-            return (app,)
-        return None
+        return (self.by_keys if lookup == "key" else self.by_ids).cached(name)
 
     # -- lookups --------------------------------------------------------------------------
     async def by_key(self, key: str) -> App | None:

@@ -106,7 +106,7 @@ class PresenceFlow:
         self._background: set[asyncio.Future[None]] = set()
         self._turns: dict[str, _PresenceTurns] = {}
         self._newest_version = 0  # of every presence announcement seen here
-        # channel -> seat -> user key: joins being decided here (see `hold`).
+        # channel -> seat -> user key: joins being decided here (see `_hold`).
         self._held: dict[str, dict[object, str]] = {}
 
     def share(self) -> RedisPresenceStore | None:
@@ -120,23 +120,37 @@ class PresenceFlow:
         return self._shared
 
     # -- seats, for a bound on a channel's members ------------------------------------
-    def hold(self, channel: str, user: str) -> object:
+    async def users(self, channel: str, user: str) -> set[str]:
+        """The users (keys) in ``channel`` as a bound on its members must count them, asked
+        while ``user``'s subscribe is decided: the store's (the cluster's) and this
+        instance's, ``user``'s own seat among them while the store is awaited, so a
+        simultaneous join here counts this one. The seat is given back before the answer,
+        as the core's join (which `_local_users` sees) follows it in the same step
+        (``ChannelCore._authorize`` enters the member)."""
+        seat = self._hold(channel, user)
+        try:
+            present = await self.store.members(channel)
+        finally:
+            self._release(channel, seat)
+        return {user_key(member.user_id) for member in present} | self._local_users(channel)
+
+    def _hold(self, channel: str, user: str) -> object:
         """A seat in ``channel`` for ``user`` (a user key) while its subscribe is decided:
         the check of a bound awaits the store, and its join is written later still, so
         without a seat simultaneous joins all see the last slot free. Counted by
-        `local_users` until `release`d."""
+        `_local_users` until `_release`d."""
         seat = object()
         self._held.setdefault(channel, {})[seat] = user
         return seat
 
-    def release(self, channel: str, seat: object) -> None:
+    def _release(self, channel: str, seat: object) -> None:
         held = self._held.get(channel)
         if held is not None:
             held.pop(seat, None)
             if not held:
                 del self._held[channel]
 
-    def local_users(self, channel: str) -> set[str]:
+    def _local_users(self, channel: str) -> set[str]:
         """The users (keys) this instance has in ``channel`` or is letting in: the seats
         held, and its connections' members, joined or entered with their write still on its
         way (which the store does not show yet)."""

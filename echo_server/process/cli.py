@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from echo_server import config as cfg
+from echo_server.apps.endpoints import BUNDLE
 from echo_server.apps.file_store import indent_of
 from echo_server.process import lockfile, logformat
 from echo_server.process.settings import parse_port, parse_worker_ports, parse_workers
@@ -34,7 +35,6 @@ from echo_server.web import PACKAGE_STATIC
 logger = logging.getLogger("echo_server.cli")
 
 SOCKET_IO_CLIENT_VERSION = "2.5.0"
-CLIENT_FILES = ("socket.io.js", "socket.io.js.map")
 
 # The answers the reference's `configure` suggests for CORS.
 CORS_ORIGIN = "http://localhost:80"
@@ -653,7 +653,7 @@ def cmd_install_client(args: argparse.Namespace) -> int:
         dist = Path(tmp, "node_modules", "socket.io-client", "dist")
         dest = Path(args.dest)
         dest.mkdir(parents=True, exist_ok=True)
-        for name in CLIENT_FILES:
+        for name in BUNDLE:
             if not (dist / name).is_file():
                 raise CliError(f"{package} has no dist/{name}")
             shutil.copyfile(dist / name, dest / name)

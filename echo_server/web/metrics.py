@@ -31,6 +31,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.process_collector import ProcessCollector
 
+from echo_common.signing import same_secret
+
 from ..apps.model import DEFAULT_APP_LABEL, OTHER_APPS_LABEL
 from ..core.events import (
     Authorized,
@@ -42,7 +44,6 @@ from ..core.events import (
     RecoveryFailed,
 )
 from ..core.state import ServerState, app_figures
-from .api import same_secret
 from .loop_histogram import LoopHistogram
 
 disable_created_metrics()  # the *_created samples only add noise to every scrape

@@ -27,12 +27,12 @@ from itertools import pairwise
 from typing import Any, NamedTuple
 
 from echo_common.jsoncodec import dumps, loads
+from echo_common.signing import same_secret
 
 from ..apps.tags import app_tag, untagged
 from ..core.state import ServerState, app_figures
 from ..transport.http import Request, Response
 from . import PACKAGE_STATIC
-from .api import same_secret
 
 HTML_PATH = PACKAGE_STATIC / "status.html"
 HISTORY_SECONDS = 600.0  # the chart's reach: the last ten minutes

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from channel_auth import AuthRequest, AuthResult
 from echo_common.jsoncodec import loads
-from echo_common.signing import same_secret, sign
+from echo_common.signing import same_secret, verify
 
 from ...apps.model import App
 from ...core.names import USER_CHANNEL
@@ -42,11 +42,8 @@ class SignatureAuthorizer:
         if not isinstance(self.auth, str) or (presence and data is None):
             return AuthResult(401, reason="no signature" if presence or not self.auth
                               else "bad auth")
-        key, _, given = self.auth.partition(":")
         text = f"{request.socket_id}:{request.channel}" + (f":{data}" if presence else "")
-        # Both compared, always (a wrong key takes as long as a wrong signature); on bytes,
-        # so a non-ASCII key is a wrong one and not a TypeError.
-        if not (same_secret(key, self.app.key) & same_secret(given, sign(self.app.secret, text))):
+        if not _signed(self.app, self.auth, text):
             return AuthResult(401, reason="invalid signature")
         if not presence:
             return AuthResult(200)
@@ -58,6 +55,14 @@ class SignatureAuthorizer:
         if not isinstance(member, dict) or member.get("user_id") is None:
             return AuthResult(400, reason="channel_data has no user_id")
         return AuthResult(200, channel_data=member)
+
+
+def _signed(app: App, auth: str, text: str) -> bool:
+    """Whether ``auth`` (``"<key>:<hex>"``) is ``app``'s key and its signature of ``text``.
+    Both compared, always (a wrong key takes as long as a wrong signature); on bytes, so a
+    non-ASCII key is a wrong one and not a TypeError."""
+    key, _, given = auth.partition(":")
+    return same_secret(key, app.key) & verify(app.secret, text, given)
 
 
 class UserChannelAuthorizer:
@@ -79,9 +84,7 @@ def signed_in_user(app: App, socket_id: str, auth: Any, user_data: Any) -> str |
     app), or None."""
     if not (isinstance(auth, str) and isinstance(user_data, str)):
         return None
-    key, _, given = auth.partition(":")
-    expected = sign(app.secret, f"{socket_id}::user::{user_data}")
-    if not (same_secret(key, app.key) & same_secret(given, expected)):
+    if not _signed(app, auth, f"{socket_id}::user::{user_data}"):
         return None
     try:
         user = loads(user_data)

@@ -31,11 +31,24 @@ class SignInWait:
     it sent before it did, made once it has. Only such a connection, until it signs in, pays
     for the time it was opened."""
 
-    __slots__ = ("deadline", "held")
+    __slots__ = ("deadline", "held", "size")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.held: list[dict[str, Any]] = []
+        # The held subscribes' length as JSON, in all: kept as they come, so a new one's
+        # check does not serialise those before it again.
+        self.size = 0
+
+    def hold(self, subscribe: dict[str, Any], size: int) -> None:
+        """``subscribe`` (``size``: its length as JSON) waits for the sign-in."""
+        self.held.append(subscribe)
+        self.size += size
+
+    def drop(self, channel: Any) -> None:
+        """An unsubscribe before the sign-in (rare): that channel's subscribes wait no more."""
+        self.held = [held for held in self.held if held["channel"] != channel]
+        self.size = sum(len(dumps(held)) for held in self.held)
 
 
 class PusherConnection:

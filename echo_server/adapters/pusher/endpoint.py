@@ -27,7 +27,7 @@ from channel_auth import ChannelAuthorizer
 from channel_auth.rules import ChannelRule, RuleAuthorizer
 from echo_common.jsoncodec import dumps, loads
 
-from ...apps.authorizers import UntaggedAuthorizer
+from ...apps.authorizers import UntaggedAuthorizer, isolated_authorizer
 from ...apps.model import App
 from ...apps.seats import AppSeats
 from ...apps.store import AppStore, AppsUnavailable
@@ -310,7 +310,7 @@ class PusherEndpoint:
             channel = _object(data).get("channel")
             wait = connection.signin
             if wait is not None and wait.held:
-                wait.held = [held for held in wait.held if held["channel"] != channel]
+                wait.drop(channel)
             self.core.unsubscribe(connection, channel)
         elif event == "pusher:signin":
             self._signin(connection, _object(data))
@@ -334,15 +334,16 @@ class PusherEndpoint:
         app = connection.app
         if isinstance(channel, str) and channel.startswith(USER_CHANNEL):
             authorizer = UserChannelAuthorizer(connection.state.user)
+            if app.tag:
+                authorizer = UntaggedAuthorizer(authorizer)
         elif isinstance(channel, str) and is_private(channel):
             authorizer = SignatureAuthorizer(connection, data.get("auth"),
                                              data.get("channel_data"))
             # The top-level `channels` are the default app's; an isolated app has its own.
-            rules = list(app.channel_rules) if app.tag else self.rules
-            if rules:
-                authorizer = RuleAuthorizer(rules, authorizer)
-        if app.tag and authorizer is not None:
-            authorizer = UntaggedAuthorizer(authorizer)
+            if app.tag:
+                authorizer = isolated_authorizer(app, authorizer)
+            elif self.rules:
+                authorizer = RuleAuthorizer(self.rules, authorizer)
         if authorizer is not None and isinstance(channel, str) and is_presence(channel):
             # Whoever decided, the member is within the app's bounds.
             authorizer = PresenceBounds(authorizer, lambda: connection.app.limits,
@@ -366,14 +367,14 @@ class PusherEndpoint:
             return
         held = {"channel": channel, "auth": data.get("auth"),
                 "channel_data": data.get("channel_data")}
-        waiting = wait.held
-        size = len(dumps(held)) + sum(len(dumps(item)) for item in waiting)
-        if len(waiting) >= limits.max_pending_auth or size > HELD_BYTES:
-            self.report_error("rate_limited", f"pusher: {connection.id} has subscribes "
-                              "waiting for its sign-in already")
-            self.wire.refused(connection, channel, 429)
-            return
-        waiting.append(held)
+        if len(wait.held) < limits.max_pending_auth:  # the count first: it costs nothing
+            size = len(dumps(held))
+            if wait.size + size <= HELD_BYTES:
+                wait.hold(held, size)
+                return
+        self.report_error("rate_limited", f"pusher: {connection.id} has subscribes "
+                          "waiting for its sign-in already")
+        self.wire.refused(connection, channel, 429)
 
     def _signin(self, connection: PusherConnection, data: dict[str, Any]) -> None:
         user_data = data.get("user_data")
