@@ -31,6 +31,7 @@ from channel_auth import ChannelAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 
 from ..adapters.protocols import Served
+from ..apps.authorizers import callback_grace
 from ..apps.model import App
 from ..apps.store import StaticStore
 from ..config import Config, ConfigError, load_config
@@ -199,7 +200,7 @@ class Reloader:
             replaced: list[tuple[Any, float]] = []
             if authorizer is not None:
                 # Requests in flight finish on the old chain (its pool), at most this late.
-                replaced.append((server.authorizer, old.auth_queue_timeout + old.auth_timeout))
+                replaced.append((server.authorizer, callback_grace(old)))
             if server.authenticator not in (None, authenticator):
                 # A JWKS fetch in flight finishes first.
                 replaced.append((server.authenticator, old.jwt.jwks_timeout if old.jwt else 0))
