@@ -33,7 +33,7 @@ from ..apps.store import AppStore, StaticStore
 from ..core.channels import ErrorReporter
 from ..core.limits import ConnectionBounds
 from ..core.presence_flow import PresenceFlow
-from ..core.tasks import cancel_tasks
+from ..core.tasks import cancel_tasks, close_later
 from ..transport.origins import page_origin
 from .app_bounds import write_bounds
 from .presence_bounds import PresenceBounds, as_they_are
@@ -96,13 +96,12 @@ class SocketIoApps:
         self._authorizers: dict[str, ChannelAuthorizer] = {}
         self._bounds: dict[str, ConnectionBounds] = {}  # by tag, changed in place
         self._callbacks: dict[tuple[str, str], ChannelAuthorizer] = {}
-        self._retired: list[ChannelAuthorizer] = []  # unused, closed after the grace
         self._claims: list[Claims] = [{} for _ in self._stores]
         self._pending: dict[int, frozenset[str] | None] = {}  # store -> keys (None: all)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # the reads, and close_later's
         self.on_change: Callable[[], None] | None = None
         for number, part in enumerate(self._stores):
             part.watch(functools.partial(self._changed, number))
@@ -180,11 +179,12 @@ class SocketIoApps:
                 await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def close(self) -> None:
+        """At shutdown: the reads stop, and every callback is closed now, those in use
+        retired like the others (cancelled, a ``close_later`` closes at once)."""
+        for callback in self._callbacks.values():
+            self._close_later(callback)
+        self._callbacks = {}
         await cancel_tasks(list(self._tasks))
-        callbacks = [*self._callbacks.values(), *self._retired]
-        self._callbacks, self._retired = {}, []
-        for callback in callbacks:
-            await _close(callback)
 
     async def _read_changes(self) -> None:
         while True:
@@ -275,25 +275,10 @@ class SocketIoApps:
                      f"app (or the default app's {self.default_path}) has it")
 
     def _close_later(self, callback: ChannelAuthorizer) -> None:
-        """Authorizations in flight on it finish first (``close`` closes it if it comes
-        sooner): within the grace of the settings it was made with, the one of now."""
-        self._retired.append(callback)
-        grace = self.close_grace
-
-        async def close() -> None:
-            await asyncio.sleep(grace)
-            if callback in self._retired:
-                self._retired.remove(callback)
-                await _close(callback)
-
-        with contextlib.suppress(RuntimeError):  # no loop yet: ``close`` closes it
-            task = asyncio.get_running_loop().create_task(close())
+        """Authorizations in flight on it finish first (``close`` cuts that short): within
+        the grace of the settings it was made with, the one of now."""
+        with contextlib.suppress(RuntimeError):  # outside a loop (built): it opened nothing
+            task = asyncio.get_running_loop().create_task(close_later(callback,
+                                                                      self.close_grace))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-
-async def _close(closable: object) -> None:
-    close = getattr(closable, "close", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            await close()
