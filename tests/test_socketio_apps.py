@@ -186,6 +186,12 @@ async def test_a_file_app_on_its_own_path_has_its_own_channels(
                                                                         "socket": None}
     await _trigger(server, A, "private-orders.1", {"lead": 3})
     assert (await tenant.expect("event", channel="private-orders.1"))["data"] == {"lead": 3}
+    # A's batch_events: one batch through the fan-out, under the names its page knows too.
+    await asyncio.to_thread(_laravel(server, A).trigger_batch, [
+        {"channel": CHANNEL, "name": "lead.assigned", "data": {"lead": 5}},
+        {"channel": "private-orders.1", "name": "lead.assigned", "data": {"lead": 6}}])
+    assert (await tenant.expect("event", channel=CHANNEL))["data"] == {"lead": 5}
+    assert (await tenant.expect("event", channel="private-orders.1"))["data"] == {"lead": 6}
     await _trigger(server, B, CHANNEL, {"lead": 4})  # app B's channel of that name: nobody's
     await asyncio.gather(default.expect_none("event", within=0.3),
                          tenant.expect_none("event", within=0.0))
