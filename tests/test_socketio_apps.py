@@ -153,6 +153,23 @@ async def test_every_callback_the_index_made_is_closed_by_shutdown(grace: float)
     assert sorted(_Callback.closed) == ["http://a.test", "http://a.test", "http://b.test"]
 
 
+def test_a_change_to_one_app_remakes_that_apps_authorizer_alone() -> None:
+    """A NOTIFY names one app: the others' authorizers stay as they were, not made again
+    (10,000 of them blocked the loop for tens of ms per NOTIFY); a renewed callback remakes
+    every one that uses it."""
+    a, b = parse_apps([{**A, "authHost": "http://a.test"}, B], "apps")
+    store = StaticStore([a, b])
+    index = SocketIoApps(store, "/socket.io", _Callback, lambda *_: None,
+                         None)  # type: ignore[arg-type]  # no presence is asked here
+    kept, changed = index.authorizer(a.tag), index.authorizer(b.tag)
+    [b2] = parse_apps([{**B, "channels": {"private-x.*": {}}}], "apps")
+    store.replace([a, b2])
+    assert index.authorizer(a.tag) is kept
+    assert index.authorizer(b.tag) is not changed
+    index.renew_callbacks(0)  # outside a loop: the retired callback is not closed here
+    assert index.authorizer(a.tag) is not kept
+
+
 # --------------------------------------------------------------------------- the file's apps
 
 

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 
@@ -46,6 +47,15 @@ BUNDLE = ("socket.io.js", "socket.io.js.map")  # the client, served under each p
 MAX_PENDING_KEYS = 1000
 CallbackFactory = Callable[[App], ChannelAuthorizer]  # an app's /broadcasting/auth
 Claims = dict[str, App]  # by key: one store's apps that own an endpoint
+
+
+class _Made(NamedTuple):
+    """A served app's authorizer, with what it was made of: a rebuild that finds both the
+    same objects (a NOTIFY named another app) keeps it rather than make it again."""
+
+    app: App
+    callback: ChannelAuthorizer | None
+    authorizer: ChannelAuthorizer
 
 
 class NotServed(Exception):
@@ -93,7 +103,7 @@ class SocketIoApps:
         self.close_grace = close_grace  # an unused /broadcasting/auth pool lives this long
         self.by_host: dict[str, App] = {}
         self.by_path: dict[str, App] = {}
-        self._authorizers: dict[str, ChannelAuthorizer] = {}
+        self._authorizers: dict[str, _Made] = {}  # by tag
         self._bounds: dict[str, ConnectionBounds] = {}  # by tag, changed in place
         self._callbacks: dict[tuple[str, str], ChannelAuthorizer] = {}
         self._claims: list[Claims] = [{} for _ in self._stores]
@@ -132,7 +142,8 @@ class SocketIoApps:
 
     def authorizer(self, tag: str) -> ChannelAuthorizer:
         """An isolated app's (``tag``) authorizer for its Socket.IO clients."""
-        return self._authorizers.get(tag, REFUSED)
+        made = self._authorizers.get(tag)
+        return REFUSED if made is None else made.authorizer
 
     def bounds(self, tag: str) -> ConnectionBounds | None:
         """What each socket of a served app (``tag``) may do: one object per app, changed in
@@ -221,7 +232,8 @@ class SocketIoApps:
         """The index from every store's claims, swapped in at once."""
         hosts: dict[str, App] = {}
         paths: dict[str, App] = {}
-        authorizers: dict[str, ChannelAuthorizer] = {}
+        authorizers: dict[str, _Made] = {}
+        before = self._authorizers
         bounds: dict[str, ConnectionBounds] = {}
         used: set[tuple[str, str]] = set()
         for claims in self._claims:
@@ -245,9 +257,13 @@ class SocketIoApps:
                     callback = self._callbacks.get(place)
                     if callback is None:
                         callback = self._callbacks[place] = self._callback(app)
-                # Its bounds on presence members, as its Pusher clients have them.
-                authorizers[app.tag] = PresenceBounds(socketio_authorizer(app, callback),
-                                                      as_they_are(app.limits), self._presence)
+                made = before.get(app.tag)
+                if made is None or made.app is not app or made.callback is not callback:
+                    # Its bounds on presence members, as its Pusher clients have them.
+                    made = _Made(app, callback, PresenceBounds(
+                        socketio_authorizer(app, callback), as_they_are(app.limits),
+                        self._presence))
+                authorizers[app.tag] = made
                 bounds[app.tag] = write_bounds(app, self._bounds.get(app.tag)
                                                or ConnectionBounds())
         moved = (_endpoints(hosts) != _endpoints(self.by_host)
