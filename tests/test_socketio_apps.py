@@ -18,9 +18,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from broadcaster import Broadcaster
+from channel_auth import AuthRequest, AuthResult
+from echo_server.adapters.socketio_apps import SocketIoApps
 from echo_server.apps.endpoints import RESERVED_PATHS, overlaps
-from echo_server.apps.model import AppConfigError, parse_apps
+from echo_server.apps.model import App, AppConfigError, parse_apps
 from echo_server.apps.postgres import PostgresStore
+from echo_server.apps.store import StaticStore
 from echo_server.process.server import EchoServer
 from tests.conftest import (
     ProxyFactory,
@@ -113,6 +116,60 @@ def test_the_reserved_paths_cover_every_route_of_the_server() -> None:
         assert any(overlaps(route.rstrip("/"), reserved) for reserved in RESERVED_PATHS), route
 
 
+class _Callback:
+    """An app's /broadcasting/auth as the index holds it: what matters here is its close."""
+
+    closed: list[str] = []
+
+    def __init__(self, app: App) -> None:
+        self.host = app.auth_host
+
+    async def authorize(self, request: AuthRequest) -> AuthResult:
+        return AuthResult(403)
+
+    async def close(self) -> None:
+        self.closed.append(self.host)
+
+
+@pytest.mark.parametrize("grace", [0.01, 10.0])
+async def test_every_callback_the_index_made_is_closed_by_shutdown(grace: float) -> None:
+    """One retired (its app is gone, a reload renewed them all) is closed after its grace,
+    or at shutdown if that comes first, even in the step it was retired in; one in use, at
+    shutdown: no connection pool outlives the server."""
+    def apps(*hosts: str) -> list[App]:
+        return parse_apps([{**A, "appId": f"30{n}", "key": f"k{n}", "socketioPath": f"/{n}",
+                            "authHost": host} for n, host in enumerate(hosts)], "apps")
+
+    _Callback.closed = []
+    store = StaticStore(apps("http://a.test", "http://b.test"))
+    index = SocketIoApps(store, "/socket.io", _Callback, lambda *_: None,
+                         None,  # type: ignore[arg-type]  # no presence is asked here
+                         close_grace=grace)
+    store.replace(apps("http://a.test"))  # b's retired
+    index.renew_callbacks(grace)  # a's retired, a new one made
+    if grace < 1:
+        await wait_until(lambda: len(_Callback.closed) == 2, "the retired ones are closed")
+    await index.close()
+    assert sorted(_Callback.closed) == ["http://a.test", "http://a.test", "http://b.test"]
+
+
+def test_a_change_to_one_app_remakes_that_apps_authorizer_alone() -> None:
+    """A NOTIFY names one app: the others' authorizers stay as they were, not made again
+    (10,000 of them blocked the loop for tens of ms per NOTIFY); a renewed callback remakes
+    every one that uses it."""
+    a, b = parse_apps([{**A, "authHost": "http://a.test"}, B], "apps")
+    store = StaticStore([a, b])
+    index = SocketIoApps(store, "/socket.io", _Callback, lambda *_: None,
+                         None)  # type: ignore[arg-type]  # no presence is asked here
+    kept, changed = index.authorizer(a.tag), index.authorizer(b.tag)
+    [b2] = parse_apps([{**B, "channels": {"private-x.*": {}}}], "apps")
+    store.replace([a, b2])
+    assert index.authorizer(a.tag) is kept
+    assert index.authorizer(b.tag) is not changed
+    index.renew_callbacks(0)  # outside a loop: the retired callback is not closed here
+    assert index.authorizer(a.tag) is not kept
+
+
 # --------------------------------------------------------------------------- the file's apps
 
 
@@ -146,6 +203,12 @@ async def test_a_file_app_on_its_own_path_has_its_own_channels(
                                                                         "socket": None}
     await _trigger(server, A, "private-orders.1", {"lead": 3})
     assert (await tenant.expect("event", channel="private-orders.1"))["data"] == {"lead": 3}
+    # A's batch_events: one batch through the fan-out, under the names its page knows too.
+    await asyncio.to_thread(_laravel(server, A).trigger_batch, [
+        {"channel": CHANNEL, "name": "lead.assigned", "data": {"lead": 5}},
+        {"channel": "private-orders.1", "name": "lead.assigned", "data": {"lead": 6}}])
+    assert (await tenant.expect("event", channel=CHANNEL))["data"] == {"lead": 5}
+    assert (await tenant.expect("event", channel="private-orders.1"))["data"] == {"lead": 6}
     await _trigger(server, B, CHANNEL, {"lead": 4})  # app B's channel of that name: nobody's
     await asyncio.gather(default.expect_none("event", within=0.3),
                          tenant.expect_none("event", within=0.0))

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from channel_auth.rules import ChannelRule
 
+from ..apps.authorizers import CallbackSettings
 from ..apps.model import App
 from ..apps.postgres import PostgresSettings
 from ..apps.seats import AppSeats
@@ -37,30 +38,19 @@ from .pusher.settings import PusherTimeouts
 PathTest = Callable[[str], bool]
 
 
-class Settings(Protocol):
+class Settings(CallbackSettings, Protocol):
     """The configuration as the protocols read it, once built and at every reload
     (``config.Config`` is one: each room's settings module reads its keys). A protocol that
     reads more names it here."""
 
-    # Socket.IO: its engine, its path, the apps' index, isolated apps' /broadcasting/auth.
+    # Socket.IO: its engine, its path, the apps' index; isolated apps' /broadcasting/auth
+    # takes the callback's settings (``CallbackSettings``).
     @property
     def engine_options(self) -> EngineOptions: ...
     @property
     def socketio_path(self) -> str: ...
     @property
     def app_manager(self) -> PostgresSettings | None: ...
-    @property
-    def auth_verify_tls(self) -> bool: ...
-    @property
-    def auth_timeout(self) -> float: ...
-    @property
-    def auth_max_connections(self) -> int: ...
-    @property
-    def auth_max_connections_per_address(self) -> int: ...
-    @property
-    def auth_max_pending_per_address(self) -> int: ...
-    @property
-    def auth_queue_timeout(self) -> float: ...
     # Pusher: its bounds and timeouts, the local channel rules, which socket ids.
     @property
     def max_http_buffer_size(self) -> int: ...

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 
@@ -33,7 +34,7 @@ from ..apps.store import AppStore, StaticStore
 from ..core.channels import ErrorReporter
 from ..core.limits import ConnectionBounds
 from ..core.presence_flow import PresenceFlow
-from ..core.tasks import cancel_tasks
+from ..core.tasks import cancel_tasks, close_later
 from ..transport.origins import page_origin
 from .app_bounds import write_bounds
 from .presence_bounds import PresenceBounds, as_they_are
@@ -45,6 +46,15 @@ log = logging.getLogger("echo_server.socketio_apps")
 MAX_PENDING_KEYS = 1000
 CallbackFactory = Callable[[App], ChannelAuthorizer]  # an app's /broadcasting/auth
 Claims = dict[str, App]  # by key: one store's apps that own an endpoint
+
+
+class _Made(NamedTuple):
+    """A served app's authorizer, with what it was made of: a rebuild that finds both the
+    same objects (a NOTIFY named another app) keeps it rather than make it again."""
+
+    app: App
+    callback: ChannelAuthorizer | None
+    authorizer: ChannelAuthorizer
 
 
 class NotServed(Exception):
@@ -92,16 +102,15 @@ class SocketIoApps:
         self.close_grace = close_grace  # an unused /broadcasting/auth pool lives this long
         self.by_host: dict[str, App] = {}
         self.by_path: dict[str, App] = {}
-        self._authorizers: dict[str, ChannelAuthorizer] = {}
+        self._authorizers: dict[str, _Made] = {}  # by tag
         self._bounds: dict[str, ConnectionBounds] = {}  # by tag, changed in place
         self._callbacks: dict[tuple[str, str], ChannelAuthorizer] = {}
-        self._retired: list[ChannelAuthorizer] = []  # unused, closed after the grace
         self._claims: list[Claims] = [{} for _ in self._stores]
         self._pending: dict[int, frozenset[str] | None] = {}  # store -> keys (None: all)
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # the reads, and close_later's
         self.on_change: Callable[[], None] | None = None
         for number, part in enumerate(self._stores):
             part.watch(functools.partial(self._changed, number))
@@ -132,7 +141,8 @@ class SocketIoApps:
 
     def authorizer(self, tag: str) -> ChannelAuthorizer:
         """An isolated app's (``tag``) authorizer for its Socket.IO clients."""
-        return self._authorizers.get(tag, REFUSED)
+        made = self._authorizers.get(tag)
+        return REFUSED if made is None else made.authorizer
 
     def bounds(self, tag: str) -> ConnectionBounds | None:
         """What each socket of a served app (``tag``) may do: one object per app, changed in
@@ -179,11 +189,12 @@ class SocketIoApps:
                 await asyncio.wait_for(self._idle.wait(), timeout)
 
     async def close(self) -> None:
+        """At shutdown: the reads stop, and every callback is closed now, those in use
+        retired like the others (cancelled, a ``close_later`` closes at once)."""
+        for callback in self._callbacks.values():
+            self._close_later(callback)
+        self._callbacks = {}
         await cancel_tasks(list(self._tasks))
-        callbacks = [*self._callbacks.values(), *self._retired]
-        self._callbacks, self._retired = {}, []
-        for callback in callbacks:
-            await _close(callback)
 
     async def _read_changes(self) -> None:
         while True:
@@ -220,7 +231,8 @@ class SocketIoApps:
         """The index from every store's claims, swapped in at once."""
         hosts: dict[str, App] = {}
         paths: dict[str, App] = {}
-        authorizers: dict[str, ChannelAuthorizer] = {}
+        authorizers: dict[str, _Made] = {}
+        before = self._authorizers
         bounds: dict[str, ConnectionBounds] = {}
         used: set[tuple[str, str]] = set()
         for claims in self._claims:
@@ -244,10 +256,13 @@ class SocketIoApps:
                     callback = self._callbacks.get(place)
                     if callback is None:
                         callback = self._callbacks[place] = self._callback(app)
-                # Its bounds on presence members, as its Pusher clients have them.
-                authorizers[app.tag] = PresenceBounds(
-                    isolated_authorizer(app, callback or NoAuthHost()), as_they_are(app.limits),
-                    self._presence)
+                made = before.get(app.tag)
+                if made is None or made.app is not app or made.callback is not callback:
+                    # Its bounds on presence members, as its Pusher clients have them.
+                    made = _Made(app, callback, PresenceBounds(
+                        isolated_authorizer(app, callback or NoAuthHost()),
+                        as_they_are(app.limits), self._presence))
+                authorizers[app.tag] = made
                 bounds[app.tag] = write_bounds(app, self._bounds.get(app.tag)
                                                or ConnectionBounds())
         moved = (_endpoints(hosts) != _endpoints(self.by_host)
@@ -275,25 +290,10 @@ class SocketIoApps:
                      f"app (or the default app's {self.default_path}) has it")
 
     def _close_later(self, callback: ChannelAuthorizer) -> None:
-        """Authorizations in flight on it finish first (``close`` closes it if it comes
-        sooner): within the grace of the settings it was made with, the one of now."""
-        self._retired.append(callback)
-        grace = self.close_grace
-
-        async def close() -> None:
-            await asyncio.sleep(grace)
-            if callback in self._retired:
-                self._retired.remove(callback)
-                await _close(callback)
-
-        with contextlib.suppress(RuntimeError):  # no loop yet: ``close`` closes it
-            task = asyncio.get_running_loop().create_task(close())
+        """Authorizations in flight on it finish first (``close`` cuts that short): within
+        the grace of the settings it was made with, the one of now."""
+        with contextlib.suppress(RuntimeError):  # outside a loop (built): it opened nothing
+            task = asyncio.get_running_loop().create_task(close_later(callback,
+                                                                      self.close_grace))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-
-async def _close(closable: object) -> None:
-    close = getattr(closable, "close", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            await close()

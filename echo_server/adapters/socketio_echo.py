@@ -82,11 +82,10 @@ class SocketIoWire:
 
     def send_batch(self, batch: Sequence[Item[Socket]]) -> int:
         """Polling clients queue them anyway and get them in one response."""
-        offsets = self.offsets
+        message_for = self._message  # an isolated app's untags the channel's name
         framed: list[tuple[Collection[Socket], bytes, bytes, Socket | None]] = []
-        # Source events only (presence changes come one at a time, through ``send``).
         for members, channel, event, data_json, offset, exclude in batch:
-            message = event_message(event, channel, data_json, offset if offsets else 0)
+            message = message_for(channel, event, data_json, offset)
             framed.append((members, encode_frame(message), message, exclude))
         return write_coalesced(framed, True)
 
@@ -132,12 +131,6 @@ class IsolatedAppWire(SocketIoWire):
     def _message(self, channel: str, event: str, data_json: str | bytes,
                  offset: int | str) -> bytes:
         return super()._message(untagged(channel), event, data_json, offset)
-
-    def send_batch(self, batch: Sequence[Item[Socket]]) -> int:
-        return super().send_batch([(members, untagged(channel), event, data_json, offset,
-                                    exclude)
-                                   for members, channel, event, data_json, offset, exclude
-                                   in batch])
 
     def subscribed(self, connection: Socket, channel: str,
                    members: list[dict[str, Any]] | None) -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from channel_auth import ChannelAuthorizer
 
-from ..apps.authorizers import auth_callback
+from ..apps.authorizers import auth_callback, callback_grace, callback_settings
 from ..apps.endpoints import BUNDLE
 from ..apps.model import App
 from ..transport.engine import EngineServer
@@ -28,31 +27,16 @@ from .socketio_bundle import ClientBundle
 from .socketio_echo import EchoSocketIo
 
 
-def _close_grace(settings: Settings) -> float:
-    """How long an authorization may take on a callback made with ``settings``: a replaced
-    one is closed after it."""
-    return settings.auth_queue_timeout + settings.auth_timeout
-
-
-def _callback_settings(settings: Settings) -> dict[str, Any]:
-    """The server's settings of the /broadcasting/auth callback, for an isolated app's."""
-    return {"verify_tls": settings.auth_verify_tls, "timeout": settings.auth_timeout,
-            "max_connections": settings.auth_max_connections,
-            "max_connections_per_client": settings.auth_max_connections_per_address,
-            "max_pending_per_client": settings.auth_max_pending_per_address,
-            "queue_timeout": settings.auth_queue_timeout}
-
-
 class SocketIoProtocol:
     def __init__(self, assembly: Assembly) -> None:
         settings = assembly.settings
-        self._callback_settings = _callback_settings(settings)  # as a reload leaves them
+        self._callback_settings = callback_settings(settings)  # as a reload leaves them
         manager = settings.app_manager  # its apps' endpoints are read at start, this long
         self._read_timeout = manager.connect_timeout if manager is not None else 0.0
         # Which app a handshake belongs to: by its host name or its path.
         self.apps = SocketIoApps(
             assembly.apps, settings.socketio_path, self._app_callback, assembly.report_error,
-            assembly.core.presence, close_grace=_close_grace(settings))
+            assembly.core.presence, close_grace=callback_grace(settings))
         self.echo = EchoSocketIo(assembly.core, self.apps, assembly.seats, assembly.on_app)
         self.sockets = SocketServer(self.echo)
         # An isolated app's own allowedOrigins, beside socketio.origins, at each handshake.
@@ -83,13 +67,13 @@ class SocketIoProtocol:
         settings for the isolated apps' /broadcasting/auth: when they change, every app's is
         made again with them (the next private subscribe of an open page asks through it)."""
         allowed = settings.origin_allowed
-        callback_settings = _callback_settings(settings)
-        close_grace = _close_grace(settings)
+        settings_now = callback_settings(settings)
+        close_grace = callback_grace(settings)
 
         def apply() -> None:
             self.engine.allow_origins(allowed)
-            if callback_settings != self._callback_settings:
-                self._callback_settings = callback_settings
+            if settings_now != self._callback_settings:
+                self._callback_settings = settings_now
                 self.apps.renew_callbacks(close_grace)
 
         return apply

@@ -6,7 +6,7 @@ holds (apps/tags.py). The default app keeps the server's chain (``server.build_a
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from channel_auth import AuthRequest, AuthResult, ChannelAuthorizer
 from channel_auth.http_callback import HttpCallbackAuthorizer
@@ -34,6 +34,39 @@ class NoAuthHost:
 
     async def authorize(self, request: AuthRequest) -> AuthResult:
         return AuthResult(403, reason="the app has no authHost")
+
+
+class CallbackSettings(Protocol):
+    """The server's settings of a /broadcasting/auth callback (``config.Config`` is one)."""
+
+    @property
+    def auth_verify_tls(self) -> bool: ...
+    @property
+    def auth_timeout(self) -> float: ...
+    @property
+    def auth_max_connections(self) -> int: ...
+    @property
+    def auth_max_connections_per_address(self) -> int: ...
+    @property
+    def auth_max_pending_per_address(self) -> int: ...
+    @property
+    def auth_queue_timeout(self) -> float: ...
+
+
+def callback_settings(settings: CallbackSettings) -> dict[str, Any]:
+    """``HttpCallbackAuthorizer``'s arguments from ``settings``, save where it asks: the
+    default app's callback and every isolated app's are made with the same ones."""
+    return {"verify_tls": settings.auth_verify_tls, "timeout": settings.auth_timeout,
+            "max_connections": settings.auth_max_connections,
+            "max_connections_per_client": settings.auth_max_connections_per_address,
+            "max_pending_per_client": settings.auth_max_pending_per_address,
+            "queue_timeout": settings.auth_queue_timeout}
+
+
+def callback_grace(settings: CallbackSettings) -> float:
+    """How long an authorization may take on a callback made with ``settings`` (its queue,
+    then its request): one replaced is closed after this, so none in flight is cut."""
+    return settings.auth_queue_timeout + settings.auth_timeout
 
 
 def auth_callback(app: App, **settings: Any) -> HttpCallbackAuthorizer:

@@ -21,7 +21,6 @@ default. Secrets never reach the log: changes are named by their keys, not their
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -31,11 +30,12 @@ from channel_auth import ChannelAuthorizer
 from channel_auth.jwt_auth import JwtAuthenticator
 
 from ..adapters.protocols import Served
+from ..apps.authorizers import callback_grace
 from ..apps.model import App
 from ..apps.store import StaticStore
 from ..config import Config, ConfigError, load_config
 from ..core.channels import ChannelCore
-from ..core.tasks import cancel_tasks
+from ..core.tasks import cancel_tasks, close_later
 from ..web.api import HttpApi
 from ..web.health import Health, Phase
 from ..webhooks.dispatcher import Webhooks
@@ -199,14 +199,14 @@ class Reloader:
             replaced: list[tuple[Any, float]] = []
             if authorizer is not None:
                 # Requests in flight finish on the old chain (its pool), at most this late.
-                replaced.append((server.authorizer, old.auth_queue_timeout + old.auth_timeout))
+                replaced.append((server.authorizer, callback_grace(old)))
             if server.authenticator not in (None, authenticator):
                 # A JWKS fetch in flight finishes first.
                 replaced.append((server.authenticator, old.jwt.jwks_timeout if old.jwt else 0))
             self._apply(new, authorizer, authenticator, protocols, apps)
             server.webhooks.reconfigure(endpoints)
             for closable, grace in replaced:
-                self._keep(asyncio.ensure_future(_close_later(closable, grace)))
+                self._keep(asyncio.ensure_future(close_later(closable, grace)))
             applied = [key for key in changed if is_live(key)]
             restart = [key for key in changed if not is_live(key)]
             log.info("configuration reloaded from %s: %s", new.config_file,
@@ -252,12 +252,3 @@ class Reloader:
         """At shutdown: close whatever still waits to be closed, now."""
         await cancel_tasks(self._tasks)
 
-
-async def _close_later(closable: Any, grace: float) -> None:
-    try:
-        await asyncio.sleep(grace)
-    finally:
-        close = getattr(closable, "close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(close())

@@ -43,6 +43,7 @@ from channel_auth.rules import RuleAuthorizer, RuleConfigError
 
 from ..adapters.protocols import Assembly, ProtocolFactory, Served
 from ..adapters.registry import PROTOCOLS
+from ..apps.authorizers import callback_settings
 from ..apps.manager import serving_store
 from ..apps.quota import SharedAppQuota
 from ..apps.seats import AppSeats
@@ -596,12 +597,8 @@ class EchoServer:
 
 def build_authorizer(config: Config) -> ChannelAuthorizer:
     """Local rules (when configured), then the cache (when on), then Laravel's callback."""
-    callback = HttpCallbackAuthorizer(
-        config.auth_hosts, config.auth_endpoint, verify_tls=config.auth_verify_tls,
-        timeout=config.auth_timeout, max_connections=config.auth_max_connections,
-        max_connections_per_client=config.auth_max_connections_per_address,
-        max_pending_per_client=config.auth_max_pending_per_address,
-        queue_timeout=config.auth_queue_timeout)
+    callback = HttpCallbackAuthorizer(config.auth_hosts, config.auth_endpoint,
+                                      **callback_settings(config))
     authorizer: ChannelAuthorizer = callback
     if config.auth_cache_ttl > 0:
         authorizer = CachingAuthorizer(callback, config.auth_cache_ttl)
