@@ -344,15 +344,15 @@ class Cluster:
                 await self.publish(self.hello, self.instance_id)
                 self._listening.set()
                 delay = 0.1
-                own = self._own_prefix
+                own, hello, me = self._own_prefix, self.hello.encode(), self.instance_id.encode()
                 while True:
                     for reply in await subscriber.read(1000):
                         if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
                             payload = reply[2]
                             if payload.startswith(own):
                                 continue  # ours, unnumbered: nothing to learn from it
-                            if reply[1] == self.hello.encode():
-                                if payload != self.instance_id.encode():
+                            if reply[1] == hello:
+                                if payload != me:
                                     self._others_seen()
                                 continue
                             self._deliver(payload)
