@@ -149,6 +149,7 @@ class EchoServer:
                                      Counter[tuple[str, str]]()),
                                  sources=lambda: [runner.health for runner in self.runners],
                                  errors=self.errors,
+                                 app_connections=self.seats.everywhere,
                                  webhooks=self.webhooks.figures
                                  if config.webhook_endpoints or config.app_manager is not None
                                  else None,
