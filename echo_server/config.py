@@ -293,6 +293,13 @@ class Config(ProcessSettings, AuthSettings, EngineSettings, ChannelSettings, Web
     def from_file(self) -> bool:
         return self.file_options is not None
 
+    @property
+    def clustered(self) -> bool:
+        """Instances sharing the Redis act as one (core.cluster): Redis presence with the
+        cluster not disabled. Workers (N > 1) need it; connection-state recovery on any
+        instance builds on it."""
+        return self.cluster_enabled and self.presence_backend == "redis"
+
     @cached_property
     def jwt(self) -> JwtSettings | None:
         """Ours: handshake JWT settings from the `jwt` section and `ECHO_JWT_*`; None when off."""

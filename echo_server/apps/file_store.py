@@ -1,8 +1,9 @@
 """Apps from laravel-echo-server.json: the reference's ``clients`` (the default app's API
 clients, and Pusher apps when they have a ``secret``), our ``apps`` (``[{appId, key, secret,
-...options}]``), and Reverb's ``.env``; and the ``apps:*`` commands' edits of the file.
+...options}]``), and Reverb's ``.env``; and the edits of the file, by ``apps:*`` and
+``client:add``/``client:remove`` (``editing``).
 
-An edit changes only the ``apps`` list, read from the file as written (no defaults, no
+An edit changes only its own list, read from the file as written (no defaults, no
 environment: those must never be written into it), keeps the file's indentation, and is
 atomic: a temporary file beside it, flushed, then renamed over it, under a lock beside it so
 two commands never lose each other's change. A config file bind-mounted into a container
@@ -42,7 +43,7 @@ def file_apps(clients: Any, apps: Any, environ: Mapping[str, str]) -> list[App]:
     return found
 
 
-def indent_of(text: str) -> str | int:
+def _indent_of(text: str) -> str | int:
     """Keep the file's own indentation (the reference writes tabs)."""
     match = re.search(r"\n([ \t]+)\S", text)
     if match is None or "\t" in match.group(1):
@@ -50,15 +51,55 @@ def indent_of(text: str) -> str | int:
     return len(match.group(1))
 
 
+def _not_found(path: str) -> AppStoreError:
+    return AppStoreError(f"config file {path} not found; create one with `echo-server init`")
+
+
 @contextlib.contextmanager
 def _locked(path: str) -> Iterator[None]:
     directory, name = os.path.split(path)
-    with open(os.path.join(directory, f".{name}.lock"), "a") as lock:
+    try:
+        lock = open(os.path.join(directory, f".{name}.lock"), "a")  # noqa: SIM115
+    except FileNotFoundError:
+        raise _not_found(path) from None  # its directory too
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read(path: str) -> tuple[dict[str, Any], str]:
+    """The file's object as written, and its text."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise _not_found(path) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AppStoreError(f"cannot read config file {path}: {error}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise AppStoreError(f"config file {path} is not valid JSON: {error.msg} "
+                            f"(line {error.lineno}, column {error.colno})") from None
+    if not isinstance(data, dict):
+        raise AppStoreError(f"config file {path} must contain a JSON object")
+    return data, text
+
+
+@contextlib.contextmanager
+def editing(path: str) -> Iterator[dict[str, Any]]:
+    """The file's object, to change in the block: written back (atomically, in the file's
+    indentation) if the block changed it and raised nothing, all under the file's lock.
+    AppStoreError when the file is missing or not a JSON object."""
+    with _locked(path):
+        data, text = _read(path)
+        yield data
+        if data != json.loads(text):
+            _write_atomically(path, json.dumps(data, indent=_indent_of(text),
+                                               ensure_ascii=False) + "\n")
 
 
 def _write_atomically(path: str, text: str) -> None:
@@ -94,21 +135,6 @@ class FileStore(StaticStore):
         self.path = path
         self.environ = environ
 
-    def _read(self) -> tuple[dict[str, Any], str]:
-        try:
-            with open(self.path, encoding="utf-8-sig") as handle:
-                text = handle.read()
-        except FileNotFoundError:
-            raise AppStoreError(f"config file {self.path} not found; create one with "
-                                "`echo-server init`") from None
-        try:
-            data = json.loads(text)
-        except ValueError as error:
-            raise AppStoreError(f"config file {self.path} is not valid JSON: {error}") from None
-        if not isinstance(data, dict):
-            raise AppStoreError(f"config file {self.path} must contain a JSON object")
-        return data, text
-
     def _load(self, data: Mapping[str, Any]) -> None:
         try:
             self.replace(file_apps(data.get("clients"), data.get("apps"), self.environ))
@@ -116,7 +142,7 @@ class FileStore(StaticStore):
             raise AppStoreError(f"{self.path}: {error}") from None
 
     async def start(self) -> None:
-        self._load(self._read()[0])
+        self._load(_read(self.path)[0])
 
     async def all(self) -> list[App]:
         """As the file says now (the commands read it without starting a store)."""
@@ -124,8 +150,7 @@ class FileStore(StaticStore):
         return await super().all()
 
     async def add(self, entry: Mapping[str, Any]) -> App:
-        with _locked(self.path):
-            data, text = self._read()
+        with editing(self.path) as data:
             apps = data.get("apps")
             if apps is None:
                 data["apps"] = apps = []
@@ -134,13 +159,10 @@ class FileStore(StaticStore):
             app = parse_app(dict(entry), f"apps[{len(apps)}]")
             apps.append(dict(entry))
             self._load(data)  # a duplicate key or id is refused before anything is written
-            _write_atomically(self.path, json.dumps(data, indent=indent_of(text),
-                                                    ensure_ascii=False) + "\n")
         return app
 
     async def remove(self, app_id: str) -> bool:
-        with _locked(self.path):
-            data, text = self._read()
+        with editing(self.path) as data:
             apps = data.get("apps")
             if not isinstance(apps, list):
                 return False
@@ -149,7 +171,5 @@ class FileStore(StaticStore):
             if len(kept) == len(apps):
                 return False
             data["apps"] = kept
-            _write_atomically(self.path, json.dumps(data, indent=indent_of(text),
-                                                    ensure_ascii=False) + "\n")
-            self._load(data)
+        self._load(data)
         return True

@@ -88,6 +88,12 @@ class AppSeats:
         """This server's connections (every worker's) of the app ``seat_name`` names."""
         return self.quota.count(name)
 
+    def everywhere(self, name: str) -> int:
+        """Its connections on every live instance: this server's, and the others' as their
+        last heartbeats told (``elsewhere``). A figure (`/apps/{id}/status`), read from
+        memory."""
+        return self.quota.count(name) + self.elsewhere(name)
+
     def own(self) -> dict[str, int]:
         """This process's connections by ``seat_name``, for the other instances."""
         return self.quota.own()

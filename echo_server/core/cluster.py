@@ -344,15 +344,15 @@ class Cluster:
                 await self.publish(self.hello, self.instance_id)
                 self._listening.set()
                 delay = 0.1
-                own = self._own_prefix
+                own, hello, me = self._own_prefix, self.hello.encode(), self.instance_id.encode()
                 while True:
                     for reply in await subscriber.read(1000):
                         if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
                             payload = reply[2]
                             if payload.startswith(own):
                                 continue  # ours, unnumbered: nothing to learn from it
-                            if reply[1] == self.hello.encode():
-                                if payload != self.instance_id.encode():
+                            if reply[1] == hello:
+                                if payload != me:
                                     self._others_seen()
                                 continue
                             self._deliver(payload)
@@ -409,7 +409,7 @@ class Cluster:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                await self._beat()
+                instances = await self._beat()
             except Exception as exc:
                 if not failing:
                     log.warning("cluster heartbeat failed: %s", exc)
@@ -427,11 +427,13 @@ class Cluster:
             if now - healthy_since < self.liveness_ttl:
                 continue
             try:
-                await self._reap()
+                await self._reap(instances)
             except Exception as exc:
                 log.warning("cluster heartbeat failed: %s", exc)
 
-    async def _beat(self) -> None:
+    async def _beat(self) -> Iterable[bytes | str]:
+        """Renew our keys and read the instances set: returned for ``_reap``, which needs
+        it right after."""
         ttl_ms = max(1, int(self.liveness_ttl * 1000))
         counts = self.feeds.counts
         async with self.client.pipeline(transaction=False) as pipe:
@@ -453,6 +455,7 @@ class Cluster:
         self._beaten = True
         if not alive and not first:
             await self._recover(bool(reaped))
+        return instances
 
     async def _read_counts(self, instances: Iterable[bytes | str]) -> None:
         """The other instances' counts, summed (a dead one's key expired with its liveness
@@ -495,9 +498,10 @@ class Cluster:
                     "presence memberships again", "purged by another instance" if reaped
                     else "Redis lost its data", restored)
 
-    async def _reap(self) -> None:
-        """Remove instances whose liveness key expired: exactly one survivor wins each."""
-        for raw in await self.client.smembers(self.instances_key):
+    async def _reap(self, instances: Iterable[bytes | str]) -> None:
+        """Remove instances whose liveness key expired (of ``instances``, the set as the
+        beat just read it): exactly one survivor wins each."""
+        for raw in instances:
             other = _text(raw)
             if other == self.instance_id or await self.client.exists(self.alive_key(other)):
                 continue

@@ -118,22 +118,14 @@ class SubscriptionCounter:
     in all, live or parked for a recovery; the core asks before each new subscription and
     tells when one ends."""
 
-    __slots__ = ("_bound", "_pressure", "_settings", "per_address", "total")
+    __slots__ = ("_bound", "_pressure", "per_address", "settings", "total")
 
     def __init__(self, settings: ChannelLimits) -> None:
         self.settings = settings
-        self.total = 0
-        self.per_address = AddressCounts()
-
-    @property
-    def settings(self) -> ChannelLimits:
-        return self._settings
-
-    @settings.setter
-    def settings(self, settings: ChannelLimits) -> None:
-        self._settings = settings
         self._pressure = int(settings.max_subscriptions * PRESSURE)
         self._bound = settings.max_subscriptions_per_address  # read on every subscribe
+        self.total = 0
+        self.per_address = AddressCounts()
 
     def refusal(self, client: str, address: str) -> str | None:
         """Why one more subscription from ``client`` (at ``address``, for the trusted

@@ -21,7 +21,6 @@ from .shared_sessions import SharedSessions
 
 @dataclass(frozen=True, slots=True)
 class RecoveryParts:
-    options: RecoveryOptions
     history: History
     sessions: Sessions
     # Recovery on other instances too (the cluster, and one Redis stream as the only source).
@@ -31,9 +30,9 @@ class RecoveryParts:
     def build(cls, options: RecoveryOptions,
               shared: SharedSessions | None = None) -> RecoveryParts:
         positions = shared.positions if shared is not None else None
-        return cls(options, History(options.history, positions), Sessions(options), shared)
+        return cls(History(options.history, positions), Sessions(options), shared)
 
     @property
     def positions(self) -> Positions | None:
         """Where this instance is in the stream and the relay, when offsets must say it."""
-        return self.shared.positions if self.shared is not None else None
+        return self.history.positions  # handed to the history by `build`, from `shared`

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from ..apps.tags import app_tag
+from ..apps.tags import app_tag, tag_of
 from .channels import ChannelCore
 from .cluster import Cluster
 from .presence import Member
@@ -64,6 +64,7 @@ class ServerState:
                  connections_by_kind: Callable[[], Counter[tuple[str, str]]],
                  sources: Callable[[], list[SourceStatus]],
                  errors: ErrorCounts,
+                 app_connections: Callable[[str], int],
                  webhooks: Callable[[], Mapping[str, float]] | None = None,
                  cluster: Cluster | None = None, worker: int | None = None,
                  siblings: Siblings | None = None) -> None:
@@ -72,6 +73,7 @@ class ServerState:
         self.connections_by_kind = connections_by_kind  # (protocol, transport) -> count
         self.sources = sources
         self.errors = errors
+        self.app_connections = app_connections  # an app's on every instance, by its tag
         self.webhooks = webhooks  # the webhook senders' counters, when any are configured
         self.cluster = cluster
         self.worker = worker  # this process's slot under `--workers N`
@@ -116,9 +118,7 @@ class ServerState:
 
     def snapshot(self) -> dict[str, Any]:
         """What this instance tells the others about itself at each heartbeat."""
-        # The isolated apps' connections too, for their own ``/apps/{id}/status``.
-        apps = {app_id: count for app_id, count in self.local_app_connections().items() if app_id}
-        return {"connections": self.local_connections(), "apps": apps,
+        return {"connections": self.local_connections(),
                 "channels": self.local_channel_counts(), "at": time.time()}
 
     # -- the whole server (every live instance) -------------------------------------------
@@ -130,13 +130,13 @@ class ServerState:
                                               for p in await self._peers())
 
     async def app_connection_count(self, app_id: str) -> int:
-        """An isolated app's connections on every live instance (an instance that does not
-        report them counts none); the default app's ("") are the server's, as they always
-        were: laravel-echo-server's ``/status`` counts every connection."""
+        """An isolated app's connections on every live instance, as its seats count them
+        (``apps.seats``: the other instances' told with each heartbeat, so no pass over the
+        connections here); the default app's ("") are the server's, as they always were:
+        laravel-echo-server's ``/status`` counts every connection."""
         if not app_id:
             return await self.connection_count()
-        return self.local_app_connections()[app_id] + sum(
-            int((p.get("apps") or {}).get(app_id, 0)) for p in await self._peers())
+        return self.app_connections(tag_of(app_id))
 
     async def channel_counts(self, prefix: str = "") -> dict[str, int]:
         counts = {name: count for name, count in self.local_channel_counts().items()

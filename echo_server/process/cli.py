@@ -11,6 +11,7 @@ in one function beside the lock file and config handling they share.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import logging
@@ -21,13 +22,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from echo_server import config as cfg
 from echo_server.apps.endpoints import BUNDLE
-from echo_server.apps.file_store import indent_of
+from echo_server.apps.file_store import editing
+from echo_server.apps.store import AppStoreError
 from echo_server.process import lockfile, logformat
 from echo_server.process.settings import parse_port, parse_worker_ports, parse_workers
 from echo_server.web import PACKAGE_STATIC
@@ -289,17 +291,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- config files
 
 
-def _read_raw(path: str) -> tuple[dict[str, Any], str | int]:
-    """The file as written (no defaults, no env), so an edit changes only what it must.
+@contextlib.contextmanager
+def _editing(path: str) -> Iterator[dict[str, Any]]:
+    """The file as written (no defaults, no env), so an edit changes only what it must, and
+    under the lock the `apps:*` commands take (``file_store.editing``).
 
     The reference re-saves its merged, env-overridden options; that would write secrets from
     the environment into the file and drop unknown keys.
     """
-    data = cfg.read_config_file(path)
-    if data is None:
-        raise CliError(f"config file {path} not found; create one with `echo-server init`")
-    with open(path, encoding="utf-8-sig") as handle:
-        return data, indent_of(handle.read())
+    try:
+        with editing(path) as data:
+            yield data
+    except AppStoreError as error:
+        raise CliError(str(error)) from None
+    except OSError as error:
+        raise CliError(f"cannot write {path}: {error}") from error
 
 
 def _write_json(path: str, data: dict[str, Any], indent: str | int = "\t") -> None:
@@ -320,22 +326,22 @@ def _print_client(client: dict[str, Any]) -> None:
 def cmd_client_add(args: argparse.Namespace) -> int:
     """Add an API client, or give an existing appId a new key, as the reference does."""
     path = cfg.resolve_config_path(args.config, args.dir)
-    data, indent = _read_raw(path)
-    clients = data.get("clients")
-    if not isinstance(clients, list):
-        data["clients"] = clients = []
-    app_id = args.app_id or cfg.generate_app_id()
-    client = next(
-        (c for c in clients if isinstance(c, dict) and str(c.get("appId")) == app_id), None
-    )
-    if client is None:
-        client = {"appId": app_id, "key": cfg.generate_key()}
-        clients.append(client)
-        print("API Client added!")
-    else:
-        client["key"] = cfg.generate_key()
-        print("API Client updated!")
-    _write_json(path, data, indent)
+    with _editing(path) as data:
+        clients = data.get("clients")
+        if not isinstance(clients, list):
+            data["clients"] = clients = []
+        app_id = args.app_id or cfg.generate_app_id()
+        client = next(
+            (c for c in clients if isinstance(c, dict) and str(c.get("appId")) == app_id), None
+        )
+        if client is None:
+            client = {"appId": app_id, "key": cfg.generate_key()}
+            clients.append(client)
+            added = True
+        else:
+            client["key"] = cfg.generate_key()
+            added = False
+    print("API Client added!" if added else "API Client updated!")
     _print_client(client)
     return 0
 
@@ -343,18 +349,19 @@ def cmd_client_add(args: argparse.Namespace) -> int:
 def cmd_client_remove(args: argparse.Namespace) -> int:
     """Remove one client by appId (the reference, given none, removes the last one: we don't)."""
     path = cfg.resolve_config_path(args.config, args.dir)
-    data, indent = _read_raw(path)
-    clients = data.get("clients")
-    if not isinstance(clients, list):
-        clients = []
-    ids = [str(c.get("appId")) for c in clients if isinstance(c, dict)]
-    if not args.app_id:
-        raise CliError("give the appId to remove; configured: " + (", ".join(ids) or "none"))
-    kept = [c for c in clients if not (isinstance(c, dict) and str(c.get("appId")) == args.app_id)]
-    if len(kept) == len(clients):
-        raise CliError(f"no client with appId {args.app_id} in {path}")
-    data["clients"] = kept
-    _write_json(path, data, indent)
+    with _editing(path) as data:
+        clients = data.get("clients")
+        if not isinstance(clients, list):
+            clients = []
+        ids = [str(c.get("appId")) for c in clients if isinstance(c, dict)]
+        if not args.app_id:
+            raise CliError("give the appId to remove; configured: "
+                           + (", ".join(ids) or "none"))
+        kept = [c for c in clients
+                if not (isinstance(c, dict) and str(c.get("appId")) == args.app_id)]
+        if len(kept) == len(clients):
+            raise CliError(f"no client with appId {args.app_id} in {path}")
+        data["clients"] = kept
     print(f"Client removed: {args.app_id}")
     return 0
 
@@ -375,7 +382,6 @@ def _run_on_store(args: argparse.Namespace, work: Callable[[Any], Any]) -> Any:
 
     from echo_server.apps.manager import editing_store
     from echo_server.apps.model import AppConfigError
-    from echo_server.apps.store import AppStoreError
 
     config = _apps_config(args)
     store = editing_store(config.config_file, config.environ, config.app_manager)

@@ -36,7 +36,6 @@ from ..apps.store import StaticStore
 from ..config import Config, ConfigError, load_config
 from ..core.channels import ChannelCore
 from ..core.tasks import cancel_tasks, close_later
-from ..web.api import HttpApi
 from ..web.health import Health, Phase
 from ..webhooks.dispatcher import Webhooks
 from . import logformat
@@ -70,7 +69,6 @@ class Reloadable(Protocol):
     protocols: tuple[Served, ...]
     file_apps: StaticStore
     webhooks: Webhooks
-    api: HttpApi
     health: Health
 
 

@@ -107,12 +107,13 @@ class EchoServer:
                          if url_scheme(url) != "memory"]  # that is self.memory
         self._redis_client = self._redis_for_presence()
         self._redis: Any = None  # the same client, once Redis answered at start
-        positions = Positions() if self._shares_sessions() else None
+        stream = self._shared_stream()
+        positions = Positions() if stream is not None else None
         self.cluster = self._cluster(positions)
         broadcast = broadcast_histogram() if config.metrics_enabled else None
         self.core = ChannelCore(self.authorizer, self.errors.report,
                                 limits=config.channel_limits, authenticator=self.authenticator,
-                                recovery=self._recovery(positions), cluster=self.cluster,
+                                recovery=self._recovery(positions, stream), cluster=self.cluster,
                                 shared_presence=self._shared_presence(),
                                 delivery_observer=broadcast.observe if broadcast else None)
         self.occupancy = Occupancy(self.core.lifecycle)  # server-wide occupied / vacated
@@ -149,6 +150,7 @@ class EchoServer:
                                      Counter[tuple[str, str]]()),
                                  sources=lambda: [runner.health for runner in self.runners],
                                  errors=self.errors,
+                                 app_connections=self.seats.everywhere,
                                  webhooks=self.webhooks.figures
                                  if config.webhook_endpoints or config.app_manager is not None
                                  else None,
@@ -448,19 +450,21 @@ class EchoServer:
         source.on_bad_message = self.errors.report
         return source
 
-    def _shares_sessions(self) -> bool:
-        """Recovery on any instance (core.shared_sessions): with recovery on, the cluster,
-        and one Redis stream as the only source of events, every packet a client can miss
-        on a public or private channel is in the stream, under one id everywhere."""
+    def _shared_stream(self) -> RedisStreamSource | None:
+        """The stream that makes recovery work on any instance (core.shared_sessions), or
+        None: with recovery on, the cluster, and one Redis stream as the only source of
+        events, every packet a client can miss on a public or private channel is in the
+        stream, under one id everywhere."""
         c = self.config
-        if c.recovery is None or not (c.cluster_enabled and c.presence_backend == "redis"):
-            return False
-        if len(self._sources) != 1 or not isinstance(self._sources[0], RedisStreamSource):
+        if c.recovery is None or not c.clustered:
+            return None
+        source = self._sources[0] if len(self._sources) == 1 else None
+        if not isinstance(source, RedisStreamSource):
             log.info("connection-state recovery works on the instance a client was connected "
                      "to; for recovery on any instance, make one redis-stream:// URL the only "
                      "source (README: Recovery)")
-            return False
-        return True
+            return None
+        return source
 
     def _shared_presence(self) -> RedisPresenceStore | None:
         """With Redis presence: the store the instances share, used (``presence.share``) if
@@ -475,7 +479,7 @@ class EchoServer:
         """With Redis presence and the cluster on: built now, started (in `start`) if Redis
         answers then."""
         c = self.config
-        if not (c.cluster_enabled and c.presence_backend == "redis"):
+        if not c.clustered:
             return None
         recovery = c.recovery
         return Cluster(
@@ -487,17 +491,18 @@ class EchoServer:
             # The other workers' connections are counted exactly (`apps/quota.py`).
             siblings=self.worker.instance_ids if self.worker is not None else ())
 
-    def _recovery(self, positions: Positions | None) -> RecoveryParts | None:
+    def _recovery(self, positions: Positions | None,
+                  stream: RedisStreamSource | None) -> RecoveryParts | None:
+        """``positions`` and ``stream`` come together (``_shared_stream``) or not at all."""
         recovery = self.config.recovery
         if recovery is None:
             return None
         shared = None
-        source = self._sources[0] if self._sources else None
-        if positions is not None and isinstance(source, RedisStreamSource):
+        if positions is not None and stream is not None:
             # Read through the shared client's blocking pool: a burst of recoveries (every
             # client of a dead instance at once) waits for a connection rather than failing.
             gap = StreamGap(positions, functools.partial(read_entries, self._redis_client,
-                                                         source.stream), recovery.catch_up)
+                                                         stream.stream), recovery.catch_up)
             shared = SharedSessions(self._redis_client, key_tag(self.config.key_prefix),
                                     self.instance_id, gap, window=recovery.window,
                                     max_packets=recovery.history.max_per_channel)

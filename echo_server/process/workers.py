@@ -131,7 +131,7 @@ def link_sockets(directory: str, workers: int) -> list[socket.socket]:
 
 def check_cluster(config: Config, workers: int) -> None:
     """N > 1 only as instances of one cluster: presence and whispers must cross workers."""
-    if config.presence_backend != "redis" or not config.cluster_enabled:
+    if not config.clustered:
         raise ConfigError(
             f"workers: {workers} needs the cluster layer over Redis (`database: \"redis\"`, "
             "cluster not disabled): the workers share presence and relay whispers through "
