@@ -202,8 +202,14 @@ async def test_a_killed_instances_channels_and_members_are_told_once(
         tmp_path: Path, make_server: ServerFactory, redis_url: str, auth_backend: AuthBackend,
         receiver: WebhookReceiver, prefix: str) -> None:
     auth_backend.rules["presence-admins"] = _as_member
-    options = {"authHost": auth_backend.url,
-               **_shared(receiver, prefix, ["channel_vacated", "member_removed"])}
+    # Only the killed instance's members may be told gone. The raw sockets here answer no
+    # pings: at the suite's 0.4 s ping the watcher was dropped whenever a busy machine
+    # stretched the test past 0.8 s. And at a liveness of 0.4 s, the doomed instance took
+    # the survivor (this test's loop, stalled) for dead before it was killed itself.
+    shared = _shared(receiver, prefix, ["channel_vacated", "member_removed"])
+    options = {**shared, "authHost": auth_backend.url,
+               "socketio": {"pingInterval": 60_000, "pingTimeout": 60_000},
+               "cluster": {"heartbeatInterval": 100, "livenessTtl": 1500}}
     survivor = await make_server(options)
     async with instance_process(tmp_path, redis_url, options) as (proc, doomed):
         watcher = await _subscriber(survivor)
